@@ -1,0 +1,148 @@
+//! The `strata` binary: run SQL against an embedded warehouse.
+//!
+//! ```text
+//! strata [--warehouse URL] -c "SQL; SQL"     statements from the command line
+//! strata [--warehouse URL] -f script.sql     statements from a file
+//! echo "SELECT 1" | strata                   statements from stdin
+//! ```
+//! Results go to stdout (`--format table|csv|json`), errors to stderr with exit code 1.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use arrow::array::RecordBatch;
+use clap::{Parser, ValueEnum};
+use strata_query::{StatementResult, Warehouse};
+
+/// Output formats of query results.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    /// Aligned table for humans.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// Newline-delimited JSON objects.
+    Json,
+}
+
+/// Strata: a columnar data warehouse engine.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about)]
+struct Args {
+    /// Warehouse root: a directory, file:///path or memory://.
+    #[arg(
+        long,
+        short = 'w',
+        env = "STRATA_WAREHOUSE",
+        default_value = "./warehouse"
+    )]
+    warehouse: String,
+
+    /// SQL to run (several statements separated by `;`).
+    #[arg(long, short = 'c', conflicts_with = "file")]
+    command: Option<String>,
+
+    /// File of SQL statements to run.
+    #[arg(long, short = 'f')]
+    file: Option<PathBuf>,
+
+    /// Output format of results.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+
+    /// Log filter, e.g. `info` or `strata_query=debug`.
+    #[arg(long, env = "STRATA_LOG", default_value = "warn")]
+    log_filter: String,
+}
+
+fn print(result: &StatementResult, format: Format, out: &mut impl Write) -> anyhow::Result<()> {
+    let batches: Vec<RecordBatch> = if result.batches.is_empty() {
+        vec![RecordBatch::new_empty(std::sync::Arc::clone(
+            &result.schema,
+        ))]
+    } else {
+        result.batches.clone()
+    };
+    match format {
+        Format::Table => {
+            writeln!(
+                out,
+                "{}",
+                arrow::util::pretty::pretty_format_batches(&batches)?
+            )?;
+        }
+        Format::Csv => {
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(&mut *out);
+            for b in &batches {
+                writer.write(b)?;
+            }
+        }
+        Format::Json => {
+            let mut writer = arrow::json::LineDelimitedWriter::new(&mut *out);
+            for b in &batches {
+                writer.write(b)?;
+            }
+            writer.finish()?;
+        }
+    }
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let sql = match (&args.command, &args.file) {
+        (Some(c), _) => c.clone(),
+        (None, Some(f)) => {
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
+        }
+        (None, None) => {
+            if std::io::stdin().is_terminal() {
+                anyhow::bail!("no SQL given: use -c \"SQL\", -f file.sql, or pipe SQL to stdin");
+            }
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            s
+        }
+    };
+    let warehouse = Warehouse::open(&args.warehouse)
+        .await
+        .with_context(|| format!("opening warehouse {}", args.warehouse))?;
+    let mut session = warehouse.session();
+    let statements = strata_query::parser::parse(&sql)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for statement in statements {
+        let result = session.execute(&statement).await?;
+        print(&result, args.format, &mut out)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_filter))
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! End-to-end tests of the `strata` binary: output formats, errors, several processes writing
+//! one table, and a writer killed mid-statement.
+
+use std::process::{Command, Output, Stdio};
+
+fn strata(warehouse: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--warehouse")
+        .arg(warehouse)
+        .args(args)
+        .output()
+        .expect("strata runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn sql(warehouse: &str, sql: &str) -> String {
+    let o = strata(warehouse, &["--format", "csv", "-c", sql]);
+    assert!(
+        o.status.success(),
+        "{sql} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    stdout(&o)
+}
+
+#[test]
+fn formats_files_and_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    sql(
+        &w,
+        "CREATE TABLE t (a INT, b VARCHAR); INSERT INTO t VALUES (1, 'x'), (2, NULL)",
+    );
+    assert_eq!(sql(&w, "SELECT a, b FROM t ORDER BY a"), "a,b\n1,x\n2,\n");
+    let json = strata(
+        &w,
+        &["--format", "json", "-c", "SELECT a FROM t ORDER BY a"],
+    );
+    assert_eq!(stdout(&json), "{\"a\":1}\n{\"a\":2}\n");
+    let table = strata(&w, &["-c", "SELECT count(*) AS n FROM t"]);
+    assert!(stdout(&table).contains("| n |"), "{}", stdout(&table));
+
+    let script = dir.path().join("q.sql");
+    std::fs::write(&script, "-- a script\nSELECT sum(a) AS s FROM t;\n").unwrap();
+    let o = strata(&w, &["--format", "csv", "-f", script.to_str().unwrap()]);
+    assert_eq!(stdout(&o), "s\n3\n");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--warehouse", &w, "--format", "csv"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SELECT max(a) AS m FROM t")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(stdout(&o), "m\n2\n");
+}
+
+#[test]
+fn errors_go_to_stderr_with_a_failing_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    let o = strata(&w, &["-c", "SELECT * FROM missing"]);
+    assert!(!o.status.success());
+    assert!(o.stdout.is_empty());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("missing"), "{err}");
+}
+
+#[test]
+fn concurrent_writers_in_several_processes_lose_no_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    sql(&w, "CREATE TABLE t (writer INT, n INT)");
+    let writers: Vec<_> = (0..4)
+        .map(|writer| {
+            let script: String = (0..5)
+                .map(|n| format!("INSERT INTO t VALUES ({writer}, {n});"))
+                .collect();
+            Command::new(env!("CARGO_BIN_EXE_strata"))
+                .args(["--warehouse", &w, "-c", &script])
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in writers {
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(
+        sql(
+            &w,
+            "SELECT count(*) AS rows, count(DISTINCT writer * 10 + n) AS distinct_rows FROM t"
+        ),
+        "rows,distinct_rows\n20,20\n"
+    );
+    assert_eq!(
+        sql(
+            &w,
+            "SELECT max(version) AS v FROM system.table_versions WHERE table_name = 't'"
+        ),
+        "v\n20\n"
+    );
+}
+
+#[test]
+fn a_writer_killed_before_its_commit_leaves_the_table_at_its_last_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    sql(&w, "CREATE TABLE t (a BIGINT); INSERT INTO t VALUES (1)");
+    // Dies after uploading its data files, before writing the commit.
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "--warehouse",
+            &w,
+            "-c",
+            "INSERT INTO t SELECT * FROM generate_series(1, 1000)",
+        ])
+        .env("STRATA_FAILPOINT", "before_commit")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert_eq!(sql(&w, "SELECT count(*) AS n FROM t"), "n\n1\n");
+    // The orphan is there, and VACUUM removes it.
+    let files = |w: &str| {
+        walk(&std::path::Path::new(w).join("tables"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count()
+    };
+    assert_eq!(files(&w), 2);
+    sql(&w, "VACUUM t RETAIN 0 HOURS");
+    assert_eq!(files(&w), 1);
+    assert_eq!(sql(&w, "SELECT count(*) AS n FROM t"), "n\n1\n");
+
+    // A real kill at an arbitrary moment: the table is at one of its commits.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "--warehouse",
+            &w,
+            "-c",
+            "INSERT INTO t SELECT * FROM generate_series(1, 300000); INSERT INTO t SELECT * FROM generate_series(1, 300000)",
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let n = sql(&w, "SELECT count(*) AS n FROM t");
+    assert!(
+        ["n\n1\n", "n\n300001\n", "n\n600001\n"].contains(&n.as_str()),
+        "table is between commits: {n}"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,131 @@
+//! Strata's catalog as DataFusion catalog providers.
+//!
+//! Each Strata database is a DataFusion catalog, each schema a schema. Every database also shows
+//! a read-only `system` schema (see [`crate::system`]); DataFusion adds `information_schema`.
+//! Names come from the warehouse's cached catalog, refreshed before each statement; tables are
+//! resolved (their snapshot read) when a statement is planned.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider, TableProvider};
+use datafusion::error::{DataFusionError, Result as DfResult};
+
+use crate::system::{SYSTEM_SCHEMA, SYSTEM_TABLES, system_table};
+use crate::warehouse::Warehouse;
+
+/// All databases of a warehouse.
+#[derive(Debug)]
+pub struct StrataCatalogList {
+    warehouse: Warehouse,
+}
+
+impl StrataCatalogList {
+    /// The databases of `warehouse`.
+    pub fn new(warehouse: Warehouse) -> Self {
+        Self { warehouse }
+    }
+}
+
+impl CatalogProviderList for StrataCatalogList {
+    fn register_catalog(
+        &self,
+        _name: String,
+        _catalog: Arc<dyn CatalogProvider>,
+    ) -> Option<Arc<dyn CatalogProvider>> {
+        // Databases are created with CREATE DATABASE, which commits to the catalog log.
+        None
+    }
+
+    fn catalog_names(&self) -> Vec<String> {
+        self.warehouse.catalog().databases.keys().cloned().collect()
+    }
+
+    fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
+        self.warehouse
+            .catalog()
+            .databases
+            .contains_key(name)
+            .then(|| {
+                Arc::new(StrataDatabase {
+                    warehouse: self.warehouse.clone(),
+                    database: name.to_string(),
+                }) as Arc<dyn CatalogProvider>
+            })
+    }
+}
+
+/// One database.
+#[derive(Debug)]
+struct StrataDatabase {
+    warehouse: Warehouse,
+    database: String,
+}
+
+impl CatalogProvider for StrataDatabase {
+    fn schema_names(&self) -> Vec<String> {
+        let catalog = self.warehouse.catalog();
+        let mut names: Vec<String> = catalog
+            .database(&self.database)
+            .map(|d| d.schemas.keys().cloned().collect())
+            .unwrap_or_default();
+        names.push(SYSTEM_SCHEMA.to_string());
+        names
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        let exists = name == SYSTEM_SCHEMA
+            || self
+                .warehouse
+                .catalog()
+                .schema(&self.database, name)
+                .is_ok();
+        exists.then(|| {
+            Arc::new(StrataSchema {
+                warehouse: self.warehouse.clone(),
+                database: self.database.clone(),
+                schema: name.to_string(),
+            }) as Arc<dyn SchemaProvider>
+        })
+    }
+}
+
+/// One schema (or the `system` schema).
+#[derive(Debug)]
+struct StrataSchema {
+    warehouse: Warehouse,
+    database: String,
+    schema: String,
+}
+
+#[async_trait]
+impl SchemaProvider for StrataSchema {
+    fn table_names(&self) -> Vec<String> {
+        if self.schema == SYSTEM_SCHEMA {
+            return SYSTEM_TABLES.iter().map(|s| s.to_string()).collect();
+        }
+        self.warehouse
+            .catalog()
+            .schema(&self.database, &self.schema)
+            .map(|s| s.tables.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if self.schema == SYSTEM_SCHEMA {
+            return system_table(&self.warehouse, name)
+                .await
+                .map_err(DataFusionError::from);
+        }
+        let table = self
+            .warehouse
+            .table(&self.database, &self.schema, name)
+            .await
+            .map_err(DataFusionError::from)?;
+        Ok(table.map(|t| Arc::new(t) as Arc<dyn TableProvider>))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.table_names().iter().any(|t| t == name)
+    }
+}

@@ -1,0 +1,56 @@
+//! The one error type of the query layer.
+
+use datafusion::error::DataFusionError;
+
+/// Errors of the SQL layer: parse errors, unsupported statements, and errors of the layers below.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("SQL parse error: {0}")]
+    Parse(String),
+
+    #[error("not supported: {0}")]
+    Unsupported(String),
+
+    #[error("{0}")]
+    Plan(String),
+
+    #[error(transparent)]
+    Storage(#[from] strata_storage::Error),
+
+    #[error(transparent)]
+    DataFusion(DataFusionError),
+
+    #[error("Arrow error: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+impl From<DataFusionError> for Error {
+    /// Unwraps storage errors that travelled through DataFusion, so callers see the original.
+    fn from(e: DataFusionError) -> Self {
+        let root = e.find_root();
+        if let DataFusionError::External(inner) = root
+            && let Some(storage) = inner.downcast_ref::<strata_storage::Error>()
+        {
+            return Error::Plan(storage.to_string());
+        }
+        match e {
+            DataFusionError::External(inner) => match inner.downcast::<strata_storage::Error>() {
+                Ok(s) => Error::Storage(*s),
+                Err(other) => Error::DataFusion(DataFusionError::External(other)),
+            },
+            other => Error::DataFusion(other),
+        }
+    }
+}
+
+impl From<Error> for DataFusionError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::DataFusion(e) => e,
+            other => DataFusionError::External(Box::new(other)),
+        }
+    }
+}
+
+/// Result with the query [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,27 @@
+//! Strata's SQL layer: a DataFusion session over a Strata warehouse.
+//!
+//! ```text
+//!  Session::sql(text)
+//!     │ parser: split on `;`, Snowflake → Generic → MySQL → Postgres dialects,
+//!     │         plus PARTITION BY RANGE / ADD|DROP PARTITION / VACUUM / time travel
+//!     ├── catalog DDL, CREATE TABLE [AS], COPY INTO, SHOW, DESCRIBE ──► strata-storage
+//!     └── SELECT, INSERT, EXPLAIN, SET ──► DataFusion ──► StrataTable (prunes partitions
+//!                                                        and files, then Parquet scan)
+//!  every statement ──► system.query_log
+//! ```
+//!
+//! Entry points: [`Warehouse::open`] and [`Warehouse::session`], then [`Session::sql`].
+
+pub mod catalog;
+mod copy;
+pub mod error;
+pub mod parser;
+pub mod session;
+pub mod system;
+pub mod table;
+pub mod types;
+pub mod warehouse;
+
+pub use error::{Error, Result};
+pub use session::{Session, StatementResult};
+pub use warehouse::{Warehouse, WarehouseOptions};

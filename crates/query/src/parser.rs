@@ -1,0 +1,780 @@
+//! Strata's SQL dialect: sqlparser plus the few statements no sqlparser dialect knows.
+//!
+//! A script is split into statements on `;` tokens (so semicolons in strings and comments are
+//! safe, and Snowflake's `COPY INTO`, which swallows a trailing `;`, still ends where it should).
+//! Each statement is parsed with the Snowflake dialect first (for `COPY INTO` and
+//! `AT (VERSION => n)`), then Generic, MySQL and PostgreSQL, so SQL copied from their guides runs
+//! as written. Three statements need Strata's own small parser on top of sqlparser's:
+//!
+//! - MySQL `PARTITION BY RANGE (c) (PARTITION p VALUES LESS THAN (...), ...)` and
+//!   `INTERVAL (1 MONTH)` after `CREATE TABLE`: the clause is cut out of the token stream and
+//!   the rest is parsed as a normal `CREATE TABLE`;
+//! - `ALTER TABLE t ADD PARTITION (...)` / `DROP PARTITION p`;
+//! - `VACUUM [t] [RETAIN n HOURS|DAYS]`.
+//!
+//! Time travel (`t AT (VERSION => 3)`, `AT (TIMESTAMP => '...')`, `FOR SYSTEM_TIME AS OF`) is
+//! rewritten into a table name with a suffix, `t@v3` or `t@t<micros>`, that the catalog resolves
+//! to the snapshot; DataFusion's planner would otherwise ignore the clause.
+
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName, ObjectNamePart,
+    Statement as SqlStatement, TableFactor, TableVersion, Value, VisitMut, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::{
+    Dialect, GenericDialect, MySqlDialect, PostgreSqlDialect, SnowflakeDialect,
+};
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::{Parser, ParserError};
+use datafusion::sql::sqlparser::tokenizer::{
+    Location, Token, TokenWithSpan, Tokenizer, Whitespace,
+};
+use strata_storage::UpperBound;
+
+use crate::error::{Error, Result};
+
+/// A parsed statement and its source text (for the query log).
+#[derive(Debug, Clone)]
+pub struct ParsedStatement {
+    pub text: String,
+    pub statement: Statement,
+}
+
+/// A statement of Strata's dialect.
+#[derive(Debug, Clone)]
+pub enum Statement {
+    /// Anything sqlparser understands.
+    Sql(Box<SqlStatement>),
+    /// `CREATE TABLE ... PARTITION BY RANGE ...`.
+    CreatePartitioned {
+        create: Box<SqlStatement>,
+        partitioning: PartitionClause,
+    },
+    /// `ALTER TABLE t ADD PARTITION ...`.
+    AddPartitions {
+        table: ObjectName,
+        partitions: Vec<(String, UpperBound)>,
+    },
+    /// `ALTER TABLE t DROP PARTITION p, q`.
+    DropPartitions {
+        table: ObjectName,
+        names: Vec<String>,
+        if_exists: bool,
+    },
+    /// `VACUUM [t] [RETAIN n HOURS]`.
+    Vacuum {
+        table: Option<ObjectName>,
+        retain_hours: Option<f64>,
+    },
+}
+
+/// `PARTITION BY RANGE (column) [INTERVAL (...)] [(PARTITION ... VALUES LESS THAN ...)]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PartitionClause {
+    pub column: String,
+    pub partitions: Vec<(String, UpperBound)>,
+    pub interval: Option<IntervalSpec>,
+}
+
+/// The width of automatic partitions as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntervalSpec {
+    Months(u32),
+    Days(i64),
+    Hours(i64),
+    /// A bare number: the width in key units (integer keys).
+    Number(i64),
+}
+
+/// The Snowflake dialect with everything else as is; it alone parses `COPY INTO` and `AT (...)`.
+fn dialects() -> [(&'static str, Box<dyn Dialect>); 4] {
+    [
+        ("snowflake", Box::new(SnowflakeDialect)),
+        ("generic", Box::new(GenericDialect)),
+        ("mysql", Box::new(MySqlDialect {})),
+        ("postgres", Box::new(PostgreSqlDialect {})),
+    ]
+}
+
+/// Parses a script of `;`-separated statements.
+pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
+    let tokens = Tokenizer::new(&GenericDialect, sql)
+        .tokenize_with_location()
+        .map_err(|e| Error::Parse(e.to_string()))?;
+    let line_starts = line_starts(sql);
+    let mut out = Vec::new();
+    for chunk in tokens.split(|t| t.token == Token::SemiColon) {
+        let significant: Vec<&TokenWithSpan> = chunk
+            .iter()
+            .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
+            .collect();
+        let (Some(first), Some(last)) = (significant.first(), significant.last()) else {
+            continue;
+        };
+        let text = &sql[byte_offset(sql, &line_starts, first.span.start)
+            ..byte_offset(sql, &line_starts, last.span.end)];
+        let statement = parse_one(text, chunk)?;
+        out.push(ParsedStatement {
+            text: text.to_string(),
+            statement,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
+    let words: Vec<String> = chunk
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .take(4)
+        .map(|t| match &t.token {
+            Token::Word(w) => w.value.to_ascii_uppercase(),
+            other => other.to_string(),
+        })
+        .collect();
+    let first = words.first().map(String::as_str).unwrap_or_default();
+    if first == "VACUUM" {
+        return parse_vacuum(chunk);
+    }
+    if first == "ALTER" && words.get(1).is_some_and(|w| w == "TABLE") && has_partition_op(chunk) {
+        return parse_alter_partition(chunk);
+    }
+    if first == "CREATE"
+        && let Some((start, end)) = find_partition_clause(chunk)
+    {
+        let clause = parse_partition_clause(&chunk[start..end])?;
+        let mut rest: Vec<TokenWithSpan> = chunk[..start].to_vec();
+        rest.extend_from_slice(&chunk[end..]);
+        let create = parse_tokens(rest)?;
+        if !matches!(create, SqlStatement::CreateTable(_)) {
+            return Err(Error::Parse(
+                "PARTITION BY RANGE is only valid in CREATE TABLE".to_string(),
+            ));
+        }
+        return Ok(Statement::CreatePartitioned {
+            create: Box::new(create),
+            partitioning: clause,
+        });
+    }
+    let mut first_error = None;
+    for (name, dialect) in dialects() {
+        match parse_text(dialect.as_ref(), text) {
+            Ok(mut statement) => {
+                rewrite_time_travel(&mut statement)?;
+                return Ok(Statement::Sql(Box::new(statement)));
+            }
+            Err(e) => {
+                // Report the error of the dialect the statement most likely targets.
+                let relevant = (name == "snowflake" && first == "COPY") || name == "generic";
+                if relevant && first_error.is_none() || first_error.is_none() && name == "generic" {
+                    first_error = Some(e);
+                }
+            }
+        }
+    }
+    Err(Error::Parse(
+        first_error.map(|e| e.to_string()).unwrap_or_default(),
+    ))
+}
+
+fn parse_text(dialect: &dyn Dialect, text: &str) -> Result<SqlStatement, ParserError> {
+    let mut parser = Parser::new(dialect).try_with_sql(text)?;
+    let statement = parser.parse_statement()?;
+    expect_end(&mut parser)?;
+    Ok(statement)
+}
+
+fn parse_tokens(tokens: Vec<TokenWithSpan>) -> Result<SqlStatement> {
+    let mut first_error = None;
+    for dialect in [
+        Box::new(GenericDialect) as Box<dyn Dialect>,
+        Box::new(MySqlDialect {}),
+        Box::new(PostgreSqlDialect {}),
+    ] {
+        let mut parser = Parser::new(dialect.as_ref()).with_tokens_with_locations(tokens.clone());
+        let result = parser
+            .parse_statement()
+            .and_then(|s| expect_end(&mut parser).map(|_| s));
+        match result {
+            Ok(s) => return Ok(s),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(Error::Parse(
+        first_error.map(|e| e.to_string()).unwrap_or_default(),
+    ))
+}
+
+fn expect_end(parser: &mut Parser) -> Result<(), ParserError> {
+    let _ = parser.consume_token(&Token::SemiColon);
+    let next = parser.peek_token();
+    if next.token == Token::EOF {
+        Ok(())
+    } else {
+        Err(ParserError::ParserError(format!(
+            "expected end of statement, found: {} at {}",
+            next.token, next.span.start
+        )))
+    }
+}
+
+fn line_starts(sql: &str) -> Vec<usize> {
+    let mut v = vec![0];
+    v.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
+    v
+}
+
+fn byte_offset(sql: &str, line_starts: &[usize], loc: Location) -> usize {
+    let Some(start) = line_starts.get((loc.line.max(1) - 1) as usize) else {
+        return sql.len();
+    };
+    sql[*start..]
+        .char_indices()
+        .nth((loc.column.max(1) - 1) as usize)
+        .map(|(i, _)| start + i)
+        .unwrap_or(sql.len())
+}
+
+fn is_word(t: &TokenWithSpan, word: &str) -> bool {
+    matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
+}
+
+/// Significant token indices of a chunk.
+fn significant(chunk: &[TokenWithSpan]) -> Vec<usize> {
+    (0..chunk.len())
+        .filter(|i| !matches!(chunk[*i].token, Token::Whitespace(_) | Token::EOF))
+        .collect()
+}
+
+/// Finds `PARTITION BY RANGE ...` at parenthesis depth 0: the token range of the clause.
+fn find_partition_clause(chunk: &[TokenWithSpan]) -> Option<(usize, usize)> {
+    let sig = significant(chunk);
+    let mut depth = 0i32;
+    let mut start = None;
+    for (k, &i) in sig.iter().enumerate() {
+        match chunk[i].token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ => {}
+        }
+        if depth == 0
+            && start.is_none()
+            && is_word(&chunk[i], "PARTITION")
+            && sig.get(k + 1).is_some_and(|&j| is_word(&chunk[j], "BY"))
+            && sig.get(k + 2).is_some_and(|&j| is_word(&chunk[j], "RANGE"))
+        {
+            start = Some(i);
+        } else if depth == 0 && start.is_some() && is_word(&chunk[i], "AS") {
+            return start.map(|s| (s, i));
+        }
+    }
+    start.map(|s| (s, chunk.len()))
+}
+
+fn has_partition_op(chunk: &[TokenWithSpan]) -> bool {
+    let sig = significant(chunk);
+    sig.windows(2).any(|w| {
+        (is_word(&chunk[w[0]], "ADD") || is_word(&chunk[w[0]], "DROP"))
+            && is_word(&chunk[w[1]], "PARTITION")
+    })
+}
+
+fn parser_for(tokens: &[TokenWithSpan]) -> Parser<'static> {
+    static DIALECT: GenericDialect = GenericDialect;
+    Parser::new(&DIALECT).with_tokens_with_locations(tokens.to_vec())
+}
+
+fn expect_word(parser: &mut Parser, word: &str) -> Result<()> {
+    let t = parser.next_token();
+    if is_word(&t, word) {
+        Ok(())
+    } else {
+        Err(Error::Parse(format!(
+            "expected {word}, found: {} at {}",
+            t.token, t.span.start
+        )))
+    }
+}
+
+fn perr(e: ParserError) -> Error {
+    Error::Parse(e.to_string())
+}
+
+fn parse_partition_clause(tokens: &[TokenWithSpan]) -> Result<PartitionClause> {
+    let mut p = parser_for(tokens);
+    p.expect_keywords(&[Keyword::PARTITION, Keyword::BY, Keyword::RANGE])
+        .map_err(perr)?;
+    let _ = p.parse_keyword(Keyword::COLUMNS);
+    p.expect_token(&Token::LParen).map_err(perr)?;
+    let column = p.parse_identifier().map_err(perr)?;
+    p.expect_token(&Token::RParen).map_err(perr)?;
+    let mut clause = PartitionClause {
+        column: normalize(&column),
+        partitions: Vec::new(),
+        interval: None,
+    };
+    loop {
+        if p.parse_keyword(Keyword::INTERVAL) {
+            clause.interval = Some(parse_interval(&mut p)?);
+        } else if p.peek_token().token == Token::LParen {
+            p.expect_token(&Token::LParen).map_err(perr)?;
+            clause.partitions = p
+                .parse_comma_separated(|p| {
+                    parse_partition_def(p).map_err(|e| ParserError::ParserError(e.to_string()))
+                })
+                .map_err(perr)?;
+            p.expect_token(&Token::RParen).map_err(perr)?;
+        } else {
+            break;
+        }
+    }
+    expect_end(&mut p).map_err(perr)?;
+    Ok(clause)
+}
+
+/// `INTERVAL (1 MONTH)`, `INTERVAL 1 MONTH`, `INTERVAL '1 month'`, `INTERVAL (1000)`.
+fn parse_interval(p: &mut Parser) -> Result<IntervalSpec> {
+    let parens = p.consume_token(&Token::LParen);
+    let (amount, unit) = match p.next_token().token {
+        Token::SingleQuotedString(s) => {
+            let mut parts = s.split_whitespace();
+            let amount = parts.next().and_then(|a| a.parse::<i64>().ok());
+            let unit = parts.next().map(str::to_ascii_uppercase);
+            match amount {
+                Some(a) => (a, unit),
+                None => return Err(Error::Parse(format!("bad INTERVAL '{s}'"))),
+            }
+        }
+        Token::Number(n, _) => {
+            let amount = n
+                .parse::<i64>()
+                .map_err(|_| Error::Parse(format!("bad INTERVAL width {n}")))?;
+            let unit = match p.peek_token().token {
+                Token::Word(w) if w.quote_style.is_none() => {
+                    p.next_token();
+                    Some(w.value.to_ascii_uppercase())
+                }
+                _ => None,
+            };
+            (amount, unit)
+        }
+        other => {
+            return Err(Error::Parse(format!(
+                "expected an INTERVAL width, found {other}"
+            )));
+        }
+    };
+    if parens {
+        p.expect_token(&Token::RParen).map_err(perr)?;
+    }
+    if amount <= 0 {
+        return Err(Error::Parse("the INTERVAL must be positive".to_string()));
+    }
+    let unit = unit.as_deref().map(|u| u.trim_end_matches('S'));
+    Ok(match unit {
+        None => IntervalSpec::Number(amount),
+        Some("MONTH") => IntervalSpec::Months(amount as u32),
+        Some("YEAR") => IntervalSpec::Months(amount as u32 * 12),
+        Some("QUARTER") => IntervalSpec::Months(amount as u32 * 3),
+        Some("DAY") => IntervalSpec::Days(amount),
+        Some("WEEK") => IntervalSpec::Days(amount * 7),
+        Some("HOUR") => IntervalSpec::Hours(amount),
+        Some(other) => {
+            return Err(Error::Parse(format!(
+                "unknown INTERVAL unit {other} (use DAY, WEEK, MONTH, QUARTER, YEAR, HOUR or a number)"
+            )));
+        }
+    })
+}
+
+/// `PARTITION p VALUES LESS THAN (value | MAXVALUE)`.
+fn parse_partition_def(p: &mut Parser) -> Result<(String, UpperBound)> {
+    p.expect_keyword(Keyword::PARTITION).map_err(perr)?;
+    let name = normalize(&p.parse_identifier().map_err(perr)?);
+    p.expect_keyword(Keyword::VALUES).map_err(perr)?;
+    expect_word(p, "LESS")?;
+    expect_word(p, "THAN")?;
+    let parens = p.consume_token(&Token::LParen);
+    let bound = if p.parse_keyword(Keyword::MAXVALUE) {
+        UpperBound::MaxValue
+    } else {
+        // DATE '2024-01-01' / TIMESTAMP '...' are literals too.
+        let _ = p.parse_one_of_keywords(&[Keyword::DATE, Keyword::TIMESTAMP]);
+        let negative = p.consume_token(&Token::Minus);
+        let value = match p.next_token().token {
+            Token::SingleQuotedString(s) | Token::DoubleQuotedString(s) => s,
+            Token::Number(n, _) => n,
+            other => {
+                return Err(Error::Parse(format!(
+                    "partition '{name}': expected a literal or MAXVALUE, found {other}"
+                )));
+            }
+        };
+        UpperBound::Value(if negative { format!("-{value}") } else { value })
+    };
+    if parens {
+        p.expect_token(&Token::RParen).map_err(perr)?;
+    }
+    Ok((name, bound))
+}
+
+fn parse_alter_partition(chunk: &[TokenWithSpan]) -> Result<Statement> {
+    let mut p = parser_for(chunk);
+    p.expect_keywords(&[Keyword::ALTER, Keyword::TABLE])
+        .map_err(perr)?;
+    let table = p.parse_object_name(false).map_err(perr)?;
+    let statement = if p.parse_keywords(&[Keyword::ADD, Keyword::PARTITION]) {
+        let partitions = if p.consume_token(&Token::LParen) {
+            let defs = p
+                .parse_comma_separated(|p| {
+                    parse_partition_def(p).map_err(|e| ParserError::ParserError(e.to_string()))
+                })
+                .map_err(perr)?;
+            p.expect_token(&Token::RParen).map_err(perr)?;
+            defs
+        } else {
+            // Oracle style: ADD PARTITION p VALUES LESS THAN (...)
+            let name = normalize(&p.parse_identifier().map_err(perr)?);
+            p.expect_keyword(Keyword::VALUES).map_err(perr)?;
+            let rest: Vec<TokenWithSpan> = vec![
+                TokenWithSpan::wrap(Token::make_keyword("PARTITION")),
+                TokenWithSpan::wrap(Token::make_word(&name, Some('"'))),
+                TokenWithSpan::wrap(Token::make_keyword("VALUES")),
+            ];
+            let mut tail = rest;
+            while p.peek_token().token != Token::EOF {
+                tail.push(p.next_token());
+            }
+            let mut q = parser_for(&tail);
+            let def = parse_partition_def(&mut q)?;
+            expect_end(&mut q).map_err(perr)?;
+            vec![def]
+        };
+        Statement::AddPartitions { table, partitions }
+    } else if p.parse_keywords(&[Keyword::DROP, Keyword::PARTITION]) {
+        let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+        let names = p
+            .parse_comma_separated(|p| p.parse_identifier())
+            .map_err(perr)?
+            .iter()
+            .map(normalize)
+            .collect();
+        Statement::DropPartitions {
+            table,
+            names,
+            if_exists,
+        }
+    } else {
+        return Err(Error::Parse(
+            "expected ADD PARTITION or DROP PARTITION".to_string(),
+        ));
+    };
+    expect_end(&mut p).map_err(perr)?;
+    Ok(statement)
+}
+
+fn parse_vacuum(chunk: &[TokenWithSpan]) -> Result<Statement> {
+    let mut p = parser_for(chunk);
+    p.expect_keyword(Keyword::VACUUM).map_err(perr)?;
+    let _ = p.parse_keyword(Keyword::TABLE);
+    let table = match p.peek_token().token {
+        Token::Word(w) if w.keyword != Keyword::RETAIN => {
+            Some(p.parse_object_name(false).map_err(perr)?)
+        }
+        _ => None,
+    };
+    let retain_hours = if p.parse_keyword(Keyword::RETAIN) {
+        let n: f64 = match p.next_token().token {
+            Token::Number(n, _) => n
+                .parse()
+                .map_err(|_| Error::Parse(format!("bad RETAIN value {n}")))?,
+            other => {
+                return Err(Error::Parse(format!(
+                    "expected a number after RETAIN, found {other}"
+                )));
+            }
+        };
+        let unit =
+            p.parse_one_of_keywords(&[Keyword::HOURS, Keyword::HOUR, Keyword::DAYS, Keyword::DAY]);
+        Some(match unit {
+            Some(Keyword::DAYS | Keyword::DAY) => n * 24.0,
+            _ => n,
+        })
+    } else {
+        None
+    };
+    expect_end(&mut p).map_err(perr)?;
+    Ok(Statement::Vacuum {
+        table,
+        retain_hours,
+    })
+}
+
+/// An identifier as DataFusion resolves it: unquoted names are lower-cased.
+pub fn normalize(ident: &Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
+}
+
+/// The parts of an object name, normalised.
+pub fn name_parts(name: &ObjectName) -> Vec<String> {
+    name.0
+        .iter()
+        .filter_map(ObjectNamePart::as_ident)
+        .map(normalize)
+        .collect()
+}
+
+/// Separator between a table name and its time-travel suffix.
+pub const TIME_TRAVEL_SEPARATOR: char = '@';
+
+/// Which snapshot a time-travel name asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    Version(u64),
+    /// Microseconds since the epoch, UTC.
+    Timestamp(i64),
+}
+
+/// Splits `orders@v3` / `orders@t1714557600000000` into the table name and the snapshot.
+pub fn split_time_travel(name: &str) -> (&str, Option<AsOf>) {
+    let Some((base, suffix)) = name.rsplit_once(TIME_TRAVEL_SEPARATOR) else {
+        return (name, None);
+    };
+    let as_of = if let Some(v) = suffix.strip_prefix('v') {
+        v.parse().ok().map(AsOf::Version)
+    } else if let Some(t) = suffix.strip_prefix('t') {
+        t.parse().ok().map(AsOf::Timestamp)
+    } else {
+        None
+    };
+    match as_of {
+        Some(a) => (base, Some(a)),
+        None => (name, None),
+    }
+}
+
+struct TimeTravelRewriter {
+    error: Option<Error>,
+}
+
+impl VisitorMut for TimeTravelRewriter {
+    type Break = ();
+
+    fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+        let TableFactor::Table { name, version, .. } = factor else {
+            return ControlFlow::Continue(());
+        };
+        let Some(v) = version.take() else {
+            return ControlFlow::Continue(());
+        };
+        match as_of(&v) {
+            Ok(as_of) => {
+                let suffix = match as_of {
+                    AsOf::Version(n) => format!("v{n}"),
+                    AsOf::Timestamp(t) => format!("t{t}"),
+                };
+                if let Some(ObjectNamePart::Identifier(last)) = name.0.last_mut() {
+                    let base = normalize(last);
+                    *last =
+                        Ident::with_quote('"', format!("{base}{TIME_TRAVEL_SEPARATOR}{suffix}"));
+                }
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                self.error = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    }
+}
+
+fn literal_text(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => Some(n.clone()),
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
+            _ => None,
+        },
+        Expr::TypedString(t) => match &t.value.value {
+            Value::SingleQuotedString(s) => Some(s.clone()),
+            _ => None,
+        },
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => literal_text(expr),
+        _ => None,
+    }
+}
+
+fn parse_timestamp(text: &str) -> Result<AsOf> {
+    let formats = [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ];
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(AsOf::Timestamp(t.timestamp_micros()));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z") {
+        return Ok(AsOf::Timestamp(t.timestamp_micros()));
+    }
+    let naive = formats
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+        .or_else(|| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+        })
+        .ok_or_else(|| Error::Parse(format!("time travel: '{text}' is not a timestamp")))?;
+    Ok(AsOf::Timestamp(naive.and_utc().timestamp_micros()))
+}
+
+fn as_of(version: &TableVersion) -> Result<AsOf> {
+    let bad = || {
+        Error::Parse(format!(
+            "unsupported time travel clause {version}; use AT (VERSION => n) or AT (TIMESTAMP => '...')"
+        ))
+    };
+    match version {
+        TableVersion::VersionAsOf(e) => literal_text(e)
+            .and_then(|t| t.parse().ok())
+            .map(AsOf::Version)
+            .ok_or_else(bad),
+        TableVersion::ForSystemTimeAsOf(e) | TableVersion::TimestampAsOf(e) => {
+            parse_timestamp(&literal_text(e).ok_or_else(bad)?)
+        }
+        TableVersion::Function(Expr::Function(f)) => {
+            let fname = f.name.to_string().to_ascii_uppercase();
+            if fname != "AT" {
+                return Err(bad());
+            }
+            let FunctionArguments::List(list) = &f.args else {
+                return Err(bad());
+            };
+            let [
+                FunctionArg::Named {
+                    name,
+                    arg: FunctionArgExpr::Expr(arg),
+                    ..
+                },
+            ] = list.args.as_slice()
+            else {
+                return Err(bad());
+            };
+            let text = literal_text(arg).ok_or_else(bad)?;
+            match name.value.to_ascii_uppercase().as_str() {
+                "VERSION" => text.parse().map(AsOf::Version).map_err(|_| bad()),
+                "TIMESTAMP" => parse_timestamp(&text),
+                _ => Err(bad()),
+            }
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// Replaces time-travel clauses with suffixed table names (see the module docs).
+fn rewrite_time_travel(statement: &mut SqlStatement) -> Result<()> {
+    let mut rewriter = TimeTravelRewriter { error: None };
+    let _ = VisitMut::visit(statement, &mut rewriter);
+    match rewriter.error {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// True for whitespace tokens that are comments (kept here so callers can strip them).
+pub fn is_comment(t: &Token) -> bool {
+    matches!(
+        t,
+        Token::Whitespace(Whitespace::SingleLineComment { .. } | Whitespace::MultiLineComment(_))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn semicolons_in_strings_and_comments_do_not_split() {
+        let s = parse("SELECT ';' -- a; comment\n; /* ; */ SELECT 2;").unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].text, "SELECT ';'");
+    }
+
+    #[test]
+    fn mysql_range_partitions_are_parsed() {
+        let s = parse(
+            "CREATE TABLE events (id INT, event_date DATE) PARTITION BY RANGE (event_date) (
+               PARTITION p1 VALUES LESS THAN ('2024-02-01'),
+               PARTITION p_max VALUES LESS THAN (MAXVALUE))",
+        )
+        .unwrap();
+        let Statement::CreatePartitioned { partitioning, .. } = &s[0].statement else {
+            panic!("not partitioned: {:?}", s[0].statement)
+        };
+        assert_eq!(partitioning.column, "event_date");
+        assert_eq!(
+            partitioning.partitions,
+            vec![
+                ("p1".to_string(), UpperBound::Value("2024-02-01".into())),
+                ("p_max".to_string(), UpperBound::MaxValue)
+            ]
+        );
+    }
+
+    #[test]
+    fn interval_partitioning_and_ctas() {
+        let s = parse("CREATE TABLE t PARTITION BY RANGE (d) INTERVAL (1 MONTH) AS SELECT 1 AS d")
+            .unwrap();
+        let Statement::CreatePartitioned {
+            partitioning,
+            create,
+        } = &s[0].statement
+        else {
+            panic!()
+        };
+        assert_eq!(partitioning.interval, Some(IntervalSpec::Months(1)));
+        assert!(matches!(create.as_ref(), SqlStatement::CreateTable(c) if c.query.is_some()));
+    }
+
+    #[test]
+    fn copy_into_followed_by_another_statement() {
+        let s =
+            parse("COPY INTO t FROM '/tmp/x.csv' FILE_FORMAT = (TYPE = CSV); SELECT 1").unwrap();
+        assert_eq!(s.len(), 2);
+        assert!(
+            matches!(&s[0].statement, Statement::Sql(b) if matches!(b.as_ref(), SqlStatement::CopyIntoSnowflake { .. }))
+        );
+    }
+
+    #[test]
+    fn time_travel_becomes_a_suffixed_name() {
+        let s = parse("SELECT * FROM t AT (VERSION => 3) JOIN u AT (TIMESTAMP => '1970-01-01 00:00:01') ON true").unwrap();
+        let text = match &s[0].statement {
+            Statement::Sql(b) => b.to_string(),
+            _ => panic!(),
+        };
+        assert!(
+            text.contains("\"t@v3\"") && text.contains("\"u@t1000000\""),
+            "{text}"
+        );
+        assert_eq!(split_time_travel("t@v3"), ("t", Some(AsOf::Version(3))));
+    }
+
+    #[test]
+    fn alter_table_partitions() {
+        let s = parse("ALTER TABLE e ADD PARTITION (PARTITION p3 VALUES LESS THAN ('2024-04-01')); ALTER TABLE e DROP PARTITION p1, p2").unwrap();
+        assert!(
+            matches!(&s[0].statement, Statement::AddPartitions { partitions, .. } if partitions.len() == 1)
+        );
+        assert!(
+            matches!(&s[1].statement, Statement::DropPartitions { names, .. } if names == &vec!["p1".to_string(), "p2".to_string()])
+        );
+    }
+}

@@ -1,0 +1,858 @@
+//! `Session`: runs SQL scripts against a warehouse.
+//!
+//! Each statement is parsed by [`crate::parser`], then either executed here (catalog DDL,
+//! partition maintenance, `COPY INTO`, `CREATE TABLE [AS]`, `SHOW`, `DESCRIBE`, `VACUUM`) or
+//! planned and run by DataFusion (queries, `INSERT`, `EXPLAIN`, `SET`). Every statement is
+//! recorded in `system.query_log` with its pruning figures.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use chrono::Utc;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{
+    ColumnOption, CreateTable, ObjectName, ObjectType, SchemaName, ShowStatementIn,
+    ShowStatementOptions, Statement as SqlStatement, Use,
+};
+use strata_storage::{
+    ColumnDef, DEFAULT_DATABASE, DEFAULT_SCHEMA, Error as StorageError, Interval, Partitioning,
+    TableEntry, TableId, TableMetadata, Transaction,
+};
+
+use crate::catalog::StrataCatalogList;
+use crate::error::{Error, Result};
+use crate::parser::{self, IntervalSpec, ParsedStatement, PartitionClause, Statement, name_parts};
+use crate::system::{QueryLogEntry, record_query};
+use crate::table::{ScanFigures, WAREHOUSE_STORE_URL, scan_figures, write_batches};
+use crate::types::{arrow_type, sql_name, storage_type};
+use crate::warehouse::Warehouse;
+
+/// The result of one statement: rows, or a one-row status.
+#[derive(Debug, Clone)]
+pub struct StatementResult {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl StatementResult {
+    fn status(message: impl Into<String>) -> Self {
+        Self::strings(&["status"], vec![vec![message.into()]])
+    }
+
+    fn strings(names: &[&str], rows: Vec<Vec<String>>) -> Self {
+        let schema = Arc::new(Schema::new(
+            names
+                .iter()
+                .map(|n| Field::new(*n, DataType::Utf8, true))
+                .collect::<Vec<_>>(),
+        ));
+        let columns: Vec<ArrayRef> = (0..names.len())
+            .map(|i| {
+                Arc::new(StringArray::from_iter_values(
+                    rows.iter().map(|r| r[i].as_str()),
+                )) as ArrayRef
+            })
+            .collect();
+        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)
+            .expect("string batch matches its schema");
+        Self {
+            schema,
+            batches: vec![batch],
+        }
+    }
+
+    /// Rows in the result.
+    pub fn row_count(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+}
+
+/// A SQL session: current database and schema, and a DataFusion context over the warehouse.
+pub struct Session {
+    warehouse: Warehouse,
+    ctx: SessionContext,
+    id: String,
+    database: String,
+    schema: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("database", &self.database)
+            .field("schema", &self.schema)
+            .finish()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(warehouse: Warehouse) -> Self {
+        let config = SessionConfig::new()
+            .with_create_default_catalog_and_schema(false)
+            .with_default_catalog_and_schema(DEFAULT_DATABASE, DEFAULT_SCHEMA)
+            .with_information_schema(true);
+        let url = url::Url::parse(WAREHOUSE_STORE_URL).expect("static URL parses");
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_catalog_list(Arc::new(StrataCatalogList::new(warehouse.clone())))
+            .with_object_store(&url, warehouse.object_store())
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        datafusion_functions_json::register_all(&mut *ctx.state_ref().write())
+            .expect("JSON functions register");
+        Self {
+            warehouse,
+            ctx,
+            id: uuid::Uuid::new_v4().to_string(),
+            database: DEFAULT_DATABASE.to_string(),
+            schema: DEFAULT_SCHEMA.to_string(),
+        }
+    }
+
+    /// The warehouse of this session.
+    pub fn warehouse(&self) -> &Warehouse {
+        &self.warehouse
+    }
+
+    /// The DataFusion context (for embedding: register UDFs, inspect plans).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Current database and schema.
+    pub fn current_schema(&self) -> (&str, &str) {
+        (&self.database, &self.schema)
+    }
+
+    /// Runs a script; returns one result per statement. Stops at the first failing statement,
+    /// which leaves the warehouse as it was before that statement.
+    pub async fn sql(&mut self, sql: &str) -> Result<Vec<StatementResult>> {
+        let statements = parser::parse(sql)?;
+        let mut results = Vec::with_capacity(statements.len());
+        for statement in statements {
+            results.push(self.execute(&statement).await?);
+        }
+        Ok(results)
+    }
+
+    /// Runs one parsed statement and records it in the query log.
+    pub async fn execute(&mut self, statement: &ParsedStatement) -> Result<StatementResult> {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let outcome = self.run(&statement.statement).await;
+        let (status, error, rows, figures) = match &outcome {
+            Ok((r, f)) => ("SUCCESS", None, r.row_count() as u64, *f),
+            Err(e) => ("FAILED", Some(e.to_string()), 0, ScanFigures::default()),
+        };
+        let entry = QueryLogEntry {
+            query_id: uuid::Uuid::new_v4().to_string(),
+            session_id: self.id.clone(),
+            query_text: statement.text.clone(),
+            started_at,
+            duration_ms: clock.elapsed().as_millis() as u64,
+            status: status.to_string(),
+            error,
+            rows_returned: rows,
+            partitions_total: figures.partitions_total as u64,
+            partitions_scanned: figures.partitions_scanned as u64,
+            files_scanned: figures.files_scanned as u64,
+            bytes_scanned: figures.bytes_scanned,
+        };
+        record_query(&self.warehouse, &entry).await;
+        outcome.map(|(r, _)| r)
+    }
+
+    async fn run(&mut self, statement: &Statement) -> Result<(StatementResult, ScanFigures)> {
+        self.warehouse.refresh_catalog().await?;
+        let none = ScanFigures::default();
+        let result = match statement {
+            Statement::Sql(s) => return self.run_sql(s).await,
+            Statement::CreatePartitioned {
+                create,
+                partitioning,
+            } => match create.as_ref() {
+                SqlStatement::CreateTable(c) => self.create_table(c, Some(partitioning)).await?,
+                _ => return Err(Error::Plan("expected CREATE TABLE".to_string())),
+            },
+            Statement::AddPartitions { table, partitions } => {
+                let (log, snapshot, name) = self.open_table(table).await?;
+                let mut layout = snapshot
+                    .metadata
+                    .partitioning
+                    .clone()
+                    .ok_or_else(|| Error::Plan(format!("table '{name}' is not partitioned")))?;
+                layout.add(&name, partitions)?;
+                let mut txn = Transaction::new("ADD PARTITION");
+                txn.add_partitions = layout
+                    .partitions
+                    .iter()
+                    .filter(|p| partitions.iter().any(|(n, _)| *n == p.name))
+                    .cloned()
+                    .collect();
+                let s = log.commit(&snapshot, &txn).await?;
+                self.warehouse.remember(log.id(), &s);
+                StatementResult::status(format!(
+                    "added {} partition(s) to {name}",
+                    partitions.len()
+                ))
+            }
+            Statement::DropPartitions {
+                table,
+                names,
+                if_exists,
+            } => {
+                let (log, snapshot, name) = self.open_table(table).await?;
+                let layout = snapshot
+                    .metadata
+                    .partitioning
+                    .as_ref()
+                    .ok_or_else(|| Error::Plan(format!("table '{name}' is not partitioned")))?;
+                let mut txn = Transaction::new("DROP PARTITION");
+                for n in names {
+                    if layout.partition(n).is_none() {
+                        if *if_exists {
+                            continue;
+                        }
+                        return Err(StorageError::PartitionNotFound {
+                            table: name.clone(),
+                            partition: n.clone(),
+                        }
+                        .into());
+                    }
+                    txn.drop_partitions.push(n.clone());
+                    txn.remove.extend(snapshot.files_in(n).cloned());
+                }
+                let rows: u64 = txn.remove.iter().map(|f| f.rows).sum();
+                let s = log.commit(&snapshot, &txn).await?;
+                self.warehouse.remember(log.id(), &s);
+                StatementResult::status(format!(
+                    "dropped {} partition(s) of {name} ({rows} rows)",
+                    txn.drop_partitions.len()
+                ))
+            }
+            Statement::Vacuum {
+                table,
+                retain_hours,
+            } => self.vacuum(table.as_ref(), *retain_hours).await?,
+        };
+        Ok((result, none))
+    }
+
+    async fn run_sql(&mut self, s: &SqlStatement) -> Result<(StatementResult, ScanFigures)> {
+        let none = ScanFigures::default();
+        let result = match s {
+            SqlStatement::CreateDatabase {
+                db_name,
+                if_not_exists,
+                ..
+            } => {
+                let name = single(db_name, "database")?;
+                let exists = self.warehouse.catalog().databases.contains_key(&name);
+                if exists && *if_not_exists {
+                    StatementResult::status(format!("database {name} already exists"))
+                } else {
+                    let n = name.clone();
+                    self.warehouse
+                        .update_catalog(move |c| {
+                            if c.databases.contains_key(&n) {
+                                return Err(StorageError::DatabaseExists { name: n.clone() });
+                            }
+                            let now = Utc::now();
+                            let mut schemas = std::collections::BTreeMap::new();
+                            schemas.insert(
+                                DEFAULT_SCHEMA.to_string(),
+                                strata_storage::catalog::SchemaEntry {
+                                    created_at: now,
+                                    tables: Default::default(),
+                                },
+                            );
+                            c.databases.insert(
+                                n.clone(),
+                                strata_storage::catalog::DatabaseEntry {
+                                    created_at: now,
+                                    schemas,
+                                },
+                            );
+                            Ok(())
+                        })
+                        .await?;
+                    StatementResult::status(format!("created database {name}"))
+                }
+            }
+            SqlStatement::CreateSchema {
+                schema_name,
+                if_not_exists,
+                ..
+            } => {
+                let name = match schema_name {
+                    SchemaName::Simple(n) | SchemaName::NamedAuthorization(n, _) => n,
+                    SchemaName::UnnamedAuthorization(_) => {
+                        return Err(Error::Unsupported("CREATE SCHEMA AUTHORIZATION".into()));
+                    }
+                };
+                let (db, schema) = self.qualify_schema(name)?;
+                let exists = self.warehouse.catalog().schema(&db, &schema).is_ok();
+                if exists && *if_not_exists {
+                    StatementResult::status(format!("schema {db}.{schema} already exists"))
+                } else {
+                    let (d, s) = (db.clone(), schema.clone());
+                    self.warehouse
+                        .update_catalog(move |c| {
+                            let database = c.databases.get_mut(&d).ok_or_else(|| {
+                                StorageError::DatabaseNotFound { name: d.clone() }
+                            })?;
+                            if database.schemas.contains_key(&s) {
+                                return Err(StorageError::SchemaExists {
+                                    database: d.clone(),
+                                    schema: s.clone(),
+                                });
+                            }
+                            database.schemas.insert(
+                                s.clone(),
+                                strata_storage::catalog::SchemaEntry {
+                                    created_at: Utc::now(),
+                                    tables: Default::default(),
+                                },
+                            );
+                            Ok(())
+                        })
+                        .await?;
+                    StatementResult::status(format!("created schema {db}.{schema}"))
+                }
+            }
+            SqlStatement::Drop {
+                object_type,
+                if_exists,
+                names,
+                cascade,
+                ..
+            } => self.drop(*object_type, names, *if_exists, *cascade).await?,
+            SqlStatement::Use(u) => self.use_(u)?,
+            SqlStatement::ShowDatabases { .. } => {
+                let rows = self
+                    .warehouse
+                    .catalog()
+                    .databases
+                    .keys()
+                    .map(|d| vec![d.clone()])
+                    .collect();
+                StatementResult::strings(&["database_name"], rows)
+            }
+            SqlStatement::ShowSchemas { show_options, .. } => {
+                let db = match parent(show_options) {
+                    Some(n) => single(n, "database")?,
+                    None => self.database.clone(),
+                };
+                let catalog = self.warehouse.catalog();
+                let rows = catalog
+                    .database(&db)?
+                    .schemas
+                    .keys()
+                    .map(|s| vec![db.clone(), s.clone()])
+                    .collect();
+                StatementResult::strings(&["database_name", "schema_name"], rows)
+            }
+            SqlStatement::ShowTables { show_options, .. } => {
+                let (db, schema) = match parent(show_options) {
+                    Some(n) => self.qualify_schema(n)?,
+                    None => (self.database.clone(), self.schema.clone()),
+                };
+                let catalog = self.warehouse.catalog();
+                let rows = catalog
+                    .schema(&db, &schema)?
+                    .tables
+                    .keys()
+                    .map(|t| vec![db.clone(), schema.clone(), t.clone()])
+                    .collect();
+                StatementResult::strings(&["database_name", "schema_name", "table_name"], rows)
+            }
+            SqlStatement::ExplainTable { table_name, .. } => self.describe(table_name).await?,
+            SqlStatement::CreateTable(c) => self.create_table(c, None).await?,
+            SqlStatement::CopyIntoSnowflake { .. } => crate::copy::copy_into(self, s).await?,
+            SqlStatement::Truncate(t) => {
+                let mut total = 0;
+                for target in &t.table_names {
+                    let (log, snapshot, _) = self.open_table(&target.name).await?;
+                    let mut txn = Transaction::new("TRUNCATE");
+                    txn.remove = snapshot.files.values().cloned().collect();
+                    total += snapshot.row_count();
+                    let s = log.commit(&snapshot, &txn).await?;
+                    self.warehouse.remember(log.id(), &s);
+                }
+                StatementResult::status(format!("truncated {total} rows"))
+            }
+            other => return self.run_datafusion(other.clone()).await,
+        };
+        Ok((result, none))
+    }
+
+    /// Plans and runs a statement with DataFusion.
+    async fn run_datafusion(
+        &mut self,
+        statement: SqlStatement,
+    ) -> Result<(StatementResult, ScanFigures)> {
+        let state = self.ctx.state();
+        let plan = state
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+            .await?;
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let physical: Arc<dyn ExecutionPlan> = df.create_physical_plan().await?;
+        let batches = collect(Arc::clone(&physical), self.ctx.task_ctx()).await?;
+        let figures = scan_figures(&physical);
+        let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
+        Ok((StatementResult { schema, batches }, figures))
+    }
+
+    /// `db.schema` (or `schema` in the current database).
+    fn qualify_schema(&self, name: &ObjectName) -> Result<(String, String)> {
+        let parts = name_parts(name);
+        match parts.as_slice() {
+            [s] => Ok((self.database.clone(), s.clone())),
+            [d, s] => Ok((d.clone(), s.clone())),
+            _ => Err(Error::Plan(format!("invalid schema name {name}"))),
+        }
+    }
+
+    /// `db.schema.table` with the current database and schema filled in.
+    pub(crate) fn qualify_table(&self, name: &ObjectName) -> Result<(String, String, String)> {
+        let parts = name_parts(name);
+        match parts.as_slice() {
+            [t] => Ok((self.database.clone(), self.schema.clone(), t.clone())),
+            [s, t] => Ok((self.database.clone(), s.clone(), t.clone())),
+            [d, s, t] => Ok((d.clone(), s.clone(), t.clone())),
+            _ => Err(Error::Plan(format!("invalid table name {name}"))),
+        }
+    }
+
+    /// The log and newest snapshot of an existing table.
+    pub(crate) async fn open_table(
+        &self,
+        name: &ObjectName,
+    ) -> Result<(strata_storage::TableLog, strata_storage::Snapshot, String)> {
+        let (db, schema, table) = self.qualify_table(name)?;
+        let catalog = self.warehouse.catalog();
+        let entry = catalog.table(&db, &schema, &table)?;
+        let qualified = format!("{db}.{schema}.{table}");
+        let log = self.warehouse.table_log(&entry.id, &qualified);
+        let snapshot = self.warehouse.snapshot(&log).await?;
+        Ok((log, snapshot, qualified))
+    }
+
+    fn use_(&mut self, u: &Use) -> Result<StatementResult> {
+        let catalog = self.warehouse.catalog();
+        let (db, schema) = match u {
+            Use::Database(n) | Use::Catalog(n) => {
+                (single(n, "database")?, DEFAULT_SCHEMA.to_string())
+            }
+            Use::Schema(n) => self.qualify_schema(n)?,
+            Use::Object(n) => {
+                let parts = name_parts(n);
+                match parts.as_slice() {
+                    [one] if catalog.databases.contains_key(one) => {
+                        (one.clone(), DEFAULT_SCHEMA.to_string())
+                    }
+                    [one] => (self.database.clone(), one.clone()),
+                    _ => self.qualify_schema(n)?,
+                }
+            }
+            other => return Err(Error::Unsupported(format!("{other}"))),
+        };
+        catalog.database(&db)?;
+        if catalog.schema(&db, &schema).is_err() && schema != DEFAULT_SCHEMA {
+            catalog.schema(&db, &schema)?;
+        }
+        {
+            let state = self.ctx.state_ref();
+            let mut state = state.write();
+            let options = state.config_mut().options_mut();
+            options.catalog.default_catalog = db.clone();
+            options.catalog.default_schema = schema.clone();
+        }
+        self.database = db;
+        self.schema = schema;
+        Ok(StatementResult::status(format!(
+            "using {}.{}",
+            self.database, self.schema
+        )))
+    }
+
+    async fn drop(
+        &mut self,
+        object_type: ObjectType,
+        names: &[ObjectName],
+        if_exists: bool,
+        cascade: bool,
+    ) -> Result<StatementResult> {
+        let mut dropped = Vec::new();
+        for name in names {
+            match object_type {
+                ObjectType::Database => {
+                    let db = single(name, "database")?;
+                    if if_exists && !self.warehouse.catalog().databases.contains_key(&db) {
+                        continue;
+                    }
+                    let d = db.clone();
+                    self.warehouse
+                        .update_catalog(move |c| {
+                            let entry = c.database(&d)?;
+                            let has_tables = entry.schemas.values().any(|s| !s.tables.is_empty());
+                            if has_tables && !cascade {
+                                return Err(StorageError::NotEmpty {
+                                    what: "database",
+                                    name: d.clone(),
+                                });
+                            }
+                            c.databases.remove(&d);
+                            Ok(())
+                        })
+                        .await?;
+                    if self.database == db {
+                        self.use_(&Use::Database(ObjectName::from(vec![
+                            datafusion::sql::sqlparser::ast::Ident::new(DEFAULT_DATABASE),
+                        ])))
+                        .ok();
+                    }
+                    dropped.push(format!("database {db}"));
+                }
+                ObjectType::Schema => {
+                    let (db, schema) = self.qualify_schema(name)?;
+                    if if_exists && self.warehouse.catalog().schema(&db, &schema).is_err() {
+                        continue;
+                    }
+                    let (d, s) = (db.clone(), schema.clone());
+                    self.warehouse
+                        .update_catalog(move |c| {
+                            let entry = c.schema(&d, &s)?;
+                            if !entry.tables.is_empty() && !cascade {
+                                return Err(StorageError::NotEmpty {
+                                    what: "schema",
+                                    name: format!("{d}.{s}"),
+                                });
+                            }
+                            c.database_mut(&d)?.schemas.remove(&s);
+                            Ok(())
+                        })
+                        .await?;
+                    dropped.push(format!("schema {db}.{schema}"));
+                }
+                ObjectType::Table => {
+                    let (db, schema, table) = self.qualify_table(name)?;
+                    if if_exists
+                        && self
+                            .warehouse
+                            .catalog()
+                            .table(&db, &schema, &table)
+                            .is_err()
+                    {
+                        continue;
+                    }
+                    let (d, s, t) = (db.clone(), schema.clone(), table.clone());
+                    self.warehouse
+                        .update_catalog(move |c| {
+                            c.table(&d, &s, &t)?;
+                            c.schema_mut(&d, &s)?.tables.remove(&t);
+                            Ok(())
+                        })
+                        .await?;
+                    dropped.push(format!("table {db}.{schema}.{table}"));
+                }
+                other => {
+                    return Err(Error::Unsupported(format!("DROP {other}")));
+                }
+            }
+        }
+        Ok(StatementResult::status(if dropped.is_empty() {
+            "nothing to drop".to_string()
+        } else {
+            format!("dropped {}", dropped.join(", "))
+        }))
+    }
+
+    async fn describe(&self, name: &ObjectName) -> Result<StatementResult> {
+        let (_, snapshot, _) = self.open_table(name).await?;
+        let key = snapshot
+            .metadata
+            .partitioning
+            .as_ref()
+            .map(|p| p.column.clone());
+        let rows = snapshot
+            .metadata
+            .columns
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    sql_name(&c.data_type, c.sql_type.as_deref()),
+                    if c.nullable { "YES" } else { "NO" }.to_string(),
+                    if key.as_deref() == Some(c.name.as_str()) {
+                        "RANGE PARTITION KEY".to_string()
+                    } else {
+                        String::new()
+                    },
+                ]
+            })
+            .collect();
+        Ok(StatementResult::strings(
+            &["column_name", "data_type", "is_nullable", "key"],
+            rows,
+        ))
+    }
+
+    async fn create_table(
+        &mut self,
+        create: &CreateTable,
+        partitioning: Option<&PartitionClause>,
+    ) -> Result<StatementResult> {
+        let (db, schema, table) = self.qualify_table(&create.name)?;
+        let qualified = format!("{db}.{schema}.{table}");
+        let catalog = self.warehouse.catalog();
+        catalog.schema(&db, &schema)?;
+        let exists = catalog.table(&db, &schema, &table).is_ok();
+        if exists && create.if_not_exists {
+            return Ok(StatementResult::status(format!(
+                "table {qualified} already exists"
+            )));
+        }
+        if exists && !create.or_replace {
+            return Err(StorageError::TableExists { name: qualified }.into());
+        }
+        // Columns: declared, or from the query.
+        let mut columns: Vec<ColumnDef> = create
+            .columns
+            .iter()
+            .map(|c| {
+                let name = parser::normalize(&c.name);
+                let (data_type, sql_type) = arrow_type(&c.data_type, &name)?;
+                let not_null = c.options.iter().any(|o| {
+                    matches!(
+                        o.option,
+                        ColumnOption::NotNull | ColumnOption::PrimaryKey(_)
+                    )
+                });
+                Ok(ColumnDef {
+                    name,
+                    data_type,
+                    nullable: !not_null,
+                    sql_type,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let source = match &create.query {
+            Some(q) => {
+                let plan = self
+                    .ctx
+                    .state()
+                    .statement_to_plan(DfStatement::Statement(Box::new(SqlStatement::Query(
+                        q.clone(),
+                    ))))
+                    .await?;
+                let df = self.ctx.execute_logical_plan(plan).await?;
+                if columns.is_empty() {
+                    columns = df
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| ColumnDef {
+                            name: f.name().clone(),
+                            data_type: storage_type(f.data_type()),
+                            nullable: true,
+                            sql_type: None,
+                        })
+                        .collect();
+                } else if columns.len() != df.schema().fields().len() {
+                    return Err(Error::Plan(format!(
+                        "CREATE TABLE {qualified} declares {} columns but its query returns {}",
+                        columns.len(),
+                        df.schema().fields().len()
+                    )));
+                }
+                Some(df)
+            }
+            None => None,
+        };
+        if columns.is_empty() {
+            return Err(Error::Plan(format!("table {qualified} needs columns")));
+        }
+        let mut names = std::collections::HashSet::new();
+        for c in &columns {
+            if !names.insert(c.name.clone()) {
+                return Err(Error::Plan(format!(
+                    "column '{}' appears twice in {qualified}",
+                    c.name
+                )));
+            }
+        }
+        let partitioning = partitioning
+            .map(|p| partition_layout(&qualified, p, &columns))
+            .transpose()?;
+        let metadata = TableMetadata {
+            columns,
+            partitioning,
+            properties: Default::default(),
+        };
+        let id = TableId::random();
+        let log = self.warehouse.table_log(&id, &qualified);
+        let mut snapshot = log.create(metadata, "CREATE TABLE").await?;
+        let mut rows = 0;
+        if let Some(df) = source {
+            let stream = df.execute_stream().await?;
+            let (n, s) = write_batches(
+                &self.warehouse,
+                &qualified,
+                &log,
+                &snapshot,
+                stream,
+                Transaction::new("CREATE TABLE AS SELECT"),
+            )
+            .await?;
+            rows = n;
+            snapshot = s;
+        }
+        self.warehouse.remember(&id, &snapshot);
+        let replace = create.or_replace;
+        let (d, s, t) = (db.clone(), schema.clone(), table.clone());
+        self.warehouse
+            .update_catalog(move |c| {
+                let tables = &mut c.schema_mut(&d, &s)?.tables;
+                if tables.contains_key(&t) && !replace {
+                    return Err(StorageError::TableExists {
+                        name: format!("{d}.{s}.{t}"),
+                    });
+                }
+                tables.insert(
+                    t.clone(),
+                    TableEntry {
+                        id: id.clone(),
+                        created_at: Utc::now(),
+                    },
+                );
+                Ok(())
+            })
+            .await?;
+        Ok(if create.query.is_some() {
+            StatementResult::status(format!("created table {qualified} with {rows} rows"))
+        } else {
+            StatementResult::status(format!("created table {qualified}"))
+        })
+    }
+
+    async fn vacuum(
+        &self,
+        table: Option<&ObjectName>,
+        retain_hours: Option<f64>,
+    ) -> Result<StatementResult> {
+        let retention = chrono::Duration::milliseconds(
+            (retain_hours.unwrap_or(7.0 * 24.0) * 3_600_000.0) as i64,
+        );
+        let store = self.warehouse.object_store();
+        let mut report = strata_storage::vacuum::VacuumReport::default();
+        let logs: Vec<strata_storage::TableLog> = match table {
+            Some(name) => vec![self.open_table(name).await?.0],
+            None => {
+                let catalog = self.warehouse.catalog();
+                let r = strata_storage::vacuum::vacuum_dropped_tables(&store, &catalog, retention)
+                    .await?;
+                report.files_deleted += r.files_deleted;
+                report.bytes_deleted += r.bytes_deleted;
+                catalog
+                    .table_ids()
+                    .map(|id| self.warehouse.table_log(id, &id.0))
+                    .collect()
+            }
+        };
+        for log in logs {
+            let r = strata_storage::vacuum::vacuum_table(&store, &log, retention).await?;
+            report.files_deleted += r.files_deleted;
+            report.bytes_deleted += r.bytes_deleted;
+        }
+        Ok(StatementResult::strings(
+            &["files_deleted", "bytes_deleted"],
+            vec![vec![
+                report.files_deleted.to_string(),
+                report.bytes_deleted.to_string(),
+            ]],
+        ))
+    }
+}
+
+/// A table of strings for other modules.
+pub(crate) fn strings_result(names: &[&str], rows: Vec<Vec<String>>) -> StatementResult {
+    StatementResult::strings(names, rows)
+}
+
+fn single(name: &ObjectName, what: &str) -> Result<String> {
+    let parts = name_parts(name);
+    match parts.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(Error::Plan(format!("invalid {what} name {name}"))),
+    }
+}
+
+fn parent(options: &ShowStatementOptions) -> Option<&ObjectName> {
+    options
+        .show_in
+        .as_ref()
+        .and_then(|ShowStatementIn { parent_name, .. }| parent_name.as_ref())
+}
+
+fn partition_layout(
+    table: &str,
+    clause: &PartitionClause,
+    columns: &[ColumnDef],
+) -> Result<Partitioning> {
+    let column = columns
+        .iter()
+        .find(|c| c.name == clause.column)
+        .ok_or_else(|| {
+            Error::Plan(format!(
+                "PARTITION BY RANGE ({}): table {table} has no such column",
+                clause.column
+            ))
+        })?;
+    let key = strata_storage::KeyType::for_data_type(&column.data_type);
+    let interval = clause
+        .interval
+        .map(|i| match (i, key) {
+            (IntervalSpec::Months(n), _) => Ok(Interval::Months(n)),
+            (IntervalSpec::Days(n), Some(strata_storage::KeyType::Date)) => Ok(Interval::Width(n)),
+            (IntervalSpec::Days(n), Some(strata_storage::KeyType::Timestamp(u))) => {
+                Ok(Interval::Width(n * 86_400 * ticks_per_second(u)))
+            }
+            (IntervalSpec::Hours(n), Some(strata_storage::KeyType::Timestamp(u))) => {
+                Ok(Interval::Width(n * 3_600 * ticks_per_second(u)))
+            }
+            (IntervalSpec::Number(n), Some(strata_storage::KeyType::Integer)) => {
+                Ok(Interval::Width(n))
+            }
+            (spec, _) => Err(Error::Plan(format!(
+                "INTERVAL {spec:?} does not fit column '{}' of type {}",
+                column.name,
+                sql_name(&column.data_type, None)
+            ))),
+        })
+        .transpose()?;
+    Ok(Partitioning::new(
+        table,
+        &column.name,
+        &column.data_type,
+        &clause.partitions,
+        interval,
+    )?)
+}
+
+fn ticks_per_second(unit: arrow::datatypes::TimeUnit) -> i64 {
+    match unit {
+        arrow::datatypes::TimeUnit::Second => 1,
+        arrow::datatypes::TimeUnit::Millisecond => 1_000,
+        arrow::datatypes::TimeUnit::Microsecond => 1_000_000,
+        arrow::datatypes::TimeUnit::Nanosecond => 1_000_000_000,
+    }
+}

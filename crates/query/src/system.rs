@@ -1,0 +1,397 @@
+//! The `system` schema: partitions, table versions, the query log and load history.
+//!
+//! Every table here is computed when a statement names it, from the catalog, the table logs
+//! and records under `_system/` in the warehouse, so they survive restarts and show the work
+//! of every process sharing the warehouse. Query log and load-failure records are one small JSON
+//! object each, grouped by day so retention deletes whole days.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::{DateTime, Utc};
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::MemTable;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+use strata_storage::store::paths;
+
+use crate::error::Result;
+use crate::warehouse::Warehouse;
+
+/// The schema name of system tables in every database.
+pub const SYSTEM_SCHEMA: &str = "system";
+/// The system tables.
+pub const SYSTEM_TABLES: [&str; 4] = ["partitions", "table_versions", "query_log", "load_history"];
+
+const QUERY_LOG: &str = "query_log";
+const LOAD_FAILURES: &str = "load_failures";
+
+/// One executed statement, as kept in `system.query_log`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QueryLogEntry {
+    pub query_id: String,
+    pub session_id: String,
+    pub query_text: String,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    pub status: String,
+    pub error: Option<String>,
+    pub rows_returned: u64,
+    pub partitions_total: u64,
+    pub partitions_scanned: u64,
+    pub files_scanned: u64,
+    pub bytes_scanned: u64,
+}
+
+/// A failed load, as kept in `system.load_history` (successes live in the table logs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadFailure {
+    pub database: String,
+    pub schema: String,
+    pub table: String,
+    pub file: String,
+    pub size_bytes: u64,
+    pub error: String,
+    pub at: DateTime<Utc>,
+}
+
+fn day(t: &DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d").to_string()
+}
+
+/// Records one statement in the query log. Failure to record is logged, never fatal.
+pub async fn record_query(warehouse: &Warehouse, entry: &QueryLogEntry) {
+    let id = format!("{}-{}", entry.started_at.timestamp_micros(), entry.query_id);
+    let path = paths::system_record(QUERY_LOG, &day(&entry.started_at), &id);
+    let body = serde_json::to_vec(entry).expect("query log entries serialise");
+    if let Err(e) = warehouse
+        .object_store()
+        .put(&path, PutPayload::from(body))
+        .await
+    {
+        tracing::warn!(error = %e, "query log entry not written");
+    }
+}
+
+/// Records a failed load.
+pub async fn record_load_failure(warehouse: &Warehouse, failure: &LoadFailure) {
+    let id = uuid::Uuid::new_v4().to_string();
+    let path = paths::system_record(LOAD_FAILURES, &day(&failure.at), &id);
+    let body = serde_json::to_vec(failure).expect("load failures serialise");
+    if let Err(e) = warehouse
+        .object_store()
+        .put(&path, PutPayload::from(body))
+        .await
+    {
+        tracing::warn!(error = %e, "load failure not recorded");
+    }
+}
+
+/// Deletes query-log days older than the retention period.
+pub async fn expire_query_log(warehouse: &Warehouse) {
+    let store = warehouse.object_store();
+    let cutoff = day(&(Utc::now()
+        - chrono::Duration::days(i64::from(warehouse.options().query_log_retention_days))));
+    let Ok(listing) = store
+        .list_with_delimiter(Some(&paths::system_dir(QUERY_LOG)))
+        .await
+    else {
+        return;
+    };
+    for dir in listing.common_prefixes {
+        if dir.filename().is_some_and(|d| d < cutoff.as_str()) {
+            let files = store.list(Some(&dir)).map_ok(|m| m.location).boxed();
+            let deleted: Result<Vec<Path>, _> = store.delete_stream(files).try_collect().await;
+            if let Err(e) = deleted {
+                tracing::warn!(error = %e, "expiring the query log failed");
+            }
+        }
+    }
+}
+
+async fn read_records<T: serde::de::DeserializeOwned>(
+    warehouse: &Warehouse,
+    kind: &str,
+) -> Result<Vec<T>> {
+    let store = warehouse.object_store();
+    let paths: Vec<Path> = store
+        .list(Some(&paths::system_dir(kind)))
+        .map_ok(|m| m.location)
+        .try_collect()
+        .await
+        .map_err(strata_storage::Error::from)?;
+    let records = futures::stream::iter(paths)
+        .map(|p| {
+            let store = Arc::clone(&store);
+            async move {
+                let bytes = store.get(&p).await?.bytes().await?;
+                Ok::<_, object_store::Error>(serde_json::from_slice::<T>(&bytes).ok())
+            }
+        })
+        .buffer_unordered(32)
+        .try_filter_map(|r| async move { Ok(r) })
+        .try_collect()
+        .await
+        .map_err(strata_storage::Error::from)?;
+    Ok(records)
+}
+
+fn ts_field(name: &str) -> Field {
+    Field::new(
+        name,
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        true,
+    )
+}
+
+fn mem_table(schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<Arc<dyn TableProvider>> {
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+/// Builds system table `name`, or `None` if there is no such table.
+pub async fn system_table(
+    warehouse: &Warehouse,
+    name: &str,
+) -> Result<Option<Arc<dyn TableProvider>>> {
+    warehouse.refresh_catalog().await?;
+    Ok(Some(match name {
+        "partitions" => partitions(warehouse).await?,
+        "table_versions" => table_versions(warehouse).await?,
+        "query_log" => query_log(warehouse).await?,
+        "load_history" => load_history(warehouse).await?,
+        _ => return Ok(None),
+    }))
+}
+
+/// Every table of the catalog: (database, schema, table, id).
+fn all_tables(warehouse: &Warehouse) -> Vec<(String, String, String, strata_storage::TableId)> {
+    let catalog = warehouse.catalog();
+    let mut out = Vec::new();
+    for (db, d) in &catalog.databases {
+        for (schema, s) in &d.schemas {
+            for (table, t) in &s.tables {
+                out.push((db.clone(), schema.clone(), table.clone(), t.id.clone()));
+            }
+        }
+    }
+    out
+}
+
+async fn partitions(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("database_name", DataType::Utf8, false),
+        Field::new("schema_name", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("partition_name", DataType::Utf8, false),
+        Field::new("lower_bound", DataType::Utf8, true),
+        Field::new("upper_bound", DataType::Utf8, true),
+        Field::new("row_count", DataType::UInt64, false),
+        Field::new("file_count", DataType::UInt64, false),
+        Field::new("size_bytes", DataType::UInt64, false),
+    ]));
+    let mut cols: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
+    let mut nums: Vec<UInt64Builder> = (0..3).map(|_| UInt64Builder::new()).collect();
+    for (db, schema_name, table, id) in all_tables(warehouse) {
+        let log = warehouse.table_log(&id, &table);
+        let snapshot = warehouse.snapshot(&log).await?;
+        let parts: Vec<(String, Option<String>, Option<String>)> =
+            match &snapshot.metadata.partitioning {
+                Some(l) => l
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.name.clone(),
+                            p.lower.map(|k| l.key_type.format(k)),
+                            p.upper.map(|k| l.key_type.format(k)),
+                        )
+                    })
+                    .collect(),
+                None => vec![(String::new(), None, None)],
+            };
+        for (name, lower, upper) in parts {
+            let files: Vec<_> = snapshot.files_in(&name).collect();
+            cols[0].append_value(&db);
+            cols[1].append_value(&schema_name);
+            cols[2].append_value(&table);
+            cols[3].append_value(if name.is_empty() { "default" } else { &name });
+            cols[4].append_option(lower.or_else(|| {
+                snapshot
+                    .metadata
+                    .partitioning
+                    .as_ref()
+                    .map(|_| "MINVALUE".to_string())
+            }));
+            cols[5].append_option(upper.or_else(|| {
+                snapshot
+                    .metadata
+                    .partitioning
+                    .as_ref()
+                    .map(|_| "MAXVALUE".to_string())
+            }));
+            nums[0].append_value(files.iter().map(|f| f.rows).sum());
+            nums[1].append_value(files.len() as u64);
+            nums[2].append_value(files.iter().map(|f| f.size_bytes).sum());
+        }
+    }
+    let mut columns: Vec<ArrayRef> = cols
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    columns.extend(nums.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    mem_table(schema, columns)
+}
+
+async fn table_versions(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("database_name", DataType::Utf8, false),
+        Field::new("schema_name", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("version", DataType::UInt64, false),
+        ts_field("committed_at"),
+        Field::new("operation", DataType::Utf8, false),
+        Field::new("rows_added", DataType::UInt64, false),
+        Field::new("rows_removed", DataType::UInt64, false),
+    ]));
+    let mut s: Vec<StringBuilder> = (0..4).map(|_| StringBuilder::new()).collect();
+    let mut version = UInt64Builder::new();
+    let mut at = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut added = UInt64Builder::new();
+    let mut removed = UInt64Builder::new();
+    for (db, schema_name, table, id) in all_tables(warehouse) {
+        let log = warehouse.table_log(&id, &table);
+        for c in log.history().await? {
+            s[0].append_value(&db);
+            s[1].append_value(&schema_name);
+            s[2].append_value(&table);
+            version.append_value(c.version.0);
+            at.append_value(c.committed_at.timestamp_micros());
+            s[3].append_value(&c.operation);
+            added.append_value(c.rows_added());
+            removed.append_value(c.rows_removed());
+        }
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(s[0].finish()),
+        Arc::new(s[1].finish()),
+        Arc::new(s[2].finish()),
+        Arc::new(version.finish()),
+        Arc::new(at.finish()),
+        Arc::new(s[3].finish()),
+        Arc::new(added.finish()),
+        Arc::new(removed.finish()),
+    ];
+    mem_table(schema, columns)
+}
+
+async fn query_log(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
+    let mut entries: Vec<QueryLogEntry> = read_records(warehouse, QUERY_LOG).await?;
+    entries.sort_by_key(|e| e.started_at);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("query_id", DataType::Utf8, false),
+        Field::new("session_id", DataType::Utf8, false),
+        Field::new("query_text", DataType::Utf8, false),
+        ts_field("started_at"),
+        Field::new("duration_ms", DataType::UInt64, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+        Field::new("rows_returned", DataType::UInt64, false),
+        Field::new("partitions_total", DataType::UInt64, false),
+        Field::new("partitions_scanned", DataType::UInt64, false),
+        Field::new("files_scanned", DataType::UInt64, false),
+        Field::new("bytes_scanned", DataType::UInt64, false),
+    ]));
+    let strings = |f: &dyn Fn(&QueryLogEntry) -> Option<String>| -> ArrayRef {
+        let mut b = StringBuilder::new();
+        for e in &entries {
+            b.append_option(f(e));
+        }
+        Arc::new(b.finish())
+    };
+    let numbers = |f: &dyn Fn(&QueryLogEntry) -> u64| -> ArrayRef {
+        Arc::new(arrow::array::UInt64Array::from_iter_values(
+            entries.iter().map(f),
+        ))
+    };
+    let mut started = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    for e in &entries {
+        started.append_value(e.started_at.timestamp_micros());
+    }
+    let columns: Vec<ArrayRef> = vec![
+        strings(&|e| Some(e.query_id.clone())),
+        strings(&|e| Some(e.session_id.clone())),
+        strings(&|e| Some(e.query_text.clone())),
+        Arc::new(started.finish()),
+        numbers(&|e| e.duration_ms),
+        strings(&|e| Some(e.status.clone())),
+        strings(&|e| e.error.clone()),
+        numbers(&|e| e.rows_returned),
+        numbers(&|e| e.partitions_total),
+        numbers(&|e| e.partitions_scanned),
+        numbers(&|e| e.files_scanned),
+        numbers(&|e| e.bytes_scanned),
+    ];
+    mem_table(schema, columns)
+}
+
+async fn load_history(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("database_name", DataType::Utf8, false),
+        Field::new("schema_name", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("file", DataType::Utf8, false),
+        Field::new("rows", DataType::Int64, true),
+        Field::new("bytes", DataType::UInt64, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, true),
+        ts_field("loaded_at"),
+    ]));
+    let mut s: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
+    let mut rows = Int64Builder::new();
+    let mut bytes = UInt64Builder::new();
+    let mut at = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    for (db, schema_name, table, id) in all_tables(warehouse) {
+        let log = warehouse.table_log(&id, &table);
+        let snapshot = warehouse.snapshot(&log).await?;
+        for l in snapshot.loaded.values() {
+            s[0].append_value(&db);
+            s[1].append_value(&schema_name);
+            s[2].append_value(&table);
+            s[3].append_value(&l.file);
+            rows.append_value(l.rows as i64);
+            bytes.append_value(l.size_bytes);
+            s[4].append_value("LOADED");
+            s[5].append_null();
+            at.append_value(l.loaded_at.timestamp_micros());
+        }
+    }
+    for f in read_records::<LoadFailure>(warehouse, LOAD_FAILURES).await? {
+        s[0].append_value(&f.database);
+        s[1].append_value(&f.schema);
+        s[2].append_value(&f.table);
+        s[3].append_value(&f.file);
+        rows.append_null();
+        bytes.append_value(f.size_bytes);
+        s[4].append_value("LOAD_FAILED");
+        s[5].append_value(&f.error);
+        at.append_value(f.at.timestamp_micros());
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(s[0].finish()),
+        Arc::new(s[1].finish()),
+        Arc::new(s[2].finish()),
+        Arc::new(s[3].finish()),
+        Arc::new(rows.finish()),
+        Arc::new(bytes.finish()),
+        Arc::new(s[4].finish()),
+        Arc::new(s[5].finish()),
+        Arc::new(at.finish()),
+    ];
+    mem_table(schema, columns)
+}

@@ -1,0 +1,713 @@
+//! `StrataTable`: a table snapshot as a DataFusion `TableProvider` that prunes before it reads.
+//!
+//! `scan` prunes twice with DataFusion's `PruningPredicate`: first whole partitions, from their
+//! bounds; then files, from the min/max/null statistics kept in the table log. The surviving files
+//! go to DataFusion's Parquet reader with the same predicate, which prunes row groups and pages
+//! (and applies dynamic filters from joins at run time, using the per-file statistics attached
+//! here). A thin [`StrataScanExec`] on top reports what was pruned in `EXPLAIN ANALYZE` and the
+//! query log; it passes filter pushdown and statistics through untouched.
+//!
+//! Writes (`INSERT`) go through [`StrataSink`]: route → encode → upload → one commit.
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, UInt64Array};
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::pruning::PruningStatistics;
+use datafusion::common::stats::Precision;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{Column, ColumnStatistics, DFSchema, ScalarValue, Statistics};
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterDescription, FilterPushdownPhase, FilterPushdownPropagation,
+};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::statistics::StatisticsArgs;
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use futures::StreamExt;
+use strata_storage::{DataFile, Snapshot, TableLog, TableWriter, Transaction, run_cpu, writer};
+
+use crate::types::{key_scalar, scalar};
+use crate::warehouse::Warehouse;
+
+/// DataFusion's name for the warehouse's object store.
+pub const WAREHOUSE_STORE_URL: &str = "strata://warehouse";
+
+/// One table at one snapshot.
+#[derive(Debug)]
+pub struct StrataTable {
+    warehouse: Warehouse,
+    /// Qualified name, for messages and the query log.
+    name: String,
+    log: TableLog,
+    snapshot: Snapshot,
+    schema: SchemaRef,
+    /// True when read through time travel: such a table cannot be written.
+    historical: bool,
+}
+
+impl StrataTable {
+    /// The provider for `snapshot` of the table behind `log`.
+    pub fn new(
+        warehouse: Warehouse,
+        name: String,
+        log: TableLog,
+        snapshot: Snapshot,
+        historical: bool,
+    ) -> Self {
+        // NOT NULL is enforced by the writer, whose error names the column and row; if
+        // DataFusion saw non-nullable fields it would fail first, naming the position in the
+        // VALUES list (`column1`) instead.
+        let schema = Arc::new(arrow::datatypes::Schema::new(
+            snapshot
+                .metadata
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        Self {
+            warehouse,
+            name,
+            log,
+            snapshot,
+            schema,
+            historical,
+        }
+    }
+
+    /// The snapshot this provider reads.
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+
+    /// Partition and file pruning; returns the kept files and the figures.
+    fn prune(&self, predicate: Option<&PruningPredicate>) -> (Vec<&DataFile>, ScanFigures) {
+        let all_files: Vec<&DataFile> = self.snapshot.files.values().collect();
+        let layout = self.snapshot.metadata.partitioning.as_ref();
+        let partitions_total = layout.map_or(1, |l| l.partitions.len().max(1));
+        let Some(predicate) = predicate else {
+            let figures = ScanFigures::of(partitions_total, &all_files, &all_files);
+            return (all_files, figures);
+        };
+        // Partitions from bounds.
+        let kept_partitions: Option<HashSet<&str>> = layout.and_then(|l| {
+            let stats = PartitionBounds {
+                layout: l,
+                schema: &self.schema,
+            };
+            let keep = predicate.prune(&stats).ok()?;
+            Some(
+                l.partitions
+                    .iter()
+                    .zip(keep)
+                    .filter(|(_, k)| *k)
+                    .map(|(p, _)| p.name.as_str())
+                    .collect(),
+            )
+        });
+        let candidates: Vec<&DataFile> = all_files
+            .iter()
+            .copied()
+            .filter(|f| {
+                kept_partitions
+                    .as_ref()
+                    .is_none_or(|k| k.contains(f.partition.as_str()))
+            })
+            .collect();
+        // Files from statistics.
+        let stats = FileStatistics {
+            files: &candidates,
+            schema: &self.schema,
+        };
+        let kept: Vec<&DataFile> = match predicate.prune(&stats) {
+            Ok(keep) => candidates
+                .iter()
+                .zip(keep)
+                .filter(|(_, k)| *k)
+                .map(|(f, _)| *f)
+                .collect(),
+            Err(_) => candidates,
+        };
+        let figures = ScanFigures::of(partitions_total, &all_files, &kept);
+        (kept, figures)
+    }
+
+    fn file_statistics(&self, file: &DataFile) -> Statistics {
+        Statistics {
+            num_rows: Precision::Exact(file.rows as usize),
+            total_byte_size: Precision::Inexact(file.size_bytes as usize),
+            column_statistics: self
+                .schema
+                .fields()
+                .iter()
+                .map(|field| {
+                    let s = file.stats.get(field.name());
+                    let value = |v: Option<&strata_storage::StatValue>| {
+                        v.and_then(|v| scalar(v, field.data_type()))
+                            .map_or(Precision::Absent, Precision::Exact)
+                    };
+                    ColumnStatistics {
+                        null_count: s.map_or(Precision::Absent, |s| {
+                            Precision::Exact(s.null_count as usize)
+                        }),
+                        min_value: value(s.and_then(|s| s.min.as_ref())),
+                        max_value: value(s.and_then(|s| s.max.as_ref())),
+                        ..Default::default()
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// How much a scan read compared with the whole table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanFigures {
+    pub partitions_total: usize,
+    pub partitions_scanned: usize,
+    pub files_total: usize,
+    pub files_scanned: usize,
+    pub bytes_total: u64,
+    pub bytes_scanned: u64,
+}
+
+impl ScanFigures {
+    fn of(partitions_total: usize, all: &[&DataFile], kept: &[&DataFile]) -> Self {
+        let partitions_scanned = kept
+            .iter()
+            .map(|f| f.partition.as_str())
+            .collect::<HashSet<_>>()
+            .len();
+        Self {
+            partitions_total,
+            partitions_scanned,
+            files_total: all.len(),
+            files_scanned: kept.len(),
+            bytes_total: all.iter().map(|f| f.size_bytes).sum(),
+            bytes_scanned: kept.iter().map(|f| f.size_bytes).sum(),
+        }
+    }
+}
+
+/// Partition bounds as pruning statistics: one container per partition, `[lower, upper - 1]`.
+struct PartitionBounds<'a> {
+    layout: &'a strata_storage::Partitioning,
+    schema: &'a SchemaRef,
+}
+
+impl PruningStatistics for PartitionBounds<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        if column.name != self.layout.column {
+            return None;
+        }
+        let t = self.schema.field_with_name(&column.name).ok()?.data_type();
+        let null = ScalarValue::try_from(t).ok()?;
+        let values = self.layout.partitions.iter().map(|p| {
+            p.lower
+                .and_then(|k| key_scalar(k, t))
+                .unwrap_or_else(|| null.clone())
+        });
+        ScalarValue::iter_to_array(values).ok()
+    }
+
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        if column.name != self.layout.column {
+            return None;
+        }
+        let t = self.schema.field_with_name(&column.name).ok()?.data_type();
+        let null = ScalarValue::try_from(t).ok()?;
+        let values = self.layout.partitions.iter().map(|p| {
+            p.upper
+                .and_then(|k| key_scalar(k - 1, t))
+                .unwrap_or_else(|| null.clone())
+        });
+        ScalarValue::iter_to_array(values).ok()
+    }
+
+    fn num_containers(&self) -> usize {
+        self.layout.partitions.len()
+    }
+
+    fn null_counts(&self, _column: &Column) -> Option<ArrayRef> {
+        None
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        None
+    }
+
+    fn contained(&self, _column: &Column, _values: &HashSet<ScalarValue>) -> Option<BooleanArray> {
+        None
+    }
+}
+
+/// File statistics from the log as pruning statistics: one container per file.
+struct FileStatistics<'a> {
+    files: &'a [&'a DataFile],
+    schema: &'a SchemaRef,
+}
+
+impl FileStatistics<'_> {
+    fn values(
+        &self,
+        column: &Column,
+        pick: impl Fn(&strata_storage::ColumnStats) -> Option<&strata_storage::StatValue>,
+    ) -> Option<ArrayRef> {
+        let t = self.schema.field_with_name(&column.name).ok()?.data_type();
+        let null = ScalarValue::try_from(t).ok()?;
+        let values: Vec<ScalarValue> = self
+            .files
+            .iter()
+            .map(|f| {
+                f.stats
+                    .get(&column.name)
+                    .and_then(&pick)
+                    .and_then(|v| scalar(v, t))
+                    .unwrap_or_else(|| null.clone())
+            })
+            .collect();
+        ScalarValue::iter_to_array(values).ok()
+    }
+}
+
+impl PruningStatistics for FileStatistics<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.values(column, |s| s.min.as_ref())
+    }
+
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.values(column, |s| s.max.as_ref())
+    }
+
+    fn num_containers(&self) -> usize {
+        self.files.len()
+    }
+
+    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        let counts: Option<Vec<u64>> = self
+            .files
+            .iter()
+            .map(|f| f.stats.get(&column.name).map(|s| s.null_count))
+            .collect();
+        Some(Arc::new(UInt64Array::from(counts?)))
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        Some(Arc::new(UInt64Array::from_iter_values(
+            self.files.iter().map(|f| f.rows),
+        )))
+    }
+
+    fn contained(&self, _column: &Column, _values: &HashSet<ScalarValue>) -> Option<BooleanArray> {
+        None
+    }
+}
+
+/// Splits files into `n` groups of similar byte size (largest first, into the lightest group).
+fn balanced_groups(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
+    let n = n.max(1).min(files.len().max(1));
+    files.sort_by_key(|f| std::cmp::Reverse(f.object_meta.size));
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n).map(|_| (0, Vec::new())).collect();
+    for f in files {
+        let lightest = groups
+            .iter_mut()
+            .min_by_key(|(size, _)| *size)
+            .expect("at least one group");
+        lightest.0 += f.object_meta.size;
+        lightest.1.push(f);
+    }
+    groups
+        .into_iter()
+        .filter(|(_, g)| !g.is_empty())
+        .map(|(_, g)| FileGroup::new(g))
+        .collect()
+}
+
+#[async_trait]
+impl TableProvider for StrataTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        // Pruning is by ranges and statistics: rows must still be filtered above the scan.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        let files: Vec<Statistics> = self
+            .snapshot
+            .files
+            .values()
+            .map(|f| self.file_statistics(f))
+            .collect();
+        if files.is_empty() {
+            return Some(Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(0)));
+        }
+        Statistics::try_merge_iter(files.iter(), &self.schema).ok()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;
+        let predicate: Option<Arc<dyn PhysicalExpr>> = match conjunction(filters.to_vec()) {
+            Some(expr) => Some(state.create_physical_expr(expr, &df_schema)?),
+            None => None,
+        };
+        let pruning = match &predicate {
+            Some(p) => PruningPredicateBuilder::new()
+                .with_file_schema(Arc::clone(&self.schema))
+                .try_build(Arc::clone(p))
+                .ok(),
+            None => None,
+        };
+        let (files, figures) = self.prune(pruning.as_ref());
+        let partitioned: Vec<PartitionedFile> = files
+            .iter()
+            .map(|f| {
+                PartitionedFile::new(f.path.clone(), f.size_bytes)
+                    .with_statistics(Arc::new(self.file_statistics(f)))
+            })
+            .collect();
+        let options = state.config_options();
+        let target_partitions = options.execution.target_partitions;
+        let parquet_options = datafusion::config::TableParquetOptions {
+            global: options.execution.parquet.clone(),
+            ..Default::default()
+        };
+        // The filters reach the Parquet source through DataFusion's physical filter pushdown
+        // (passed through `StrataScanExec`), which prunes row groups and pages with them.
+        let source = ParquetSource::new(Arc::clone(&self.schema))
+            .with_table_parquet_options(parquet_options);
+        let mut config = FileScanConfigBuilder::new(
+            ObjectStoreUrl::parse(WAREHOUSE_STORE_URL)?,
+            Arc::new(source),
+        )
+        .with_file_groups(balanced_groups(partitioned, target_partitions))
+        .with_projection_indices(projection.cloned())?
+        .with_limit(limit);
+        if let Some(stats) = self.statistics() {
+            config = config.with_statistics(stats);
+        }
+        let scan = DataSourceExec::from_data_source(config.build());
+        Ok(Arc::new(StrataScanExec::new(
+            self.name.clone(),
+            scan,
+            figures,
+        )))
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if self.historical {
+            return Err(DataFusionError::Plan(format!(
+                "cannot write to '{}' at a past version",
+                self.name
+            )));
+        }
+        let overwrite = match insert_op {
+            InsertOp::Append => false,
+            InsertOp::Overwrite => true,
+            InsertOp::Replace => {
+                return Err(DataFusionError::NotImplemented(
+                    "REPLACE INTO is not supported; use INSERT OVERWRITE or MERGE".to_string(),
+                ));
+            }
+        };
+        let sink = StrataSink {
+            warehouse: self.warehouse.clone(),
+            name: self.name.clone(),
+            log: self.log.clone(),
+            snapshot: self.snapshot.clone(),
+            schema: Arc::clone(&self.schema),
+            overwrite,
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+/// Writes an `INSERT` into a table and commits it.
+#[derive(Debug)]
+pub struct StrataSink {
+    warehouse: Warehouse,
+    name: String,
+    log: TableLog,
+    snapshot: Snapshot,
+    schema: SchemaRef,
+    overwrite: bool,
+}
+
+impl DisplayAs for StrataSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "StrataSink: table={}", self.name)
+    }
+}
+
+#[async_trait]
+impl DataSink for StrataSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
+        let operation = if self.overwrite {
+            "INSERT OVERWRITE"
+        } else {
+            "INSERT"
+        };
+        let mut txn = Transaction::new(operation);
+        if self.overwrite {
+            txn.remove = self.snapshot.files.values().cloned().collect();
+        }
+        let (rows, _) = write_batches(
+            &self.warehouse,
+            &self.name,
+            &self.log,
+            &self.snapshot,
+            data,
+            txn,
+        )
+        .await
+        .map_err(DataFusionError::from)?;
+        Ok(rows)
+    }
+}
+
+/// Writes a stream of batches into a table and commits them in one transaction.
+pub(crate) async fn write_batches(
+    warehouse: &Warehouse,
+    name: &str,
+    log: &TableLog,
+    snapshot: &Snapshot,
+    mut data: SendableRecordBatchStream,
+    mut txn: Transaction,
+) -> crate::Result<(u64, Snapshot)> {
+    let store = warehouse.object_store();
+    let mut table_writer = TableWriter::new(name, snapshot, warehouse.write_options());
+    let mut added: Vec<DataFile> = Vec::new();
+    while let Some(batch) = data.next().await {
+        let batch = batch?;
+        let (w, result) = run_cpu(move || {
+            let mut w = table_writer;
+            let r = w.write(batch);
+            (w, r)
+        })
+        .await;
+        table_writer = w;
+        result?;
+        let finished = table_writer.take_finished();
+        if !finished.is_empty() {
+            added.extend(writer::upload(&store, log.id(), finished).await?);
+        }
+    }
+    let rows = table_writer.rows_written() as u64;
+    let (files, created) = run_cpu(move || table_writer.finish()).await?;
+    added.extend(writer::upload(&store, log.id(), files).await?);
+    txn.add.extend(added);
+    txn.add_partitions.extend(created);
+    let snapshot = log.commit(snapshot, &txn).await?;
+    warehouse.remember(log.id(), &snapshot);
+    Ok((rows, snapshot))
+}
+
+/// The scan of one table: a DataFusion Parquet scan plus what pruning left of the table.
+#[derive(Debug)]
+pub struct StrataScanExec {
+    table: String,
+    input: Arc<dyn ExecutionPlan>,
+    figures: ScanFigures,
+    metrics: ExecutionPlanMetricsSet,
+}
+
+impl StrataScanExec {
+    fn new(table: String, input: Arc<dyn ExecutionPlan>, figures: ScanFigures) -> Self {
+        let metrics = ExecutionPlanMetricsSet::new();
+        let set = |name: &'static str, value: usize| {
+            MetricBuilder::new(&metrics).global_counter(name).add(value);
+        };
+        set("partitions_total", figures.partitions_total);
+        set("partitions_scanned", figures.partitions_scanned);
+        set("files_total", figures.files_total);
+        set("files_scanned", figures.files_scanned);
+        set("bytes_scanned", figures.bytes_scanned as usize);
+        Self {
+            table,
+            input,
+            figures,
+            metrics,
+        }
+    }
+
+    /// What pruning left of the table.
+    pub fn figures(&self) -> ScanFigures {
+        self.figures
+    }
+
+    /// The table scanned.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+impl DisplayAs for StrataScanExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let s = &self.figures;
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
+                f,
+                "StrataScanExec: table={}, partitions={}/{}, files={}/{}, bytes={}/{}",
+                self.table,
+                s.partitions_scanned,
+                s.partitions_total,
+                s.files_scanned,
+                s.files_total,
+                s.bytes_scanned,
+                s.bytes_total
+            ),
+            DisplayFormatType::TreeRender => write!(
+                f,
+                "table={}\npartitions={}/{}\nfiles={}/{}",
+                self.table,
+                s.partitions_scanned,
+                s.partitions_total,
+                s.files_scanned,
+                s.files_total
+            ),
+        }
+    }
+}
+
+impl ExecutionPlan for StrataScanExec {
+    fn name(&self) -> &str {
+        "StrataScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let input = children.swap_remove(0);
+        Ok(Arc::new(Self {
+            table: self.table.clone(),
+            input,
+            figures: self.figures,
+            metrics: self.metrics.clone(),
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        self.input.execute(partition, context)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> DfResult<Arc<Statistics>> {
+        match input_stats.first() {
+            Some(s) => Ok(Arc::clone(s)),
+            None => Ok(Arc::new(Statistics::new_unknown(&self.input.schema()))),
+        }
+    }
+
+    fn gather_filters_for_pushdown(
+        &self,
+        _phase: FilterPushdownPhase,
+        parent_filters: Vec<Arc<dyn PhysicalExpr>>,
+        _config: &ConfigOptions,
+    ) -> DfResult<FilterDescription> {
+        FilterDescription::from_children(parent_filters, &self.children())
+    }
+
+    fn handle_child_pushdown_result(
+        &self,
+        _phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> DfResult<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        Ok(FilterPushdownPropagation::if_all(child_pushdown_result))
+    }
+}
+
+/// Sums the scan figures of every Strata scan in a plan.
+pub fn scan_figures(plan: &Arc<dyn ExecutionPlan>) -> ScanFigures {
+    let mut total = ScanFigures::default();
+    fn walk(plan: &Arc<dyn ExecutionPlan>, total: &mut ScanFigures) {
+        if let Some(scan) = (plan.as_ref() as &dyn Any).downcast_ref::<StrataScanExec>() {
+            let f = scan.figures();
+            total.partitions_total += f.partitions_total;
+            total.partitions_scanned += f.partitions_scanned;
+            total.files_total += f.files_total;
+            total.files_scanned += f.files_scanned;
+            total.bytes_total += f.bytes_total;
+            total.bytes_scanned += f.bytes_scanned;
+        }
+        for child in plan.children() {
+            walk(child, total);
+        }
+    }
+    walk(plan, &mut total);
+    total
+}

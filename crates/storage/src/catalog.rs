@@ -1,0 +1,282 @@
+//! The warehouse catalog: databases → schemas → tables, durable and atomic like table commits.
+//!
+//! The catalog is small, so each version is a whole copy of it, `_catalog/<version>.json`,
+//! written with `PutMode::Create`. A change is a function applied to the newest state; after a
+//! lost race it is applied again to the state that won, so concurrent `CREATE TABLE`s in two
+//! processes both land (and two `CREATE TABLE t` fail cleanly for the second).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::log::{MAX_COMMIT_ATTEMPTS, TableId, Version, parse};
+use crate::store::paths;
+
+/// The database every warehouse starts with.
+pub const DEFAULT_DATABASE: &str = "main";
+/// The schema every database starts with.
+pub const DEFAULT_SCHEMA: &str = "public";
+
+/// A table's entry in the catalog: where its log lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableEntry {
+    pub id: TableId,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A schema and its tables.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaEntry {
+    pub created_at: DateTime<Utc>,
+    pub tables: BTreeMap<String, TableEntry>,
+}
+
+/// A database and its schemas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DatabaseEntry {
+    pub created_at: DateTime<Utc>,
+    pub schemas: BTreeMap<String, SchemaEntry>,
+}
+
+/// One version of the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogState {
+    pub version: Version,
+    pub databases: BTreeMap<String, DatabaseEntry>,
+}
+
+impl CatalogState {
+    fn initial() -> Self {
+        let now = Utc::now();
+        let mut schemas = BTreeMap::new();
+        schemas.insert(
+            DEFAULT_SCHEMA.to_string(),
+            SchemaEntry {
+                created_at: now,
+                tables: BTreeMap::new(),
+            },
+        );
+        let mut databases = BTreeMap::new();
+        databases.insert(
+            DEFAULT_DATABASE.to_string(),
+            DatabaseEntry {
+                created_at: now,
+                schemas,
+            },
+        );
+        Self {
+            version: Version(0),
+            databases,
+        }
+    }
+
+    /// The database `name`.
+    pub fn database(&self, name: &str) -> Result<&DatabaseEntry> {
+        self.databases
+            .get(name)
+            .ok_or_else(|| Error::DatabaseNotFound {
+                name: name.to_string(),
+            })
+    }
+
+    /// The schema `database.schema`.
+    pub fn schema(&self, database: &str, schema: &str) -> Result<&SchemaEntry> {
+        self.database(database)?
+            .schemas
+            .get(schema)
+            .ok_or_else(|| Error::SchemaNotFound {
+                database: database.to_string(),
+                schema: schema.to_string(),
+            })
+    }
+
+    /// The database `name`, mutable.
+    pub fn database_mut(&mut self, name: &str) -> Result<&mut DatabaseEntry> {
+        self.databases
+            .get_mut(name)
+            .ok_or_else(|| Error::DatabaseNotFound {
+                name: name.to_string(),
+            })
+    }
+
+    /// The schema `database.schema`, mutable.
+    pub fn schema_mut(&mut self, database: &str, schema: &str) -> Result<&mut SchemaEntry> {
+        self.databases
+            .get_mut(database)
+            .ok_or_else(|| Error::DatabaseNotFound {
+                name: database.to_string(),
+            })?
+            .schemas
+            .get_mut(schema)
+            .ok_or_else(|| Error::SchemaNotFound {
+                database: database.to_string(),
+                schema: schema.to_string(),
+            })
+    }
+
+    /// The table `database.schema.table`.
+    pub fn table(&self, database: &str, schema: &str, table: &str) -> Result<&TableEntry> {
+        self.schema(database, schema)?
+            .tables
+            .get(table)
+            .ok_or_else(|| Error::TableNotFound {
+                name: format!("{database}.{schema}.{table}"),
+            })
+    }
+
+    /// Ids of every table in the catalog.
+    pub fn table_ids(&self) -> impl Iterator<Item = &TableId> {
+        self.databases
+            .values()
+            .flat_map(|d| d.schemas.values())
+            .flat_map(|s| s.tables.values())
+            .map(|t| &t.id)
+    }
+}
+
+/// The catalog log of a warehouse.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    store: Arc<dyn ObjectStore>,
+}
+
+impl Catalog {
+    /// The catalog stored in `store`. Nothing is read until asked.
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store }
+    }
+
+    async fn read(&self, version: Version) -> Result<Option<CatalogState>> {
+        let path = paths::catalog_commit(version);
+        match self.store.get(&path).await {
+            Ok(r) => Ok(Some(parse(&path, &r.bytes().await?)?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The newest catalog state; creates the initial one (database `main`, schema `public`) in
+    /// an empty warehouse.
+    pub async fn latest(&self) -> Result<CatalogState> {
+        let newest = self
+            .store
+            .list(Some(&paths::catalog_dir()))
+            .try_fold(None::<u64>, |best, meta| async move {
+                let v = meta
+                    .location
+                    .filename()
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .and_then(|n| n.parse::<u64>().ok());
+                Ok(best.max(v))
+            })
+            .await?;
+        match newest {
+            Some(v) => {
+                self.refresh(self.read(Version(v)).await?.ok_or_else(|| {
+                    Error::CorruptMetadata {
+                        path: paths::catalog_commit(Version(v)).to_string(),
+                        reason: "listed but not readable".to_string(),
+                    }
+                })?)
+                .await
+            }
+            None => {
+                let initial = CatalogState::initial();
+                self.put(&initial).await?;
+                // Whoever won version 0 defines it.
+                self.refresh(self.read(Version(0)).await?.unwrap_or(initial))
+                    .await
+            }
+        }
+    }
+
+    /// Reads the versions after `state`.
+    pub async fn refresh(&self, mut state: CatalogState) -> Result<CatalogState> {
+        while let Some(next) = self.read(Version(state.version.0 + 1)).await? {
+            state = next;
+        }
+        Ok(state)
+    }
+
+    async fn put(&self, state: &CatalogState) -> Result<bool> {
+        let body = serde_json::to_vec(state).expect("catalog state serialises");
+        let opts = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(
+                &paths::catalog_commit(state.version),
+                PutPayload::from(body),
+                opts,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                Ok(self.read(state.version).await?.as_ref() == Some(state))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Applies `change` to the newest state and commits it, re-applying after lost races.
+    ///
+    /// Concurrency: changes from any number of processes serialise; each sees the result of
+    /// those before it, so a name conflict is reported as such, never lost.
+    pub async fn update<F>(&self, mut change: F) -> Result<CatalogState>
+    where
+        F: FnMut(&mut CatalogState) -> Result<()>,
+    {
+        let mut state = self.latest().await?;
+        for _ in 0..MAX_COMMIT_ATTEMPTS {
+            let mut next = state.clone();
+            change(&mut next)?;
+            next.version = Version(state.version.0 + 1);
+            if self.put(&next).await? {
+                return Ok(next);
+            }
+            state = self.refresh(state).await?;
+        }
+        Err(Error::TooManyConflicts {
+            name: "catalog".to_string(),
+            attempts: MAX_COMMIT_ATTEMPTS,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::memory::InMemory;
+
+    #[tokio::test]
+    async fn a_new_warehouse_has_main_public_and_changes_persist() {
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let catalog = Catalog::new(Arc::clone(&store));
+        let s = catalog.latest().await.unwrap();
+        assert!(s.schema("main", "public").is_ok());
+        catalog
+            .update(|s| {
+                s.databases.insert(
+                    "sales".into(),
+                    DatabaseEntry {
+                        created_at: Utc::now(),
+                        schemas: BTreeMap::new(),
+                    },
+                );
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let reopened = Catalog::new(store).latest().await.unwrap();
+        assert!(reopened.database("sales").is_ok());
+        assert_eq!(reopened.version, Version(1));
+    }
+}

@@ -1,0 +1,430 @@
+//! Reading source files for `COPY INTO`: CSV, newline-delimited JSON and Parquet.
+//!
+//! Sources are local paths, `file://` URLs, directories (every file in them) or globs. Each file
+//! is read into batches of the table's schema; any failure names the file and, where the reader
+//! can tell, the line or row group and the column, so a user can fix the input.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use chrono::{DateTime, Utc};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+use crate::error::{Error, Result};
+use crate::writer::conform;
+
+/// Rows per batch read from a source file.
+const READ_BATCH_ROWS: usize = 64 * 1024;
+
+/// CSV parsing options (Snowflake `FILE_FORMAT = (TYPE = CSV ...)`).
+#[derive(Debug, Clone)]
+pub struct CsvOptions {
+    /// Lines to skip at the start (`SKIP_HEADER`); 1 also enables header validation.
+    pub skip_header: usize,
+    pub delimiter: u8,
+    pub quote: u8,
+    pub escape: Option<u8>,
+    /// Strings read as NULL (`NULL_IF`).
+    pub null_if: Vec<String>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        Self {
+            skip_header: 0,
+            delimiter: b',',
+            quote: b'"',
+            escape: None,
+            null_if: vec!["\\N".to_string()],
+        }
+    }
+}
+
+/// The format of source files.
+#[derive(Debug, Clone)]
+pub enum FileFormat {
+    Csv(CsvOptions),
+    /// Newline-delimited JSON objects, matched to columns by name.
+    Json,
+    /// Parquet, matched to columns by name (or by position if names differ).
+    Parquet,
+}
+
+impl FileFormat {
+    /// Guesses the format from a file extension; CSV otherwise.
+    pub fn from_extension(path: &str) -> Self {
+        let lower = path.to_ascii_lowercase();
+        if lower.ends_with(".parquet") {
+            FileFormat::Parquet
+        } else if lower.ends_with(".json")
+            || lower.ends_with(".ndjson")
+            || lower.ends_with(".jsonl")
+        {
+            FileFormat::Json
+        } else {
+            FileFormat::Csv(CsvOptions::default())
+        }
+    }
+}
+
+/// A file to load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub size_bytes: u64,
+    pub modified: Option<DateTime<Utc>>,
+}
+
+impl SourceFile {
+    /// The file name as recorded in load history.
+    pub fn display(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// Lists the files named by `location`: a file, a directory, a glob, or a `file://` URL of one.
+pub fn list_sources(location: &str) -> Result<Vec<SourceFile>> {
+    let location = location.strip_prefix("file://").unwrap_or(location);
+    if location.contains("://") {
+        return Err(Error::InvalidArgument(format!(
+            "cannot load from '{location}': only local paths and file:// URLs are supported"
+        )));
+    }
+    let path = Path::new(location);
+    let mut paths: Vec<PathBuf> = if path.is_dir() {
+        std::fs::read_dir(path)
+            .map_err(|source| Error::Io {
+                path: location.to_string(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect()
+    } else if location.contains(['*', '?', '[']) {
+        glob::glob(location)
+            .map_err(|e| Error::InvalidArgument(format!("bad pattern '{location}': {e}")))?
+            .filter_map(|p| p.ok())
+            .filter(|p| p.is_file())
+            .collect()
+    } else if path.is_file() {
+        vec![path.to_path_buf()]
+    } else {
+        return Err(Error::NoFilesMatch {
+            pattern: location.to_string(),
+        });
+    };
+    if paths.is_empty() {
+        return Err(Error::NoFilesMatch {
+            pattern: location.to_string(),
+        });
+    }
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let meta = std::fs::metadata(&path).map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let path = path.canonicalize().unwrap_or(path);
+            Ok(SourceFile {
+                path,
+                size_bytes: meta.len(),
+                modified: meta.modified().ok().map(DateTime::<Utc>::from),
+            })
+        })
+        .collect()
+}
+
+/// Reads `file` as batches of `schema`, passing each to `sink`. Blocking: call off the async
+/// runtime. Errors name the file.
+pub fn read_file(
+    table: &str,
+    file: &SourceFile,
+    format: &FileFormat,
+    schema: &SchemaRef,
+    mut sink: impl FnMut(RecordBatch) -> Result<()>,
+) -> Result<u64> {
+    let name = file.display();
+    let fail = |reason: String| Error::Load {
+        file: name.clone(),
+        reason,
+    };
+    let open = || File::open(&file.path).map_err(|e| fail(format!("cannot open: {e}")));
+    let mut rows = 0u64;
+    match format {
+        FileFormat::Csv(options) => {
+            // Read every field as text, then convert column by column: a value that does not
+            // convert is reported with its line, column and text.
+            let text_schema = Arc::new(Schema::new(
+                schema
+                    .fields()
+                    .iter()
+                    .map(|f| Field::new(f.name(), DataType::Utf8, true))
+                    .collect::<Vec<_>>(),
+            ));
+            let mut builder = arrow::csv::ReaderBuilder::new(text_schema)
+                .with_header(false)
+                .with_delimiter(options.delimiter)
+                .with_quote(options.quote)
+                .with_batch_size(READ_BATCH_ROWS);
+            if let Some(escape) = options.escape {
+                builder = builder.with_escape(escape);
+            }
+            let mut null_if: Vec<String> =
+                options.null_if.iter().map(|s| regex::escape(s)).collect();
+            null_if.push(String::new());
+            let null_regex = regex::Regex::new(&format!("^({})$", null_if.join("|")))
+                .map_err(|e| fail(format!("bad NULL_IF: {e}")))?;
+            builder = builder.with_null_regex(null_regex);
+            let mut reader = BufReader::new(open()?);
+            skip_lines(&mut reader, options.skip_header).map_err(|e| fail(e.to_string()))?;
+            let reader = builder.build(reader).map_err(|e| fail(e.to_string()))?;
+            for batch in reader {
+                let batch = batch.map_err(|e| {
+                    fail(describe_csv_error(
+                        &e.to_string(),
+                        schema,
+                        options.skip_header,
+                    ))
+                })?;
+                let first_line = options.skip_header as u64 + rows + 1;
+                let typed = typed_from_text(&batch, schema, first_line).map_err(&fail)?;
+                rows += batch.num_rows() as u64;
+                sink(conform(table, schema, &typed, 0).map_err(|e| fail(e.to_string()))?)?;
+            }
+        }
+        FileFormat::Json => {
+            let reader = arrow::json::ReaderBuilder::new(plain_schema(schema))
+                .with_batch_size(READ_BATCH_ROWS)
+                .build(BufReader::new(open()?))
+                .map_err(|e| fail(e.to_string()))?;
+            for batch in reader {
+                let batch = batch.map_err(|e| {
+                    fail(format!(
+                        "{e} (in the batch of lines starting at line {})",
+                        rows + 1
+                    ))
+                })?;
+                rows += batch.num_rows() as u64;
+                sink(conform(table, schema, &batch, 0).map_err(|e| fail(e.to_string()))?)?;
+            }
+        }
+        FileFormat::Parquet => {
+            let builder = ParquetRecordBatchReaderBuilder::try_new(open()?)
+                .map_err(|e| fail(format!("not a readable Parquet file: {e}")))?;
+            let file_schema = Arc::clone(builder.schema());
+            let indices = match_columns(&file_schema, schema).map_err(&fail)?;
+            let row_groups: Vec<i64> = builder
+                .metadata()
+                .row_groups()
+                .iter()
+                .map(|rg| rg.num_rows())
+                .collect();
+            let reader = builder
+                .with_batch_size(READ_BATCH_ROWS)
+                .build()
+                .map_err(|e| fail(e.to_string()))?;
+            for batch in reader {
+                let batch = batch.map_err(|e| {
+                    fail(format!(
+                        "{e} (row group {} of {})",
+                        row_group_of(&row_groups, rows),
+                        row_groups.len()
+                    ))
+                })?;
+                let picked = batch.project(&indices)?;
+                rows += picked.num_rows() as u64;
+                let conformed = conform(table, schema, &picked, 0).map_err(|e| {
+                    fail(format!(
+                        "{e} (row group {})",
+                        row_group_of(&row_groups, rows.saturating_sub(1))
+                    ))
+                })?;
+                sink(conformed)?;
+            }
+        }
+    }
+    Ok(rows)
+}
+
+/// Converts a batch of CSV text columns to `schema`; an unconvertible value is reported with its
+/// line (`first_line` is the line of the batch's first row), column and text.
+fn typed_from_text(
+    batch: &RecordBatch,
+    schema: &SchemaRef,
+    first_line: u64,
+) -> Result<RecordBatch, String> {
+    let strict = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let mut columns = Vec::with_capacity(schema.fields().len());
+    for (field, text) in schema.fields().iter().zip(batch.columns()) {
+        match arrow::compute::cast_with_options(text, field.data_type(), &strict) {
+            Ok(c) => columns.push(c),
+            Err(e) => {
+                let lenient =
+                    arrow::compute::cast(text, field.data_type()).map_err(|e| e.to_string())?;
+                let row = (0..text.len()).find(|r| text.is_valid(*r) && lenient.is_null(*r));
+                let strings = text.as_string::<i32>();
+                return Err(match row {
+                    Some(r) => format!(
+                        "line {}: column '{}': cannot read '{}' as {}",
+                        first_line + r as u64,
+                        field.name(),
+                        strings.value(r),
+                        field.data_type()
+                    ),
+                    None => format!("column '{}': {e}", field.name()),
+                });
+            }
+        }
+    }
+    RecordBatch::try_new(Arc::clone(schema), columns).map_err(|e| e.to_string())
+}
+
+/// The schema without field metadata, as readers produce it.
+fn plain_schema(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_metadata(Default::default()))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+fn row_group_of(row_groups: &[i64], row: u64) -> usize {
+    let mut seen = 0u64;
+    for (i, n) in row_groups.iter().enumerate() {
+        seen += *n as u64;
+        if row < seen {
+            return i;
+        }
+    }
+    row_groups.len().saturating_sub(1)
+}
+
+fn skip_lines(reader: &mut impl std::io::BufRead, n: usize) -> std::io::Result<()> {
+    let mut line = Vec::new();
+    for _ in 0..n {
+        line.clear();
+        reader.read_until(b'\n', &mut line)?;
+    }
+    Ok(())
+}
+
+/// Table columns in the file: by name when every table column is present, else by position.
+fn match_columns(file: &SchemaRef, table: &SchemaRef) -> Result<Vec<usize>, String> {
+    let by_name: Option<Vec<usize>> = table
+        .fields()
+        .iter()
+        .map(|f| {
+            file.fields()
+                .iter()
+                .position(|ff| ff.name().eq_ignore_ascii_case(f.name()))
+        })
+        .collect();
+    match by_name {
+        Some(indices) => Ok(indices),
+        None if file.fields().len() == table.fields().len() => {
+            Ok((0..table.fields().len()).collect())
+        }
+        None => {
+            let missing: Vec<&str> = table
+                .fields()
+                .iter()
+                .filter(|f| file.field_with_name(f.name()).is_err())
+                .map(|f| f.name().as_str())
+                .collect();
+            Err(format!(
+                "the file has no column {} and its {} columns cannot be matched by position to the table's {}",
+                missing.join(", "),
+                file.fields().len(),
+                table.fields().len()
+            ))
+        }
+    }
+}
+
+/// Rewrites arrow-csv's "column N at line L" (both counted from 0) and "for line L" (counted
+/// from 1) into the column name and the real line number of the file, skipped lines included.
+fn describe_csv_error(message: &str, schema: &SchemaRef, skipped: usize) -> String {
+    let re = regex::Regex::new(r"column (\d+) at line (\d+)").expect("valid regex");
+    let mut text = message.to_string();
+    if let Some(c) = re.captures(message) {
+        let col: usize = c[1].parse().unwrap_or(0);
+        let line: usize = c[2].parse().unwrap_or(0);
+        let name = schema
+            .fields()
+            .get(col)
+            .map(|f| f.name().as_str())
+            .unwrap_or("?");
+        text = re
+            // Value errors count rows from 0.
+            .replace(
+                message,
+                format!("column '{name}' at line {}", line + skipped + 1),
+            )
+            .into_owned();
+    }
+    let fields = regex::Regex::new(r"for line (\d+)").expect("valid regex");
+    if let Some(c) = fields.captures(&text.clone()) {
+        let line: usize = c[1].parse().unwrap_or(0);
+        text = fields
+            .replace(&text, format!("for line {}", line + skipped))
+            .into_owned();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::{DataType, Field};
+    use std::io::Write;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("amount", DataType::Float64, true),
+        ]))
+    }
+
+    #[test]
+    fn a_bad_csv_value_names_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.csv");
+        let mut f = File::create(&path).unwrap();
+        writeln!(f, "id,amount\n1,2.5\n2,abc").unwrap();
+        let file = &list_sources(path.to_str().unwrap()).unwrap()[0];
+        let format = FileFormat::Csv(CsvOptions {
+            skip_header: 1,
+            ..Default::default()
+        });
+        let err = read_file("t", file, &format, &schema(), |_| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("bad.csv") && err.contains("line 3: column 'amount': cannot read 'abc'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_parquet_file_is_rejected_with_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cut.parquet");
+        std::fs::write(&path, b"PAR1 not really").unwrap();
+        let file = &list_sources(path.to_str().unwrap()).unwrap()[0];
+        let err = read_file("t", file, &FileFormat::Parquet, &schema(), |_| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cut.parquet"), "{err}");
+    }
+}

@@ -1,0 +1,679 @@
+//! Range partitioning: the partition layout of a table and the vectorised router that sends each
+//! row of a batch to its partition.
+//!
+//! A partitioned table has one key column of an integer, DATE or TIMESTAMP type. Every key is
+//! mapped to an `i64` in the column's own unit (days since the epoch for DATE, the column's
+//! time unit for TIMESTAMP), so bounds, routing and pruning all work on plain integers.
+//!
+//! Partitions are half-open ranges `[lower, upper)` kept sorted and non-overlapping; `None`
+//! stands for MINVALUE / MAXVALUE. A table may also have an *interval*: when a row fits no
+//! partition, a partition covering the calendar (or numeric) bucket of its key is created, clipped
+//! to the gap between its neighbours. Routing is a binary search of the bounds per row over the
+//! key column, then one `take` per touched partition.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use arrow::compute::{cast, take_record_batch};
+use arrow::datatypes::{DataType, TimeUnit};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How keys of the partition column map to integers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeyType {
+    /// Any integer column; the key is the value.
+    Integer,
+    /// DATE: days since 1970-01-01.
+    Date,
+    /// TIMESTAMP: ticks of the column's unit since the epoch.
+    Timestamp(TimeUnit),
+}
+
+impl KeyType {
+    /// The key type for a column type, or `None` when the type cannot be range-partitioned.
+    pub fn for_data_type(data_type: &DataType) -> Option<Self> {
+        match data_type {
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::Int64
+            | DataType::UInt8
+            | DataType::UInt16
+            | DataType::UInt32 => Some(KeyType::Integer),
+            DataType::Date32 => Some(KeyType::Date),
+            DataType::Timestamp(unit, _) => Some(KeyType::Timestamp(*unit)),
+            _ => None,
+        }
+    }
+
+    fn ticks_per_second(unit: TimeUnit) -> i64 {
+        match unit {
+            TimeUnit::Second => 1,
+            TimeUnit::Millisecond => 1_000,
+            TimeUnit::Microsecond => 1_000_000,
+            TimeUnit::Nanosecond => 1_000_000_000,
+        }
+    }
+
+    /// Parses a bound written in SQL (`'2024-02-01'`, `100`, `'2024-02-01 10:00:00'`).
+    pub fn parse(&self, text: &str) -> Option<i64> {
+        let text = text.trim();
+        match self {
+            KeyType::Integer => text.parse().ok(),
+            KeyType::Date => NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                .ok()
+                .map(|d| i64::from((d - epoch_date()).num_days() as i32)),
+            KeyType::Timestamp(unit) => {
+                let dt = [
+                    "%Y-%m-%d %H:%M:%S%.f",
+                    "%Y-%m-%dT%H:%M:%S%.f",
+                    "%Y-%m-%d %H:%M",
+                ]
+                .iter()
+                .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
+                .or_else(|| {
+                    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+                        .ok()
+                        .and_then(|d| d.and_hms_opt(0, 0, 0))
+                })?;
+                let utc = dt.and_utc();
+                let per_sec = Self::ticks_per_second(*unit);
+                let sub = i64::from(utc.timestamp_subsec_nanos()) / (1_000_000_000 / per_sec);
+                utc.timestamp().checked_mul(per_sec)?.checked_add(sub)
+            }
+        }
+    }
+
+    /// Formats a key the way a user writes it.
+    pub fn format(&self, key: i64) -> String {
+        match self {
+            KeyType::Integer => key.to_string(),
+            KeyType::Date => date_of_days(key).format("%Y-%m-%d").to_string(),
+            KeyType::Timestamp(unit) => {
+                let per_sec = Self::ticks_per_second(*unit);
+                let secs = key.div_euclid(per_sec);
+                let nanos = key.rem_euclid(per_sec) * (1_000_000_000 / per_sec);
+                DateTime::from_timestamp(secs, nanos as u32)
+                    .map(|t| t.naive_utc().format("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|| key.to_string())
+            }
+        }
+    }
+}
+
+fn epoch_date() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("1970-01-01 is a valid date")
+}
+
+fn date_of_days(days: i64) -> NaiveDate {
+    epoch_date() + chrono::Duration::days(days)
+}
+
+fn months_since_epoch(date: NaiveDate) -> i64 {
+    i64::from(date.year() - 1970) * 12 + i64::from(date.month0())
+}
+
+fn first_day_of_month_index(month: i64) -> NaiveDate {
+    let year = 1970 + month.div_euclid(12);
+    let month0 = month.rem_euclid(12);
+    NaiveDate::from_ymd_opt(year as i32, month0 as u32 + 1, 1).expect("valid month index")
+}
+
+/// The width of automatic partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Interval {
+    /// Calendar months (a year is 12) for DATE and TIMESTAMP keys.
+    Months(u32),
+    /// A fixed width in key units: days for DATE, ticks for TIMESTAMP, values for integers.
+    Width(i64),
+}
+
+/// One partition: the half-open key range `[lower, upper)`. `None` is MINVALUE / MAXVALUE.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partition {
+    pub name: String,
+    pub lower: Option<i64>,
+    pub upper: Option<i64>,
+}
+
+impl Partition {
+    fn contains(&self, key: i64) -> bool {
+        self.lower.is_none_or(|l| key >= l) && self.upper.is_none_or(|u| key < u)
+    }
+}
+
+/// The partition layout of a table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Partitioning {
+    /// The key column.
+    pub column: String,
+    pub key_type: KeyType,
+    /// Automatic partitions, if any.
+    pub interval: Option<Interval>,
+    /// Sorted by bounds, never overlapping.
+    pub partitions: Vec<Partition>,
+}
+
+/// A bound as written in `VALUES LESS THAN (...)`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpperBound {
+    Value(String),
+    MaxValue,
+}
+
+impl Partitioning {
+    /// Builds a layout from MySQL-style `PARTITION p VALUES LESS THAN (...)` clauses, in order.
+    pub fn new(
+        table: &str,
+        column: &str,
+        data_type: &DataType,
+        clauses: &[(String, UpperBound)],
+        interval: Option<Interval>,
+    ) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidPartitioning {
+            table: table.to_string(),
+            reason,
+        };
+        let key_type = KeyType::for_data_type(data_type).ok_or_else(|| {
+            invalid(format!(
+                "column '{column}' has type {data_type}; range partitioning needs an integer, DATE or TIMESTAMP column"
+            ))
+        })?;
+        match (interval, key_type) {
+            (Some(Interval::Months(_)), KeyType::Integer) => {
+                return Err(invalid(format!(
+                    "a calendar interval needs a DATE or TIMESTAMP column, '{column}' is {data_type}"
+                )));
+            }
+            (Some(Interval::Width(w)), _) if w <= 0 => {
+                return Err(invalid("the interval must be positive".to_string()));
+            }
+            (Some(Interval::Months(0)), _) => {
+                return Err(invalid("the interval must be positive".to_string()));
+            }
+            _ => {}
+        }
+        let mut partitions: Vec<Partition> = Vec::with_capacity(clauses.len());
+        let mut lower = None;
+        for (name, bound) in clauses {
+            if partitions.iter().any(|p| p.name == *name) {
+                return Err(invalid(format!("partition name '{name}' is used twice")));
+            }
+            if partitions.last().is_some_and(|p| p.upper.is_none()) {
+                return Err(invalid(format!(
+                    "partition '{name}' follows a MAXVALUE partition"
+                )));
+            }
+            let upper = match bound {
+                UpperBound::MaxValue => None,
+                UpperBound::Value(text) => Some(key_type.parse(text).ok_or_else(|| {
+                    invalid(format!(
+                        "bound '{text}' of partition '{name}' is not a valid {data_type}"
+                    ))
+                })?),
+            };
+            if let (Some(l), Some(u)) = (lower, upper)
+                && u <= l
+            {
+                return Err(invalid(format!(
+                    "VALUES LESS THAN must be strictly increasing; partition '{name}' ends at {} which is not above {}",
+                    key_type.format(u),
+                    key_type.format(l)
+                )));
+            }
+            partitions.push(Partition {
+                name: name.clone(),
+                lower,
+                upper,
+            });
+            lower = upper;
+        }
+        if partitions.is_empty() && interval.is_none() {
+            return Err(invalid(
+                "PARTITION BY RANGE needs partition definitions or an INTERVAL".to_string(),
+            ));
+        }
+        Ok(Self {
+            column: column.to_string(),
+            key_type,
+            interval,
+            partitions,
+        })
+    }
+
+    /// The partition named `name`.
+    pub fn partition(&self, name: &str) -> Option<&Partition> {
+        self.partitions.iter().find(|p| p.name == name)
+    }
+
+    /// Adds partitions after the last one (`ALTER TABLE ... ADD PARTITION`).
+    pub fn add(&mut self, table: &str, clauses: &[(String, UpperBound)]) -> Result<()> {
+        for (name, bound) in clauses {
+            if self.partition(name).is_some() {
+                return Err(Error::PartitionExists {
+                    table: table.to_string(),
+                    partition: name.clone(),
+                });
+            }
+            let upper =
+                match bound {
+                    UpperBound::MaxValue => None,
+                    UpperBound::Value(text) => {
+                        Some(self.key_type.parse(text).ok_or_else(|| {
+                            Error::InvalidPartitioning {
+                                table: table.to_string(),
+                                reason: format!(
+                                    "bound '{text}' of partition '{name}' is not valid"
+                                ),
+                            }
+                        })?)
+                    }
+                };
+            let last = self.partitions.last();
+            if last.is_some_and(|p| p.upper.is_none()) {
+                return Err(Error::InvalidPartitioning {
+                    table: table.to_string(),
+                    reason: format!(
+                        "cannot add partition '{name}' after the MAXVALUE partition '{}'",
+                        last.map(|p| p.name.as_str()).unwrap_or_default()
+                    ),
+                });
+            }
+            let lower = last.and_then(|p| p.upper);
+            if let (Some(l), Some(u)) = (lower, upper)
+                && u <= l
+            {
+                return Err(Error::InvalidPartitioning {
+                    table: table.to_string(),
+                    reason: format!(
+                        "VALUES LESS THAN must be above the last partition's bound {}",
+                        self.key_type.format(l)
+                    ),
+                });
+            }
+            self.partitions.push(Partition {
+                name: name.clone(),
+                lower,
+                upper,
+            });
+        }
+        Ok(())
+    }
+
+    /// Removes a partition from the layout; its range is no longer accepted.
+    pub fn drop_partition(&mut self, table: &str, name: &str) -> Result<Partition> {
+        let pos = self
+            .partitions
+            .iter()
+            .position(|p| p.name == name)
+            .ok_or_else(|| Error::PartitionNotFound {
+                table: table.to_string(),
+                partition: name.to_string(),
+            })?;
+        Ok(self.partitions.remove(pos))
+    }
+
+    /// Inserts a partition created by the interval, keeping the order. Idempotent: a partition
+    /// with the same name and bounds is left alone (two writers may both create it).
+    pub fn ensure(&mut self, partition: &Partition) -> Result<(), String> {
+        if let Some(existing) = self.partition(&partition.name) {
+            return if existing == partition {
+                Ok(())
+            } else {
+                Err(format!(
+                    "partition '{}' was redefined concurrently",
+                    partition.name
+                ))
+            };
+        }
+        if self.partitions.iter().any(|p| overlaps(p, partition)) {
+            return Err(format!(
+                "partition '{}' overlaps a partition created concurrently",
+                partition.name
+            ));
+        }
+        let pos = self.partitions.partition_point(|p| {
+            p.upper
+                .is_some_and(|u| partition.lower.is_none_or(|l| u <= l))
+        });
+        self.partitions.insert(pos, partition.clone());
+        Ok(())
+    }
+
+    fn index_of(&self, key: i64) -> Option<usize> {
+        let i = self
+            .partitions
+            .partition_point(|p| p.upper.is_some_and(|u| u <= key));
+        (i < self.partitions.len() && self.partitions[i].contains(key)).then_some(i)
+    }
+
+    /// The interval partition that would hold `key`, clipped to the gap it falls in.
+    fn interval_partition(&self, key: i64) -> Option<Partition> {
+        let interval = self.interval?;
+        let (start, end, name) = match (interval, self.key_type) {
+            (Interval::Months(n), KeyType::Date) => {
+                let (s, e, name) = month_bucket(date_of_days(key), n);
+                (
+                    (s - epoch_date()).num_days(),
+                    (e - epoch_date()).num_days(),
+                    name,
+                )
+            }
+            (Interval::Months(n), KeyType::Timestamp(unit)) => {
+                let per_day = KeyType::ticks_per_second(unit) * 86_400;
+                let (s, e, name) = month_bucket(date_of_days(key.div_euclid(per_day)), n);
+                (
+                    (s - epoch_date()).num_days() * per_day,
+                    (e - epoch_date()).num_days() * per_day,
+                    name,
+                )
+            }
+            (Interval::Width(w), key_type) => {
+                let start = key.div_euclid(w) * w;
+                let name = match key_type {
+                    KeyType::Integer if start < 0 => format!("p_neg{}", -start),
+                    KeyType::Integer => format!("p_{start}"),
+                    KeyType::Date => format!("p_{}", date_of_days(start).format("%Y_%m_%d")),
+                    KeyType::Timestamp(unit) => {
+                        let text = KeyType::Timestamp(unit).format(start);
+                        format!("p_{}", text.replace(['-', ' ', ':'], "_"))
+                    }
+                };
+                (start, start.saturating_add(w), name)
+            }
+            (Interval::Months(_), KeyType::Integer) => return None,
+        };
+        // Clip to the gap between the neighbours.
+        let next = self
+            .partitions
+            .iter()
+            .find(|p| p.lower.is_some_and(|l| l > key));
+        let prev = self
+            .partitions
+            .iter()
+            .rev()
+            .find(|p| p.upper.is_some_and(|u| u <= key));
+        let lower = prev.and_then(|p| p.upper).map_or(start, |u| u.max(start));
+        let upper = next.and_then(|p| p.lower).map_or(end, |l| l.min(end));
+        let mut name = name;
+        if self.partition(&name).is_some() {
+            name = format!(
+                "{name}_{}",
+                self.key_type.format(lower).replace(['-', ' ', ':'], "_")
+            );
+        }
+        Some(Partition {
+            name,
+            lower: Some(lower),
+            upper: Some(upper),
+        })
+    }
+
+    /// Converts a key column to `i64` keys.
+    pub fn keys(&self, column: &ArrayRef) -> Result<Int64Array> {
+        let as_int = match column.data_type() {
+            DataType::Date32 => cast(&cast(column, &DataType::Int32)?, &DataType::Int64)?,
+            DataType::Timestamp(_, _) => cast(column, &DataType::Int64)?,
+            _ => cast(column, &DataType::Int64)?,
+        };
+        Ok(as_int
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .expect("cast to Int64 yields an Int64Array")
+            .clone())
+    }
+}
+
+fn overlaps(a: &Partition, b: &Partition) -> bool {
+    let a_before_b = a.upper.is_some_and(|u| b.lower.is_some_and(|l| u <= l));
+    let b_before_a = b.upper.is_some_and(|u| a.lower.is_some_and(|l| u <= l));
+    !(a_before_b || b_before_a)
+}
+
+fn month_bucket(date: NaiveDate, months: u32) -> (NaiveDate, NaiveDate, String) {
+    let n = i64::from(months);
+    let start = months_since_epoch(date).div_euclid(n) * n;
+    let s = first_day_of_month_index(start);
+    let e = first_day_of_month_index(start + n);
+    let name = if months.is_multiple_of(12) {
+        format!("p_{}", s.format("%Y"))
+    } else {
+        format!("p_{}", s.format("%Y_%m"))
+    };
+    (s, e, name)
+}
+
+/// The rows of one batch, split by partition.
+#[derive(Debug)]
+pub struct RoutedBatch {
+    /// Partition name and its rows, in partition order.
+    pub parts: Vec<(String, RecordBatch)>,
+    /// Interval partitions this batch created.
+    pub created: Vec<Partition>,
+}
+
+/// Routes the rows of `batch` to partitions of `layout`, creating interval partitions as needed
+/// (they are added to `layout`). `row_offset` numbers rows in error messages.
+pub fn route(
+    table: &str,
+    layout: &mut Partitioning,
+    batch: &RecordBatch,
+    row_offset: usize,
+) -> Result<RoutedBatch> {
+    let column_index =
+        batch
+            .schema()
+            .index_of(&layout.column)
+            .map_err(|_| Error::SchemaMismatch {
+                table: table.to_string(),
+                reason: format!("partition column '{}' is missing", layout.column),
+            })?;
+    let column = Arc::clone(batch.column(column_index));
+    let keys = layout.keys(&column)?;
+    let mut created = Vec::new();
+    let null_partition = layout
+        .partitions
+        .first()
+        .filter(|p| p.lower.is_none())
+        .map(|_| 0usize);
+    // Route; on a miss with an interval, create the partition and route again.
+    let assignment: Vec<u32> = loop {
+        let mut out = Vec::with_capacity(keys.len());
+        let mut miss = None;
+        for (row, key) in keys.iter().enumerate() {
+            let index = match key {
+                Some(k) => layout.index_of(k),
+                None => null_partition,
+            };
+            match index {
+                Some(i) => out.push(i as u32),
+                None => {
+                    miss = Some((row, key));
+                    break;
+                }
+            }
+        }
+        match miss {
+            None => break out,
+            Some((row, key)) => {
+                let new = key.and_then(|k| layout.interval_partition(k));
+                match new {
+                    Some(p) => {
+                        layout
+                            .ensure(&p)
+                            .map_err(|reason| Error::InvalidPartitioning {
+                                table: table.to_string(),
+                                reason,
+                            })?;
+                        created.push(p);
+                    }
+                    None => {
+                        return Err(Error::NoPartitionForValue {
+                            table: table.to_string(),
+                            column: layout.column.clone(),
+                            value: key.map_or("NULL".to_string(), |k| {
+                                format!("'{}'", layout.key_type.format(k))
+                            }),
+                            row: row_offset + row + 1,
+                        });
+                    }
+                }
+            }
+        }
+    };
+    // Group row indices by partition (counting sort keeps the input order within a partition).
+    let mut groups: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+    for (row, p) in assignment.iter().enumerate() {
+        groups.entry(*p).or_default().push(row as u32);
+    }
+    let mut parts = Vec::with_capacity(groups.len());
+    for (p, rows) in groups {
+        let name = layout.partitions[p as usize].name.clone();
+        let part = if rows.len() == batch.num_rows() {
+            batch.clone()
+        } else {
+            take_record_batch(batch, &UInt32Array::from(rows))?
+        };
+        parts.push((name, part));
+    }
+    Ok(RoutedBatch { parts, created })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Date32Array;
+    use arrow::datatypes::{Field, Schema};
+
+    fn monthly() -> Partitioning {
+        Partitioning::new(
+            "events",
+            "d",
+            &DataType::Date32,
+            &[
+                ("p1".into(), UpperBound::Value("2024-02-01".into())),
+                ("p2".into(), UpperBound::Value("2024-03-01".into())),
+            ],
+            None,
+        )
+        .unwrap()
+    }
+
+    fn batch(days: Vec<Option<i32>>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("d", DataType::Date32, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Date32Array::from(days))]).unwrap()
+    }
+
+    fn day(text: &str) -> i32 {
+        KeyType::Date.parse(text).unwrap() as i32
+    }
+
+    #[test]
+    fn rows_go_to_the_partition_whose_range_holds_them() {
+        let mut layout = monthly();
+        let b = batch(vec![
+            Some(day("2024-02-15")),
+            Some(day("2024-01-31")),
+            Some(day("2024-02-01")),
+        ]);
+        let routed = route("events", &mut layout, &b, 0).unwrap();
+        let names: Vec<_> = routed
+            .parts
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.num_rows()))
+            .collect();
+        assert_eq!(names, vec![("p1", 1), ("p2", 2)]);
+    }
+
+    #[test]
+    fn a_row_above_the_last_bound_fails_naming_column_and_value() {
+        let mut layout = monthly();
+        let b = batch(vec![Some(day("2024-01-02")), Some(day("2024-03-01"))]);
+        let err = route("events", &mut layout, &b, 10)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("events") && err.contains("d = '2024-03-01'") && err.contains("row 12"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn interval_creates_calendar_month_partitions_clipped_to_gaps() {
+        let mut layout = monthly();
+        layout.interval = Some(Interval::Months(1));
+        let b = batch(vec![Some(day("2024-05-20")), Some(day("2023-12-31"))]);
+        let routed = route("events", &mut layout, &b, 0).unwrap();
+        let created: Vec<_> = routed.created.iter().map(|p| p.name.as_str()).collect();
+        // p1 starts at MINVALUE, so December 2023 needs no new partition.
+        assert_eq!(created, vec!["p_2024_05"]);
+        let may = layout.partition("p_2024_05").unwrap();
+        assert_eq!(KeyType::Date.format(may.lower.unwrap()), "2024-05-01");
+        assert_eq!(KeyType::Date.format(may.upper.unwrap()), "2024-06-01");
+        let names: Vec<_> = routed.parts.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["p1", "p_2024_05"]);
+    }
+
+    #[test]
+    fn interval_partitions_are_clipped_to_the_gap_between_neighbours() {
+        let mut layout =
+            Partitioning::new("t", "d", &DataType::Date32, &[], Some(Interval::Months(1))).unwrap();
+        layout
+            .ensure(&Partition {
+                name: "p_fixed".into(),
+                lower: Some(i64::from(day("2024-05-10"))),
+                upper: Some(i64::from(day("2024-05-20"))),
+            })
+            .unwrap();
+        route("t", &mut layout, &batch(vec![Some(day("2024-05-25"))]), 0).unwrap();
+        let p = layout.partitions.last().unwrap();
+        assert_eq!(KeyType::Date.format(p.lower.unwrap()), "2024-05-20");
+        assert_eq!(KeyType::Date.format(p.upper.unwrap()), "2024-06-01");
+    }
+
+    #[test]
+    fn integer_width_interval_names_by_lower_bound() {
+        let mut layout =
+            Partitioning::new("t", "k", &DataType::Int64, &[], Some(Interval::Width(100))).unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+        let b = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from(vec![5, 150, -3, 199]))],
+        )
+        .unwrap();
+        let routed = route("t", &mut layout, &b, 0).unwrap();
+        let names: Vec<_> = layout.partitions.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, vec!["p_neg100", "p_0", "p_100"]);
+        assert_eq!(routed.parts.len(), 3);
+    }
+
+    #[test]
+    fn null_keys_go_to_a_minvalue_partition_or_fail() {
+        let mut layout = monthly();
+        let routed = route("events", &mut layout, &batch(vec![None]), 0).unwrap();
+        assert_eq!(routed.parts[0].0, "p1");
+        let mut interval_only =
+            Partitioning::new("e", "d", &DataType::Date32, &[], Some(Interval::Months(1))).unwrap();
+        assert!(route("e", &mut interval_only, &batch(vec![None]), 0).is_err());
+    }
+
+    #[test]
+    fn bounds_must_increase() {
+        let err = Partitioning::new(
+            "t",
+            "d",
+            &DataType::Date32,
+            &[
+                ("a".into(), UpperBound::Value("2024-02-01".into())),
+                ("b".into(), UpperBound::Value("2024-01-01".into())),
+            ],
+            None,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("strictly increasing"));
+    }
+}

@@ -1,0 +1,478 @@
+//! Writing rows into a table: validate → route → encode Parquet (in parallel) → upload.
+//!
+//! [`TableWriter`] receives batches, splits each by partition with [`partition::route`], and
+//! appends every slice to the open Parquet file of its partition; slices of different partitions
+//! are encoded in parallel on rayon. A file is closed when it reaches the target size. Closed
+//! files are uploaded at once and described as [`DataFile`]s with per-column statistics; nothing
+//! is visible until the caller commits them in one [`Transaction`](crate::log::Transaction).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::compute::{cast, max, max_boolean, max_string, min, min_boolean, min_string};
+use arrow::datatypes::*;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::log::{ColumnStats, DataFile, Snapshot, StatValue, TableId};
+use crate::partition::{self, Partition, Partitioning};
+use crate::store::paths;
+
+/// Default size at which a data file is closed and a new one started.
+pub const DEFAULT_TARGET_FILE_SIZE_BYTES: usize = 128 * 1024 * 1024;
+/// Rows per Parquet row group: the unit of row-group pruning.
+pub const DEFAULT_ROW_GROUP_ROWS: usize = 512 * 1024;
+/// Longest string kept as a min/max statistic; longer values would bloat the log.
+const MAX_STRING_STAT_BYTES: usize = 256;
+
+/// How data files are written.
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    pub target_file_size_bytes: usize,
+    pub row_group_rows: usize,
+}
+
+impl Default for WriteOptions {
+    fn default() -> Self {
+        Self {
+            target_file_size_bytes: DEFAULT_TARGET_FILE_SIZE_BYTES,
+            row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+        }
+    }
+}
+
+/// Runs CPU-bound `f` on the rayon pool and awaits it without blocking a tokio worker.
+pub async fn run_cpu<T, F>(f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.await.expect("rayon task does not panic")
+}
+
+/// A Parquet file being encoded in memory.
+struct OpenFile {
+    writer: ArrowWriter<Vec<u8>>,
+    rows: u64,
+    stats: Vec<StatsAccumulator>,
+}
+
+/// An encoded file, ready to upload.
+#[derive(Debug)]
+pub struct EncodedFile {
+    pub partition: String,
+    pub bytes: Bytes,
+    pub rows: u64,
+    pub stats: BTreeMap<String, ColumnStats>,
+}
+
+/// Encodes rows for one table; see the module docs.
+pub struct TableWriter {
+    table: String,
+    schema: SchemaRef,
+    layout: Option<Partitioning>,
+    props: WriterProperties,
+    options: WriteOptions,
+    open: HashMap<String, OpenFile>,
+    finished: Vec<EncodedFile>,
+    created: Vec<Partition>,
+    rows_seen: usize,
+}
+
+impl std::fmt::Debug for TableWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TableWriter")
+            .field("table", &self.table)
+            .field("open_files", &self.open.len())
+            .field("finished", &self.finished.len())
+            .finish()
+    }
+}
+
+impl TableWriter {
+    /// A writer for `table` at `snapshot`.
+    pub fn new(table: &str, snapshot: &Snapshot, options: WriteOptions) -> Self {
+        let props = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_statistics_enabled(EnabledStatistics::Page)
+            .set_max_row_group_row_count(Some(options.row_group_rows))
+            .build();
+        Self {
+            table: table.to_string(),
+            schema: snapshot.metadata.schema(),
+            layout: snapshot.metadata.partitioning.clone(),
+            props,
+            options,
+            open: HashMap::new(),
+            finished: Vec::new(),
+            created: Vec::new(),
+            rows_seen: 0,
+        }
+    }
+
+    /// The table schema rows must match.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// Casts `batch` to the table schema (by position), checking NOT NULL columns.
+    pub fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        conform(&self.table, &self.schema, batch, self.rows_seen)
+    }
+
+    /// Routes and encodes one batch. CPU-bound: call through [`run_cpu`].
+    pub fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let batch = self.conform(&batch)?;
+        let parts = match &mut self.layout {
+            Some(layout) => {
+                let routed = partition::route(&self.table, layout, &batch, self.rows_seen)?;
+                self.created.extend(routed.created);
+                routed.parts
+            }
+            None => vec![(String::new(), batch.clone())],
+        };
+        self.rows_seen += batch.num_rows();
+        for (name, _) in &parts {
+            if !self.open.contains_key(name) {
+                let writer = ArrowWriter::try_new(
+                    Vec::new(),
+                    Arc::clone(&self.schema),
+                    Some(self.props.clone()),
+                )?;
+                let stats = (0..self.schema.fields().len())
+                    .map(|_| StatsAccumulator::default())
+                    .collect();
+                self.open.insert(
+                    name.clone(),
+                    OpenFile {
+                        writer,
+                        rows: 0,
+                        stats,
+                    },
+                );
+            }
+        }
+        let mut slices: HashMap<String, RecordBatch> = parts.into_iter().collect();
+        let mut work: Vec<(&String, &mut OpenFile, RecordBatch)> = self
+            .open
+            .iter_mut()
+            .filter_map(|(name, file)| slices.remove(name).map(|b| (name, file, b)))
+            .collect();
+        let target = self.options.target_file_size_bytes;
+        let full: Vec<String> = work
+            .par_iter_mut()
+            .map(|(name, file, slice)| -> Result<Option<String>> {
+                file.writer.write(slice)?;
+                file.rows += slice.num_rows() as u64;
+                for (acc, column) in file.stats.iter_mut().zip(slice.columns()) {
+                    acc.update(column);
+                }
+                let size = file.writer.bytes_written() + file.writer.in_progress_size();
+                Ok((size >= target).then(|| (*name).clone()))
+            })
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .flatten()
+            .collect();
+        for name in full {
+            let file = self.open.remove(&name).expect("full file is open");
+            self.finished.push(close_file(&self.schema, name, file)?);
+        }
+        Ok(())
+    }
+}
+
+/// Finishes an open file: encodes its footer and collects its statistics.
+fn close_file(schema: &SchemaRef, partition: String, file: OpenFile) -> Result<EncodedFile> {
+    let OpenFile {
+        writer,
+        rows,
+        stats,
+    } = file;
+    let bytes = Bytes::from(writer.into_inner()?);
+    let stats = schema
+        .fields()
+        .iter()
+        .zip(stats)
+        .map(|(f, s)| (f.name().clone(), s.finish()))
+        .collect();
+    Ok(EncodedFile {
+        partition,
+        bytes,
+        rows,
+        stats,
+    })
+}
+
+impl TableWriter {
+    /// Files closed so far (taken, so they can be uploaded while writing goes on).
+    pub fn take_finished(&mut self) -> Vec<EncodedFile> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Closes every open file. Returns the remaining files and the interval partitions created.
+    /// CPU-bound: call through [`run_cpu`].
+    pub fn finish(mut self) -> Result<(Vec<EncodedFile>, Vec<Partition>)> {
+        let open: Vec<(String, OpenFile)> = self.open.drain().collect();
+        let schema = Arc::clone(&self.schema);
+        let closed: Vec<EncodedFile> = open
+            .into_par_iter()
+            .map(|(name, file)| close_file(&schema, name, file))
+            .collect::<Result<_>>()?;
+        let mut files = std::mem::take(&mut self.finished);
+        files.extend(closed);
+        Ok((files, self.created))
+    }
+
+    /// Rows written so far.
+    pub fn rows_written(&self) -> usize {
+        self.rows_seen
+    }
+}
+
+/// Uploads encoded files in parallel and describes them for the log.
+pub async fn upload(
+    store: &Arc<dyn ObjectStore>,
+    table: &TableId,
+    files: Vec<EncodedFile>,
+) -> Result<Vec<DataFile>> {
+    futures::stream::iter(files)
+        .map(|f| {
+            let store = Arc::clone(store);
+            async move {
+                let path = paths::new_data_file(table, &f.partition);
+                let size = f.bytes.len() as u64;
+                store.put(&path, PutPayload::from(f.bytes)).await?;
+                Ok::<_, Error>(DataFile {
+                    path: path.to_string(),
+                    partition: f.partition,
+                    rows: f.rows,
+                    size_bytes: size,
+                    stats: f.stats,
+                })
+            }
+        })
+        .buffer_unordered(8)
+        .try_collect()
+        .await
+}
+
+/// Casts `batch` to `schema`, column by column in order, with errors naming the column.
+pub fn conform(
+    table: &str,
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    row_offset: usize,
+) -> Result<RecordBatch> {
+    if batch.num_columns() != schema.fields().len() {
+        return Err(Error::SchemaMismatch {
+            table: table.to_string(),
+            reason: format!(
+                "table has {} columns but {} values were supplied",
+                schema.fields().len(),
+                batch.num_columns()
+            ),
+        });
+    }
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(batch.num_columns());
+    for (field, column) in schema.fields().iter().zip(batch.columns()) {
+        let column = if column.data_type() == field.data_type() {
+            Arc::clone(column)
+        } else {
+            let options = arrow::compute::CastOptions {
+                safe: false,
+                ..Default::default()
+            };
+            arrow::compute::cast_with_options(column, field.data_type(), &options).map_err(|e| {
+                Error::SchemaMismatch {
+                    table: table.to_string(),
+                    reason: format!(
+                        "column '{}' expects {}: {e}",
+                        field.name(),
+                        field.data_type()
+                    ),
+                }
+            })?
+        };
+        if !field.is_nullable() && column.null_count() > 0 {
+            let row = (0..column.len()).find(|i| column.is_null(*i)).unwrap_or(0);
+            return Err(Error::SchemaMismatch {
+                table: table.to_string(),
+                reason: format!(
+                    "NOT NULL column '{}' got NULL at row {}",
+                    field.name(),
+                    row_offset + row + 1
+                ),
+            });
+        }
+        columns.push(column);
+    }
+    Ok(RecordBatch::try_new(Arc::clone(schema), columns)?)
+}
+
+/// Running min/max/null count of one column.
+#[derive(Debug, Default)]
+struct StatsAccumulator {
+    min: Option<StatValue>,
+    max: Option<StatValue>,
+    null_count: u64,
+    /// False once a value without a usable statistic was seen (e.g. a long string).
+    unusable: bool,
+}
+
+impl StatsAccumulator {
+    fn update(&mut self, column: &ArrayRef) {
+        self.null_count += column.null_count() as u64;
+        if self.unusable || column.null_count() == column.len() {
+            return;
+        }
+        match min_max(column) {
+            Some((lo, hi)) => {
+                self.min = Some(match self.min.take() {
+                    Some(m) if !less(&lo, &m) => m,
+                    _ => lo,
+                });
+                self.max = Some(match self.max.take() {
+                    Some(m) if !less(&m, &hi) => m,
+                    _ => hi,
+                });
+            }
+            None => {
+                self.unusable = true;
+                self.min = None;
+                self.max = None;
+            }
+        }
+    }
+
+    fn finish(self) -> ColumnStats {
+        ColumnStats {
+            min: self.min,
+            max: self.max,
+            null_count: self.null_count,
+        }
+    }
+}
+
+fn less(a: &StatValue, b: &StatValue) -> bool {
+    match (a, b) {
+        (StatValue::Int(a), StatValue::Int(b)) => a < b,
+        (StatValue::UInt(a), StatValue::UInt(b)) => a < b,
+        (StatValue::Float(a), StatValue::Float(b)) => a < b,
+        (StatValue::Decimal(a), StatValue::Decimal(b)) => {
+            a.parse::<i128>().unwrap_or(0) < b.parse::<i128>().unwrap_or(0)
+        }
+        (StatValue::Str(a), StatValue::Str(b)) => a < b,
+        (StatValue::Bool(a), StatValue::Bool(b)) => !a & b,
+        _ => false,
+    }
+}
+
+/// Min and max of a column as log values, or `None` for types without statistics.
+fn min_max(column: &ArrayRef) -> Option<(StatValue, StatValue)> {
+    macro_rules! ints {
+        ($t:ty, $variant:ident, $conv:ty) => {{
+            let a = column.as_primitive::<$t>();
+            Some((
+                StatValue::$variant(min(a)? as $conv),
+                StatValue::$variant(max(a)? as $conv),
+            ))
+        }};
+    }
+    match column.data_type() {
+        DataType::Int8 => ints!(Int8Type, Int, i64),
+        DataType::Int16 => ints!(Int16Type, Int, i64),
+        DataType::Int32 => ints!(Int32Type, Int, i64),
+        DataType::Int64 => ints!(Int64Type, Int, i64),
+        DataType::UInt8 => ints!(UInt8Type, UInt, u64),
+        DataType::UInt16 => ints!(UInt16Type, UInt, u64),
+        DataType::UInt32 => ints!(UInt32Type, UInt, u64),
+        DataType::UInt64 => ints!(UInt64Type, UInt, u64),
+        DataType::Date32 => ints!(Date32Type, Int, i64),
+        DataType::Timestamp(TimeUnit::Second, _) => ints!(TimestampSecondType, Int, i64),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => ints!(TimestampMillisecondType, Int, i64),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => ints!(TimestampMicrosecondType, Int, i64),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => ints!(TimestampNanosecondType, Int, i64),
+        DataType::Float32 | DataType::Float64 => {
+            let f = cast(column, &DataType::Float64).ok()?;
+            let a = f.as_primitive::<Float64Type>();
+            let (lo, hi) = (min(a)?, max(a)?);
+            if lo.is_nan() || hi.is_nan() {
+                return None;
+            }
+            Some((StatValue::Float(lo), StatValue::Float(hi)))
+        }
+        DataType::Decimal128(_, _) => {
+            let a = column.as_primitive::<Decimal128Type>();
+            Some((
+                StatValue::Decimal(min(a)?.to_string()),
+                StatValue::Decimal(max(a)?.to_string()),
+            ))
+        }
+        DataType::Utf8 => {
+            let a = column.as_string::<i32>();
+            string_stats(min_string(a)?, max_string(a)?)
+        }
+        DataType::LargeUtf8 => {
+            let a = column.as_string::<i64>();
+            string_stats(min_string(a)?, max_string(a)?)
+        }
+        DataType::Boolean => {
+            let a = column.as_boolean();
+            Some((
+                StatValue::Bool(min_boolean(a)?),
+                StatValue::Bool(max_boolean(a)?),
+            ))
+        }
+        _ => None,
+    }
+}
+
+fn string_stats(lo: &str, hi: &str) -> Option<(StatValue, StatValue)> {
+    (lo.len() <= MAX_STRING_STAT_BYTES && hi.len() <= MAX_STRING_STAT_BYTES).then(|| {
+        (
+            StatValue::Str(lo.to_string()),
+            StatValue::Str(hi.to_string()),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, StringArray};
+
+    #[test]
+    fn stats_track_min_max_and_nulls_across_batches() {
+        let mut acc = StatsAccumulator::default();
+        acc.update(&(Arc::new(Int64Array::from(vec![Some(5), None, Some(-2)])) as ArrayRef));
+        acc.update(&(Arc::new(Int64Array::from(vec![7, 1])) as ArrayRef));
+        let s = acc.finish();
+        assert_eq!(s.min, Some(StatValue::Int(-2)));
+        assert_eq!(s.max, Some(StatValue::Int(7)));
+        assert_eq!(s.null_count, 1);
+    }
+
+    #[test]
+    fn long_strings_have_no_min_max() {
+        let mut acc = StatsAccumulator::default();
+        let long = "x".repeat(MAX_STRING_STAT_BYTES + 1);
+        acc.update(&(Arc::new(StringArray::from(vec!["a", long.as_str()])) as ArrayRef));
+        acc.update(&(Arc::new(StringArray::from(vec!["b"])) as ArrayRef));
+        assert_eq!(acc.finish().min, None);
+    }
+}
