@@ -171,6 +171,9 @@ pub(crate) async fn copy_into(
     let warehouse = session.warehouse().clone();
     let mut report: Vec<Vec<String>> = Vec::new();
     let mut todo = Vec::new();
+    // A file named twice (overlapping FILES or globs) is loaded once.
+    let mut seen = std::collections::HashSet::new();
+    sources.retain(|s| seen.insert(s.path.clone()));
     for s in sources {
         let loaded = LoadedFile {
             file: s.display(),
@@ -194,6 +197,7 @@ pub(crate) async fn copy_into(
     let mut table_writer = TableWriter::new(&table, &snapshot, warehouse.options().write.clone());
     let schema = table_writer.schema();
     let mut txn = Transaction::new("COPY INTO");
+    txn.reject_loaded_twice = !force;
     let mut total = 0u64;
     for source in todo {
         let fmt = format
@@ -206,12 +210,16 @@ pub(crate) async fn copy_into(
                 FileFormat::Csv(_) => FileFormat::Csv(csv.clone()),
                 other => other,
             });
-        let name = table.clone();
         let src = source.clone();
         let schema = std::sync::Arc::clone(&schema);
+        let skipped = match &fmt {
+            FileFormat::Csv(o) => o.skip_header,
+            _ => 0,
+        };
         let (w, result) = run_cpu(move || {
             let mut w = table_writer;
-            let r = load::read_file(&name, &src, &fmt, &schema, |batch| w.write(batch));
+            w.start_source(skipped);
+            let r = load::read_file(&src, &fmt, &schema, |batch| w.write(batch));
             (w, r)
         })
         .await;

@@ -465,10 +465,7 @@ impl Session {
             }
             other => return Err(Error::Unsupported(format!("{other}"))),
         };
-        catalog.database(&db)?;
-        if catalog.schema(&db, &schema).is_err() && schema != DEFAULT_SCHEMA {
-            catalog.schema(&db, &schema)?;
-        }
+        catalog.schema(&db, &schema)?;
         {
             let state = self.ctx.state_ref();
             let mut state = state.write();
@@ -484,6 +481,8 @@ impl Session {
         )))
     }
 
+    /// `DROP DATABASE | SCHEMA | TABLE a, b, ...`: all names in one catalog commit, so a failing
+    /// name leaves every object in place.
     async fn drop(
         &mut self,
         object_type: ObjectType,
@@ -491,83 +490,81 @@ impl Session {
         if_exists: bool,
         cascade: bool,
     ) -> Result<StatementResult> {
-        let mut dropped = Vec::new();
-        for name in names {
-            match object_type {
+        // (database, schema, table); unused parts are empty.
+        let targets: Vec<(String, String, String)> = names
+            .iter()
+            .map(|name| match object_type {
                 ObjectType::Database => {
-                    let db = single(name, "database")?;
-                    if if_exists && !self.warehouse.catalog().databases.contains_key(&db) {
+                    Ok((single(name, "database")?, String::new(), String::new()))
+                }
+                ObjectType::Schema => {
+                    let (d, s) = self.qualify_schema(name)?;
+                    Ok((d, s, String::new()))
+                }
+                ObjectType::Table => self.qualify_table(name),
+                other => Err(Error::Unsupported(format!("DROP {other}"))),
+            })
+            .collect::<Result<_>>()?;
+        let mut dropped = Vec::new();
+        self.warehouse
+            .update_catalog(|c| {
+                dropped.clear();
+                for (d, s, t) in &targets {
+                    let exists = match object_type {
+                        ObjectType::Database => c.database(d).is_ok(),
+                        ObjectType::Schema => c.schema(d, s).is_ok(),
+                        _ => c.table(d, s, t).is_ok(),
+                    };
+                    if !exists && if_exists {
                         continue;
                     }
-                    let d = db.clone();
-                    self.warehouse
-                        .update_catalog(move |c| {
-                            let entry = c.database(&d)?;
-                            let has_tables = entry.schemas.values().any(|s| !s.tables.is_empty());
+                    match object_type {
+                        ObjectType::Database => {
+                            let has_tables = c
+                                .database(d)?
+                                .schemas
+                                .values()
+                                .any(|s| !s.tables.is_empty());
                             if has_tables && !cascade {
                                 return Err(StorageError::NotEmpty {
                                     what: "database",
                                     name: d.clone(),
                                 });
                             }
-                            c.databases.remove(&d);
-                            Ok(())
-                        })
-                        .await?;
-                    if self.database == db {
-                        self.use_(&Use::Database(ObjectName::from(vec![
-                            datafusion::sql::sqlparser::ast::Ident::new(DEFAULT_DATABASE),
-                        ])))
-                        .ok();
-                    }
-                    dropped.push(format!("database {db}"));
-                }
-                ObjectType::Schema => {
-                    let (db, schema) = self.qualify_schema(name)?;
-                    if if_exists && self.warehouse.catalog().schema(&db, &schema).is_err() {
-                        continue;
-                    }
-                    let (d, s) = (db.clone(), schema.clone());
-                    self.warehouse
-                        .update_catalog(move |c| {
-                            let entry = c.schema(&d, &s)?;
-                            if !entry.tables.is_empty() && !cascade {
+                            c.databases.remove(d);
+                            dropped.push(format!("database {d}"));
+                        }
+                        ObjectType::Schema => {
+                            if !c.schema(d, s)?.tables.is_empty() && !cascade {
                                 return Err(StorageError::NotEmpty {
                                     what: "schema",
                                     name: format!("{d}.{s}"),
                                 });
                             }
-                            c.database_mut(&d)?.schemas.remove(&s);
-                            Ok(())
-                        })
-                        .await?;
-                    dropped.push(format!("schema {db}.{schema}"));
-                }
-                ObjectType::Table => {
-                    let (db, schema, table) = self.qualify_table(name)?;
-                    if if_exists
-                        && self
-                            .warehouse
-                            .catalog()
-                            .table(&db, &schema, &table)
-                            .is_err()
-                    {
-                        continue;
+                            c.database_mut(d)?.schemas.remove(s);
+                            dropped.push(format!("schema {d}.{s}"));
+                        }
+                        _ => {
+                            c.table(d, s, t)?;
+                            c.schema_mut(d, s)?.tables.remove(t);
+                            dropped.push(format!("table {d}.{s}.{t}"));
+                        }
                     }
-                    let (d, s, t) = (db.clone(), schema.clone(), table.clone());
-                    self.warehouse
-                        .update_catalog(move |c| {
-                            c.table(&d, &s, &t)?;
-                            c.schema_mut(&d, &s)?.tables.remove(&t);
-                            Ok(())
-                        })
-                        .await?;
-                    dropped.push(format!("table {db}.{schema}.{table}"));
                 }
-                other => {
-                    return Err(Error::Unsupported(format!("DROP {other}")));
-                }
-            }
+                Ok(())
+            })
+            .await?;
+        // A session whose database or schema was dropped falls back to main.public.
+        if self
+            .warehouse
+            .catalog()
+            .schema(&self.database, &self.schema)
+            .is_err()
+        {
+            let main = ObjectName::from(vec![datafusion::sql::sqlparser::ast::Ident::new(
+                DEFAULT_DATABASE,
+            )]);
+            self.use_(&Use::Database(main))?;
         }
         Ok(StatementResult::status(if dropped.is_empty() {
             "nothing to drop".to_string()
@@ -749,8 +746,10 @@ impl Session {
         table: Option<&ObjectName>,
         retain_hours: Option<f64>,
     ) -> Result<StatementResult> {
+        let hours = retain_hours.unwrap_or(7.0 * 24.0);
+        // Beyond ~100 years nothing could be old enough: keep everything.
         let retention = chrono::Duration::milliseconds(
-            (retain_hours.unwrap_or(7.0 * 24.0) * 3_600_000.0) as i64,
+            (hours.clamp(0.0, 24.0 * 365.0 * 100.0) * 3_600_000.0) as i64,
         );
         let store = self.warehouse.object_store();
         let mut report = strata_storage::vacuum::VacuumReport::default();

@@ -15,7 +15,6 @@ use chrono::{DateTime, Utc};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{Error, Result};
-use crate::writer::conform;
 
 /// Rows per batch read from a source file.
 const READ_BATCH_ROWS: usize = 64 * 1024;
@@ -143,7 +142,6 @@ pub fn list_sources(location: &str) -> Result<Vec<SourceFile>> {
 /// Reads `file` as batches of `schema`, passing each to `sink`. Blocking: call off the async
 /// runtime. Errors name the file.
 pub fn read_file(
-    table: &str,
     file: &SourceFile,
     format: &FileFormat,
     schema: &SchemaRef,
@@ -195,7 +193,7 @@ pub fn read_file(
                 let first_line = options.skip_header as u64 + rows + 1;
                 let typed = typed_from_text(&batch, schema, first_line).map_err(&fail)?;
                 rows += batch.num_rows() as u64;
-                sink(conform(table, schema, &typed, 0).map_err(|e| fail(e.to_string()))?)?;
+                sink(typed).map_err(|e| fail(e.to_string()))?;
             }
         }
         FileFormat::Json => {
@@ -211,7 +209,7 @@ pub fn read_file(
                     ))
                 })?;
                 rows += batch.num_rows() as u64;
-                sink(conform(table, schema, &batch, 0).map_err(|e| fail(e.to_string()))?)?;
+                sink(batch).map_err(|e| fail(e.to_string()))?;
             }
         }
         FileFormat::Parquet => {
@@ -239,13 +237,8 @@ pub fn read_file(
                 })?;
                 let picked = batch.project(&indices)?;
                 rows += picked.num_rows() as u64;
-                let conformed = conform(table, schema, &picked, 0).map_err(|e| {
-                    fail(format!(
-                        "{e} (row group {})",
-                        row_group_of(&row_groups, rows.saturating_sub(1))
-                    ))
-                })?;
-                sink(conformed)?;
+                let row_group = row_group_of(&row_groups, rows.saturating_sub(1));
+                sink(picked).map_err(|e| fail(format!("{e} (row group {row_group})")))?;
             }
         }
     }
@@ -407,7 +400,7 @@ mod tests {
             skip_header: 1,
             ..Default::default()
         });
-        let err = read_file("t", file, &format, &schema(), |_| Ok(()))
+        let err = read_file(file, &format, &schema(), |_| Ok(()))
             .unwrap_err()
             .to_string();
         assert!(
@@ -422,7 +415,7 @@ mod tests {
         let path = dir.path().join("cut.parquet");
         std::fs::write(&path, b"PAR1 not really").unwrap();
         let file = &list_sources(path.to_str().unwrap()).unwrap()[0];
-        let err = read_file("t", file, &FileFormat::Parquet, &schema(), |_| Ok(()))
+        let err = read_file(file, &FileFormat::Parquet, &schema(), |_| Ok(()))
             .unwrap_err()
             .to_string();
         assert!(err.contains("cut.parquet"), "{err}");

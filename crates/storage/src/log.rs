@@ -290,6 +290,8 @@ pub struct Transaction {
     /// Files to remove; a concurrent removal of the same file is a conflict.
     pub remove: Vec<DataFile>,
     pub loads: Vec<LoadedFile>,
+    /// Fail if a concurrent commit loaded one of `loads` first (`COPY INTO` without `FORCE`).
+    pub reject_loaded_twice: bool,
 }
 
 impl Transaction {
@@ -325,7 +327,16 @@ impl Transaction {
         if metadata != base.metadata {
             actions.push(Action::Metadata(metadata.clone()));
         }
-        for f in &self.remove {
+        // Every file of a dropped partition goes, including files a concurrent INSERT added.
+        let mut remove: Vec<&DataFile> = self.remove.iter().collect();
+        for name in &self.drop_partitions {
+            for f in base.files_in(name) {
+                if !remove.iter().any(|r| r.path == f.path) {
+                    remove.push(f);
+                }
+            }
+        }
+        for f in remove {
             if !base.files.contains_key(&f.path) {
                 return Err(format!("file {} was removed by another statement", f.path));
             }
@@ -344,6 +355,14 @@ impl Transaction {
                 ));
             }
             actions.push(Action::Add(f.clone()));
+        }
+        if self.reject_loaded_twice
+            && let Some(l) = self
+                .loads
+                .iter()
+                .find(|l| base.loaded.contains_key(&l.key()))
+        {
+            return Err(format!("{} was loaded by another statement", l.file));
         }
         actions.extend(self.loads.iter().cloned().map(Action::Load));
         Ok(actions)

@@ -92,7 +92,9 @@ impl KeyType {
     pub fn format(&self, key: i64) -> String {
         match self {
             KeyType::Integer => key.to_string(),
-            KeyType::Date => date_of_days(key).format("%Y-%m-%d").to_string(),
+            KeyType::Date => date_of_days(key)
+                .map(|d| d.format("%Y-%m-%d").to_string())
+                .unwrap_or_else(|| key.to_string()),
             KeyType::Timestamp(unit) => {
                 let per_sec = Self::ticks_per_second(*unit);
                 let secs = key.div_euclid(per_sec);
@@ -109,18 +111,19 @@ fn epoch_date() -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).expect("1970-01-01 is a valid date")
 }
 
-fn date_of_days(days: i64) -> NaiveDate {
-    epoch_date() + chrono::Duration::days(days)
+/// The date `days` after the epoch, or `None` outside chrono's range (Date32 reaches further).
+fn date_of_days(days: i64) -> Option<NaiveDate> {
+    epoch_date().checked_add_signed(chrono::Duration::try_days(days)?)
 }
 
 fn months_since_epoch(date: NaiveDate) -> i64 {
     i64::from(date.year() - 1970) * 12 + i64::from(date.month0())
 }
 
-fn first_day_of_month_index(month: i64) -> NaiveDate {
-    let year = 1970 + month.div_euclid(12);
+fn first_day_of_month_index(month: i64) -> Option<NaiveDate> {
+    let year = i32::try_from(1970 + month.div_euclid(12)).ok()?;
     let month0 = month.rem_euclid(12);
-    NaiveDate::from_ymd_opt(year as i32, month0 as u32 + 1, 1).expect("valid month index")
+    NaiveDate::from_ymd_opt(year, month0 as u32 + 1, 1)
 }
 
 /// The width of automatic partitions.
@@ -338,7 +341,7 @@ impl Partitioning {
         }
         let pos = self.partitions.partition_point(|p| {
             p.upper
-                .is_some_and(|u| partition.lower.is_none_or(|l| u <= l))
+                .is_some_and(|u| partition.lower.is_some_and(|l| u <= l))
         });
         self.partitions.insert(pos, partition.clone());
         Ok(())
@@ -356,7 +359,7 @@ impl Partitioning {
         let interval = self.interval?;
         let (start, end, name) = match (interval, self.key_type) {
             (Interval::Months(n), KeyType::Date) => {
-                let (s, e, name) = month_bucket(date_of_days(key), n);
+                let (s, e, name) = month_bucket(date_of_days(key)?, n)?;
                 (
                     (s - epoch_date()).num_days(),
                     (e - epoch_date()).num_days(),
@@ -365,7 +368,7 @@ impl Partitioning {
             }
             (Interval::Months(n), KeyType::Timestamp(unit)) => {
                 let per_day = KeyType::ticks_per_second(unit) * 86_400;
-                let (s, e, name) = month_bucket(date_of_days(key.div_euclid(per_day)), n);
+                let (s, e, name) = month_bucket(date_of_days(key.div_euclid(per_day))?, n)?;
                 (
                     (s - epoch_date()).num_days() * per_day,
                     (e - epoch_date()).num_days() * per_day,
@@ -377,7 +380,7 @@ impl Partitioning {
                 let name = match key_type {
                     KeyType::Integer if start < 0 => format!("p_neg{}", -start),
                     KeyType::Integer => format!("p_{start}"),
-                    KeyType::Date => format!("p_{}", date_of_days(start).format("%Y_%m_%d")),
+                    KeyType::Date => format!("p_{}", date_of_days(start)?.format("%Y_%m_%d")),
                     KeyType::Timestamp(unit) => {
                         let text = KeyType::Timestamp(unit).format(start);
                         format!("p_{}", text.replace(['-', ' ', ':'], "_"))
@@ -434,17 +437,17 @@ fn overlaps(a: &Partition, b: &Partition) -> bool {
     !(a_before_b || b_before_a)
 }
 
-fn month_bucket(date: NaiveDate, months: u32) -> (NaiveDate, NaiveDate, String) {
+fn month_bucket(date: NaiveDate, months: u32) -> Option<(NaiveDate, NaiveDate, String)> {
     let n = i64::from(months);
     let start = months_since_epoch(date).div_euclid(n) * n;
-    let s = first_day_of_month_index(start);
-    let e = first_day_of_month_index(start + n);
+    let s = first_day_of_month_index(start)?;
+    let e = first_day_of_month_index(start + n)?;
     let name = if months.is_multiple_of(12) {
         format!("p_{}", s.format("%Y"))
     } else {
         format!("p_{}", s.format("%Y_%m"))
     };
-    (s, e, name)
+    Some((s, e, name))
 }
 
 /// The rows of one batch, split by partition.

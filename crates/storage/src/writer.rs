@@ -88,6 +88,8 @@ pub struct TableWriter {
     finished: Vec<EncodedFile>,
     created: Vec<Partition>,
     rows_seen: usize,
+    /// Rows seen when the current source started, and lines it skipped (see `start_source`).
+    numbering: (usize, usize),
 }
 
 impl std::fmt::Debug for TableWriter {
@@ -118,6 +120,7 @@ impl TableWriter {
             finished: Vec::new(),
             created: Vec::new(),
             rows_seen: 0,
+            numbering: (0, 0),
         }
     }
 
@@ -128,7 +131,7 @@ impl TableWriter {
 
     /// Casts `batch` to the table schema (by position), checking NOT NULL columns.
     pub fn conform(&self, batch: &RecordBatch) -> Result<RecordBatch> {
-        conform(&self.table, &self.schema, batch, self.rows_seen)
+        conform(&self.table, &self.schema, batch, self.row_offset())
     }
 
     /// Routes and encodes one batch. CPU-bound: call through [`run_cpu`].
@@ -137,9 +140,10 @@ impl TableWriter {
             return Ok(());
         }
         let batch = self.conform(&batch)?;
+        let row_offset = self.row_offset();
         let parts = match &mut self.layout {
             Some(layout) => {
-                let routed = partition::route(&self.table, layout, &batch, self.rows_seen)?;
+                let routed = partition::route(&self.table, layout, &batch, row_offset)?;
                 self.created.extend(routed.created);
                 routed.parts
             }
@@ -241,6 +245,17 @@ impl TableWriter {
     /// Rows written so far.
     pub fn rows_written(&self) -> usize {
         self.rows_seen
+    }
+
+    /// Starts numbering rows in error messages afresh, for a new source file whose first
+    /// `skipped` lines are not rows (a CSV header).
+    pub fn start_source(&mut self, skipped: usize) {
+        self.numbering = (self.rows_seen, skipped);
+    }
+
+    /// What to add to a 0-based row of the current batch to number it in messages.
+    fn row_offset(&self) -> usize {
+        self.rows_seen - self.numbering.0 + self.numbering.1
     }
 }
 
