@@ -27,9 +27,7 @@ use datafusion::sql::sqlparser::dialect::{
 };
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{
-    Location, Token, TokenWithSpan, Tokenizer, Whitespace,
-};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 use strata_storage::UpperBound;
 
 use crate::error::{Error, Result};
@@ -157,24 +155,25 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
             partitioning: clause,
         });
     }
-    let mut first_error = None;
+    // On failure, report the error of the dialect the statement most likely targets.
+    let preferred = if first == "COPY" {
+        "snowflake"
+    } else {
+        "generic"
+    };
+    let mut preferred_error = None;
     for (name, dialect) in dialects() {
         match parse_text(dialect.as_ref(), text) {
             Ok(mut statement) => {
                 rewrite_time_travel(&mut statement)?;
                 return Ok(Statement::Sql(Box::new(statement)));
             }
-            Err(e) => {
-                // Report the error of the dialect the statement most likely targets.
-                let relevant = (name == "snowflake" && first == "COPY") || name == "generic";
-                if relevant && first_error.is_none() || first_error.is_none() && name == "generic" {
-                    first_error = Some(e);
-                }
-            }
+            Err(e) if name == preferred => preferred_error = Some(e),
+            Err(_) => {}
         }
     }
     Err(Error::Parse(
-        first_error.map(|e| e.to_string()).unwrap_or_default(),
+        preferred_error.map(|e| e.to_string()).unwrap_or_default(),
     ))
 }
 
@@ -686,14 +685,6 @@ fn rewrite_time_travel(statement: &mut SqlStatement) -> Result<()> {
         Some(e) => Err(e),
         None => Ok(()),
     }
-}
-
-/// True for whitespace tokens that are comments (kept here so callers can strip them).
-pub fn is_comment(t: &Token) -> bool {
-    matches!(
-        t,
-        Token::Whitespace(Whitespace::SingleLineComment { .. } | Whitespace::MultiLineComment(_))
-    )
 }
 
 #[cfg(test)]
