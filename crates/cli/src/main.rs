@@ -4,6 +4,7 @@
 //! strata [--warehouse URL] -c "SQL; SQL"     statements from the command line
 //! strata [--warehouse URL] -f script.sql     statements from a file
 //! echo "SELECT 1" | strata                   statements from stdin
+//! strata bench run --suite ssb --sf 1        benchmarks (see BENCHMARKS.md)
 //! ```
 //! Results go to stdout (`--format table|csv|json`), errors to stderr with exit code 1.
 
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use arrow::array::RecordBatch;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use strata_query::{StatementResult, Warehouse};
 
 /// Output formats of query results.
@@ -55,6 +56,15 @@ struct Args {
     /// Log filter, e.g. `info` or `strata_query=debug`.
     #[arg(long, env = "STRATA_LOG", default_value = "warn")]
     log_filter: String,
+
+    #[command(subcommand)]
+    command_name: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Star Schema Benchmark and TPC-H: generate data, load it, run queries with answer checks.
+    Bench(strata_bench::BenchArgs),
 }
 
 fn print(result: &StatementResult, format: Format, out: &mut impl Write) -> anyhow::Result<()> {
@@ -93,6 +103,9 @@ fn print(result: &StatementResult, format: Format, out: &mut impl Write) -> anyh
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Command::Bench(bench)) = args.command_name {
+        return strata_bench::run(bench).await;
+    }
     let sql = match (&args.command, &args.file) {
         (Some(c), _) => c.clone(),
         (None, Some(f)) => {

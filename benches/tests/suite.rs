@@ -1,0 +1,100 @@
+//! The whole benchmark harness at SF 0.01: generate, load through SQL, run every SSB and
+//! TPC-H query with answer checks against DuckDB's recorded answers, and run concurrent
+//! streams. Keeps the harness from rotting; real runs are by hand (BENCHMARKS.md).
+
+use std::path::{Path, PathBuf};
+
+use strata_bench::{Action, BenchArgs, Suite};
+
+const SF: f64 = 0.01;
+
+fn args(action: Action, suite: Suite, data: &Path, answers: PathBuf, results: &Path) -> BenchArgs {
+    BenchArgs {
+        action,
+        suite,
+        sf: SF,
+        data: Some(data.to_path_buf()),
+        warehouse: None,
+        force: false,
+        hot: 1,
+        queries: None,
+        streams: 2,
+        answers,
+        results: results.to_path_buf(),
+    }
+}
+
+fn answers_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("answers")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_query_of_both_suites_answers_correctly_at_sf_0_01() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    for suite in [Suite::Ssb, Suite::Tpch] {
+        strata_bench::run(args(
+            Action::Run,
+            suite,
+            dir.path(),
+            answers_dir(),
+            &results,
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{} run failed: {e:#}", suite.name()));
+        let doc: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(results.join(format!("strata-{}-sf0.01.json", suite.name())))
+                .unwrap(),
+        )
+        .unwrap();
+        let queries = doc["queries"].as_array().unwrap();
+        assert_eq!(queries.len(), suite.queries().len());
+        for q in queries {
+            assert_eq!(q["check"], "ok", "{q}");
+        }
+        // The fact tables were loaded into month partitions.
+        assert!(
+            doc["load"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["rows"] == 60175)
+        );
+    }
+    let manifest = strata_bench::datagen::read_manifest(&dir.path().join("ssb/sf0.01")).unwrap();
+    let lineorder = manifest
+        .tables
+        .iter()
+        .find(|t| t.name == "lineorder")
+        .unwrap();
+    assert_eq!(lineorder.rows, 60175);
+
+    strata_bench::run(args(
+        Action::Throughput,
+        Suite::Ssb,
+        dir.path(),
+        answers_dir(),
+        &results,
+    ))
+    .await
+    .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(results.join("throughput-strata-ssb-sf0.01.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc["throughput"]["queries_completed"], 26);
+
+    // A wrong answer fails the run and names the query.
+    let tampered = dir.path().join("tampered");
+    std::fs::create_dir_all(&tampered).unwrap();
+    let mut answers: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(answers_dir().join("ssb-sf0.01.json")).unwrap(),
+    )
+    .unwrap();
+    answers["queries"]["q2.1"]["rows"] = 141.into();
+    std::fs::write(tampered.join("ssb-sf0.01.json"), answers.to_string()).unwrap();
+    let mut wrong = args(Action::Run, Suite::Ssb, dir.path(), tampered, &results);
+    wrong.queries = Some("q1.1,q2.1".to_string());
+    let err = strata_bench::run(wrong).await.unwrap_err().to_string();
+    assert!(err.contains("q2.1: 140 rows, expected 141"), "{err}");
+}
