@@ -17,6 +17,7 @@ mod copy;
 pub mod error;
 pub mod parser;
 pub mod session;
+pub mod star_join;
 pub mod system;
 pub mod table;
 pub mod types;

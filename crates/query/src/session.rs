@@ -14,6 +14,8 @@ use chrono::Utc;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::star_join::StarJoinOrder;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
     ColumnOption, CreateTable, ObjectName, ObjectType, SchemaName, ShowStatementIn,
@@ -93,15 +95,21 @@ impl std::fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(warehouse: Warehouse) -> Self {
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(DEFAULT_DATABASE, DEFAULT_SCHEMA)
             .with_information_schema(true);
+        // Build one shared hash table from a dimension of up to a few million rows rather
+        // than hash-repartitioning the fact table to both sides of a partitioned join.
+        let optimizer = &mut config.options_mut().optimizer;
+        optimizer.hash_join_single_partition_threshold = 64 * 1024 * 1024;
+        optimizer.hash_join_single_partition_threshold_rows = 4 * 1024 * 1024;
         let url = url::Url::parse(WAREHOUSE_STORE_URL).expect("static URL parses");
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
             .with_catalog_list(Arc::new(StrataCatalogList::new(warehouse.clone())))
+            .with_optimizer_rule(Arc::new(StarJoinOrder))
             .with_object_store(&url, warehouse.object_store())
             .build();
         let ctx = SessionContext::new_with_state(state);
