@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::Serialize;
 use serde_json::json;
-use strata_query::Warehouse;
+use strata_query::{Warehouse, WarehouseOptions};
 
 pub use suite::Suite;
 
@@ -74,6 +74,10 @@ pub struct BenchArgs {
     /// Only these queries, comma-separated (e.g. q1.1,q2.1).
     #[arg(long)]
     pub queries: Option<String>,
+
+    /// Memory all queries may hold together (e.g. 2GiB); spilling operators spill beyond it.
+    #[arg(long, value_parser = strata_query::parse_byte_size)]
+    pub memory_limit: Option<usize>,
 
     /// Concurrent streams for `throughput`.
     #[arg(long, default_value_t = 4)]
@@ -181,7 +185,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 
     let location = args.warehouse();
-    let warehouse = Warehouse::open(&location)
+    let options = WarehouseOptions {
+        memory_limit: args.memory_limit,
+        ..WarehouseOptions::default()
+    };
+    let warehouse = Warehouse::open_with(&location, options.clone())
         .await
         .with_context(|| format!("opening warehouse {location}"))?;
     let expected: Vec<(String, u64)> = manifest
@@ -215,6 +223,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "action": format!("{:?}", args.action).to_lowercase(),
         "suite": suite.name(), "sf": sf, "hot": args.hot, "queries": args.queries,
         "streams": args.streams, "warehouse": location, "data": data_dir,
+        "memory_limit": args.memory_limit,
     });
 
     match args.action {
@@ -234,12 +243,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 "{:8} {:>8} {:>9} {:>10}  check",
                 "query", "rows", "cold_s", "hot_med_s"
             );
-            let runs = runner::run_queries(&location, &queries, args.hot, answers.as_ref(), |r| {
-                println!(
-                    "{:8} {:>8} {:>9.3} {:>10.3}  {}",
-                    r.query, r.rows, r.cold_s, r.median_hot_s, r.check
-                );
-            })
+            let runs = runner::run_queries(
+                &location,
+                &options,
+                &queries,
+                args.hot,
+                answers.as_ref(),
+                |r| {
+                    println!(
+                        "{:8} {:>8} {:>9.3} {:>10.3}  {}",
+                        r.query, r.rows, r.cold_s, r.median_hot_s, r.check
+                    );
+                },
+            )
             .await?;
             let hot: Vec<f64> = runs.iter().map(|r| r.median_hot_s).collect();
             let cold: Vec<f64> = runs.iter().map(|r| r.cold_s).collect();
@@ -283,7 +299,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Action::Throughput => {
             let queries = suite.select_queries(args.queries.as_deref())?;
-            let t = runner::throughput(&location, &queries, args.streams).await?;
+            let t = runner::throughput(&location, &options, &queries, args.streams).await?;
             println!(
                 "strata {} sf{sf}: {} streams, {} queries in {:.1} s -> {:.0} queries/hour \
                  (one serial pass: {:.1} s = {:.0} queries/hour)",

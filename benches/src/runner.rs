@@ -16,7 +16,7 @@ use anyhow::Context;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::Int64Type;
 use serde::Serialize;
-use strata_query::{Session, Warehouse};
+use strata_query::{Session, Warehouse, WarehouseOptions};
 
 use crate::Suite;
 use crate::fingerprint::{Answer, ColumnPrint, fingerprint};
@@ -147,6 +147,7 @@ fn first_row(batches: &[RecordBatch]) -> anyhow::Result<Vec<String>> {
 /// `progress` is told each query's result as it completes.
 pub async fn run_queries(
     location: &str,
+    options: &WarehouseOptions,
     queries: &[Query],
     hot: usize,
     answers: Option<&Answers>,
@@ -155,7 +156,7 @@ pub async fn run_queries(
     let mut runs = Vec::new();
     for query in queries {
         let started = Instant::now();
-        let warehouse = Warehouse::open(location).await?;
+        let warehouse = Warehouse::open_with(location, options.clone()).await?;
         let mut session = warehouse.session();
         let setup_s = started.elapsed().as_secs_f64();
 
@@ -247,10 +248,11 @@ pub fn permutation(n: usize, stream: usize) -> Vec<usize> {
 /// Runs `streams` concurrent query streams over one shared warehouse.
 pub async fn throughput(
     location: &str,
+    options: &WarehouseOptions,
     queries: &[Query],
     streams: usize,
 ) -> anyhow::Result<Throughput> {
-    let warehouse = Warehouse::open(location).await?;
+    let warehouse = Warehouse::open_with(location, options.clone()).await?;
     let started = Instant::now();
     let mut session = warehouse.session();
     for query in queries {

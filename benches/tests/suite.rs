@@ -18,6 +18,7 @@ fn args(action: Action, suite: Suite, data: &Path, answers: PathBuf, results: &P
         force: false,
         hot: 1,
         queries: None,
+        memory_limit: None,
         streams: 2,
         answers,
         results: results.to_path_buf(),

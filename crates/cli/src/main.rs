@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use arrow::array::RecordBatch;
 use clap::{Parser, Subcommand, ValueEnum};
-use strata_query::{StatementResult, Warehouse};
+use strata_query::{StatementResult, Warehouse, WarehouseOptions};
 
 /// Output formats of query results.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -52,6 +52,11 @@ struct Args {
     /// Output format of results.
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
+
+    /// Memory all queries may hold together (e.g. 2GiB); sorts, aggregations and joins that
+    /// can spill go to disk beyond it.
+    #[arg(long, env = "STRATA_MEMORY_LIMIT", value_parser = strata_query::parse_byte_size)]
+    memory_limit: Option<usize>,
 
     /// Log filter, e.g. `info` or `strata_query=debug`.
     #[arg(long, env = "STRATA_LOG", default_value = "warn")]
@@ -120,7 +125,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             s
         }
     };
-    let warehouse = Warehouse::open(&args.warehouse)
+    let options = WarehouseOptions {
+        memory_limit: args.memory_limit,
+        ..WarehouseOptions::default()
+    };
+    let warehouse = Warehouse::open_with(&args.warehouse, options)
         .await
         .with_context(|| format!("opening warehouse {}", args.warehouse))?;
     let mut session = warehouse.session();

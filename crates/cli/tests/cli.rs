@@ -177,3 +177,70 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn memory_limit_spills_sorts_and_refuses_what_cannot_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("w");
+    let w = w.to_str().unwrap();
+    // A 4M-row sort does not fit in 64 MiB: it spills and still answers.
+    let plan = strata(
+        w,
+        &[
+            "--memory-limit",
+            "64MiB",
+            "--format",
+            "csv",
+            "-c",
+            "EXPLAIN ANALYZE SELECT value FROM generate_series(1, 4000000) ORDER BY value DESC",
+        ],
+    );
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let spills: u64 = regex::Regex::new(r"spill_count=(\d+)")
+        .unwrap()
+        .captures_iter(&stdout(&plan))
+        .map(|c| c[1].parse::<u64>().unwrap())
+        .sum();
+    assert!(spills > 0, "the sort did not spill: {}", stdout(&plan));
+    let sorted = strata(
+        w,
+        &[
+            "--memory-limit",
+            "64MiB",
+            "--format",
+            "csv",
+            "-c",
+            "SELECT sum(r * value) FROM (SELECT value, row_number() OVER (ORDER BY value DESC) AS r FROM generate_series(1, 4000000))",
+        ],
+    );
+    assert!(
+        sorted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sorted.stderr)
+    );
+    // sum over v of v * (n + 1 - v) for n = 4,000,000
+    let n: u128 = 4_000_000;
+    let expected = (n + 1) * n * (n + 1) / 2 - n * (n + 1) * (2 * n + 1) / 6;
+    assert_eq!(
+        stdout(&sorted).lines().nth(1).unwrap(),
+        expected.to_string()
+    );
+
+    // A hash join build cannot spill: too little memory is a clear error, not a crash.
+    let join = strata(
+        w,
+        &[
+            "--memory-limit",
+            "64KiB",
+            "-c",
+            "SELECT count(*) FROM generate_series(1, 300000) a JOIN generate_series(1, 300000) b ON a.value = b.value",
+        ],
+    );
+    assert!(!join.status.success());
+    let err = String::from_utf8_lossy(&join.stderr);
+    assert!(err.contains("Resources exhausted"), "{err}");
+}

@@ -25,4 +25,4 @@ pub mod warehouse;
 
 pub use error::{Error, Result};
 pub use session::{Session, StatementResult};
-pub use warehouse::{Warehouse, WarehouseOptions};
+pub use warehouse::{Warehouse, WarehouseOptions, parse_byte_size};

@@ -107,6 +107,7 @@ impl Session {
         let url = url::Url::parse(WAREHOUSE_STORE_URL).expect("static URL parses");
         let state = SessionStateBuilder::new()
             .with_config(config)
+            .with_runtime_env(warehouse.runtime())
             .with_default_features()
             .with_catalog_list(Arc::new(StrataCatalogList::new(warehouse.clone())))
             .with_optimizer_rule(Arc::new(StarJoinOrder))

@@ -1,13 +1,17 @@
 //! `Warehouse`: one open warehouse root shared by all sessions of a process.
 //!
 //! It owns the object store, a cached copy of the catalog and of table snapshots (refreshed by
-//! reading only the commits that are new), and the write options. Sessions borrow it; the
+//! reading only the commits that are new), the write options, and the DataFusion runtime whose
+//! memory pool every session's queries share (so a memory limit holds for the process, and
+//! sorts, joins and aggregations spill to disk before they exceed it). Sessions borrow it; the
 //! DataFusion catalog providers read names from the cached catalog, which each statement
 //! refreshes before it runs.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use object_store::ObjectStore;
 use strata_storage::{
     Catalog, CatalogState, Snapshot, TableId, TableLog, WarehouseStore, WriteOptions,
@@ -25,6 +29,10 @@ pub struct WarehouseOptions {
     pub write: WriteOptions,
     /// Days of `system.query_log` kept; older days are deleted when the warehouse opens.
     pub query_log_retention_days: u32,
+    /// Memory all running queries may hold together, in bytes; `None` for no limit. Operators
+    /// that can spill (sort, hash aggregate, sort-merge join) spill to the OS temp directory
+    /// when their fair share is used up.
+    pub memory_limit: Option<usize>,
 }
 
 impl Default for WarehouseOptions {
@@ -32,8 +40,31 @@ impl Default for WarehouseOptions {
         Self {
             write: WriteOptions::default(),
             query_log_retention_days: 30,
+            memory_limit: None,
         }
     }
+}
+
+/// Parses a byte size such as `2GiB`, `512 MiB`, `1.5GB` or `1048576` (binary and decimal
+/// units are both read as powers of 1024, as memory limits usually mean).
+pub fn parse_byte_size(text: &str) -> std::result::Result<usize, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size such as 2GiB or 512MiB"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit '{other}' in '{text}'")),
+    };
+    Ok((number * scale) as usize)
 }
 
 /// An open warehouse; cheap to clone.
@@ -49,6 +80,7 @@ struct Inner {
     catalog_state: RwLock<CatalogState>,
     snapshots: Mutex<HashMap<TableId, Snapshot>>,
     options: WarehouseOptions,
+    runtime: Arc<RuntimeEnv>,
 }
 
 impl Warehouse {
@@ -62,6 +94,11 @@ impl Warehouse {
         let store = WarehouseStore::open(location)?;
         let catalog = Catalog::new(store.object_store());
         let state = catalog.latest().await?;
+        let mut runtime = RuntimeEnvBuilder::new();
+        if let Some(limit) = options.memory_limit {
+            runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+        }
+        let runtime = runtime.build_arc()?;
         let warehouse = Self {
             inner: Arc::new(Inner {
                 store,
@@ -69,6 +106,7 @@ impl Warehouse {
                 catalog_state: RwLock::new(state),
                 snapshots: Mutex::new(HashMap::new()),
                 options,
+                runtime,
             }),
         };
         crate::system::expire_query_log(&warehouse).await;
@@ -93,6 +131,11 @@ impl Warehouse {
     /// Options of this warehouse.
     pub fn options(&self) -> &WarehouseOptions {
         &self.inner.options
+    }
+
+    /// The DataFusion runtime (memory pool, spill files, object stores) sessions share.
+    pub fn runtime(&self) -> Arc<RuntimeEnv> {
+        Arc::clone(&self.inner.runtime)
     }
 
     pub(crate) fn write_options(&self) -> WriteOptions {
@@ -199,5 +242,24 @@ impl Warehouse {
             snapshot,
             as_of.is_some(),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_byte_size;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_byte_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_byte_size("512 MB"), Ok(512 << 20));
+        assert_eq!(parse_byte_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_byte_size("4096"), Ok(4096));
+        assert!(parse_byte_size("lots").is_err());
+        assert!(
+            parse_byte_size("3 parsecs")
+                .unwrap_err()
+                .contains("unknown size unit")
+        );
     }
 }
