@@ -9,9 +9,9 @@
 //! stands for MINVALUE / MAXVALUE. A table may also have an *interval*: when a row fits no
 //! partition, a partition covering the calendar (or numeric) bucket of its key is created, clipped
 //! to the gap between its neighbours. Routing is a binary search of the bounds per row over the
-//! key column, then one `take` per touched partition.
+//! key column, a counting sort of the rows by partition, one `take` of the batch in that order,
+//! and a zero-copy slice per touched partition.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
@@ -528,21 +528,38 @@ pub fn route(
             }
         }
     };
-    // Group row indices by partition (counting sort keeps the input order within a partition).
-    let mut groups: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
-    for (row, p) in assignment.iter().enumerate() {
-        groups.entry(*p).or_default().push(row as u32);
+    // Counting sort of row indices by partition (input order kept within a partition), one
+    // `take` of the whole batch in that order, then a zero-copy slice per partition.
+    let partitions = layout.partitions.len();
+    let mut starts = vec![0usize; partitions + 1];
+    for p in &assignment {
+        starts[*p as usize + 1] += 1;
     }
-    let mut parts = Vec::with_capacity(groups.len());
-    for (p, rows) in groups {
-        let name = layout.partitions[p as usize].name.clone();
-        let part = if rows.len() == batch.num_rows() {
-            batch.clone()
-        } else {
-            take_record_batch(batch, &UInt32Array::from(rows))?
-        };
-        parts.push((name, part));
+    for i in 0..partitions {
+        starts[i + 1] += starts[i];
     }
+    let used: Vec<usize> = (0..partitions)
+        .filter(|&p| starts[p + 1] > starts[p])
+        .collect();
+    let sorted = if used.len() <= 1 {
+        batch.clone()
+    } else {
+        let mut next = starts.clone();
+        let mut order = vec![0u32; assignment.len()];
+        for (row, p) in assignment.iter().enumerate() {
+            let slot = &mut next[*p as usize];
+            order[*slot] = row as u32;
+            *slot += 1;
+        }
+        take_record_batch(batch, &UInt32Array::from(order))?
+    };
+    let parts = used
+        .into_iter()
+        .map(|p| {
+            let name = layout.partitions[p].name.clone();
+            (name, sorted.slice(starts[p], starts[p + 1] - starts[p]))
+        })
+        .collect();
     Ok(RoutedBatch { parts, created })
 }
 
