@@ -63,7 +63,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub warehouse: Option<String>,
 
-    /// Regenerate data / reload tables even when they exist.
+    /// With `gen`: regenerate the data even if it exists; otherwise: reload the tables.
     #[arg(long)]
     pub force: bool,
 
