@@ -19,7 +19,7 @@ use serde::Serialize;
 use strata_query::{Session, Warehouse, WarehouseOptions};
 
 use crate::Suite;
-use crate::fingerprint::{Answer, ColumnPrint, fingerprint};
+use crate::fingerprint::{ColumnPrint, fingerprint};
 use crate::suite::{Answers, Query};
 
 /// Runs `sql` (one statement or several) and returns the last statement's batches.
@@ -173,11 +173,7 @@ pub async fn run_queries(
                 .with_context(|| format!("query {}", query.name))?;
             hot_s.push(started.elapsed().as_secs_f64());
         }
-        let Answer { rows, fingerprint } = fingerprint(columns, &batches)?;
-        let answer = Answer {
-            rows,
-            fingerprint: fingerprint.clone(),
-        };
+        let answer = fingerprint(columns, &batches)?;
         let check = match answers.map(|a| a.queries.get(query.name)) {
             None | Some(None) => "unchecked".to_string(),
             Some(Some(expected)) => answer
@@ -194,8 +190,8 @@ pub async fn run_queries(
                 median(&hot_s)
             },
             hot_s,
-            rows,
-            fingerprint,
+            rows: answer.rows,
+            fingerprint: answer.fingerprint,
             first_row: first_row(&batches)?,
             check,
         };

@@ -51,11 +51,6 @@ impl Suite {
         }
     }
 
-    /// The folder name of this suite's data (as `peers.py` expects it).
-    pub fn data_name(self) -> &'static str {
-        self.name()
-    }
-
     /// Tables, in load order.
     pub fn tables(self) -> &'static [&'static str] {
         match self {

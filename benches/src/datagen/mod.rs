@@ -57,7 +57,7 @@ pub struct TableSummary {
 
 /// The directory holding `suite` data at scale factor `sf` under `root`.
 pub fn data_dir(root: &Path, suite: Suite, sf: f64) -> PathBuf {
-    root.join(suite.data_name()).join(format!("sf{sf}"))
+    root.join(suite.name()).join(format!("sf{sf}"))
 }
 
 /// The manifest of complete data, if `dir` has one.

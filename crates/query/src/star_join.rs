@@ -328,22 +328,11 @@ fn conjunct_selectivity(expr: &Expr, ranges: &ColumnRanges) -> f64 {
 
 /// The row count of the table under a dimension plan, when its provider knows it.
 fn rows(plan: &LogicalPlan) -> usize {
-    let mut node = plan;
-    loop {
-        match node {
-            LogicalPlan::Filter(f) => node = &f.input,
-            LogicalPlan::Projection(p) => node = &p.input,
-            LogicalPlan::SubqueryAlias(a) => node = &a.input,
-            LogicalPlan::TableScan(scan) => {
-                return source_as_provider(&scan.source)
-                    .ok()
-                    .and_then(|p| p.statistics())
-                    .and_then(|s| s.num_rows.get_value().copied())
-                    .unwrap_or(usize::MAX);
-            }
-            _ => return usize::MAX,
-        }
-    }
+    table_scan(plan)
+        .and_then(|scan| source_as_provider(&scan.source).ok())
+        .and_then(|p| p.statistics())
+        .and_then(|s| s.num_rows.get_value().copied())
+        .unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]
