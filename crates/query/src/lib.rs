@@ -16,6 +16,7 @@ pub mod catalog;
 mod copy;
 pub mod error;
 pub mod parser;
+mod runtime_filter;
 pub mod session;
 pub mod star_join;
 pub mod system;

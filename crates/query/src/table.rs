@@ -5,7 +5,8 @@
 //! go to DataFusion's Parquet reader with the same predicate, which prunes row groups and pages
 //! (and applies dynamic filters from joins at run time, using the per-file statistics attached
 //! here). A thin [`StrataScanExec`] on top reports what was pruned in `EXPLAIN ANALYZE` and the
-//! query log; it passes filter pushdown and statistics through untouched.
+//! query log, passes statistics through, and applies the dynamic filters to the decoded rows
+//! ([`crate::runtime_filter`]).
 //!
 //! Writes (`INSERT`) go through [`StrataSink`]: route → encode → upload → one commit.
 
@@ -34,9 +35,11 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr_common::physical_expr::snapshot_generation;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::filter_pushdown::{
     ChildPushdownResult, FilterDescription, FilterPushdownPhase, FilterPushdownPropagation,
+    PushedDown,
 };
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
@@ -44,6 +47,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use futures::StreamExt;
 use strata_storage::{DataFile, Snapshot, TableLog, TableWriter, Transaction, run_cpu, writer};
 
+use crate::runtime_filter::{RuntimeFilterMetrics, RuntimeFilterStream};
 use crate::types::{key_scalar, scalar};
 use crate::warehouse::Warehouse;
 
@@ -555,6 +559,9 @@ pub struct StrataScanExec {
     table: String,
     input: Arc<dyn ExecutionPlan>,
     figures: ScanFigures,
+    /// Dynamic filters from joins and top-k above, applied to the scan's rows
+    /// (see [`crate::runtime_filter`]).
+    runtime_filters: Vec<Arc<dyn PhysicalExpr>>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -573,6 +580,7 @@ impl StrataScanExec {
             table,
             input,
             figures,
+            runtime_filters: Vec::new(),
             metrics,
         }
     }
@@ -592,17 +600,23 @@ impl DisplayAs for StrataScanExec {
     fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         let s = &self.figures;
         match t {
-            DisplayFormatType::Default | DisplayFormatType::Verbose => write!(
-                f,
-                "StrataScanExec: table={}, partitions={}/{}, files={}/{}, bytes={}/{}",
-                self.table,
-                s.partitions_scanned,
-                s.partitions_total,
-                s.files_scanned,
-                s.files_total,
-                s.bytes_scanned,
-                s.bytes_total
-            ),
+            DisplayFormatType::Default | DisplayFormatType::Verbose => {
+                write!(
+                    f,
+                    "StrataScanExec: table={}, partitions={}/{}, files={}/{}, bytes={}/{}",
+                    self.table,
+                    s.partitions_scanned,
+                    s.partitions_total,
+                    s.files_scanned,
+                    s.files_total,
+                    s.bytes_scanned,
+                    s.bytes_total
+                )?;
+                if !self.runtime_filters.is_empty() {
+                    write!(f, ", runtime_filters={}", self.runtime_filters.len())?;
+                }
+                Ok(())
+            }
             DisplayFormatType::TreeRender => write!(
                 f,
                 "table={}\npartitions={}/{}\nfiles={}/{}",
@@ -645,6 +659,7 @@ impl ExecutionPlan for StrataScanExec {
             table: self.table.clone(),
             input,
             figures: self.figures,
+            runtime_filters: self.runtime_filters.clone(),
             metrics: self.metrics.clone(),
         }))
     }
@@ -654,7 +669,22 @@ impl ExecutionPlan for StrataScanExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        self.input.execute(partition, context)
+        let batch_size = context.session_config().batch_size();
+        let stream = self.input.execute(partition, context)?;
+        if self.runtime_filters.is_empty() {
+            return Ok(stream);
+        }
+        let metrics = RuntimeFilterMetrics {
+            rows_pruned: MetricBuilder::new(&self.metrics)
+                .counter("runtime_filter_pruned_rows", partition),
+            time: MetricBuilder::new(&self.metrics).subset_time("runtime_filter_time", partition),
+        };
+        Ok(Box::pin(RuntimeFilterStream::new(
+            stream,
+            &self.runtime_filters,
+            batch_size,
+            metrics,
+        )))
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
@@ -687,13 +717,50 @@ impl ExecutionPlan for StrataScanExec {
         FilterDescription::from_children(parent_filters, &self.children())
     }
 
+    /// Dynamic filters (pushed after planning, from hash joins and top-k sorts) that the Parquet
+    /// reader only uses to skip row groups become this scan's runtime filters: they are applied
+    /// to every decoded batch. Static filters stay with the `FilterExec` above.
     fn handle_child_pushdown_result(
         &self,
-        _phase: FilterPushdownPhase,
+        phase: FilterPushdownPhase,
         child_pushdown_result: ChildPushdownResult,
         _config: &ConfigOptions,
     ) -> DfResult<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
-        Ok(FilterPushdownPropagation::if_all(child_pushdown_result))
+        if phase != FilterPushdownPhase::Post {
+            return Ok(FilterPushdownPropagation::if_all(child_pushdown_result));
+        }
+        let results = &child_pushdown_result.parent_filters;
+        let runtime: Vec<Arc<dyn PhysicalExpr>> = results
+            .iter()
+            .filter(|r| matches!(r.all(), PushedDown::No) && snapshot_generation(&r.filter) != 0)
+            .map(|r| Arc::clone(&r.filter))
+            .collect();
+        if runtime.is_empty() {
+            return Ok(FilterPushdownPropagation::if_all(child_pushdown_result));
+        }
+        let pushed = results
+            .iter()
+            .map(|r| {
+                if matches!(r.all(), PushedDown::Yes)
+                    || runtime.iter().any(|f| Arc::ptr_eq(f, &r.filter))
+                {
+                    PushedDown::Yes
+                } else {
+                    PushedDown::No
+                }
+            })
+            .collect();
+        let node = Self {
+            table: self.table.clone(),
+            input: Arc::clone(&self.input),
+            figures: self.figures,
+            runtime_filters: runtime,
+            metrics: self.metrics.clone(),
+        };
+        Ok(
+            FilterPushdownPropagation::with_parent_pushdown_result(pushed)
+                .with_updated_node(Arc::new(node)),
+        )
     }
 }
 
