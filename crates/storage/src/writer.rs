@@ -150,12 +150,12 @@ impl TableWriter {
             None => vec![(String::new(), batch.clone())],
         };
         self.rows_seen += batch.num_rows();
-        for (name, _) in &parts {
+        for (name, slice) in &parts {
             if !self.open.contains_key(name) {
                 let writer = ArrowWriter::try_new(
                     Vec::new(),
                     Arc::clone(&self.schema),
-                    Some(self.props.clone()),
+                    Some(file_properties(&self.props, slice)),
                 )?;
                 let stats = (0..self.schema.fields().len())
                     .map(|_| StatsAccumulator::default())
@@ -197,6 +197,77 @@ impl TableWriter {
             self.finished.push(close_file(&self.schema, name, file)?);
         }
         Ok(())
+    }
+}
+
+/// Rows of a file's first slice looked at to choose its encodings.
+const ENCODING_SAMPLE_ROWS: usize = 4096;
+/// Above this share of distinct values in the sample, a column is not dictionary-encoded.
+const MAX_DICTIONARY_DISTINCT_SHARE: f64 = 0.5;
+
+/// The writer properties of one file: the table's, with dictionary encoding turned off for
+/// columns that are nearly unique in the file's first rows (keys, prices, comments). Parquet
+/// writers dictionary-encode everything until the dictionary page outgrows 1 MiB, which in a
+/// partition file of a few hundred thousand rows it never does; a dictionary of unique values
+/// makes the file bigger and every read slower (decode indices, then gather) than plain values.
+fn file_properties(base: &WriterProperties, first: &RecordBatch) -> WriterProperties {
+    let sample = first.slice(0, first.num_rows().min(ENCODING_SAMPLE_ROWS));
+    let mut builder = base.clone().into_builder();
+    for (field, column) in sample.schema().fields().iter().zip(sample.columns()) {
+        let distinct = distinct_share(column.as_ref());
+        if distinct.is_some_and(|share| share > MAX_DICTIONARY_DISTINCT_SHARE) {
+            builder = builder.set_column_dictionary_enabled(
+                parquet::schema::types::ColumnPath::from(field.name().as_str()),
+                false,
+            );
+        }
+    }
+    builder.build()
+}
+
+/// Share of distinct non-null values in `column`, for flat primitive and string columns.
+fn distinct_share(column: &dyn Array) -> Option<f64> {
+    use std::collections::HashSet;
+    use std::hash::Hash;
+    fn share<T: Hash + Eq>(values: impl Iterator<Item = Option<T>>) -> Option<f64> {
+        let mut seen = HashSet::new();
+        let mut count = 0usize;
+        for value in values.flatten() {
+            count += 1;
+            seen.insert(value);
+        }
+        (count > 0).then(|| seen.len() as f64 / count as f64)
+    }
+    macro_rules! primitive {
+        ($t:ty) => {
+            share(column.as_primitive::<$t>().iter())
+        };
+    }
+    match column.data_type() {
+        DataType::Int8 => primitive!(Int8Type),
+        DataType::Int16 => primitive!(Int16Type),
+        DataType::Int32 => primitive!(Int32Type),
+        DataType::Int64 => primitive!(Int64Type),
+        DataType::UInt32 => primitive!(UInt32Type),
+        DataType::UInt64 => primitive!(UInt64Type),
+        DataType::Date32 => primitive!(Date32Type),
+        DataType::Decimal128(_, _) => primitive!(Decimal128Type),
+        DataType::Timestamp(_, _) => share(
+            cast(column, &DataType::Int64)
+                .ok()?
+                .as_primitive::<Int64Type>()
+                .iter(),
+        ),
+        DataType::Float64 => share(
+            column
+                .as_primitive::<Float64Type>()
+                .iter()
+                .map(|v| v.map(f64::to_bits)),
+        ),
+        DataType::Utf8 => share(column.as_string::<i32>().iter()),
+        DataType::LargeUtf8 => share(column.as_string::<i64>().iter()),
+        DataType::Utf8View => share(column.as_string_view().iter()),
+        _ => None,
     }
 }
 
@@ -470,6 +541,8 @@ fn string_stats(lo: &str, hi: &str) -> Option<(StatValue, StatValue)> {
 mod tests {
     use super::*;
     use arrow::array::{Int64Array, StringArray};
+    use parquet::basic::Encoding;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
 
     #[test]
     fn stats_track_min_max_and_nulls_across_batches() {
@@ -489,5 +562,52 @@ mod tests {
         acc.update(&(Arc::new(StringArray::from(vec!["a", long.as_str()])) as ArrayRef));
         acc.update(&(Arc::new(StringArray::from(vec!["b"])) as ArrayRef));
         assert_eq!(acc.finish().min, None);
+    }
+
+    /// Encodings of each column chunk of the first row group of a written file.
+    fn encodings(props: WriterProperties, batch: &RecordBatch) -> Vec<Vec<Encoding>> {
+        let mut writer =
+            ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props)).expect("writer");
+        writer.write(batch).expect("write");
+        let bytes = Bytes::from(writer.into_inner().expect("close"));
+        let reader = SerializedFileReader::new(bytes).expect("read back");
+        let group = reader.metadata().row_group(0);
+        group
+            .columns()
+            .iter()
+            .map(|c| c.encodings().collect())
+            .collect()
+    }
+
+    #[test]
+    fn nearly_unique_columns_are_not_dictionary_encoded() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Int64, false),
+            Field::new("flag", DataType::Utf8, false),
+            Field::new("comment", DataType::Utf8, false),
+        ]));
+        let rows = 10_000i64;
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..rows)),
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| ["A", "N", "R"][i as usize % 3]),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| format!("comment {i}")),
+                )),
+            ],
+        )
+        .expect("batch");
+        let base = WriterProperties::builder().build();
+        let chosen = encodings(file_properties(&base, &batch), &batch);
+        let dictionary = |e: &Vec<Encoding>| e.contains(&Encoding::RLE_DICTIONARY);
+        assert!(!dictionary(&chosen[0]), "unique keys: {:?}", chosen[0]);
+        assert!(dictionary(&chosen[1]), "three flags: {:?}", chosen[1]);
+        assert!(!dictionary(&chosen[2]), "unique comments: {:?}", chosen[2]);
+        // Without the choice, the writer dictionary-encodes all three.
+        let default = encodings(base, &batch);
+        assert!(default.iter().all(dictionary), "{default:?}");
     }
 }
