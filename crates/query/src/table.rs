@@ -729,27 +729,23 @@ impl ExecutionPlan for StrataScanExec {
         if phase != FilterPushdownPhase::Post {
             return Ok(FilterPushdownPropagation::if_all(child_pushdown_result));
         }
-        let results = &child_pushdown_result.parent_filters;
-        let runtime: Vec<Arc<dyn PhysicalExpr>> = results
+        // A dynamic filter the Parquet reader only prunes with is applied here, so it is
+        // pushed down as far as the nodes above are concerned.
+        let mut runtime: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+        let pushed: Vec<PushedDown> = child_pushdown_result
+            .parent_filters
             .iter()
-            .filter(|r| matches!(r.all(), PushedDown::No) && snapshot_generation(&r.filter) != 0)
-            .map(|r| Arc::clone(&r.filter))
+            .map(|r| match r.all() {
+                PushedDown::No if snapshot_generation(&r.filter) != 0 => {
+                    runtime.push(Arc::clone(&r.filter));
+                    PushedDown::Yes
+                }
+                pushed => pushed,
+            })
             .collect();
         if runtime.is_empty() {
             return Ok(FilterPushdownPropagation::if_all(child_pushdown_result));
         }
-        let pushed = results
-            .iter()
-            .map(|r| {
-                if matches!(r.all(), PushedDown::Yes)
-                    || runtime.iter().any(|f| Arc::ptr_eq(f, &r.filter))
-                {
-                    PushedDown::Yes
-                } else {
-                    PushedDown::No
-                }
-            })
-            .collect();
         let node = Self {
             table: self.table.clone(),
             input: Arc::clone(&self.input),
