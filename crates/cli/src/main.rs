@@ -5,6 +5,8 @@
 //! strata [--warehouse URL] -f script.sql     statements from a file
 //! echo "SELECT 1" | strata                   statements from stdin
 //! strata bench run --suite ssb --sf 1        benchmarks (see BENCHMARKS.md)
+//! strata serve [--listen 127.0.0.1:32010]     Arrow Flight SQL server (see strata-flight)
+//! strata hash-password                        argon2 hash of a password read from stdin
 //! ```
 //! Results go to stdout (`--format table|csv|json`), errors to stderr with exit code 1.
 
@@ -16,6 +18,8 @@ use anyhow::Context;
 use arrow::array::RecordBatch;
 use clap::{Parser, Subcommand, ValueEnum};
 use strata_query::{StatementResult, Warehouse, WarehouseOptions};
+
+mod serve;
 
 /// Output formats of query results.
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -70,6 +74,10 @@ struct Args {
 enum Command {
     /// Star Schema Benchmark and TPC-H: generate data, load it, run queries with answer checks.
     Bench(strata_bench::BenchArgs),
+    /// Serve the warehouse to Arrow Flight SQL clients (ADBC, JDBC, pyarrow).
+    Serve(serve::ServeArgs),
+    /// Print an argon2 hash of a password read from stdin, for `password_hash` in strata.toml.
+    HashPassword,
 }
 
 fn print(result: &StatementResult, format: Format, out: &mut impl Write) -> anyhow::Result<()> {
@@ -108,8 +116,22 @@ fn print(result: &StatementResult, format: Format, out: &mut impl Write) -> anyh
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    if let Some(Command::Bench(bench)) = args.command_name {
-        return strata_bench::run(bench).await;
+    let options = WarehouseOptions {
+        memory_limit: args.memory_limit,
+        ..WarehouseOptions::default()
+    };
+    match args.command_name {
+        Some(Command::Bench(bench)) => return strata_bench::run(bench).await,
+        Some(Command::Serve(serve)) => return serve::run(&args.warehouse, options, serve).await,
+        Some(Command::HashPassword) => {
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password)?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!password.is_empty(), "no password on stdin");
+            println!("{}", strata_flight::auth::hash_password(password)?);
+            return Ok(());
+        }
+        None => {}
     }
     let sql = match (&args.command, &args.file) {
         (Some(c), _) => c.clone(),
@@ -124,10 +146,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             std::io::stdin().read_to_string(&mut s)?;
             s
         }
-    };
-    let options = WarehouseOptions {
-        memory_limit: args.memory_limit,
-        ..WarehouseOptions::default()
     };
     let warehouse = Warehouse::open_with(&args.warehouse, options)
         .await

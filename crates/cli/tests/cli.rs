@@ -244,3 +244,136 @@ fn memory_limit_spills_sorts_and_refuses_what_cannot_fit() {
     let err = String::from_utf8_lossy(&join.stderr);
     assert!(err.contains("Resources exhausted"), "{err}");
 }
+
+/// A Python with pyarrow and the ADBC Flight SQL driver: `$STRATA_TEST_VENV`, or a venv under
+/// `~/.cache/strata-venv` created (once) with pip.
+fn python_with_flight_clients() -> std::path::PathBuf {
+    let venv = std::env::var_os("STRATA_TEST_VENV")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME is set");
+            std::path::Path::new(&home).join(".cache/strata-venv")
+        });
+    let python = venv.join("bin/python");
+    let ready = |python: &std::path::Path| {
+        Command::new(python)
+            .args(["-c", "import pyarrow.flight, adbc_driver_flightsql.dbapi"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ready(&python) {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .status()
+            .expect("python3 runs");
+        assert!(made.success(), "python3 -m venv {}", venv.display());
+        let installed = Command::new(venv.join("bin/pip"))
+            .args([
+                "install",
+                "--quiet",
+                "pyarrow",
+                "adbc-driver-flightsql",
+                "adbc-driver-manager",
+            ])
+            .status()
+            .expect("pip runs");
+        assert!(
+            installed.success(),
+            "pip install of the Flight SQL clients failed"
+        );
+    }
+    assert!(ready(&python), "pyarrow and adbc_driver_flightsql import");
+    python
+}
+
+/// `strata serve` on an ephemeral port; returns the process and its `grpc://` address.
+fn serve(warehouse: &str, password: &str) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--warehouse", warehouse, "serve", "--listen", "127.0.0.1:0"])
+        .env("STRATA_PASSWORD", password)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strata serve starts");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("strata serve announces its address")
+            .unwrap();
+        if let Some(rest) = line.split("grpc://").nth(1) {
+            break format!("grpc://{}", rest.split_whitespace().next().unwrap());
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, address)
+}
+
+#[test]
+fn real_flight_sql_clients_adbc_and_pyarrow() {
+    let python = python_with_flight_clients();
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    let (mut server, address) = serve(&w, "client-test-pw");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/flight_sql_clients.py"
+    );
+    let run = Command::new(&python)
+        .args([script, &address, "client-test-pw"])
+        .output()
+        .expect("python runs");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(stdout(&run).contains("all checks passed"));
+    // What the clients wrote is in the warehouse.
+    assert_eq!(sql(&w, "SELECT count(*) AS n FROM sales"), "n\n5\n");
+}
+
+#[test]
+fn serve_without_users_generates_a_password_and_stays_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--warehouse", &w, "serve", "--listen", "0.0.0.0:0"])
+        .env_remove("STRATA_PASSWORD")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("only listens on a loopback address"), "{err}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--warehouse", &w, "serve", "--listen", "127.0.0.1:0"])
+        .env_remove("STRATA_PASSWORD")
+        .current_dir(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("grpc://") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        seen.contains("generated a password for user 'strata'"),
+        "{seen}"
+    );
+}

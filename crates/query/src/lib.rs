@@ -19,6 +19,7 @@ pub mod parser;
 mod runtime_filter;
 pub mod session;
 pub mod star_join;
+mod streaming;
 pub mod system;
 pub mod table;
 pub mod types;
@@ -26,4 +27,5 @@ pub mod warehouse;
 
 pub use error::{Error, Result};
 pub use session::{Session, StatementResult};
+pub use streaming::IngestMode;
 pub use warehouse::{Warehouse, WarehouseOptions, parse_byte_size};

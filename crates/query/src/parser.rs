@@ -166,6 +166,7 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
         match parse_text(dialect.as_ref(), text) {
             Ok(mut statement) => {
                 rewrite_time_travel(&mut statement)?;
+                number_question_placeholders(&mut statement);
                 return Ok(Statement::Sql(Box::new(statement)));
             }
             Err(e) if name == preferred => preferred_error = Some(e),
@@ -675,6 +676,22 @@ fn as_of(version: &TableVersion) -> Result<AsOf> {
         }
         _ => Err(bad()),
     }
+}
+
+/// Numbers JDBC/ODBC-style `?` placeholders as `$1, $2, ...` in order of appearance, the form
+/// DataFusion binds parameters to.
+fn number_question_placeholders(statement: &mut SqlStatement) {
+    let mut next = 0;
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(statement, |expr| {
+        if let Expr::Value(v) = expr
+            && let Value::Placeholder(p) = &mut v.value
+            && p == "?"
+        {
+            next += 1;
+            *p = format!("${next}");
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// Replaces time-travel clauses with suffixed table names (see the module docs).

@@ -11,7 +11,9 @@ use std::time::Instant;
 use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use chrono::Utc;
+use datafusion::common::ParamValues;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -161,36 +163,51 @@ impl Session {
 
     /// Runs one parsed statement and records it in the query log.
     pub async fn execute(&mut self, statement: &ParsedStatement) -> Result<StatementResult> {
+        self.execute_with(statement, None).await
+    }
+
+    /// Runs one parsed statement with values for its placeholders (`$1`, `?`), and records it
+    /// in the query log. Parameters apply to statements DataFusion plans (queries, `INSERT`,
+    /// `EXPLAIN`).
+    pub async fn execute_with(
+        &mut self,
+        statement: &ParsedStatement,
+        params: Option<&ParamValues>,
+    ) -> Result<StatementResult> {
         let started_at = Utc::now();
         let clock = Instant::now();
-        let outcome = self.run(&statement.statement).await;
+        let outcome = self.run(&statement.statement, params).await;
         let (status, error, rows, figures) = match &outcome {
             Ok((r, f)) => ("SUCCESS", None, r.row_count() as u64, *f),
             Err(e) => ("FAILED", Some(e.to_string()), 0, ScanFigures::default()),
         };
-        let entry = QueryLogEntry {
-            query_id: uuid::Uuid::new_v4().to_string(),
-            session_id: self.id.clone(),
-            query_text: statement.text.clone(),
+        let entry = QueryLogEntry::new(
+            &self.id,
+            &statement.text,
             started_at,
-            duration_ms: clock.elapsed().as_millis() as u64,
-            status: status.to_string(),
+            clock.elapsed(),
+            status,
             error,
-            rows_returned: rows,
-            partitions_total: figures.partitions_total as u64,
-            partitions_scanned: figures.partitions_scanned as u64,
-            files_scanned: figures.files_scanned as u64,
-            bytes_scanned: figures.bytes_scanned,
-        };
+            rows,
+            figures,
+        );
         record_query(&self.warehouse, &entry).await;
         outcome.map(|(r, _)| r)
     }
 
-    async fn run(&mut self, statement: &Statement) -> Result<(StatementResult, ScanFigures)> {
+    pub(crate) fn id(&self) -> &str {
+        &self.id
+    }
+
+    async fn run(
+        &mut self,
+        statement: &Statement,
+        params: Option<&ParamValues>,
+    ) -> Result<(StatementResult, ScanFigures)> {
         self.warehouse.refresh_catalog().await?;
         let none = ScanFigures::default();
         let result = match statement {
-            Statement::Sql(s) => return self.run_sql(s).await,
+            Statement::Sql(s) => return self.run_sql(s, params).await,
             Statement::CreatePartitioned {
                 create,
                 partitioning,
@@ -262,7 +279,11 @@ impl Session {
         Ok((result, none))
     }
 
-    async fn run_sql(&mut self, s: &SqlStatement) -> Result<(StatementResult, ScanFigures)> {
+    async fn run_sql(
+        &mut self,
+        s: &SqlStatement,
+        params: Option<&ParamValues>,
+    ) -> Result<(StatementResult, ScanFigures)> {
         let none = ScanFigures::default();
         let result = match s {
             SqlStatement::CreateDatabase {
@@ -405,7 +426,7 @@ impl Session {
                 }
                 StatementResult::status(format!("truncated {total} rows"))
             }
-            other => return self.run_datafusion(other.clone()).await,
+            other => return self.run_datafusion(other.clone(), params).await,
         };
         Ok((result, none))
     }
@@ -414,11 +435,9 @@ impl Session {
     async fn run_datafusion(
         &mut self,
         statement: SqlStatement,
+        params: Option<&ParamValues>,
     ) -> Result<(StatementResult, ScanFigures)> {
-        let state = self.ctx.state();
-        let plan = state
-            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
-            .await?;
+        let plan = self.plan(statement, params).await?;
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let physical: Arc<dyn ExecutionPlan> = df.create_physical_plan().await?;
@@ -426,6 +445,23 @@ impl Session {
         let figures = scan_figures(&physical);
         let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
         Ok((StatementResult { schema, batches }, figures))
+    }
+
+    /// The logical plan of a statement DataFusion runs, with parameters bound.
+    pub(crate) async fn plan(
+        &self,
+        statement: SqlStatement,
+        params: Option<&ParamValues>,
+    ) -> Result<LogicalPlan> {
+        let plan = self
+            .ctx
+            .state()
+            .statement_to_plan(DfStatement::Statement(Box::new(statement)))
+            .await?;
+        Ok(match params {
+            Some(p) => plan.with_param_values(p.clone())?,
+            None => plan,
+        })
     }
 
     /// `db.schema` (or `schema` in the current database).

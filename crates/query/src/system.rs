@@ -48,6 +48,36 @@ pub struct QueryLogEntry {
     pub bytes_scanned: u64,
 }
 
+impl QueryLogEntry {
+    /// An entry for a statement that ran for `elapsed` from `started_at`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        session_id: &str,
+        text: &str,
+        started_at: DateTime<Utc>,
+        elapsed: std::time::Duration,
+        status: &str,
+        error: Option<String>,
+        rows_returned: u64,
+        figures: crate::table::ScanFigures,
+    ) -> Self {
+        Self {
+            query_id: uuid::Uuid::new_v4().to_string(),
+            session_id: session_id.to_string(),
+            query_text: text.to_string(),
+            started_at,
+            duration_ms: elapsed.as_millis() as u64,
+            status: status.to_string(),
+            error,
+            rows_returned,
+            partitions_total: figures.partitions_total as u64,
+            partitions_scanned: figures.partitions_scanned as u64,
+            files_scanned: figures.files_scanned as u64,
+            bytes_scanned: figures.bytes_scanned,
+        }
+    }
+}
+
 /// A failed load, as kept in `system.load_history` (successes live in the table logs).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadFailure {

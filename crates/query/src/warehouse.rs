@@ -151,8 +151,9 @@ impl Warehouse {
             .clone()
     }
 
-    /// Reads catalog versions committed since the last refresh (by any process).
-    pub(crate) async fn refresh_catalog(&self) -> Result<CatalogState> {
+    /// Reads catalog versions committed since the last refresh (by any process). Statements
+    /// do this themselves; call it before listing names through the DataFusion catalog.
+    pub async fn refresh_catalog(&self) -> Result<CatalogState> {
         let fresh = self.inner.catalog.refresh(self.catalog()).await?;
         *self
             .inner

@@ -1,0 +1,117 @@
+//! `strata serve`: command-line flags of the Flight SQL server, where its users come from, and
+//! the warnings an operator must not miss.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use strata_flight::auth::{DEFAULT_USER, random_password};
+use strata_flight::{Authenticator, Limits, Role, ServeOptions, Users};
+use strata_query::{Warehouse, WarehouseOptions};
+
+/// Flags of `strata serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on. Without configured users only a loopback address is allowed.
+    #[arg(long, env = "STRATA_LISTEN", default_value = "127.0.0.1:32010")]
+    listen: SocketAddr,
+
+    /// Users file (TOML, argon2 password hashes); `./strata.toml` when it exists.
+    #[arg(long, env = "STRATA_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// PEM certificate chain: serve TLS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+
+    /// Queries streaming at once; more wait for a slot.
+    #[arg(long, default_value_t = 16)]
+    max_concurrent_queries: usize,
+
+    /// Seconds a query may run before it fails (0: no limit).
+    #[arg(long, default_value_t = 3600)]
+    query_timeout_secs: u64,
+
+    /// Minutes a bearer token from the handshake stays valid.
+    #[arg(long, default_value_t = 720)]
+    token_lifetime_mins: u64,
+
+    /// Largest gRPC message accepted or sent (e.g. 64MiB).
+    #[arg(long, default_value = "64MiB", value_parser = strata_query::parse_byte_size)]
+    max_message_size: usize,
+
+    /// Turn authentication off. Anyone who reaches the port can read and change the
+    /// warehouse: for local experiments only.
+    #[arg(long)]
+    insecure_no_auth: bool,
+}
+
+pub(crate) async fn run(
+    location: &str,
+    options: WarehouseOptions,
+    args: ServeArgs,
+) -> anyhow::Result<()> {
+    let auth = if args.insecure_no_auth {
+        eprintln!(
+            "WARNING: authentication is OFF (--insecure-no-auth). Anyone who can reach {} can \
+             read and change this warehouse. Use it for local experiments only.",
+            args.listen
+        );
+        Authenticator::disabled()
+    } else {
+        let config = args.config.clone().or_else(|| {
+            let default = PathBuf::from("strata.toml");
+            default.exists().then_some(default)
+        });
+        let password = std::env::var("STRATA_PASSWORD").ok();
+        let mut users = Users::load(config.as_deref(), password.as_deref())?;
+        if users.is_empty() {
+            anyhow::ensure!(
+                args.listen.ip().is_loopback(),
+                "no users are configured, so the server only listens on a loopback address: \
+                 set STRATA_PASSWORD or --config strata.toml to listen on {}",
+                args.listen
+            );
+            let generated = random_password();
+            users.add(DEFAULT_USER, &generated, Role::Admin)?;
+            eprintln!(
+                "No users configured: generated a password for user '{DEFAULT_USER}' \
+                 (shown once; set STRATA_PASSWORD to choose one):\n\n    {generated}\n"
+            );
+        }
+        Authenticator::new(users, Duration::from_secs(args.token_lifetime_mins * 60))
+    };
+    let warehouse = Warehouse::open_with(location, options)
+        .await
+        .with_context(|| format!("opening warehouse {location}"))?;
+    let serve_options = ServeOptions {
+        auth: Arc::new(auth),
+        limits: Limits {
+            max_concurrent_queries: args.max_concurrent_queries,
+            query_timeout: (args.query_timeout_secs > 0)
+                .then(|| Duration::from_secs(args.query_timeout_secs)),
+        },
+        tls: args.tls_cert.zip(args.tls_key),
+        max_message_size: args.max_message_size,
+    };
+    let listener = strata_flight::bind(args.listen).await?;
+    let address = strata_flight::local_addr(&listener).unwrap_or(args.listen);
+    let scheme = if serve_options.tls.is_some() {
+        "grpc+tls"
+    } else {
+        "grpc"
+    };
+    eprintln!(
+        "Strata Flight SQL server on {scheme}://{address} (warehouse {})",
+        warehouse.location()
+    );
+    // Ctrl-C ends the process; commits are atomic, so nothing is left half-written.
+    strata_flight::serve(warehouse, listener, serve_options, std::future::pending()).await?;
+    Ok(())
+}

@@ -1,0 +1,358 @@
+//! Who may connect, and what they may do.
+//!
+//! Users come from a `strata.toml` file (argon2 password hashes, never plain passwords) and
+//! from the environment: `STRATA_PASSWORD` sets the password of user `strata`. A client
+//! proves who it is with HTTP Basic credentials (on the Flight handshake, or on any call, as
+//! ADBC and the JDBC driver send them) and receives a bearer token that expires; every call
+//! carries either. Tokens are random (244 bits), kept in memory, and die with the server.
+//!
+//! ```toml
+//! [[users]]
+//! name = "alice"
+//! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$..."   # `strata hash-password`
+//! role = "admin"                                         # or "user" (the default)
+//! ```
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use base64::Engine;
+use serde::Deserialize;
+use tonic::Status;
+use tonic::metadata::MetadataMap;
+
+use crate::error::{Error, Result};
+
+/// The user `STRATA_PASSWORD` sets the password of.
+pub const DEFAULT_USER: &str = "strata";
+
+/// What a user may do beyond running SQL on warehouse tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Queries, DML and DDL on warehouse tables.
+    #[default]
+    User,
+    /// Also statements that read or write files on the server (`COPY INTO` from a local path,
+    /// `CREATE EXTERNAL TABLE`, `COPY ... TO`) and runtime settings.
+    Admin,
+}
+
+/// A caller the server has authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user: String,
+    pub role: Role,
+    /// The key of the caller's SQL session: its token, or its user when it sends Basic
+    /// credentials on every call.
+    pub session_key: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfigFile {
+    #[serde(default)]
+    users: Vec<UserEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct UserEntry {
+    name: String,
+    password_hash: String,
+    #[serde(default)]
+    role: Role,
+}
+
+/// The users who may connect.
+#[derive(Debug, Default)]
+pub struct Users {
+    users: HashMap<String, UserEntry>,
+}
+
+impl Users {
+    /// Users from `strata.toml` (if given) and `STRATA_PASSWORD` (if set, user `strata`,
+    /// admin).
+    pub fn load(config: Option<&Path>, strata_password: Option<&str>) -> Result<Self> {
+        let mut users = Users::default();
+        if let Some(path) = config {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let parsed: ConfigFile = toml::from_str(&text).map_err(|e| Error::Config {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            for user in parsed.users {
+                PasswordHash::new(&user.password_hash).map_err(|e| Error::Config {
+                    path: path.display().to_string(),
+                    reason: format!(
+                        "user '{}': password_hash is not an argon2 PHC string ({e}); \
+                         create one with `strata hash-password`",
+                        user.name
+                    ),
+                })?;
+                users.users.insert(user.name.clone(), user);
+            }
+        }
+        if let Some(password) = strata_password.filter(|p| !p.is_empty()) {
+            users.add(DEFAULT_USER, password, Role::Admin)?;
+        }
+        Ok(users)
+    }
+
+    /// Adds (or replaces) a user with a plain password, hashed here.
+    pub fn add(&mut self, name: &str, password: &str, role: Role) -> Result<()> {
+        let entry = UserEntry {
+            name: name.to_string(),
+            password_hash: hash_password(password)?,
+            role,
+        };
+        self.users.insert(name.to_string(), entry);
+        Ok(())
+    }
+
+    /// Whether no user is configured.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// The role of `name` if `password` is theirs.
+    fn verify(&self, name: &str, password: &str) -> Option<Role> {
+        let user = self.users.get(name)?;
+        let hash = PasswordHash::new(&user.password_hash).ok()?;
+        Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .ok()
+            .map(|_| user.role)
+    }
+}
+
+/// An argon2id hash (PHC string) of `password` with a random salt.
+pub fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::encode_b64(uuid::Uuid::new_v4().as_bytes())
+        .map_err(|e| Error::Hash(e.to_string()))?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Hash(e.to_string()))
+}
+
+/// A random password for a server started without any configured user.
+pub fn random_password() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+#[derive(Debug, Clone)]
+struct Grant {
+    user: String,
+    role: Role,
+    expires: Instant,
+}
+
+/// Authenticates calls: Basic credentials, bearer tokens, or nobody at all
+/// (`--insecure-no-auth`).
+#[derive(Debug)]
+pub struct Authenticator {
+    /// `None`: authentication is off and every caller is an anonymous `User`.
+    users: Option<Users>,
+    token_lifetime: Duration,
+    tokens: Mutex<HashMap<String, Grant>>,
+}
+
+impl Authenticator {
+    /// Authentication against `users`, tokens living `token_lifetime`.
+    pub fn new(users: Users, token_lifetime: Duration) -> Self {
+        Self {
+            users: Some(users),
+            token_lifetime,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// No authentication: for local experiments only.
+    pub fn disabled() -> Self {
+        Self {
+            users: None,
+            token_lifetime: Duration::ZERO,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether callers must authenticate.
+    pub fn enabled(&self) -> bool {
+        self.users.is_some()
+    }
+
+    /// The caller of a request, from its `authorization` header.
+    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Identity, Status> {
+        let Some(users) = &self.users else {
+            return Ok(Identity {
+                user: "anonymous".to_string(),
+                role: Role::User,
+                session_key: "anonymous".to_string(),
+            });
+        };
+        let header = metadata
+            .get("authorization")
+            .ok_or_else(|| {
+                Status::unauthenticated(
+                    "no credentials: authenticate with a username and password (HTTP Basic) \
+                     or a bearer token from the handshake",
+                )
+            })?
+            .to_str()
+            .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
+        if let Some(token) = strip_scheme(header, "bearer") {
+            return self.check_token(token.trim());
+        }
+        if let Some(encoded) = strip_scheme(header, "basic") {
+            let (user, password) = decode_basic(encoded.trim())?;
+            let role = users
+                .verify(&user, &password)
+                .ok_or_else(|| Status::unauthenticated("invalid username or password"))?;
+            return Ok(Identity {
+                session_key: format!("user:{user}"),
+                user,
+                role,
+            });
+        }
+        Err(Status::unauthenticated(
+            "unsupported authorization scheme: use Basic or Bearer",
+        ))
+    }
+
+    /// A new bearer token for an authenticated caller.
+    pub fn issue_token(&self, identity: &Identity) -> String {
+        let token = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let mut tokens = self.tokens.lock().expect("token lock is never poisoned");
+        let now = Instant::now();
+        tokens.retain(|_, g| g.expires > now);
+        tokens.insert(
+            token.clone(),
+            Grant {
+                user: identity.user.clone(),
+                role: identity.role,
+                expires: now + self.token_lifetime,
+            },
+        );
+        token
+    }
+
+    fn check_token(&self, token: &str) -> Result<Identity, Status> {
+        let tokens = self.tokens.lock().expect("token lock is never poisoned");
+        match tokens.get(token) {
+            Some(g) if g.expires > Instant::now() => Ok(Identity {
+                user: g.user.clone(),
+                role: g.role,
+                session_key: format!("token:{token}"),
+            }),
+            Some(_) => Err(Status::unauthenticated("token expired: authenticate again")),
+            None => Err(Status::unauthenticated("unknown token: authenticate again")),
+        }
+    }
+}
+
+fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (s, rest) = header.split_once(' ')?;
+    s.eq_ignore_ascii_case(scheme).then_some(rest)
+}
+
+/// `user:password` from a Basic credential, padded or not (ADBC omits the padding).
+fn decode_basic(encoded: &str) -> Result<(String, String), Status> {
+    let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+        .decode(encoded.trim_end_matches('='))
+        .map_err(|_| Status::unauthenticated("Basic credentials are not valid base64"))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Status::unauthenticated("Basic credentials are not UTF-8"))?;
+    let (user, password) = text
+        .split_once(':')
+        .ok_or_else(|| Status::unauthenticated("Basic credentials lack a ':'"))?;
+    Ok((user.to_string(), password.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn basic(user: &str, password: &str, pad: bool) -> MetadataMap {
+        let engine = if pad {
+            base64::engine::general_purpose::STANDARD
+        } else {
+            base64::engine::general_purpose::STANDARD_NO_PAD
+        };
+        let mut m = MetadataMap::new();
+        let value = format!("Basic {}", engine.encode(format!("{user}:{password}")));
+        m.insert("authorization", value.parse().unwrap());
+        m
+    }
+
+    #[test]
+    fn passwords_are_checked_against_argon2_hashes() {
+        let users = Users::load(None, Some("s3cret")).unwrap();
+        let auth = Authenticator::new(users, Duration::from_secs(60));
+        for pad in [true, false] {
+            let who = auth.authenticate(&basic("strata", "s3cret", pad)).unwrap();
+            assert_eq!(who.user, "strata");
+            assert_eq!(who.role, Role::Admin);
+        }
+        let wrong = auth
+            .authenticate(&basic("strata", "guess", true))
+            .unwrap_err();
+        assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
+        assert!(auth.authenticate(&basic("nobody", "s3cret", true)).is_err());
+        assert!(auth.authenticate(&MetadataMap::new()).is_err());
+    }
+
+    #[test]
+    fn tokens_authenticate_until_they_expire() {
+        let mut users = Users::default();
+        users.add("alice", "pw", Role::User).unwrap();
+        let auth = Authenticator::new(users, Duration::from_millis(200));
+        let who = auth.authenticate(&basic("alice", "pw", true)).unwrap();
+        let token = auth.issue_token(&who);
+        let mut m = MetadataMap::new();
+        m.insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let again = auth.authenticate(&m).unwrap();
+        assert_eq!((again.user.as_str(), again.role), ("alice", Role::User));
+        std::thread::sleep(Duration::from_millis(250));
+        let expired = auth.authenticate(&m).unwrap_err();
+        assert!(expired.message().contains("expired"), "{expired}");
+        let mut forged = MetadataMap::new();
+        forged.insert("authorization", "Bearer 1234".parse().unwrap());
+        assert!(auth.authenticate(&forged).is_err());
+    }
+
+    #[test]
+    fn config_file_users_need_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        let hash = hash_password("pw").unwrap();
+        std::fs::write(
+            &path,
+            format!("[[users]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nrole = \"admin\"\n"),
+        )
+        .unwrap();
+        let users = Users::load(Some(&path), None).unwrap();
+        assert_eq!(users.verify("bob", "pw"), Some(Role::Admin));
+        assert_eq!(users.verify("bob", "nope"), None);
+
+        std::fs::write(
+            &path,
+            "[[users]]\nname = \"eve\"\npassword_hash = \"plain\"\n",
+        )
+        .unwrap();
+        let err = Users::load(Some(&path), None).unwrap_err().to_string();
+        assert!(
+            err.contains("user 'eve'") && err.contains("hash-password"),
+            "{err}"
+        );
+    }
+}

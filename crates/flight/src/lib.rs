@@ -1,0 +1,106 @@
+//! `strata serve`: an Arrow Flight SQL server over a Strata warehouse, for BI tools and
+//! notebooks (ADBC, the Flight SQL JDBC driver, pyarrow).
+//!
+//! ```text
+//!  client ──gRPC/TLS──► auth (Basic → bearer token, checked on every call)
+//!                        └─► StrataFlightSql ──► per-caller strata_query::Session
+//!                              ├─ statements, prepared statements, ingest, cancel
+//!                              └─ metadata: catalogs, schemas, tables, SQL info, types
+//! ```
+//!
+//! Modules: [`service`] (the Flight SQL RPCs), [`auth`] (users, passwords, tokens),
+//! [`metadata`] (what object browsers ask for), `policy` (what remote SQL may not do), `wire`
+//! (Arrow types every client reads).
+
+pub mod auth;
+mod error;
+pub mod metadata;
+mod policy;
+pub mod service;
+mod wire;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use strata_query::Warehouse;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
+
+pub use auth::{Authenticator, Role, Users};
+pub use error::{Error, Result};
+pub use service::{Limits, StrataFlightSql};
+
+/// How a server runs.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Who may connect.
+    pub auth: Arc<Authenticator>,
+    /// Concurrency and time limits of queries.
+    pub limits: Limits,
+    /// PEM certificate chain and private key: serve TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Largest gRPC message accepted or sent, in bytes (Arrow batches and ingest chunks).
+    pub max_message_size: usize,
+}
+
+impl ServeOptions {
+    /// Options with `auth` and default limits, no TLS, 64 MiB messages.
+    pub fn new(auth: Arc<Authenticator>) -> Self {
+        Self {
+            auth,
+            limits: Limits::default(),
+            tls: None,
+            max_message_size: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Binds `address`.
+pub async fn bind(address: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| Error::Io {
+            path: address.to_string(),
+            source,
+        })
+}
+
+/// Serves `warehouse` on `listener` until `shutdown` completes.
+pub async fn serve(
+    warehouse: Warehouse,
+    listener: TcpListener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let service = StrataFlightSql::new(warehouse, Arc::clone(&options.auth), options.limits);
+    let flight = FlightServiceServer::new(service)
+        .max_decoding_message_size(options.max_message_size)
+        .max_encoding_message_size(options.max_message_size);
+    let mut server = Server::builder();
+    if let Some((cert, key)) = &options.tls {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|source| Error::Io {
+                path: p.display().to_string(),
+                source,
+            })
+        };
+        let identity = TlsIdentity::from_pem(read(cert)?, read(key)?);
+        server = server
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| Error::Tls(e.to_string()))?;
+    }
+    server
+        .add_service(flight)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .await?;
+    Ok(())
+}
+
+/// The local address a listener is bound to.
+pub fn local_addr(listener: &TcpListener) -> Option<SocketAddr> {
+    listener.local_addr().ok()
+}

@@ -1,0 +1,1137 @@
+//! The Flight SQL service over one warehouse.
+//!
+//! ```text
+//!  GetFlightInfo(statement) ──► parse, check policy ──► query: plan only, schema + ticket
+//!                                                   └─► other: run now, result kept for the ticket
+//!  DoGet(ticket) ──► query: DataFusion stream ──► wire types ──► Arrow IPC, batch by batch
+//!  DoPut(update | ingest | prepared parameters)       DoAction(prepare, close, cancel)
+//! ```
+//!
+//! Each authenticated caller (token, or user for Basic-on-every-call) has its own SQL session,
+//! so `USE` and `SET` persist between its calls. A query's stream holds one of the server's
+//! query slots (`max_concurrent_queries`), ends with `DeadlineExceeded` past the query
+//! timeout, and stops (freeing its memory) when the client disconnects or cancels it.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
+    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
+    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementUpdate, DoPutPreparedStatementResult, ProstMessageExt, SqlInfo,
+    TableExistsOption, TableNotExistOption, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    SchemaAsIpc, Ticket,
+};
+use bytes::Bytes;
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::error::DataFusionError;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use futures::stream::{AbortHandle, Abortable, BoxStream};
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use strata_query::parser::ParsedStatement;
+use strata_query::{IngestMode, Session, StatementResult, Warehouse};
+use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{Authenticator, Identity};
+use crate::error::{status, stream_status};
+use crate::metadata::{
+    self, SQL_INFO, SYSTEM_TABLE, TABLE, XDBC_TYPES, foreign_keys_schema, primary_keys_schema,
+};
+use crate::policy;
+use crate::wire::{wire_batch, wire_schema};
+
+/// The Flight action that cancels a query (Flight RPC, not in arrow-flight's SQL dispatch).
+const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
+/// Results nobody fetched are dropped after this long.
+const UNFETCHED_RESULT_LIFETIME: Duration = Duration::from_secs(600);
+
+/// Limits of a server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Queries streaming at once; more wait for a slot.
+    pub max_concurrent_queries: usize,
+    /// A query still streaming after this long fails with `DeadlineExceeded`.
+    pub query_timeout: Option<Duration>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_concurrent_queries: 16,
+            query_timeout: Some(Duration::from_secs(3600)),
+        }
+    }
+}
+
+type SharedSession = Arc<AsyncMutex<Session>>;
+
+/// A ticket handed out by `GetFlightInfo` and not yet fetched.
+enum Pending {
+    /// A query planned for its schema, run when fetched.
+    Query {
+        owner: String,
+        session: SharedSession,
+        statement: ParsedStatement,
+        params: Vec<ParamValues>,
+        schema: SchemaRef,
+        created: Instant,
+    },
+    /// The result of a statement that already ran.
+    Ready {
+        owner: String,
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        created: Instant,
+    },
+}
+
+impl Pending {
+    fn owner(&self) -> &str {
+        match self {
+            Pending::Query { owner, .. } | Pending::Ready { owner, .. } => owner,
+        }
+    }
+
+    fn created(&self) -> Instant {
+        match self {
+            Pending::Query { created, .. } | Pending::Ready { created, .. } => *created,
+        }
+    }
+}
+
+/// A prepared statement.
+struct Prepared {
+    owner: String,
+    statements: Vec<ParsedStatement>,
+    /// Bound parameter rows (one execution each); empty when nothing is bound.
+    params: Vec<ParamValues>,
+}
+
+/// Strata's Flight SQL service.
+pub struct StrataFlightSql {
+    warehouse: Warehouse,
+    auth: Arc<Authenticator>,
+    limits: Limits,
+    sessions: Mutex<HashMap<String, SharedSession>>,
+    pending: Mutex<HashMap<String, Pending>>,
+    prepared: Mutex<HashMap<String, Prepared>>,
+    running: Arc<Mutex<HashMap<String, AbortHandle>>>,
+    query_slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for StrataFlightSql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StrataFlightSql")
+            .field("warehouse", &self.warehouse.location())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl StrataFlightSql {
+    /// The service for `warehouse`.
+    pub fn new(warehouse: Warehouse, auth: Arc<Authenticator>, limits: Limits) -> Self {
+        let slots = limits.max_concurrent_queries.max(1);
+        Self {
+            warehouse,
+            auth,
+            limits,
+            sessions: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashMap::new()),
+            running: Arc::new(Mutex::new(HashMap::new())),
+            query_slots: Arc::new(Semaphore::new(slots)),
+        }
+    }
+
+    fn caller<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
+        self.auth.authenticate(request.metadata())
+    }
+
+    fn session(&self, who: &Identity) -> SharedSession {
+        let mut sessions = self
+            .sessions
+            .lock()
+            .expect("session lock is never poisoned");
+        Arc::clone(
+            sessions
+                .entry(who.session_key.clone())
+                .or_insert_with(|| Arc::new(AsyncMutex::new(self.warehouse.session()))),
+        )
+    }
+
+    fn keep(&self, pending: Pending) -> String {
+        let handle = uuid::Uuid::new_v4().to_string();
+        let mut map = self.pending.lock().expect("pending lock is never poisoned");
+        map.retain(|_, p| p.created().elapsed() < UNFETCHED_RESULT_LIFETIME);
+        map.insert(handle.clone(), pending);
+        handle
+    }
+
+    fn take_pending(&self, handle: &str, who: &Identity) -> Result<Pending, Status> {
+        let mut map = self.pending.lock().expect("pending lock is never poisoned");
+        match map.get(handle) {
+            Some(p) if p.owner() == who.user => Ok(map.remove(handle).expect("present")),
+            _ => Err(Status::not_found(
+                "unknown or already fetched ticket: run the statement again",
+            )),
+        }
+    }
+
+    /// Parses a statement text and checks what the caller may run.
+    fn parse(sql: &str, who: &Identity) -> Result<Vec<ParsedStatement>, Status> {
+        let statements = strata_query::parser::parse(sql).map_err(status)?;
+        if statements.is_empty() {
+            return Err(Status::invalid_argument("no SQL statement given"));
+        }
+        for s in &statements {
+            policy::check(s, who.role)?;
+        }
+        Ok(statements)
+    }
+
+    /// Runs statements to completion; the result of the last one.
+    async fn run_all(
+        session: &SharedSession,
+        statements: &[ParsedStatement],
+        params: Option<&ParamValues>,
+    ) -> Result<StatementResult, Status> {
+        let mut session = session.lock().await;
+        let mut last = None;
+        for s in statements {
+            last = Some(session.execute_with(s, params).await.map_err(status)?);
+        }
+        Ok(last.expect("at least one statement"))
+    }
+
+    /// A `FlightInfo` for a result with `schema` fetched with `ticket`.
+    fn flight_info(
+        schema: &Schema,
+        ticket: Vec<u8>,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let info = FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| Status::internal(format!("encoding schema: {e}")))?
+            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+            .with_descriptor(descriptor);
+        Ok(Response::new(info))
+    }
+
+    /// Plans a single query (for its schema) or runs anything else, and keeps it for DoGet.
+    async fn statement_info(
+        &self,
+        who: &Identity,
+        statements: Vec<ParsedStatement>,
+        params: Vec<ParamValues>,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let session = self.session(who);
+        let pending = if let [statement] = statements.as_slice()
+            && Session::is_query(statement)
+        {
+            let schema = {
+                let s = session.lock().await;
+                s.query_schema(statement, params.first())
+                    .await
+                    .map_err(status)?
+            };
+            Pending::Query {
+                owner: who.user.clone(),
+                session,
+                statement: statement.clone(),
+                params,
+                schema: wire_schema(&schema),
+                created: Instant::now(),
+            }
+        } else {
+            let result = self.run_repeated(&session, &statements, &params).await?;
+            Pending::Ready {
+                owner: who.user.clone(),
+                schema: wire_schema(&result.schema),
+                batches: result.batches,
+                created: Instant::now(),
+            }
+        };
+        let schema = match &pending {
+            Pending::Query { schema, .. } | Pending::Ready { schema, .. } => Arc::clone(schema),
+        };
+        let handle = self.keep(pending);
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.into(),
+        };
+        Self::flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
+    }
+
+    /// Runs statements once per parameter row (once without parameters).
+    async fn run_repeated(
+        &self,
+        session: &SharedSession,
+        statements: &[ParsedStatement],
+        params: &[ParamValues],
+    ) -> Result<StatementResult, Status> {
+        if params.is_empty() {
+            return Self::run_all(session, statements, None).await;
+        }
+        let mut results = Vec::with_capacity(params.len());
+        for p in params {
+            results.push(Self::run_all(session, statements, Some(p)).await?);
+        }
+        let schema = Arc::clone(&results[0].schema);
+        Ok(StatementResult {
+            schema,
+            batches: results.into_iter().flat_map(|r| r.batches).collect(),
+        })
+    }
+
+    /// Streams a pending result to the client.
+    async fn fetch(
+        &self,
+        handle: &str,
+        pending: Pending,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        match pending {
+            Pending::Ready {
+                schema, batches, ..
+            } => {
+                let stream = futures::stream::iter(batches.into_iter().map(Ok));
+                Ok(self.respond(handle, schema, stream.boxed(), None))
+            }
+            Pending::Query {
+                session,
+                statement,
+                params,
+                schema,
+                ..
+            } => {
+                let slot = Arc::clone(&self.query_slots)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Status::unavailable("server is shutting down"))?;
+                let mut streams = Vec::new();
+                {
+                    let mut s = session.lock().await;
+                    let rows: Vec<Option<&ParamValues>> = if params.is_empty() {
+                        vec![None]
+                    } else {
+                        params.iter().map(Some).collect()
+                    };
+                    for p in rows {
+                        streams.push(s.execute_stream(&statement, p).await.map_err(status)?);
+                    }
+                }
+                let batches = futures::stream::iter(streams).flatten().boxed();
+                Ok(self.respond(handle, schema, batches, Some(slot)))
+            }
+        }
+    }
+
+    /// The DoGet response: batches in wire types, cancellable through `handle`, under the
+    /// query timeout, holding `slot` until the stream ends or is dropped.
+    fn respond(
+        &self,
+        handle: &str,
+        schema: SchemaRef,
+        batches: BoxStream<'static, Result<RecordBatch, DataFusionError>>,
+        slot: Option<OwnedSemaphorePermit>,
+    ) -> Response<<Self as FlightService>::DoGetStream> {
+        let (abort, registration) = AbortHandle::new_pair();
+        self.running
+            .lock()
+            .expect("running lock is never poisoned")
+            .insert(handle.to_string(), abort.clone());
+        let guard = RunningGuard {
+            handle: handle.to_string(),
+            running: Arc::clone(&self.running),
+            _slot: slot,
+        };
+        let wire = Arc::clone(&schema);
+        let converted = batches.map(move |b| {
+            let b = b.map_err(|e| FlightError::Tonic(Box::new(stream_status(e))))?;
+            wire_batch(&b, &wire).map_err(FlightError::Arrow)
+        });
+        let deadline = self
+            .limits
+            .query_timeout
+            .map(|t| tokio::time::Instant::now() + t);
+        let timer = async move {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => futures::future::pending().await,
+            }
+        };
+        let timeout = self.limits.query_timeout;
+        let limited = Abortable::new(converted, registration).take_until(timer);
+        let ending = futures::stream::once(async move {
+            let _guard = guard;
+            if abort.is_aborted() {
+                Some(Err(FlightError::Tonic(Box::new(Status::cancelled(
+                    "query cancelled",
+                )))))
+            } else if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                Some(Err(FlightError::Tonic(Box::new(
+                    Status::deadline_exceeded(format!(
+                        "query exceeded the server's query timeout of {} s",
+                        timeout.unwrap_or_default().as_secs()
+                    )),
+                ))))
+            } else {
+                None
+            }
+        })
+        .filter_map(futures::future::ready);
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(limited.chain(ending))
+            .map_err(Status::from);
+        Response::new(Box::pin(stream))
+    }
+
+    /// Reads parameter rows from a DoPut stream: one `ParamValues` per row.
+    async fn read_parameters(stream: PeekableFlightDataStream) -> Result<Vec<ParamValues>, Status> {
+        let batches: Vec<RecordBatch> = record_batches(stream)
+            .try_collect()
+            .await
+            .map_err(|e| Status::invalid_argument(format!("reading parameters: {e}")))?;
+        let mut rows = Vec::new();
+        for batch in &batches {
+            for row in 0..batch.num_rows() {
+                let values = batch
+                    .columns()
+                    .iter()
+                    .map(|c| ScalarValue::try_from_array(c, row))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| Status::invalid_argument(format!("parameter: {e}")))?;
+                rows.push(ParamValues::from(values));
+            }
+        }
+        Ok(rows)
+    }
+
+    fn prepared_handle(handle: &Bytes) -> Result<String, Status> {
+        String::from_utf8(handle.to_vec())
+            .map_err(|_| Status::invalid_argument("malformed prepared statement handle"))
+    }
+
+    fn cancel(&self, info: &FlightInfo, who: &Identity) -> CancelStatus {
+        let mut status = CancelStatus::NotCancellable;
+        for endpoint in &info.endpoint {
+            let Some(ticket) = &endpoint.ticket else {
+                continue;
+            };
+            let Ok(any) = Any::decode(ticket.ticket.as_ref()) else {
+                continue;
+            };
+            let handle = if let Ok(Some(t)) = any.unpack::<TicketStatementQuery>() {
+                String::from_utf8_lossy(&t.statement_handle).to_string()
+            } else if let Ok(Some(p)) = any.unpack::<CommandPreparedStatementQuery>() {
+                String::from_utf8_lossy(&p.prepared_statement_handle).to_string()
+            } else {
+                continue;
+            };
+            if let Some(abort) = self
+                .running
+                .lock()
+                .expect("running lock is never poisoned")
+                .get(&handle)
+            {
+                abort.abort();
+                status = CancelStatus::Cancelled;
+            } else if self.take_pending(&handle, who).is_ok() {
+                status = CancelStatus::Cancelled;
+            }
+        }
+        status
+    }
+
+    async fn metadata_batch<T: Send>(
+        &self,
+        request: &Request<T>,
+        build: impl AsyncFnOnce(&Session) -> Result<RecordBatch, Status>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let who = self.caller(request)?;
+        let session = self.session(&who);
+        let batch = {
+            let s = session.lock().await;
+            s.warehouse().refresh_catalog().await.map_err(status)?;
+            build(&s).await?
+        };
+        let schema = batch.schema();
+        Ok(self.respond(
+            &uuid::Uuid::new_v4().to_string(),
+            schema,
+            futures::stream::once(async { Ok(batch) }).boxed(),
+            None,
+        ))
+    }
+}
+
+/// Unregisters a query when its stream ends or is dropped, and frees its slot.
+struct RunningGuard {
+    handle: String,
+    running: Arc<Mutex<HashMap<String, AbortHandle>>>,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&self.handle);
+        }
+    }
+}
+
+/// The Arrow batches of a DoPut stream, from its first message (which arrow-flight peeked at
+/// to dispatch the command). That message may carry only the command (an update without
+/// parameters) and no IPC message; such messages are skipped.
+fn record_batches(stream: PeekableFlightDataStream) -> FlightRecordBatchStream {
+    FlightRecordBatchStream::new_from_flight_data(
+        stream
+            .into_peekable()
+            .try_filter(|data| futures::future::ready(!data.data_header.is_empty()))
+            .map_err(FlightError::from),
+    )
+}
+
+fn schema_bytes(schema: &Schema) -> Result<Bytes, Status> {
+    let message: IpcMessage = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
+        .try_into()
+        .map_err(|e: arrow::error::ArrowError| Status::internal(e.to_string()))?;
+    Ok(message.0)
+}
+
+/// The affected-row count of a DML result (`count` column), 0 for anything else.
+fn affected_rows(result: &StatementResult) -> i64 {
+    let is_count = result.schema.fields().len() == 1 && result.schema.field(0).name() == "count";
+    if !is_count {
+        return 0;
+    }
+    result
+        .batches
+        .iter()
+        .filter_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::UInt64Array>()
+        })
+        .flat_map(|a| a.iter().flatten())
+        .map(|n| n as i64)
+        .sum()
+}
+
+type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl FlightSqlService for StrataFlightSql {
+    type FlightService = StrataFlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Stream2<HandshakeResponse>>, Status> {
+        if !self.auth.enabled() {
+            let empty = futures::stream::iter(vec![Ok(HandshakeResponse::default())]);
+            return Ok(Response::new(Box::pin(empty)));
+        }
+        let who = self.caller(&request)?;
+        let token = match who.session_key.strip_prefix("token:") {
+            Some(existing) => existing.to_string(),
+            None => self.auth.issue_token(&who),
+        };
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        };
+        let mut response = Response::new(
+            Box::pin(futures::stream::iter(vec![Ok(reply)])) as Stream2<HandshakeResponse>
+        );
+        let header = MetadataValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| Status::internal("token is not a header value"))?;
+        response.metadata_mut().insert("authorization", header);
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let who = self.caller(&request)?;
+        let statements = Self::parse(&query.query, &who)?;
+        self.statement_info(&who, statements, Vec::new(), request.into_inner())
+            .await
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let who = self.caller(&request)?;
+        let handle = String::from_utf8_lossy(&ticket.statement_handle).to_string();
+        let pending = self.take_pending(&handle, &who)?;
+        self.fetch(&handle, pending).await
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        command: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let who = self.caller(&request)?;
+        let statements = Self::parse(&command.query, &who)?;
+        let result = Self::run_all(&self.session(&who), &statements, None).await?;
+        Ok(affected_rows(&result))
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        command: CommandStatementIngest,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let who = self.caller(&request)?;
+        if command.temporary {
+            return Err(Status::unimplemented("temporary tables are not supported"));
+        }
+        let options = command.table_definition_options.unwrap_or_default();
+        let if_not_exist = TableNotExistOption::try_from(options.if_not_exist)
+            .unwrap_or(TableNotExistOption::Unspecified);
+        let if_exists = TableExistsOption::try_from(options.if_exists)
+            .unwrap_or(TableExistsOption::Unspecified);
+        let create = !matches!(if_not_exist, TableNotExistOption::Fail);
+        let mode = match (create, if_exists) {
+            (true, TableExistsOption::Fail | TableExistsOption::Unspecified) => IngestMode::Create,
+            (true, TableExistsOption::Append) => IngestMode::CreateAppend,
+            (_, TableExistsOption::Replace) => IngestMode::Replace,
+            (false, TableExistsOption::Append) => IngestMode::Append,
+            (false, _) => {
+                return Err(Status::invalid_argument(
+                    "ingest must be allowed to create the table or to append to/replace it",
+                ));
+            }
+        };
+        let catalog = command.catalog.filter(|c| !c.is_empty());
+        let schema = command.schema.filter(|s| !s.is_empty());
+        let name = match (catalog, schema) {
+            (Some(c), Some(s)) => vec![c, s, command.table],
+            (None, Some(s)) => vec![s, command.table],
+            (None, None) => vec![command.table],
+            (Some(_), None) => {
+                return Err(Status::invalid_argument(
+                    "ingest: a catalog needs a schema as well",
+                ));
+            }
+        };
+        let mut batches = record_batches(request.into_inner());
+        let first = batches
+            .next()
+            .await
+            .transpose()
+            .map_err(|e| Status::invalid_argument(format!("reading ingest data: {e}")))?;
+        let schema = match (&first, batches.schema()) {
+            (Some(b), _) => b.schema(),
+            (None, Some(s)) => Arc::clone(s),
+            (None, None) => return Err(Status::invalid_argument("ingest without a schema")),
+        };
+        let rest = batches.map_err(|e| DataFusionError::External(Box::new(e)));
+        let data = futures::stream::iter(first.map(Ok)).chain(rest);
+        let data = Box::pin(RecordBatchStreamAdapter::new(schema, data));
+        let session = self.session(&who);
+        let mut session = session.lock().await;
+        let rows = session.ingest(&name, mode, data).await.map_err(status)?;
+        Ok(rows as i64)
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let who = self.caller(&request)?;
+        let statements = Self::parse(&query.query, &who)?;
+        let session = self.session(&who);
+        let (dataset_schema, parameter_schema) = {
+            let s = session.lock().await;
+            match statements.as_slice() {
+                [one] => {
+                    let params = s.parameter_schema(one).await.map_err(status)?;
+                    let dataset = if Session::is_query(one) && params.fields().is_empty() {
+                        let schema = s.query_schema(one, None).await.map_err(status)?;
+                        Some(wire_schema(schema.as_ref()))
+                    } else if Session::is_query(one) {
+                        // The result schema of a query with placeholders, typed by the
+                        // parameters DataFusion inferred.
+                        let probe: Vec<ScalarValue> = params
+                            .fields()
+                            .iter()
+                            .map(|f| {
+                                ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null)
+                            })
+                            .collect();
+                        let p = ParamValues::from(probe);
+                        s.query_schema(one, Some(&p))
+                            .await
+                            .ok()
+                            .map(|schema| wire_schema(&schema))
+                    } else {
+                        None
+                    };
+                    (dataset, params)
+                }
+                _ => (None, Arc::new(Schema::empty())),
+            }
+        };
+        let handle = uuid::Uuid::new_v4().to_string();
+        let result = ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.clone().into(),
+            dataset_schema: match &dataset_schema {
+                Some(s) => schema_bytes(s)?,
+                None => Bytes::new(),
+            },
+            parameter_schema: if parameter_schema.fields().is_empty() {
+                Bytes::new()
+            } else {
+                schema_bytes(&parameter_schema)?
+            },
+        };
+        self.prepared
+            .lock()
+            .expect("prepared lock is never poisoned")
+            .insert(
+                handle,
+                Prepared {
+                    owner: who.user,
+                    statements,
+                    params: Vec::new(),
+                },
+            );
+        Ok(result)
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        let who = self.caller(&request)?;
+        let handle = Self::prepared_handle(&query.prepared_statement_handle)?;
+        let mut prepared = self
+            .prepared
+            .lock()
+            .expect("prepared lock is never poisoned");
+        if prepared.get(&handle).is_some_and(|p| p.owner == who.user) {
+            prepared.remove(&handle);
+        }
+        Ok(())
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let who = self.caller(&request)?;
+        let handle = Self::prepared_handle(&query.prepared_statement_handle)?;
+        let params = Self::read_parameters(request.into_inner()).await?;
+        let mut prepared = self
+            .prepared
+            .lock()
+            .expect("prepared lock is never poisoned");
+        let entry = prepared
+            .get_mut(&handle)
+            .filter(|p| p.owner == who.user)
+            .ok_or_else(|| Status::not_found("unknown prepared statement"))?;
+        entry.params = params;
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle.into()),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let who = self.caller(&request)?;
+        let handle = Self::prepared_handle(&query.prepared_statement_handle)?;
+        let (statements, params) = {
+            let prepared = self
+                .prepared
+                .lock()
+                .expect("prepared lock is never poisoned");
+            let p = prepared
+                .get(&handle)
+                .filter(|p| p.owner == who.user)
+                .ok_or_else(|| Status::not_found("unknown prepared statement"))?;
+            (p.statements.clone(), p.params.clone())
+        };
+        self.statement_info(&who, statements, params, request.into_inner())
+            .await
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        query: CommandPreparedStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let who = self.caller(&request)?;
+        let handle = Self::prepared_handle(&query.prepared_statement_handle)?;
+        let sent = Self::read_parameters(request.into_inner()).await?;
+        let (statements, bound) = {
+            let prepared = self
+                .prepared
+                .lock()
+                .expect("prepared lock is never poisoned");
+            let p = prepared
+                .get(&handle)
+                .filter(|p| p.owner == who.user)
+                .ok_or_else(|| Status::not_found("unknown prepared statement"))?;
+            (p.statements.clone(), p.params.clone())
+        };
+        let params = if sent.is_empty() { bound } else { sent };
+        let session = self.session(&who);
+        if params.is_empty() {
+            return Ok(affected_rows(
+                &Self::run_all(&session, &statements, None).await?,
+            ));
+        }
+        let mut total = 0;
+        for p in &params {
+            total += affected_rows(&Self::run_all(&session, &statements, Some(p)).await?);
+        }
+        Ok(total)
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let who = self.caller(&request)?;
+        let info = FlightInfo::decode(query.info)
+            .map_err(|e| Status::invalid_argument(format!("malformed FlightInfo: {e}")))?;
+        let result = match self.cancel(&info, &who) {
+            CancelStatus::Cancelled => 1,
+            _ => 3,
+        };
+        Ok(ActionCancelQueryResult { result })
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        if request.get_ref().r#type != CANCEL_FLIGHT_INFO {
+            return Err(Status::invalid_argument(format!(
+                "unknown action '{}'",
+                request.get_ref().r#type
+            )));
+        }
+        let who = self.caller(&request)?;
+        let cancel =
+            CancelFlightInfoRequest::decode(request.get_ref().body.clone()).map_err(|e| {
+                Status::invalid_argument(format!("malformed CancelFlightInfoRequest: {e}"))
+            })?;
+        let info = cancel
+            .info
+            .ok_or_else(|| Status::invalid_argument("CancelFlightInfoRequest without info"))?;
+        let result = CancelFlightInfoResult::new(self.cancel(&info, &who));
+        let body = arrow_flight::Result {
+            body: result.encode_to_vec().into(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
+            body,
+        )]))))
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        Some(vec![Ok(ActionType {
+            r#type: CANCEL_FLIGHT_INFO.to_string(),
+            description: "Cancels a running query.\nRequest Message: CancelFlightInfoRequest\n\
+                          Response Message: CancelFlightInfoResult"
+                .to_string(),
+        })])
+    }
+
+    // Metadata: FlightInfo carries the command back as the ticket.
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = query.into_builder().schema();
+        Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.metadata_batch(&request, async |s| {
+            metadata::catalogs(s, query.into_builder())
+        })
+        .await
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = query.clone().into_builder().schema();
+        Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.metadata_batch(&request, async |s| {
+            metadata::db_schemas(s, query.into_builder())
+        })
+        .await
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = query.clone().into_builder().schema();
+        Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.metadata_batch(&request, async |s| {
+            metadata::tables(s, query.into_builder()).await
+        })
+        .await
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = query.into_builder().schema();
+        Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.metadata_batch(&request, async |_| {
+            let mut b = query.into_builder();
+            b.append(SYSTEM_TABLE);
+            b.append(TABLE);
+            b.build().map_err(|e| Status::internal(e.to_string()))
+        })
+        .await
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = query.clone().into_builder(&SQL_INFO).schema();
+        Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.metadata_batch(&request, async |_| {
+            query
+                .into_builder(&SQL_INFO)
+                .build()
+                .map_err(|e| Status::internal(e.to_string()))
+        })
+        .await
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        let schema = query.into_builder(&XDBC_TYPES).schema();
+        Self::flight_info(
+            &schema,
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.metadata_batch(&request, async |_| {
+            query
+                .into_builder(&XDBC_TYPES)
+                .build()
+                .map_err(|e| Status::internal(e.to_string()))
+        })
+        .await
+    }
+
+    // Keys: Strata declares no keys yet, so these are empty (but well-formed) results.
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        Self::flight_info(
+            &primary_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.metadata_batch(&request, async |_| {
+            Ok(RecordBatch::new_empty(primary_keys_schema()))
+        })
+        .await
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        Self::flight_info(
+            &foreign_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.metadata_batch(&request, async |_| {
+            Ok(RecordBatch::new_empty(foreign_keys_schema()))
+        })
+        .await
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        Self::flight_info(
+            &foreign_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.metadata_batch(&request, async |_| {
+            Ok(RecordBatch::new_empty(foreign_keys_schema()))
+        })
+        .await
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        Self::flight_info(
+            &foreign_keys_schema(),
+            query.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.metadata_batch(&request, async |_| {
+            Ok(RecordBatch::new_empty(foreign_keys_schema()))
+        })
+        .await
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}

@@ -1,0 +1,413 @@
+//! What a server needs from a session beyond [`Session::sql`]: query results that stream
+//! batch by batch instead of being collected, result and parameter schemas known before a
+//! statement runs (Flight SQL answers `GetFlightInfo` with them), and bulk ingest of Arrow
+//! batches into a table in one commit.
+//!
+//! A streamed query is recorded in `system.query_log` when its stream ends: with `SUCCESS`
+//! and the rows sent, `FAILED` and the error, or `CANCELLED` when the stream is dropped
+//! before its end (a client that disconnects or cancels).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use arrow::array::RecordBatch;
+use arrow::compute::{CastOptions, cast_with_options};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::util::display::FormatOptions;
+use chrono::{DateTime, Utc};
+use datafusion::common::ParamValues;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, RecordBatchStream, execute_stream};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use futures::{Stream, StreamExt};
+use strata_storage::{ColumnDef, Error as StorageError, TableEntry, TableId, Transaction};
+
+use crate::error::{Error, Result};
+use crate::parser::{ParsedStatement, Statement};
+use crate::session::Session;
+use crate::system::{QueryLogEntry, record_query};
+use crate::table::{scan_figures, write_batches};
+use crate::types::storage_type;
+use crate::warehouse::Warehouse;
+
+/// What bulk ingest does with the target table (the modes of Flight SQL and ADBC ingest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestMode {
+    /// Create the table from the batches' schema; fail if it exists.
+    Create,
+    /// Append to an existing table; fail if it does not exist.
+    Append,
+    /// Append, creating the table first if it does not exist.
+    CreateAppend,
+    /// Replace the table (its rows and columns) with the batches, creating it if needed.
+    Replace,
+}
+
+impl Session {
+    /// Whether `execute_stream` streams this statement's rows (a query), so that its schema is
+    /// known before it runs.
+    pub fn is_query(statement: &ParsedStatement) -> bool {
+        matches!(&statement.statement, Statement::Sql(s) if matches!(s.as_ref(), SqlStatement::Query(_)))
+    }
+
+    /// The schema of a query's rows, from its plan, without running it.
+    pub async fn query_schema(
+        &self,
+        statement: &ParsedStatement,
+        params: Option<&ParamValues>,
+    ) -> Result<SchemaRef> {
+        self.warehouse().refresh_catalog().await?;
+        let plan = self.plan(sql_statement(statement)?, params).await?;
+        Ok(Arc::new(plan.schema().as_arrow().clone()))
+    }
+
+    /// The placeholders (`$1`, `?`) of a statement with the types DataFusion infers for them,
+    /// in order, as an Arrow schema (`$1`, `$2`, ...); empty for statements without any.
+    pub async fn parameter_schema(&self, statement: &ParsedStatement) -> Result<SchemaRef> {
+        let Statement::Sql(s) = &statement.statement else {
+            return Ok(Arc::new(Schema::empty()));
+        };
+        if !matches!(
+            s.as_ref(),
+            SqlStatement::Query(_)
+                | SqlStatement::Insert(_)
+                | SqlStatement::Update { .. }
+                | SqlStatement::Delete(_)
+                | SqlStatement::Explain { .. }
+        ) {
+            return Ok(Arc::new(Schema::empty()));
+        }
+        self.warehouse().refresh_catalog().await?;
+        let plan = self.plan(s.as_ref().clone(), None).await?;
+        let mut fields: Vec<(String, Option<Arc<Field>>)> =
+            plan.get_parameter_fields()?.into_iter().collect();
+        // `$2` before `$10`: order by position, not by name.
+        fields.sort_by_key(|(name, _)| {
+            name.trim_start_matches('$')
+                .parse::<usize>()
+                .unwrap_or(usize::MAX)
+        });
+        Ok(Arc::new(Schema::new(
+            fields
+                .into_iter()
+                .map(|(name, field)| match field {
+                    Some(f) => Field::new(name, f.data_type().clone(), true),
+                    None => Field::new(name, arrow::datatypes::DataType::Null, true),
+                })
+                .collect::<Vec<_>>(),
+        )))
+    }
+
+    /// Runs one statement. A query's batches stream from DataFusion as they are produced
+    /// (dropping the stream stops the query and frees its memory); any other statement runs
+    /// to completion first and its result comes back as a stream.
+    pub async fn execute_stream(
+        &mut self,
+        statement: &ParsedStatement,
+        params: Option<&ParamValues>,
+    ) -> Result<SendableRecordBatchStream> {
+        if !Self::is_query(statement) {
+            let result = self.execute_with(statement, params).await?;
+            let batches = result.batches.into_iter().map(Ok);
+            return Ok(Box::pin(RecordBatchStreamAdapter::new(
+                result.schema,
+                futures::stream::iter(batches),
+            )));
+        }
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let planned = async {
+            self.warehouse().refresh_catalog().await?;
+            let plan = self.plan(sql_statement(statement)?, params).await?;
+            let df = self.context().execute_logical_plan(plan).await?;
+            let physical = df.create_physical_plan().await?;
+            let stream = execute_stream(Arc::clone(&physical), self.context().task_ctx())?;
+            Ok::<_, Error>((physical, stream))
+        }
+        .await;
+        let log = QueryLog {
+            warehouse: self.warehouse().clone(),
+            session_id: self.id().to_string(),
+            text: statement.text.clone(),
+            started_at,
+            clock,
+        };
+        match planned {
+            Ok((plan, inner)) => Ok(Box::pin(LoggedStream {
+                inner,
+                plan,
+                log: Some(log),
+                rows: 0,
+            })),
+            Err(e) => {
+                log.record("FAILED", Some(e.to_string()), 0, None);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes a stream of batches into `name` (`table`, `schema.table` or
+    /// `database.schema.table`) in one commit and returns the rows written. Columns are
+    /// matched by name and cast to the table's types; a missing or unknown column, or a value
+    /// that does not fit its column, fails the ingest and leaves the table as it was.
+    pub async fn ingest(
+        &mut self,
+        name: &[String],
+        mode: IngestMode,
+        data: SendableRecordBatchStream,
+    ) -> Result<u64> {
+        self.warehouse().refresh_catalog().await?;
+        let object = datafusion::sql::sqlparser::ast::ObjectName::from(
+            name.iter()
+                .map(|p| datafusion::sql::sqlparser::ast::Ident::with_quote('"', p))
+                .collect::<Vec<_>>(),
+        );
+        let (db, schema, table) = self.qualify_table(&object)?;
+        let qualified = format!("{db}.{schema}.{table}");
+        let catalog = self.warehouse().catalog();
+        catalog.schema(&db, &schema)?;
+        let exists = catalog.table(&db, &schema, &table).is_ok();
+        let create = match (mode, exists) {
+            (IngestMode::Create, true) => {
+                return Err(StorageError::TableExists { name: qualified }.into());
+            }
+            (IngestMode::Append, false) => {
+                return Err(Error::Plan(format!(
+                    "ingest: table {qualified} does not exist (use create or append-or-create mode)"
+                )));
+            }
+            (IngestMode::Append | IngestMode::CreateAppend, true) => false,
+            (IngestMode::Create | IngestMode::CreateAppend | IngestMode::Replace, false)
+            | (IngestMode::Replace, true) => true,
+        };
+        if !create {
+            let (log, snapshot, qualified) = self.open_table(&object).await?;
+            let target = snapshot.metadata.schema();
+            let data = conform(data, target, &qualified);
+            let (rows, _) = write_batches(
+                self.warehouse(),
+                &qualified,
+                &log,
+                &snapshot,
+                data,
+                Transaction::new("INGEST"),
+            )
+            .await?;
+            return Ok(rows);
+        }
+        // A new table: written under a fresh id and entered in the catalog only after its data
+        // is committed, so a failed ingest leaves no table behind (and `Replace` swaps the old
+        // table for the new one in one catalog commit).
+        let columns: Vec<ColumnDef> = data
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| ColumnDef {
+                name: f.name().clone(),
+                data_type: storage_type(f.data_type()),
+                nullable: true,
+                sql_type: None,
+            })
+            .collect();
+        let metadata = strata_storage::TableMetadata {
+            columns,
+            partitioning: None,
+            properties: Default::default(),
+        };
+        let target = metadata.schema();
+        let id = TableId::random();
+        let log = self.warehouse().table_log(&id, &qualified);
+        let snapshot = log.create(metadata, "CREATE TABLE").await?;
+        let data = conform(data, target, &qualified);
+        let (rows, snapshot) = write_batches(
+            self.warehouse(),
+            &qualified,
+            &log,
+            &snapshot,
+            data,
+            Transaction::new("INGEST"),
+        )
+        .await?;
+        self.warehouse().remember(&id, &snapshot);
+        let replace = mode == IngestMode::Replace;
+        self.warehouse()
+            .update_catalog(move |c| {
+                let tables = &mut c.schema_mut(&db, &schema)?.tables;
+                if tables.contains_key(&table) && !replace {
+                    return Err(StorageError::TableExists {
+                        name: format!("{db}.{schema}.{table}"),
+                    });
+                }
+                tables.insert(
+                    table.clone(),
+                    TableEntry {
+                        id: id.clone(),
+                        created_at: Utc::now(),
+                    },
+                );
+                Ok(())
+            })
+            .await?;
+        Ok(rows)
+    }
+}
+
+fn sql_statement(statement: &ParsedStatement) -> Result<SqlStatement> {
+    match &statement.statement {
+        Statement::Sql(s) => Ok(s.as_ref().clone()),
+        _ => Err(Error::Plan(format!(
+            "not a statement DataFusion plans: {}",
+            statement.text
+        ))),
+    }
+}
+
+/// Maps incoming batches onto a table's columns by name, casting each to the column's type.
+fn conform(
+    data: SendableRecordBatchStream,
+    target: SchemaRef,
+    table: &str,
+) -> SendableRecordBatchStream {
+    let table = table.to_string();
+    let schema = Arc::clone(&target);
+    let mut first_row = 0usize;
+    let stream = data.map(move |batch| {
+        let batch = batch?;
+        let rows = batch.num_rows();
+        let conformed = conform_batch(&batch, &target, &table, first_row);
+        first_row += rows;
+        conformed
+    });
+    Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+}
+
+fn conform_batch(
+    batch: &RecordBatch,
+    target: &SchemaRef,
+    table: &str,
+    first_row: usize,
+) -> DfResult<RecordBatch> {
+    let incoming = batch.schema();
+    if let Some(extra) = incoming
+        .fields()
+        .iter()
+        .find(|f| target.field_with_name(f.name()).is_err())
+    {
+        return Err(DataFusionError::Plan(format!(
+            "ingest into {table}: column '{}' is not a column of the table",
+            extra.name()
+        )));
+    }
+    let options = CastOptions {
+        safe: false,
+        format_options: FormatOptions::default(),
+    };
+    let columns = target
+        .fields()
+        .iter()
+        .map(|field| {
+            let (index, _) = incoming.column_with_name(field.name()).ok_or_else(|| {
+                DataFusionError::Plan(format!(
+                    "ingest into {table}: the data has no column '{}'",
+                    field.name()
+                ))
+            })?;
+            cast_with_options(batch.column(index), field.data_type(), &options).map_err(|e| {
+                DataFusionError::Plan(format!(
+                    "ingest into {table}: column '{}' (rows {}..{}): cannot convert {} to {}: {e}",
+                    field.name(),
+                    first_row + 1,
+                    first_row + batch.num_rows(),
+                    batch.column(index).data_type(),
+                    field.data_type()
+                ))
+            })
+        })
+        .collect::<DfResult<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(Arc::clone(target), columns)?)
+}
+
+/// The query-log entry of a streamed query, written once when the stream ends.
+struct QueryLog {
+    warehouse: Warehouse,
+    session_id: String,
+    text: String,
+    started_at: DateTime<Utc>,
+    clock: Instant,
+}
+
+impl QueryLog {
+    fn record(
+        self,
+        status: &str,
+        error: Option<String>,
+        rows: u64,
+        plan: Option<&Arc<dyn ExecutionPlan>>,
+    ) {
+        let figures = plan.map(scan_figures).unwrap_or_default();
+        let entry = QueryLogEntry::new(
+            &self.session_id,
+            &self.text,
+            self.started_at,
+            self.clock.elapsed(),
+            status,
+            error,
+            rows,
+            figures,
+        );
+        // The stream may end inside a poll or a drop: write the entry in the background.
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { record_query(&self.warehouse, &entry).await });
+        }
+    }
+}
+
+/// A query's batches, recorded in the query log when they end or are dropped.
+struct LoggedStream {
+    inner: SendableRecordBatchStream,
+    plan: Arc<dyn ExecutionPlan>,
+    log: Option<QueryLog>,
+    rows: u64,
+}
+
+impl Stream for LoggedStream {
+    type Item = DfResult<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let next = this.inner.poll_next_unpin(cx);
+        match &next {
+            Poll::Ready(Some(Ok(batch))) => this.rows += batch.num_rows() as u64,
+            Poll::Ready(Some(Err(e))) => {
+                if let Some(log) = this.log.take() {
+                    log.record("FAILED", Some(e.to_string()), this.rows, Some(&this.plan));
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(log) = this.log.take() {
+                    log.record("SUCCESS", None, this.rows, Some(&this.plan));
+                }
+            }
+            Poll::Pending => {}
+        }
+        next
+    }
+}
+
+impl RecordBatchStream for LoggedStream {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+}
+
+impl Drop for LoggedStream {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            log.record("CANCELLED", None, self.rows, Some(&self.plan));
+        }
+    }
+}
