@@ -37,6 +37,9 @@ pub enum Action {
     Run,
     /// Generate and load if needed, then run concurrent query streams.
     Throughput,
+    /// Generate and load if needed, then stream the rows of `--sql` through the embedded API
+    /// and report rows/s and MB/s (the in-process baseline for Flight SQL clients).
+    Stream,
 }
 
 /// `strata bench`: generate, load and query the SSB and TPC-H suites.
@@ -86,6 +89,10 @@ pub struct BenchArgs {
     /// Folder of reference answers (<suite>-sf<SF>.json).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/answers"))]
     pub answers: PathBuf,
+
+    /// The query of `stream`.
+    #[arg(long)]
+    pub sql: Option<String>,
 
     /// Folder the JSON results are written to.
     #[arg(long, default_value = "benches/results")]
@@ -228,6 +235,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     match args.action {
         Action::Gen | Action::Load => Ok(()),
+        Action::Stream => {
+            let sql = args
+                .sql
+                .as_deref()
+                .context("`strata bench stream` needs --sql")?;
+            let warehouse = Warehouse::open_with(&location, options).await?;
+            runner::stream(&warehouse, sql, args.hot).await.map(drop)
+        }
         Action::Run => {
             let queries = suite.select_queries(args.queries.as_deref())?;
             let answers = suite::load_answers(&args.answers, suite, sf)?;

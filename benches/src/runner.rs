@@ -304,6 +304,56 @@ pub async fn throughput(
     })
 }
 
+/// Streams the rows of `sql` through [`Session::execute_stream`] once cold and `hot` times,
+/// printing rows/s and MB/s (Arrow buffer bytes) of each run and the median of the hot runs.
+/// Returns the rows of the last run.
+pub async fn stream(warehouse: &Warehouse, sql: &str, hot: usize) -> anyhow::Result<usize> {
+    use futures::StreamExt;
+    let statement = strata_query::parser::parse(sql)?
+        .into_iter()
+        .next()
+        .context("no statement in --sql")?;
+    let mut session = warehouse.session();
+    println!(
+        "{:6} {:>12} {:>10} {:>9} {:>14} {:>9}",
+        "run", "rows", "MB", "s", "rows/s", "MB/s"
+    );
+    let mut hot_rates = Vec::new();
+    let mut rows = 0;
+    for run in 0..=hot {
+        let started = Instant::now();
+        let mut batches = session.execute_stream(&statement, None).await?;
+        let mut bytes = 0usize;
+        rows = 0;
+        while let Some(batch) = batches.next().await {
+            let batch = batch?;
+            rows += batch.num_rows();
+            bytes += batch.get_array_memory_size();
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        let name = if run == 0 {
+            "cold".to_string()
+        } else {
+            format!("hot{run}")
+        };
+        println!(
+            "{name:6} {rows:>12} {:>10.1} {seconds:>9.3} {:>14.0} {:>9.1}",
+            bytes as f64 / 1e6,
+            rows as f64 / seconds,
+            bytes as f64 / 1e6 / seconds
+        );
+        if run > 0 {
+            hot_rates.push((rows as f64 / seconds, bytes as f64 / 1e6 / seconds));
+        }
+    }
+    if !hot_rates.is_empty() {
+        hot_rates.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (r, m) = hot_rates[hot_rates.len() / 2];
+        println!("median hot: {r:.0} rows/s, {m:.1} MB/s");
+    }
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,7 @@ fn args(action: Action, suite: Suite, data: &Path, answers: PathBuf, results: &P
         queries: None,
         memory_limit: None,
         streams: 2,
+        sql: None,
         answers,
         results: results.to_path_buf(),
     }
@@ -84,6 +85,14 @@ async fn every_query_of_both_suites_answers_correctly_at_sf_0_01() {
     )
     .unwrap();
     assert_eq!(doc["throughput"]["queries_completed"], 26);
+
+    // `stream`: every row of the fact table through the embedded streaming API.
+    let location = dir.path().join("strata/ssb-sf0.01").display().to_string();
+    let warehouse = strata_query::Warehouse::open(&location).await.unwrap();
+    let rows = strata_bench::runner::stream(&warehouse, "SELECT * FROM lineorder", 1)
+        .await
+        .unwrap();
+    assert_eq!(rows, 60175);
 
     // A wrong answer fails the run and names the query.
     let tampered = dir.path().join("tampered");

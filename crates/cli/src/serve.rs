@@ -14,6 +14,14 @@ use strata_query::{Warehouse, WarehouseOptions};
 /// Flags of `strata serve`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
+    /// Warehouse root (overrides the global --warehouse).
+    #[arg(long, short = 'w')]
+    warehouse: Option<String>,
+
+    /// Memory all queries may hold together (overrides the global --memory-limit).
+    #[arg(long, value_parser = strata_query::parse_byte_size)]
+    memory_limit: Option<usize>,
+
     /// Address to listen on. Without configured users only a loopback address is allowed.
     #[arg(long, env = "STRATA_LISTEN", default_value = "127.0.0.1:32010")]
     listen: SocketAddr,
@@ -54,9 +62,13 @@ pub(crate) struct ServeArgs {
 
 pub(crate) async fn run(
     location: &str,
-    options: WarehouseOptions,
+    mut options: WarehouseOptions,
     args: ServeArgs,
 ) -> anyhow::Result<()> {
+    let location = args.warehouse.as_deref().unwrap_or(location);
+    if args.memory_limit.is_some() {
+        options.memory_limit = args.memory_limit;
+    }
     let auth = if args.insecure_no_auth {
         eprintln!(
             "WARNING: authentication is OFF (--insecure-no-auth). Anyone who can reach {} can \

@@ -290,7 +290,7 @@ fn python_with_flight_clients() -> std::path::PathBuf {
 /// `strata serve` on an ephemeral port; returns the process and its `grpc://` address.
 fn serve(warehouse: &str, password: &str) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["--warehouse", warehouse, "serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--warehouse", warehouse, "--listen", "127.0.0.1:0"])
         .env("STRATA_PASSWORD", password)
         .stderr(Stdio::piped())
         .spawn()

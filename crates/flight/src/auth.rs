@@ -246,6 +246,11 @@ impl Authenticator {
         token
     }
 
+    /// Whether `token` was issued and has not expired.
+    pub fn token_is_valid(&self, token: &str) -> bool {
+        self.check_token(token).is_ok()
+    }
+
     fn check_token(&self, token: &str) -> Result<Identity, Status> {
         let tokens = self.tokens.lock().expect("token lock is never poisoned");
         match tokens.get(token) {

@@ -95,9 +95,17 @@ pub async fn serve(
     }
     server
         .add_service(flight)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// Accepted connections with `TCP_NODELAY` (without it, Nagle's algorithm and delayed ACKs
+/// add ~40 ms to every short call) and keepalive probes, which notice vanished clients.
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(std::time::Duration::from_secs(60)))
 }
 
 /// The local address a listener is bound to.

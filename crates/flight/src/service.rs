@@ -174,6 +174,13 @@ impl StrataFlightSql {
             .sessions
             .lock()
             .expect("session lock is never poisoned");
+        if !sessions.contains_key(&who.session_key) {
+            // A new caller: forget the sessions of tokens that expired.
+            sessions.retain(|key, _| match key.strip_prefix("token:") {
+                Some(token) => self.auth.token_is_valid(token),
+                None => true,
+            });
+        }
         Arc::clone(
             sessions
                 .entry(who.session_key.clone())

@@ -571,3 +571,183 @@ async fn concurrent_readers_while_another_client_ingests() {
     let total = query(&mut writer, "SELECT count(*) FROM facts").await;
     assert!(text(&total).contains("1500"));
 }
+
+/// What the Flight SQL JDBC driver does when DBeaver connects and browses: HTTP Basic on the
+/// first call (padded base64, no handshake), every SQL info id, catalogs, schemas, tables with
+/// their schemas, primary keys, then a prepared query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_driver_connect_and_browse_sequence() {
+    use base64::Engine;
+    let address = start(Limits::default()).await;
+    let mut setup = login(address, "strata", PASSWORD).await;
+    setup
+        .execute_update(
+            "CREATE TABLE dim_customer (c_id INT, c_name VARCHAR)".into(),
+            None,
+        )
+        .await
+        .unwrap();
+
+    let mut jdbc = connect(address).await;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("strata:{PASSWORD}"));
+    jdbc.set_header("authorization", format!("Basic {basic}"));
+
+    // GetSqlInfo with no ids: everything. The driver reads these as typed values and fails on
+    // a missing one.
+    let info = jdbc.get_sql_info(vec![]).await.unwrap();
+    let all = fetch(&mut jdbc, info).await;
+    let ids: Vec<u32> = all[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::UInt32Array>()
+        .unwrap()
+        .values()
+        .to_vec();
+    for required in [
+        0u32, 1, 2, 3, 4, 8, 9, 500, 501, 502, 503, 504, 507, 508, 513, 563, 572, 573,
+    ] {
+        assert!(ids.contains(&required), "SqlInfo {required} missing");
+    }
+
+    let info = jdbc.get_catalogs().await.unwrap();
+    assert!(text(&fetch(&mut jdbc, info).await).contains("main"));
+    let info = jdbc
+        .get_db_schemas(CommandGetDbSchemas {
+            catalog: Some("main".into()),
+            db_schema_filter_pattern: None,
+        })
+        .await
+        .unwrap();
+    let schemas = text(&fetch(&mut jdbc, info).await);
+    assert!(
+        schemas.contains("public") && schemas.contains("system"),
+        "{schemas}"
+    );
+    let info = jdbc
+        .get_tables(CommandGetTables {
+            catalog: Some("main".into()),
+            db_schema_filter_pattern: Some("%".into()),
+            table_name_filter_pattern: Some("%".into()),
+            table_types: vec![],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let tables = fetch(&mut jdbc, info).await;
+    let listed = text(&tables);
+    assert!(
+        listed.contains("dim_customer") && listed.contains("query_log"),
+        "{listed}"
+    );
+    let info = jdbc
+        .get_primary_keys(CommandGetPrimaryKeys {
+            catalog: Some("main".into()),
+            db_schema: Some("public".into()),
+            table: "dim_customer".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows(&fetch(&mut jdbc, info).await), 0);
+
+    let mut prepared = jdbc
+        .prepare(
+            "SELECT c_id, c_name FROM main.public.dim_customer".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(prepared.dataset_schema().unwrap().fields().len(), 2);
+    let info = prepared.execute().await.unwrap();
+    assert_eq!(rows(&fetch(&mut jdbc, info).await), 0);
+    prepared.close().await.unwrap();
+}
+
+/// A client that goes away mid-stream stops its query: the query log records it as
+/// cancelled, and the server keeps serving others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_disconnecting_mid_stream_stops_its_query() {
+    let address = start(Limits::default()).await;
+    {
+        let mut client = login(address, "strata", PASSWORD).await;
+        let info = client
+            .execute(
+                "SELECT value FROM generate_series(1, 9000000000000)".into(),
+                None,
+            )
+            .await
+            .unwrap();
+        let ticket = info.endpoint[0].ticket.clone().unwrap();
+        let mut stream = client.do_get(ticket).await.unwrap();
+        assert!(stream.try_next().await.unwrap().is_some());
+        // Client, stream and channel dropped here.
+    }
+    let mut observer = login(address, "strata", PASSWORD).await;
+    let mut statuses = String::new();
+    for _ in 0..50 {
+        let log = query(
+            &mut observer,
+            "SELECT status FROM system.query_log WHERE query_text LIKE '%generate_series(1, 9000000000000)%'",
+        )
+        .await;
+        statuses = text(&log);
+        if statuses.contains("CANCELLED") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(statuses.contains("CANCELLED"), "{statuses}");
+}
+
+/// With a certificate and key the server speaks TLS only: a TLS client that trusts the
+/// certificate works, a plaintext client does not get through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_with_certificate_and_key() {
+    use tonic::transport::{Certificate, ClientTlsConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_pem = issued.cert.pem();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, &cert_pem).unwrap();
+    std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
+
+    let warehouse = Warehouse::open("memory://").await.unwrap();
+    let users = Users::load(None, Some(PASSWORD)).unwrap();
+    let mut options = ServeOptions::new(Arc::new(Authenticator::new(
+        users,
+        Duration::from_secs(600),
+    )));
+    options.tls = Some((cert, key));
+    let listener = strata_flight::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(strata_flight::serve(
+        warehouse,
+        listener,
+        options,
+        std::future::pending(),
+    ));
+
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(cert_pem))
+        .domain_name("localhost");
+    let channel = Channel::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = FlightSqlServiceClient::new(channel);
+    client.handshake("strata", PASSWORD).await.unwrap();
+    assert_eq!(rows(&query(&mut client, "SELECT 1").await), 1);
+
+    let plain = Channel::from_shared(format!("http://localhost:{port}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(plain) = plain {
+        let mut client = FlightSqlServiceClient::new(plain);
+        assert!(client.handshake("strata", PASSWORD).await.is_err());
+    }
+}
