@@ -12,6 +12,7 @@
 //!
 //! Entry point: [`BenchArgs`] (the `strata bench` subcommand) and [`run`].
 
+pub mod client;
 pub mod datagen;
 pub mod fingerprint;
 pub mod runner;
@@ -89,6 +90,16 @@ pub struct BenchArgs {
     /// Folder of reference answers (<suite>-sf<SF>.json).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/answers"))]
     pub answers: PathBuf,
+
+    /// With `throughput`: run the streams through this `strata serve` server
+    /// (grpc://host:port) instead of the embedded API; the password comes from
+    /// STRATA_PASSWORD. The server must serve the same warehouse.
+    #[arg(long)]
+    pub flight: Option<String>,
+
+    /// User for --flight.
+    #[arg(long, default_value = "strata")]
+    pub flight_user: String,
 
     /// The query of `stream`.
     #[arg(long)]
@@ -314,9 +325,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         }
         Action::Throughput => {
             let queries = suite.select_queries(args.queries.as_deref())?;
-            let t = runner::throughput(&location, &options, &queries, args.streams).await?;
+            let flight = args.flight.as_ref().map(|uri| client::FlightTarget {
+                uri: uri.clone(),
+                user: args.flight_user.clone(),
+                password: std::env::var("STRATA_PASSWORD").unwrap_or_default(),
+            });
+            let t =
+                runner::throughput(&location, &options, &queries, args.streams, flight.as_ref())
+                    .await?;
+            let engine = if flight.is_some() {
+                "strata-flight"
+            } else {
+                "strata"
+            };
             println!(
-                "strata {} sf{sf}: {} streams, {} queries in {:.1} s -> {:.0} queries/hour \
+                "{engine} {} sf{sf}: {} streams, {} queries in {:.1} s -> {:.0} queries/hour \
                  (one serial pass: {:.1} s = {:.0} queries/hour)",
                 suite.name(),
                 t.streams,
@@ -327,7 +350,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 queries.len() as f64 * 3600.0 / t.single_stream_pass_s
             );
             let doc = json!({
-                "engine": "strata", "engine_version": versions,
+                "engine": engine, "engine_version": versions,
                 "suite": suite.name(), "sf": sf,
                 "arguments": arguments, "host": host(),
                 "timestamp": chrono::Utc::now().to_rfc3339(),
@@ -335,7 +358,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             });
             let path = write_json(
                 &args.results,
-                &format!("throughput-strata-{}-sf{sf}.json", suite.name()),
+                &format!("throughput-{engine}-{}-sf{sf}.json", suite.name()),
                 &doc,
             )?;
             println!("wrote {}", path.display());

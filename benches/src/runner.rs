@@ -19,6 +19,7 @@ use serde::Serialize;
 use strata_query::{Session, Warehouse, WarehouseOptions};
 
 use crate::Suite;
+use crate::client::{Client, FlightTarget};
 use crate::fingerprint::{ColumnPrint, fingerprint};
 use crate::suite::{Answers, Query};
 
@@ -241,18 +242,21 @@ pub fn permutation(n: usize, stream: usize) -> Vec<usize> {
     order
 }
 
-/// Runs `streams` concurrent query streams over one shared warehouse.
+/// Runs `streams` concurrent query streams over one shared warehouse, embedded or through a
+/// Flight SQL server (`flight`), after one serial pass that warms caches.
 pub async fn throughput(
     location: &str,
     options: &WarehouseOptions,
     queries: &[Query],
     streams: usize,
+    flight: Option<&FlightTarget>,
 ) -> anyhow::Result<Throughput> {
     let warehouse = Warehouse::open_with(location, options.clone()).await?;
     let started = Instant::now();
-    let mut session = warehouse.session();
+    let mut client = Client::connect(&warehouse, flight).await?;
     for query in queries {
-        run_sql(&mut session, query.sql)
+        client
+            .query(query.sql)
             .await
             .with_context(|| format!("query {}", query.name))?;
     }
@@ -264,13 +268,14 @@ pub async fn throughput(
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (stream, order) in orders.iter().enumerate() {
-        let mut session = warehouse.session();
+        let mut client = Client::connect(&warehouse, flight).await?;
         let stream_queries: Vec<Query> = order.iter().map(|&i| queries[i]).collect();
         tasks.spawn(async move {
             let mut done = Vec::new();
             for query in stream_queries {
                 let started = Instant::now();
-                run_sql(&mut session, query.sql)
+                client
+                    .query(query.sql)
                     .await
                     .with_context(|| format!("stream {stream} query {}", query.name))?;
                 done.push(StreamQuery {

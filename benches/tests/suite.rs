@@ -21,6 +21,8 @@ fn args(action: Action, suite: Suite, data: &Path, answers: PathBuf, results: &P
         memory_limit: None,
         streams: 2,
         sql: None,
+        flight: None,
+        flight_user: "strata".to_string(),
         answers,
         results: results.to_path_buf(),
     }
@@ -86,8 +88,39 @@ async fn every_query_of_both_suites_answers_correctly_at_sf_0_01() {
     .unwrap();
     assert_eq!(doc["throughput"]["queries_completed"], 26);
 
-    // `stream`: every row of the fact table through the embedded streaming API.
+    // The same streams through a Flight SQL server on the same warehouse.
     let location = dir.path().join("strata/ssb-sf0.01").display().to_string();
+    let served = strata_query::Warehouse::open(&location).await.unwrap();
+    let users = strata_flight::Users::load(None, Some("bench-pw")).unwrap();
+    let auth = strata_flight::Authenticator::new(users, std::time::Duration::from_secs(600));
+    let listener = strata_flight::bind("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let uri = format!("grpc://{}", listener.local_addr().unwrap());
+    tokio::spawn(strata_flight::serve(
+        served,
+        listener,
+        strata_flight::ServeOptions::new(std::sync::Arc::new(auth)),
+        std::future::pending(),
+    ));
+    let target = strata_bench::client::FlightTarget {
+        uri,
+        user: "strata".to_string(),
+        password: "bench-pw".to_string(),
+    };
+    let queries = Suite::Ssb.select_queries(None).unwrap();
+    let t = strata_bench::runner::throughput(
+        &location,
+        &Default::default(),
+        &queries,
+        2,
+        Some(&target),
+    )
+    .await
+    .unwrap();
+    assert_eq!(t.queries_completed, 26);
+
+    // `stream`: every row of the fact table through the embedded streaming API.
     let warehouse = strata_query::Warehouse::open(&location).await.unwrap();
     let rows = strata_bench::runner::stream(&warehouse, "SELECT * FROM lineorder", 1)
         .await

@@ -122,7 +122,11 @@ impl Users {
 
     /// The role of `name` if `password` is theirs.
     fn verify(&self, name: &str, password: &str) -> Option<Role> {
-        let user = self.users.get(name)?;
+        let Some(user) = self.users.get(name) else {
+            // As slow as a wrong password, so timing does not tell which users exist.
+            let _ = hash_password(password);
+            return None;
+        };
         let hash = PasswordHash::new(&user.password_hash).ok()?;
         Argon2::default()
             .verify_password(password.as_bytes(), &hash)

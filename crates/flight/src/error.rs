@@ -81,7 +81,6 @@ fn datafusion_status(e: &DataFusionError, message: String) -> Status {
         | DataFusionError::SchemaError(..)
         | DataFusionError::NotImplemented(_)
         | DataFusionError::Configuration(_)
-        | DataFusionError::Execution(_)
         | DataFusionError::ArrowError(..) => Status::invalid_argument(message),
         DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(message),
         DataFusionError::External(inner) => match inner.downcast_ref::<StorageError>() {

@@ -3,7 +3,7 @@
 //! `CREATE EXTERNAL TABLE ... LOCATION`, `COPY ... TO` a file) or change settings of the
 //! process (`SET datafusion.runtime.*`), unless its user has the admin role.
 
-use datafusion::sql::sqlparser::ast::{Set, Statement as SqlStatement};
+use datafusion::sql::sqlparser::ast::{ObjectName, Set, Statement as SqlStatement};
 use strata_query::parser::{ParsedStatement, Statement};
 use tonic::Status;
 
@@ -26,10 +26,7 @@ pub(crate) fn check(statement: &ParsedStatement, role: Role) -> Result<(), Statu
             Some("an external table reads files on the server")
         }
         SqlStatement::Set(Set::SingleAssignment { variable, .. })
-            if variable
-                .to_string()
-                .to_ascii_lowercase()
-                .starts_with("datafusion.runtime") =>
+            if setting_name(variable).starts_with("datafusion.runtime") =>
         {
             Some("runtime settings apply to the whole server")
         }
@@ -48,6 +45,13 @@ pub(crate) fn check(statement: &ParsedStatement, role: Role) -> Result<(), Statu
     }
 }
 
+/// A setting's name as DataFusion reads it: identifier parts without quotes, joined by dots.
+fn setting_name(variable: &ObjectName) -> String {
+    strata_query::parser::name_parts(variable)
+        .join(".")
+        .to_ascii_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,6 +66,8 @@ mod tests {
         for sql in [
             "COPY INTO t FROM '/etc/passwd'",
             "SET datafusion.runtime.memory_limit = '100G'",
+            "SET \"datafusion.runtime.temp_directory\" = '/srv/x'",
+            "SET datafusion.\"runtime\".memory_limit = '1T'",
         ] {
             let e = verdict(sql, Role::User).unwrap_err();
             assert_eq!(e.code(), tonic::Code::PermissionDenied, "{sql}");

@@ -136,7 +136,7 @@ pub struct StrataFlightSql {
     sessions: Mutex<HashMap<String, SharedSession>>,
     pending: Mutex<HashMap<String, Pending>>,
     prepared: Mutex<HashMap<String, Prepared>>,
-    running: Arc<Mutex<HashMap<String, AbortHandle>>>,
+    running: Arc<Mutex<HashMap<String, (String, AbortHandle)>>>,
     query_slots: Arc<Semaphore>,
 }
 
@@ -320,36 +320,41 @@ impl StrataFlightSql {
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         match pending {
             Pending::Ready {
-                schema, batches, ..
+                owner,
+                schema,
+                batches,
+                ..
             } => {
                 let stream = futures::stream::iter(batches.into_iter().map(Ok));
-                Ok(self.respond(handle, schema, stream.boxed(), None))
+                Ok(self.respond(handle, &owner, schema, stream.boxed(), None))
             }
             Pending::Query {
+                owner,
                 session,
                 statement,
                 params,
                 schema,
                 ..
             } => {
+                // The session first, then a slot: a caller whose session is busy must not
+                // hold one of the server's query slots while it waits.
+                let mut s = session.lock().await;
                 let slot = Arc::clone(&self.query_slots)
                     .acquire_owned()
                     .await
                     .map_err(|_| Status::unavailable("server is shutting down"))?;
+                let rows: Vec<Option<&ParamValues>> = if params.is_empty() {
+                    vec![None]
+                } else {
+                    params.iter().map(Some).collect()
+                };
                 let mut streams = Vec::new();
-                {
-                    let mut s = session.lock().await;
-                    let rows: Vec<Option<&ParamValues>> = if params.is_empty() {
-                        vec![None]
-                    } else {
-                        params.iter().map(Some).collect()
-                    };
-                    for p in rows {
-                        streams.push(s.execute_stream(&statement, p).await.map_err(status)?);
-                    }
+                for p in rows {
+                    streams.push(s.execute_stream(&statement, p).await.map_err(status)?);
                 }
+                drop(s);
                 let batches = futures::stream::iter(streams).flatten().boxed();
-                Ok(self.respond(handle, schema, batches, Some(slot)))
+                Ok(self.respond(handle, &owner, schema, batches, Some(slot)))
             }
         }
     }
@@ -359,6 +364,7 @@ impl StrataFlightSql {
     fn respond(
         &self,
         handle: &str,
+        owner: &str,
         schema: SchemaRef,
         batches: BoxStream<'static, Result<RecordBatch, DataFusionError>>,
         slot: Option<OwnedSemaphorePermit>,
@@ -367,7 +373,7 @@ impl StrataFlightSql {
         self.running
             .lock()
             .expect("running lock is never poisoned")
-            .insert(handle.to_string(), abort.clone());
+            .insert(handle.to_string(), (owner.to_string(), abort.clone()));
         let guard = RunningGuard {
             handle: handle.to_string(),
             running: Arc::clone(&self.running),
@@ -382,11 +388,14 @@ impl StrataFlightSql {
             .limits
             .query_timeout
             .map(|t| tokio::time::Instant::now() + t);
+        let timed_out = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let fired = Arc::clone(&timed_out);
         let timer = async move {
             match deadline {
                 Some(d) => tokio::time::sleep_until(d).await,
                 None => futures::future::pending().await,
             }
+            fired.store(true, std::sync::atomic::Ordering::Relaxed);
         };
         let timeout = self.limits.query_timeout;
         let limited = Abortable::new(converted, registration).take_until(timer);
@@ -396,7 +405,7 @@ impl StrataFlightSql {
                 Some(Err(FlightError::Tonic(Box::new(Status::cancelled(
                     "query cancelled",
                 )))))
-            } else if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            } else if timed_out.load(std::sync::atomic::Ordering::Relaxed) {
                 Some(Err(FlightError::Tonic(Box::new(
                     Status::deadline_exceeded(format!(
                         "query exceeded the server's query timeout of {} s",
@@ -457,11 +466,12 @@ impl StrataFlightSql {
             } else {
                 continue;
             };
-            if let Some(abort) = self
+            if let Some((_, abort)) = self
                 .running
                 .lock()
                 .expect("running lock is never poisoned")
                 .get(&handle)
+                .filter(|(owner, _)| *owner == who.user)
             {
                 abort.abort();
                 status = CancelStatus::Cancelled;
@@ -487,6 +497,7 @@ impl StrataFlightSql {
         let schema = batch.schema();
         Ok(self.respond(
             &uuid::Uuid::new_v4().to_string(),
+            &who.user,
             schema,
             futures::stream::once(async { Ok(batch) }).boxed(),
             None,
@@ -497,7 +508,7 @@ impl StrataFlightSql {
 /// Unregisters a query when its stream ends or is dropped, and frees its slot.
 struct RunningGuard {
     handle: String,
-    running: Arc<Mutex<HashMap<String, AbortHandle>>>,
+    running: Arc<Mutex<HashMap<String, (String, AbortHandle)>>>,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
