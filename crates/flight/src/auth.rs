@@ -215,8 +215,7 @@ impl Authenticator {
         }
         if let Some(encoded) = strip_scheme(header, "basic") {
             let (user, password) = decode_basic(encoded.trim())?;
-            let role = users
-                .verify(&user, &password)
+            let role = off_the_workers(|| users.verify(&user, &password))
                 .ok_or_else(|| Status::unauthenticated("invalid username or password"))?;
             return Ok(Identity {
                 session_key: format!("user:{user}"),
@@ -266,6 +265,17 @@ impl Authenticator {
             Some(_) => Err(Status::unauthenticated("token expired: authenticate again")),
             None => Err(Status::unauthenticated("unknown token: authenticate again")),
         }
+    }
+}
+
+/// Runs argon2 (tens of milliseconds of CPU by design) so that it does not stall the other
+/// tasks of a multi-threaded runtime's worker.
+fn off_the_workers<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 

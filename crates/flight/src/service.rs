@@ -63,6 +63,8 @@ use crate::wire::{wire_batch, wire_schema};
 
 /// The Flight action that cancels a query (Flight RPC, not in arrow-flight's SQL dispatch).
 const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
+/// Prepared statements a client neither closed nor used are dropped after this long.
+const PREPARED_IDLE_LIFETIME: Duration = Duration::from_secs(3600);
 /// Results nobody fetched are dropped after this long.
 const UNFETCHED_RESULT_LIFETIME: Duration = Duration::from_secs(600);
 
@@ -123,6 +125,8 @@ impl Pending {
 /// A prepared statement.
 struct Prepared {
     owner: String,
+    /// Created or last bound; statements idle past `PREPARED_IDLE_LIFETIME` are dropped.
+    touched: Instant,
     statements: Vec<ParsedStatement>,
     /// Bound parameter rows (one execution each); empty when nothing is bound.
     params: Vec<ParamValues>,
@@ -733,17 +737,20 @@ impl FlightSqlService for StrataFlightSql {
                 schema_bytes(&parameter_schema)?
             },
         };
-        self.prepared
+        let mut prepared = self
+            .prepared
             .lock()
-            .expect("prepared lock is never poisoned")
-            .insert(
-                handle,
-                Prepared {
-                    owner: who.user,
-                    statements,
-                    params: Vec::new(),
-                },
-            );
+            .expect("prepared lock is never poisoned");
+        prepared.retain(|_, p| p.touched.elapsed() < PREPARED_IDLE_LIFETIME);
+        prepared.insert(
+            handle,
+            Prepared {
+                owner: who.user,
+                touched: Instant::now(),
+                statements,
+                params: Vec::new(),
+            },
+        );
         Ok(result)
     }
 
@@ -781,6 +788,7 @@ impl FlightSqlService for StrataFlightSql {
             .filter(|p| p.owner == who.user)
             .ok_or_else(|| Status::not_found("unknown prepared statement"))?;
         entry.params = params;
+        entry.touched = Instant::now();
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(handle.into()),
         })
