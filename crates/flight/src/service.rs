@@ -222,16 +222,26 @@ impl StrataFlightSql {
         Ok(statements)
     }
 
-    /// Runs statements to completion; the result of the last one.
+    /// Runs statements to completion and returns the result of the last one. With parameter
+    /// rows (a prepared statement), the one statement runs for every row; an `INSERT` writes
+    /// all rows in one commit.
     async fn run_all(
         session: &SharedSession,
         statements: &[ParsedStatement],
-        params: Option<&ParamValues>,
+        rows: &[ParamValues],
     ) -> Result<StatementResult, Status> {
         let mut session = session.lock().await;
+        if let [one] = statements {
+            return session.execute_batch(one, rows).await.map_err(status);
+        }
+        if !rows.is_empty() {
+            return Err(Status::invalid_argument(
+                "parameters can be bound to a single statement only",
+            ));
+        }
         let mut last = None;
         for s in statements {
-            last = Some(session.execute_with(s, params).await.map_err(status)?);
+            last = Some(session.execute_with(s, None).await.map_err(status)?);
         }
         Ok(last.expect("at least one statement"))
     }
@@ -277,7 +287,7 @@ impl StrataFlightSql {
                 created: Instant::now(),
             }
         } else {
-            let result = self.run_repeated(&session, &statements, &params).await?;
+            let result = Self::run_all(&session, &statements, &params).await?;
             Pending::Ready {
                 owner: who.user.clone(),
                 schema: wire_schema(&result.schema),
@@ -293,27 +303,6 @@ impl StrataFlightSql {
             statement_handle: handle.into(),
         };
         Self::flight_info(&schema, ticket.as_any().encode_to_vec(), descriptor)
-    }
-
-    /// Runs statements once per parameter row (once without parameters).
-    async fn run_repeated(
-        &self,
-        session: &SharedSession,
-        statements: &[ParsedStatement],
-        params: &[ParamValues],
-    ) -> Result<StatementResult, Status> {
-        if params.is_empty() {
-            return Self::run_all(session, statements, None).await;
-        }
-        let mut results = Vec::with_capacity(params.len());
-        for p in params {
-            results.push(Self::run_all(session, statements, Some(p)).await?);
-        }
-        let schema = Arc::clone(&results[0].schema);
-        Ok(StatementResult {
-            schema,
-            batches: results.into_iter().flat_map(|r| r.batches).collect(),
-        })
     }
 
     /// Streams a pending result to the client.
@@ -623,7 +612,7 @@ impl FlightSqlService for StrataFlightSql {
     ) -> Result<i64, Status> {
         let who = self.caller(&request)?;
         let statements = Self::parse(&command.query, &who)?;
-        let result = Self::run_all(&self.session(&who), &statements, None).await?;
+        let result = Self::run_all(&self.session(&who), &statements, &[]).await?;
         Ok(affected_rows(&result))
     }
 
@@ -837,16 +826,9 @@ impl FlightSqlService for StrataFlightSql {
         };
         let params = if sent.is_empty() { bound } else { sent };
         let session = self.session(&who);
-        if params.is_empty() {
-            return Ok(affected_rows(
-                &Self::run_all(&session, &statements, None).await?,
-            ));
-        }
-        let mut total = 0;
-        for p in &params {
-            total += affected_rows(&Self::run_all(&session, &statements, Some(p)).await?);
-        }
-        Ok(total)
+        Ok(affected_rows(
+            &Self::run_all(&session, &statements, &params).await?,
+        ))
     }
 
     async fn do_action_cancel_query(

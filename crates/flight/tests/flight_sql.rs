@@ -208,6 +208,22 @@ async fn prepared_statements_bind_parameters() {
     .unwrap();
     insert.set_parameters(params).unwrap();
     assert_eq!(insert.execute_update().await.unwrap(), 3);
+    // A batch of rows is one statement: a row that cannot be written fails them all.
+    let bad = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![
+            Field::new("1", DataType::Utf8, true),
+            Field::new("2", DataType::Utf8, true),
+        ])),
+        vec![
+            Arc::new(StringArray::from(vec!["7", "seven"])),
+            Arc::new(StringArray::from(vec!["g", "s"])),
+        ],
+    )
+    .unwrap();
+    insert.set_parameters(bad).unwrap();
+    let e = insert.execute_update().await.unwrap_err();
+    assert!(e.to_string().contains("seven"), "{e}");
+    assert_eq!(rows(&query(&mut client, "SELECT * FROM t").await), 3);
     insert.close().await.unwrap();
 
     // A prepared query, executed repeatedly with new parameters.

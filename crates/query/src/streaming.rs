@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use datafusion::common::ParamValues;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, Union};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, RecordBatchStream, execute_stream};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
@@ -28,7 +29,7 @@ use strata_storage::{ColumnDef, Error as StorageError, TableEntry, TableId, Tran
 
 use crate::error::{Error, Result};
 use crate::parser::{ParsedStatement, Statement};
-use crate::session::Session;
+use crate::session::{Session, StatementResult};
 use crate::system::{QueryLogEntry, record_query};
 use crate::table::{scan_figures, write_batches};
 use crate::types::storage_type;
@@ -148,6 +149,91 @@ impl Session {
                 Err(e)
             }
         }
+    }
+
+    /// Runs a statement once for each row of parameters, as a client's batch of bound rows
+    /// (JDBC `executeBatch`, DB-API `executemany`) means. An `INSERT` runs as one statement
+    /// over all rows: one commit, so either every row is written or none is. Anything else
+    /// runs row by row; the results are concatenated.
+    pub async fn execute_batch(
+        &mut self,
+        statement: &ParsedStatement,
+        rows: &[ParamValues],
+    ) -> Result<StatementResult> {
+        let is_insert = matches!(
+            &statement.statement,
+            Statement::Sql(s) if matches!(s.as_ref(), SqlStatement::Insert(_))
+        );
+        if is_insert && rows.len() > 1 {
+            return self.insert_rows(statement, rows).await;
+        }
+        let mut results = Vec::with_capacity(rows.len().max(1));
+        if rows.is_empty() {
+            results.push(self.execute_with(statement, None).await?);
+        }
+        for row in rows {
+            results.push(self.execute_with(statement, Some(row)).await?);
+        }
+        let schema = Arc::clone(&results[0].schema);
+        Ok(StatementResult {
+            schema,
+            batches: results.into_iter().flat_map(|r| r.batches).collect(),
+        })
+    }
+
+    /// One `INSERT` whose input is the union of its input bound to each parameter row.
+    async fn insert_rows(
+        &mut self,
+        statement: &ParsedStatement,
+        rows: &[ParamValues],
+    ) -> Result<StatementResult> {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        let outcome = async {
+            self.warehouse().refresh_catalog().await?;
+            let template = self.plan(sql_statement(statement)?, None).await?;
+            let LogicalPlan::Dml(dml) = &template else {
+                return Err(Error::Plan(format!(
+                    "expected an INSERT plan for {}",
+                    statement.text
+                )));
+            };
+            let mut inputs = Vec::with_capacity(rows.len());
+            for row in rows {
+                match template.clone().with_param_values(row.clone())? {
+                    LogicalPlan::Dml(bound) => inputs.push(bound.input),
+                    _ => unreachable!("binding parameters keeps the plan's shape"),
+                }
+            }
+            let union = LogicalPlan::Union(Union::try_new(inputs)?);
+            let plan = LogicalPlan::Dml(DmlStatement::new(
+                dml.table_name.clone(),
+                Arc::clone(&dml.target),
+                dml.op.clone(),
+                Arc::new(union),
+            ));
+            let df = self.context().execute_logical_plan(plan).await?;
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let batches = df.collect().await?;
+            Ok::<_, Error>(StatementResult { schema, batches })
+        }
+        .await;
+        let (status, error, count) = match &outcome {
+            Ok(r) => ("SUCCESS", None, r.row_count() as u64),
+            Err(e) => ("FAILED", Some(e.to_string()), 0),
+        };
+        let entry = QueryLogEntry::new(
+            self.id(),
+            &format!("{} -- {} parameter rows", statement.text, rows.len()),
+            started_at,
+            clock.elapsed(),
+            status,
+            error,
+            count,
+            Default::default(),
+        );
+        record_query(self.warehouse(), &entry).await;
+        outcome
     }
 
     /// Writes a stream of batches into `name` (`table`, `schema.table` or
