@@ -25,7 +25,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use strata_storage::{
     ColumnDef, DEFAULT_DATABASE, DEFAULT_SCHEMA, Error as StorageError, Interval, Partitioning,
-    TableEntry, TableId, TableMetadata, Transaction,
+    TableId, TableMetadata, Transaction,
 };
 
 use crate::catalog::StrataCatalogList;
@@ -767,25 +767,8 @@ impl Session {
             snapshot = s;
         }
         self.warehouse.remember(&id, &snapshot);
-        let replace = create.or_replace;
-        let (d, s, t) = (db.clone(), schema.clone(), table.clone());
         self.warehouse
-            .update_catalog(move |c| {
-                let tables = &mut c.schema_mut(&d, &s)?.tables;
-                if tables.contains_key(&t) && !replace {
-                    return Err(StorageError::TableExists {
-                        name: format!("{d}.{s}.{t}"),
-                    });
-                }
-                tables.insert(
-                    t.clone(),
-                    TableEntry {
-                        id: id.clone(),
-                        created_at: Utc::now(),
-                    },
-                );
-                Ok(())
-            })
+            .register_table(&db, &schema, &table, id, create.or_replace)
             .await?;
         Ok(if create.query.is_some() {
             StatementResult::status(format!("created table {qualified} with {rows} rows"))

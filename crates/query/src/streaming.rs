@@ -25,7 +25,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, RecordBatchStream, execute_stream};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::{Stream, StreamExt};
-use strata_storage::{ColumnDef, Error as StorageError, TableEntry, TableId, Transaction};
+use strata_storage::{ColumnDef, Error as StorageError, TableId, Transaction};
 
 use crate::error::{Error, Result};
 use crate::parser::{ParsedStatement, Statement};
@@ -270,45 +270,35 @@ impl Session {
             (IngestMode::Create | IngestMode::CreateAppend | IngestMode::Replace, false)
             | (IngestMode::Replace, true) => true,
         };
-        if !create {
-            let (log, snapshot, qualified) = self.open_table(&object).await?;
-            let target = snapshot.metadata.schema();
-            let data = conform(data, target, &qualified);
-            let (rows, _) = write_batches(
-                self.warehouse(),
-                &qualified,
-                &log,
-                &snapshot,
-                data,
-                Transaction::new("INGEST"),
-            )
-            .await?;
-            return Ok(rows);
-        }
-        // A new table: written under a fresh id and entered in the catalog only after its data
-        // is committed, so a failed ingest leaves no table behind (and `Replace` swaps the old
-        // table for the new one in one catalog commit).
-        let columns: Vec<ColumnDef> = data
-            .schema()
-            .fields()
-            .iter()
-            .map(|f| ColumnDef {
-                name: f.name().clone(),
-                data_type: storage_type(f.data_type()),
-                nullable: true,
-                sql_type: None,
-            })
-            .collect();
-        let metadata = strata_storage::TableMetadata {
-            columns,
-            partitioning: None,
-            properties: Default::default(),
+        // A new table is written under a fresh id and entered in the catalog only after its
+        // data is committed, so a failed ingest leaves no table behind (and `Replace` swaps the
+        // old table for the new one in one catalog commit).
+        let (log, snapshot, new_table) = if create {
+            let columns: Vec<ColumnDef> = data
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| ColumnDef {
+                    name: f.name().clone(),
+                    data_type: storage_type(f.data_type()),
+                    nullable: true,
+                    sql_type: None,
+                })
+                .collect();
+            let metadata = strata_storage::TableMetadata {
+                columns,
+                partitioning: None,
+                properties: Default::default(),
+            };
+            let id = TableId::random();
+            let log = self.warehouse().table_log(&id, &qualified);
+            let snapshot = log.create(metadata, "CREATE TABLE").await?;
+            (log, snapshot, Some(id))
+        } else {
+            let (log, snapshot, _) = self.open_table(&object).await?;
+            (log, snapshot, None)
         };
-        let target = metadata.schema();
-        let id = TableId::random();
-        let log = self.warehouse().table_log(&id, &qualified);
-        let snapshot = log.create(metadata, "CREATE TABLE").await?;
-        let data = conform(data, target, &qualified);
+        let data = conform(data, snapshot.metadata.schema(), &qualified);
         let (rows, snapshot) = write_batches(
             self.warehouse(),
             &qualified,
@@ -318,26 +308,12 @@ impl Session {
             Transaction::new("INGEST"),
         )
         .await?;
-        self.warehouse().remember(&id, &snapshot);
-        let replace = mode == IngestMode::Replace;
-        self.warehouse()
-            .update_catalog(move |c| {
-                let tables = &mut c.schema_mut(&db, &schema)?.tables;
-                if tables.contains_key(&table) && !replace {
-                    return Err(StorageError::TableExists {
-                        name: format!("{db}.{schema}.{table}"),
-                    });
-                }
-                tables.insert(
-                    table.clone(),
-                    TableEntry {
-                        id: id.clone(),
-                        created_at: Utc::now(),
-                    },
-                );
-                Ok(())
-            })
-            .await?;
+        if let Some(id) = new_table {
+            self.warehouse().remember(&id, &snapshot);
+            self.warehouse()
+                .register_table(&db, &schema, &table, id, mode == IngestMode::Replace)
+                .await?;
+        }
         Ok(rows)
     }
 }

@@ -177,6 +177,37 @@ impl Warehouse {
         Ok(state)
     }
 
+    /// Enters the table whose log is `id` in the catalog as `database.schema.name`, in one
+    /// catalog commit; `replace` swaps out a table of that name, otherwise one fails the call.
+    pub(crate) async fn register_table(
+        &self,
+        database: &str,
+        schema: &str,
+        name: &str,
+        id: TableId,
+        replace: bool,
+    ) -> Result<()> {
+        let (d, s, t) = (database.to_string(), schema.to_string(), name.to_string());
+        self.update_catalog(move |c| {
+            let tables = &mut c.schema_mut(&d, &s)?.tables;
+            if tables.contains_key(&t) && !replace {
+                return Err(strata_storage::Error::TableExists {
+                    name: format!("{d}.{s}.{t}"),
+                });
+            }
+            tables.insert(
+                t.clone(),
+                strata_storage::TableEntry {
+                    id: id.clone(),
+                    created_at: chrono::Utc::now(),
+                },
+            );
+            Ok(())
+        })
+        .await?;
+        Ok(())
+    }
+
     /// The log of table `id`.
     pub(crate) fn table_log(&self, id: &TableId, name: &str) -> TableLog {
         TableLog::new(self.object_store(), id.clone(), name)
