@@ -99,6 +99,13 @@ pub(crate) async fn run(
         }
         Authenticator::new(users, Duration::from_secs(args.token_lifetime_mins * 60))
     };
+    if auth.enabled() && args.tls_cert.is_none() && !args.listen.ip().is_loopback() {
+        eprintln!(
+            "WARNING: listening on {} without TLS: passwords and tokens cross the network in \
+             clear text. Use --tls-cert and --tls-key.",
+            args.listen
+        );
+    }
     let warehouse = Warehouse::open_with(location, options)
         .await
         .with_context(|| format!("opening warehouse {location}"))?;

@@ -634,7 +634,8 @@ impl FlightSqlService for StrataFlightSql {
         let mode = match (create, if_exists) {
             (true, TableExistsOption::Fail | TableExistsOption::Unspecified) => IngestMode::Create,
             (true, TableExistsOption::Append) => IngestMode::CreateAppend,
-            (_, TableExistsOption::Replace) => IngestMode::Replace,
+            (true, TableExistsOption::Replace) => IngestMode::Replace,
+            (false, TableExistsOption::Replace) => IngestMode::ReplaceExisting,
             (false, TableExistsOption::Append) => IngestMode::Append,
             (false, _) => {
                 return Err(Status::invalid_argument(

@@ -358,6 +358,17 @@ async fn bulk_ingest_creates_appends_and_replaces() {
         2600
     );
 
+    // Replacing a table that must exist fails when it does not.
+    let replace_existing = (TableNotExistOption::Fail, TableExistsOption::Replace);
+    let e = client
+        .execute_ingest(
+            ingest_command("no_such_events", replace_existing),
+            futures::stream::iter(vec![Ok(events(0..5))]),
+        )
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+
     let n = client
         .execute_ingest(
             ingest_command("events", replace),

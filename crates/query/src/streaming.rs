@@ -46,6 +46,8 @@ pub enum IngestMode {
     CreateAppend,
     /// Replace the table (its rows and columns) with the batches, creating it if needed.
     Replace,
+    /// Replace an existing table; fail if it does not exist.
+    ReplaceExisting,
 }
 
 impl Session {
@@ -261,14 +263,14 @@ impl Session {
             (IngestMode::Create, true) => {
                 return Err(StorageError::TableExists { name: qualified }.into());
             }
-            (IngestMode::Append, false) => {
+            (IngestMode::Append | IngestMode::ReplaceExisting, false) => {
                 return Err(Error::Plan(format!(
-                    "ingest: table {qualified} does not exist (use create or append-or-create mode)"
+                    "ingest: table {qualified} does not exist"
                 )));
             }
             (IngestMode::Append | IngestMode::CreateAppend, true) => false,
             (IngestMode::Create | IngestMode::CreateAppend | IngestMode::Replace, false)
-            | (IngestMode::Replace, true) => true,
+            | (IngestMode::Replace | IngestMode::ReplaceExisting, true) => true,
         };
         // A new table is written under a fresh id and entered in the catalog only after its
         // data is committed, so a failed ingest leaves no table behind (and `Replace` swaps the
@@ -311,7 +313,13 @@ impl Session {
         if let Some(id) = new_table {
             self.warehouse().remember(&id, &snapshot);
             self.warehouse()
-                .register_table(&db, &schema, &table, id, mode == IngestMode::Replace)
+                .register_table(
+                    &db,
+                    &schema,
+                    &table,
+                    id,
+                    matches!(mode, IngestMode::Replace | IngestMode::ReplaceExisting),
+                )
                 .await?;
         }
         Ok(rows)
