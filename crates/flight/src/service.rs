@@ -669,9 +669,19 @@ impl FlightSqlService for StrataFlightSql {
         let rest = batches.map_err(|e| DataFusionError::External(Box::new(e)));
         let data = futures::stream::iter(first.map(Ok)).chain(rest);
         let data = Box::pin(RecordBatchStreamAdapter::new(schema, data));
-        let session = self.session(&who);
-        let mut session = session.lock().await;
-        let rows = session.ingest(&name, mode, data).await.map_err(status)?;
+        // Qualify the name with the caller's current database and schema, then write through
+        // a session of its own: the caller's session is not held while the upload arrives.
+        let name = {
+            let session = self.session(&who);
+            let session = session.lock().await;
+            let (database, schema) = session.current_schema();
+            let mut full = vec![database.to_string(), schema.to_string()];
+            full.truncate(3 - name.len());
+            full.extend(name);
+            full
+        };
+        let mut writer = self.warehouse.session();
+        let rows = writer.ingest(&name, mode, data).await.map_err(status)?;
         Ok(rows as i64)
     }
 

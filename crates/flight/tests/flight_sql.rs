@@ -358,6 +358,23 @@ async fn bulk_ingest_creates_appends_and_replaces() {
         2600
     );
 
+    // Into another schema, named by the command.
+    client
+        .execute_update("CREATE SCHEMA staging".into(), None)
+        .await
+        .unwrap();
+    let mut into_staging = ingest_command("raw_events", create);
+    into_staging.schema = Some("staging".into());
+    let n = client
+        .execute_ingest(into_staging, futures::stream::iter(vec![Ok(events(0..7))]))
+        .await
+        .unwrap();
+    assert_eq!(n, 7);
+    assert_eq!(
+        rows(&query(&mut client, "SELECT * FROM main.staging.raw_events").await),
+        7
+    );
+
     // Replacing a table that must exist fails when it does not.
     let replace_existing = (TableNotExistOption::Fail, TableExistsOption::Replace);
     let e = client
