@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::parser::{self, IntervalSpec, ParsedStatement, PartitionClause, Statement, name_parts};
 use crate::system::{QueryLogEntry, record_query};
 use crate::table::{ScanFigures, WAREHOUSE_STORE_URL, scan_figures, write_batches};
-use crate::types::{arrow_type, sql_name, storage_type};
+use crate::types::{arrow_type, column_defs, sql_name};
 use crate::warehouse::Warehouse;
 
 /// The result of one statement: rows, or a one-row status.
@@ -706,17 +706,7 @@ impl Session {
                     .await?;
                 let df = self.ctx.execute_logical_plan(plan).await?;
                 if columns.is_empty() {
-                    columns = df
-                        .schema()
-                        .fields()
-                        .iter()
-                        .map(|f| ColumnDef {
-                            name: f.name().clone(),
-                            data_type: storage_type(f.data_type()),
-                            nullable: true,
-                            sql_type: None,
-                        })
-                        .collect();
+                    columns = column_defs(df.schema().as_arrow().fields());
                 } else if columns.len() != df.schema().fields().len() {
                     return Err(Error::Plan(format!(
                         "CREATE TABLE {qualified} declares {} columns but its query returns {}",

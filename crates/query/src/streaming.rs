@@ -25,14 +25,14 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, RecordBatchStream, execute_stream};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::{Stream, StreamExt};
-use strata_storage::{ColumnDef, Error as StorageError, TableId, Transaction};
+use strata_storage::{Error as StorageError, TableId, Transaction};
 
 use crate::error::{Error, Result};
 use crate::parser::{ParsedStatement, Statement};
 use crate::session::{Session, StatementResult};
 use crate::system::{QueryLogEntry, record_query};
 use crate::table::{scan_figures, write_batches};
-use crate::types::storage_type;
+use crate::types::column_defs;
 use crate::warehouse::Warehouse;
 
 /// What bulk ingest does with the target table (the modes of Flight SQL and ADBC ingest).
@@ -276,19 +276,8 @@ impl Session {
         // data is committed, so a failed ingest leaves no table behind (and `Replace` swaps the
         // old table for the new one in one catalog commit).
         let (log, snapshot, new_table) = if create {
-            let columns: Vec<ColumnDef> = data
-                .schema()
-                .fields()
-                .iter()
-                .map(|f| ColumnDef {
-                    name: f.name().clone(),
-                    data_type: storage_type(f.data_type()),
-                    nullable: true,
-                    sql_type: None,
-                })
-                .collect();
             let metadata = strata_storage::TableMetadata {
-                columns,
+                columns: column_defs(data.schema().fields()),
                 partitioning: None,
                 properties: Default::default(),
             };

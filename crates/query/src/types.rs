@@ -95,6 +95,19 @@ pub fn storage_type(t: &DataType) -> DataType {
     }
 }
 
+/// Nullable columns for the fields of a query result or an Arrow stream, in storage types.
+pub fn column_defs(fields: &arrow::datatypes::Fields) -> Vec<strata_storage::ColumnDef> {
+    fields
+        .iter()
+        .map(|f| strata_storage::ColumnDef {
+            name: f.name().clone(),
+            data_type: storage_type(f.data_type()),
+            nullable: true,
+            sql_type: None,
+        })
+        .collect()
+}
+
 /// The SQL name of a column type, as `DESCRIBE` shows it.
 pub fn sql_name(t: &DataType, spelled: Option<&str>) -> String {
     if let Some(s) = spelled {
