@@ -120,7 +120,7 @@ pub(crate) async fn run(
         max_message_size: args.max_message_size,
     };
     let listener = strata_flight::bind(args.listen).await?;
-    let address = strata_flight::local_addr(&listener).unwrap_or(args.listen);
+    let address = listener.local_addr().unwrap_or(args.listen);
     let scheme = if serve_options.tls.is_some() {
         "grpc+tls"
     } else {

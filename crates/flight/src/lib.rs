@@ -107,8 +107,3 @@ fn incoming(listener: TcpListener) -> TcpIncoming {
         .with_nodelay(Some(true))
         .with_keepalive(Some(std::time::Duration::from_secs(60)))
 }
-
-/// The local address a listener is bound to.
-pub fn local_addr(listener: &TcpListener) -> Option<SocketAddr> {
-    listener.local_addr().ok()
-}

@@ -475,6 +475,22 @@ impl StrataFlightSql {
         status
     }
 
+    /// The `FlightInfo` of a metadata command: its result schema, and the command itself as
+    /// the ticket.
+    fn command_info(
+        &self,
+        request: Request<FlightDescriptor>,
+        schema: &Schema,
+        command: &impl ProstMessageExt,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.caller(&request)?;
+        Self::flight_info(
+            schema,
+            command.as_any().encode_to_vec(),
+            request.into_inner(),
+        )
+    }
+
     async fn metadata_batch<T: Send>(
         &self,
         request: &Request<T>,
@@ -900,13 +916,8 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.into_builder().schema();
-        Self::flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &schema, &query)
     }
 
     async fn do_get_catalogs(
@@ -925,13 +936,8 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        Self::flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &schema, &query)
     }
 
     async fn do_get_schemas(
@@ -950,13 +956,8 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.clone().into_builder().schema();
-        Self::flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &schema, &query)
     }
 
     async fn do_get_tables(
@@ -975,13 +976,8 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.into_builder().schema();
-        Self::flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &schema, &query)
     }
 
     async fn do_get_table_types(
@@ -1003,13 +999,8 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.clone().into_builder(&SQL_INFO).schema();
-        Self::flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &schema, &query)
     }
 
     async fn do_get_sql_info(
@@ -1031,13 +1022,8 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
         let schema = query.into_builder(&XDBC_TYPES).schema();
-        Self::flight_info(
-            &schema,
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &schema, &query)
     }
 
     async fn do_get_xdbc_type_info(
@@ -1061,12 +1047,7 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
-        Self::flight_info(
-            &primary_keys_schema(),
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &primary_keys_schema(), &query)
     }
 
     async fn do_get_primary_keys(
@@ -1085,12 +1066,7 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
-        Self::flight_info(
-            &foreign_keys_schema(),
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &foreign_keys_schema(), &query)
     }
 
     async fn do_get_imported_keys(
@@ -1109,12 +1085,7 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
-        Self::flight_info(
-            &foreign_keys_schema(),
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &foreign_keys_schema(), &query)
     }
 
     async fn do_get_exported_keys(
@@ -1133,12 +1104,7 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.caller(&request)?;
-        Self::flight_info(
-            &foreign_keys_schema(),
-            query.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.command_info(request, &foreign_keys_schema(), &query)
     }
 
     async fn do_get_cross_reference(

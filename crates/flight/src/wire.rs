@@ -81,26 +81,7 @@ pub(crate) fn wire_batch(
             }
         })
         .collect::<Result<Vec<_>, _>>()?;
-    // Nullability is the plan's claim; a batch's own flags may differ, its values do not.
-    let relaxed = Arc::new(Schema::new_with_metadata(
-        schema
-            .fields()
-            .iter()
-            .zip(batch.schema().fields())
-            .map(|(f, actual)| {
-                f.as_ref()
-                    .clone()
-                    .with_nullable(f.is_nullable() || actual.is_nullable())
-            })
-            .collect::<Vec<_>>(),
-        schema.metadata().clone(),
-    ));
-    let converted = RecordBatch::try_new(relaxed, columns)?;
-    if converted.schema_ref() == schema {
-        Ok(converted)
-    } else {
-        RecordBatch::try_new(Arc::clone(schema), converted.columns().to_vec())
-    }
+    RecordBatch::try_new(Arc::clone(schema), columns)
 }
 
 #[cfg(test)]
