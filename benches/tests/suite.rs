@@ -91,7 +91,9 @@ async fn every_query_of_both_suites_answers_correctly_at_sf_0_01() {
     // The same streams through a Flight SQL server on the same warehouse.
     let location = dir.path().join("strata/ssb-sf0.01").display().to_string();
     let served = strata_query::Warehouse::open(&location).await.unwrap();
-    let users = strata_flight::Users::load(None, Some("bench-pw")).unwrap();
+    let users = strata_flight::ServerConfig::load(None, Some("bench-pw"))
+        .unwrap()
+        .users;
     let auth = strata_flight::Authenticator::new(users, std::time::Duration::from_secs(600));
     let listener = strata_flight::bind("127.0.0.1:0".parse().unwrap())
         .await

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strata_flight::auth::{DEFAULT_USER, random_password};
-use strata_flight::{Authenticator, Limits, Role, ServeOptions, Users};
+use strata_flight::{Authenticator, Limits, Role, ServeOptions, ServerConfig};
 use strata_query::{Warehouse, WarehouseOptions};
 
 /// Flags of `strata serve`.
@@ -26,7 +26,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "STRATA_LISTEN", default_value = "127.0.0.1:32010")]
     listen: SocketAddr,
 
-    /// Users file (TOML, argon2 password hashes); `./strata.toml` when it exists.
+    /// Server config (TOML: users with argon2 password hashes, load_locations);
+    /// `./strata.toml` when it exists.
     #[arg(long, env = "STRATA_CONFIG")]
     config: Option<PathBuf>,
 
@@ -69,6 +70,15 @@ pub(crate) async fn run(
     if args.memory_limit.is_some() {
         options.memory_limit = args.memory_limit;
     }
+    let config = args.config.clone().or_else(|| {
+        let default = PathBuf::from("strata.toml");
+        default.exists().then_some(default)
+    });
+    let password = std::env::var("STRATA_PASSWORD").ok();
+    let ServerConfig {
+        mut users,
+        load_locations,
+    } = ServerConfig::load(config.as_deref(), password.as_deref())?;
     let auth = if args.insecure_no_auth {
         eprintln!(
             "WARNING: authentication is OFF (--insecure-no-auth). Anyone who can reach {} can \
@@ -77,12 +87,6 @@ pub(crate) async fn run(
         );
         Authenticator::disabled()
     } else {
-        let config = args.config.clone().or_else(|| {
-            let default = PathBuf::from("strata.toml");
-            default.exists().then_some(default)
-        });
-        let password = std::env::var("STRATA_PASSWORD").ok();
-        let mut users = Users::load(config.as_deref(), password.as_deref())?;
         if users.is_empty() {
             anyhow::ensure!(
                 args.listen.ip().is_loopback(),
@@ -118,6 +122,7 @@ pub(crate) async fn run(
         },
         tls: args.tls_cert.zip(args.tls_key),
         max_message_size: args.max_message_size,
+        load_locations,
     };
     let listener = strata_flight::bind(args.listen).await?;
     let address = listener.local_addr().unwrap_or(args.listen);

@@ -76,18 +76,18 @@ fn errors_go_to_stderr_with_a_failing_exit_code() {
     assert!(err.contains("missing"), "{err}");
 }
 
-#[test]
-fn concurrent_writers_in_several_processes_lose_no_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let w = dir.path().join("wh").display().to_string();
-    sql(&w, "CREATE TABLE t (writer INT, n INT)");
-    let writers: Vec<_> = (0..4)
-        .map(|writer| {
-            let script: String = (0..5)
-                .map(|n| format!("INSERT INTO t VALUES ({writer}, {n});"))
-                .collect();
+/// Runs one `strata -c SCRIPT` process per script, all at once on `warehouse` with the
+/// environment `env`, and checks that each succeeded.
+fn write_concurrently(
+    warehouse: &str,
+    env: &[(&str, String)],
+    scripts: impl Iterator<Item = String>,
+) {
+    let writers: Vec<_> = scripts
+        .map(|script| {
             Command::new(env!("CARGO_BIN_EXE_strata"))
-                .args(["--warehouse", &w, "-c", &script])
+                .args(["--warehouse", warehouse, "-c", &script])
+                .envs(env.iter().map(|(k, v)| (k, v.as_str())))
                 .stderr(Stdio::piped())
                 .spawn()
                 .unwrap()
@@ -97,6 +97,19 @@ fn concurrent_writers_in_several_processes_lose_no_rows() {
         let o = child.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
+}
+
+#[test]
+fn concurrent_writers_in_several_processes_lose_no_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    sql(&w, "CREATE TABLE t (writer INT, n INT)");
+    let scripts = (0..4).map(|writer| {
+        (0..5)
+            .map(|n| format!("INSERT INTO t VALUES ({writer}, {n});"))
+            .collect()
+    });
+    write_concurrently(&w, &[], scripts);
     assert_eq!(
         sql(
             &w,
@@ -245,8 +258,8 @@ fn memory_limit_spills_sorts_and_refuses_what_cannot_fit() {
     assert!(err.contains("Resources exhausted"), "{err}");
 }
 
-/// A Python with pyarrow and the ADBC Flight SQL driver: `$STRATA_TEST_VENV`, or a venv under
-/// `~/.cache/strata-venv` created (once) with pip.
+/// A Python with pyarrow, the ADBC Flight SQL driver and moto (a local S3): `$STRATA_TEST_VENV`,
+/// or a venv under `~/.cache/strata-venv` created (once) with pip.
 fn python_with_flight_clients() -> std::path::PathBuf {
     let venv = std::env::var_os("STRATA_TEST_VENV")
         .map(std::path::PathBuf::from)
@@ -257,7 +270,10 @@ fn python_with_flight_clients() -> std::path::PathBuf {
     let python = venv.join("bin/python");
     let ready = |python: &std::path::Path| {
         Command::new(python)
-            .args(["-c", "import pyarrow.flight, adbc_driver_flightsql.dbapi"])
+            .args([
+                "-c",
+                "import pyarrow.flight, adbc_driver_flightsql.dbapi, moto.server, boto3",
+            ])
             .status()
             .is_ok_and(|s| s.success())
     };
@@ -275,6 +291,7 @@ fn python_with_flight_clients() -> std::path::PathBuf {
                 "pyarrow",
                 "adbc-driver-flightsql",
                 "adbc-driver-manager",
+                "moto[server]",
             ])
             .status()
             .expect("pip runs");
@@ -283,7 +300,10 @@ fn python_with_flight_clients() -> std::path::PathBuf {
             "pip install of the Flight SQL clients failed"
         );
     }
-    assert!(ready(&python), "pyarrow and adbc_driver_flightsql import");
+    assert!(
+        ready(&python),
+        "pyarrow, adbc_driver_flightsql and moto import"
+    );
     python
 }
 
@@ -376,4 +396,115 @@ fn serve_without_users_generates_a_password_and_stays_on_loopback() {
         seen.contains("generated a password for user 'strata'"),
         "{seen}"
     );
+}
+
+/// A moto S3 server on a free loopback port, with buckets `warehouse` and `landing` (the load
+/// files under `landing/in/`). Returns the process and the `AWS_*` settings that reach it.
+fn local_s3() -> (std::process::Child, Vec<(&'static str, String)>) {
+    let python = python_with_flight_clients();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut server = Command::new(python.with_file_name("moto_server"))
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server starts");
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            server.kill().unwrap();
+            panic!("moto_server did not start on port {port}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let fixture = Command::new(&python)
+        .args([
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/s3_fixture.py"),
+            &endpoint,
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/load"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        fixture.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fixture.stderr)
+    );
+    let settings = vec![
+        ("AWS_ENDPOINT", endpoint),
+        ("AWS_ALLOW_HTTP", "true".to_string()),
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+    ];
+    (server, settings)
+}
+
+#[test]
+fn a_warehouse_on_s3_loads_from_s3_and_keeps_concurrent_commits() {
+    let (mut s3, settings) = local_s3();
+    let w = "s3://warehouse/wh";
+    let run = |sql: &str| {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["--warehouse", w, "--format", "csv", "-c", sql])
+            .envs(settings.iter().map(|(k, v)| (k, v.as_str())))
+            .output()
+            .unwrap()
+    };
+    let ok = |sql: &str| {
+        let o = run(sql);
+        assert!(
+            o.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout(&o)
+    };
+    ok(
+        "CREATE TABLE sales (id INT, sale_date DATE, region VARCHAR, amount DECIMAL(10,2)) \
+        PARTITION BY RANGE (sale_date) INTERVAL (1 MONTH)",
+    );
+    let loaded = ok("COPY INTO sales FROM 's3://landing/in/sales_2024_*.csv' \
+                     FILE_FORMAT = (TYPE = CSV SKIP_HEADER = 1)");
+    assert!(
+        loaded.contains("s3://landing/in/sales_2024_01.csv,LOADED,3")
+            && loaded.contains("s3://landing/in/sales_2024_02.csv,LOADED,2"),
+        "{loaded}"
+    );
+    // Loaded files are remembered; a bad file fails the whole load with its name and line.
+    let again = ok(
+        "COPY INTO sales FROM 's3://landing/in/' FILES = ('sales_2024_01.csv') \
+                    FILE_FORMAT = (TYPE = CSV SKIP_HEADER = 1)",
+    );
+    assert!(again.contains("SKIPPED"), "{again}");
+    let bad = run("COPY INTO sales FROM 's3://landing/in/' \
+                   FILE_FORMAT = (TYPE = CSV SKIP_HEADER = 1) FORCE = TRUE");
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        !bad.status.success() && err.contains("s3://landing/in/bad_type.csv: line 3"),
+        "{err}"
+    );
+    let missing = run("COPY INTO sales FROM 's3://landing/nothing/*.csv'");
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no files match"));
+
+    // Writers in several processes commit through S3's conditional puts: none is lost.
+    let scripts = (0..3).map(|writer| {
+        (0..3)
+            .map(|n| {
+                let id = 100 + writer * 10 + n;
+                format!("INSERT INTO sales VALUES ({id}, DATE '2024-03-01', 'W', {n});")
+            })
+            .collect()
+    });
+    write_concurrently(w, &settings, scripts);
+    let counts =
+        ok("SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(amount) AS total FROM sales");
+    s3.kill().unwrap();
+    s3.wait().unwrap();
+    assert_eq!(counts, "n,ids,total\n14,14,554.75\n");
 }

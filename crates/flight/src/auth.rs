@@ -7,6 +7,9 @@
 //! carries either. Tokens are random (244 bits), kept in memory, and die with the server.
 //!
 //! ```toml
+//! # Where users without the admin role may COPY INTO from (URL prefixes).
+//! load_locations = ["s3://landing-bucket/incoming/"]
+//!
 //! [[users]]
 //! name = "alice"
 //! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$..."   # `strata hash-password`
@@ -53,30 +56,27 @@ pub struct Identity {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ConfigFile {
     #[serde(default)]
     users: Vec<UserEntry>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct UserEntry {
-    name: String,
-    password_hash: String,
     #[serde(default)]
-    role: Role,
+    load_locations: Vec<String>,
 }
 
-/// The users who may connect.
+/// The server's configuration: `strata.toml` and the environment.
 #[derive(Debug, Default)]
-pub struct Users {
-    users: HashMap<String, UserEntry>,
+pub struct ServerConfig {
+    /// Who may connect.
+    pub users: Users,
+    /// URL prefixes users without the admin role may `COPY INTO` from.
+    pub load_locations: Vec<String>,
 }
 
-impl Users {
-    /// Users from `strata.toml` (if given) and `STRATA_PASSWORD` (if set, user `strata`,
-    /// admin).
+impl ServerConfig {
+    /// Reads `strata.toml` (if given) and `STRATA_PASSWORD` (if set: user `strata`, admin).
     pub fn load(config: Option<&Path>, strata_password: Option<&str>) -> Result<Self> {
-        let mut users = Users::default();
+        let mut loaded = ServerConfig::default();
         if let Some(path) = config {
             let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
                 path: path.display().to_string(),
@@ -95,15 +95,32 @@ impl Users {
                         user.name
                     ),
                 })?;
-                users.users.insert(user.name.clone(), user);
+                loaded.users.users.insert(user.name.clone(), user);
             }
+            loaded.load_locations = parsed.load_locations;
         }
         if let Some(password) = strata_password.filter(|p| !p.is_empty()) {
-            users.add(DEFAULT_USER, password, Role::Admin)?;
+            loaded.users.add(DEFAULT_USER, password, Role::Admin)?;
         }
-        Ok(users)
+        Ok(loaded)
     }
+}
 
+#[derive(Debug, Clone, Deserialize)]
+struct UserEntry {
+    name: String,
+    password_hash: String,
+    #[serde(default)]
+    role: Role,
+}
+
+/// The users who may connect.
+#[derive(Debug, Default)]
+pub struct Users {
+    users: HashMap<String, UserEntry>,
+}
+
+impl Users {
     /// Adds (or replaces) a user with a plain password, hashed here.
     pub fn add(&mut self, name: &str, password: &str, role: Role) -> Result<()> {
         let entry = UserEntry {
@@ -315,7 +332,7 @@ mod tests {
 
     #[test]
     fn passwords_are_checked_against_argon2_hashes() {
-        let users = Users::load(None, Some("s3cret")).unwrap();
+        let users = ServerConfig::load(None, Some("s3cret")).unwrap().users;
         let auth = Authenticator::new(users, Duration::from_secs(60));
         for pad in [true, false] {
             let who = auth.authenticate(&basic("strata", "s3cret", pad)).unwrap();
@@ -359,7 +376,7 @@ mod tests {
             format!("[[users]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nrole = \"admin\"\n"),
         )
         .unwrap();
-        let users = Users::load(Some(&path), None).unwrap();
+        let users = ServerConfig::load(Some(&path), None).unwrap().users;
         assert_eq!(users.verify("bob", "pw"), Some(Role::Admin));
         assert_eq!(users.verify("bob", "nope"), None);
 
@@ -368,7 +385,9 @@ mod tests {
             "[[users]]\nname = \"eve\"\npassword_hash = \"plain\"\n",
         )
         .unwrap();
-        let err = Users::load(Some(&path), None).unwrap_err().to_string();
+        let err = ServerConfig::load(Some(&path), None)
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("user 'eve'") && err.contains("hash-password"),
             "{err}"

@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 
-pub use auth::{Authenticator, Role, Users};
+pub use auth::{Authenticator, Role, ServerConfig, Users};
 pub use error::{Error, Result};
 pub use service::{Limits, StrataFlightSql};
 
@@ -45,6 +45,8 @@ pub struct ServeOptions {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Largest gRPC message accepted or sent, in bytes (Arrow batches and ingest chunks).
     pub max_message_size: usize,
+    /// URL prefixes users without the admin role may `COPY INTO` from.
+    pub load_locations: Vec<String>,
 }
 
 impl ServeOptions {
@@ -55,6 +57,7 @@ impl ServeOptions {
             limits: Limits::default(),
             tls: None,
             max_message_size: 64 * 1024 * 1024,
+            load_locations: Vec::new(),
         }
     }
 }
@@ -76,7 +79,8 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let service = StrataFlightSql::new(warehouse, Arc::clone(&options.auth), options.limits);
+    let service = StrataFlightSql::new(warehouse, Arc::clone(&options.auth), options.limits)
+        .with_load_locations(options.load_locations);
     let flight = FlightServiceServer::new(service)
         .max_decoding_message_size(options.max_message_size)
         .max_encoding_message_size(options.max_message_size);

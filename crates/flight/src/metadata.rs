@@ -19,7 +19,7 @@ use datafusion::catalog::CatalogProviderList;
 use strata_query::Session;
 use tonic::Status;
 
-use crate::wire::wire_schema;
+use crate::wire::{WireTypes, wire_schema};
 
 /// Table type of warehouse tables.
 pub(crate) const TABLE: &str = "TABLE";
@@ -79,7 +79,7 @@ pub(crate) async fn tables(
         for name in names {
             let table_schema = if builder.include_schema() {
                 match schema.table(&name).await {
-                    Ok(Some(t)) => wire_schema(&t.schema()),
+                    Ok(Some(t)) => wire_schema(&t.schema(), WireTypes::Classic),
                     Ok(None) => continue,
                     Err(e) => return Err(Status::internal(e.to_string())),
                 }

@@ -1,7 +1,9 @@
 //! What remote SQL may not do. A client of `strata serve` works on warehouse tables; it may not
 //! make the server read or write its own files (`COPY INTO` from a local path,
 //! `CREATE EXTERNAL TABLE ... LOCATION`, `COPY ... TO` a file) or change settings of the
-//! process (`SET datafusion.runtime.*`), unless its user has the admin role.
+//! process (`SET datafusion.runtime.*`), unless its user has the admin role. `COPY INTO` from the
+//! load locations the server is configured with (`load_locations` in `strata.toml`, e.g. a
+//! landing bucket) is allowed to everyone.
 
 use datafusion::sql::sqlparser::ast::{ObjectName, Set, Statement as SqlStatement};
 use strata_query::parser::{ParsedStatement, Statement};
@@ -10,7 +12,11 @@ use tonic::Status;
 use crate::auth::Role;
 
 /// Refuses a statement `role` may not run, naming what is refused and why.
-pub(crate) fn check(statement: &ParsedStatement, role: Role) -> Result<(), Status> {
+pub(crate) fn check(
+    statement: &ParsedStatement,
+    role: Role,
+    load_locations: &[String],
+) -> Result<(), Status> {
     if role == Role::Admin {
         return Ok(());
     }
@@ -18,8 +24,23 @@ pub(crate) fn check(statement: &ParsedStatement, role: Role) -> Result<(), Statu
         return Ok(());
     };
     let refused = match sql.as_ref() {
-        SqlStatement::CopyIntoSnowflake { .. } => {
-            Some("COPY INTO from a path reads files on the server")
+        SqlStatement::CopyIntoSnowflake {
+            from_obj, files, ..
+        } => {
+            let base = from_obj
+                .as_ref()
+                .and_then(|o| o.0.first())
+                .and_then(|p| p.as_ident())
+                .map(|i| i.value.clone())
+                .unwrap_or_default();
+            let mut sources = vec![base.clone()];
+            for f in files.iter().flatten() {
+                sources.push(format!("{}/{f}", base.trim_end_matches('/')));
+            }
+            (!sources.iter().all(|s| in_load_locations(s, load_locations))).then_some(
+                "COPY INTO reads files on the server; users may load only from the configured \
+                 load_locations",
+            )
         }
         SqlStatement::Copy { .. } => Some("COPY reads or writes files on the server"),
         SqlStatement::CreateTable(c) if c.external || c.location.is_some() => {
@@ -45,6 +66,19 @@ pub(crate) fn check(statement: &ParsedStatement, role: Role) -> Result<(), Statu
     }
 }
 
+/// Whether `source` lies under one of `locations` (URL prefixes), with no `..` to climb out.
+fn in_load_locations(source: &str, locations: &[String]) -> bool {
+    let climbs = source.split(['/', '\\']).any(|segment| segment == "..");
+    !climbs
+        && locations.iter().any(|location| {
+            let dir = location.trim_end_matches('/');
+            !dir.is_empty()
+                && source
+                    .strip_prefix(dir)
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+}
+
 /// A setting's name as DataFusion reads it: identifier parts without quotes, joined by dots.
 fn setting_name(variable: &ObjectName) -> String {
     strata_query::parser::name_parts(variable)
@@ -58,13 +92,17 @@ mod tests {
 
     fn verdict(sql: &str, role: Role) -> Result<(), Status> {
         let parsed = strata_query::parser::parse(sql).unwrap();
-        check(&parsed[0], role)
+        check(&parsed[0], role, &["s3://landing/in/".to_string()])
     }
 
     #[test]
     fn server_files_are_off_limits_to_users() {
         for sql in [
             "COPY INTO t FROM '/etc/passwd'",
+            "COPY INTO t FROM 's3://landing/other/x.csv'",
+            "COPY INTO t FROM 's3://landing/in/../secret/x.csv'",
+            "COPY INTO t FROM 's3://landing/input/x.csv'",
+            "COPY INTO t FROM 's3://landing/in/' FILES = ('../../etc/passwd')",
             "SET datafusion.runtime.memory_limit = '100G'",
             "SET \"datafusion.runtime.temp_directory\" = '/srv/x'",
             "SET datafusion.\"runtime\".memory_limit = '1T'",
@@ -78,6 +116,8 @@ mod tests {
             "CREATE TABLE t (a INT)",
             "INSERT INTO t VALUES (1)",
             "SET datafusion.execution.batch_size = 1024",
+            "COPY INTO t FROM 's3://landing/in/2024-*.csv'",
+            "COPY INTO t FROM 's3://landing/in' FILES = ('a.csv', 'b.csv')",
         ] {
             assert!(verdict(sql, Role::User).is_ok(), "{sql}");
         }

@@ -59,7 +59,7 @@ use crate::metadata::{
     self, SQL_INFO, SYSTEM_TABLE, TABLE, XDBC_TYPES, foreign_keys_schema, primary_keys_schema,
 };
 use crate::policy;
-use crate::wire::{wire_batch, wire_schema};
+use crate::wire::{WireTypes, wire_batch, wire_schema};
 
 /// The Flight action that cancels a query (Flight RPC, not in arrow-flight's SQL dispatch).
 const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
@@ -142,6 +142,8 @@ pub struct StrataFlightSql {
     prepared: Mutex<HashMap<String, Prepared>>,
     running: Arc<Mutex<HashMap<String, (String, AbortHandle)>>>,
     query_slots: Arc<Semaphore>,
+    /// URL prefixes users without the admin role may `COPY INTO` from.
+    load_locations: Vec<String>,
 }
 
 impl std::fmt::Debug for StrataFlightSql {
@@ -166,7 +168,14 @@ impl StrataFlightSql {
             prepared: Mutex::new(HashMap::new()),
             running: Arc::new(Mutex::new(HashMap::new())),
             query_slots: Arc::new(Semaphore::new(slots)),
+            load_locations: Vec::new(),
         }
+    }
+
+    /// Lets users without the admin role `COPY INTO` from under these URL prefixes.
+    pub fn with_load_locations(mut self, locations: Vec<String>) -> Self {
+        self.load_locations = locations;
+        self
     }
 
     fn caller<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
@@ -211,26 +220,50 @@ impl StrataFlightSql {
     }
 
     /// Parses a statement text and checks what the caller may run.
-    fn parse(sql: &str, who: &Identity) -> Result<Vec<ParsedStatement>, Status> {
+    fn parse(&self, sql: &str, who: &Identity) -> Result<Vec<ParsedStatement>, Status> {
         let statements = strata_query::parser::parse(sql).map_err(status)?;
         if statements.is_empty() {
             return Err(Status::invalid_argument("no SQL statement given"));
         }
         for s in &statements {
-            policy::check(s, who.role)?;
+            policy::check(s, who.role, &self.load_locations)?;
         }
         Ok(statements)
     }
 
-    /// Runs statements to completion and returns the result of the last one. With parameter
-    /// rows (a prepared statement), the one statement runs for every row; an `INSERT` writes
-    /// all rows in one commit.
+    /// Runs statements to completion under the server's limits (a query slot, the query
+    /// timeout) and returns the result of the last one. With parameter rows (a prepared
+    /// statement), the one statement runs for every row; an `INSERT` writes all rows in one
+    /// commit. A statement stopped by the timeout commits nothing.
     async fn run_all(
+        &self,
         session: &SharedSession,
         statements: &[ParsedStatement],
         rows: &[ParamValues],
     ) -> Result<StatementResult, Status> {
+        // The session first, then a slot, as for streamed queries.
         let mut session = session.lock().await;
+        let _slot = Arc::clone(&self.query_slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("server is shutting down"))?;
+        let run = Self::run_statements(&mut session, statements, rows);
+        match self.limits.query_timeout {
+            Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "statement exceeded the server's query timeout of {} s",
+                    limit.as_secs()
+                ))
+            })?,
+            None => run.await,
+        }
+    }
+
+    async fn run_statements(
+        session: &mut Session,
+        statements: &[ParsedStatement],
+        rows: &[ParamValues],
+    ) -> Result<StatementResult, Status> {
         if let [one] = statements {
             return session.execute_batch(one, rows).await.map_err(status);
         }
@@ -266,8 +299,10 @@ impl StrataFlightSql {
         who: &Identity,
         statements: Vec<ParsedStatement>,
         params: Vec<ParamValues>,
-        descriptor: FlightDescriptor,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        let types = WireTypes::requested(request.metadata());
+        let descriptor = request.into_inner();
         let session = self.session(who);
         let pending = if let [statement] = statements.as_slice()
             && Session::is_query(statement)
@@ -283,14 +318,14 @@ impl StrataFlightSql {
                 session,
                 statement: statement.clone(),
                 params,
-                schema: wire_schema(&schema),
+                schema: wire_schema(&schema, types),
                 created: Instant::now(),
             }
         } else {
-            let result = Self::run_all(&session, &statements, &params).await?;
+            let result = self.run_all(&session, &statements, &params).await?;
             Pending::Ready {
                 owner: who.user.clone(),
-                schema: wire_schema(&result.schema),
+                schema: wire_schema(&result.schema, types),
                 batches: result.batches,
                 created: Instant::now(),
             }
@@ -549,19 +584,27 @@ fn schema_bytes(schema: &Schema) -> Result<Bytes, Status> {
 }
 
 /// The affected-row count of a DML result (`count` column), 0 for anything else.
+/// The rows a statement changed: the `count` of INSERT/UPDATE/DELETE, or the inserted,
+/// updated and deleted rows of MERGE together; 0 for anything else.
 fn affected_rows(result: &StatementResult) -> i64 {
-    let is_count = result.schema.fields().len() == 1 && result.schema.field(0).name() == "count";
-    if !is_count {
+    let names: Vec<&str> = result
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    let counts = matches!(
+        names.as_slice(),
+        ["count"] | ["rows_inserted", "rows_updated", "rows_deleted"]
+    );
+    if !counts {
         return 0;
     }
     result
         .batches
         .iter()
-        .filter_map(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<arrow::array::UInt64Array>()
-        })
+        .flat_map(|b| b.columns())
+        .filter_map(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>())
         .flat_map(|a| a.iter().flatten())
         .map(|n| n as i64)
         .sum()
@@ -605,8 +648,8 @@ impl FlightSqlService for StrataFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let who = self.caller(&request)?;
-        let statements = Self::parse(&query.query, &who)?;
-        self.statement_info(&who, statements, Vec::new(), request.into_inner())
+        let statements = self.parse(&query.query, &who)?;
+        self.statement_info(&who, statements, Vec::new(), request)
             .await
     }
 
@@ -627,8 +670,8 @@ impl FlightSqlService for StrataFlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         let who = self.caller(&request)?;
-        let statements = Self::parse(&command.query, &who)?;
-        let result = Self::run_all(&self.session(&who), &statements, &[]).await?;
+        let statements = self.parse(&command.query, &who)?;
+        let result = self.run_all(&self.session(&who), &statements, &[]).await?;
         Ok(affected_rows(&result))
     }
 
@@ -707,7 +750,8 @@ impl FlightSqlService for StrataFlightSql {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let who = self.caller(&request)?;
-        let statements = Self::parse(&query.query, &who)?;
+        let types = WireTypes::requested(request.metadata());
+        let statements = self.parse(&query.query, &who)?;
         let session = self.session(&who);
         let (dataset_schema, parameter_schema) = {
             let s = session.lock().await;
@@ -716,7 +760,7 @@ impl FlightSqlService for StrataFlightSql {
                     let params = s.parameter_schema(one).await.map_err(status)?;
                     let dataset = if Session::is_query(one) && params.fields().is_empty() {
                         let schema = s.query_schema(one, None).await.map_err(status)?;
-                        Some(wire_schema(schema.as_ref()))
+                        Some(wire_schema(schema.as_ref(), types))
                     } else if Session::is_query(one) {
                         // The result schema of a query with placeholders, typed by the
                         // parameters DataFusion inferred.
@@ -731,7 +775,7 @@ impl FlightSqlService for StrataFlightSql {
                         s.query_schema(one, Some(&p))
                             .await
                             .ok()
-                            .map(|schema| wire_schema(&schema))
+                            .map(|schema| wire_schema(&schema, types))
                     } else {
                         None
                     };
@@ -828,8 +872,7 @@ impl FlightSqlService for StrataFlightSql {
                 .ok_or_else(|| Status::not_found("unknown prepared statement"))?;
             (p.statements.clone(), p.params.clone())
         };
-        self.statement_info(&who, statements, params, request.into_inner())
-            .await
+        self.statement_info(&who, statements, params, request).await
     }
 
     async fn do_put_prepared_statement_update(
@@ -854,7 +897,7 @@ impl FlightSqlService for StrataFlightSql {
         let params = if sent.is_empty() { bound } else { sent };
         let session = self.session(&who);
         Ok(affected_rows(
-            &Self::run_all(&session, &statements, &params).await?,
+            &self.run_all(&session, &statements, &params).await?,
         ))
     }
 

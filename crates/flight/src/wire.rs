@@ -3,6 +3,10 @@
 //! them) break on view types, and Flight encoders send dictionaries hydrated anyway. So
 //! results go out as `Utf8`/`Binary`/plain values, and the schema a `FlightInfo` announces is
 //! exactly the schema of the batches that follow.
+//!
+//! A client that reads views asks for them with the call header `x-strata-arrow-views: true`
+//! (ADBC: option `adbc.flight.sql.rpc.call_header.x-strata-arrow-views`), and then gets
+//! `Utf8View`/`BinaryView` columns as DataFusion produces them, without a conversion.
 
 use std::sync::Arc;
 
@@ -10,43 +14,70 @@ use arrow::array::RecordBatch;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use arrow::error::ArrowError;
+use tonic::metadata::MetadataMap;
+
+/// The call header with which a client asks for view types.
+pub(crate) const VIEWS_HEADER: &str = "x-strata-arrow-views";
+
+/// Which string and binary types results are sent with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WireTypes {
+    /// `Utf8`/`Binary`: what every client reads (the default).
+    Classic,
+    /// `Utf8View`/`BinaryView` as DataFusion produces them, for clients that ask.
+    Views,
+}
+
+impl WireTypes {
+    /// What the caller asked for with its headers.
+    pub(crate) fn requested(metadata: &MetadataMap) -> Self {
+        let asked = metadata
+            .get(VIEWS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "1" | "yes"));
+        if asked {
+            WireTypes::Views
+        } else {
+            WireTypes::Classic
+        }
+    }
+}
 
 /// The type a column of `data_type` is sent as.
-pub(crate) fn wire_type(data_type: &DataType) -> DataType {
+pub(crate) fn wire_type(data_type: &DataType, types: WireTypes) -> DataType {
+    let field = |f: &FieldRef| wire_field(f, types);
     match data_type {
-        DataType::Utf8View => DataType::Utf8,
-        DataType::BinaryView => DataType::Binary,
-        DataType::Dictionary(_, value) => wire_type(value),
-        DataType::List(f) => DataType::List(wire_field(f)),
-        DataType::LargeList(f) => DataType::LargeList(wire_field(f)),
-        DataType::ListView(f) => DataType::List(wire_field(f)),
-        DataType::LargeListView(f) => DataType::LargeList(wire_field(f)),
-        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(wire_field(f), *n),
-        DataType::Struct(fields) => {
-            DataType::Struct(fields.iter().map(wire_field).collect::<Fields>())
-        }
-        DataType::Map(f, sorted) => DataType::Map(wire_field(f), *sorted),
+        DataType::Utf8View if types == WireTypes::Classic => DataType::Utf8,
+        DataType::BinaryView if types == WireTypes::Classic => DataType::Binary,
+        DataType::Dictionary(_, value) => wire_type(value, types),
+        DataType::List(f) => DataType::List(field(f)),
+        DataType::LargeList(f) => DataType::LargeList(field(f)),
+        DataType::ListView(f) => DataType::List(field(f)),
+        DataType::LargeListView(f) => DataType::LargeList(field(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(field(f), *n),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect::<Fields>()),
+        DataType::Map(f, sorted) => DataType::Map(field(f), *sorted),
         other => other.clone(),
     }
 }
 
-fn wire_field(field: &FieldRef) -> FieldRef {
+fn wire_field(field: &FieldRef, types: WireTypes) -> FieldRef {
     Arc::new(
         field
             .as_ref()
             .clone()
-            .with_data_type(wire_type(field.data_type())),
+            .with_data_type(wire_type(field.data_type(), types)),
     )
 }
 
 /// The schema results with `schema` are sent with.
-pub(crate) fn wire_schema(schema: &Schema) -> SchemaRef {
+pub(crate) fn wire_schema(schema: &Schema, types: WireTypes) -> SchemaRef {
     Arc::new(Schema::new_with_metadata(
         schema
             .fields()
             .iter()
             .map(|f| {
-                Field::new(f.name(), wire_type(f.data_type()), f.is_nullable())
+                Field::new(f.name(), wire_type(f.data_type(), types), f.is_nullable())
                     .with_metadata(f.metadata().clone())
             })
             .collect::<Vec<_>>(),
@@ -105,7 +136,10 @@ mod tests {
                 true,
             ),
         ]));
-        let wire = wire_schema(&schema);
+        let views = wire_schema(&schema, WireTypes::Views);
+        assert_eq!(views.field(0).data_type(), &DataType::Utf8View);
+        assert_eq!(views.field(1).data_type(), &DataType::Utf8);
+        let wire = wire_schema(&schema, WireTypes::Classic);
         assert_eq!(wire.field(0).data_type(), &DataType::Utf8);
         assert_eq!(wire.field(1).data_type(), &DataType::Utf8);
         assert!(!wire.field(1).is_nullable());
@@ -127,8 +161,8 @@ mod tests {
             ],
         )
         .unwrap();
-        let out = wire_batch(&batch, &wire_schema(&narrow)).unwrap();
-        assert_eq!(out.schema(), wire_schema(&narrow));
+        let out = wire_batch(&batch, &wire_schema(&narrow, WireTypes::Classic)).unwrap();
+        assert_eq!(out.schema(), wire_schema(&narrow, WireTypes::Classic));
         assert_eq!(out.column(0).null_count(), 1);
         assert_eq!(
             arrow::util::pretty::pretty_format_batches(&[out])

@@ -14,7 +14,7 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{CancelFlightInfoRequest, CancelStatus, FlightInfo, IpcMessage};
 use futures::TryStreamExt;
-use strata_flight::{Authenticator, Limits, Role, ServeOptions, Users};
+use strata_flight::{Authenticator, Limits, Role, ServeOptions, ServerConfig};
 use strata_query::Warehouse;
 use tonic::transport::Channel;
 
@@ -24,7 +24,7 @@ const PASSWORD: &str = "correct horse";
 /// `analyst` (user).
 async fn start(limits: Limits) -> SocketAddr {
     let warehouse = Warehouse::open("memory://").await.unwrap();
-    let mut users = Users::load(None, Some(PASSWORD)).unwrap();
+    let mut users = ServerConfig::load(None, Some(PASSWORD)).unwrap().users;
     users.add("analyst", "analyst-pw", Role::User).unwrap();
     let mut options = ServeOptions::new(Arc::new(Authenticator::new(
         users,
@@ -545,8 +545,47 @@ async fn cancel_and_timeout_stop_running_queries() {
     let e = result.unwrap_err().to_string();
     assert!(e.contains("timeout"), "{e}");
 
+    // A statement that is not a streamed query (here CREATE TABLE AS) is held to the timeout
+    // too, and commits nothing.
+    let e = client
+        .execute_update(format!("CREATE TABLE slow AS {endless}"), None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("timeout"), "{e}");
+    let e = client
+        .execute("SELECT * FROM slow".into(), None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("slow"), "{e}");
+
     // The server still answers.
     assert_eq!(rows(&query(&mut client, "SELECT 1").await), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_types_only_for_clients_that_ask() {
+    let address = start(Limits::default()).await;
+    let mut client = login(address, "strata", PASSWORD).await;
+    client
+        .execute_update(
+            "CREATE TABLE names AS SELECT 'n' || value AS name FROM generate_series(1, 3)".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    // Strings computed as views (as DataFusion does for many string functions and Parquet
+    // reads) go out as views only to a client that asks.
+    let sql = "SELECT arrow_cast(name, 'Utf8View') AS name FROM names ORDER BY name";
+    let classic = query(&mut client, sql).await;
+    assert_eq!(classic[0].schema().field(0).data_type(), &DataType::Utf8);
+
+    client.set_header("x-strata-arrow-views", "true");
+    let info = client.execute(sql.into(), None).await.unwrap();
+    let announced = Schema::try_from(info.clone()).unwrap();
+    assert_eq!(announced.field(0).data_type(), &DataType::Utf8View);
+    let views = fetch(&mut client, info).await;
+    assert_eq!(views[0].schema().field(0).data_type(), &DataType::Utf8View);
+    assert_eq!(text(&views), text(&classic));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -755,7 +794,7 @@ async fn tls_with_certificate_and_key() {
     std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
 
     let warehouse = Warehouse::open("memory://").await.unwrap();
-    let users = Users::load(None, Some(PASSWORD)).unwrap();
+    let users = ServerConfig::load(None, Some(PASSWORD)).unwrap().users;
     let mut options = ServeOptions::new(Arc::new(Authenticator::new(
         users,
         Duration::from_secs(600),

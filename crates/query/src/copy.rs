@@ -1,5 +1,6 @@
-//! `COPY INTO table FROM '<path | glob | url>' [FILES = (...)] [PATTERN = '...']
-//! [FILE_FORMAT = (TYPE = CSV | JSON | PARQUET, ...)] [FORCE = TRUE]`, Snowflake style.
+//! `COPY INTO table FROM '<path | glob | url>' [CREDENTIALS = (AWS_KEY_ID = '..' ...)]
+//! [FILES = (...)] [PATTERN = '...'] [FILE_FORMAT = (TYPE = CSV | JSON | PARQUET, ...)]
+//! [FORCE = TRUE]`, Snowflake style. Sources are local paths, globs, `file://` and `s3://` URLs.
 //!
 //! All files of one statement are loaded in one commit: any bad file fails the statement and
 //! nothing is committed (the failure is recorded in `system.load_history`). Files already
@@ -56,6 +57,32 @@ fn single_byte(name: &str, value: &str) -> Result<u8> {
     }
 }
 
+/// S3 settings from Snowflake's `CREDENTIALS = (AWS_KEY_ID = '..' AWS_SECRET_KEY = '..'
+/// [AWS_TOKEN = '..'])` and `ENDPOINT = '..'`.
+fn s3_settings(
+    credentials: &KeyValueOptions,
+    endpoint: Option<&str>,
+) -> Result<Vec<(String, String)>> {
+    let mut settings = Vec::new();
+    for (key, values) in options(credentials) {
+        let name = match key.as_str() {
+            "AWS_KEY_ID" => "aws_access_key_id",
+            "AWS_SECRET_KEY" => "aws_secret_access_key",
+            "AWS_TOKEN" => "aws_session_token",
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "CREDENTIALS option {other} (use AWS_KEY_ID, AWS_SECRET_KEY, AWS_TOKEN)"
+                )));
+            }
+        };
+        settings.push((name.to_string(), values.concat()));
+    }
+    if let Some(endpoint) = endpoint {
+        settings.push(("aws_endpoint".to_string(), endpoint.to_string()));
+    }
+    Ok(settings)
+}
+
 fn truthy(v: &str) -> bool {
     matches!(v.to_ascii_uppercase().as_str(), "TRUE" | "1" | "YES")
 }
@@ -74,6 +101,7 @@ pub(crate) async fn copy_into(
         copy_options,
         from_query,
         from_transformations,
+        stage_params,
         ..
     } = statement
     else {
@@ -92,9 +120,10 @@ pub(crate) async fn copy_into(
         .ok_or_else(|| Error::Plan("COPY INTO needs FROM '<path>'".to_string()))?;
     if location.starts_with('@') {
         return Err(Error::Unsupported(format!(
-            "stages ({location}); use a path or file:// URL"
+            "stages ({location}); use a path, file:// or s3:// URL"
         )));
     }
+    let s3_settings = s3_settings(&stage_params.credentials, stage_params.endpoint.as_deref())?;
     // Options.
     let mut format: Option<FileFormat> = None;
     let mut csv = CsvOptions::default();
@@ -154,11 +183,11 @@ pub(crate) async fn copy_into(
             let base = location.trim_end_matches('/');
             let mut out = Vec::new();
             for n in names {
-                out.extend(load::list_sources(&format!("{base}/{n}"))?);
+                out.extend(load::list_sources(&format!("{base}/{n}"), &s3_settings).await?);
             }
             out
         }
-        None => load::list_sources(&location)?,
+        None => load::list_sources(&location, &s3_settings).await?,
     };
     if let Some(p) = pattern {
         let re = regex::Regex::new(p).map_err(|e| Error::Plan(format!("bad PATTERN: {e}")))?;
@@ -173,7 +202,7 @@ pub(crate) async fn copy_into(
     let mut todo = Vec::new();
     // A file named twice (overlapping FILES or globs) is loaded once.
     let mut seen = std::collections::HashSet::new();
-    sources.retain(|s| seen.insert(s.path.clone()));
+    sources.retain(|s| seen.insert(s.name.clone()));
     for s in sources {
         let loaded = LoadedFile {
             file: s.display(),
@@ -216,14 +245,20 @@ pub(crate) async fn copy_into(
             FileFormat::Csv(o) => o.skip_header,
             _ => 0,
         };
-        let (w, result) = run_cpu(move || {
-            let mut w = table_writer;
-            w.start_source(skipped);
-            let r = load::read_file(&src, &fmt, &schema, |batch| w.write(batch));
-            (w, r)
-        })
-        .await;
-        table_writer = w;
+        let result = match source.open().await {
+            Ok(data) => {
+                let (w, result) = run_cpu(move || {
+                    let mut w = table_writer;
+                    w.start_source(skipped);
+                    let r = load::read_file(&src, data, &fmt, &schema, |batch| w.write(batch));
+                    (w, r)
+                })
+                .await;
+                table_writer = w;
+                result
+            }
+            Err(e) => Err(e),
+        };
         let rows = match result {
             Ok(rows) => rows,
             Err(e) => {

@@ -5,8 +5,10 @@
 //!     │ parser: split on `;`, Snowflake → Generic → MySQL → Postgres dialects,
 //!     │         plus PARTITION BY RANGE / ADD|DROP PARTITION / VACUUM / time travel
 //!     ├── catalog DDL, CREATE TABLE [AS], COPY INTO, SHOW, DESCRIBE ──► strata-storage
-//!     └── SELECT, INSERT, EXPLAIN, SET ──► DataFusion ──► StrataTable (prunes partitions
-//!                                                        and files, then Parquet scan)
+//!     ├── SELECT, INSERT, EXPLAIN, SET ──► DataFusion ──► StrataTable (prunes partitions
+//!     │                                                   and files, then Parquet scan)
+//!     └── UPDATE, DELETE, MERGE ──► planned by DataFusion, run by `dml`: copy-on-write of
+//!                                   the files holding affected rows, one commit
 //!  every statement ──► system.query_log
 //! ```
 //!
@@ -14,6 +16,7 @@
 
 pub mod catalog;
 mod copy;
+mod dml;
 pub mod error;
 pub mod parser;
 mod runtime_filter;

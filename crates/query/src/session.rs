@@ -25,7 +25,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use strata_storage::{
     ColumnDef, DEFAULT_DATABASE, DEFAULT_SCHEMA, Error as StorageError, Interval, Partitioning,
-    TableId, TableMetadata, Transaction,
+    TableMetadata, Transaction,
 };
 
 use crate::catalog::StrataCatalogList;
@@ -426,6 +426,11 @@ impl Session {
                 }
                 StatementResult::status(format!("truncated {total} rows"))
             }
+            SqlStatement::Update(update) if update.from.is_some() => {
+                let merge = crate::dml::update_from_as_merge(update)?;
+                let (merged, _) = self.run_datafusion(merge, params).await?;
+                crate::dml::updated_rows(&merged)
+            }
             other => return self.run_datafusion(other.clone(), params).await,
         };
         Ok((result, none))
@@ -438,6 +443,9 @@ impl Session {
         params: Option<&ParamValues>,
     ) -> Result<(StatementResult, ScanFigures)> {
         let plan = self.plan(statement, params).await?;
+        if let Some(result) = crate::dml::run(self, &plan).await? {
+            return Ok((result, ScanFigures::default()));
+        }
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let physical: Arc<dyn ExecutionPlan> = df.create_physical_plan().await?;
@@ -738,27 +746,30 @@ impl Session {
             partitioning,
             properties: Default::default(),
         };
-        let id = TableId::random();
-        let log = self.warehouse.table_log(&id, &qualified);
-        let mut snapshot = log.create(metadata, "CREATE TABLE").await?;
-        let mut rows = 0;
-        if let Some(df) = source {
-            let stream = df.execute_stream().await?;
-            let (n, s) = write_batches(
-                &self.warehouse,
-                &qualified,
-                &log,
-                &snapshot,
-                stream,
-                Transaction::new("CREATE TABLE AS SELECT"),
+        let warehouse = &self.warehouse;
+        let rows = warehouse
+            .create_table(
+                &db,
+                &schema,
+                &table,
+                metadata,
+                create.or_replace,
+                async |log, snapshot| match source {
+                    Some(df) => {
+                        let stream = df.execute_stream().await?;
+                        write_batches(
+                            warehouse,
+                            &qualified,
+                            log,
+                            &snapshot,
+                            stream,
+                            Transaction::new("CREATE TABLE AS SELECT"),
+                        )
+                        .await
+                    }
+                    None => Ok((0, snapshot)),
+                },
             )
-            .await?;
-            rows = n;
-            snapshot = s;
-        }
-        self.warehouse.remember(&id, &snapshot);
-        self.warehouse
-            .register_table(&db, &schema, &table, id, create.or_replace)
             .await?;
         Ok(if create.query.is_some() {
             StatementResult::status(format!("created table {qualified} with {rows} rows"))

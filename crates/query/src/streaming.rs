@@ -25,7 +25,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, RecordBatchStream, execute_stream};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::{Stream, StreamExt};
-use strata_storage::{Error as StorageError, TableId, Transaction};
+use strata_storage::{Error as StorageError, Transaction};
 
 use crate::error::{Error, Result};
 use crate::parser::{ParsedStatement, Statement};
@@ -272,25 +272,35 @@ impl Session {
             (IngestMode::Create | IngestMode::CreateAppend | IngestMode::Replace, false)
             | (IngestMode::Replace | IngestMode::ReplaceExisting, true) => true,
         };
-        // A new table is written under a fresh id and entered in the catalog only after its
-        // data is committed, so a failed ingest leaves no table behind (and `Replace` swaps the
-        // old table for the new one in one catalog commit).
-        let (log, snapshot, new_table) = if create {
+        if create {
+            // A new table enters the catalog only after its data is committed, so a failed
+            // ingest leaves no table behind, and `Replace` swaps the old table for the new one
+            // in one catalog commit.
             let metadata = strata_storage::TableMetadata {
                 columns: column_defs(data.schema().fields()),
                 partitioning: None,
                 properties: Default::default(),
             };
-            let id = TableId::random();
-            let log = self.warehouse().table_log(&id, &qualified);
-            let snapshot = log.create(metadata, "CREATE TABLE").await?;
-            (log, snapshot, Some(id))
-        } else {
-            let (log, snapshot, _) = self.open_table(&object).await?;
-            (log, snapshot, None)
-        };
+            let warehouse = self.warehouse();
+            let replace = matches!(mode, IngestMode::Replace | IngestMode::ReplaceExisting);
+            return warehouse
+                .create_table(
+                    &db,
+                    &schema,
+                    &table,
+                    metadata,
+                    replace,
+                    async |log, snapshot| {
+                        let data = conform(data, snapshot.metadata.schema(), &qualified);
+                        let ingest = Transaction::new("INGEST");
+                        write_batches(warehouse, &qualified, log, &snapshot, data, ingest).await
+                    },
+                )
+                .await;
+        }
+        let (log, snapshot, _) = self.open_table(&object).await?;
         let data = conform(data, snapshot.metadata.schema(), &qualified);
-        let (rows, snapshot) = write_batches(
+        let (rows, _) = write_batches(
             self.warehouse(),
             &qualified,
             &log,
@@ -299,18 +309,6 @@ impl Session {
             Transaction::new("INGEST"),
         )
         .await?;
-        if let Some(id) = new_table {
-            self.warehouse().remember(&id, &snapshot);
-            self.warehouse()
-                .register_table(
-                    &db,
-                    &schema,
-                    &table,
-                    id,
-                    matches!(mode, IngestMode::Replace | IngestMode::ReplaceExisting),
-                )
-                .await?;
-        }
         Ok(rows)
     }
 }

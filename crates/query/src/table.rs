@@ -16,7 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, UInt64Array};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::pruning::PruningStatistics;
@@ -28,6 +28,7 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -45,6 +46,7 @@ use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder,
 use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use futures::StreamExt;
+use parquet::arrow::RowNumber;
 use strata_storage::{DataFile, Snapshot, TableLog, TableWriter, Transaction, run_cpu, writer};
 
 use crate::runtime_filter::{RuntimeFilterMetrics, RuntimeFilterStream};
@@ -53,6 +55,11 @@ use crate::warehouse::Warehouse;
 
 /// DataFusion's name for the warehouse's object store.
 pub const WAREHOUSE_STORE_URL: &str = "strata://warehouse";
+
+/// The column a row-id scan ([`StrataTable::with_row_ids`]) adds: the row's data file.
+pub(crate) const FILE_COLUMN: &str = "__strata_file";
+/// The column a row-id scan adds: the row's position in its data file (Parquet's row number).
+pub(crate) const ROW_COLUMN: &str = "__strata_row";
 
 /// One table at one snapshot.
 #[derive(Debug)]
@@ -65,6 +72,8 @@ pub struct StrataTable {
     schema: SchemaRef,
     /// True when read through time travel: such a table cannot be written.
     historical: bool,
+    /// Rows carry [`FILE_COLUMN`] and [`ROW_COLUMN`] (the scan of a DML statement).
+    row_ids: bool,
 }
 
 impl StrataTable {
@@ -95,7 +104,64 @@ impl StrataTable {
             snapshot,
             schema,
             historical,
+            row_ids: false,
         }
+    }
+
+    /// This table as `UPDATE`, `DELETE` and `MERGE` read it: only the data files in `files`
+    /// (all when `None`), each row tagged with its file's path ([`FILE_COLUMN`]) and its row
+    /// number in that file ([`ROW_COLUMN`]), which identify it for the rewrite.
+    pub(crate) fn with_row_ids(&self, files: Option<&HashSet<String>>) -> Self {
+        let mut snapshot = self.snapshot.clone();
+        if let Some(keep) = files {
+            snapshot.files.retain(|path, _| keep.contains(path));
+        }
+        Self {
+            warehouse: self.warehouse.clone(),
+            name: self.name.clone(),
+            log: self.log.clone(),
+            snapshot,
+            schema: Arc::clone(&self.schema),
+            historical: self.historical,
+            row_ids: true,
+        }
+    }
+
+    /// The table's own columns (without row ids).
+    pub(crate) fn table_schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// The log of the table.
+    pub(crate) fn log(&self) -> &TableLog {
+        &self.log
+    }
+
+    /// The qualified name of the table.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether this is the table at a past version (read-only).
+    pub(crate) fn is_historical(&self) -> bool {
+        self.historical
+    }
+
+    /// The table's columns plus, for a row-id scan, the file and row columns.
+    fn scan_schema(&self) -> TableSchema {
+        let mut builder = TableSchema::builder(Arc::clone(&self.schema));
+        if self.row_ids {
+            builder = builder
+                .with_table_partition_cols(vec![Arc::new(Field::new(
+                    FILE_COLUMN,
+                    DataType::Utf8,
+                    false,
+                ))])
+                .with_virtual_columns(vec![Arc::new(
+                    Field::new(ROW_COLUMN, DataType::Int64, false).with_extension_type(RowNumber),
+                )]);
+        }
+        builder.build()
     }
 
     /// The snapshot this provider reads.
@@ -349,7 +415,11 @@ fn balanced_groups(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> 
 #[async_trait]
 impl TableProvider for StrataTable {
     fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
+        if self.row_ids {
+            Arc::clone(self.scan_schema().table_schema())
+        } else {
+            Arc::clone(&self.schema)
+        }
     }
 
     fn table_type(&self) -> TableType {
@@ -365,6 +435,9 @@ impl TableProvider for StrataTable {
     }
 
     fn statistics(&self) -> Option<Statistics> {
+        if self.row_ids {
+            return None;
+        }
         let files: Vec<Statistics> = self
             .snapshot
             .files
@@ -384,7 +457,7 @@ impl TableProvider for StrataTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let df_schema = DFSchema::try_from(Arc::clone(&self.schema))?;
+        let df_schema = DFSchema::try_from(self.schema())?;
         let predicate: Option<Arc<dyn PhysicalExpr>> = match conjunction(filters.to_vec()) {
             Some(expr) => Some(state.create_physical_expr(expr, &df_schema)?),
             None => None,
@@ -400,8 +473,15 @@ impl TableProvider for StrataTable {
         let partitioned: Vec<PartitionedFile> = files
             .iter()
             .map(|f| {
-                PartitionedFile::new(f.path.clone(), f.size_bytes)
-                    .with_statistics(Arc::new(self.file_statistics(f)))
+                let file = PartitionedFile::new(f.path.clone(), f.size_bytes);
+                if self.row_ids {
+                    PartitionedFile {
+                        partition_values: vec![ScalarValue::Utf8(Some(f.path.clone()))],
+                        ..file
+                    }
+                } else {
+                    file.with_statistics(Arc::new(self.file_statistics(f)))
+                }
             })
             .collect();
         let options = state.config_options();
@@ -412,8 +492,8 @@ impl TableProvider for StrataTable {
         };
         // The filters reach the Parquet source through DataFusion's physical filter pushdown
         // (passed through `StrataScanExec`), which prunes row groups and pages with them.
-        let source = ParquetSource::new(Arc::clone(&self.schema))
-            .with_table_parquet_options(parquet_options);
+        let source =
+            ParquetSource::new(self.scan_schema()).with_table_parquet_options(parquet_options);
         let mut config = FileScanConfigBuilder::new(
             ObjectStoreUrl::parse(WAREHOUSE_STORE_URL)?,
             Arc::new(source),
@@ -421,7 +501,7 @@ impl TableProvider for StrataTable {
         .with_file_groups(balanced_groups(partitioned, target_partitions))
         .with_projection_indices(projection.cloned())?
         .with_limit(limit);
-        if let Some(stats) = self.statistics() {
+        if let Some(stats) = TableProvider::statistics(self) {
             config = config.with_statistics(stats);
         }
         let scan = DataSourceExec::from_data_source(config.build());

@@ -14,7 +14,7 @@ use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use object_store::ObjectStore;
 use strata_storage::{
-    Catalog, CatalogState, Snapshot, TableId, TableLog, WarehouseStore, WriteOptions,
+    Catalog, CatalogState, Snapshot, TableId, TableLog, TableMetadata, WarehouseStore, WriteOptions,
 };
 
 use crate::error::Result;
@@ -177,6 +177,47 @@ impl Warehouse {
         Ok(state)
     }
 
+    /// Creates table `database.schema.name`: writes its log, and through `fill` its data, under a
+    /// fresh id, then enters it in the catalog (`replace` swaps out a table of that name). If
+    /// anything fails, what was written is deleted: no half-made table is left behind. Returns
+    /// what `fill` returns.
+    pub(crate) async fn create_table<T>(
+        &self,
+        database: &str,
+        schema: &str,
+        name: &str,
+        metadata: TableMetadata,
+        replace: bool,
+        fill: impl AsyncFnOnce(&TableLog, Snapshot) -> Result<(T, Snapshot)>,
+    ) -> Result<T> {
+        let id = TableId::random();
+        let log = self.table_log(&id, &format!("{database}.{schema}.{name}"));
+        let made = async {
+            let snapshot = log.create(metadata, "CREATE TABLE").await?;
+            let (out, snapshot) = fill(&log, snapshot).await?;
+            self.remember(&id, &snapshot);
+            self.register_table(database, schema, name, id.clone(), replace)
+                .await?;
+            Ok(out)
+        }
+        .await;
+        if made.is_err() {
+            // Delete only if the catalog surely does not hold the table: a catalog commit whose
+            // answer was lost may have landed. Otherwise VACUUM collects the files later.
+            let registered = match self.refresh_catalog().await {
+                Ok(catalog) => catalog.table_ids().any(|t| t == &id),
+                Err(_) => true,
+            };
+            if !registered {
+                let store = self.object_store();
+                if let Err(e) = strata_storage::vacuum::delete_table_files(&store, &id).await {
+                    tracing::warn!(table = %id.0, error = %e, "could not delete a failed table's files");
+                }
+            }
+        }
+        made
+    }
+
     /// Enters the table whose log is `id` in the catalog as `database.schema.name`, in one
     /// catalog commit; `replace` swaps out a table of that name, otherwise one fails the call.
     pub(crate) async fn register_table(
@@ -279,7 +320,79 @@ impl Warehouse {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_byte_size;
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::error::DataFusionError;
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+
+    use super::{Warehouse, parse_byte_size};
+    use crate::IngestMode;
+
+    /// Files under the warehouse's `tables/` directory.
+    fn table_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let mut todo = vec![root.join("tables")];
+        while let Some(dir) = todo.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    todo.push(path);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn a_failed_create_leaves_no_table_and_no_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(dir.path().to_str().unwrap()).await.unwrap();
+        let mut session = warehouse.session();
+
+        // CREATE TABLE AS SELECT failing half-way through its query.
+        let e = session
+            .sql("CREATE TABLE t AS SELECT 10 / (value - 50000) AS x FROM generate_series(1, 100000)")
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("Divide by zero"), "{e}");
+
+        // Ingest whose upload breaks off after a first batch.
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, false)]));
+        let good = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(Int64Array::from_iter_values(0..1000))],
+        )
+        .unwrap();
+        let upload = futures::stream::iter(vec![
+            Ok(good),
+            Err(DataFusionError::Execution("client went away".into())),
+        ]);
+        let data = Box::pin(RecordBatchStreamAdapter::new(schema, upload));
+        let name = [
+            "main".to_string(),
+            "public".to_string(),
+            "events".to_string(),
+        ];
+        let e = session
+            .ingest(&name, IngestMode::Create, data)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("client went away"), "{e}");
+
+        assert!(
+            table_files(dir.path()).is_empty(),
+            "{:?}",
+            table_files(dir.path())
+        );
+        let e = session.sql("SELECT * FROM events").await.unwrap_err();
+        assert!(e.to_string().contains("events"), "{e}");
+        let e = session.sql("SELECT * FROM t").await.unwrap_err();
+        assert!(e.to_string().contains("t"), "{e}");
+    }
 
     #[test]
     fn byte_sizes() {

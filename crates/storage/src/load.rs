@@ -1,20 +1,29 @@
 //! Reading source files for `COPY INTO`: CSV, newline-delimited JSON and Parquet.
 //!
-//! Sources are local paths, `file://` URLs, directories (every file in them) or globs. Each file
-//! is read into batches of the table's schema; any failure names the file and, where the reader
-//! can tell, the line or row group and the column, so a user can fix the input.
+//! Sources are local paths, `file://` URLs, directories (every file in them) or globs, and the
+//! same on S3 (`s3://bucket/landing/2024-*.csv`). Each file is read into batches of the table's
+//! schema; any failure names the file and, where the reader can tell, the line or row group and
+//! the column, so a user can fix the input.
+//!
+//! A remote file is fetched whole before it is read (Parquet needs random access, and a fetch is
+//! one request); load files of the size object stores recommend (100–250 MB), not one huge file.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use bytes::{Buf, Bytes};
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::ChunkReader;
 
 use crate::error::{Error, Result};
+use crate::store::{is_s3, open_s3};
 
 /// Rows per batch read from a source file.
 const READ_BATCH_ROWS: usize = 64 * 1024;
@@ -71,22 +80,87 @@ impl FileFormat {
 }
 
 /// A file to load.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct SourceFile {
-    pub path: PathBuf,
+    /// The local path or URL, as recorded in load history.
+    pub name: String,
     pub size_bytes: u64,
     pub modified: Option<DateTime<Utc>>,
+    origin: Origin,
+}
+
+#[derive(Debug, Clone)]
+enum Origin {
+    Local(PathBuf),
+    Remote {
+        store: Arc<dyn ObjectStore>,
+        path: object_store::path::Path,
+    },
+}
+
+/// The bytes of a source file, ready to read: a local file, or a fetched remote object.
+#[derive(Debug)]
+pub enum SourceData {
+    File(File),
+    Bytes(Bytes),
+}
+
+impl SourceData {
+    /// A buffered reader over the bytes.
+    fn buffered(self) -> Box<dyn BufRead> {
+        match self {
+            SourceData::File(f) => Box::new(BufReader::new(f)),
+            SourceData::Bytes(b) => Box::new(b.reader()),
+        }
+    }
 }
 
 impl SourceFile {
     /// The file name as recorded in load history.
     pub fn display(&self) -> String {
-        self.path.display().to_string()
+        self.name.clone()
+    }
+
+    /// Opens the file: a local one as it is, a remote one fetched whole.
+    pub async fn open(&self) -> Result<SourceData> {
+        let fail = |reason: String| Error::Load {
+            file: self.name.clone(),
+            reason,
+        };
+        match &self.origin {
+            Origin::Local(path) => File::open(path)
+                .map(SourceData::File)
+                .map_err(|e| fail(format!("cannot open: {e}"))),
+            Origin::Remote { store, path } => {
+                let got = store
+                    .get(path)
+                    .await
+                    .map_err(|e| fail(format!("cannot fetch: {e}")))?;
+                let bytes = got
+                    .bytes()
+                    .await
+                    .map_err(|e| fail(format!("cannot fetch: {e}")))?;
+                Ok(SourceData::Bytes(bytes))
+            }
+        }
     }
 }
 
-/// Lists the files named by `location`: a file, a directory, a glob, or a `file://` URL of one.
-pub fn list_sources(location: &str) -> Result<Vec<SourceFile>> {
+/// Lists the files named by `location`: a file, a directory, a glob, or a URL of one
+/// (`file://`, `s3://`). `s3_settings` add to the `AWS_*` environment (credentials given with
+/// the statement).
+pub async fn list_sources(
+    location: &str,
+    s3_settings: &[(String, String)],
+) -> Result<Vec<SourceFile>> {
+    if is_s3(location) {
+        list_remote(location, s3_settings).await
+    } else {
+        list_local(location)
+    }
+}
+
+fn list_local(location: &str) -> Result<Vec<SourceFile>> {
     let location = location.strip_prefix("file://").unwrap_or(location);
     if location.contains("://") {
         return Err(Error::InvalidArgument(format!(
@@ -131,18 +205,73 @@ pub fn list_sources(location: &str) -> Result<Vec<SourceFile>> {
             })?;
             let path = path.canonicalize().unwrap_or(path);
             Ok(SourceFile {
-                path,
+                name: path.display().to_string(),
                 size_bytes: meta.len(),
                 modified: meta.modified().ok().map(DateTime::<Utc>::from),
+                origin: Origin::Local(path),
             })
         })
         .collect()
 }
 
-/// Reads `file` as batches of `schema`, passing each to `sink`. Blocking: call off the async
-/// runtime. Errors name the file.
+/// Lists `s3://bucket/key`: the object `key`, the objects directly under `key/`, or the objects
+/// matching `key` as a glob (`*` and `?` stay within one path segment).
+async fn list_remote(location: &str, settings: &[(String, String)]) -> Result<Vec<SourceFile>> {
+    let no_files = || Error::NoFilesMatch {
+        pattern: location.to_string(),
+    };
+    let (store, bucket, key) = open_s3(location, settings)?;
+    let key = key.trim_matches('/');
+    let parse = |p: &str| {
+        object_store::path::Path::parse(p)
+            .map_err(|e| Error::InvalidArgument(format!("'{location}': {e}")))
+    };
+    let mut objects: Vec<ObjectMeta> = if let Some(glob_at) = key.find(['*', '?', '[']) {
+        let pattern = glob::Pattern::new(key)
+            .map_err(|e| Error::InvalidArgument(format!("bad pattern '{location}': {e}")))?;
+        let options = glob::MatchOptions {
+            require_literal_separator: true,
+            ..Default::default()
+        };
+        let prefix = parse(key[..glob_at].rsplit_once('/').map_or("", |(dir, _)| dir))?;
+        store
+            .list(Some(&prefix))
+            .try_filter(|o| std::future::ready(pattern.matches_with(o.location.as_ref(), options)))
+            .try_collect()
+            .await?
+    } else {
+        let path = parse(key)?;
+        match store.head(&path).await {
+            Ok(meta) if !key.is_empty() => vec![meta],
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {
+                store.list_with_delimiter(Some(&path)).await?.objects
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if objects.is_empty() {
+        return Err(no_files());
+    }
+    objects.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(objects
+        .into_iter()
+        .map(|o| SourceFile {
+            name: format!("{bucket}/{}", o.location),
+            size_bytes: o.size,
+            modified: Some(o.last_modified),
+            origin: Origin::Remote {
+                store: Arc::clone(&store),
+                path: o.location,
+            },
+        })
+        .collect())
+}
+
+/// Reads `data`, the contents of `file`, as batches of `schema`, passing each to `sink`.
+/// Blocking: call off the async runtime. Errors name the file.
 pub fn read_file(
     file: &SourceFile,
+    data: SourceData,
     format: &FileFormat,
     schema: &SchemaRef,
     mut sink: impl FnMut(RecordBatch) -> Result<()>,
@@ -152,7 +281,6 @@ pub fn read_file(
         file: name.clone(),
         reason,
     };
-    let open = || File::open(&file.path).map_err(|e| fail(format!("cannot open: {e}")));
     let mut rows = 0u64;
     match format {
         FileFormat::Csv(options) => {
@@ -179,7 +307,7 @@ pub fn read_file(
             let null_regex = regex::Regex::new(&format!("^({})$", null_if.join("|")))
                 .map_err(|e| fail(format!("bad NULL_IF: {e}")))?;
             builder = builder.with_null_regex(null_regex);
-            let mut reader = BufReader::new(open()?);
+            let mut reader = data.buffered();
             skip_lines(&mut reader, options.skip_header).map_err(|e| fail(e.to_string()))?;
             let reader = builder.build(reader).map_err(|e| fail(e.to_string()))?;
             for batch in reader {
@@ -199,7 +327,7 @@ pub fn read_file(
         FileFormat::Json => {
             let reader = arrow::json::ReaderBuilder::new(plain_schema(schema))
                 .with_batch_size(READ_BATCH_ROWS)
-                .build(BufReader::new(open()?))
+                .build(data.buffered())
                 .map_err(|e| fail(e.to_string()))?;
             for batch in reader {
                 let batch = batch.map_err(|e| {
@@ -213,34 +341,49 @@ pub fn read_file(
             }
         }
         FileFormat::Parquet => {
-            let builder = ParquetRecordBatchReaderBuilder::try_new(open()?)
-                .map_err(|e| fail(format!("not a readable Parquet file: {e}")))?;
-            let file_schema = Arc::clone(builder.schema());
-            let indices = match_columns(&file_schema, schema).map_err(&fail)?;
-            let row_groups: Vec<i64> = builder
-                .metadata()
-                .row_groups()
-                .iter()
-                .map(|rg| rg.num_rows())
-                .collect();
-            let reader = builder
-                .with_batch_size(READ_BATCH_ROWS)
-                .build()
-                .map_err(|e| fail(e.to_string()))?;
-            for batch in reader {
-                let batch = batch.map_err(|e| {
-                    fail(format!(
-                        "{e} (row group {} of {})",
-                        row_group_of(&row_groups, rows),
-                        row_groups.len()
-                    ))
-                })?;
-                let picked = batch.project(&indices)?;
-                rows += picked.num_rows() as u64;
-                let row_group = row_group_of(&row_groups, rows.saturating_sub(1));
-                sink(picked).map_err(|e| fail(format!("{e} (row group {row_group})")))?;
+            rows = match data {
+                SourceData::File(f) => read_parquet(f, schema, sink, &fail)?,
+                SourceData::Bytes(b) => read_parquet(b, schema, sink, &fail)?,
             }
         }
+    }
+    Ok(rows)
+}
+
+/// Reads a Parquet file as batches of `schema`; columns are matched by name (or position).
+fn read_parquet<R: ChunkReader + 'static>(
+    reader: R,
+    schema: &SchemaRef,
+    mut sink: impl FnMut(RecordBatch) -> Result<()>,
+    fail: &dyn Fn(String) -> Error,
+) -> Result<u64> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(reader)
+        .map_err(|e| fail(format!("not a readable Parquet file: {e}")))?;
+    let file_schema = Arc::clone(builder.schema());
+    let indices = match_columns(&file_schema, schema).map_err(fail)?;
+    let row_groups: Vec<i64> = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| rg.num_rows())
+        .collect();
+    let reader = builder
+        .with_batch_size(READ_BATCH_ROWS)
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut rows = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| {
+            fail(format!(
+                "{e} (row group {} of {})",
+                row_group_of(&row_groups, rows),
+                row_groups.len()
+            ))
+        })?;
+        let picked = batch.project(&indices)?;
+        rows += picked.num_rows() as u64;
+        let row_group = row_group_of(&row_groups, rows.saturating_sub(1));
+        sink(picked).map_err(|e| fail(format!("{e} (row group {row_group})")))?;
     }
     Ok(rows)
 }
@@ -395,12 +538,13 @@ mod tests {
         let path = dir.path().join("bad.csv");
         let mut f = File::create(&path).unwrap();
         writeln!(f, "id,amount\n1,2.5\n2,abc").unwrap();
-        let file = &list_sources(path.to_str().unwrap()).unwrap()[0];
+        let file = &list_local(path.to_str().unwrap()).unwrap()[0];
         let format = FileFormat::Csv(CsvOptions {
             skip_header: 1,
             ..Default::default()
         });
-        let err = read_file(file, &format, &schema(), |_| Ok(()))
+        let data = SourceData::File(File::open(&path).unwrap());
+        let err = read_file(file, data, &format, &schema(), |_| Ok(()))
             .unwrap_err()
             .to_string();
         assert!(
@@ -414,8 +558,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cut.parquet");
         std::fs::write(&path, b"PAR1 not really").unwrap();
-        let file = &list_sources(path.to_str().unwrap()).unwrap()[0];
-        let err = read_file(file, &FileFormat::Parquet, &schema(), |_| Ok(()))
+        let file = &list_local(path.to_str().unwrap()).unwrap()[0];
+        let data = SourceData::Bytes(Bytes::from(std::fs::read(&path).unwrap()));
+        let err = read_file(file, data, &FileFormat::Parquet, &schema(), |_| Ok(()))
             .unwrap_err()
             .to_string();
         assert!(err.contains("cut.parquet"), "{err}");

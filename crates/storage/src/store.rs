@@ -1,7 +1,12 @@
 //! Opening a warehouse root as an [`ObjectStore`], and the paths of everything under it.
 //!
 //! The storage layer only ever talks to `object_store`: a local directory, `memory://` (tests) and
-//! later `s3://` are the same code. Local disk gets one addition, [`DurableLocalStore`]: object_store's
+//! `s3://bucket/prefix` (AWS S3 or any S3-compatible store: MinIO, R2, moto) are the same code.
+//! S3 settings come from the usual `AWS_*` environment variables (`AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ENDPOINT`, `AWS_ALLOW_HTTP`, ...). Commits rely on
+//! conditional puts (`If-None-Match: *`), which S3 has supported since 2024.
+//!
+//! Local disk gets one addition, [`DurableLocalStore`]: object_store's
 //! `LocalFileSystem` renames a temporary file into place but never fsyncs, so an acknowledged commit
 //! could vanish on power loss. The wrapper fsyncs each written file and its directories before
 //! `put` returns.
@@ -22,9 +27,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::stream::BoxStream;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult,
@@ -41,7 +48,7 @@ pub struct WarehouseStore {
 }
 
 impl WarehouseStore {
-    /// Opens `location`: a local path, `file:///abs/path`, or `memory://`.
+    /// Opens `location`: a local path, `file:///abs/path`, `s3://bucket[/prefix]` or `memory://`.
     pub fn open(location: &str) -> Result<Self> {
         if location == "memory://" || location.starts_with("memory://") {
             return Ok(Self {
@@ -50,12 +57,31 @@ impl WarehouseStore {
                 local_root: None,
             });
         }
+        if is_s3(location) {
+            let invalid = |reason: String| Error::InvalidWarehouse {
+                url: location.to_string(),
+                reason,
+            };
+            let (s3, _, key) = open_s3(location, &[]).map_err(|e| invalid(e.to_string()))?;
+            let prefix = Path::parse(key.trim_matches('/')).map_err(|e| invalid(e.to_string()))?;
+            let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
+                s3
+            } else {
+                Arc::new(PrefixStore::new(s3, prefix))
+            };
+            return Ok(Self {
+                store,
+                location: location.trim_end_matches('/').to_string(),
+                local_root: None,
+            });
+        }
         let path = if let Some(rest) = location.strip_prefix("file://") {
             PathBuf::from(rest)
         } else if location.contains("://") {
             return Err(Error::InvalidWarehouse {
                 url: location.to_string(),
-                reason: "supported schemes are file:// and memory:// (or a plain path)".to_string(),
+                reason: "supported schemes are file://, s3:// and memory:// (or a plain path)"
+                    .to_string(),
             });
         } else {
             PathBuf::from(location)
@@ -93,6 +119,37 @@ impl WarehouseStore {
     pub fn local_root(&self) -> Option<&FsPath> {
         self.local_root.as_deref()
     }
+}
+
+/// Whether `location` is an S3 URL (`s3://` or `s3a://`).
+pub fn is_s3(location: &str) -> bool {
+    location.starts_with("s3://") || location.starts_with("s3a://")
+}
+
+/// Opens the bucket of `url` (`s3://bucket/key`, configured from `AWS_*` environment variables,
+/// then `settings`: object_store's S3 option names such as `aws_access_key_id`) and returns it
+/// with the bucket's URL and the key, as written (globs included).
+pub fn open_s3(
+    url: &str,
+    settings: &[(String, String)],
+) -> Result<(Arc<dyn ObjectStore>, String, String)> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "'{url}' names no bucket (expected s3://bucket/path)"
+        )));
+    }
+    let bucket_url = format!("s3://{bucket}");
+    let mut builder = AmazonS3Builder::from_env().with_url(&bucket_url);
+    for (key, value) in settings {
+        let key = key.parse().map_err(|_| {
+            Error::InvalidArgument(format!("unknown S3 setting '{key}' for '{url}'"))
+        })?;
+        builder = builder.with_config(key, value);
+    }
+    let store = builder.build()?;
+    Ok((Arc::new(store), bucket_url, key.to_string()))
 }
 
 /// Typed paths of everything under a warehouse root.

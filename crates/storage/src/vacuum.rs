@@ -79,6 +79,23 @@ pub async fn vacuum_dropped_tables(
     Ok(report)
 }
 
+/// Deletes every file of table `id` at once: for a table that was being created and never
+/// entered the catalog.
+pub async fn delete_table_files(
+    store: &Arc<dyn ObjectStore>,
+    id: &TableId,
+) -> Result<VacuumReport> {
+    let objects: Vec<_> = store
+        .list(Some(&crate::store::paths::table_dir(id)))
+        .try_collect()
+        .await?;
+    delete(
+        store,
+        objects.into_iter().map(|m| (m.location, m.size)).collect(),
+    )
+    .await
+}
+
 async fn delete(store: &Arc<dyn ObjectStore>, files: Vec<(Path, u64)>) -> Result<VacuumReport> {
     let report = VacuumReport {
         files_deleted: files.len() as u64,
