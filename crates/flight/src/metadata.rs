@@ -5,8 +5,9 @@
 
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, Int32Builder, RecordBatch, StringBuilder, UInt8Builder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::error::ArrowError;
 use arrow_flight::sql::metadata::{
     GetCatalogsBuilder, GetDbSchemasBuilder, GetTablesBuilder, SqlInfoData, SqlInfoDataBuilder,
     XdbcTypeInfo, XdbcTypeInfoData, XdbcTypeInfoDataBuilder,
@@ -17,6 +18,7 @@ use arrow_flight::sql::{
 };
 use datafusion::catalog::CatalogProviderList;
 use strata_query::Session;
+use strata_storage::Constraint;
 use tonic::Status;
 
 use crate::wire::{WireTypes, wire_schema};
@@ -397,3 +399,145 @@ pub(crate) static XDBC_TYPES: LazyLock<XdbcTypeInfoData> = LazyLock::new(|| {
     }
     b.build().expect("static type info builds")
 });
+
+/// A table's name and its declared constraints.
+pub(crate) type TableConstraints = ([String; 3], Vec<Constraint>);
+
+/// Whether `name` ([database, schema, table]) matches optional catalog and schema filters and
+/// a table name.
+fn names(name: &[String; 3], catalog: Option<&str>, schema: Option<&str>, table: &str) -> bool {
+    catalog.is_none_or(|c| c.is_empty() || c == name[0])
+        && schema.is_none_or(|s| s.is_empty() || s == name[1])
+        && name[2] == table
+}
+
+/// `GetPrimaryKeys` rows for `table`: one per column of its primary key.
+pub(crate) fn primary_keys(
+    tables: &[TableConstraints],
+    catalog: Option<&str>,
+    schema: Option<&str>,
+    table: &str,
+) -> Result<RecordBatch, ArrowError> {
+    let mut text: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
+    let mut sequence = Int32Builder::new();
+    for (name, constraints) in tables
+        .iter()
+        .filter(|(n, _)| names(n, catalog, schema, table))
+    {
+        for c in constraints {
+            let Constraint::PrimaryKey { name: key, columns } = c else {
+                continue;
+            };
+            for (i, column) in columns.iter().enumerate() {
+                for (b, v) in text
+                    .iter_mut()
+                    .zip([&name[0], &name[1], &name[2], column, key])
+                {
+                    b.append_value(v);
+                }
+                sequence.append_value(i as i32 + 1);
+            }
+        }
+    }
+    let mut columns: Vec<ArrayRef> = text
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    columns.push(Arc::new(sequence.finish()));
+    RecordBatch::try_new(primary_keys_schema(), columns)
+}
+
+/// Which foreign keys a request asks for.
+#[derive(Debug)]
+pub(crate) enum ForeignKeys<'a> {
+    /// Those of one table (`GetImportedKeys`).
+    Imported(&'a [String; 3]),
+    /// Those referencing one table (`GetExportedKeys`).
+    Exported(&'a [String; 3]),
+    /// Those of the second table referencing the first (`GetCrossReference`).
+    Between(&'a [String; 3], &'a [String; 3]),
+}
+
+/// The `update_rule`/`delete_rule` of a foreign key: Flight SQL's NO_ACTION.
+const NO_ACTION: u8 = 3;
+
+/// `GetImportedKeys`/`GetExportedKeys`/`GetCrossReference` rows: one per column of each
+/// matching foreign key. Tables are given as [database, schema, table]; an empty database or
+/// schema matches any.
+pub(crate) fn foreign_keys(
+    tables: &[TableConstraints],
+    wanted: ForeignKeys<'_>,
+) -> Result<RecordBatch, ArrowError> {
+    let same = |a: &[String; 3], b: &[String; 3]| {
+        (a[0].is_empty() || b[0].is_empty() || a[0] == b[0])
+            && (a[1].is_empty() || b[1].is_empty() || a[1] == b[1])
+            && a[2] == b[2]
+    };
+    let mut text: Vec<StringBuilder> = (0..8).map(|_| StringBuilder::new()).collect();
+    let mut sequence = Int32Builder::new();
+    let mut key_names: Vec<StringBuilder> = (0..2).map(|_| StringBuilder::new()).collect();
+    let mut rules: Vec<UInt8Builder> = (0..2).map(|_| UInt8Builder::new()).collect();
+    for (child, constraints) in tables {
+        for c in constraints {
+            let Constraint::ForeignKey {
+                name,
+                columns,
+                references,
+                referenced_columns,
+            } = c
+            else {
+                continue;
+            };
+            let keep = match wanted {
+                ForeignKeys::Imported(t) => same(t, child),
+                ForeignKeys::Exported(t) => same(t, references),
+                ForeignKeys::Between(pk, fk) => same(pk, references) && same(fk, child),
+            };
+            if !keep {
+                continue;
+            }
+            // The name of the referenced key, from the parent's constraints.
+            let parent_key = tables
+                .iter()
+                .filter(|(n, _)| n == references)
+                .flat_map(|(_, cs)| cs)
+                .find(|k| {
+                    matches!(k, Constraint::PrimaryKey { .. } | Constraint::Unique { .. })
+                        && k.columns() == referenced_columns.as_slice()
+                })
+                .map(|k| k.name().to_string());
+            for (i, (fk_column, pk_column)) in columns.iter().zip(referenced_columns).enumerate() {
+                let values = [
+                    &references[0],
+                    &references[1],
+                    &references[2],
+                    pk_column,
+                    &child[0],
+                    &child[1],
+                    &child[2],
+                    fk_column,
+                ];
+                for (b, v) in text.iter_mut().zip(values) {
+                    b.append_value(v);
+                }
+                sequence.append_value(i as i32 + 1);
+                key_names[0].append_value(name);
+                key_names[1].append_option(parent_key.as_deref());
+                rules[0].append_value(NO_ACTION);
+                rules[1].append_value(NO_ACTION);
+            }
+        }
+    }
+    let mut columns: Vec<ArrayRef> = text
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    columns.push(Arc::new(sequence.finish()));
+    columns.extend(
+        key_names
+            .iter_mut()
+            .map(|b| Arc::new(b.finish()) as ArrayRef),
+    );
+    columns.extend(rules.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    RecordBatch::try_new(foreign_keys_schema(), columns)
+}

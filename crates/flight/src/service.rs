@@ -56,7 +56,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{Authenticator, Identity};
 use crate::error::{status, stream_status};
 use crate::metadata::{
-    self, SQL_INFO, SYSTEM_TABLE, TABLE, XDBC_TYPES, foreign_keys_schema, primary_keys_schema,
+    self, ForeignKeys, SQL_INFO, SYSTEM_TABLE, TABLE, XDBC_TYPES, foreign_keys_schema,
+    primary_keys_schema,
 };
 use crate::policy;
 use crate::wire::{WireTypes, wire_batch, wire_schema};
@@ -526,6 +527,19 @@ impl StrataFlightSql {
         )
     }
 
+    /// The foreign keys a key request asks for.
+    async fn foreign_keys<T: Send>(
+        &self,
+        request: &Request<T>,
+        wanted: ForeignKeys<'_>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.metadata_batch(request, async |s| {
+            let tables = s.warehouse().constraints().await.map_err(status)?;
+            metadata::foreign_keys(&tables, wanted).map_err(|e| Status::internal(e.to_string()))
+        })
+        .await
+    }
+
     async fn metadata_batch<T: Send>(
         &self,
         request: &Request<T>,
@@ -547,6 +561,15 @@ impl StrataFlightSql {
             None,
         ))
     }
+}
+
+/// A table named in a key request: [database, schema, table], empty when not given.
+fn table_name(catalog: Option<String>, schema: Option<String>, table: String) -> [String; 3] {
+    [
+        catalog.unwrap_or_default(),
+        schema.unwrap_or_default(),
+        table,
+    ]
 }
 
 /// Unregisters a query when its stream ends or is dropped, and frees its slot.
@@ -1083,7 +1106,8 @@ impl FlightSqlService for StrataFlightSql {
         .await
     }
 
-    // Keys: Strata declares no keys yet, so these are empty (but well-formed) results.
+    // Keys: from the declared PRIMARY KEY and FOREIGN KEY constraints, so BI tools find the
+    // star schema's relationships by themselves.
 
     async fn get_flight_info_primary_keys(
         &self,
@@ -1095,11 +1119,18 @@ impl FlightSqlService for StrataFlightSql {
 
     async fn do_get_primary_keys(
         &self,
-        _query: CommandGetPrimaryKeys,
+        query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.metadata_batch(&request, async |_| {
-            Ok(RecordBatch::new_empty(primary_keys_schema()))
+        self.metadata_batch(&request, async |s| {
+            let tables = s.warehouse().constraints().await.map_err(status)?;
+            metadata::primary_keys(
+                &tables,
+                query.catalog.as_deref(),
+                query.db_schema.as_deref(),
+                &query.table,
+            )
+            .map_err(|e| Status::internal(e.to_string()))
         })
         .await
     }
@@ -1114,13 +1145,12 @@ impl FlightSqlService for StrataFlightSql {
 
     async fn do_get_imported_keys(
         &self,
-        _query: CommandGetImportedKeys,
+        query: CommandGetImportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.metadata_batch(&request, async |_| {
-            Ok(RecordBatch::new_empty(foreign_keys_schema()))
-        })
-        .await
+        let table = table_name(query.catalog, query.db_schema, query.table);
+        self.foreign_keys(&request, ForeignKeys::Imported(&table))
+            .await
     }
 
     async fn get_flight_info_exported_keys(
@@ -1133,13 +1163,12 @@ impl FlightSqlService for StrataFlightSql {
 
     async fn do_get_exported_keys(
         &self,
-        _query: CommandGetExportedKeys,
+        query: CommandGetExportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.metadata_batch(&request, async |_| {
-            Ok(RecordBatch::new_empty(foreign_keys_schema()))
-        })
-        .await
+        let table = table_name(query.catalog, query.db_schema, query.table);
+        self.foreign_keys(&request, ForeignKeys::Exported(&table))
+            .await
     }
 
     async fn get_flight_info_cross_reference(
@@ -1152,13 +1181,13 @@ impl FlightSqlService for StrataFlightSql {
 
     async fn do_get_cross_reference(
         &self,
-        _query: CommandGetCrossReference,
+        query: CommandGetCrossReference,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.metadata_batch(&request, async |_| {
-            Ok(RecordBatch::new_empty(foreign_keys_schema()))
-        })
-        .await
+        let pk = table_name(query.pk_catalog, query.pk_db_schema, query.pk_table);
+        let fk = table_name(query.fk_catalog, query.fk_db_schema, query.fk_table);
+        self.foreign_keys(&request, ForeignKeys::Between(&pk, &fk))
+            .await
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -8,9 +8,9 @@ use arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray, UI
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::sql::{
-    CommandGetDbSchemas, CommandGetPrimaryKeys, CommandGetTables, CommandGetXdbcTypeInfo,
-    CommandStatementIngest, SqlInfo, TableDefinitionOptions, TableExistsOption,
-    TableNotExistOption,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetTables, CommandGetXdbcTypeInfo, CommandStatementIngest,
+    SqlInfo, TableDefinitionOptions, TableExistsOption, TableNotExistOption,
 };
 use arrow_flight::{CancelFlightInfoRequest, CancelStatus, FlightInfo, IpcMessage};
 use futures::TryStreamExt;
@@ -403,7 +403,9 @@ async fn metadata_for_object_browsers() {
     let mut client = login(address, "strata", PASSWORD).await;
     client
         .execute_update(
-            "CREATE TABLE dim_city (city_id INT, name VARCHAR)".into(),
+            "CREATE TABLE dim_city (city_id INT PRIMARY KEY, name VARCHAR);
+             CREATE TABLE fact_visit (visit_id INT, city INT REFERENCES dim_city, n INT)"
+                .into(),
             None,
         )
         .await
@@ -476,7 +478,87 @@ async fn metadata_for_object_browsers() {
         .await
         .unwrap();
     let keys = fetch(&mut client, info).await;
-    assert_eq!(rows(&keys), 0);
+    assert_eq!(
+        text(&keys),
+        "+--------------+----------------+------------+-------------+---------------+--------------+\n\
+         | catalog_name | db_schema_name | table_name | column_name | key_name      | key_sequence |\n\
+         +--------------+----------------+------------+-------------+---------------+--------------+\n\
+         | main         | public         | dim_city   | city_id     | dim_city_pkey | 1            |\n\
+         +--------------+----------------+------------+-------------+---------------+--------------+"
+    );
+
+    // The star schema's relationship, from both ends and between the two tables.
+    let expected = "main.public.dim_city.city_id <- main.public.fact_visit.city \
+                    (fact_visit_city_fkey -> dim_city_pkey)";
+    let relationship = |batches: &[RecordBatch]| -> Vec<String> {
+        let column = |b: &RecordBatch, name: &str| {
+            let c = b.column_by_name(name).unwrap();
+            c.as_any().downcast_ref::<StringArray>().unwrap().clone()
+        };
+        let mut out = Vec::new();
+        for b in batches {
+            let names = [
+                "pk_catalog_name",
+                "pk_db_schema_name",
+                "pk_table_name",
+                "pk_column_name",
+                "fk_catalog_name",
+                "fk_db_schema_name",
+                "fk_table_name",
+                "fk_column_name",
+                "fk_key_name",
+                "pk_key_name",
+            ]
+            .map(|n| column(b, n));
+            for i in 0..b.num_rows() {
+                let v: Vec<&str> = names.iter().map(|c| c.value(i)).collect();
+                out.push(format!(
+                    "{}.{}.{}.{} <- {}.{}.{}.{} ({} -> {})",
+                    v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], v[9]
+                ));
+            }
+        }
+        out
+    };
+    let info = client
+        .get_imported_keys(CommandGetImportedKeys {
+            catalog: None,
+            db_schema: None,
+            table: "fact_visit".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(relationship(&fetch(&mut client, info).await), [expected]);
+    let info = client
+        .get_exported_keys(CommandGetExportedKeys {
+            catalog: Some("main".into()),
+            db_schema: Some("public".into()),
+            table: "dim_city".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(relationship(&fetch(&mut client, info).await), [expected]);
+    let info = client
+        .get_cross_reference(CommandGetCrossReference {
+            pk_catalog: None,
+            pk_db_schema: None,
+            pk_table: "dim_city".into(),
+            fk_catalog: None,
+            fk_db_schema: None,
+            fk_table: "fact_visit".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(relationship(&fetch(&mut client, info).await), [expected]);
+    let info = client
+        .get_imported_keys(CommandGetImportedKeys {
+            catalog: None,
+            db_schema: None,
+            table: "dim_city".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows(&fetch(&mut client, info).await), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -665,7 +747,7 @@ async fn jdbc_driver_connect_and_browse_sequence() {
     let mut setup = login(address, "strata", PASSWORD).await;
     setup
         .execute_update(
-            "CREATE TABLE dim_customer (c_id INT, c_name VARCHAR)".into(),
+            "CREATE TABLE dim_customer (c_id INT PRIMARY KEY, c_name VARCHAR)".into(),
             None,
         )
         .await
@@ -730,7 +812,7 @@ async fn jdbc_driver_connect_and_browse_sequence() {
         })
         .await
         .unwrap();
-    assert_eq!(rows(&fetch(&mut jdbc, info).await), 0);
+    assert_eq!(rows(&fetch(&mut jdbc, info).await), 1);
 
     let mut prepared = jdbc
         .prepare(

@@ -1,17 +1,21 @@
 //! Strata's catalog as DataFusion catalog providers.
 //!
 //! Each Strata database is a DataFusion catalog, each schema a schema. Every database also shows
-//! a read-only `system` schema (see [`crate::system`]); DataFusion adds `information_schema`.
+//! a read-only `system` schema (see [`crate::system`]), and `information_schema` (DataFusion's
+//! views plus the constraint views).
 //! Names come from the warehouse's cached catalog, refreshed before each statement; tables are
 //! resolved (their snapshot read) when a statement is planned.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use datafusion::catalog::information_schema::{INFORMATION_SCHEMA, InformationSchemaProvider};
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
 
-use crate::system::{SYSTEM_SCHEMA, SYSTEM_TABLES, system_table};
+use crate::system::{
+    CONSTRAINT_VIEWS, SYSTEM_SCHEMA, SYSTEM_TABLES, constraint_view, system_table,
+};
 use crate::warehouse::Warehouse;
 
 /// All databases of a warehouse.
@@ -74,6 +78,14 @@ impl CatalogProvider for StrataDatabase {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == INFORMATION_SCHEMA {
+            return Some(Arc::new(InformationSchema {
+                inner: InformationSchemaProvider::new(Arc::new(StrataCatalogList::new(
+                    self.warehouse.clone(),
+                ))),
+                warehouse: self.warehouse.clone(),
+            }));
+        }
         let exists = name == SYSTEM_SCHEMA
             || self
                 .warehouse
@@ -87,6 +99,37 @@ impl CatalogProvider for StrataDatabase {
                 schema: name.to_string(),
             }) as Arc<dyn SchemaProvider>
         })
+    }
+}
+
+/// `information_schema`: DataFusion's views (`tables`, `columns`, `views`, `df_settings`, ...)
+/// plus the constraint views it lacks (see [`crate::system::CONSTRAINT_VIEWS`]). Sessions turn
+/// DataFusion's own off so that this one answers.
+#[derive(Debug)]
+struct InformationSchema {
+    inner: InformationSchemaProvider,
+    warehouse: Warehouse,
+}
+
+#[async_trait]
+impl SchemaProvider for InformationSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.inner.table_names();
+        names.extend(CONSTRAINT_VIEWS.iter().map(|s| s.to_string()));
+        names
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if CONSTRAINT_VIEWS.contains(&name) {
+            return constraint_view(&self.warehouse, name)
+                .await
+                .map_err(DataFusionError::from);
+        }
+        self.inner.table(name).await
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        CONSTRAINT_VIEWS.contains(&name) || self.inner.table_exist(name)
     }
 }
 

@@ -223,10 +223,14 @@ pub(crate) async fn copy_into(
     }
 
     let store = warehouse.object_store();
-    let mut table_writer = TableWriter::new(&table, &snapshot, warehouse.options().write.clone());
+    let (check, exclusive) =
+        crate::constraints::prepare(&warehouse, &table, &log, &snapshot, &[]).await?;
+    let mut table_writer =
+        TableWriter::new(&table, &snapshot, warehouse.options().write.clone()).with_check(check);
     let schema = table_writer.schema();
     let mut txn = Transaction::new("COPY INTO");
     txn.reject_loaded_twice = !force;
+    txn.exclusive = exclusive;
     let mut total = 0u64;
     for source in todo {
         let fmt = format

@@ -28,10 +28,14 @@ impl From<DataFusionError> for Error {
     /// Unwraps storage errors that travelled through DataFusion, so callers see the original.
     fn from(e: DataFusionError) -> Self {
         let root = e.find_root();
-        if let DataFusionError::External(inner) = root
-            && let Some(storage) = inner.downcast_ref::<strata_storage::Error>()
-        {
-            return Error::Plan(storage.to_string());
+        if let DataFusionError::External(inner) = root {
+            if let Some(storage) = inner.downcast_ref::<strata_storage::Error>() {
+                return Error::Plan(storage.to_string());
+            }
+            // Our own error, sent through DataFusion (a write inside a DataFusion plan).
+            if let Some(ours) = inner.downcast_ref::<Error>() {
+                return Error::Plan(ours.to_string());
+            }
         }
         match e {
             DataFusionError::External(inner) => match inner.downcast::<strata_storage::Error>() {

@@ -15,6 +15,7 @@
 //! Entry points: [`Warehouse::open`] and [`Warehouse::session`], then [`Session::sql`].
 
 pub mod catalog;
+mod constraints;
 mod copy;
 mod dml;
 pub mod error;

@@ -100,7 +100,8 @@ impl Session {
         let mut config = SessionConfig::new()
             .with_create_default_catalog_and_schema(false)
             .with_default_catalog_and_schema(DEFAULT_DATABASE, DEFAULT_SCHEMA)
-            .with_information_schema(true);
+            // `information_schema` comes from our catalog (DataFusion's views plus constraints).
+            .with_information_schema(false);
         // Build one shared hash table from a dimension of up to a few million rows rather
         // than hash-repartitioning the fact table to both sides of a partitioned join.
         let optimizer = &mut config.options_mut().optimizer;
@@ -738,6 +739,15 @@ impl Session {
                 )));
             }
         }
+        let (current_db, current_schema) = (self.database.clone(), self.schema.clone());
+        let constraints = crate::constraints::declared(
+            create,
+            &[db.clone(), schema.clone(), table.clone()],
+            &mut columns,
+            |name| crate::constraints::qualify(name, &current_db, &current_schema),
+            &self.warehouse,
+        )
+        .await?;
         let partitioning = partitioning
             .map(|p| partition_layout(&qualified, p, &columns))
             .transpose()?;
@@ -745,6 +755,7 @@ impl Session {
             columns,
             partitioning,
             properties: Default::default(),
+            constraints,
         };
         let warehouse = &self.warehouse;
         let rows = warehouse

@@ -280,6 +280,7 @@ impl Session {
                 columns: column_defs(data.schema().fields()),
                 partitioning: None,
                 properties: Default::default(),
+                constraints: Vec::new(),
             };
             let warehouse = self.warehouse();
             let replace = matches!(mode, IngestMode::Replace | IngestMode::ReplaceExisting);

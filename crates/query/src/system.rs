@@ -1,4 +1,5 @@
-//! The `system` schema: partitions, table versions, the query log and load history.
+//! The `system` schema: partitions, table versions, the query log and load history; and the
+//! constraint views of `information_schema`.
 //!
 //! Every table here is computed when a statement names it, from the catalog, the table logs
 //! and records under `_system/` in the warehouse, so they survive restarts and show the work
@@ -182,6 +183,157 @@ fn ts_field(name: &str) -> Field {
 fn mem_table(schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<Arc<dyn TableProvider>> {
     let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
     Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
+}
+
+/// The views of `information_schema` that describe constraints (DataFusion has the others).
+pub const CONSTRAINT_VIEWS: [&str; 3] =
+    ["table_constraints", "key_column_usage", "check_constraints"];
+
+/// Builds `information_schema` view `name` (one of [`CONSTRAINT_VIEWS`]) from the constraints
+/// in every table's metadata.
+pub async fn constraint_view(
+    warehouse: &Warehouse,
+    name: &str,
+) -> Result<Option<Arc<dyn TableProvider>>> {
+    warehouse.refresh_catalog().await?;
+    let text = |n: &str| Field::new(n, DataType::Utf8, true);
+    let (fields, width): (Vec<Field>, usize) = match name {
+        "table_constraints" => (
+            [
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "table_catalog",
+                "table_schema",
+                "table_name",
+                "constraint_type",
+                "is_deferrable",
+                "initially_deferred",
+                "enforced",
+            ]
+            .map(text)
+            .to_vec(),
+            10,
+        ),
+        "key_column_usage" => (
+            vec![
+                text("constraint_catalog"),
+                text("constraint_schema"),
+                text("constraint_name"),
+                text("table_catalog"),
+                text("table_schema"),
+                text("table_name"),
+                text("column_name"),
+                Field::new("ordinal_position", DataType::Int64, false),
+                Field::new("position_in_unique_constraint", DataType::Int64, true),
+                text("referenced_table_schema"),
+                text("referenced_table_name"),
+                text("referenced_column_name"),
+            ],
+            12,
+        ),
+        "check_constraints" => (
+            [
+                "constraint_catalog",
+                "constraint_schema",
+                "constraint_name",
+                "check_clause",
+            ]
+            .map(text)
+            .to_vec(),
+            4,
+        ),
+        _ => return Ok(None),
+    };
+    let schema = Arc::new(Schema::new(fields));
+    let mut rows: Vec<Vec<ScalarCell>> = Vec::new();
+    for (db, schema_name, table, id) in all_tables(warehouse) {
+        let log = warehouse.table_log(&id, &table);
+        let snapshot = warehouse.snapshot(&log).await?;
+        for c in &snapshot.metadata.constraints {
+            let owner = || {
+                vec![
+                    ScalarCell::Text(Some(db.clone())),
+                    ScalarCell::Text(Some(schema_name.clone())),
+                    ScalarCell::Text(Some(c.name().to_string())),
+                ]
+            };
+            match name {
+                "table_constraints" => {
+                    let mut row = owner();
+                    row.extend(
+                        [&db, &schema_name, &table].map(|s| ScalarCell::Text(Some(s.clone()))),
+                    );
+                    row.push(ScalarCell::Text(Some(c.kind().to_string())));
+                    row.extend(["NO", "NO", "YES"].map(|s| ScalarCell::Text(Some(s.to_string()))));
+                    rows.push(row);
+                }
+                "key_column_usage" => {
+                    let referenced = match c {
+                        strata_storage::Constraint::ForeignKey {
+                            references,
+                            referenced_columns,
+                            ..
+                        } => Some((references, referenced_columns)),
+                        _ => None,
+                    };
+                    for (i, column) in c.columns().iter().enumerate() {
+                        let mut row = owner();
+                        row.extend(
+                            [&db, &schema_name, &table, column]
+                                .map(|s| ScalarCell::Text(Some(s.clone()))),
+                        );
+                        row.push(ScalarCell::Int(Some(i as i64 + 1)));
+                        row.push(ScalarCell::Int(referenced.map(|_| i as i64 + 1)));
+                        row.push(ScalarCell::Text(referenced.map(|(t, _)| t[1].clone())));
+                        row.push(ScalarCell::Text(referenced.map(|(t, _)| t[2].clone())));
+                        row.push(ScalarCell::Text(
+                            referenced.map(|(_, cols)| cols[i].clone()),
+                        ));
+                        rows.push(row);
+                    }
+                }
+                _ => {
+                    if let strata_storage::Constraint::Check { expr, .. } = c {
+                        let mut row = owner();
+                        row.push(ScalarCell::Text(Some(expr.clone())));
+                        rows.push(row);
+                    }
+                }
+            }
+        }
+    }
+    let columns: Vec<ArrayRef> = (0..width)
+        .map(|i| match schema.field(i).data_type() {
+            DataType::Int64 => {
+                let mut b = Int64Builder::new();
+                for r in &rows {
+                    b.append_option(match &r[i] {
+                        ScalarCell::Int(v) => *v,
+                        ScalarCell::Text(_) => None,
+                    });
+                }
+                Arc::new(b.finish()) as ArrayRef
+            }
+            _ => {
+                let mut b = StringBuilder::new();
+                for r in &rows {
+                    b.append_option(match &r[i] {
+                        ScalarCell::Text(v) => v.clone(),
+                        ScalarCell::Int(_) => None,
+                    });
+                }
+                Arc::new(b.finish()) as ArrayRef
+            }
+        })
+        .collect();
+    Ok(Some(mem_table(schema, columns)?))
+}
+
+/// One value of a row being built for a view.
+enum ScalarCell {
+    Text(Option<String>),
+    Int(Option<i64>),
 }
 
 /// Builds system table `name`, or `None` if there is no such table.

@@ -606,7 +606,11 @@ pub(crate) async fn write_batches(
     mut txn: Transaction,
 ) -> crate::Result<(u64, Snapshot)> {
     let store = warehouse.object_store();
-    let mut table_writer = TableWriter::new(name, snapshot, warehouse.write_options());
+    let (check, exclusive) =
+        crate::constraints::prepare(warehouse, name, log, snapshot, &txn.remove).await?;
+    txn.exclusive |= exclusive;
+    let mut table_writer =
+        TableWriter::new(name, snapshot, warehouse.write_options()).with_check(check);
     let mut added: Vec<DataFile> = Vec::new();
     while let Some(batch) = data.next().await {
         let batch = batch?;

@@ -177,6 +177,28 @@ impl Warehouse {
         Ok(state)
     }
 
+    /// The declared constraints of every table: (`[database, schema, table]`, constraints), for
+    /// tables that have any.
+    pub async fn constraints(&self) -> Result<Vec<([String; 3], Vec<strata_storage::Constraint>)>> {
+        let catalog = self.refresh_catalog().await?;
+        let mut out = Vec::new();
+        for (db, d) in &catalog.databases {
+            for (schema, s) in &d.schemas {
+                for (table, t) in &s.tables {
+                    let log = self.table_log(&t.id, table);
+                    let snapshot = self.snapshot(&log).await?;
+                    if !snapshot.metadata.constraints.is_empty() {
+                        out.push((
+                            [db.clone(), schema.clone(), table.clone()],
+                            snapshot.metadata.constraints.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Creates table `database.schema.name`: writes its log, and through `fill` its data, under a
     /// fresh id, then enters it in the catalog (`replace` swaps out a table of that name). If
     /// anything fails, what was written is deleted: no half-made table is left behind. Returns

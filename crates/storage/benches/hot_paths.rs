@@ -71,6 +71,7 @@ fn open_log(c: &mut Criterion) {
             }],
             partitioning: None,
             properties: BTreeMap::new(),
+            constraints: Vec::new(),
         };
         let mut snapshot = log.create(metadata, "CREATE TABLE").await.unwrap();
         for i in 0..10_000 {

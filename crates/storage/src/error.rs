@@ -70,6 +70,9 @@ pub enum Error {
         row: usize,
     },
 
+    #[error("table '{table}': {reason}")]
+    ConstraintViolation { table: String, reason: String },
+
     #[error("table '{table}': schema mismatch: {reason}")]
     SchemaMismatch { table: String, reason: String },
 

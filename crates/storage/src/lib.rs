@@ -30,9 +30,9 @@ pub mod writer;
 pub use catalog::{Catalog, CatalogState, DEFAULT_DATABASE, DEFAULT_SCHEMA, TableEntry};
 pub use error::{Error, Result};
 pub use log::{
-    Action, ColumnDef, ColumnStats, Commit, DataFile, LoadedFile, Snapshot, StatValue, TableId,
-    TableLog, TableMetadata, Transaction, Version,
+    Action, ColumnDef, ColumnStats, Commit, Constraint, DataFile, LoadedFile, Snapshot, StatValue,
+    TableId, TableLog, TableMetadata, Transaction, Version,
 };
 pub use partition::{Interval, KeyType, Partition, Partitioning, UpperBound};
 pub use store::WarehouseStore;
-pub use writer::{TableWriter, WriteOptions, run_cpu};
+pub use writer::{BatchCheck, TableWriter, WriteOptions, run_cpu};

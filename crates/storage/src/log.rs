@@ -76,6 +76,61 @@ pub struct TableMetadata {
     pub partitioning: Option<Partitioning>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
+    /// Declared keys and checks, enforced on every write (NOT NULL is `ColumnDef::nullable`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+}
+
+/// A table constraint, named as Postgres names them unless the DDL gave a name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Constraint {
+    /// Unique and not NULL.
+    PrimaryKey { name: String, columns: Vec<String> },
+    /// Unique among rows whose key has no NULL.
+    Unique { name: String, columns: Vec<String> },
+    /// Every row makes `expr` (SQL over the table's columns) true or NULL.
+    Check { name: String, expr: String },
+    /// Every key without NULL exists in the referenced table's primary key or unique columns.
+    ForeignKey {
+        name: String,
+        columns: Vec<String>,
+        /// The referenced table: database, schema, table.
+        references: [String; 3],
+        referenced_columns: Vec<String>,
+    },
+}
+
+impl Constraint {
+    /// The constraint's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Constraint::PrimaryKey { name, .. }
+            | Constraint::Unique { name, .. }
+            | Constraint::Check { name, .. }
+            | Constraint::ForeignKey { name, .. } => name,
+        }
+    }
+
+    /// The SQL kind, as `information_schema.table_constraints` spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Constraint::PrimaryKey { .. } => "PRIMARY KEY",
+            Constraint::Unique { .. } => "UNIQUE",
+            Constraint::Check { .. } => "CHECK",
+            Constraint::ForeignKey { .. } => "FOREIGN KEY",
+        }
+    }
+
+    /// The constrained columns (none for CHECK).
+    pub fn columns(&self) -> &[String] {
+        match self {
+            Constraint::PrimaryKey { columns, .. }
+            | Constraint::Unique { columns, .. }
+            | Constraint::ForeignKey { columns, .. } => columns,
+            Constraint::Check { .. } => &[],
+        }
+    }
 }
 
 impl TableMetadata {
@@ -292,6 +347,9 @@ pub struct Transaction {
     pub loads: Vec<LoadedFile>,
     /// Fail if a concurrent commit loaded one of `loads` first (`COPY INTO` without `FORCE`).
     pub reject_loaded_twice: bool,
+    /// Fail instead of committing on top of a concurrent commit that changed the table's
+    /// data: what this transaction checked (unique keys) must be checked again.
+    pub exclusive: bool,
 }
 
 impl Transaction {
@@ -621,7 +679,17 @@ impl TableLog {
                 }
                 return Ok(snapshot);
             }
-            snapshot = self.refresh(snapshot).await?;
+            let newer = self.refresh(snapshot).await?;
+            if txn.exclusive && newer.files != base.files {
+                return Err(Error::CommitConflict {
+                    table: self.name.clone(),
+                    version: newer.version,
+                    reason: "it changed rows whose keys this statement checked; run the \
+                             statement again"
+                        .to_string(),
+                });
+            }
+            snapshot = newer;
         }
         Err(Error::TooManyConflicts {
             name: self.name.clone(),
@@ -681,6 +749,7 @@ mod tests {
             }],
             partitioning: None,
             properties: BTreeMap::new(),
+            constraints: Vec::new(),
         }
     }
 

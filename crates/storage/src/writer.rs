@@ -90,6 +90,16 @@ pub struct TableWriter {
     rows_seen: usize,
     /// Rows seen when the current source started, and lines it skipped (see `start_source`).
     numbering: (usize, usize),
+    /// Constraints every batch must satisfy before it is written.
+    check: Option<Box<dyn BatchCheck>>,
+}
+
+/// A check of rows before they are written: the table's constraints, which the query layer
+/// knows how to evaluate. Runs on the CPU pool with the writer.
+pub trait BatchCheck: Send + std::fmt::Debug {
+    /// Checks `batch` (in the table's schema); `first_row` is the number of its first row in
+    /// messages (the line of a CSV file, the row of an INSERT). The error says what is wrong.
+    fn check(&mut self, batch: &RecordBatch, first_row: usize) -> Result<(), String>;
 }
 
 impl std::fmt::Debug for TableWriter {
@@ -121,7 +131,14 @@ impl TableWriter {
             created: Vec::new(),
             rows_seen: 0,
             numbering: (0, 0),
+            check: None,
         }
+    }
+
+    /// Checks every batch with `check` before writing it.
+    pub fn with_check(mut self, check: Option<Box<dyn BatchCheck>>) -> Self {
+        self.check = check;
+        self
     }
 
     /// The table schema rows must match.
@@ -141,6 +158,14 @@ impl TableWriter {
         }
         let batch = self.conform(&batch)?;
         let row_offset = self.row_offset();
+        if let Some(check) = &mut self.check {
+            check
+                .check(&batch, row_offset + 1)
+                .map_err(|reason| Error::ConstraintViolation {
+                    table: self.table.clone(),
+                    reason,
+                })?;
+        }
         let parts = match &mut self.layout {
             Some(layout) => {
                 let routed = partition::route(&self.table, layout, &batch, row_offset)?;

@@ -1,0 +1,593 @@
+//! Table constraints: declared in `CREATE TABLE`, enforced on every write.
+//!
+//! `PRIMARY KEY`, `UNIQUE`, `CHECK (...)` and `FOREIGN KEY (...) REFERENCES dim (...)`, at column
+//! or table level, are kept in the table's metadata ([`Constraint`]); `NOT NULL` is a column
+//! property the writer enforces (primary-key columns are NOT NULL). Before a statement writes,
+//! [`prepare`] builds a [`ConstraintCheck`] for its table: the CHECK expressions compiled
+//! against the table's schema, the keys of each unique constraint already in the table (without
+//! the files the statement replaces), and the keys of every referenced table. The table writer
+//! runs it on each batch before encoding, on every write path (INSERT, COPY INTO, UPDATE,
+//! MERGE, bulk ingest), so a violation fails the statement naming the constraint, the columns,
+//! the value and the row (the file and line for COPY INTO), and nothing is committed.
+//!
+//! A statement on a table with unique keys commits exclusively: if another commit changed the
+//! table meanwhile, it fails with a conflict instead of committing keys it did not check.
+//! Referenced tables are read as of the statement's start.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::DataType;
+use arrow::row::{RowConverter, SortField};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::common::DFSchema;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::utils::collect_columns;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::sql::sqlparser::ast::{
+    ColumnOption, CreateTable, Expr as SqlExpr, Ident, IndexColumn, ObjectName, TableConstraint,
+};
+use strata_storage::{BatchCheck, ColumnDef, Constraint, DataFile, Snapshot, TableLog};
+
+use crate::error::{Error, Result};
+use crate::parser::{self, name_parts};
+use crate::table::StrataTable;
+use crate::warehouse::Warehouse;
+
+/// The constraints `create` declares for table `db.schema.name` with `columns`, validated;
+/// marks primary-key columns NOT NULL. `qualify` resolves a referenced table's name.
+pub(crate) async fn declared(
+    create: &CreateTable,
+    table: &[String; 3],
+    columns: &mut [ColumnDef],
+    qualify: impl Fn(&ObjectName) -> Result<[String; 3]>,
+    warehouse: &Warehouse,
+) -> Result<Vec<Constraint>> {
+    let short = &table[2];
+    let mut out: Vec<Constraint> = Vec::new();
+    let unique_name =
+        |cols: &[String], suffix: &str| format!("{short}_{}_{suffix}", cols.join("_"));
+    let named = |given: &Option<Ident>, default: String| {
+        given.as_ref().map(parser::normalize).unwrap_or(default)
+    };
+    let foreign = |name: &Option<Ident>,
+                   cols: Vec<String>,
+                   target: &ObjectName,
+                   referred: &[Ident]|
+     -> Result<Constraint> {
+        Ok(Constraint::ForeignKey {
+            name: named(name, unique_name(&cols, "fkey")),
+            columns: cols,
+            references: qualify(target)?,
+            referenced_columns: referred.iter().map(parser::normalize).collect(),
+        })
+    };
+    for column in &create.columns {
+        let col = vec![parser::normalize(&column.name)];
+        for option in &column.options {
+            out.push(match &option.option {
+                ColumnOption::PrimaryKey(pk) => Constraint::PrimaryKey {
+                    name: named(
+                        &pk.name.clone().or(option.name.clone()),
+                        format!("{short}_pkey"),
+                    ),
+                    columns: col.clone(),
+                },
+                ColumnOption::Unique(u) => Constraint::Unique {
+                    name: named(
+                        &u.name.clone().or(option.name.clone()),
+                        unique_name(&col, "key"),
+                    ),
+                    columns: col.clone(),
+                },
+                ColumnOption::ForeignKey(fk) => foreign(
+                    &fk.name.clone().or(option.name.clone()),
+                    col.clone(),
+                    &fk.foreign_table,
+                    &fk.referred_columns,
+                )?,
+                ColumnOption::Check(c) => Constraint::Check {
+                    name: named(
+                        &c.name.clone().or(option.name.clone()),
+                        unique_name(&col, "check"),
+                    ),
+                    expr: c.expr.to_string(),
+                },
+                _ => continue,
+            });
+        }
+    }
+    for constraint in &create.constraints {
+        out.push(match constraint {
+            TableConstraint::PrimaryKey(pk) => Constraint::PrimaryKey {
+                name: named(&pk.name, format!("{short}_pkey")),
+                columns: index_columns(&pk.columns)?,
+            },
+            TableConstraint::Unique(u) => {
+                let cols = index_columns(&u.columns)?;
+                Constraint::Unique {
+                    name: named(&u.name, unique_name(&cols, "key")),
+                    columns: cols,
+                }
+            }
+            TableConstraint::ForeignKey(fk) => foreign(
+                &fk.name,
+                fk.columns.iter().map(parser::normalize).collect(),
+                &fk.foreign_table,
+                &fk.referred_columns,
+            )?,
+            TableConstraint::Check(c) => Constraint::Check {
+                name: named(&c.name, format!("{short}_check")),
+                expr: c.expr.to_string(),
+            },
+            other => {
+                return Err(Error::Unsupported(format!("table constraint {other}")));
+            }
+        });
+    }
+    validate(&mut out, table, columns, warehouse).await?;
+    Ok(out)
+}
+
+fn index_columns(columns: &[IndexColumn]) -> Result<Vec<String>> {
+    columns
+        .iter()
+        .map(|c| match &c.column.expr {
+            SqlExpr::Identifier(i) => Ok(parser::normalize(i)),
+            other => Err(Error::Unsupported(format!(
+                "key on the expression {other}; keys are columns"
+            ))),
+        })
+        .collect()
+}
+
+/// Checks names, columns and references; fills in the referenced columns of a bare
+/// `REFERENCES dim` (its primary key); makes primary-key columns NOT NULL.
+async fn validate(
+    constraints: &mut [Constraint],
+    table: &[String; 3],
+    columns: &mut [ColumnDef],
+    warehouse: &Warehouse,
+) -> Result<()> {
+    let qualified = table.join(".");
+    let mut names = HashSet::new();
+    let mut keys: Vec<Vec<String>> = Vec::new();
+    let mut primary = 0;
+    for c in constraints.iter() {
+        if !names.insert(c.name().to_string()) {
+            return Err(Error::Plan(format!(
+                "constraint '{}' is declared twice on {qualified}",
+                c.name()
+            )));
+        }
+        for col in c.columns() {
+            if !columns.iter().any(|d| &d.name == col) {
+                return Err(Error::Plan(format!(
+                    "constraint '{}' names column '{col}', which {qualified} does not have",
+                    c.name()
+                )));
+            }
+        }
+        match c {
+            Constraint::PrimaryKey { columns: cols, .. } => {
+                primary += 1;
+                keys.push(cols.clone());
+                for d in columns.iter_mut().filter(|d| cols.contains(&d.name)) {
+                    d.nullable = false;
+                }
+            }
+            Constraint::Unique { columns: cols, .. } => keys.push(cols.clone()),
+            _ => {}
+        }
+    }
+    if primary > 1 {
+        return Err(Error::Plan(format!(
+            "{qualified} declares more than one PRIMARY KEY"
+        )));
+    }
+    // CHECK expressions must plan against the columns.
+    let schema = strata_storage::TableMetadata {
+        columns: columns.to_vec(),
+        partitioning: None,
+        properties: Default::default(),
+        constraints: Vec::new(),
+    }
+    .schema();
+    let df_schema = DFSchema::try_from(schema)?;
+    let ctx = SessionContext::new();
+    for c in constraints.iter() {
+        if let Constraint::Check { name, expr } = c {
+            ctx.parse_sql_expr(expr, &df_schema)
+                .and_then(|e| ctx.create_physical_expr(e, &df_schema))
+                .map_err(|e| Error::Plan(format!("CHECK constraint '{name}' ({expr}): {e}")))?;
+        }
+    }
+    let catalog = warehouse.catalog();
+    for c in constraints.iter_mut() {
+        let Constraint::ForeignKey {
+            name,
+            columns: cols,
+            references,
+            referenced_columns,
+        } = c
+        else {
+            continue;
+        };
+        // The referenced table's keys: this table's own for a self-reference.
+        let parent_keys: Vec<Vec<String>> = if references == table {
+            keys.clone()
+        } else {
+            let entry = catalog.table(&references[0], &references[1], &references[2])?;
+            let log = warehouse.table_log(&entry.id, &references.join("."));
+            let snapshot = warehouse.snapshot(&log).await?;
+            snapshot
+                .metadata
+                .constraints
+                .iter()
+                .filter(|k| matches!(k, Constraint::PrimaryKey { .. } | Constraint::Unique { .. }))
+                .map(|k| k.columns().to_vec())
+                .collect()
+        };
+        if referenced_columns.is_empty() {
+            *referenced_columns = parent_keys.first().cloned().ok_or_else(|| {
+                Error::Plan(format!(
+                    "foreign key '{name}': {} has no primary key to reference",
+                    references.join(".")
+                ))
+            })?;
+        }
+        if referenced_columns.len() != cols.len() {
+            return Err(Error::Plan(format!(
+                "foreign key '{name}' has {} columns but references {}",
+                cols.len(),
+                referenced_columns.len()
+            )));
+        }
+        if !parent_keys.iter().any(|k| k == referenced_columns) {
+            return Err(Error::Plan(format!(
+                "foreign key '{name}': ({}) is not the primary key or a unique key of {}",
+                referenced_columns.join(", "),
+                references.join(".")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The check for writes to `snapshot` of table `name` (whose log is `log`) that replace the
+/// files `removed`, and whether the write must commit exclusively; `None` without constraints.
+pub(crate) async fn prepare(
+    warehouse: &Warehouse,
+    name: &str,
+    log: &TableLog,
+    snapshot: &Snapshot,
+    removed: &[DataFile],
+) -> Result<(Option<Box<dyn BatchCheck>>, bool)> {
+    let constraints = &snapshot.metadata.constraints;
+    if constraints.is_empty() {
+        return Ok((None, false));
+    }
+    let schema = snapshot.metadata.schema();
+    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), warehouse.runtime());
+    let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
+    let position = |col: &str| -> Result<usize> {
+        schema
+            .index_of(col)
+            .map_err(|_| Error::Plan(format!("table {name} has no column '{col}'")))
+    };
+    // The table as the statement leaves it, before its own rows are added.
+    let mut remaining = snapshot.clone();
+    for f in removed {
+        remaining.files.remove(&f.path);
+    }
+    let mut check = ConstraintCheck {
+        checks: Vec::new(),
+        keys: Vec::new(),
+    };
+    for c in constraints {
+        match c {
+            Constraint::Check { name: n, expr } => {
+                let logical = ctx.parse_sql_expr(expr, &df_schema)?;
+                let physical = ctx.create_physical_expr(logical, &df_schema)?;
+                let shown = collect_columns(&physical)
+                    .iter()
+                    .map(|c| c.index())
+                    .collect::<Vec<_>>();
+                check.checks.push(CheckExpr {
+                    name: n.clone(),
+                    text: expr.clone(),
+                    expr: physical,
+                    shown,
+                });
+            }
+            Constraint::PrimaryKey { .. } | Constraint::Unique { .. } => {
+                let set = KeySet::of(
+                    &ctx,
+                    warehouse,
+                    name,
+                    log.clone(),
+                    remaining.clone(),
+                    c.columns(),
+                )
+                .await?;
+                check
+                    .keys
+                    .push(KeyCheck::new(c, KeyRule::Unique, set, &position)?);
+            }
+            Constraint::ForeignKey {
+                references,
+                referenced_columns,
+                ..
+            } => {
+                let parent_name = references.join(".");
+                let catalog = warehouse.catalog();
+                let entry = catalog.table(&references[0], &references[1], &references[2])?;
+                let parent_log = warehouse.table_log(&entry.id, &parent_name);
+                let parent = if parent_log.id() == log.id() {
+                    remaining.clone()
+                } else {
+                    warehouse.snapshot(&parent_log).await?
+                };
+                let set = KeySet::of(
+                    &ctx,
+                    warehouse,
+                    &parent_name,
+                    parent_log,
+                    parent,
+                    referenced_columns,
+                )
+                .await?;
+                let rule = KeyRule::References {
+                    table: parent_name,
+                    columns: referenced_columns.clone(),
+                };
+                check.keys.push(KeyCheck::new(c, rule, set, &position)?);
+            }
+        }
+    }
+    let exclusive = check.keys.iter().any(|k| matches!(k.rule, KeyRule::Unique));
+    Ok((Some(Box::new(check)), exclusive))
+}
+
+/// Checks batches against a table's constraints (see the module docs).
+#[derive(Debug)]
+struct ConstraintCheck {
+    checks: Vec<CheckExpr>,
+    keys: Vec<KeyCheck>,
+}
+
+#[derive(Debug)]
+struct CheckExpr {
+    name: String,
+    text: String,
+    expr: Arc<dyn PhysicalExpr>,
+    /// Columns the expression reads, shown in messages.
+    shown: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct KeyCheck {
+    name: String,
+    kind: &'static str,
+    columns: Vec<String>,
+    positions: Vec<usize>,
+    rule: KeyRule,
+    set: KeySet,
+}
+
+impl KeyCheck {
+    fn new(
+        constraint: &Constraint,
+        rule: KeyRule,
+        set: KeySet,
+        position: &dyn Fn(&str) -> Result<usize>,
+    ) -> Result<Self> {
+        let columns = constraint.columns().to_vec();
+        Ok(Self {
+            name: constraint.name().to_string(),
+            kind: constraint.kind(),
+            positions: columns.iter().map(|c| position(c)).collect::<Result<_>>()?,
+            columns,
+            rule,
+            set,
+        })
+    }
+}
+
+#[derive(Debug)]
+enum KeyRule {
+    /// No key twice (the set holds the keys seen so far).
+    Unique,
+    /// Every key in the set (the referenced table's keys).
+    References { table: String, columns: Vec<String> },
+}
+
+/// Keys as bytes in Arrow's row format, so any column types compare as one value.
+#[derive(Debug)]
+struct KeySet {
+    types: Vec<DataType>,
+    converter: RowConverter,
+    keys: HashSet<Vec<u8>>,
+}
+
+impl KeySet {
+    /// The keys `columns` of every row of `snapshot` of table `name`.
+    async fn of(
+        ctx: &SessionContext,
+        warehouse: &Warehouse,
+        name: &str,
+        log: TableLog,
+        snapshot: Snapshot,
+        columns: &[String],
+    ) -> Result<Self> {
+        let schema = snapshot.metadata.schema();
+        let types = columns
+            .iter()
+            .map(|c| {
+                schema
+                    .field_with_name(c)
+                    .map(|f| f.data_type().clone())
+                    .map_err(|_| Error::Plan(format!("{name} has no column '{c}'")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let table = StrataTable::new(warehouse.clone(), name.to_string(), log, snapshot, true);
+        let mut set = KeySet::new(&types)?;
+        set.load(ctx, table, columns).await?;
+        Ok(set)
+    }
+
+    fn new(types: &[DataType]) -> Result<Self> {
+        let fields = types.iter().map(|t| SortField::new(t.clone())).collect();
+        Ok(Self {
+            types: types.to_vec(),
+            converter: RowConverter::new(fields)?,
+            keys: HashSet::new(),
+        })
+    }
+
+    /// Adds the keys `columns` of every row of `table`.
+    async fn load(
+        &mut self,
+        ctx: &SessionContext,
+        table: StrataTable,
+        columns: &[String],
+    ) -> Result<()> {
+        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+        let batches = ctx
+            .read_table(Arc::new(table))?
+            .select_columns(&names)?
+            .collect()
+            .await?;
+        for batch in batches {
+            let rows = self.rows(batch.columns())?;
+            for i in 0..batch.num_rows() {
+                if batch.columns().iter().all(|c| c.is_valid(i)) {
+                    self.keys.insert(rows.row(i).as_ref().to_vec());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn rows(&self, columns: &[ArrayRef]) -> Result<arrow::row::Rows> {
+        let cast = columns
+            .iter()
+            .zip(&self.types)
+            .map(|(c, t)| arrow::compute::cast(c, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.converter.convert_columns(&cast)?)
+    }
+}
+
+impl BatchCheck for ConstraintCheck {
+    fn check(&mut self, batch: &RecordBatch, first_row: usize) -> Result<(), String> {
+        for c in &self.checks {
+            let value = c
+                .expr
+                .evaluate(batch)
+                .and_then(|v| v.into_array(batch.num_rows()))
+                .map_err(|e| format!("CHECK constraint '{}' ({}): {e}", c.name, c.text))?;
+            let Some(verdicts) = value.as_boolean_opt() else {
+                return Err(format!(
+                    "CHECK constraint '{}' ({}) is not a boolean expression",
+                    c.name, c.text
+                ));
+            };
+            if let Some(row) =
+                (0..verdicts.len()).find(|i| verdicts.is_valid(*i) && !verdicts.value(*i))
+            {
+                let names: Vec<String> = c
+                    .shown
+                    .iter()
+                    .map(|i| batch.schema().field(*i).name().clone())
+                    .collect();
+                let columns: Vec<ArrayRef> = c
+                    .shown
+                    .iter()
+                    .map(|i| Arc::clone(batch.column(*i)))
+                    .collect();
+                return Err(format!(
+                    "row {} violates CHECK constraint '{}' ({}): {}",
+                    first_row + row,
+                    c.name,
+                    c.text,
+                    describe(&names, &columns, row)
+                ));
+            }
+        }
+        for k in &mut self.keys {
+            let columns: Vec<ArrayRef> = k
+                .positions
+                .iter()
+                .map(|i| Arc::clone(batch.column(*i)))
+                .collect();
+            let rows = k.set.rows(&columns).map_err(|e| e.to_string())?;
+            for i in 0..batch.num_rows() {
+                if columns.iter().any(|c| c.is_null(i)) {
+                    continue;
+                }
+                let key = rows.row(i);
+                let broken = match &k.rule {
+                    KeyRule::Unique => !k.set.keys.insert(key.as_ref().to_vec()),
+                    KeyRule::References { .. } => !k.set.keys.contains(key.as_ref()),
+                };
+                if !broken {
+                    continue;
+                }
+                let value = describe(&k.columns, &columns, i);
+                return Err(match &k.rule {
+                    KeyRule::Unique => format!(
+                        "row {} violates {} constraint '{}': duplicate key {value}",
+                        first_row + i,
+                        k.kind,
+                        k.name
+                    ),
+                    KeyRule::References { table, columns } => format!(
+                        "row {} violates FOREIGN KEY constraint '{}': {value} is not present in {table} ({})",
+                        first_row + i,
+                        k.name,
+                        columns.join(", ")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `(a, b) = (1, 'x')` for row `row` of `columns` named `names`.
+fn describe(names: &[String], columns: &[ArrayRef], row: usize) -> String {
+    let options = FormatOptions::default().with_null("NULL");
+    let values: Vec<String> = columns
+        .iter()
+        .map(|c| {
+            ArrayFormatter::try_new(c.as_ref(), &options)
+                .map(|f| {
+                    let v = f.value(row).to_string();
+                    if matches!(
+                        c.data_type(),
+                        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+                    ) && c.is_valid(row)
+                    {
+                        format!("'{v}'")
+                    } else {
+                        v
+                    }
+                })
+                .unwrap_or_else(|_| "?".to_string())
+        })
+        .collect();
+    format!("({}) = ({})", names.join(", "), values.join(", "))
+}
+
+/// The database, schema and table of `name` in the session's current database and schema.
+pub(crate) fn qualify(name: &ObjectName, database: &str, schema: &str) -> Result<[String; 3]> {
+    let parts = name_parts(name);
+    match parts.as_slice() {
+        [t] => Ok([database.to_string(), schema.to_string(), t.clone()]),
+        [s, t] => Ok([database.to_string(), s.clone(), t.clone()]),
+        [d, s, t] => Ok([d.clone(), s.clone(), t.clone()]),
+        _ => Err(Error::Plan(format!("invalid table name {name}"))),
+    }
+}
