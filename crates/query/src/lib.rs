@@ -17,6 +17,7 @@
 pub mod catalog;
 mod constraints;
 mod copy;
+pub mod date_dimension;
 mod dml;
 pub mod error;
 pub mod parser;

@@ -127,6 +127,10 @@ impl Session {
         let ctx = SessionContext::new_with_state(state);
         datafusion_functions_json::register_all(&mut *ctx.state_ref().write())
             .expect("JSON functions register");
+        ctx.register_udtf(
+            "date_dimension",
+            Arc::new(crate::date_dimension::DateDimension),
+        );
         Self {
             warehouse,
             ctx,
