@@ -284,6 +284,7 @@ pub(crate) async fn prepare(
     let mut check = ConstraintCheck {
         checks: Vec::new(),
         keys: Vec::new(),
+        restricts: Vec::new(),
     };
     for c in constraints {
         match c {
@@ -302,6 +303,7 @@ pub(crate) async fn prepare(
                 });
             }
             Constraint::PrimaryKey { .. } | Constraint::Unique { .. } => {
+                let types = column_types(snapshot, name, c.columns())?;
                 let set = KeySet::of(
                     &ctx,
                     warehouse,
@@ -309,6 +311,7 @@ pub(crate) async fn prepare(
                     log.clone(),
                     remaining.clone(),
                     c.columns(),
+                    &types,
                 )
                 .await?;
                 check
@@ -329,6 +332,7 @@ pub(crate) async fn prepare(
                 } else {
                     warehouse.snapshot(&parent_log).await?
                 };
+                let types = column_types(&parent, &parent_name, referenced_columns)?;
                 let set = KeySet::of(
                     &ctx,
                     warehouse,
@@ -336,6 +340,7 @@ pub(crate) async fn prepare(
                     parent_log,
                     parent,
                     referenced_columns,
+                    &types,
                 )
                 .await?;
                 let rule = KeyRule::References {
@@ -346,8 +351,159 @@ pub(crate) async fn prepare(
             }
         }
     }
+    if !removed.is_empty() {
+        restrict_removals(&ctx, warehouse, name, log, snapshot, removed, &mut check).await?;
+    }
     let exclusive = check.keys.iter().any(|k| matches!(k.rule, KeyRule::Unique));
     Ok((Some(Box::new(check)), exclusive))
+}
+
+/// Adds to `check` the keys in `removed` files of table `name` that other tables reference.
+async fn restrict_removals(
+    ctx: &SessionContext,
+    warehouse: &Warehouse,
+    name: &str,
+    log: &TableLog,
+    snapshot: &Snapshot,
+    removed: &[DataFile],
+    check: &mut ConstraintCheck,
+) -> Result<()> {
+    let this: Vec<&str> = name.split('.').collect();
+    let mut gone = snapshot.clone();
+    gone.files
+        .retain(|path, _| removed.iter().any(|f| &f.path == path));
+    for (child, constraints) in warehouse.constraints().await? {
+        for c in constraints {
+            let Constraint::ForeignKey {
+                name: constraint,
+                columns,
+                references,
+                referenced_columns,
+            } = c
+            else {
+                continue;
+            };
+            if !references
+                .iter()
+                .map(String::as_str)
+                .eq(this.iter().copied())
+            {
+                continue;
+            }
+            let Some(unique) = check
+                .keys
+                .iter()
+                .position(|k| matches!(k.rule, KeyRule::Unique) && k.columns == referenced_columns)
+            else {
+                continue;
+            };
+            let types = column_types(snapshot, name, &referenced_columns)?;
+            let candidates = KeySet::of(
+                ctx,
+                warehouse,
+                name,
+                log.clone(),
+                gone.clone(),
+                &referenced_columns,
+                &types,
+            )
+            .await?;
+            if candidates.keys.is_empty() {
+                continue;
+            }
+            let child_name = child.join(".");
+            let catalog = warehouse.catalog();
+            let entry = catalog.table(&child[0], &child[1], &child[2])?;
+            let child_log = warehouse.table_log(&entry.id, &child_name);
+            let child_snapshot = warehouse.snapshot(&child_log).await?;
+            let referencing = KeySet::of(
+                ctx,
+                warehouse,
+                &child_name,
+                child_log,
+                child_snapshot,
+                &columns,
+                &types,
+            )
+            .await?;
+            let keys: HashSet<Vec<u8>> = candidates
+                .keys
+                .intersection(&referencing.keys)
+                .cloned()
+                .collect();
+            if !keys.is_empty() {
+                check.restricts.push(Restrict {
+                    constraint,
+                    child: child_name,
+                    child_columns: columns,
+                    unique,
+                    keys,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses to remove `removed` files of table `name` (TRUNCATE, DROP PARTITION) while other
+/// tables reference keys in them.
+pub(crate) async fn refuse_orphans(
+    warehouse: &Warehouse,
+    name: &str,
+    log: &TableLog,
+    snapshot: &Snapshot,
+    removed: &[DataFile],
+) -> Result<()> {
+    if let (Some(mut check), _) = prepare(warehouse, name, log, snapshot, removed).await? {
+        check.finish().map_err(|reason| {
+            Error::Storage(strata_storage::Error::ConstraintViolation {
+                table: name.to_string(),
+                reason,
+            })
+        })?;
+    }
+    Ok(())
+}
+
+/// Refuses to drop table `name` while another table's foreign key references it.
+pub(crate) async fn refuse_drop(warehouse: &Warehouse, name: &[String; 3]) -> Result<()> {
+    for (child, constraints) in warehouse.constraints().await? {
+        if &child == name {
+            continue;
+        }
+        for c in constraints {
+            if let Constraint::ForeignKey {
+                name: constraint,
+                references,
+                ..
+            } = &c
+                && references == name
+            {
+                return Err(Error::Plan(format!(
+                    "cannot drop {}: FOREIGN KEY constraint '{constraint}' of {} references it; \
+                     drop {} first",
+                    name.join("."),
+                    child.join("."),
+                    child.join(".")
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The types of `columns` of table `name`.
+fn column_types(snapshot: &Snapshot, name: &str, columns: &[String]) -> Result<Vec<DataType>> {
+    let schema = snapshot.metadata.schema();
+    columns
+        .iter()
+        .map(|c| {
+            schema
+                .field_with_name(c)
+                .map(|f| f.data_type().clone())
+                .map_err(|_| Error::Plan(format!("{name} has no column '{c}'")))
+        })
+        .collect()
 }
 
 /// Checks batches against a table's constraints (see the module docs).
@@ -355,6 +511,20 @@ pub(crate) async fn prepare(
 struct ConstraintCheck {
     checks: Vec<CheckExpr>,
     keys: Vec<KeyCheck>,
+    restricts: Vec<Restrict>,
+}
+
+/// Keys of this table, in files the statement replaces, that rows of another table reference:
+/// each must still be in the table when the statement ends.
+#[derive(Debug)]
+struct Restrict {
+    /// The referencing constraint and its table.
+    constraint: String,
+    child: String,
+    child_columns: Vec<String>,
+    /// Index in `keys` of this table's unique key on the referenced columns.
+    unique: usize,
+    keys: HashSet<Vec<u8>>,
 }
 
 #[derive(Debug)]
@@ -412,7 +582,8 @@ struct KeySet {
 }
 
 impl KeySet {
-    /// The keys `columns` of every row of `snapshot` of table `name`.
+    /// The keys `columns` of every row of `snapshot` of table `name`, cast to `types` (the
+    /// columns' own types, or a referenced table's to compare with its keys).
     async fn of(
         ctx: &SessionContext,
         warehouse: &Warehouse,
@@ -420,19 +591,10 @@ impl KeySet {
         log: TableLog,
         snapshot: Snapshot,
         columns: &[String],
+        types: &[DataType],
     ) -> Result<Self> {
-        let schema = snapshot.metadata.schema();
-        let types = columns
-            .iter()
-            .map(|c| {
-                schema
-                    .field_with_name(c)
-                    .map(|f| f.data_type().clone())
-                    .map_err(|_| Error::Plan(format!("{name} has no column '{c}'")))
-            })
-            .collect::<Result<Vec<_>>>()?;
         let table = StrataTable::new(warehouse.clone(), name.to_string(), log, snapshot, true);
-        let mut set = KeySet::new(&types)?;
+        let mut set = KeySet::new(types)?;
         set.load(ctx, table, columns).await?;
         Ok(set)
     }
@@ -550,6 +712,33 @@ impl BatchCheck for ConstraintCheck {
                         columns.join(", ")
                     ),
                 });
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        for r in &self.restricts {
+            let kept = &self.keys[r.unique];
+            if let Some(orphaned) = r.keys.iter().find(|k| !kept.set.keys.contains(*k)) {
+                let parser = kept.set.converter.parser();
+                let rows = kept
+                    .set
+                    .converter
+                    .convert_rows([parser.parse(orphaned)])
+                    .map_err(|e| e.to_string())?;
+                return Err(format!(
+                    "{} {} is still referenced by {} through FOREIGN KEY constraint '{}' ({})",
+                    if kept.kind == "PRIMARY KEY" {
+                        "key"
+                    } else {
+                        "unique key"
+                    },
+                    describe(&kept.columns, &rows, 0),
+                    r.child,
+                    r.constraint,
+                    r.child_columns.join(", ")
+                ));
             }
         }
         Ok(())

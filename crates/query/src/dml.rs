@@ -164,8 +164,17 @@ impl Target<'_> {
             let mut txn = Transaction::new("DELETE");
             txn.remove = snapshot.files.values().cloned().collect();
             let log = self.table.log();
+            let warehouse = self.session.warehouse();
+            crate::constraints::refuse_orphans(
+                warehouse,
+                self.table.name(),
+                log,
+                snapshot,
+                &txn.remove,
+            )
+            .await?;
             let committed = log.commit(snapshot, &txn).await?;
-            self.session.warehouse().remember(log.id(), &committed);
+            warehouse.remember(log.id(), &committed);
             return Ok(count_result(snapshot.row_count()));
         }
         let affected = self.find(&matching, |n| (0, n)).await?;

@@ -20,6 +20,7 @@ mod copy;
 pub mod date_dimension;
 mod dml;
 pub mod error;
+pub mod fk_join;
 pub mod parser;
 mod runtime_filter;
 pub mod session;

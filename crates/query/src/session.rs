@@ -17,6 +17,7 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::fk_join::ForeignKeyJoinElimination;
 use crate::star_join::StarJoinOrder;
 use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{
@@ -122,6 +123,7 @@ impl Session {
             .with_default_features()
             .with_catalog_list(Arc::new(StrataCatalogList::new(warehouse.clone())))
             .with_optimizer_rule(Arc::new(StarJoinOrder))
+            .with_optimizer_rule(Arc::new(ForeignKeyJoinElimination))
             .with_object_store(&url, warehouse.object_store())
             .build();
         let ctx = SessionContext::new_with_state(state);
@@ -269,8 +271,7 @@ impl Session {
                     txn.remove.extend(snapshot.files_in(n).cloned());
                 }
                 let rows: u64 = txn.remove.iter().map(|f| f.rows).sum();
-                let s = log.commit(&snapshot, &txn).await?;
-                self.warehouse.remember(log.id(), &s);
+                self.commit_removal(&name, &log, &snapshot, &txn).await?;
                 StatementResult::status(format!(
                     "dropped {} partition(s) of {name} ({rows} rows)",
                     txn.drop_partitions.len()
@@ -422,12 +423,11 @@ impl Session {
             SqlStatement::Truncate(t) => {
                 let mut total = 0;
                 for target in &t.table_names {
-                    let (log, snapshot, _) = self.open_table(&target.name).await?;
+                    let (log, snapshot, name) = self.open_table(&target.name).await?;
                     let mut txn = Transaction::new("TRUNCATE");
                     txn.remove = snapshot.files.values().cloned().collect();
+                    self.commit_removal(&name, &log, &snapshot, &txn).await?;
                     total += snapshot.row_count();
-                    let s = log.commit(&snapshot, &txn).await?;
-                    self.warehouse.remember(log.id(), &s);
                 }
                 StatementResult::status(format!("truncated {total} rows"))
             }
@@ -439,6 +439,22 @@ impl Session {
             other => return self.run_datafusion(other.clone(), params).await,
         };
         Ok((result, none))
+    }
+
+    /// Commits `txn`, which removes files of table `name` (TRUNCATE, DROP PARTITION), unless
+    /// other tables reference keys in them.
+    async fn commit_removal(
+        &self,
+        name: &str,
+        log: &strata_storage::TableLog,
+        snapshot: &strata_storage::Snapshot,
+        txn: &Transaction,
+    ) -> Result<()> {
+        crate::constraints::refuse_orphans(&self.warehouse, name, log, snapshot, &txn.remove)
+            .await?;
+        let committed = log.commit(snapshot, txn).await?;
+        self.warehouse.remember(log.id(), &committed);
+        Ok(())
     }
 
     /// Plans and runs a statement with DataFusion.
@@ -571,6 +587,12 @@ impl Session {
                 other => Err(Error::Unsupported(format!("DROP {other}"))),
             })
             .collect::<Result<_>>()?;
+        if object_type == ObjectType::Table {
+            for (d, s, t) in &targets {
+                let name = [d.clone(), s.clone(), t.clone()];
+                crate::constraints::refuse_drop(&self.warehouse, &name).await?;
+            }
+        }
         let mut dropped = Vec::new();
         self.warehouse
             .update_catalog(|c| {

@@ -100,6 +100,12 @@ pub trait BatchCheck: Send + std::fmt::Debug {
     /// Checks `batch` (in the table's schema); `first_row` is the number of its first row in
     /// messages (the line of a CSV file, the row of an INSERT). The error says what is wrong.
     fn check(&mut self, batch: &RecordBatch, first_row: usize) -> Result<(), String>;
+
+    /// Checks what can only be checked once every row is known (keys the statement removed
+    /// that other tables still reference).
+    fn finish(&mut self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for TableWriter {
@@ -332,6 +338,14 @@ impl TableWriter {
     /// Closes every open file. Returns the remaining files and the interval partitions created.
     /// CPU-bound: call through [`run_cpu`].
     pub fn finish(mut self) -> Result<(Vec<EncodedFile>, Vec<Partition>)> {
+        if let Some(check) = &mut self.check {
+            check
+                .finish()
+                .map_err(|reason| Error::ConstraintViolation {
+                    table: self.table.clone(),
+                    reason,
+                })?;
+        }
         let open: Vec<(String, OpenFile)> = self.open.drain().collect();
         let schema = Arc::clone(&self.schema);
         let closed: Vec<EncodedFile> = open
