@@ -106,6 +106,18 @@ pub enum SourceData {
 }
 
 impl SourceData {
+    /// All the bytes.
+    fn bytes(self) -> std::io::Result<Bytes> {
+        match self {
+            SourceData::File(mut f) => {
+                let mut buffer = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut buffer)?;
+                Ok(Bytes::from(buffer))
+            }
+            SourceData::Bytes(b) => Ok(b),
+        }
+    }
+
     /// A buffered reader over the bytes.
     fn buffered(self) -> Box<dyn BufRead> {
         match self {
@@ -325,17 +337,17 @@ pub fn read_file(
             }
         }
         FileFormat::Json => {
+            // Held whole, so that an error can be traced to its line.
+            let bytes = data
+                .bytes()
+                .map_err(|e| fail(format!("cannot read: {e}")))?;
             let reader = arrow::json::ReaderBuilder::new(plain_schema(schema))
                 .with_batch_size(READ_BATCH_ROWS)
-                .build(data.buffered())
+                .build(bytes.clone().reader())
                 .map_err(|e| fail(e.to_string()))?;
             for batch in reader {
-                let batch = batch.map_err(|e| {
-                    fail(format!(
-                        "{e} (in the batch of lines starting at line {})",
-                        rows + 1
-                    ))
-                })?;
+                let batch =
+                    batch.map_err(|e| fail(describe_json_error(&e.to_string(), &bytes, rows)))?;
                 rows += batch.num_rows() as u64;
                 sink(batch).map_err(|e| fail(e.to_string()))?;
             }
@@ -488,6 +500,24 @@ fn match_columns(file: &SchemaRef, table: &SchemaRef) -> Result<Vec<usize>, Stri
     }
 }
 
+/// Names the line of a JSON reader error: the first line, from the batch that failed (which
+/// starts after `rows_before` rows), that is not a JSON object, or else the batch's first line.
+fn describe_json_error(message: &str, bytes: &Bytes, rows_before: u64) -> String {
+    let lines = bytes
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace));
+    for (i, line) in lines.skip(rows_before as usize) {
+        if let Err(e) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line) {
+            return format!("line {}: not a JSON object: {e} ({message})", i + 1);
+        }
+    }
+    format!(
+        "{message} (in the batch of lines starting at line {})",
+        rows_before + 1
+    )
+}
+
 /// Rewrites arrow-csv's "column N at line L" (both counted from 0) and "for line L" (counted
 /// from 1) into the column name and the real line number of the file, skipped lines included.
 fn describe_csv_error(message: &str, schema: &SchemaRef, skipped: usize) -> String {
@@ -515,6 +545,28 @@ fn describe_csv_error(message: &str, schema: &SchemaRef, skipped: usize) -> Stri
         text = fields
             .replace(&text, format!("for line {}", line + skipped))
             .into_owned();
+    }
+    // Invalid UTF-8: name the column (arrow counts fields from 1) and the likely cause.
+    let field = regex::Regex::new(r"and field (\d+)").expect("valid regex");
+    if let Some(c) = field.captures(&text.clone()) {
+        let index: usize = c[1].parse().unwrap_or(1);
+        let name = schema
+            .fields()
+            .get(index.saturating_sub(1))
+            .map_or("?", |f| f.name().as_str());
+        text = field
+            .replace(&text, format!("and column '{name}'"))
+            .into_owned();
+        text.push_str(" (the file is not UTF-8; convert it first, e.g. iconv -f latin1 -t utf-8)");
+    }
+    if text.contains("incorrect number of fields") {
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        text.push_str(&format!(
+            " (the table has {} columns: {}; look for a missing or extra delimiter or an \
+             unterminated quote)",
+            names.len(),
+            names.join(", ")
+        ));
     }
     text
 }
