@@ -282,7 +282,7 @@ impl Target<'_> {
         on: &Expr,
         clauses: &[MergeIntoClause],
     ) -> Result<StatementResult> {
-        let joined = self.merge_join(&dml.input, on, clauses)?;
+        let joined = self.merge_join(&dml.input, on, clauses, None)?;
         let change = tagged(joined.schema(), CHANGE_COLUMN)?;
         let file = tagged(joined.schema(), FILE_COLUMN)?;
         let row = tagged(joined.schema(), ROW_COLUMN)?;
@@ -349,8 +349,12 @@ impl Target<'_> {
             return Ok(result);
         }
 
-        // Pass 2: new and inserted rows from the join, untouched rows of affected files.
-        let joined = self.merge_join(&dml.input, on, clauses)?;
+        // Pass 2: new and inserted rows from the join, untouched rows of affected files. Without
+        // inserts, only the affected files matter: whether a target row matches depends on
+        // the source alone.
+        let inserts = clauses.iter().any(|c| is_insert(&c.action));
+        let target_files = (!inserts).then_some(&affected.files);
+        let joined = self.merge_join(&dml.input, on, clauses, target_files)?;
         let columns = self.table.table_schema();
         let mut new_values = Vec::with_capacity(columns.fields().len());
         for (position, field) in columns.fields().iter().enumerate() {
@@ -409,16 +413,17 @@ impl Target<'_> {
         Ok(result)
     }
 
-    /// The target (every row tagged with file and row number) joined with the `USING` source
-    /// on `on`, plus `__strata_change`: the number (from 1) of the first `WHEN` clause that
-    /// applies to the row, or 0.
+    /// The target (every row of `files`, all when `None`, tagged with file and row number)
+    /// joined with the `USING` source on `on`, plus `__strata_change`: the number (from 1) of
+    /// the first `WHEN` clause that applies to the row, or 0.
     fn merge_join(
         &self,
         source: &Arc<LogicalPlan>,
         on: &Expr,
         clauses: &[MergeIntoClause],
+        files: Option<&HashSet<String>>,
     ) -> Result<LogicalPlan> {
-        let target = self.row_id_scan(None)?;
+        let target = self.row_id_scan(files)?;
         let source = with_column(source.as_ref().clone(), lit(true), SOURCE_COLUMN)?;
         let kinds = |f: fn(&MergeIntoClauseKind) -> bool| clauses.iter().any(|c| f(&c.kind));
         let inserts = kinds(|k| k.is_not_matched_by_target());
