@@ -16,7 +16,6 @@ use strata_storage::load::{self, CsvOptions, FileFormat, SourceFile};
 use strata_storage::{LoadedFile, TableWriter, Transaction, run_cpu, writer};
 
 use crate::error::{Error, Result};
-use crate::parser::name_parts;
 use crate::session::{Session, StatementResult, strings_result};
 use crate::system::{LoadFailure, record_load_failure};
 
@@ -196,7 +195,6 @@ pub(crate) async fn copy_into(
 
     let (log, snapshot, table) = session.open_table(into).await?;
     let (db, schema_name, table_name) = session.qualify_table(into)?;
-    let _ = name_parts(into);
     let warehouse = session.warehouse().clone();
     let mut report: Vec<Vec<String>> = Vec::new();
     let mut todo = Vec::new();

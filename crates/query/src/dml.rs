@@ -25,7 +25,7 @@ use arrow::array::{Array, AsArray, Int64Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::default_table_source::{provider_as_source, source_as_provider};
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue, TableReference};
 use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
 use datafusion::logical_expr::conditional_expressions::CaseBuilder;
@@ -35,6 +35,7 @@ use datafusion::logical_expr::{
     when,
 };
 use datafusion::sql::sqlparser::ast;
+use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use strata_storage::{DataFile, Transaction};
 
 use crate::error::{Error, Result};
@@ -104,22 +105,30 @@ pub(crate) fn update_from_as_merge(update: &ast::Update) -> Result<ast::Statemen
             "RETURNING, ORDER BY or LIMIT in UPDATE ... FROM".into(),
         ));
     }
-    let assignments: Vec<String> = update.assignments.iter().map(|a| a.to_string()).collect();
     let on = update
         .selection
-        .as_ref()
-        .map_or("TRUE".to_string(), |e| e.to_string());
-    let text = format!(
-        "MERGE INTO {} USING {} ON {on} WHEN MATCHED THEN UPDATE SET {}",
-        update.table.relation,
-        source.relation,
-        assignments.join(", ")
-    );
-    let mut parsed = crate::parser::parse(&text)?;
-    match parsed.pop().map(|p| p.statement) {
-        Some(crate::parser::Statement::Sql(statement)) if parsed.is_empty() => Ok(*statement),
-        _ => Err(Error::Plan(format!("cannot run UPDATE ... FROM as {text}"))),
-    }
+        .clone()
+        .unwrap_or_else(|| ast::Expr::Value(ast::Value::Boolean(true).with_empty_span()));
+    Ok(ast::Statement::Merge(ast::Merge {
+        merge_token: AttachedToken::empty(),
+        optimizer_hints: Vec::new(),
+        into: true,
+        table: update.table.relation.clone(),
+        source: source.relation.clone(),
+        on: Box::new(on),
+        clauses: vec![ast::MergeClause {
+            when_token: AttachedToken::empty(),
+            clause_kind: ast::MergeClauseKind::Matched,
+            predicate: None,
+            action: ast::MergeAction::Update(ast::MergeUpdateExpr {
+                update_token: AttachedToken::empty(),
+                assignments: update.assignments.clone(),
+                update_predicate: None,
+                delete_predicate: None,
+            }),
+        }],
+        output: None,
+    }))
 }
 
 /// The `count` result of an `UPDATE ... FROM` run as `MERGE`.
@@ -135,6 +144,21 @@ pub(crate) fn updated_rows(merge: &StatementResult) -> StatementResult {
     count_result(updated)
 }
 
+/// Refuses `LIMIT` in the matching rows of UPDATE or DELETE (MySQL's `DELETE ... LIMIT`).
+fn reject_limit(input: &LogicalPlan) -> Result<()> {
+    let mut limited = false;
+    input.apply(|node| {
+        limited |= matches!(node, LogicalPlan::Limit(_));
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if limited {
+        return Err(Error::Unsupported(
+            "LIMIT in UPDATE or DELETE: which rows it picks is undefined".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The table a statement changes, and how the statement's plan names it.
 struct Target<'a> {
     session: &'a Session,
@@ -142,7 +166,7 @@ struct Target<'a> {
     reference: TableReference,
 }
 
-/// What the first pass found.
+/// What the first pass of `MERGE` found.
 #[derive(Debug, Default)]
 struct Affected {
     /// Files holding rows to update or delete.
@@ -157,30 +181,20 @@ const KEEP: i64 = 0;
 
 impl Target<'_> {
     async fn delete(&self, dml: &DmlStatement) -> Result<StatementResult> {
-        let matching = self.reject_limit(&dml.input)?;
-        if let LogicalPlan::TableScan(_) = matching.as_ref() {
+        reject_limit(&dml.input)?;
+        if let LogicalPlan::TableScan(_) = dml.input.as_ref() {
             // No WHERE: every file goes, none is read.
             let snapshot = self.table.snapshot();
             let mut txn = Transaction::new("DELETE");
             txn.remove = snapshot.files.values().cloned().collect();
-            let log = self.table.log();
-            let warehouse = self.session.warehouse();
-            crate::constraints::refuse_orphans(
-                warehouse,
-                self.table.name(),
-                log,
-                snapshot,
-                &txn.remove,
-            )
-            .await?;
-            let committed = log.commit(snapshot, &txn).await?;
-            warehouse.remember(log.id(), &committed);
+            self.session
+                .commit_removal(self.table.name(), self.table.log(), snapshot, &txn)
+                .await?;
             return Ok(count_result(snapshot.row_count()));
         }
-        let affected = self.find(&matching, |n| (0, n)).await?;
-        let total = affected.deleted;
-        self.rewrite(&matching, None, affected, "DELETE").await?;
-        Ok(count_result(total))
+        let (files, deleted) = self.find(&dml.input).await?;
+        self.rewrite(&dml.input, None, &files, "DELETE").await?;
+        Ok(count_result(deleted))
     }
 
     async fn update(&self, dml: &DmlStatement) -> Result<StatementResult> {
@@ -191,67 +205,30 @@ impl Target<'_> {
                 self.reference
             )));
         };
-        let matching = self.reject_limit(&projection.input)?;
-        let affected = self.find(&matching, |n| (n, 0)).await?;
-        let total = affected.updated;
+        let matching = &projection.input;
+        reject_limit(matching)?;
+        let (files, updated) = self.find(matching).await?;
         let new_rows = projection.expr.clone();
-        self.rewrite(&matching, Some(new_rows), affected, "UPDATE")
+        self.rewrite(matching, Some(new_rows), &files, "UPDATE")
             .await?;
-        Ok(count_result(total))
+        Ok(count_result(updated))
     }
 
-    /// The matching rows of a statement, refusing `LIMIT` (MySQL's `DELETE ... LIMIT`).
-    fn reject_limit(&self, input: &Arc<LogicalPlan>) -> Result<Arc<LogicalPlan>> {
-        let mut limited = false;
-        input.apply(|node| {
-            limited |= matches!(node, LogicalPlan::Limit(_));
-            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
-        })?;
-        if limited {
-            return Err(Error::Unsupported(
-                "LIMIT in UPDATE or DELETE: which rows it picks is undefined".into(),
-            ));
-        }
-        Ok(Arc::clone(input))
-    }
-
-    /// Pass 1 of `UPDATE`/`DELETE`: the files holding matching rows and how many rows match.
-    /// `kind` splits a file's count into (updated, deleted).
-    async fn find(
-        &self,
-        matching: &Arc<LogicalPlan>,
-        kind: impl Fn(u64) -> (u64, u64),
-    ) -> Result<Affected> {
+    /// Pass 1 of `UPDATE`/`DELETE`: the files holding matching rows, and how many rows match.
+    /// (Each target row is scanned once: `UPDATE ... FROM` runs as `MERGE`.)
+    async fn find(&self, matching: &Arc<LogicalPlan>) -> Result<(HashSet<String>, u64)> {
         let plan = self.with_row_ids(matching, None)?;
-        let (file, row) = (
-            tagged(plan.schema(), FILE_COLUMN)?,
-            tagged(plan.schema(), ROW_COLUMN)?,
-        );
+        let file = tagged(plan.schema(), FILE_COLUMN)?;
         let per_file = LogicalPlanBuilder::from(plan)
-            .aggregate(
-                vec![file],
-                vec![
-                    count(lit(1)).alias("n"),
-                    count_distinct(row).alias("distinct_rows"),
-                ],
-            )?
+            .aggregate(vec![file], vec![count(lit(1))])?
             .build()?;
-        let mut affected = Affected::default();
+        let mut files = HashSet::new();
+        let mut rows = 0;
         for batch in self.collect(per_file).await? {
-            let files = string_column(&batch, 0)?;
-            let n = int_column(&batch, 1)?;
-            let distinct = int_column(&batch, 2)?;
-            for i in 0..batch.num_rows() {
-                if n[i] != distinct[i] {
-                    return Err(self.several_matches("the source"));
-                }
-                let (updated, deleted) = kind(n[i]);
-                affected.updated += updated;
-                affected.deleted += deleted;
-                affected.files.insert(files[i].clone());
-            }
+            files.extend(string_column(&batch, 0)?);
+            rows += int_column(&batch, 1)?.iter().sum::<u64>();
         }
-        Ok(affected)
+        Ok((files, rows))
     }
 
     /// Pass 2 of `UPDATE`/`DELETE`: rewrites the affected files without the matching rows,
@@ -260,20 +237,20 @@ impl Target<'_> {
         &self,
         matching: &Arc<LogicalPlan>,
         new_rows: Option<Vec<Expr>>,
-        affected: Affected,
+        files: &HashSet<String>,
         operation: &str,
     ) -> Result<()> {
-        if affected.files.is_empty() {
+        if files.is_empty() {
             return Ok(());
         }
-        let plan = self.with_row_ids(matching, Some(&affected.files))?;
+        let plan = self.with_row_ids(matching, Some(files))?;
         let changed = self.row_ids_of(plan.clone())?;
-        let mut output = self.untouched_rows(&affected.files, changed)?;
+        let mut output = self.untouched_rows(files, changed)?;
         if let Some(exprs) = new_rows {
             let updated = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
             output = LogicalPlanBuilder::from(updated).union(output)?.build()?;
         }
-        self.commit(output, &affected.files, operation).await
+        self.commit(output, files, operation).await
     }
 
     async fn merge(
@@ -337,7 +314,12 @@ impl Target<'_> {
                     continue;
                 }
                 if n[i] != distinct[i] {
-                    return Err(self.several_matches("the source (USING or FROM)"));
+                    return Err(Error::Plan(format!(
+                        "a row of {} matches several rows of the source (USING or FROM), so \
+                         its new value is ambiguous; make the source match at most one row per \
+                         target row",
+                        self.table.name()
+                    )));
                 }
                 affected.updated += updated[i];
                 affected.deleted += deleted[i];
@@ -591,14 +573,6 @@ impl Target<'_> {
             .await?
             .collect()
             .await?)
-    }
-
-    fn several_matches(&self, source: &str) -> Error {
-        Error::Plan(format!(
-            "a row of {} matches several rows of {source}, so its new value is ambiguous; \
-             make the source match at most one row per target row",
-            self.table.name()
-        ))
     }
 }
 

@@ -443,7 +443,7 @@ impl Session {
 
     /// Commits `txn`, which removes files of table `name` (TRUNCATE, DROP PARTITION), unless
     /// other tables reference keys in them.
-    async fn commit_removal(
+    pub(crate) async fn commit_removal(
         &self,
         name: &str,
         log: &strata_storage::TableLog,

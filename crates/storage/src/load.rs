@@ -168,7 +168,11 @@ pub async fn list_sources(
     if is_s3(location) {
         list_remote(location, s3_settings).await
     } else {
-        list_local(location)
+        // Directory listings and globs block: keep them off the async workers.
+        let location = location.to_string();
+        tokio::task::spawn_blocking(move || list_local(&location))
+            .await
+            .map_err(|e| Error::InvalidArgument(format!("listing files: {e}")))?
     }
 }
 
