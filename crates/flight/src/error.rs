@@ -41,7 +41,9 @@ pub(crate) fn status(e: strata_query::Error) -> Status {
     use strata_query::Error as Q;
     let message = e.to_string();
     match &e {
-        Q::Parse(_) | Q::Plan(_) | Q::Arrow(_) => Status::invalid_argument(message),
+        Q::Parse(_) | Q::Plan(_) | Q::Arrow(_) | Q::TooManyRejects { .. } => {
+            Status::invalid_argument(message)
+        }
         Q::Unsupported(_) => Status::unimplemented(message),
         Q::Storage(s) => storage_status(s, message),
         Q::DataFusion(d) => datafusion_status(d, message),

@@ -28,6 +28,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::{
     ColumnOption, CreateTable, Expr as SqlExpr, Ident, IndexColumn, ObjectName, TableConstraint,
 };
+use strata_storage::load::RowError;
 use strata_storage::{BatchCheck, ColumnDef, Constraint, DataFile, Snapshot, TableLog};
 
 use crate::error::{Error, Result};
@@ -544,6 +545,8 @@ struct KeyCheck {
     positions: Vec<usize>,
     rule: KeyRule,
     set: KeySet,
+    /// Keys added since the last savepoint, once there is one.
+    since_savepoint: Option<Vec<Vec<u8>>>,
 }
 
 impl KeyCheck {
@@ -561,6 +564,7 @@ impl KeyCheck {
             columns,
             rule,
             set,
+            since_savepoint: None,
         })
     }
 }
@@ -643,12 +647,14 @@ impl KeySet {
 }
 
 impl BatchCheck for ConstraintCheck {
-    fn check(&mut self, batch: &RecordBatch, first_row: usize) -> Result<(), String> {
+    fn screen(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, RowError)>, String> {
+        let rows = batch.num_rows();
+        let mut rejected: Vec<Option<RowError>> = vec![None; rows];
         for c in &self.checks {
             let value = c
                 .expr
                 .evaluate(batch)
-                .and_then(|v| v.into_array(batch.num_rows()))
+                .and_then(|v| v.into_array(rows))
                 .map_err(|e| format!("CHECK constraint '{}' ({}): {e}", c.name, c.text))?;
             let Some(verdicts) = value.as_boolean_opt() else {
                 return Err(format!(
@@ -656,65 +662,115 @@ impl BatchCheck for ConstraintCheck {
                     c.name, c.text
                 ));
             };
-            if let Some(row) =
-                (0..verdicts.len()).find(|i| verdicts.is_valid(*i) && !verdicts.value(*i))
-            {
-                let names: Vec<String> = c
-                    .shown
-                    .iter()
-                    .map(|i| batch.schema().field(*i).name().clone())
-                    .collect();
-                let columns: Vec<ArrayRef> = c
-                    .shown
-                    .iter()
-                    .map(|i| Arc::clone(batch.column(*i)))
-                    .collect();
-                return Err(format!(
-                    "row {} violates CHECK constraint '{}' ({}): {}",
-                    first_row + row,
-                    c.name,
-                    c.text,
-                    describe(&names, &columns, row)
-                ));
+            let names: Vec<String> = c
+                .shown
+                .iter()
+                .map(|i| batch.schema().field(*i).name().clone())
+                .collect();
+            let columns: Vec<ArrayRef> = c
+                .shown
+                .iter()
+                .map(|i| Arc::clone(batch.column(*i)))
+                .collect();
+            for (row, verdict) in rejected.iter_mut().enumerate() {
+                if verdict.is_none() && verdicts.is_valid(row) && !verdicts.value(row) {
+                    let values = values(&columns, row);
+                    *verdict = Some(RowError {
+                        line: None,
+                        column: Some(names.join(", ")),
+                        reason: format!(
+                            "violates CHECK constraint '{}' ({}): ({}) = ({values})",
+                            c.name,
+                            c.text,
+                            names.join(", ")
+                        ),
+                        value: Some(values),
+                    });
+                }
             }
         }
-        for k in &mut self.keys {
+        let mut keys = Vec::with_capacity(self.keys.len());
+        for k in &self.keys {
             let columns: Vec<ArrayRef> = k
                 .positions
                 .iter()
                 .map(|i| Arc::clone(batch.column(*i)))
                 .collect();
-            let rows = k.set.rows(&columns).map_err(|e| e.to_string())?;
-            for i in 0..batch.num_rows() {
-                if columns.iter().any(|c| c.is_null(i)) {
+            let encoded = k.set.rows(&columns).map_err(|e| e.to_string())?;
+            keys.push((columns, encoded));
+        }
+        // Row by row, so that a key repeated within the batch is caught, and a row rejected by
+        // one constraint adds no key to another.
+        for (row, verdict) in rejected.iter_mut().enumerate() {
+            if verdict.is_some() {
+                continue;
+            }
+            for (k, (columns, encoded)) in self.keys.iter().zip(&keys) {
+                if columns.iter().any(|c| c.is_null(row)) {
                     continue;
                 }
-                let key = rows.row(i);
+                let key = encoded.row(row);
                 let broken = match &k.rule {
-                    KeyRule::Unique => !k.set.keys.insert(key.as_ref().to_vec()),
+                    KeyRule::Unique => k.set.keys.contains(key.as_ref()),
                     KeyRule::References { .. } => !k.set.keys.contains(key.as_ref()),
                 };
                 if !broken {
                     continue;
                 }
-                let value = describe(&k.columns, &columns, i);
-                return Err(match &k.rule {
-                    KeyRule::Unique => format!(
-                        "row {} violates {} constraint '{}': duplicate key {value}",
-                        first_row + i,
-                        k.kind,
-                        k.name
-                    ),
-                    KeyRule::References { table, columns } => format!(
-                        "row {} violates FOREIGN KEY constraint '{}': {value} is not present in {table} ({})",
-                        first_row + i,
-                        k.name,
-                        columns.join(", ")
-                    ),
+                let values = values(columns, row);
+                let shown = format!("({}) = ({values})", k.columns.join(", "));
+                *verdict = Some(RowError {
+                    line: None,
+                    column: Some(k.columns.join(", ")),
+                    value: Some(values),
+                    reason: match &k.rule {
+                        KeyRule::Unique => format!(
+                            "violates {} constraint '{}': duplicate key {shown}",
+                            k.kind, k.name
+                        ),
+                        KeyRule::References { table, columns } => format!(
+                            "violates FOREIGN KEY constraint '{}': {shown} is not present in \
+                             {table} ({})",
+                            k.name,
+                            columns.join(", ")
+                        ),
+                    },
                 });
+                break;
+            }
+            if verdict.is_some() {
+                continue;
+            }
+            for (k, (columns, encoded)) in self.keys.iter_mut().zip(&keys) {
+                if !matches!(k.rule, KeyRule::Unique) || columns.iter().any(|c| c.is_null(row)) {
+                    continue;
+                }
+                let key = encoded.row(row).as_ref().to_vec();
+                if let Some(added) = &mut k.since_savepoint {
+                    added.push(key.clone());
+                }
+                k.set.keys.insert(key);
             }
         }
-        Ok(())
+        Ok(rejected
+            .into_iter()
+            .enumerate()
+            .filter_map(|(row, e)| e.map(|e| (row, e)))
+            .collect())
+    }
+
+    fn savepoint(&mut self) {
+        for k in &mut self.keys {
+            k.since_savepoint = Some(Vec::new());
+        }
+    }
+
+    fn rollback(&mut self) {
+        for k in &mut self.keys {
+            for key in k.since_savepoint.iter_mut().flat_map(std::mem::take) {
+                k.set.keys.remove(&key);
+            }
+        }
     }
 
     fn finish(&mut self) -> Result<(), String> {
@@ -747,6 +803,11 @@ impl BatchCheck for ConstraintCheck {
 
 /// `(a, b) = (1, 'x')` for row `row` of `columns` named `names`.
 fn describe(names: &[String], columns: &[ArrayRef], row: usize) -> String {
+    format!("({}) = ({})", names.join(", "), values(columns, row))
+}
+
+/// `1, 'x'`: the values of row `row` of `columns`, strings quoted.
+fn values(columns: &[ArrayRef], row: usize) -> String {
     let options = FormatOptions::default().with_null("NULL");
     let values: Vec<String> = columns
         .iter()
@@ -767,7 +828,7 @@ fn describe(names: &[String], columns: &[ArrayRef], row: usize) -> String {
                 .unwrap_or_else(|_| "?".to_string())
         })
         .collect();
-    format!("({}) = ({})", names.join(", "), values.join(", "))
+    values.join(", ")
 }
 
 /// The database, schema and table of `name` in the session's current database and schema.

@@ -1,23 +1,37 @@
 //! `COPY INTO table FROM '<path | glob | url>' [CREDENTIALS = (AWS_KEY_ID = '..' ...)]
 //! [FILES = (...)] [PATTERN = '...'] [FILE_FORMAT = (TYPE = CSV | JSON | PARQUET, ...)]
-//! [FORCE = TRUE]`, Snowflake style. Sources are local paths, globs, `file://` and `s3://` URLs.
+//! [ON_ERROR = ABORT_STATEMENT | CONTINUE | SKIP_FILE | SKIP_FILE_<n> | 'SKIP_FILE_<n>%']
+//! [MAX_ERROR_RATIO = 0.05] [FORCE = TRUE]`, Snowflake style. Sources are local paths, globs,
+//! `file://` and `s3://` URLs.
 //!
-//! All files of one statement are loaded in one commit: any bad file fails the statement and
-//! nothing is committed (the failure is recorded in `system.load_history`). Files already
-//! loaded into the table (same path, size and modification time) are skipped unless
+//! All files of one statement are loaded in one commit. With `ABORT_STATEMENT` (the default)
+//! the first bad record fails the statement and nothing is committed (the failure is recorded
+//! in `system.load_history`). With `CONTINUE` bad records are left out and the rest commits;
+//! with `SKIP_FILE` a file with bad records (at least n, or n%) is left out whole. Every record
+//! left out is kept, with file, line, column, value and reason, in `system.load_errors`, and
+//! `MAX_ERROR_RATIO` aborts the whole load when a larger share of the records is bad. Files
+//! already loaded into the table (same path, size and modification time) are skipped unless
 //! `FORCE = TRUE`, so re-running a load is safe.
 
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
 use chrono::Utc;
 use datafusion::sql::sqlparser::ast::helpers::key_value_options::{
     KeyValueOptionKind, KeyValueOptions,
 };
 use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, Value};
-use strata_storage::load::{self, CsvOptions, FileFormat, SourceFile};
+use strata_storage::load::{
+    self, CsvOptions, FileFormat, OnRowError, RowError, SourceData, SourceFile,
+};
 use strata_storage::{LoadedFile, TableWriter, Transaction, run_cpu, writer};
 
 use crate::error::{Error, Result};
-use crate::session::{Session, StatementResult, strings_result};
-use crate::system::{LoadFailure, record_load_failure};
+use crate::session::{Session, StatementResult};
+use crate::system::{
+    LoadErrors, LoadFailure, RejectedRow, record_load_errors, record_load_failure,
+};
 
 fn option_text(kind: &KeyValueOptionKind) -> Option<Vec<String>> {
     let text = |v: &Value| match v {
@@ -80,6 +94,74 @@ fn s3_settings(
         settings.push(("aws_endpoint".to_string(), endpoint.to_string()));
     }
     Ok(settings)
+}
+
+/// What a load does with bad records (Snowflake's `ON_ERROR`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum OnError {
+    AbortStatement,
+    Continue,
+    /// Leave out a file with at least this many bad records, or more than this percentage.
+    SkipFile(SkipLimit),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum SkipLimit {
+    Records(u64),
+    Percent(f64),
+}
+
+impl OnError {
+    fn parse(text: &str) -> Result<Self> {
+        let upper = text.trim().to_ascii_uppercase();
+        let bad = || {
+            Error::Plan(format!(
+                "ON_ERROR = {text}: use ABORT_STATEMENT, CONTINUE, SKIP_FILE, SKIP_FILE_<n> or \
+                 'SKIP_FILE_<n>%'"
+            ))
+        };
+        Ok(match upper.as_str() {
+            "ABORT_STATEMENT" => OnError::AbortStatement,
+            "CONTINUE" => OnError::Continue,
+            "SKIP_FILE" => OnError::SkipFile(SkipLimit::Records(1)),
+            other => {
+                let limit = other.strip_prefix("SKIP_FILE_").ok_or_else(bad)?;
+                OnError::SkipFile(match limit.strip_suffix('%') {
+                    Some(p) => SkipLimit::Percent(p.parse().map_err(|_| bad())?),
+                    None => SkipLimit::Records(limit.parse().map_err(|_| bad())?),
+                })
+            }
+        })
+    }
+
+    /// Whether a file with `errors` bad records out of `records` is left out.
+    fn skips(&self, errors: u64, records: u64) -> bool {
+        match self {
+            OnError::SkipFile(SkipLimit::Records(n)) => errors > 0 && errors >= *n,
+            OnError::SkipFile(SkipLimit::Percent(p)) => {
+                errors > 0 && 100.0 * errors as f64 / records.max(1) as f64 > *p
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `0.05` or `'5%'`.
+fn ratio(text: &str) -> Result<f64> {
+    let bad = || {
+        Error::Plan(format!(
+            "MAX_ERROR_RATIO = {text}: use a fraction between 0 and 1, e.g. 0.05, or '5%'"
+        ))
+    };
+    let value = match text.trim().strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map_err(|_| bad())? / 100.0,
+        None => text.trim().parse::<f64>().map_err(|_| bad())?,
+    };
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(bad())
+    }
 }
 
 fn truthy(v: &str) -> bool {
@@ -162,19 +244,30 @@ pub(crate) async fn copy_into(
         }
     }
     let mut force = false;
+    let mut on_error = None;
+    let mut max_error_ratio = None;
     for (key, values) in options(copy_options) {
         let v = values.first().cloned().unwrap_or_default();
         match key.as_str() {
             "FORCE" => force = truthy(&v),
-            "ON_ERROR" if v.eq_ignore_ascii_case("ABORT_STATEMENT") => {}
-            "ON_ERROR" => {
-                return Err(Error::Unsupported(format!(
-                    "ON_ERROR = {v}: a load either commits every file or none (ABORT_STATEMENT)"
-                )));
-            }
+            "ON_ERROR" => on_error = Some(OnError::parse(&v)?),
+            "MAX_ERROR_RATIO" => max_error_ratio = Some(ratio(&v)?),
             other => return Err(Error::Unsupported(format!("copy option {other}"))),
         }
     }
+    // A tolerated share of bad records means leaving them out, unless told otherwise.
+    let on_error = match (on_error, max_error_ratio) {
+        (Some(OnError::AbortStatement), Some(_)) => {
+            return Err(Error::Plan(
+                "MAX_ERROR_RATIO needs ON_ERROR = CONTINUE or SKIP_FILE: ABORT_STATEMENT \
+                 tolerates no bad record"
+                    .to_string(),
+            ));
+        }
+        (Some(mode), _) => mode,
+        (None, Some(_)) => OnError::Continue,
+        (None, None) => OnError::AbortStatement,
+    };
 
     // Files.
     let mut sources: Vec<SourceFile> = match files {
@@ -196,7 +289,7 @@ pub(crate) async fn copy_into(
     let (log, snapshot, table) = session.open_table(into).await?;
     let (db, schema_name, table_name) = session.qualify_table(into)?;
     let warehouse = session.warehouse().clone();
-    let mut report: Vec<Vec<String>> = Vec::new();
+    let mut report: Vec<FileReport> = Vec::new();
     let mut todo = Vec::new();
     // A file named twice (overlapping FILES or globs) is loaded once.
     let mut seen = std::collections::HashSet::new();
@@ -207,14 +300,11 @@ pub(crate) async fn copy_into(
             size_bytes: s.size_bytes,
             modified: s.modified,
             rows: 0,
+            rows_rejected: 0,
             loaded_at: Utc::now(),
         };
         if !force && snapshot.loaded.contains_key(&loaded.key()) {
-            report.push(vec![
-                s.display(),
-                "SKIPPED (already loaded)".into(),
-                "0".into(),
-            ]);
+            report.push(FileReport::new(s.display(), "SKIPPED (already loaded)"));
         } else {
             todo.push(s);
         }
@@ -225,11 +315,21 @@ pub(crate) async fn copy_into(
         crate::constraints::prepare(&warehouse, &table, &log, &snapshot, &[]).await?;
     let mut table_writer =
         TableWriter::new(&table, &snapshot, warehouse.options().write.clone()).with_check(check);
-    let schema = table_writer.schema();
     let mut txn = Transaction::new("COPY INTO");
     txn.reject_loaded_twice = !force;
     txn.exclusive = exclusive;
-    let mut total = 0u64;
+    let mut rejected: Vec<RejectedRow> = Vec::new();
+    let failure = |source: &SourceFile, status: &str, error: String| LoadFailure {
+        database: db.clone(),
+        schema: schema_name.clone(),
+        table: table_name.clone(),
+        file: source.display(),
+        size_bytes: source.size_bytes,
+        status: status.to_string(),
+        error,
+        at: Utc::now(),
+    };
+    let mut processed = Vec::new();
     for source in todo {
         let fmt = format
             .clone()
@@ -241,44 +341,27 @@ pub(crate) async fn copy_into(
                 FileFormat::Csv(_) => FileFormat::Csv(csv.clone()),
                 other => other,
             });
-        let src = source.clone();
-        let schema = std::sync::Arc::clone(&schema);
-        let skipped = match &fmt {
-            FileFormat::Csv(o) => o.skip_header,
-            _ => 0,
-        };
-        let result = match source.open().await {
+        let outcome = match source.open().await {
             Ok(data) => {
-                let (w, result) = run_cpu(move || {
+                let src = source.clone();
+                let (w, outcome) = run_cpu(move || {
                     let mut w = table_writer;
-                    w.start_source(skipped);
-                    let r = load::read_file(&src, data, &fmt, &schema, |batch| w.write(batch));
-                    (w, r)
+                    let outcome = load_file(&mut w, &src, data, &fmt, on_error);
+                    (w, outcome)
                 })
                 .await;
                 table_writer = w;
-                result
+                outcome
             }
-            Err(e) => Err(e),
+            Err(e) if on_error == OnError::AbortStatement => Err(e.into()),
+            Err(e) => Ok(FileLoad::unreadable(e.to_string())),
         };
-        let rows = match result {
-            Ok(rows) => rows,
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
             Err(e) => {
-                let message = e.to_string();
-                record_load_failure(
-                    &warehouse,
-                    &LoadFailure {
-                        database: db.clone(),
-                        schema: schema_name.clone(),
-                        table: table_name.clone(),
-                        file: source.display(),
-                        size_bytes: source.size_bytes,
-                        error: message.clone(),
-                        at: Utc::now(),
-                    },
-                )
-                .await;
-                return Err(e.into());
+                let failed = failure(&source, "LOAD_FAILED", e.to_string());
+                record_load_failure(&warehouse, &failed).await;
+                return Err(e);
             }
         };
         let finished = table_writer.take_finished();
@@ -286,15 +369,66 @@ pub(crate) async fn copy_into(
             txn.add
                 .extend(writer::upload(&store, log.id(), finished).await?);
         }
-        total += rows;
-        txn.loads.push(LoadedFile {
-            file: source.display(),
-            size_bytes: source.size_bytes,
-            modified: source.modified,
-            rows,
-            loaded_at: Utc::now(),
-        });
-        report.push(vec![source.display(), "LOADED".into(), rows.to_string()]);
+        let file_report = outcome.report(source.display());
+        if let Some(first) = outcome.errors.first() {
+            if outcome.loaded == 0 {
+                let error = format!("{}: {first}", source.display());
+                let failed = failure(&source, &file_report.status, error);
+                record_load_failure(&warehouse, &failed).await;
+            }
+            rejected.extend(outcome.errors.iter().map(|e| RejectedRow {
+                file: source.display(),
+                line: e.line,
+                column: e.column.clone(),
+                value: e.value.clone(),
+                error: e.reason.clone(),
+            }));
+        }
+        if outcome.loaded > 0 || outcome.errors.is_empty() {
+            txn.loads.push(LoadedFile {
+                file: source.display(),
+                size_bytes: source.size_bytes,
+                modified: source.modified,
+                rows: outcome.loaded,
+                rows_rejected: outcome.errors.len() as u64,
+                loaded_at: Utc::now(),
+            });
+        }
+        report.push(file_report);
+        processed.push(source);
+    }
+    let parsed: u64 = report.iter().map(|r| r.parsed).sum();
+    let bad: u64 = report.iter().map(|r| r.rejected).sum();
+    let mut errors = LoadErrors {
+        load_id: uuid::Uuid::new_v4().to_string(),
+        database: db.clone(),
+        schema: schema_name.clone(),
+        table: table_name.clone(),
+        load_status: "COMMITTED".to_string(),
+        at: Utc::now(),
+        rows: rejected,
+    };
+    if let Some(max_ratio) = max_error_ratio
+        && bad as f64 > max_ratio * parsed as f64
+    {
+        let first = report
+            .iter()
+            .find_map(|r| r.first_error.as_ref().map(|e| format!("{}: {e}", r.file)))
+            .unwrap_or_default();
+        errors.load_status = "ABORTED".to_string();
+        record_load_errors(&warehouse, &errors).await;
+        let error = Error::TooManyRejects {
+            table,
+            rejected: bad,
+            parsed,
+            max_ratio,
+            first,
+        };
+        for source in &processed {
+            let failed = failure(source, "LOAD_FAILED", error.to_string());
+            record_load_failure(&warehouse, &failed).await;
+        }
+        return Err(error);
     }
     if !txn.loads.is_empty() {
         let (files, created) = run_cpu(move || table_writer.finish()).await?;
@@ -304,6 +438,249 @@ pub(crate) async fn copy_into(
         let s = log.commit(&snapshot, &txn).await?;
         warehouse.remember(log.id(), &s);
     }
-    tracing::info!(table = %table, rows = total, "COPY INTO committed");
-    Ok(strings_result(&["file", "status", "rows_loaded"], report))
+    if !errors.rows.is_empty() {
+        record_load_errors(&warehouse, &errors).await;
+    }
+    tracing::info!(table = %table, rows = parsed - bad, rejected = bad, "COPY INTO committed");
+    if report.len() > 1 {
+        let total = FileReport::total(&report);
+        report.push(total);
+    }
+    report_result(&report)
+}
+
+/// What loading one file did.
+#[derive(Debug, Default)]
+struct FileLoad {
+    /// Records read, good or bad.
+    records: u64,
+    /// Rows written (0 for a skipped file).
+    loaded: u64,
+    /// Bad records, by line; a problem of the whole file has no line.
+    errors: Vec<RowError>,
+    /// The file was left out (`SKIP_FILE`).
+    skipped: bool,
+}
+
+impl FileLoad {
+    fn unreadable(reason: String) -> Self {
+        Self {
+            errors: vec![RowError {
+                line: None,
+                column: None,
+                value: None,
+                reason,
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn report(&self, file: String) -> FileReport {
+        let status = if self.skipped {
+            "LOAD_SKIPPED"
+        } else if self.errors.is_empty() {
+            "LOADED"
+        } else if self.loaded > 0 {
+            "PARTIALLY_LOADED"
+        } else {
+            "LOAD_FAILED"
+        };
+        FileReport {
+            file,
+            status: status.to_string(),
+            parsed: self.records,
+            loaded: self.loaded,
+            rejected: self.errors.len() as u64,
+            first_error: self.errors.first().cloned(),
+        }
+    }
+}
+
+/// Loads one file into `writer`. Bad records are left out and reported unless `on_error` is
+/// `AbortStatement`; an error ends the statement.
+fn load_file(
+    writer: &mut TableWriter,
+    source: &SourceFile,
+    data: SourceData,
+    format: &FileFormat,
+    on_error: OnError,
+) -> Result<FileLoad> {
+    let schema = writer.schema();
+    let table = writer.table().to_string();
+    let skipping = matches!(on_error, OnError::SkipFile(_));
+    let read_mode = match on_error {
+        OnError::AbortStatement => OnRowError::Fail,
+        _ => OnRowError::Collect,
+    };
+    writer.start_source(match format {
+        FileFormat::Csv(o) => o.skip_header,
+        _ => 0,
+    });
+    writer.savepoint();
+    let mut outcome = FileLoad::default();
+    let mut held = Vec::new();
+    // An error of the writer (not of the file) ends the statement whatever `on_error` says.
+    let mut fatal = false;
+    let read = load::read_file(source, data, format, &schema, read_mode, |batch| {
+        outcome.errors.extend(batch.errors);
+        let rows = batch.rows;
+        let rejected = writer.screen(&rows).inspect_err(|_| fatal = true)?;
+        let rows = if rejected.is_empty() {
+            rows
+        } else {
+            if on_error == OnError::AbortStatement {
+                let (row, error) = &rejected[0];
+                fatal = true;
+                return Err(strata_storage::Error::ConstraintViolation {
+                    table: table.clone(),
+                    reason: format!("line {} {}", batch.lines[*row], error.reason),
+                });
+            }
+            let mut keep = vec![true; rows.num_rows()];
+            for (row, mut error) in rejected {
+                keep[row] = false;
+                error.line = Some(batch.lines[row]);
+                outcome.errors.push(error);
+            }
+            outcome.errors.sort_by_key(|e| e.line);
+            arrow::compute::filter_record_batch(&rows, &BooleanArray::from(keep))?
+        };
+        outcome.loaded += rows.num_rows() as u64;
+        if skipping {
+            held.push(rows);
+            Ok(())
+        } else {
+            writer.write_screened(rows).inspect_err(|_| fatal = true)
+        }
+    });
+    match read {
+        Ok(records) => outcome.records = records,
+        Err(e) if fatal || on_error == OnError::AbortStatement => return Err(e.into()),
+        Err(e) => outcome.errors.push(RowError {
+            line: None,
+            column: None,
+            value: None,
+            reason: e.to_string(),
+        }),
+    }
+    if skipping {
+        let errors = outcome.errors.len() as u64;
+        if on_error.skips(errors, outcome.records)
+            || outcome.errors.iter().any(|e| e.line.is_none())
+        {
+            writer.rollback();
+            outcome.loaded = 0;
+            outcome.skipped = true;
+        } else {
+            for rows in held {
+                writer.write_screened(rows)?;
+            }
+        }
+    }
+    Ok(outcome)
+}
+
+/// One row of the statement's result.
+#[derive(Debug)]
+struct FileReport {
+    file: String,
+    status: String,
+    parsed: u64,
+    loaded: u64,
+    rejected: u64,
+    first_error: Option<RowError>,
+}
+
+impl FileReport {
+    fn new(file: String, status: &str) -> Self {
+        Self {
+            file,
+            status: status.to_string(),
+            parsed: 0,
+            loaded: 0,
+            rejected: 0,
+            first_error: None,
+        }
+    }
+
+    /// The `TOTAL` row of a load of several files.
+    fn total(files: &[FileReport]) -> Self {
+        let mut total = FileReport::new("TOTAL".to_string(), "");
+        for f in files {
+            total.parsed += f.parsed;
+            total.loaded += f.loaded;
+            total.rejected += f.rejected;
+        }
+        total.first_error = files.iter().find_map(|f| {
+            f.first_error.clone().map(|e| RowError {
+                reason: format!("{}: {}", f.file, e.reason),
+                ..e
+            })
+        });
+        total.status = if total.rejected == 0 && total.loaded == 0 {
+            "SKIPPED"
+        } else if total.rejected == 0 {
+            "LOADED"
+        } else if total.loaded > 0 {
+            "PARTIALLY_LOADED"
+        } else {
+            "LOAD_FAILED"
+        }
+        .to_string();
+        total
+    }
+}
+
+/// The result of `COPY INTO`: a row per file (and a `TOTAL` row for several), as Snowflake
+/// reports it, with the share of records that passed validation.
+fn report_result(report: &[FileReport]) -> Result<StatementResult> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("file", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("rows_parsed", DataType::Int64, false),
+        Field::new("rows_loaded", DataType::Int64, false),
+        Field::new("rows_rejected", DataType::Int64, false),
+        Field::new("validation_rate", DataType::Float64, true),
+        Field::new("first_error", DataType::Utf8, true),
+        Field::new("first_error_line", DataType::Int64, true),
+        Field::new("first_error_column", DataType::Utf8, true),
+    ]));
+    let count = |f: &dyn Fn(&FileReport) -> u64| -> ArrayRef {
+        Arc::new(Int64Array::from_iter_values(
+            report.iter().map(|r| f(r) as i64),
+        ))
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            report.iter().map(|r| &r.file),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            report.iter().map(|r| &r.status),
+        )),
+        count(&|r| r.parsed),
+        count(&|r| r.loaded),
+        count(&|r| r.rejected),
+        Arc::new(Float64Array::from_iter(report.iter().map(|r| {
+            (r.parsed > 0).then(|| (r.parsed.saturating_sub(r.rejected)) as f64 / r.parsed as f64)
+        }))),
+        Arc::new(StringArray::from_iter(
+            report
+                .iter()
+                .map(|r| r.first_error.as_ref().map(|e| &e.reason)),
+        )),
+        Arc::new(Int64Array::from_iter(report.iter().map(|r| {
+            r.first_error
+                .as_ref()
+                .and_then(|e| e.line)
+                .map(|l| l as i64)
+        }))),
+        Arc::new(StringArray::from_iter(report.iter().map(|r| {
+            r.first_error.as_ref().and_then(|e| e.column.as_deref())
+        }))),
+    ];
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    Ok(StatementResult {
+        schema,
+        batches: vec![batch],
+    })
 }

@@ -22,6 +22,20 @@ pub enum Error {
 
     #[error("Arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+
+    #[error(
+        "COPY INTO {table}: {rejected} of {parsed} rows rejected ({:.1}%), more than \
+         MAX_ERROR_RATIO = {max_ratio}; nothing was loaded. First: {first}. Every rejected row \
+         is in system.load_errors",
+        100.0 * *rejected as f64 / *parsed as f64
+    )]
+    TooManyRejects {
+        table: String,
+        rejected: u64,
+        parsed: u64,
+        max_ratio: f64,
+        first: String,
+    },
 }
 
 impl From<DataFusionError> for Error {

@@ -857,10 +857,6 @@ impl Session {
 }
 
 /// A table of strings for other modules.
-pub(crate) fn strings_result(names: &[&str], rows: Vec<Vec<String>>) -> StatementResult {
-    StatementResult::strings(names, rows)
-}
-
 fn single(name: &ObjectName, what: &str) -> Result<String> {
     let parts = name_parts(name);
     match parts.as_slice() {

@@ -1,10 +1,11 @@
-//! The `system` schema: partitions, table versions, the query log and load history; and the
-//! constraint views of `information_schema`.
+//! The `system` schema: partitions, table versions, the query log, load history and the rows
+//! loads rejected; and the constraint views of `information_schema`.
 //!
 //! Every table here is computed when a statement names it, from the catalog, the table logs
 //! and records under `_system/` in the warehouse, so they survive restarts and show the work
-//! of every process sharing the warehouse. Query log and load-failure records are one small JSON
-//! object each, grouped by day so retention deletes whole days.
+//! of every process sharing the warehouse. Query log, load-failure and load-error records are
+//! one small JSON object each (a load's rejected rows are one object), grouped by day so
+//! retention deletes whole days.
 
 use std::sync::Arc;
 
@@ -27,10 +28,17 @@ use crate::warehouse::Warehouse;
 /// The schema name of system tables in every database.
 pub const SYSTEM_SCHEMA: &str = "system";
 /// The system tables.
-pub const SYSTEM_TABLES: [&str; 4] = ["partitions", "table_versions", "query_log", "load_history"];
+pub const SYSTEM_TABLES: [&str; 5] = [
+    "partitions",
+    "table_versions",
+    "query_log",
+    "load_history",
+    "load_errors",
+];
 
 const QUERY_LOG: &str = "query_log";
 const LOAD_FAILURES: &str = "load_failures";
+const LOAD_ERRORS: &str = "load_errors";
 
 /// One executed statement, as kept in `system.query_log`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,7 +87,8 @@ impl QueryLogEntry {
     }
 }
 
-/// A failed load, as kept in `system.load_history` (successes live in the table logs).
+/// A file a load did not load, as kept in `system.load_history` (successes live in the table
+/// logs).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LoadFailure {
     pub database: String,
@@ -87,8 +96,39 @@ pub struct LoadFailure {
     pub table: String,
     pub file: String,
     pub size_bytes: u64,
+    /// `LOAD_FAILED`, or `LOAD_SKIPPED` for a file left out by `ON_ERROR = SKIP_FILE`.
+    #[serde(default = "load_failed")]
+    pub status: String,
     pub error: String,
     pub at: DateTime<Utc>,
+}
+
+fn load_failed() -> String {
+    "LOAD_FAILED".to_string()
+}
+
+/// The rows one `COPY INTO` left out (`ON_ERROR = CONTINUE | SKIP_FILE`), as kept in
+/// `system.load_errors`: one record per load, however many rows it rejected.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoadErrors {
+    pub load_id: String,
+    pub database: String,
+    pub schema: String,
+    pub table: String,
+    /// `COMMITTED` (the good rows were loaded) or `ABORTED` (`MAX_ERROR_RATIO` exceeded).
+    pub load_status: String,
+    pub at: DateTime<Utc>,
+    pub rows: Vec<RejectedRow>,
+}
+
+/// One rejected record of a load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RejectedRow {
+    pub file: String,
+    pub line: Option<u64>,
+    pub column: Option<String>,
+    pub value: Option<String>,
+    pub error: String,
 }
 
 fn day(t: &DateTime<Utc>) -> String {
@@ -120,6 +160,19 @@ pub async fn record_load_failure(warehouse: &Warehouse, failure: &LoadFailure) {
         .await
     {
         tracing::warn!(error = %e, "load failure not recorded");
+    }
+}
+
+/// Records the rows a load rejected. Failure to record is logged, never fatal.
+pub async fn record_load_errors(warehouse: &Warehouse, errors: &LoadErrors) {
+    let path = paths::system_record(LOAD_ERRORS, &day(&errors.at), &errors.load_id);
+    let body = serde_json::to_vec(errors).expect("load errors serialise");
+    if let Err(e) = warehouse
+        .object_store()
+        .put(&path, PutPayload::from(body))
+        .await
+    {
+        tracing::warn!(error = %e, "rejected rows not recorded");
     }
 }
 
@@ -347,6 +400,7 @@ pub async fn system_table(
         "table_versions" => table_versions(warehouse).await?,
         "query_log" => query_log(warehouse).await?,
         "load_history" => load_history(warehouse).await?,
+        "load_errors" => load_errors(warehouse).await?,
         _ => return Ok(None),
     }))
 }
@@ -548,8 +602,16 @@ async fn load_history(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
             s[3].append_value(&l.file);
             rows.append_value(l.rows as i64);
             bytes.append_value(l.size_bytes);
-            s[4].append_value("LOADED");
-            s[5].append_null();
+            if l.rows_rejected > 0 {
+                s[4].append_value("PARTIALLY_LOADED");
+                s[5].append_value(format!(
+                    "{} rows rejected (see system.load_errors)",
+                    l.rows_rejected
+                ));
+            } else {
+                s[4].append_value("LOADED");
+                s[5].append_null();
+            }
             at.append_value(l.loaded_at.timestamp_micros());
         }
     }
@@ -560,7 +622,7 @@ async fn load_history(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
         s[3].append_value(&f.file);
         rows.append_null();
         bytes.append_value(f.size_bytes);
-        s[4].append_value("LOAD_FAILED");
+        s[4].append_value(&f.status);
         s[5].append_value(&f.error);
         at.append_value(f.at.timestamp_micros());
     }
@@ -575,5 +637,50 @@ async fn load_history(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
         Arc::new(s[5].finish()),
         Arc::new(at.finish()),
     ];
+    mem_table(schema, columns)
+}
+
+async fn load_errors(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
+    let mut loads: Vec<LoadErrors> = read_records(warehouse, LOAD_ERRORS).await?;
+    loads.sort_by_key(|l| l.at);
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("load_id", DataType::Utf8, false),
+        Field::new("database_name", DataType::Utf8, false),
+        Field::new("schema_name", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("file", DataType::Utf8, false),
+        Field::new("line", DataType::Int64, true),
+        Field::new("column_name", DataType::Utf8, true),
+        Field::new("value", DataType::Utf8, true),
+        Field::new("error", DataType::Utf8, false),
+        Field::new("load_status", DataType::Utf8, false),
+        ts_field("loaded_at"),
+    ]));
+    let mut s: Vec<StringBuilder> = (0..9).map(|_| StringBuilder::new()).collect();
+    let mut line = Int64Builder::new();
+    let mut at = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    for load in &loads {
+        for r in &load.rows {
+            s[0].append_value(&load.load_id);
+            s[1].append_value(&load.database);
+            s[2].append_value(&load.schema);
+            s[3].append_value(&load.table);
+            s[4].append_value(&r.file);
+            line.append_option(r.line.map(|l| l as i64));
+            s[5].append_option(r.column.as_deref());
+            s[6].append_option(r.value.as_deref());
+            s[7].append_value(&r.error);
+            s[8].append_value(&load.load_status);
+            at.append_value(load.at.timestamp_micros());
+        }
+    }
+    let mut columns: Vec<ArrayRef> = Vec::new();
+    for (i, b) in s.iter_mut().enumerate() {
+        if i == 5 {
+            columns.push(Arc::new(line.finish()));
+        }
+        columns.push(Arc::new(b.finish()));
+    }
+    columns.push(Arc::new(at.finish()));
     mem_table(schema, columns)
 }

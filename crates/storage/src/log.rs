@@ -197,8 +197,16 @@ pub struct LoadedFile {
     pub size_bytes: u64,
     /// Modification time of the source, part of its identity.
     pub modified: Option<DateTime<Utc>>,
+    /// Rows loaded.
     pub rows: u64,
+    /// Records left out as bad (`ON_ERROR = CONTINUE`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rows_rejected: u64,
     pub loaded_at: DateTime<Utc>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl LoadedFile {

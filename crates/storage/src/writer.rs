@@ -21,6 +21,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::load::RowError;
 use crate::log::{ColumnStats, DataFile, Snapshot, StatValue, TableId};
 use crate::partition::{self, Partition, Partitioning};
 use crate::store::paths;
@@ -97,15 +98,33 @@ pub struct TableWriter {
 /// A check of rows before they are written: the table's constraints, which the query layer
 /// knows how to evaluate. Runs on the CPU pool with the writer.
 pub trait BatchCheck: Send + std::fmt::Debug {
-    /// Checks `batch` (in the table's schema); `first_row` is the number of its first row in
-    /// messages (the line of a CSV file, the row of an INSERT). The error says what is wrong.
-    fn check(&mut self, batch: &RecordBatch, first_row: usize) -> Result<(), String>;
+    /// The rows of `batch` (in the table's schema) that break a constraint, by row, each with
+    /// the constraint's columns, the values and the reason ("violates CHECK constraint ...").
+    /// Keys of the other rows count as written from now on (until a [`rollback`]).
+    ///
+    /// [`rollback`]: BatchCheck::rollback
+    fn screen(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, RowError)>, String>;
+
+    /// Checks `batch`; `first_row` is the number of its first row in messages (the row of an
+    /// INSERT). The error names the first bad row and says what is wrong.
+    fn check(&mut self, batch: &RecordBatch, first_row: usize) -> Result<(), String> {
+        match self.screen(batch)?.first() {
+            Some((row, error)) => Err(format!("row {} {}", first_row + row, error.reason)),
+            None => Ok(()),
+        }
+    }
 
     /// Checks what can only be checked once every row is known (keys the statement removed
     /// that other tables still reference).
     fn finish(&mut self) -> Result<(), String> {
         Ok(())
     }
+
+    /// Marks the rows screened so far as kept, whatever happens to later ones.
+    fn savepoint(&mut self) {}
+
+    /// Forgets the rows screened since the last savepoint (a skipped file).
+    fn rollback(&mut self) {}
 }
 
 impl std::fmt::Debug for TableWriter {
@@ -147,6 +166,11 @@ impl TableWriter {
         self
     }
 
+    /// The name of the table written, for messages.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     /// The table schema rows must match.
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
@@ -157,7 +181,8 @@ impl TableWriter {
         conform(&self.table, &self.schema, batch, self.row_offset())
     }
 
-    /// Routes and encodes one batch. CPU-bound: call through [`run_cpu`].
+    /// Checks, routes and encodes one batch: the first row that breaks a constraint fails it.
+    /// CPU-bound: call through [`run_cpu`].
     pub fn write(&mut self, batch: RecordBatch) -> Result<()> {
         if batch.num_rows() == 0 {
             return Ok(());
@@ -172,6 +197,45 @@ impl TableWriter {
                     reason,
                 })?;
         }
+        self.write_screened(batch)
+    }
+
+    /// The rows of `batch` (in the table's schema) that break a constraint, by row; the others
+    /// may then be written with [`write_screened`](Self::write_screened).
+    pub fn screen(&mut self, batch: &RecordBatch) -> Result<Vec<(usize, RowError)>> {
+        match &mut self.check {
+            Some(check) if batch.num_rows() > 0 => {
+                check
+                    .screen(batch)
+                    .map_err(|reason| Error::ConstraintViolation {
+                        table: self.table.clone(),
+                        reason,
+                    })
+            }
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Marks the rows screened so far as kept (see [`BatchCheck::savepoint`]).
+    pub fn savepoint(&mut self) {
+        if let Some(check) = &mut self.check {
+            check.savepoint();
+        }
+    }
+
+    /// Forgets the rows screened since the last savepoint (see [`BatchCheck::rollback`]).
+    pub fn rollback(&mut self) {
+        if let Some(check) = &mut self.check {
+            check.rollback();
+        }
+    }
+
+    /// Routes and encodes a batch of the table's schema that was already screened.
+    pub fn write_screened(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let row_offset = self.row_offset();
         let parts = match &mut self.layout {
             Some(layout) => {
                 let routed = partition::route(&self.table, layout, &batch, row_offset)?;

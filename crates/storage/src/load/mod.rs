@@ -1,0 +1,280 @@
+//! Source files for `COPY INTO`: finding them, opening them, and (in [`read`]) reading CSV,
+//! newline-delimited JSON and Parquet into batches of a table's schema.
+//!
+//! Sources are local paths, `file://` URLs, directories (every file in them) or globs, and the
+//! same on S3 (`s3://bucket/landing/2024-*.csv`).
+//!
+//! A remote file is fetched whole before it is read (Parquet needs random access, and a fetch is
+//! one request); load files of the size object stores recommend (100–250 MB), not one huge file.
+
+mod read;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
+
+use crate::error::{Error, Result};
+use crate::store::{is_s3, open_s3};
+
+pub use read::{OnRowError, RowError, SourceBatch, read_file};
+
+/// CSV parsing options (Snowflake `FILE_FORMAT = (TYPE = CSV ...)`).
+#[derive(Debug, Clone)]
+pub struct CsvOptions {
+    /// Lines to skip at the start (`SKIP_HEADER`); 1 also enables header validation.
+    pub skip_header: usize,
+    pub delimiter: u8,
+    pub quote: u8,
+    pub escape: Option<u8>,
+    /// Strings read as NULL (`NULL_IF`).
+    pub null_if: Vec<String>,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        Self {
+            skip_header: 0,
+            delimiter: b',',
+            quote: b'"',
+            escape: None,
+            null_if: vec!["\\N".to_string()],
+        }
+    }
+}
+
+/// The format of source files.
+#[derive(Debug, Clone)]
+pub enum FileFormat {
+    Csv(CsvOptions),
+    /// Newline-delimited JSON objects, matched to columns by name.
+    Json,
+    /// Parquet, matched to columns by name (or by position if names differ).
+    Parquet,
+}
+
+impl FileFormat {
+    /// Guesses the format from a file extension; CSV otherwise.
+    pub fn from_extension(path: &str) -> Self {
+        let lower = path.to_ascii_lowercase();
+        if lower.ends_with(".parquet") {
+            FileFormat::Parquet
+        } else if lower.ends_with(".json")
+            || lower.ends_with(".ndjson")
+            || lower.ends_with(".jsonl")
+        {
+            FileFormat::Json
+        } else {
+            FileFormat::Csv(CsvOptions::default())
+        }
+    }
+}
+
+/// A file to load.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// The local path or URL, as recorded in load history.
+    pub name: String,
+    pub size_bytes: u64,
+    pub modified: Option<DateTime<Utc>>,
+    origin: Origin,
+}
+
+#[derive(Debug, Clone)]
+enum Origin {
+    Local(PathBuf),
+    Remote {
+        store: Arc<dyn ObjectStore>,
+        path: object_store::path::Path,
+    },
+}
+
+/// The bytes of a source file, ready to read: a local file, or a fetched remote object.
+#[derive(Debug)]
+pub enum SourceData {
+    File(File),
+    Bytes(Bytes),
+}
+
+impl SourceData {
+    /// All the bytes.
+    fn bytes(self) -> std::io::Result<Bytes> {
+        match self {
+            SourceData::File(mut f) => {
+                let mut buffer = Vec::new();
+                std::io::Read::read_to_end(&mut f, &mut buffer)?;
+                Ok(Bytes::from(buffer))
+            }
+            SourceData::Bytes(b) => Ok(b),
+        }
+    }
+
+    /// A buffered reader over the bytes.
+    fn buffered(self) -> Box<dyn BufRead> {
+        match self {
+            SourceData::File(f) => Box::new(BufReader::new(f)),
+            SourceData::Bytes(b) => Box::new(b.reader()),
+        }
+    }
+}
+
+impl SourceFile {
+    /// The file name as recorded in load history.
+    pub fn display(&self) -> String {
+        self.name.clone()
+    }
+
+    /// Opens the file: a local one as it is, a remote one fetched whole.
+    pub async fn open(&self) -> Result<SourceData> {
+        let fail = |reason: String| Error::Load {
+            file: self.name.clone(),
+            reason,
+        };
+        match &self.origin {
+            Origin::Local(path) => File::open(path)
+                .map(SourceData::File)
+                .map_err(|e| fail(format!("cannot open: {e}"))),
+            Origin::Remote { store, path } => {
+                let got = store
+                    .get(path)
+                    .await
+                    .map_err(|e| fail(format!("cannot fetch: {e}")))?;
+                let bytes = got
+                    .bytes()
+                    .await
+                    .map_err(|e| fail(format!("cannot fetch: {e}")))?;
+                Ok(SourceData::Bytes(bytes))
+            }
+        }
+    }
+}
+
+/// Lists the files named by `location`: a file, a directory, a glob, or a URL of one
+/// (`file://`, `s3://`). `s3_settings` add to the `AWS_*` environment (credentials given with
+/// the statement).
+pub async fn list_sources(
+    location: &str,
+    s3_settings: &[(String, String)],
+) -> Result<Vec<SourceFile>> {
+    if is_s3(location) {
+        list_remote(location, s3_settings).await
+    } else {
+        // Directory listings and globs block: keep them off the async workers.
+        let location = location.to_string();
+        tokio::task::spawn_blocking(move || list_local(&location))
+            .await
+            .map_err(|e| Error::InvalidArgument(format!("listing files: {e}")))?
+    }
+}
+
+fn list_local(location: &str) -> Result<Vec<SourceFile>> {
+    let location = location.strip_prefix("file://").unwrap_or(location);
+    if location.contains("://") {
+        return Err(Error::InvalidArgument(format!(
+            "cannot load from '{location}': only local paths and file:// URLs are supported"
+        )));
+    }
+    let path = Path::new(location);
+    let mut paths: Vec<PathBuf> = if path.is_dir() {
+        std::fs::read_dir(path)
+            .map_err(|source| Error::Io {
+                path: location.to_string(),
+                source,
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect()
+    } else if location.contains(['*', '?', '[']) {
+        glob::glob(location)
+            .map_err(|e| Error::InvalidArgument(format!("bad pattern '{location}': {e}")))?
+            .filter_map(|p| p.ok())
+            .filter(|p| p.is_file())
+            .collect()
+    } else if path.is_file() {
+        vec![path.to_path_buf()]
+    } else {
+        return Err(Error::NoFilesMatch {
+            pattern: location.to_string(),
+        });
+    };
+    if paths.is_empty() {
+        return Err(Error::NoFilesMatch {
+            pattern: location.to_string(),
+        });
+    }
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let meta = std::fs::metadata(&path).map_err(|source| Error::Io {
+                path: path.display().to_string(),
+                source,
+            })?;
+            let path = path.canonicalize().unwrap_or(path);
+            Ok(SourceFile {
+                name: path.display().to_string(),
+                size_bytes: meta.len(),
+                modified: meta.modified().ok().map(DateTime::<Utc>::from),
+                origin: Origin::Local(path),
+            })
+        })
+        .collect()
+}
+
+/// Lists `s3://bucket/key`: the object `key`, the objects directly under `key/`, or the objects
+/// matching `key` as a glob (`*` and `?` stay within one path segment).
+async fn list_remote(location: &str, settings: &[(String, String)]) -> Result<Vec<SourceFile>> {
+    let no_files = || Error::NoFilesMatch {
+        pattern: location.to_string(),
+    };
+    let (store, bucket, key) = open_s3(location, settings)?;
+    let key = key.trim_matches('/');
+    let parse = |p: &str| {
+        object_store::path::Path::parse(p)
+            .map_err(|e| Error::InvalidArgument(format!("'{location}': {e}")))
+    };
+    let mut objects: Vec<ObjectMeta> = if let Some(glob_at) = key.find(['*', '?', '[']) {
+        let pattern = glob::Pattern::new(key)
+            .map_err(|e| Error::InvalidArgument(format!("bad pattern '{location}': {e}")))?;
+        let options = glob::MatchOptions {
+            require_literal_separator: true,
+            ..Default::default()
+        };
+        let prefix = parse(key[..glob_at].rsplit_once('/').map_or("", |(dir, _)| dir))?;
+        store
+            .list(Some(&prefix))
+            .try_filter(|o| std::future::ready(pattern.matches_with(o.location.as_ref(), options)))
+            .try_collect()
+            .await?
+    } else {
+        let path = parse(key)?;
+        match store.head(&path).await {
+            Ok(meta) if !key.is_empty() => vec![meta],
+            Ok(_) | Err(object_store::Error::NotFound { .. }) => {
+                store.list_with_delimiter(Some(&path)).await?.objects
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    if objects.is_empty() {
+        return Err(no_files());
+    }
+    objects.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(objects
+        .into_iter()
+        .map(|o| SourceFile {
+            name: format!("{bucket}/{}", o.location),
+            size_bytes: o.size,
+            modified: Some(o.last_modified),
+            origin: Origin::Remote {
+                store: Arc::clone(&store),
+                path: o.location,
+            },
+        })
+        .collect())
+}

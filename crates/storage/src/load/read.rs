@@ -1,0 +1,703 @@
+//! Reading one source file into batches of a table's schema, record by record.
+//!
+//! A load must say exactly what is wrong with its input, and with `ON_ERROR = CONTINUE` it must
+//! keep every good row of a file that has bad ones. So the readers work a record at a time where
+//! a record can be bad on its own: a CSV record with the wrong number of fields or bytes that are
+//! not UTF-8, a JSON line that is not an object or does not decode, a value of any format that
+//! does not convert to its column's type, a NULL in a NOT NULL column. Each such record becomes a
+//! [`RowError`] naming its line, column, value and reason; the rest of the batch goes on. With
+//! [`OnRowError::Fail`] the first one fails the file instead.
+//!
+//! Problems with the whole file (unreadable Parquet, columns that cannot be matched, I/O) are
+//! errors of the file in both modes.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringBuilder};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use bytes::Bytes;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::file::reader::ChunkReader;
+
+use super::{FileFormat, SourceData, SourceFile};
+use crate::error::{Error, Result};
+
+/// Rows per batch read from a source file.
+const READ_BATCH_ROWS: usize = 64 * 1024;
+
+/// What a reader does with a bad record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRowError {
+    /// Fail the file with the first bad record.
+    Fail,
+    /// Leave the record out and report it in [`SourceBatch::errors`].
+    Collect,
+}
+
+/// A record that cannot be loaded, or (with no line) a problem of a whole file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// The line of a CSV or JSON file, the row of a Parquet file, counted from 1.
+    pub line: Option<u64>,
+    /// The column or columns at fault.
+    pub column: Option<String>,
+    /// The offending value as text.
+    pub value: Option<String>,
+    pub reason: String,
+}
+
+impl std::fmt::Display for RowError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if let Some(column) = &self.column {
+            write!(f, "column '{column}': ")?;
+        }
+        f.write_str(&self.reason)
+    }
+}
+
+/// Rows read from a source file, in the table's schema, with the records left out of them.
+#[derive(Debug)]
+pub struct SourceBatch {
+    pub rows: RecordBatch,
+    /// The line (row, for Parquet) of each row of `rows`.
+    pub lines: Vec<u64>,
+    /// Records of this stretch of the file that were left out, by line.
+    pub errors: Vec<RowError>,
+}
+
+/// Reads `data`, the contents of `file`, as batches of `schema`, passing each to `sink`, and
+/// returns the number of records read (loaded or not). Blocking: call off the async runtime.
+/// Errors name the file.
+pub fn read_file(
+    file: &SourceFile,
+    data: SourceData,
+    format: &FileFormat,
+    schema: &SchemaRef,
+    on_error: OnRowError,
+    mut sink: impl FnMut(SourceBatch) -> Result<()>,
+) -> Result<u64> {
+    let name = file.display();
+    let fail = |reason: String| Error::Load {
+        file: name.clone(),
+        reason,
+    };
+    // The first bad record fails the file in `Fail` mode.
+    let mut deliver = |batch: SourceBatch| -> Result<()> {
+        if on_error == OnRowError::Fail
+            && let Some(first) = batch.errors.first()
+        {
+            return Err(fail(first.to_string()));
+        }
+        sink(batch).map_err(|e| fail(e.to_string()))
+    };
+    match format {
+        FileFormat::Csv(options) => {
+            let mut reader = data.buffered();
+            skip_lines(&mut reader, options.skip_header).map_err(|e| fail(e.to_string()))?;
+            read_csv(reader, options, schema, on_error, &mut deliver, &fail)
+        }
+        FileFormat::Json => {
+            let bytes = data
+                .bytes()
+                .map_err(|e| fail(format!("cannot read: {e}")))?;
+            read_json(&bytes, schema, &mut deliver, &fail)
+        }
+        FileFormat::Parquet => match data {
+            SourceData::File(f) => read_parquet(f, schema, &mut deliver, &fail),
+            SourceData::Bytes(b) => read_parquet(b, schema, &mut deliver, &fail),
+        },
+    }
+}
+
+/// CSV: every field is read as text, then converted column by column (see [`conform_rows`]).
+fn read_csv(
+    reader: Box<dyn std::io::BufRead>,
+    options: &super::CsvOptions,
+    schema: &SchemaRef,
+    on_error: OnRowError,
+    deliver: &mut dyn FnMut(SourceBatch) -> Result<()>,
+    fail: &dyn Fn(String) -> Error,
+) -> Result<u64> {
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(options.delimiter)
+        .quote(options.quote)
+        .escape(options.escape)
+        .from_reader(reader);
+    let nulls: HashSet<&[u8]> = options
+        .null_if
+        .iter()
+        .map(|s| s.as_bytes())
+        .chain([&b""[..]])
+        .collect();
+    let width = schema.fields().len();
+    let mut text = TextRows::new(width);
+    let mut errors = Vec::new();
+    let mut record = csv::ByteRecord::new();
+    let mut records = 0u64;
+    let skipped = options.skip_header as u64;
+    while csv
+        .read_byte_record(&mut record)
+        .map_err(|e| fail(e.to_string()))?
+    {
+        records += 1;
+        let line = record.position().map_or(records, |p| p.line()) + skipped;
+        if let Err(error) = text.push(&record, line, schema, &nulls) {
+            errors.push(error);
+            // In `Fail` mode this fails, with the bad record or an earlier bad value.
+            if on_error == OnRowError::Fail {
+                text.flush(schema, &mut errors, deliver)?;
+            }
+        }
+        if text.lines.len() == READ_BATCH_ROWS {
+            text.flush(schema, &mut errors, deliver)?;
+        }
+    }
+    text.flush(schema, &mut errors, deliver)?;
+    Ok(records)
+}
+
+/// CSV records of one batch, as text columns.
+struct TextRows {
+    columns: Vec<StringBuilder>,
+    lines: Vec<u64>,
+}
+
+impl TextRows {
+    fn new(width: usize) -> Self {
+        Self {
+            columns: (0..width).map(|_| StringBuilder::new()).collect(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// Adds a record, or says why it cannot be read.
+    fn push(
+        &mut self,
+        record: &csv::ByteRecord,
+        line: u64,
+        schema: &SchemaRef,
+        nulls: &HashSet<&[u8]>,
+    ) -> Result<(), RowError> {
+        let width = self.columns.len();
+        if record.len() != width {
+            let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(RowError {
+                line: Some(line),
+                column: None,
+                value: None,
+                reason: format!(
+                    "expected {width} fields, found {} (the table has {width} columns: {}; look \
+                     for a missing or extra delimiter or an unterminated quote)",
+                    record.len(),
+                    names.join(", ")
+                ),
+            });
+        }
+        for (field, bytes) in schema.fields().iter().zip(record.iter()) {
+            if let Err(e) = std::str::from_utf8(bytes) {
+                return Err(RowError {
+                    line: Some(line),
+                    column: Some(field.name().clone()),
+                    value: Some(String::from_utf8_lossy(bytes).into_owned()),
+                    reason: format!(
+                        "invalid UTF-8 ({e}); the file is not UTF-8: convert it first, e.g. \
+                         iconv -f latin1 -t utf-8"
+                    ),
+                });
+            }
+        }
+        for (column, bytes) in self.columns.iter_mut().zip(record.iter()) {
+            if nulls.contains(bytes) {
+                column.append_null();
+            } else {
+                // Checked above.
+                column.append_value(std::str::from_utf8(bytes).unwrap_or_default());
+            }
+        }
+        self.lines.push(line);
+        Ok(())
+    }
+
+    /// Converts the rows held so far and delivers them with `errors`, the records left out of
+    /// the same stretch of the file.
+    fn flush(
+        &mut self,
+        schema: &SchemaRef,
+        errors: &mut Vec<RowError>,
+        deliver: &mut dyn FnMut(SourceBatch) -> Result<()>,
+    ) -> Result<()> {
+        if self.lines.is_empty() {
+            return match errors.is_empty() {
+                true => Ok(()),
+                false => deliver(SourceBatch {
+                    rows: RecordBatch::new_empty(Arc::clone(schema)),
+                    lines: Vec::new(),
+                    errors: std::mem::take(errors),
+                }),
+            };
+        }
+        let columns: Vec<ArrayRef> = self
+            .columns
+            .iter_mut()
+            .map(|c| Arc::new(c.finish()) as ArrayRef)
+            .collect();
+        let lines = std::mem::take(&mut self.lines);
+        let (rows, lines) = conform_rows(&columns, schema, lines, errors)?;
+        errors.sort_by_key(|e| e.line);
+        deliver(SourceBatch {
+            rows,
+            lines,
+            errors: std::mem::take(errors),
+        })
+    }
+}
+
+/// Newline-delimited JSON, one object per line. A stretch of lines that does not decode as a
+/// whole is decoded line by line to find the bad ones.
+fn read_json(
+    bytes: &Bytes,
+    schema: &SchemaRef,
+    deliver: &mut dyn FnMut(SourceBatch) -> Result<()>,
+    fail: &dyn Fn(String) -> Error,
+) -> Result<u64> {
+    // Every column nullable: a missing key is reported as a NULL in a NOT NULL column.
+    let decode_schema = Arc::new(Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+            .collect::<Vec<_>>(),
+    ));
+    let lines: Vec<(u64, std::ops::Range<usize>)> = non_blank_lines(bytes);
+    for chunk in lines.chunks(READ_BATCH_ROWS) {
+        let whole = &bytes[chunk[0].1.start..chunk[chunk.len() - 1].1.end];
+        let mut errors = Vec::new();
+        let (batch, numbers) = match decode_json(&decode_schema, whole) {
+            Ok(batch) => (batch, chunk.iter().map(|(n, _)| *n).collect()),
+            Err(_) => {
+                let mut good = Vec::with_capacity(whole.len());
+                let mut numbers = Vec::new();
+                for (n, range) in chunk {
+                    let line = &bytes[range.clone()];
+                    match decode_json(&decode_schema, line) {
+                        Ok(_) => {
+                            good.extend_from_slice(line);
+                            good.push(b'\n');
+                            numbers.push(*n);
+                        }
+                        Err(e) => errors.push(json_error(*n, line, &e.to_string())),
+                    }
+                }
+                let batch = decode_json(&decode_schema, &good).map_err(|e| fail(e.to_string()))?;
+                (batch, numbers)
+            }
+        };
+        let (rows, numbers) = conform_rows(batch.columns(), schema, numbers, &mut errors)?;
+        errors.sort_by_key(|e| e.line);
+        deliver(SourceBatch {
+            rows,
+            lines: numbers,
+            errors,
+        })?;
+    }
+    Ok(lines.len() as u64)
+}
+
+/// (line number, byte range) of every line of `bytes` that is not blank.
+fn non_blank_lines(bytes: &[u8]) -> Vec<(u64, std::ops::Range<usize>)> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        let end = start + line.len();
+        if !line.iter().all(u8::is_ascii_whitespace) {
+            out.push((i as u64 + 1, start..end));
+        }
+        start = end + 1;
+    }
+    out
+}
+
+fn decode_json(schema: &SchemaRef, bytes: &[u8]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    let mut decoder = arrow::json::ReaderBuilder::new(Arc::clone(schema))
+        .with_batch_size(READ_BATCH_ROWS)
+        .build_decoder()?;
+    let mut batches = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let read = decoder.decode(rest)?;
+        rest = &rest[read..];
+        if let Some(batch) = decoder.flush()? {
+            batches.push(batch);
+        }
+        if read == 0 {
+            break;
+        }
+    }
+    if let Some(batch) = decoder.flush()? {
+        batches.push(batch);
+    }
+    arrow::compute::concat_batches(schema, &batches)
+}
+
+/// Why JSON line `line` (number `n`) does not decode, with the field and value Arrow names.
+fn json_error(n: u64, line: &[u8], message: &str) -> RowError {
+    if let Err(e) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line) {
+        return RowError {
+            line: Some(n),
+            column: None,
+            value: Some(String::from_utf8_lossy(line).chars().take(200).collect()),
+            reason: format!("not a JSON object: {e}"),
+        };
+    }
+    let capture = |pattern: &str| {
+        regex::Regex::new(pattern)
+            .expect("valid regex")
+            .captures(message)
+            .map(|c| c[1].to_string())
+    };
+    let message = message.trim_start_matches("Json error: ");
+    let column = capture(r"whilst decoding field '([^']*)'");
+    let reason = match &column {
+        Some(c) => message
+            .split_once(&format!("'{c}': "))
+            .map_or(message, |(_, reason)| reason),
+        None => message,
+    };
+    RowError {
+        line: Some(n),
+        column,
+        value: capture(r#"failed to parse "(.*)" as"#),
+        reason: reason.to_string(),
+    }
+}
+
+/// Parquet, columns matched by name (or position), values cast to the table's types.
+fn read_parquet<R: ChunkReader + 'static>(
+    reader: R,
+    schema: &SchemaRef,
+    deliver: &mut dyn FnMut(SourceBatch) -> Result<()>,
+    fail: &dyn Fn(String) -> Error,
+) -> Result<u64> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(reader)
+        .map_err(|e| fail(format!("not a readable Parquet file: {e}")))?;
+    let file_schema = Arc::clone(builder.schema());
+    let indices = match_columns(&file_schema, schema).map_err(fail)?;
+    let row_groups: Vec<i64> = builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| rg.num_rows())
+        .collect();
+    let reader = builder
+        .with_batch_size(READ_BATCH_ROWS)
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    let mut rows = 0u64;
+    for batch in reader {
+        let batch = batch.map_err(|e| {
+            fail(format!(
+                "{e} (row group {} of {})",
+                row_group_of(&row_groups, rows),
+                row_groups.len()
+            ))
+        })?;
+        let picked = batch.project(&indices)?;
+        let numbers = (rows + 1..=rows + picked.num_rows() as u64).collect();
+        rows += picked.num_rows() as u64;
+        let mut errors = Vec::new();
+        let (picked, numbers) = conform_rows(picked.columns(), schema, numbers, &mut errors)
+            .map_err(|e| fail(e.to_string()))?;
+        errors.sort_by_key(|e| e.line);
+        deliver(SourceBatch {
+            rows: picked,
+            lines: numbers,
+            errors,
+        })?;
+    }
+    Ok(rows)
+}
+
+/// Converts `columns` (one per table column, any type) to `schema`. A row with a value that does
+/// not convert, or with NULL in a NOT NULL column, is left out and reported in `errors` (its
+/// first problem only). Returns the rows kept and their lines.
+fn conform_rows(
+    columns: &[ArrayRef],
+    schema: &SchemaRef,
+    lines: Vec<u64>,
+    errors: &mut Vec<RowError>,
+) -> Result<(RecordBatch, Vec<u64>)> {
+    let strict = arrow::compute::CastOptions {
+        safe: false,
+        ..Default::default()
+    };
+    let rows = lines.len();
+    let mut bad = vec![false; rows];
+    let mut typed = Vec::with_capacity(columns.len());
+    for (field, column) in schema.fields().iter().zip(columns) {
+        let converted = if column.data_type() == field.data_type() {
+            Arc::clone(column)
+        } else {
+            match arrow::compute::cast_with_options(column, field.data_type(), &strict) {
+                Ok(c) => c,
+                Err(e) => {
+                    let lenient = arrow::compute::cast(column, field.data_type())?;
+                    let lost: Vec<usize> = (0..rows)
+                        .filter(|r| column.is_valid(*r) && lenient.is_null(*r))
+                        .collect();
+                    if lost.is_empty() {
+                        return Err(Error::InvalidArgument(format!(
+                            "column '{}': {e}",
+                            field.name()
+                        )));
+                    }
+                    for r in lost {
+                        if !std::mem::replace(&mut bad[r], true) {
+                            let value = text_of(column, r);
+                            errors.push(RowError {
+                                line: Some(lines[r]),
+                                column: Some(field.name().clone()),
+                                reason: format!("cannot read '{value}' as {}", field.data_type()),
+                                value: Some(value),
+                            });
+                        }
+                    }
+                    lenient
+                }
+            }
+        };
+        if !field.is_nullable() && converted.null_count() > 0 {
+            for r in (0..rows).filter(|r| converted.is_null(*r)) {
+                if !std::mem::replace(&mut bad[r], true) {
+                    errors.push(RowError {
+                        line: Some(lines[r]),
+                        column: Some(field.name().clone()),
+                        value: None,
+                        reason: "NULL in a NOT NULL column".to_string(),
+                    });
+                }
+            }
+        }
+        typed.push(converted);
+    }
+    if !bad.contains(&true) {
+        return Ok((RecordBatch::try_new(Arc::clone(schema), typed)?, lines));
+    }
+    let keep = BooleanArray::from_iter(bad.iter().map(|b| Some(!b)));
+    let typed = typed
+        .iter()
+        .map(|c| arrow::compute::filter(c, &keep))
+        .collect::<Result<Vec<_>, _>>()?;
+    let lines = lines
+        .into_iter()
+        .zip(&bad)
+        .filter(|(_, b)| !**b)
+        .map(|(l, _)| l)
+        .collect();
+    Ok((RecordBatch::try_new(Arc::clone(schema), typed)?, lines))
+}
+
+fn text_of(column: &ArrayRef, row: usize) -> String {
+    ArrayFormatter::try_new(column.as_ref(), &FormatOptions::default())
+        .map(|f| f.value(row).to_string())
+        .unwrap_or_default()
+}
+
+fn row_group_of(row_groups: &[i64], row: u64) -> usize {
+    let mut seen = 0u64;
+    for (i, n) in row_groups.iter().enumerate() {
+        seen += *n as u64;
+        if row < seen {
+            return i;
+        }
+    }
+    row_groups.len().saturating_sub(1)
+}
+
+fn skip_lines(reader: &mut impl std::io::BufRead, n: usize) -> std::io::Result<()> {
+    let mut line = Vec::new();
+    for _ in 0..n {
+        line.clear();
+        reader.read_until(b'\n', &mut line)?;
+    }
+    Ok(())
+}
+
+/// Table columns in the file: by name when every table column is present, else by position.
+fn match_columns(file: &SchemaRef, table: &SchemaRef) -> Result<Vec<usize>, String> {
+    let by_name: Option<Vec<usize>> = table
+        .fields()
+        .iter()
+        .map(|f| {
+            file.fields()
+                .iter()
+                .position(|ff| ff.name().eq_ignore_ascii_case(f.name()))
+        })
+        .collect();
+    match by_name {
+        Some(indices) => Ok(indices),
+        None if file.fields().len() == table.fields().len() => {
+            Ok((0..table.fields().len()).collect())
+        }
+        None => {
+            let missing: Vec<&str> = table
+                .fields()
+                .iter()
+                .filter(|f| file.field_with_name(f.name()).is_err())
+                .map(|f| f.name().as_str())
+                .collect();
+            Err(format!(
+                "the file has no column {} and its {} columns cannot be matched by position to the table's {}",
+                missing.join(", "),
+                file.fields().len(),
+                table.fields().len()
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{CsvOptions, list_local};
+    use super::*;
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, Int64Type};
+    use std::fs::File;
+    use std::io::Write;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("amount", DataType::Float64, true),
+        ]))
+    }
+
+    fn read(
+        name: &str,
+        text: &str,
+        format: FileFormat,
+        on_error: OnRowError,
+    ) -> Result<(Vec<i64>, Vec<u64>, Vec<RowError>)> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let file = &list_local(path.to_str().unwrap()).unwrap()[0];
+        let data = SourceData::File(File::open(&path).unwrap());
+        let (mut ids, mut lines, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+        read_file(file, data, &format, &schema(), on_error, |b| {
+            ids.extend(b.rows.column(0).as_primitive::<Int64Type>().values());
+            lines.extend(b.lines);
+            errors.extend(b.errors);
+            Ok(())
+        })?;
+        Ok((ids, lines, errors))
+    }
+
+    fn csv_with_header() -> FileFormat {
+        FileFormat::Csv(CsvOptions {
+            skip_header: 1,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_bad_csv_value_names_file_line_and_column() {
+        let err = read(
+            "bad.csv",
+            "id,amount\n1,2.5\n2,abc\n",
+            csv_with_header(),
+            OnRowError::Fail,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("bad.csv") && err.contains("line 3: column 'amount': cannot read 'abc'"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn collected_csv_errors_keep_the_good_rows_and_name_each_bad_one() {
+        let text = "id,amount\n1,2.5\n2,abc\n3,\"multi\nline\"\n4,1,9\n,7\n5,1e3\n";
+        let (ids, lines, errors) =
+            read("mixed.csv", text, csv_with_header(), OnRowError::Collect).unwrap();
+        assert_eq!(ids, vec![1, 5]);
+        assert_eq!(lines, vec![2, 8]);
+        let found: Vec<(Option<u64>, Option<&str>)> = errors
+            .iter()
+            .map(|e| (e.line, e.column.as_deref()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (Some(3), Some("amount")),
+                (Some(4), Some("amount")),
+                (Some(6), None),
+                (Some(7), Some("id")),
+            ],
+            "{errors:?}"
+        );
+        assert_eq!(errors[0].value.as_deref(), Some("abc"));
+        assert!(errors[2].reason.contains("expected 2 fields, found 3"));
+        assert_eq!(errors[3].reason, "NULL in a NOT NULL column");
+    }
+
+    #[test]
+    fn the_first_bad_record_fails_the_file_even_if_a_later_one_is_malformed() {
+        let err = read(
+            "order.csv",
+            "1,x\n2,3\n3,4,5\n",
+            FileFormat::Csv(CsvOptions::default()),
+            OnRowError::Fail,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("line 1: column 'amount'"), "{err}");
+    }
+
+    #[test]
+    fn collected_json_errors_name_the_line() {
+        let text = "{\"id\": 1, \"amount\": 2}\n\n{\"id\": \"one\"}\n{\"id\": 3\n{\"amount\": 1}\n{\"id\": 4}\n";
+        let (ids, lines, errors) =
+            read("x.ndjson", text, FileFormat::Json, OnRowError::Collect).unwrap();
+        assert_eq!(ids, vec![1, 4]);
+        assert_eq!(lines, vec![1, 6]);
+        let found: Vec<(Option<u64>, Option<&str>)> = errors
+            .iter()
+            .map(|e| (e.line, e.column.as_deref()))
+            .collect();
+        assert_eq!(
+            found,
+            vec![
+                (Some(3), Some("id")),
+                (Some(4), None),
+                (Some(5), Some("id"))
+            ],
+            "{errors:?}"
+        );
+        assert_eq!(errors[0].value.as_deref(), Some("one"));
+        assert!(errors[1].reason.starts_with("not a JSON object"));
+    }
+
+    #[test]
+    fn a_truncated_parquet_file_is_rejected_with_its_name() {
+        let err = read(
+            "cut.parquet",
+            "PAR1 not really",
+            FileFormat::Parquet,
+            OnRowError::Collect,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cut.parquet"), "{err}");
+    }
+}
