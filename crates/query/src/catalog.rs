@@ -13,6 +13,7 @@ use datafusion::catalog::information_schema::{INFORMATION_SCHEMA, InformationSch
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
 
+use crate::parser::{AsOf, split_time_travel};
 use crate::system::{
     CONSTRAINT_VIEWS, SYSTEM_SCHEMA, SYSTEM_TABLES, constraint_view, system_table,
 };
@@ -165,7 +166,17 @@ impl SchemaProvider for StrataSchema {
             .table(&self.database, &self.schema, name)
             .await
             .map_err(DataFusionError::from)?;
-        Ok(table.map(|t| Arc::new(t) as Arc<dyn TableProvider>))
+        let Some(table) = table else {
+            return Ok(None);
+        };
+        if let (_, Some(AsOf::ValidAt(micros))) = split_time_travel(name)
+            && crate::scd::ScdSpec::of(&table.snapshot().metadata).is_some()
+        {
+            return crate::scd::valid_at(table, micros)
+                .map(Some)
+                .map_err(DataFusionError::from);
+        }
+        Ok(Some(Arc::new(table) as Arc<dyn TableProvider>))
     }
 
     fn table_exist(&self, name: &str) -> bool {

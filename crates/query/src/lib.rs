@@ -7,8 +7,9 @@
 //!     ├── catalog DDL, CREATE TABLE [AS], COPY INTO, SHOW, DESCRIBE ──► strata-storage
 //!     ├── SELECT, INSERT, EXPLAIN, SET ──► DataFusion ──► StrataTable (prunes partitions
 //!     │                                                   and files, then Parquet scan)
-//!     └── UPDATE, DELETE, MERGE ──► planned by DataFusion, run by `dml`: copy-on-write of
-//!                                   the files holding affected rows, one commit
+//!     ├── UPDATE, DELETE, MERGE ──► planned by DataFusion, run by `dml`: copy-on-write of
+//!     │                             the files holding affected rows, one commit
+//!     └── APPLY CHANGES ──► `scd`: SCD Type 2 history folded, changed keys rewritten
 //!  every statement ──► system.query_log
 //! ```
 //!
@@ -17,12 +18,14 @@
 pub mod catalog;
 mod constraints;
 mod copy;
+pub mod date_comparison;
 pub mod date_dimension;
 mod dml;
 pub mod error;
 pub mod fk_join;
 pub mod parser;
 mod runtime_filter;
+mod scd;
 pub mod session;
 pub mod star_join;
 mod streaming;

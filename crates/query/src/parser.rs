@@ -10,11 +10,14 @@
 //!   `INTERVAL (1 MONTH)` after `CREATE TABLE`: the clause is cut out of the token stream and
 //!   the rest is parsed as a normal `CREATE TABLE`;
 //! - `ALTER TABLE t ADD PARTITION (...)` / `DROP PARTITION p`;
-//! - `VACUUM [t] [RETAIN n HOURS|DAYS]`.
+//! - `VACUUM [t] [RETAIN n HOURS|DAYS]`;
+//! - `APPLY CHANGES INTO dim FROM source KEY (k, ...) SEQUENCE BY c [APPLY AS DELETE WHEN e]`
+//!   (SCD Type 2, see [`crate::scd`]).
 //!
 //! Time travel (`t AT (VERSION => 3)`, `AT (TIMESTAMP => '...')`, `FOR SYSTEM_TIME AS OF`) is
-//! rewritten into a table name with a suffix, `t@v3` or `t@t<micros>`, that the catalog resolves
-//! to the snapshot; DataFusion's planner would otherwise ignore the clause.
+//! rewritten into a table name with a suffix, `t@v3`, `t@t<micros>` or `t@s<micros>`, that the
+//! catalog resolves to the snapshot (or, for `FOR SYSTEM_TIME AS OF` on an SCD Type 2 table, to
+//! the versions valid then); DataFusion's planner would otherwise ignore the clause.
 
 use std::ops::ControlFlow;
 
@@ -65,6 +68,20 @@ pub enum Statement {
         table: Option<ObjectName>,
         retain_hours: Option<f64>,
     },
+    /// `APPLY CHANGES INTO target FROM source KEY (...) SEQUENCE BY c [APPLY AS DELETE WHEN e]`.
+    ApplyChanges(Box<ApplyChanges>),
+}
+
+/// A change set applied to an SCD Type 2 table.
+#[derive(Debug, Clone)]
+pub struct ApplyChanges {
+    pub target: ObjectName,
+    /// The change rows: a table, or a parenthesised query.
+    pub source: Box<datafusion::sql::sqlparser::ast::Query>,
+    pub keys: Vec<String>,
+    pub sequence_by: Expr,
+    /// Change rows that close the key's version instead of setting values.
+    pub delete_when: Option<Expr>,
 }
 
 /// `PARTITION BY RANGE (column) [INTERVAL (...)] [(PARTITION ... VALUES LESS THAN ...)]`.
@@ -135,6 +152,9 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
     if first == "VACUUM" {
         return parse_vacuum(chunk);
     }
+    if first == "APPLY" && words.get(1).is_some_and(|w| w == "CHANGES") {
+        return parse_apply_changes(chunk);
+    }
     if first == "ALTER" && words.get(1).is_some_and(|w| w == "TABLE") && has_partition_op(chunk) {
         return parse_alter_partition(chunk);
     }
@@ -167,6 +187,7 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
             Ok(mut statement) => {
                 rewrite_time_travel(&mut statement)?;
                 number_question_placeholders(&mut statement);
+                microsecond_timestamps(&mut statement);
                 return Ok(Statement::Sql(Box::new(statement)));
             }
             Err(e) if name == preferred => preferred_error = Some(e),
@@ -513,6 +534,58 @@ fn parse_vacuum(chunk: &[TokenWithSpan]) -> Result<Statement> {
     })
 }
 
+fn parse_apply_changes(chunk: &[TokenWithSpan]) -> Result<Statement> {
+    let mut p = parser_for(chunk);
+    expect_word(&mut p, "APPLY")?;
+    expect_word(&mut p, "CHANGES")?;
+    p.expect_keyword(Keyword::INTO).map_err(perr)?;
+    let target = p.parse_object_name(false).map_err(perr)?;
+    p.expect_keyword(Keyword::FROM).map_err(perr)?;
+    let source = if p.consume_token(&Token::LParen) {
+        let query = p.parse_query().map_err(perr)?;
+        p.expect_token(&Token::RParen).map_err(perr)?;
+        query
+    } else {
+        let name = p.parse_object_name(false).map_err(perr)?;
+        let mut q = Parser::new(&GenericDialect)
+            .try_with_sql(&format!("SELECT * FROM {name}"))
+            .map_err(perr)?;
+        q.parse_query().map_err(perr)?
+    };
+    // KEY (a, b), or Databricks' KEYS (a, b).
+    match p.next_token().token {
+        Token::Word(w) if matches!(w.value.to_ascii_uppercase().as_str(), "KEY" | "KEYS") => {}
+        other => return Err(Error::Parse(format!("expected KEY (...), found {other}"))),
+    }
+    p.expect_token(&Token::LParen).map_err(perr)?;
+    let keys = p
+        .parse_comma_separated(|p| p.parse_identifier())
+        .map_err(perr)?
+        .iter()
+        .map(normalize)
+        .collect();
+    p.expect_token(&Token::RParen).map_err(perr)?;
+    expect_word(&mut p, "SEQUENCE")?;
+    p.expect_keyword(Keyword::BY).map_err(perr)?;
+    let sequence_by = p.parse_expr().map_err(perr)?;
+    let delete_when = if p.parse_keyword(Keyword::APPLY) {
+        p.expect_keyword(Keyword::AS).map_err(perr)?;
+        p.expect_keyword(Keyword::DELETE).map_err(perr)?;
+        p.expect_keyword(Keyword::WHEN).map_err(perr)?;
+        Some(p.parse_expr().map_err(perr)?)
+    } else {
+        None
+    };
+    expect_end(&mut p).map_err(perr)?;
+    Ok(Statement::ApplyChanges(Box::new(ApplyChanges {
+        target,
+        source,
+        keys,
+        sequence_by,
+        delete_when,
+    })))
+}
+
 /// An identifier as DataFusion resolves it: unquoted names are lower-cased.
 pub fn normalize(ident: &Ident) -> String {
     if ident.quote_style.is_some() {
@@ -540,6 +613,9 @@ pub enum AsOf {
     Version(u64),
     /// Microseconds since the epoch, UTC.
     Timestamp(i64),
+    /// `FOR SYSTEM_TIME AS OF`: on an SCD Type 2 table, the versions valid at that time
+    /// (microseconds since the epoch); on any other table, the same as `Timestamp`.
+    ValidAt(i64),
 }
 
 /// Splits `orders@v3` / `orders@t1714557600000000` into the table name and the snapshot.
@@ -551,6 +627,8 @@ pub fn split_time_travel(name: &str) -> (&str, Option<AsOf>) {
         v.parse().ok().map(AsOf::Version)
     } else if let Some(t) = suffix.strip_prefix('t') {
         t.parse().ok().map(AsOf::Timestamp)
+    } else if let Some(t) = suffix.strip_prefix('s') {
+        t.parse().ok().map(AsOf::ValidAt)
     } else {
         None
     };
@@ -579,6 +657,7 @@ impl VisitorMut for TimeTravelRewriter {
                 let suffix = match as_of {
                     AsOf::Version(n) => format!("v{n}"),
                     AsOf::Timestamp(t) => format!("t{t}"),
+                    AsOf::ValidAt(t) => format!("s{t}"),
                 };
                 if let Some(ObjectNamePart::Identifier(last)) = name.0.last_mut() {
                     let base = normalize(last);
@@ -646,9 +725,13 @@ fn as_of(version: &TableVersion) -> Result<AsOf> {
             .and_then(|t| t.parse().ok())
             .map(AsOf::Version)
             .ok_or_else(bad),
-        TableVersion::ForSystemTimeAsOf(e) | TableVersion::TimestampAsOf(e) => {
-            parse_timestamp(&literal_text(e).ok_or_else(bad)?)
+        TableVersion::ForSystemTimeAsOf(e) => {
+            match parse_timestamp(&literal_text(e).ok_or_else(bad)?)? {
+                AsOf::Timestamp(t) => Ok(AsOf::ValidAt(t)),
+                other => Ok(other),
+            }
         }
+        TableVersion::TimestampAsOf(e) => parse_timestamp(&literal_text(e).ok_or_else(bad)?),
         TableVersion::Function(Expr::Function(f)) => {
             let fname = f.name.to_string().to_ascii_uppercase();
             if fname != "AT" {
@@ -689,6 +772,27 @@ fn number_question_placeholders(statement: &mut SqlStatement) {
         {
             next += 1;
             *p = format!("${next}");
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Makes `TIMESTAMP '...'` and `CAST(x AS TIMESTAMP)` microseconds, as Strata stores
+/// timestamps (and as Postgres and DuckDB keep them), instead of DataFusion's nanoseconds,
+/// which end in 2262: `TIMESTAMP '9999-12-31'`, the open end of every SCD Type 2 version,
+/// would not fit.
+fn microsecond_timestamps(statement: &mut SqlStatement) {
+    use datafusion::sql::sqlparser::ast::DataType as SqlType;
+    let micros = |t: &mut SqlType| {
+        if let SqlType::Timestamp(precision @ None, _) = t {
+            *precision = Some(6);
+        }
+    };
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(statement, |expr| {
+        match expr {
+            Expr::Cast { data_type, .. } => micros(data_type),
+            Expr::TypedString(t) => micros(&mut t.data_type),
+            _ => {}
         }
         ControlFlow::<()>::Continue(())
     });

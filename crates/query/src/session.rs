@@ -121,6 +121,7 @@ impl Session {
             .with_config(config)
             .with_runtime_env(warehouse.runtime())
             .with_default_features()
+            .with_analyzer_rules(crate::date_comparison::analyzer_rules())
             .with_catalog_list(Arc::new(StrataCatalogList::new(warehouse.clone())))
             .with_optimizer_rule(Arc::new(StarJoinOrder))
             .with_optimizer_rule(Arc::new(ForeignKeyJoinElimination))
@@ -281,6 +282,7 @@ impl Session {
                 table,
                 retain_hours,
             } => self.vacuum(table.as_ref(), *retain_hours).await?,
+            Statement::ApplyChanges(apply) => crate::scd::apply_changes(self, apply).await?,
         };
         Ok((result, none))
     }
@@ -766,7 +768,7 @@ impl Session {
             }
         }
         let (current_db, current_schema) = (self.database.clone(), self.schema.clone());
-        let constraints = crate::constraints::declared(
+        let mut constraints = crate::constraints::declared(
             create,
             &[db.clone(), schema.clone(), table.clone()],
             &mut columns,
@@ -774,13 +776,14 @@ impl Session {
             &self.warehouse,
         )
         .await?;
+        let properties = crate::scd::declare(create, &table, &mut columns, &mut constraints)?;
         let partitioning = partitioning
             .map(|p| partition_layout(&qualified, p, &columns))
             .transpose()?;
         let metadata = TableMetadata {
             columns,
             partitioning,
-            properties: Default::default(),
+            properties,
             constraints,
         };
         let warehouse = &self.warehouse;

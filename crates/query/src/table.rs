@@ -405,11 +405,17 @@ fn balanced_groups(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> 
         lightest.0 += f.object_meta.size;
         lightest.1.push(f);
     }
-    groups
+    // An empty table keeps one (empty) group: a scan with no partitions satisfies no
+    // distribution, and a join building on it would fail the plan's sanity check.
+    let mut groups: Vec<FileGroup> = groups
         .into_iter()
         .filter(|(_, g)| !g.is_empty())
         .map(|(_, g)| FileGroup::new(g))
-        .collect()
+        .collect();
+    if groups.is_empty() {
+        groups.push(FileGroup::new(Vec::new()));
+    }
+    groups
 }
 
 #[async_trait]

@@ -323,12 +323,17 @@ impl Warehouse {
         let snapshot = match as_of {
             None => self.snapshot(&log).await?,
             Some(AsOf::Version(v)) => log.at_version(strata_storage::Version(v)).await?,
-            Some(AsOf::Timestamp(micros)) => {
-                let time = chrono::DateTime::from_timestamp_micros(micros).ok_or_else(|| {
-                    crate::Error::Plan(format!("time travel: timestamp {micros} out of range"))
-                })?;
-                log.at_time(time).await?
+            // An SCD Type 2 table answers from its current snapshot (the catalog filters the
+            // versions valid then); any other table travels in time.
+            Some(AsOf::ValidAt(micros)) => {
+                let current = self.snapshot(&log).await?;
+                if crate::scd::ScdSpec::of(&current.metadata).is_some() {
+                    current
+                } else {
+                    log.at_time(micros_to_time(micros)?).await?
+                }
             }
+            Some(AsOf::Timestamp(micros)) => log.at_time(micros_to_time(micros)?).await?,
         };
         Ok(Some(StrataTable::new(
             self.clone(),
@@ -338,6 +343,11 @@ impl Warehouse {
             as_of.is_some(),
         )))
     }
+}
+
+fn micros_to_time(micros: i64) -> Result<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| crate::Error::Plan(format!("time travel: timestamp {micros} out of range")))
 }
 
 #[cfg(test)]
