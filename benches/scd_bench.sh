@@ -15,7 +15,7 @@ changes=${3:-100000}
 wh=$(mktemp -d)
 trap 'rm -rf "$wh"' EXIT
 run() { "$strata" --warehouse "$wh" --format csv -c "$1"; }
-size() { find "$wh/tables" -name '*.parquet' ${1:+-newer "$1"} -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
+size() { find "$wh/tables" -name '*.parquet' -newer "$1" -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
 timed() {
   local label=$1 sql=$2 start end out
   touch "$wh/marker"
@@ -23,9 +23,11 @@ timed() {
   start=$(date +%s.%N)
   out=$(run "$sql" | tail -1)
   end=$(date +%s.%N)
-  printf '%-44s %7.2f s   inserted,updated,deleted %-20s rewrote %6.1f MB of %6.1f MB\n' \
+  local total
+  total=$(run "SELECT sum(size_bytes) AS b FROM system.partitions WHERE table_name = '$3'" | tail -1)
+  printf '%-44s %7.2f s   inserted,updated,deleted %-20s wrote %6.1f MB, table now %6.1f MB\n' \
     "$label" "$(echo "$end - $start" | bc)" "$out" \
-    "$(echo "$(size "$wh/marker") / 1048576" | bc -l)" "$(echo "$(size) / 1048576" | bc -l)"
+    "$(echo "$(size "$wh/marker") / 1048576" | bc -l)" "$(echo "$total / 1048576" | bc -l)"
 }
 tier="CASE u % 3 WHEN 0 THEN 'free' WHEN 1 THEN 'pro' ELSE 'team' END"
 run "CREATE TABLE dim_users (user_id BIGINT, email VARCHAR, tier VARCHAR, city VARCHAR)
@@ -44,11 +46,11 @@ run "CREATE TABLE dim_users (user_id BIGINT, email VARCHAR, tier VARCHAR, city V
              FROM generate_series(1, $changes))" > /dev/null
 
 timed "APPLY CHANGES: initial load, $keys keys" \
-  "APPLY CHANGES INTO dim_users FROM initial KEY (user_id) SEQUENCE BY updated_at"
+  "APPLY CHANGES INTO dim_users FROM initial KEY (user_id) SEQUENCE BY updated_at" dim_users
 timed "APPLY CHANGES: $changes changes" \
-  "APPLY CHANGES INTO dim_users FROM changes KEY (user_id) SEQUENCE BY updated_at"
+  "APPLY CHANGES INTO dim_users FROM changes KEY (user_id) SEQUENCE BY updated_at" dim_users
 timed "APPLY CHANGES: the same changes again" \
-  "APPLY CHANGES INTO dim_users FROM changes KEY (user_id) SEQUENCE BY updated_at"
+  "APPLY CHANGES INTO dim_users FROM changes KEY (user_id) SEQUENCE BY updated_at" dim_users
 run "SELECT count(*) AS versions, sum(CASE WHEN is_current THEN 1 ELSE 0 END) AS current FROM dim_users"
 
 # The hand-written pattern on an ordinary table (tracked columns only; city is not compared).
@@ -68,4 +70,4 @@ timed "hand-written MERGE: $changes changes" "
     UPDATE SET end_date = s.updated_at, is_current = false
   WHEN NOT MATCHED THEN
     INSERT (user_id, email, tier, city, effective_date, end_date, is_current)
-    VALUES (s.user_id, s.email, s.tier, s.city, s.updated_at, TIMESTAMP '9999-12-31 00:00:00', true)"
+    VALUES (s.user_id, s.email, s.tier, s.city, s.updated_at, TIMESTAMP '9999-12-31 00:00:00', true)" hand_users

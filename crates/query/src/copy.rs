@@ -424,9 +424,15 @@ pub(crate) async fn copy_into(
             max_ratio,
             first,
         };
-        for source in &processed {
-            let failed = failure(source, "LOAD_FAILED", error.to_string());
-            record_load_failure(&warehouse, &failed).await;
+        // Files not already recorded as failed or skipped.
+        for (source, file) in processed
+            .iter()
+            .zip(report.iter().rev().take(processed.len()).rev())
+        {
+            if file.loaded > 0 || file.first_error.is_none() {
+                let failed = failure(source, "LOAD_FAILED", error.to_string());
+                record_load_failure(&warehouse, &failed).await;
+            }
         }
         return Err(error);
     }
@@ -437,6 +443,8 @@ pub(crate) async fn copy_into(
         txn.add_partitions = created;
         let s = log.commit(&snapshot, &txn).await?;
         warehouse.remember(log.id(), &s);
+    } else {
+        errors.load_status = "NOTHING_LOADED".to_string();
     }
     if !errors.rows.is_empty() {
         record_load_errors(&warehouse, &errors).await;
@@ -521,7 +529,9 @@ fn load_file(
     let mut held = Vec::new();
     // An error of the writer (not of the file) ends the statement whatever `on_error` says.
     let mut fatal = false;
+    let mut seen = 0u64;
     let read = load::read_file(source, data, format, &schema, read_mode, |batch| {
+        seen += (batch.rows.num_rows() + batch.errors.len()) as u64;
         outcome.errors.extend(batch.errors);
         let rows = batch.rows;
         let rejected = writer.screen(&rows).inspect_err(|_| fatal = true)?;
@@ -556,12 +566,16 @@ fn load_file(
     match read {
         Ok(records) => outcome.records = records,
         Err(e) if fatal || on_error == OnError::AbortStatement => return Err(e.into()),
-        Err(e) => outcome.errors.push(RowError {
-            line: None,
-            column: None,
-            value: None,
-            reason: e.to_string(),
-        }),
+        // A problem of the whole file, maybe after some of its rows were read.
+        Err(e) => {
+            outcome.records = seen;
+            outcome.errors.push(RowError {
+                line: None,
+                column: None,
+                value: None,
+                reason: e.to_string(),
+            })
+        }
     }
     if skipping {
         let errors = outcome.errors.len() as u64;

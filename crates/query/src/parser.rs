@@ -577,6 +577,13 @@ fn parse_apply_changes(chunk: &[TokenWithSpan]) -> Result<Statement> {
         None
     };
     expect_end(&mut p).map_err(perr)?;
+    // The source gets the rewrites every query gets (time travel, microsecond timestamps).
+    let mut query = SqlStatement::Query(source);
+    rewrite_time_travel(&mut query)?;
+    microsecond_timestamps(&mut query);
+    let SqlStatement::Query(source) = query else {
+        unreachable!("a query stays a query");
+    };
     Ok(Statement::ApplyChanges(Box::new(ApplyChanges {
         target,
         source,

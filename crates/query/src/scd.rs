@@ -30,7 +30,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray, UInt64Array,
 };
-use arrow::compute::{cast, concat, concat_batches, take};
+use arrow::compute::{CastOptions, cast, cast_with_options, concat, concat_batches, take};
 use arrow::datatypes::{DataType, Date32Type, Field, Int64Type, Schema, SchemaRef, TimeUnit};
 use arrow::row::{RowConverter, Rows, SortField};
 use datafusion::catalog::TableProvider;
@@ -54,6 +54,14 @@ pub(crate) const EFFECTIVE_DATE: &str = "effective_date";
 pub(crate) const END_DATE: &str = "end_date";
 pub(crate) const IS_CURRENT: &str = "is_current";
 const DEFAULT_SURROGATE_KEY: &str = "surrogate_key";
+/// The table property holding the next surrogate key.
+const NEXT_KEY: &str = "scd.next_key";
+
+/// Casts that fail on a value that does not convert, instead of making it NULL.
+const STRICT: CastOptions = CastOptions {
+    safe: false,
+    format_options: arrow::util::display::FormatOptions::new(),
+};
 
 /// Days from 1970-01-01 to 9999-12-31: the `end_date` of an open version.
 const OPEN_DAYS: i64 = 2_932_896;
@@ -362,7 +370,7 @@ impl Layout {
 
     /// Validity values (DATE or TIMESTAMP) as days or microseconds.
     fn ticks(&self, column: &ArrayRef) -> Result<Vec<i64>> {
-        let typed = cast(column, self.validity_type())?;
+        let typed = cast_with_options(column, self.validity_type(), &STRICT)?;
         Ok(match typed.data_type() {
             DataType::Date32 => typed
                 .as_primitive::<Date32Type>()
@@ -450,8 +458,16 @@ pub(crate) async fn apply_changes(
         snapshot.clone(),
         true,
     );
-    let (history, next_key) = read_history(session, &table, &layout, &changes).await?;
-    let folded = fold(&layout, &history, &changes, next_key)?;
+    let (history, highest) = read_history(session, &table, &layout, &changes).await?;
+    // Surrogate keys are never handed out twice, even after the version holding the highest
+    // one was merged away: the table remembers the next one.
+    let remembered = snapshot
+        .metadata
+        .properties
+        .get(NEXT_KEY)
+        .and_then(|k| k.parse::<i64>().ok())
+        .unwrap_or(1);
+    let folded = fold(&layout, &history, &changes, remembered.max(highest + 1))?;
     let counts = (folded.inserted, folded.updated, folded.deleted);
     if folded.replaced.is_empty() && folded.rows.num_rows() == 0 {
         return Ok(result(counts.0, counts.1, counts.2));
@@ -505,6 +521,11 @@ pub(crate) async fn apply_changes(
         .union(memory_plan(folded.rows.clone())?.build()?)?
         .build()?;
     let mut txn = Transaction::new("APPLY CHANGES");
+    let mut metadata = snapshot.metadata.clone();
+    metadata
+        .properties
+        .insert(NEXT_KEY.to_string(), folded.next_key.to_string());
+    txn.replace_metadata = Some(metadata);
     txn.remove = files
         .iter()
         .filter_map(|path| snapshot.files.get(path))
@@ -583,7 +604,7 @@ async fn read_changes(
     let mut columns = Vec::new();
     for (a, &i) in layout.attributes.iter().enumerate() {
         let field = layout.schema.field(i);
-        let column = cast(raw.column(a), field.data_type()).map_err(|e| {
+        let column = cast_with_options(raw.column(a), field.data_type(), &STRICT).map_err(|e| {
             Error::Plan(format!(
                 "APPLY CHANGES INTO {name}: column '{}' of the change set does not convert to {}: {e}",
                 field.name(),
@@ -613,6 +634,22 @@ async fn read_changes(
             apply.sequence_by
         )));
     }
+    if !matches!(
+        sequence.data_type(),
+        DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(..)
+            | DataType::Utf8
+            | DataType::Utf8View
+            | DataType::LargeUtf8
+    ) {
+        return Err(Error::Plan(format!(
+            "APPLY CHANGES INTO {name}: SEQUENCE BY {} is {}; it must be a DATE or TIMESTAMP \
+             (the versions' effective and end dates come from it)",
+            apply.sequence_by,
+            sequence.data_type()
+        )));
+    }
     let ticks = layout.ticks(sequence).map_err(|e| {
         Error::Plan(format!(
             "APPLY CHANGES INTO {name}: SEQUENCE BY {} must be a date or timestamp: {e}",
@@ -629,8 +666,8 @@ async fn read_changes(
     )?)
 }
 
-/// The versions of the keys in `changes`, with their file and row, and the next free surrogate
-/// key.
+/// The versions of the keys in `changes`, with their file and row, and the highest surrogate
+/// key in the table (0 if none).
 async fn read_history(
     session: &Session,
     table: &StrataTable,
@@ -701,7 +738,7 @@ async fn read_history(
         .first()
         .map(|b| b.column(0).as_primitive::<Int64Type>())
         .filter(|c| c.is_valid(0))
-        .map_or(1, |c| c.value(0) + 1);
+        .map_or(0, |c| c.value(0));
     Ok((history, next))
 }
 
@@ -712,6 +749,8 @@ struct Folded {
     rows: RecordBatch,
     /// The rows (file, row number) they replace: every version of the changed keys.
     replaced: Vec<(String, i64)>,
+    /// The next free surrogate key.
+    next_key: i64,
     inserted: u64,
     updated: u64,
     deleted: u64,
@@ -814,6 +853,7 @@ fn fold(
     let mut folded = Folded {
         rows: RecordBatch::new_empty(Arc::clone(&layout.schema)),
         replaced: Vec::new(),
+        next_key: 0,
         inserted: 0,
         updated: 0,
         deleted: 0,
@@ -829,8 +869,12 @@ fn fold(
                 surrogate_key: Some(surrogate.value(i)),
                 from_change: false,
             });
-            let next_start = old.get(n + 1).map(|k| effective[*k]);
-            if end[i] != open && next_start != Some(end[i]) {
+            // A version that ends where the next starts was closed by a delete when both hold
+            // the same values (a delete and a re-insert at one instant).
+            let next = old.get(n + 1);
+            let contiguous = next.is_some_and(|k| effective[*k] == end[i]);
+            let reinserted = next.is_some_and(|k| same(&tracked, i, *k));
+            if end[i] != open && (!contiguous || reinserted) {
                 events.push(Event {
                     sequence: end[i],
                     values: None,
@@ -878,8 +922,13 @@ fn fold(
                 }
                 (None, None) => {}
                 (Some(v), Some(c)) if same(&tracked, versions[c].tracked, v) => {
-                    // An untracked change: overwrite the open version (Type 1).
+                    // An untracked change: overwrite the open version (Type 1). A stored
+                    // version it absorbs (after a late change) lends it its surrogate key,
+                    // which facts may reference.
                     versions[c].untracked = v;
+                    if versions[c].surrogate_key.is_none() {
+                        versions[c].surrogate_key = e.surrogate_key;
+                    }
                 }
                 (Some(v), _) => {
                     if let Some(c) = current {
@@ -970,6 +1019,7 @@ fn fold(
     columns[layout.current] = Some(Arc::new(BooleanArray::from_iter(
         out.iter().map(|v| Some(v.end == open)),
     )));
+    folded.next_key = next_key;
     folded.rows = RecordBatch::try_new(
         Arc::clone(&layout.schema),
         columns
@@ -991,6 +1041,17 @@ fn resolve(
     let same = |rows: &Option<Rows>, a: usize, b: usize| {
         rows.as_ref().is_none_or(|r| r.row(a) == r.row(b))
     };
+    for at in events.chunk_by(|a, b| a.sequence == b.sequence) {
+        let delete = at.iter().find(|e| e.from_change && e.values.is_none());
+        let set = at.iter().find_map(|e| e.values.filter(|_| e.from_change));
+        if let (Some(_), Some(v)) = (delete, set) {
+            return Err(Error::Plan(format!(
+                "APPLY CHANGES: key ({}) has a delete and a change with the same sequence value; \
+                 the sequence must order them",
+                describe(v)
+            )));
+        }
+    }
     let mut out: Vec<Event> = Vec::with_capacity(events.len());
     for e in events {
         let Some(last) = out.last_mut() else {

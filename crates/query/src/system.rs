@@ -115,7 +115,8 @@ pub struct LoadErrors {
     pub database: String,
     pub schema: String,
     pub table: String,
-    /// `COMMITTED` (the good rows were loaded) or `ABORTED` (`MAX_ERROR_RATIO` exceeded).
+    /// `COMMITTED` (the good rows were loaded), `NOTHING_LOADED` (every file was left out) or
+    /// `ABORTED` (`MAX_ERROR_RATIO` exceeded).
     pub load_status: String,
     pub at: DateTime<Utc>,
     pub rows: Vec<RejectedRow>,

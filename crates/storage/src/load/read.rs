@@ -11,7 +11,9 @@
 //! Problems with the whole file (unreadable Parquet, columns that cannot be matched, I/O) are
 //! errors of the file in both modes.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringBuilder};
@@ -123,19 +125,21 @@ fn read_csv(
     deliver: &mut dyn FnMut(SourceBatch) -> Result<()>,
     fail: &dyn Fn(String) -> Error,
 ) -> Result<u64> {
+    let newlines = Rc::new(RefCell::new(Newlines::default()));
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .delimiter(options.delimiter)
         .quote(options.quote)
         .escape(options.escape)
-        .from_reader(reader);
-    let nulls: HashSet<&[u8]> = options
-        .null_if
-        .iter()
-        .map(|s| s.as_bytes())
-        .chain([&b""[..]])
-        .collect();
+        .buffer_capacity(1 << 20)
+        .from_reader(LineCounter {
+            inner: reader,
+            offset: 0,
+            last: 0,
+            newlines: Rc::clone(&newlines),
+        });
+    let null_if: Vec<&[u8]> = options.null_if.iter().map(|s| s.as_bytes()).collect();
     let width = schema.fields().len();
     let mut text = TextRows::new(width);
     let mut errors = Vec::new();
@@ -147,8 +151,9 @@ fn read_csv(
         .map_err(|e| fail(e.to_string()))?
     {
         records += 1;
-        let line = record.position().map_or(records, |p| p.line()) + skipped;
-        if let Err(error) = text.push(&record, line, schema, &nulls) {
+        let start = record.position().map_or(0, |p| p.byte());
+        let line = newlines.borrow_mut().line_at(start) + skipped;
+        if let Err(error) = text.push(&record, line, schema, &null_if) {
             errors.push(error);
             // In `Fail` mode this fails, with the bad record or an earlier bad value.
             if on_error == OnRowError::Fail {
@@ -163,6 +168,66 @@ fn read_csv(
     Ok(records)
 }
 
+/// Passes bytes through to the CSV reader, noting where every line ends: the reader's own
+/// line numbers are wrong after blank lines and with CRLF endings (rust-csv #208, #395), its
+/// byte offsets are not.
+struct LineCounter<R> {
+    inner: R,
+    offset: u64,
+    last: u8,
+    newlines: Rc<RefCell<Newlines>>,
+}
+
+impl<R: std::io::Read> std::io::Read for LineCounter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut newlines = self.newlines.borrow_mut();
+        let mut previous = self.last;
+        for (i, b) in buf[..n].iter().enumerate() {
+            if *b == b'\n' {
+                newlines
+                    .pending
+                    .push_back((self.offset + i as u64, previous == b'\r'));
+            }
+            previous = *b;
+        }
+        if n > 0 {
+            self.last = buf[n - 1];
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
+}
+
+/// The line ends a [`LineCounter`] saw and the reader has not passed yet.
+#[derive(Default)]
+struct Newlines {
+    /// (offset of a `\n`, whether a `\r` comes right before it).
+    pending: VecDeque<(u64, bool)>,
+    passed: u64,
+}
+
+impl Newlines {
+    /// The line (from 1) of the first character of the record the reader says starts at byte
+    /// `start`: it may point at the end of the previous line or at blank lines before it.
+    fn line_at(&mut self, start: u64) -> u64 {
+        while self.pending.front().is_some_and(|(at, _)| *at < start) {
+            self.pending.pop_front();
+            self.passed += 1;
+        }
+        let mut at = start;
+        while let Some(&(newline, cr)) = self.pending.front() {
+            if newline != at && !(cr && newline == at + 1) {
+                break;
+            }
+            self.pending.pop_front();
+            self.passed += 1;
+            at = newline + 1;
+        }
+        self.passed + 1
+    }
+}
+
 /// CSV records of one batch, as text columns.
 struct TextRows {
     columns: Vec<StringBuilder>,
@@ -172,8 +237,10 @@ struct TextRows {
 impl TextRows {
     fn new(width: usize) -> Self {
         Self {
-            columns: (0..width).map(|_| StringBuilder::new()).collect(),
-            lines: Vec::new(),
+            columns: (0..width)
+                .map(|_| StringBuilder::with_capacity(READ_BATCH_ROWS, READ_BATCH_ROWS * 8))
+                .collect(),
+            lines: Vec::with_capacity(READ_BATCH_ROWS),
         }
     }
 
@@ -183,7 +250,7 @@ impl TextRows {
         record: &csv::ByteRecord,
         line: u64,
         schema: &SchemaRef,
-        nulls: &HashSet<&[u8]>,
+        null_if: &[&[u8]],
     ) -> Result<(), RowError> {
         let width = self.columns.len();
         if record.len() != width {
@@ -200,25 +267,32 @@ impl TextRows {
                 ),
             });
         }
-        for (field, bytes) in schema.fields().iter().zip(record.iter()) {
-            if let Err(e) = std::str::from_utf8(bytes) {
-                return Err(RowError {
-                    line: Some(line),
-                    column: Some(field.name().clone()),
-                    value: Some(String::from_utf8_lossy(bytes).into_owned()),
-                    reason: format!(
-                        "invalid UTF-8 ({e}); the file is not UTF-8: convert it first, e.g. \
-                         iconv -f latin1 -t utf-8"
-                    ),
-                });
+        // One UTF-8 check of the whole record; a field is named only when it fails.
+        let Ok(all) = std::str::from_utf8(record.as_slice()) else {
+            for (field, bytes) in schema.fields().iter().zip(record.iter()) {
+                if let Err(e) = std::str::from_utf8(bytes) {
+                    return Err(RowError {
+                        line: Some(line),
+                        column: Some(field.name().clone()),
+                        value: Some(String::from_utf8_lossy(bytes).into_owned()),
+                        reason: format!(
+                            "invalid UTF-8 ({e}); the file is not UTF-8: convert it first, \
+                             e.g. iconv -f latin1 -t utf-8"
+                        ),
+                    });
+                }
             }
-        }
-        for (column, bytes) in self.columns.iter_mut().zip(record.iter()) {
-            if nulls.contains(bytes) {
+            unreachable!("a record that is not UTF-8 has a field that is not");
+        };
+        let mut end = 0;
+        for (i, column) in self.columns.iter_mut().enumerate() {
+            let field = record.range(i).unwrap_or(end..end);
+            end = field.end;
+            let bytes = &record.as_slice()[field.clone()];
+            if bytes.is_empty() || null_if.contains(&bytes) {
                 column.append_null();
             } else {
-                // Checked above.
-                column.append_value(std::str::from_utf8(bytes).unwrap_or_default());
+                column.append_value(&all[field]);
             }
         }
         self.lines.push(line);
@@ -279,19 +353,31 @@ fn read_json(
     for chunk in lines.chunks(READ_BATCH_ROWS) {
         let whole = &bytes[chunk[0].1.start..chunk[chunk.len() - 1].1.end];
         let mut errors = Vec::new();
-        let (batch, numbers) = match decode_json(&decode_schema, whole) {
-            Ok(batch) => (batch, chunk.iter().map(|(n, _)| *n).collect()),
-            Err(_) => {
+        // One object per line, or the rows would not match their lines.
+        let decoded = decode_json(&decode_schema, whole).ok();
+        let (batch, numbers) = match decoded.filter(|b| b.num_rows() == chunk.len()) {
+            Some(batch) => (batch, chunk.iter().map(|(n, _)| *n).collect()),
+            None => {
                 let mut good = Vec::with_capacity(whole.len());
                 let mut numbers = Vec::new();
                 for (n, range) in chunk {
                     let line = &bytes[range.clone()];
                     match decode_json(&decode_schema, line) {
-                        Ok(_) => {
+                        Ok(b) if b.num_rows() == 1 => {
                             good.extend_from_slice(line);
                             good.push(b'\n');
                             numbers.push(*n);
                         }
+                        Ok(b) => errors.push(RowError {
+                            line: Some(*n),
+                            column: None,
+                            value: Some(String::from_utf8_lossy(line).chars().take(200).collect()),
+                            reason: format!(
+                                "{} JSON values on one line; the file must hold one object per \
+                                 line (newline-delimited JSON)",
+                                b.num_rows()
+                            ),
+                        }),
                         Err(e) => errors.push(json_error(*n, line, &e.to_string())),
                     }
                 }
@@ -649,6 +735,17 @@ mod tests {
         assert_eq!(errors[0].value.as_deref(), Some("abc"));
         assert!(errors[2].reason.contains("expected 2 fields, found 3"));
         assert_eq!(errors[3].reason, "NULL in a NOT NULL column");
+    }
+
+    #[test]
+    fn lines_are_counted_across_crlf_endings_blank_lines_and_quoted_newlines() {
+        let text = "id,amount\r\n1,2\r\n\r\n2,abc\r\n3,\"4\r\n\"\n\n\n5,x\n";
+        let (ids, lines, errors) =
+            read("crlf.csv", text, csv_with_header(), OnRowError::Collect).unwrap();
+        assert_eq!(ids, vec![1, 3], "{errors:?}");
+        assert_eq!(lines, vec![2, 5]);
+        let found: Vec<Option<u64>> = errors.iter().map(|e| e.line).collect();
+        assert_eq!(found, vec![Some(4), Some(9)], "{errors:?}");
     }
 
     #[test]
