@@ -182,14 +182,11 @@ impl<R: std::io::Read> std::io::Read for LineCounter<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         let mut newlines = self.newlines.borrow_mut();
-        let mut previous = self.last;
-        for (i, b) in buf[..n].iter().enumerate() {
-            if *b == b'\n' {
-                newlines
-                    .pending
-                    .push_back((self.offset + i as u64, previous == b'\r'));
-            }
-            previous = *b;
+        for i in memchr::memchr_iter(b'\n', &buf[..n]) {
+            let previous = if i == 0 { self.last } else { buf[i - 1] };
+            newlines
+                .pending
+                .push_back((self.offset + i as u64, previous == b'\r'));
         }
         if n > 0 {
             self.last = buf[n - 1];
