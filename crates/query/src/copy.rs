@@ -524,7 +524,10 @@ fn load_file(
         FileFormat::Csv(o) => o.skip_header,
         _ => 0,
     });
-    writer.savepoint();
+    // Only a file that may be left out needs its keys journaled (see `BatchCheck::savepoint`).
+    if skipping {
+        writer.savepoint();
+    }
     let mut outcome = FileLoad::default();
     let mut held = Vec::new();
     // An error of the writer (not of the file) ends the statement whatever `on_error` says.
