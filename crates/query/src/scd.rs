@@ -518,7 +518,7 @@ pub(crate) async fn apply_changes(
     )?
     .build()?;
     let output = LogicalPlanBuilder::from(kept)
-        .union(memory_plan(folded.rows.clone())?.build()?)?
+        .union(memory_plan(folded.rows)?.build()?)?
         .build()?;
     let mut txn = Transaction::new("APPLY CHANGES");
     let mut metadata = snapshot.metadata.clone();
@@ -810,9 +810,6 @@ fn fold(
     let keys = encode(&layout.key)?.expect("an SCD table has a natural key");
     let tracked = encode(&layout.tracked)?;
     let untracked = encode(&layout.untracked)?;
-    let same = |rows: &Option<Rows>, a: usize, b: usize| {
-        rows.as_ref().is_none_or(|r| r.row(a) == r.row(b))
-    };
 
     let surrogate = history
         .column(layout.surrogate_key)
@@ -955,14 +952,18 @@ fn fold(
                 surrogate_key: Some(surrogate.value(i)),
             })
             .collect();
+        // The same validity and values (surrogate keys aside).
+        let equal = |b: &Version, v: &Version| {
+            b.start == v.start
+                && b.end == v.end
+                && same(&tracked, b.tracked, v.tracked)
+                && same(&untracked, b.untracked, v.untracked)
+        };
         let unchanged = before.len() == versions.len()
-            && before.iter().zip(&versions).all(|(b, v)| {
-                b.start == v.start
-                    && b.end == v.end
-                    && b.surrogate_key == v.surrogate_key
-                    && same(&tracked, b.tracked, v.tracked)
-                    && same(&untracked, b.untracked, v.untracked)
-            });
+            && before
+                .iter()
+                .zip(&versions)
+                .all(|(b, v)| b.surrogate_key == v.surrogate_key && equal(b, v));
         if unchanged {
             continue;
         }
@@ -970,12 +971,7 @@ fn fold(
             match v.surrogate_key {
                 Some(k) => {
                     let was = before.iter().find(|b| b.surrogate_key == Some(k));
-                    let kept = was.is_some_and(|b| {
-                        b.start == v.start
-                            && b.end == v.end
-                            && same(&tracked, b.tracked, v.tracked)
-                            && same(&untracked, b.untracked, v.untracked)
-                    });
+                    let kept = was.is_some_and(|b| equal(b, v));
                     if !kept {
                         folded.updated += 1;
                     }
@@ -1030,6 +1026,12 @@ fn fold(
     Ok(folded)
 }
 
+/// Whether rows `a` and `b` hold the same values in the columns `rows` encodes (true when it
+/// encodes none).
+fn same(rows: &Option<Rows>, a: usize, b: usize) -> bool {
+    rows.as_ref().is_none_or(|r| r.row(a) == r.row(b))
+}
+
 /// Keeps one event per sequence and kind: a change replaces the stored event it repeats
 /// (keeping its surrogate key); two different changes at one sequence are an error.
 fn resolve(
@@ -1038,9 +1040,6 @@ fn resolve(
     untracked: &Option<Rows>,
     describe: &dyn Fn(usize) -> String,
 ) -> Result<Vec<Event>> {
-    let same = |rows: &Option<Rows>, a: usize, b: usize| {
-        rows.as_ref().is_none_or(|r| r.row(a) == r.row(b))
-    };
     for at in events.chunk_by(|a, b| a.sequence == b.sequence) {
         let delete = at.iter().find(|e| e.from_change && e.values.is_none());
         let set = at.iter().find_map(|e| e.values.filter(|_| e.from_change));

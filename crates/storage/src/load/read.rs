@@ -368,7 +368,7 @@ fn read_json(
                         Ok(b) => errors.push(RowError {
                             line: Some(*n),
                             column: None,
-                            value: Some(String::from_utf8_lossy(line).chars().take(200).collect()),
+                            value: Some(excerpt(line)),
                             reason: format!(
                                 "{} JSON values on one line; the file must hold one object per \
                                  line (newline-delimited JSON)",
@@ -429,13 +429,18 @@ fn decode_json(schema: &SchemaRef, bytes: &[u8]) -> Result<RecordBatch, arrow::e
     arrow::compute::concat_batches(schema, &batches)
 }
 
+/// The start of a rejected line, as kept in `system.load_errors`.
+fn excerpt(line: &[u8]) -> String {
+    String::from_utf8_lossy(line).chars().take(200).collect()
+}
+
 /// Why JSON line `line` (number `n`) does not decode, with the field and value Arrow names.
 fn json_error(n: u64, line: &[u8], message: &str) -> RowError {
     if let Err(e) = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line) {
         return RowError {
             line: Some(n),
             column: None,
-            value: Some(String::from_utf8_lossy(line).chars().take(200).collect()),
+            value: Some(excerpt(line)),
             reason: format!("not a JSON object: {e}"),
         };
     }
