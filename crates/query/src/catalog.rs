@@ -151,7 +151,7 @@ impl SchemaProvider for StrataSchema {
         self.warehouse
             .catalog()
             .schema(&self.database, &self.schema)
-            .map(|s| s.tables.keys().cloned().collect())
+            .map(|s| s.tables.keys().chain(s.views.keys()).cloned().collect())
             .unwrap_or_default()
     }
 
@@ -159,6 +159,17 @@ impl SchemaProvider for StrataSchema {
         if self.schema == SYSTEM_SCHEMA {
             return system_table(&self.warehouse, name)
                 .await
+                .map_err(DataFusionError::from);
+        }
+        if let Some(view) = self
+            .warehouse
+            .catalog()
+            .view(&self.database, &self.schema, name)
+        {
+            let qualified = format!("{}.{}.{name}", self.database, self.schema);
+            return crate::views::provider(&self.warehouse, &qualified, view)
+                .await
+                .map(Some)
                 .map_err(DataFusionError::from);
         }
         let table = self
@@ -175,6 +186,9 @@ impl SchemaProvider for StrataSchema {
             return crate::scd::valid_at(table, micros)
                 .map(Some)
                 .map_err(DataFusionError::from);
+        }
+        if crate::mv::Definition::of(&table.snapshot().metadata).is_some() {
+            return Ok(Some(Arc::new(crate::mv::MaterializedViewTable::new(table))));
         }
         Ok(Some(Arc::new(table) as Arc<dyn TableProvider>))
     }

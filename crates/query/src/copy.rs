@@ -286,7 +286,7 @@ pub(crate) async fn copy_into(
         sources.retain(|s| re.is_match(&s.display()));
     }
 
-    let (log, snapshot, table) = session.open_table(into).await?;
+    let (log, snapshot, table) = session.open_table_for_write(into).await?;
     let (db, schema_name, table_name) = session.qualify_table(into)?;
     let warehouse = session.warehouse().clone();
     let mut report: Vec<FileReport> = Vec::new();

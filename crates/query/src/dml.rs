@@ -55,6 +55,9 @@ pub(crate) async fn run(session: &Session, plan: &LogicalPlan) -> Result<Option<
         return Ok(None);
     }
     let provider = source_as_provider(&dml.target)?;
+    if let Some(view) = provider.downcast_ref::<crate::mv::MaterializedViewTable>() {
+        return Err(Error::Plan(crate::mv::read_only(view.storage().name())));
+    }
     let Some(table) = provider.downcast_ref::<StrataTable>() else {
         return Err(Error::Plan(format!(
             "{} of {} is not supported: it is not a warehouse table",

@@ -9,7 +9,11 @@
 //!     │                                                   and files, then Parquet scan)
 //!     ├── UPDATE, DELETE, MERGE ──► planned by DataFusion, run by `dml`: copy-on-write of
 //!     │                             the files holding affected rows, one commit
-//!     └── APPLY CHANGES ──► `scd`: SCD Type 2 history folded, changed keys rewritten
+//!     ├── APPLY CHANGES ──► `scd`: SCD Type 2 history folded, changed keys rewritten
+//!     ├── CREATE VIEW ──► `views`: query text in the catalog, planned again on each read
+//!     └── CREATE / REFRESH MATERIALIZED VIEW ──► `mv`: a table + definition + source
+//!                             versions; refresh folds appends, recomputes touched
+//!                             partitions, or recomputes all, in one commit
 //!  every statement ──► system.query_log
 //! ```
 //!
@@ -23,6 +27,7 @@ pub mod date_dimension;
 mod dml;
 pub mod error;
 pub mod fk_join;
+pub mod mv;
 pub mod parser;
 mod runtime_filter;
 mod scd;
@@ -32,6 +37,7 @@ mod streaming;
 pub mod system;
 pub mod table;
 pub mod types;
+mod views;
 pub mod warehouse;
 
 pub use error::{Error, Result};

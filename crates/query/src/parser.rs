@@ -47,7 +47,7 @@ pub struct ParsedStatement {
 pub enum Statement {
     /// Anything sqlparser understands.
     Sql(Box<SqlStatement>),
-    /// `CREATE TABLE ... PARTITION BY RANGE ...`.
+    /// `CREATE TABLE | MATERIALIZED VIEW ... PARTITION BY RANGE ...`.
     CreatePartitioned {
         create: Box<SqlStatement>,
         partitioning: PartitionClause,
@@ -70,6 +70,8 @@ pub enum Statement {
     },
     /// `APPLY CHANGES INTO target FROM source KEY (...) SEQUENCE BY c [APPLY AS DELETE WHEN e]`.
     ApplyChanges(Box<ApplyChanges>),
+    /// `REFRESH MATERIALIZED VIEW mv [FULL]`.
+    Refresh { view: ObjectName, full: bool },
 }
 
 /// A change set applied to an SCD Type 2 table.
@@ -155,6 +157,9 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
     if first == "APPLY" && words.get(1).is_some_and(|w| w == "CHANGES") {
         return parse_apply_changes(chunk);
     }
+    if first == "REFRESH" {
+        return parse_refresh(chunk);
+    }
     if first == "ALTER" && words.get(1).is_some_and(|w| w == "TABLE") && has_partition_op(chunk) {
         return parse_alter_partition(chunk);
     }
@@ -164,12 +169,16 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
         let clause = parse_partition_clause(&chunk[start..end])?;
         let mut rest: Vec<TokenWithSpan> = chunk[..start].to_vec();
         rest.extend_from_slice(&chunk[end..]);
-        let create = parse_tokens(rest)?;
-        if !matches!(create, SqlStatement::CreateTable(_)) {
+        let mut create = parse_tokens(rest)?;
+        let materialized_view = matches!(&create, SqlStatement::CreateView(v) if v.materialized);
+        if !matches!(create, SqlStatement::CreateTable(_)) && !materialized_view {
             return Err(Error::Parse(
-                "PARTITION BY RANGE is only valid in CREATE TABLE".to_string(),
+                "PARTITION BY RANGE is only valid in CREATE TABLE and CREATE MATERIALIZED VIEW"
+                    .to_string(),
             ));
         }
+        rewrite_time_travel(&mut create)?;
+        microsecond_timestamps(&mut create);
         return Ok(Statement::CreatePartitioned {
             create: Box::new(create),
             partitioning: clause,
@@ -288,7 +297,10 @@ fn find_partition_clause(chunk: &[TokenWithSpan]) -> Option<(usize, usize)> {
             && sig.get(k + 2).is_some_and(|&j| is_word(&chunk[j], "RANGE"))
         {
             start = Some(i);
-        } else if depth == 0 && start.is_some() && is_word(&chunk[i], "AS") {
+        } else if depth == 0
+            && start.is_some()
+            && (is_word(&chunk[i], "AS") || is_word(&chunk[i], "WITH"))
+        {
             return start.map(|s| (s, i));
         }
     }
@@ -532,6 +544,16 @@ fn parse_vacuum(chunk: &[TokenWithSpan]) -> Result<Statement> {
         table,
         retain_hours,
     })
+}
+
+fn parse_refresh(chunk: &[TokenWithSpan]) -> Result<Statement> {
+    let mut p = parser_for(chunk);
+    p.expect_keywords(&[Keyword::REFRESH, Keyword::MATERIALIZED, Keyword::VIEW])
+        .map_err(perr)?;
+    let view = p.parse_object_name(false).map_err(perr)?;
+    let full = p.parse_keyword(Keyword::FULL);
+    expect_end(&mut p).map_err(perr)?;
+    Ok(Statement::Refresh { view, full })
 }
 
 fn parse_apply_changes(chunk: &[TokenWithSpan]) -> Result<Statement> {

@@ -426,7 +426,7 @@ pub(crate) async fn apply_changes(
     session: &Session,
     apply: &ApplyChanges,
 ) -> Result<StatementResult> {
-    let (log, snapshot, name) = session.open_table(&apply.target).await?;
+    let (log, snapshot, name) = session.open_table_for_write(&apply.target).await?;
     let spec = ScdSpec::of(&snapshot.metadata).ok_or_else(|| {
         Error::Plan(format!(
             "APPLY CHANGES INTO {name}: not an SCD Type 2 table (create it WITH (scd = 2, \

@@ -45,11 +45,11 @@ pub struct StatementResult {
 }
 
 impl StatementResult {
-    fn status(message: impl Into<String>) -> Self {
+    pub(crate) fn status(message: impl Into<String>) -> Self {
         Self::strings(&["status"], vec![vec![message.into()]])
     }
 
-    fn strings(names: &[&str], rows: Vec<Vec<String>>) -> Self {
+    pub(crate) fn strings(names: &[&str], rows: Vec<Vec<String>>) -> Self {
         let schema = Arc::new(Schema::new(
             names
                 .iter()
@@ -185,6 +185,9 @@ impl Session {
         let started_at = Utc::now();
         let clock = Instant::now();
         let outcome = self.run(&statement.statement, params).await;
+        if outcome.is_ok() && changes_data(&statement.statement) {
+            crate::mv::refresh_on_commit(&self.warehouse).await;
+        }
         let (status, error, rows, figures) = match &outcome {
             Ok((r, f)) => ("SUCCESS", None, r.row_count() as u64, *f),
             Err(e) => ("FAILED", Some(e.to_string()), 0, ScanFigures::default()),
@@ -221,6 +224,9 @@ impl Session {
                 partitioning,
             } => match create.as_ref() {
                 SqlStatement::CreateTable(c) => self.create_table(c, Some(partitioning)).await?,
+                SqlStatement::CreateView(v) if v.materialized => {
+                    crate::mv::create(self, v, Some(partitioning)).await?
+                }
                 _ => return Err(Error::Plan("expected CREATE TABLE".to_string())),
             },
             Statement::AddPartitions { table, partitions } => {
@@ -250,7 +256,7 @@ impl Session {
                 names,
                 if_exists,
             } => {
-                let (log, snapshot, name) = self.open_table(table).await?;
+                let (log, snapshot, name) = self.open_table_for_write(table).await?;
                 let layout = snapshot
                     .metadata
                     .partitioning
@@ -283,6 +289,9 @@ impl Session {
                 retain_hours,
             } => self.vacuum(table.as_ref(), *retain_hours).await?,
             Statement::ApplyChanges(apply) => crate::scd::apply_changes(self, apply).await?,
+            Statement::Refresh { view, full } => {
+                crate::mv::refresh_statement(self, view, *full).await?
+            }
         };
         Ok((result, none))
     }
@@ -314,10 +323,7 @@ impl Session {
                             let mut schemas = std::collections::BTreeMap::new();
                             schemas.insert(
                                 DEFAULT_SCHEMA.to_string(),
-                                strata_storage::catalog::SchemaEntry {
-                                    created_at: now,
-                                    tables: Default::default(),
-                                },
+                                strata_storage::SchemaEntry::new(),
                             );
                             c.databases.insert(
                                 n.clone(),
@@ -360,13 +366,9 @@ impl Session {
                                     schema: s.clone(),
                                 });
                             }
-                            database.schemas.insert(
-                                s.clone(),
-                                strata_storage::catalog::SchemaEntry {
-                                    created_at: Utc::now(),
-                                    tables: Default::default(),
-                                },
-                            );
+                            database
+                                .schemas
+                                .insert(s.clone(), strata_storage::SchemaEntry::new());
                             Ok(())
                         })
                         .await?;
@@ -421,11 +423,15 @@ impl Session {
             }
             SqlStatement::ExplainTable { table_name, .. } => self.describe(table_name).await?,
             SqlStatement::CreateTable(c) => self.create_table(c, None).await?,
+            SqlStatement::CreateView(v) if v.materialized => {
+                crate::mv::create(self, v, None).await?
+            }
+            SqlStatement::CreateView(v) => crate::views::create(self, v).await?,
             SqlStatement::CopyIntoSnowflake { .. } => crate::copy::copy_into(self, s).await?,
             SqlStatement::Truncate(t) => {
                 let mut total = 0;
                 for target in &t.table_names {
-                    let (log, snapshot, name) = self.open_table(&target.name).await?;
+                    let (log, snapshot, name) = self.open_table_for_write(&target.name).await?;
                     let mut txn = Transaction::new("TRUNCATE");
                     txn.remove = snapshot.files.values().cloned().collect();
                     self.commit_removal(&name, &log, &snapshot, &txn).await?;
@@ -495,6 +501,19 @@ impl Session {
         })
     }
 
+    /// Like [`Self::open_table`], for statements that change rows: refuses materialized views,
+    /// whose rows only a refresh writes.
+    pub(crate) async fn open_table_for_write(
+        &self,
+        name: &ObjectName,
+    ) -> Result<(strata_storage::TableLog, strata_storage::Snapshot, String)> {
+        let (log, snapshot, qualified) = self.open_table(name).await?;
+        if crate::mv::Definition::of(&snapshot.metadata).is_some() {
+            return Err(Error::Plan(crate::mv::read_only(&qualified)));
+        }
+        Ok((log, snapshot, qualified))
+    }
+
     /// `db.schema` (or `schema` in the current database).
     fn qualify_schema(&self, name: &ObjectName) -> Result<(String, String)> {
         let parts = name_parts(name);
@@ -528,6 +547,15 @@ impl Session {
         let log = self.warehouse.table_log(&entry.id, &qualified);
         let snapshot = self.warehouse.snapshot(&log).await?;
         Ok((log, snapshot, qualified))
+    }
+
+    /// Makes `database.schema` the current schema (unqualified names resolve there).
+    pub(crate) fn set_schema(&mut self, database: &str, schema: &str) -> Result<()> {
+        let name = ObjectName::from(vec![
+            datafusion::sql::sqlparser::ast::Ident::with_quote('"', database),
+            datafusion::sql::sqlparser::ast::Ident::with_quote('"', schema),
+        ]);
+        self.use_(&Use::Schema(name)).map(|_| ())
     }
 
     fn use_(&mut self, u: &Use) -> Result<StatementResult> {
@@ -585,10 +613,29 @@ impl Session {
                     let (d, s) = self.qualify_schema(name)?;
                     Ok((d, s, String::new()))
                 }
-                ObjectType::Table => self.qualify_table(name),
+                ObjectType::Table | ObjectType::View | ObjectType::MaterializedView => {
+                    self.qualify_table(name)
+                }
                 other => Err(Error::Unsupported(format!("DROP {other}"))),
             })
             .collect::<Result<_>>()?;
+        // Which targets are materialized views (tables whose metadata holds a definition).
+        let mut materialized = std::collections::HashSet::new();
+        if matches!(
+            object_type,
+            ObjectType::Table | ObjectType::View | ObjectType::MaterializedView
+        ) {
+            let catalog = self.warehouse.catalog();
+            for (d, s, t) in &targets {
+                if let Ok(entry) = catalog.table(d, s, t) {
+                    let log = self.warehouse.table_log(&entry.id, t);
+                    let snapshot = self.warehouse.snapshot(&log).await?;
+                    if crate::mv::Definition::of(&snapshot.metadata).is_some() {
+                        materialized.insert((d.clone(), s.clone(), t.clone()));
+                    }
+                }
+            }
+        }
         if object_type == ObjectType::Table {
             for (d, s, t) in &targets {
                 let name = [d.clone(), s.clone(), t.clone()];
@@ -603,18 +650,14 @@ impl Session {
                     let exists = match object_type {
                         ObjectType::Database => c.database(d).is_ok(),
                         ObjectType::Schema => c.schema(d, s).is_ok(),
-                        _ => c.table(d, s, t).is_ok(),
+                        _ => c.schema(d, s).is_ok_and(|e| e.contains(t)),
                     };
                     if !exists && if_exists {
                         continue;
                     }
                     match object_type {
                         ObjectType::Database => {
-                            let has_tables = c
-                                .database(d)?
-                                .schemas
-                                .values()
-                                .any(|s| !s.tables.is_empty());
+                            let has_tables = c.database(d)?.schemas.values().any(|s| !s.is_empty());
                             if has_tables && !cascade {
                                 return Err(StorageError::NotEmpty {
                                     what: "database",
@@ -625,7 +668,7 @@ impl Session {
                             dropped.push(format!("database {d}"));
                         }
                         ObjectType::Schema => {
-                            if !c.schema(d, s)?.tables.is_empty() && !cascade {
+                            if !c.schema(d, s)?.is_empty() && !cascade {
                                 return Err(StorageError::NotEmpty {
                                     what: "schema",
                                     name: format!("{d}.{s}"),
@@ -635,9 +678,36 @@ impl Session {
                             dropped.push(format!("schema {d}.{s}"));
                         }
                         _ => {
-                            c.table(d, s, t)?;
-                            c.schema_mut(d, s)?.tables.remove(t);
-                            dropped.push(format!("table {d}.{s}.{t}"));
+                            let name = format!("{d}.{s}.{t}");
+                            let is = if c.view(d, s, t).is_some() {
+                                ObjectType::View
+                            } else if c.table(d, s, t).is_err() {
+                                return Err(match object_type {
+                                    ObjectType::View => StorageError::ViewNotFound { name },
+                                    _ => StorageError::TableNotFound { name },
+                                });
+                            } else if materialized.contains(&(d.clone(), s.clone(), t.clone())) {
+                                ObjectType::MaterializedView
+                            } else {
+                                ObjectType::Table
+                            };
+                            if is != object_type {
+                                let (is, hint) = match is {
+                                    ObjectType::View => ("view", "DROP VIEW"),
+                                    ObjectType::MaterializedView => {
+                                        ("materialized view", "DROP MATERIALIZED VIEW")
+                                    }
+                                    _ => ("table", "DROP TABLE"),
+                                };
+                                return Err(StorageError::WrongKind { name, is, hint });
+                            }
+                            let schema = c.schema_mut(d, s)?;
+                            if is == ObjectType::View {
+                                schema.views.remove(t);
+                            } else {
+                                schema.tables.remove(t);
+                            }
+                            dropped.push(format!("{} {name}", is.to_string().to_lowercase()));
                         }
                     }
                 }
@@ -674,6 +744,7 @@ impl Session {
             .metadata
             .columns
             .iter()
+            .filter(|c| !c.name.starts_with(crate::mv::HIDDEN_PREFIX))
             .map(|c| {
                 vec![
                     c.name.clone(),
@@ -859,6 +930,27 @@ impl Session {
     }
 }
 
+/// True for statements that may change table rows (after which `on_commit` materialized
+/// views refresh).
+fn changes_data(statement: &Statement) -> bool {
+    match statement {
+        Statement::Sql(s) => matches!(
+            s.as_ref(),
+            SqlStatement::Insert(_)
+                | SqlStatement::Update(_)
+                | SqlStatement::Delete(_)
+                | SqlStatement::Merge(_)
+                | SqlStatement::Truncate(_)
+                | SqlStatement::CopyIntoSnowflake { .. }
+        ),
+        Statement::DropPartitions { .. } | Statement::ApplyChanges(_) => true,
+        Statement::CreatePartitioned { .. }
+        | Statement::AddPartitions { .. }
+        | Statement::Vacuum { .. }
+        | Statement::Refresh { .. } => false,
+    }
+}
+
 /// A table of strings for other modules.
 fn single(name: &ObjectName, what: &str) -> Result<String> {
     let parts = name_parts(name);
@@ -875,7 +967,7 @@ fn parent(options: &ShowStatementOptions) -> Option<&ObjectName> {
         .and_then(|ShowStatementIn { parent_name, .. }| parent_name.as_ref())
 }
 
-fn partition_layout(
+pub(crate) fn partition_layout(
     table: &str,
     clause: &PartitionClause,
     columns: &[ColumnDef],

@@ -299,7 +299,7 @@ impl Session {
                 )
                 .await;
         }
-        let (log, snapshot, _) = self.open_table(&object).await?;
+        let (log, snapshot, _) = self.open_table_for_write(&object).await?;
         let data = conform(data, snapshot.metadata.schema(), &qualified);
         let (rows, _) = write_batches(
             self.warehouse(),
@@ -310,6 +310,7 @@ impl Session {
             Transaction::new("INGEST"),
         )
         .await?;
+        crate::mv::refresh_on_commit(self.warehouse()).await;
         Ok(rows)
     }
 }

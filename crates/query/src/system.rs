@@ -28,12 +28,13 @@ use crate::warehouse::Warehouse;
 /// The schema name of system tables in every database.
 pub const SYSTEM_SCHEMA: &str = "system";
 /// The system tables.
-pub const SYSTEM_TABLES: [&str; 5] = [
+pub const SYSTEM_TABLES: [&str; 6] = [
     "partitions",
     "table_versions",
     "query_log",
     "load_history",
     "load_errors",
+    "materialized_views",
 ];
 
 const QUERY_LOG: &str = "query_log";
@@ -402,6 +403,7 @@ pub async fn system_table(
         "query_log" => query_log(warehouse).await?,
         "load_history" => load_history(warehouse).await?,
         "load_errors" => load_errors(warehouse).await?,
+        "materialized_views" => crate::mv::system_table(warehouse).await?,
         _ => return Ok(None),
     }))
 }

@@ -127,6 +127,22 @@ impl StrataTable {
         }
     }
 
+    /// This table reading only the data files `keep` accepts (a materialized view's refresh
+    /// reads a source's new files, or the partitions it recomputes).
+    pub(crate) fn with_files(&self, keep: impl Fn(&DataFile) -> bool) -> Self {
+        let mut snapshot = self.snapshot.clone();
+        snapshot.files.retain(|_, f| keep(f));
+        Self {
+            warehouse: self.warehouse.clone(),
+            name: self.name.clone(),
+            log: self.log.clone(),
+            snapshot,
+            schema: Arc::clone(&self.schema),
+            historical: self.historical,
+            row_ids: false,
+        }
+    }
+
     /// The table's own columns (without row ids).
     pub(crate) fn table_schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)

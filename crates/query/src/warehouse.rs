@@ -252,7 +252,14 @@ impl Warehouse {
     ) -> Result<()> {
         let (d, s, t) = (database.to_string(), schema.to_string(), name.to_string());
         self.update_catalog(move |c| {
-            let tables = &mut c.schema_mut(&d, &s)?.tables;
+            let entry = c.schema_mut(&d, &s)?;
+            if entry.views.contains_key(&t) {
+                return Err(strata_storage::Error::NameTaken {
+                    name: format!("{d}.{s}.{t}"),
+                    kind: "view",
+                });
+            }
+            let tables = &mut entry.tables;
             if tables.contains_key(&t) && !replace {
                 return Err(strata_storage::Error::TableExists {
                     name: format!("{d}.{s}.{t}"),

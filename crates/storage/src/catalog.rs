@@ -29,11 +29,57 @@ pub struct TableEntry {
     pub created_at: DateTime<Utc>,
 }
 
-/// A schema and its tables.
+/// A logical view: a stored query, planned again each time a statement reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewEntry {
+    /// The query, as SQL text.
+    pub query: String,
+    /// The database and schema unqualified names in `query` resolve in.
+    pub database: String,
+    pub schema: String,
+    /// Names given to the query's columns (`CREATE VIEW v (a, b) AS ...`); empty keeps the
+    /// query's own.
+    #[serde(default)]
+    pub columns: Vec<String>,
+    /// Tables and views `query` reads, `db.schema.name` (for lineage and cycle checks).
+    pub upstream: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A schema: its tables and views (one namespace for both).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchemaEntry {
     pub created_at: DateTime<Utc>,
     pub tables: BTreeMap<String, TableEntry>,
+    #[serde(default)]
+    pub views: BTreeMap<String, ViewEntry>,
+}
+
+impl SchemaEntry {
+    /// An empty schema created now.
+    pub fn new() -> Self {
+        Self {
+            created_at: Utc::now(),
+            tables: BTreeMap::new(),
+            views: BTreeMap::new(),
+        }
+    }
+
+    /// True when a table or a view is called `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tables.contains_key(name) || self.views.contains_key(name)
+    }
+
+    /// True when the schema holds no table and no view.
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty() && self.views.is_empty()
+    }
+}
+
+impl Default for SchemaEntry {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// A database and its schemas.
@@ -54,13 +100,7 @@ impl CatalogState {
     fn initial() -> Self {
         let now = Utc::now();
         let mut schemas = BTreeMap::new();
-        schemas.insert(
-            DEFAULT_SCHEMA.to_string(),
-            SchemaEntry {
-                created_at: now,
-                tables: BTreeMap::new(),
-            },
-        );
+        schemas.insert(DEFAULT_SCHEMA.to_string(), SchemaEntry::new());
         let mut databases = BTreeMap::new();
         databases.insert(
             DEFAULT_DATABASE.to_string(),
@@ -127,6 +167,11 @@ impl CatalogState {
             .ok_or_else(|| Error::TableNotFound {
                 name: format!("{database}.{schema}.{table}"),
             })
+    }
+
+    /// The view `database.schema.view`, if there is one.
+    pub fn view(&self, database: &str, schema: &str, view: &str) -> Option<&ViewEntry> {
+        self.schema(database, schema).ok()?.views.get(view)
     }
 
     /// Ids of every table in the catalog.

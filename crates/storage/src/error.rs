@@ -45,6 +45,19 @@ pub enum Error {
     #[error("table '{name}' already exists")]
     TableExists { name: String },
 
+    #[error("'{name}' already exists as a {kind}")]
+    NameTaken { name: String, kind: &'static str },
+
+    #[error("'{name}' is a {is}; use {hint}")]
+    WrongKind {
+        name: String,
+        is: &'static str,
+        hint: &'static str,
+    },
+
+    #[error("view '{name}' does not exist")]
+    ViewNotFound { name: String },
+
     #[error("table '{table}' has no version {version}")]
     VersionNotFound { table: String, version: Version },
 

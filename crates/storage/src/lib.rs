@@ -27,7 +27,9 @@ pub mod store;
 pub mod vacuum;
 pub mod writer;
 
-pub use catalog::{Catalog, CatalogState, DEFAULT_DATABASE, DEFAULT_SCHEMA, TableEntry};
+pub use catalog::{
+    Catalog, CatalogState, DEFAULT_DATABASE, DEFAULT_SCHEMA, SchemaEntry, TableEntry, ViewEntry,
+};
 pub use error::{Error, Result};
 pub use log::{
     Action, ColumnDef, ColumnStats, Commit, Constraint, DataFile, LoadedFile, Snapshot, StatValue,
