@@ -135,7 +135,15 @@ pub(crate) async fn run(
         "Strata Flight SQL server on {scheme}://{address} (warehouse {})",
         warehouse.location()
     );
+    // Materialized views with `refresh = 'every ...'` refresh in the background.
+    let scheduler = tokio::spawn(strata_query::mv::run_scheduler(
+        warehouse.clone(),
+        Duration::from_secs(1),
+    ));
     // Ctrl-C ends the process; commits are atomic, so nothing is left half-written.
-    strata_flight::serve(warehouse, listener, serve_options, std::future::pending()).await?;
+    let served =
+        strata_flight::serve(warehouse, listener, serve_options, std::future::pending()).await;
+    scheduler.abort();
+    served?;
     Ok(())
 }

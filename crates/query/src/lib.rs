@@ -27,6 +27,7 @@ pub mod date_dimension;
 mod dml;
 pub mod error;
 pub mod fk_join;
+mod lineage;
 pub mod mv;
 pub mod parser;
 mod runtime_filter;

@@ -185,8 +185,11 @@ impl Session {
         let started_at = Utc::now();
         let clock = Instant::now();
         let outcome = self.run(&statement.statement, params).await;
-        if outcome.is_ok() && changes_data(&statement.statement) {
-            crate::mv::refresh_on_commit(&self.warehouse).await;
+        if outcome.is_ok() {
+            crate::lineage::record_statement(self, &statement.statement).await;
+            if changes_data(&statement.statement) {
+                crate::mv::refresh_on_commit(&self.warehouse).await;
+            }
         }
         let (status, error, rows, figures) = match &outcome {
             Ok((r, f)) => ("SUCCESS", None, r.row_count() as u64, *f),

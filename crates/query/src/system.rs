@@ -28,13 +28,14 @@ use crate::warehouse::Warehouse;
 /// The schema name of system tables in every database.
 pub const SYSTEM_SCHEMA: &str = "system";
 /// The system tables.
-pub const SYSTEM_TABLES: [&str; 6] = [
+pub const SYSTEM_TABLES: [&str; 7] = [
     "partitions",
     "table_versions",
     "query_log",
     "load_history",
     "load_errors",
     "materialized_views",
+    "lineage",
 ];
 
 const QUERY_LOG: &str = "query_log";
@@ -200,7 +201,7 @@ pub async fn expire_query_log(warehouse: &Warehouse) {
     }
 }
 
-async fn read_records<T: serde::de::DeserializeOwned>(
+pub(crate) async fn read_records<T: serde::de::DeserializeOwned>(
     warehouse: &Warehouse,
     kind: &str,
 ) -> Result<Vec<T>> {
@@ -404,6 +405,7 @@ pub async fn system_table(
         "load_history" => load_history(warehouse).await?,
         "load_errors" => load_errors(warehouse).await?,
         "materialized_views" => crate::mv::system_table(warehouse).await?,
+        "lineage" => crate::lineage::system_table(warehouse).await?,
         _ => return Ok(None),
     }))
 }

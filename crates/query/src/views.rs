@@ -145,10 +145,10 @@ pub(crate) fn parse_query(text: &str) -> Result<SqlStatement> {
     }
 }
 
-/// The tables and views `query` reads directly, as `db.schema.name`, resolved in
-/// `database.schema` (common table expressions and system tables left out).
-pub(crate) fn upstream(
-    query: &Query,
+/// The tables and views `node` (a query or a statement) names, as `db.schema.name`, resolved
+/// in `database.schema` (common table expressions, system tables and unknown names left out).
+pub(crate) fn upstream<N: Visit>(
+    node: &N,
     database: &str,
     schema: &str,
     catalog: &CatalogState,
@@ -176,7 +176,7 @@ pub(crate) fn upstream(
         ctes: HashSet::new(),
         names: Vec::new(),
     };
-    let _ = query.visit(&mut visitor);
+    let _ = node.visit(&mut visitor);
     let mut out = BTreeSet::new();
     for name in &visitor.names {
         let parts = name_parts(name);

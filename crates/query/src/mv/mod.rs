@@ -531,7 +531,8 @@ pub(crate) async fn refresh_on_commit(warehouse: &Warehouse) {
 
 /// Refreshes `every <interval>` views when their interval has passed since their last
 /// successful refresh, checking every `tick`, until the task is dropped. A failed refresh is
-/// recorded on the view and retried after 5 s, 10 s, 20 s, ... (at most the interval).
+/// recorded on the view and retried after 5 s, 10 s, 20 s, ... (at most an hour apart), whatever
+/// the view's interval.
 pub async fn run_scheduler(warehouse: Warehouse, tick: Duration) {
     // View → (failures in a row, earliest next attempt).
     let mut failures: HashMap<[String; 3], (u32, std::time::Instant)> = HashMap::new();
@@ -560,8 +561,8 @@ pub async fn run_scheduler(warehouse: Warehouse, tick: Duration) {
                 Err(e) => {
                     let n = failures.get(&name).map_or(1, |f| f.0 + 1);
                     let backoff = (Duration::from_secs(5)
-                        * 2u32.saturating_pow(n - 1).min(1 << 16))
-                    .min(interval);
+                        * 2u32.saturating_pow(n - 1).min(1 << 10))
+                    .min(Duration::from_secs(3_600));
                     tracing::warn!(view = %name.join("."), error = %e, failures = n,
                         retry_in_s = backoff.as_secs(), "scheduled refresh failed");
                     failures.insert(name, (n, std::time::Instant::now() + backoff));
@@ -748,4 +749,94 @@ pub(crate) fn read_only(name: &str) -> String {
         "materialized view {name} is read-only; REFRESH MATERIALIZED VIEW {name} recomputes it \
          from its sources"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{RefreshMode, run_scheduler};
+    use crate::{Session, Warehouse};
+
+    async fn value(session: &mut Session, sql: &str) -> String {
+        let results = session.sql(sql).await.unwrap();
+        let batch = &results.last().unwrap().batches[0];
+        arrow::util::display::array_value_to_string(batch.column(0), 0).unwrap()
+    }
+
+    #[test]
+    fn refresh_modes_parse_and_print() {
+        for (text, printed) in [
+            ("manual", "manual"),
+            ("ON COMMIT", "on_commit"),
+            ("every 5 minutes", "every 5 minutes"),
+            ("every 1 hour", "every 1 hour"),
+            ("every 90 seconds", "every 90 seconds"),
+            ("every 2 days", "every 2 days"),
+        ] {
+            let mode = RefreshMode::parse(text).unwrap();
+            assert_eq!(mode.to_string(), printed);
+            assert_eq!(RefreshMode::parse(printed).unwrap(), mode);
+        }
+        for bad in [
+            "every",
+            "every 0 minutes",
+            "every 5 fortnights",
+            "every five minutes",
+            "soon",
+        ] {
+            assert!(RefreshMode::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// The scheduler refreshes a view whose interval has passed, and retries a failing one
+    /// with backoff instead of at every tick.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_scheduler_refreshes_due_views_and_backs_off_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(dir.path().to_str().unwrap()).await.unwrap();
+        let mut session = warehouse.session();
+        session
+            .sql(
+                "CREATE TABLE t (x INT);
+                 CREATE TABLE gone (x INT);
+                 INSERT INTO t VALUES (1);
+                 CREATE MATERIALIZED VIEW total WITH (refresh = 'every 1 second') AS
+                   SELECT SUM(x) AS s FROM t;
+                 CREATE MATERIALIZED VIEW broken WITH (refresh = 'every 1 second') AS
+                   SELECT COUNT(*) AS n FROM gone;
+                 INSERT INTO t VALUES (2), (3);
+                 DROP TABLE gone;",
+            )
+            .await
+            .unwrap();
+        assert_eq!(value(&mut session, "SELECT s FROM total").await, "1");
+        let scheduler = tokio::spawn(run_scheduler(warehouse.clone(), Duration::from_millis(50)));
+        let mut refreshed = false;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if value(&mut session, "SELECT s FROM total").await == "6" {
+                refreshed = true;
+                break;
+            }
+        }
+        assert!(refreshed, "the scheduler did not refresh the due view");
+        // Two more seconds: at a 50 ms tick, only the backoff keeps the failing view to one
+        // attempt (the next one is due 5 s after the first).
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        scheduler.abort();
+        let failures = value(
+            &mut session,
+            "SELECT count(*) FROM system.table_versions
+             WHERE table_name = 'broken' AND operation LIKE '%failed%'",
+        )
+        .await;
+        assert_eq!(failures, "1");
+        let error = value(
+            &mut session,
+            "SELECT last_error FROM system.materialized_views WHERE view_name = 'broken'",
+        )
+        .await;
+        assert!(error.contains("gone"), "{error}");
+    }
 }
