@@ -116,6 +116,7 @@ impl Session {
             .options_mut()
             .execution
             .skip_partial_aggregation_probe_ratio_threshold = 0.5;
+        let config = config.with_option_extension(crate::mv::rewrite::StrataOptions::default());
         let url = url::Url::parse(WAREHOUSE_STORE_URL).expect("static URL parses");
         let state = SessionStateBuilder::new()
             .with_config(config)
@@ -442,6 +443,23 @@ impl Session {
                 }
                 StatementResult::status(format!("truncated {total} rows"))
             }
+            SqlStatement::Set(_) => {
+                // DataFusion stores `SET strata.x = ...` as text; check it here, where a bad
+                // value can be refused, rather than in the next query.
+                let before = self.strata_options();
+                let result = self.run_datafusion(s.clone(), params).await?;
+                if let Err(e) = crate::mv::parse_duration(&self.strata_options().max_staleness) {
+                    let state = self.ctx.state_ref();
+                    state
+                        .write()
+                        .config_mut()
+                        .options_mut()
+                        .extensions
+                        .insert(before);
+                    return Err(e);
+                }
+                return Ok(result);
+            }
             SqlStatement::Update(update) if update.from.is_some() => {
                 let merge = crate::dml::update_from_as_merge(update)?;
                 let (merged, _) = self.run_datafusion(merge, params).await?;
@@ -488,7 +506,20 @@ impl Session {
     }
 
     /// The logical plan of a statement DataFusion runs, with parameters bound.
+    /// Aggregates that a fresh materialized view holds are read from the view
+    /// (see [`crate::mv::rewrite`]).
     pub(crate) async fn plan(
+        &self,
+        statement: SqlStatement,
+        params: Option<&ParamValues>,
+    ) -> Result<LogicalPlan> {
+        let plan = self.plan_raw(statement, params).await?;
+        crate::mv::rewrite::rewrite(self, plan).await
+    }
+
+    /// The logical plan of a statement as written, without reading materialized views in
+    /// place of its aggregates (what refreshing a view must compute).
+    pub(crate) async fn plan_raw(
         &self,
         statement: SqlStatement,
         params: Option<&ParamValues>,
@@ -550,6 +581,17 @@ impl Session {
         let log = self.warehouse.table_log(&entry.id, &qualified);
         let snapshot = self.warehouse.snapshot(&log).await?;
         Ok((log, snapshot, qualified))
+    }
+
+    /// Strata's settings in this session (`SET strata.<name> = ...`).
+    pub fn strata_options(&self) -> crate::mv::rewrite::StrataOptions {
+        self.ctx
+            .state()
+            .config_options()
+            .extensions
+            .get::<crate::mv::rewrite::StrataOptions>()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Makes `database.schema` the current schema (unqualified names resolve there).

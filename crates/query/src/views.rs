@@ -52,7 +52,7 @@ pub(crate) async fn create(session: &mut Session, view: &CreateView) -> Result<S
     }
     // Plan the query now: a view that cannot run is refused.
     let plan = session
-        .plan(SqlStatement::Query(view.query.clone()), None)
+        .plan_raw(SqlStatement::Query(view.query.clone()), None)
         .await?;
     let columns: Vec<String> = view
         .columns
@@ -112,7 +112,7 @@ pub(crate) async fn provider(
 ) -> Result<Arc<dyn TableProvider>> {
     let mut session = warehouse.session();
     session.set_schema(&entry.database, &entry.schema)?;
-    let plan = session.plan(parse_query(&entry.query)?, None).await?;
+    let plan = session.plan_raw(parse_query(&entry.query)?, None).await?;
     let plan = if entry.columns.is_empty() {
         plan
     } else {

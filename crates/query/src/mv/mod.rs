@@ -17,6 +17,7 @@
 //! [`run_scheduler`] inside `strata serve`, retried with backoff when it fails).
 
 pub(crate) mod refresh;
+pub mod rewrite;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -88,20 +89,39 @@ impl RefreshMode {
             _ => {}
         }
         let rest = t.strip_prefix("every").ok_or_else(bad)?;
-        let mut words = rest.split_whitespace();
-        let n: u64 = words.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
-        let unit = match words.next().ok_or_else(bad)?.trim_end_matches('s') {
-            "second" | "sec" => 1,
-            "minute" | "min" => 60,
-            "hour" => 3_600,
-            "day" => 86_400,
-            _ => return Err(bad()),
-        };
-        if words.next().is_some() || n == 0 {
-            return Err(bad());
+        match parse_duration(rest) {
+            Ok(d) if !d.is_zero() => Ok(Self::Every(d)),
+            _ => Err(bad()),
         }
-        Ok(Self::Every(Duration::from_secs(n * unit)))
     }
+}
+
+/// Parses a duration such as `5 minutes`, `1 hour`, `30 seconds`, `2 days` (singular or plural,
+/// `sec` and `min` too).
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let bad = || {
+        Error::Plan(format!(
+            "'{text}' is not a duration such as '5 minutes' (seconds, minutes, hours, days)"
+        ))
+    };
+    let mut words = text.split_whitespace();
+    let n: u64 = words.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
+    let unit = match words
+        .next()
+        .ok_or_else(bad)?
+        .to_ascii_lowercase()
+        .trim_end_matches('s')
+    {
+        "second" | "sec" => 1,
+        "minute" | "min" => 60,
+        "hour" => 3_600,
+        "day" => 86_400,
+        _ => return Err(bad()),
+    };
+    if words.next().is_some() {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs(n * unit))
 }
 
 impl std::fmt::Display for RefreshMode {
@@ -261,7 +281,7 @@ pub(crate) async fn create(
         (d.to_string(), s.to_string())
     };
     let plan = session
-        .plan(SqlStatement::Query(Box::new(storage_query.clone())), None)
+        .plan_raw(SqlStatement::Query(Box::new(storage_query.clone())), None)
         .await?;
     let columns = column_defs(plan.schema().as_arrow().fields());
     let mut seen = std::collections::HashSet::new();

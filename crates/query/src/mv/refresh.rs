@@ -236,7 +236,7 @@ async fn run(
     let mut session = warehouse.session();
     session.set_schema(&definition.database, &definition.schema)?;
     let plan = session
-        .plan(parse_query(&definition.storage_query)?, None)
+        .plan_raw(parse_query(&definition.storage_query)?, None)
         .await?;
     let storage = view.table_schema();
     if plan.schema().fields().len() != storage.fields().len() {
