@@ -167,8 +167,7 @@ async fn every_query_of_both_suites_answers_correctly_at_sf_0_01() {
     assert_eq!(
         rewritten,
         [
-            "q1.1", "q1.2", "q1.3", "q2.1", "q2.2", "q2.3", "q3.1", "q3.2", "q3.3", "q4.1",
-            "q4.2"
+            "q1.1", "q1.2", "q1.3", "q2.1", "q2.2", "q2.3", "q3.1", "q3.2", "q3.3", "q4.1", "q4.2"
         ]
     );
     strata_bench::run(args(

@@ -359,6 +359,33 @@ fn real_flight_sql_clients_adbc_and_pyarrow() {
 }
 
 #[test]
+fn serve_refreshes_scheduled_materialized_views() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    sql(
+        &w,
+        "CREATE TABLE events (n INT);
+         INSERT INTO events VALUES (1);
+         CREATE MATERIALIZED VIEW total WITH (refresh = 'every 1 second') AS
+           SELECT SUM(n) AS s FROM events;
+         INSERT INTO events VALUES (2), (3);",
+    );
+    assert_eq!(sql(&w, "SELECT s FROM total"), "s\n1\n");
+    let (mut server, _) = serve(&w, "mv-test-pw");
+    let mut seen = String::new();
+    for _ in 0..60 {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        seen = sql(&w, "SELECT s FROM total");
+        if seen == "s\n6\n" {
+            break;
+        }
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(seen, "s\n6\n", "the server did not refresh the view");
+}
+
+#[test]
 fn serve_without_users_generates_a_password_and_stays_on_loopback() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("wh").display().to_string();

@@ -86,7 +86,14 @@ pub(crate) async fn rewrite(session: &Session, plan: LogicalPlan) -> Result<Logi
         return Ok(plan);
     }
     let max_staleness = super::parse_duration(&options.max_staleness)?;
-    let candidates = candidates(session, max_staleness).await?;
+    // Best effort: a view that cannot be read must not fail queries that do not need it.
+    let candidates = match candidates(session, max_staleness).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "materialized views not considered for this query");
+            return Ok(plan);
+        }
+    };
     if candidates.is_empty() {
         return Ok(plan);
     }
