@@ -979,15 +979,18 @@ impl Session {
 /// views refresh).
 fn changes_data(statement: &Statement) -> bool {
     match statement {
-        Statement::Sql(s) => matches!(
-            s.as_ref(),
-            SqlStatement::Insert(_)
-                | SqlStatement::Update(_)
-                | SqlStatement::Delete(_)
-                | SqlStatement::Merge(_)
-                | SqlStatement::Truncate(_)
-                | SqlStatement::CopyIntoSnowflake { .. }
-        ),
+        Statement::Sql(s) => {
+            matches!(
+                s.as_ref(),
+                SqlStatement::Insert(_)
+                    | SqlStatement::Update(_)
+                    | SqlStatement::Delete(_)
+                    | SqlStatement::Merge(_)
+                    | SqlStatement::Truncate(_)
+                    | SqlStatement::CopyIntoSnowflake { .. }
+                    | SqlStatement::Drop { .. }
+            ) || matches!(s.as_ref(), SqlStatement::CreateTable(c) if c.or_replace)
+        }
         Statement::DropPartitions { .. } | Statement::ApplyChanges(_) => true,
         Statement::CreatePartitioned { .. }
         | Statement::AddPartitions { .. }

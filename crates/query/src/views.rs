@@ -66,7 +66,12 @@ pub(crate) async fn create(session: &mut Session, view: &CreateView) -> Result<S
             plan.schema().fields().len()
         )));
     }
-    let upstream = upstream(&view.query, &db, &schema, &catalog);
+    // Unqualified names resolve where the view is created, as when it was checked above.
+    let (current_db, current_schema) = {
+        let (d, s) = session.current_schema();
+        (d.to_string(), s.to_string())
+    };
+    let upstream = upstream(&view.query, &current_db, &current_schema, &catalog);
     if reads_itself(&catalog, &upstream, &qualified) {
         return Err(Error::Plan(format!(
             "view {qualified} would read itself: its query depends on {qualified}"
@@ -74,8 +79,8 @@ pub(crate) async fn create(session: &mut Session, view: &CreateView) -> Result<S
     }
     let entry = ViewEntry {
         query: view.query.to_string(),
-        database: db.clone(),
-        schema: schema.clone(),
+        database: current_db,
+        schema: current_schema,
         columns,
         upstream,
         created_at: Utc::now(),

@@ -60,6 +60,7 @@ const REFRESH_MODE: &str = "mv.refresh";
 const SOURCES: &str = "mv.sources";
 const REFRESHED_AT: &str = "mv.refreshed_at";
 const LAST_REFRESH: &str = "mv.last_refresh";
+const FINGERPRINT: &str = "mv.fingerprint";
 
 /// When a view refreshes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +122,9 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     if words.next().is_some() {
         return Err(bad());
     }
-    Ok(Duration::from_secs(n * unit))
+    n.checked_mul(unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| Error::Plan(format!("'{text}' is too long a duration")))
 }
 
 impl std::fmt::Display for RefreshMode {
@@ -179,6 +182,8 @@ pub struct Definition {
     pub sources: BTreeMap<String, SourceVersion>,
     /// The last successful refresh.
     pub refreshed_at: Option<DateTime<Utc>>,
+    /// [`refresh::fingerprint`] of the query the rows were computed with.
+    pub fingerprint: Option<String>,
     pub last: Option<LastRefresh>,
 }
 
@@ -204,6 +209,7 @@ impl Definition {
             last: p
                 .get(LAST_REFRESH)
                 .and_then(|s| serde_json::from_str(s).ok()),
+            fingerprint: p.get(FINGERPRINT).cloned(),
         })
     }
 
@@ -221,6 +227,10 @@ impl Definition {
         match self.refreshed_at {
             Some(t) => properties.insert(REFRESHED_AT.into(), t.to_rfc3339()),
             None => properties.remove(REFRESHED_AT),
+        };
+        match &self.fingerprint {
+            Some(f) => properties.insert(FINGERPRINT.into(), f.clone()),
+            None => properties.remove(FINGERPRINT),
         };
         match &self.last {
             Some(l) => properties.insert(
@@ -251,12 +261,17 @@ pub(crate) async fn create(
         .into());
     }
     if entry.tables.contains_key(&name) {
+        let existing = session.open_table(&view.name).await?.1;
         if view.if_not_exists {
+            let kind = if Definition::of(&existing.metadata).is_some() {
+                "materialized view"
+            } else {
+                "table"
+            };
             return Ok(StatementResult::status(format!(
-                "materialized view {qualified} already exists"
+                "{kind} {qualified} already exists"
             )));
         }
-        let existing = session.open_table(&view.name).await?.1;
         if !view.or_replace || Definition::of(&existing.metadata).is_none() {
             return Err(StorageError::NameTaken {
                 name: qualified,
@@ -304,6 +319,7 @@ pub(crate) async fn create(
         refresh,
         sources: BTreeMap::new(),
         refreshed_at: None,
+        fingerprint: None,
         last: None,
     };
     let mut metadata = TableMetadata {
@@ -325,11 +341,13 @@ pub(crate) async fn create(
             async |log, snapshot| {
                 let clock = std::time::Instant::now();
                 let sources = refresh::source_versions(&plan)?;
+                let fingerprint = refresh::fingerprint(&plan);
                 let df = session.context().execute_logical_plan(plan).await?;
                 let stream = df.execute_stream().await?;
                 let mut metadata = snapshot.metadata.clone();
                 let mut definition = definition.clone();
                 definition.sources = sources;
+                definition.fingerprint = Some(fingerprint);
                 definition.refreshed_at = Some(Utc::now());
                 definition.last = Some(LastRefresh {
                     at: Utc::now(),
@@ -536,15 +554,32 @@ pub(crate) async fn refresh_on_commit(warehouse: &Warehouse) {
             return;
         }
     };
-    for (name, def, _) in views {
-        if def.refresh != RefreshMode::OnCommit {
-            continue;
+    // A view over another view is stale only once that one refreshed: pass again until a
+    // pass refreshes nothing (each view at most once, so failures cannot loop).
+    let mut done = std::collections::HashSet::new();
+    loop {
+        let mut refreshed = false;
+        for (name, def, _) in &views {
+            if def.refresh != RefreshMode::OnCommit || done.contains(name) {
+                continue;
+            }
+            let Ok(Some(current)) = warehouse.table(&name[0], &name[1], &name[2]).await else {
+                continue;
+            };
+            let Some(def) = Definition::of(&current.snapshot().metadata) else {
+                continue;
+            };
+            if !matches!(is_stale(warehouse, &def).await, Ok(true)) {
+                continue;
+            }
+            done.insert(name.clone());
+            refreshed = true;
+            if let Err(e) = refresh(warehouse, name, false).await {
+                tracing::warn!(view = %name.join("."), error = %e, "on-commit refresh failed");
+            }
         }
-        if !matches!(is_stale(warehouse, &def).await, Ok(true)) {
-            continue;
-        }
-        if let Err(e) = refresh(warehouse, &name, false).await {
-            tracing::warn!(view = %name.join("."), error = %e, "on-commit refresh failed");
+        if !refreshed {
+            break;
         }
     }
 }
@@ -556,6 +591,8 @@ pub(crate) async fn refresh_on_commit(warehouse: &Warehouse) {
 pub async fn run_scheduler(warehouse: Warehouse, tick: Duration) {
     // View → (failures in a row, earliest next attempt).
     let mut failures: HashMap<[String; 3], (u32, std::time::Instant)> = HashMap::new();
+    // View → when it was last found up to date (nothing is committed for that).
+    let mut checked: HashMap<[String; 3], std::time::Instant> = HashMap::new();
     loop {
         tokio::time::sleep(tick).await;
         let Ok(views) = list(&warehouse).await else {
@@ -567,7 +604,8 @@ pub async fn run_scheduler(warehouse: Warehouse, tick: Duration) {
             };
             let due = def
                 .refreshed_at
-                .is_none_or(|t| (Utc::now() - t).to_std().unwrap_or_default() >= interval);
+                .is_none_or(|t| (Utc::now() - t).to_std().unwrap_or_default() >= interval)
+                && checked.get(&name).is_none_or(|t| t.elapsed() >= interval);
             let backing_off = failures
                 .get(&name)
                 .is_some_and(|(_, next)| std::time::Instant::now() < *next);
@@ -575,8 +613,11 @@ pub async fn run_scheduler(warehouse: Warehouse, tick: Duration) {
                 continue;
             }
             match refresh(&warehouse, &name, false).await {
-                Ok(_) => {
+                Ok(outcome) => {
                     failures.remove(&name);
+                    if outcome.kind == refresh::Kind::UpToDate {
+                        checked.insert(name, std::time::Instant::now());
+                    }
                 }
                 Err(e) => {
                     let n = failures.get(&name).map_or(1, |f| f.0 + 1);

@@ -179,11 +179,53 @@ fn sources(plan: &LogicalPlan) -> Result<BTreeMap<String, Source>> {
                 });
                 entry.scans += 1;
                 entry.incremental &= incremental;
+                // Read at a past version too: the current version is the one that can change.
+                if !t.is_historical() {
+                    entry.version = t.snapshot().version.0;
+                }
             }
         }
         Ok(TreeNodeRecursion::Continue)
     })?;
     Ok(out)
+}
+
+/// A digest of a view's query as planned, views inlined: when a view it reads is redefined,
+/// the digest changes and the stored rows no longer follow from the sources' versions alone.
+pub(crate) fn fingerprint(plan: &LogicalPlan) -> String {
+    let text = plan.display_indent().to_string();
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("{hash:016x}")
+}
+
+/// Why `plan` can only be recomputed, if it can: it reads the clock or random values (a
+/// fold would keep rows a recomputation drops), or tables whose changes are not tracked
+/// (system tables, table functions).
+pub(crate) fn not_incremental(plan: &LogicalPlan) -> Option<String> {
+    let mut why = None;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = source_as_provider(&scan.source)
+            && provider.downcast_ref::<StrataTable>().is_none()
+            && provider.downcast_ref::<super::MaterializedViewTable>().is_none()
+        {
+            why = Some(format!("it reads {}, whose changes are not tracked", scan.table_name));
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        let _ = node.apply_expressions(|e| {
+            if e.exists(|e| Ok(matches!(e, Expr::ScalarFunction(f)
+                if f.func.signature().volatility != datafusion::logical_expr::Volatility::Immutable)))?
+            {
+                why = Some("its query depends on the time or on random values".to_string());
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        Ok(if why.is_some() { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    });
+    why
 }
 
 /// The versions of the warehouse tables `plan` reads, by name.
@@ -217,6 +259,9 @@ enum Strategy {
         key: usize,
         function: Expr,
         ranges: Vec<Range>,
+        /// A touched partition has no lower bound, so it holds the rows whose key is NULL:
+        /// their group (a NULL view key) is recomputed too.
+        nulls: bool,
         /// Files of the source that can hold rows in `ranges`.
         files: HashSet<String>,
         detail: String,
@@ -249,8 +294,13 @@ async fn run(
         )));
     }
     let sources = sources(&plan)?;
+    let fingerprint = fingerprint(&plan);
     let strategy = if full {
         Strategy::Full("FULL requested".into())
+    } else if definition.fingerprint.as_deref() != Some(fingerprint.as_str()) {
+        Strategy::Full("the query reads views whose definition changed".into())
+    } else if let Some(why) = not_incremental(&plan) {
+        Strategy::Full(why)
     } else {
         choose(warehouse, &session, &plan, view, definition, &sources).await?
     };
@@ -309,6 +359,7 @@ async fn run(
             key,
             function,
             ranges,
+            nulls,
             files,
             detail,
         } => {
@@ -320,7 +371,7 @@ async fn run(
                         partition_column(&function),
                     )),
                 );
-                in_ranges(f, &ranges)
+                in_ranges(f, &ranges, nulls)
             };
             let recomputed = replace_scan(
                 plan.clone(),
@@ -332,7 +383,7 @@ async fn run(
             let key_field = storage.field(key);
             let overlapping: Vec<DataFile> = all_files
                 .iter()
-                .filter(|f| file_overlaps(f, key_field, &ranges))
+                .filter(|f| file_overlaps(f, key_field, &ranges, nulls))
                 .cloned()
                 .collect();
             let keep: HashSet<String> = overlapping.iter().map(|f| f.path.clone()).collect();
@@ -342,6 +393,7 @@ async fn run(
                     in_ranges(
                         Expr::Column(Column::new_unqualified(key_field.name())),
                         &ranges,
+                        nulls,
                     )
                     .is_not_true(),
                 )?;
@@ -374,6 +426,7 @@ async fn run(
             )
         })
         .collect();
+    definition.fingerprint = Some(fingerprint);
     let now = Utc::now();
     definition.refreshed_at = Some(now);
     definition.last = Some(LastRefresh {
@@ -828,8 +881,9 @@ impl Range {
     }
 }
 
-/// `value` lies in one of `ranges`.
-fn in_ranges(value: Expr, ranges: &[Range]) -> Expr {
+/// `value` lies in one of `ranges` (or, with `nulls`, is NULL).
+fn in_ranges(value: Expr, ranges: &[Range], nulls: bool) -> Expr {
+    let null = nulls.then(|| value.clone().is_null());
     ranges
         .iter()
         .map(|r| {
@@ -842,15 +896,20 @@ fn in_ranges(value: Expr, ranges: &[Range]) -> Expr {
             }
             e
         })
+        .chain(null)
         .reduce(Expr::or)
         .unwrap_or(lit(false))
 }
 
-/// True unless the file's statistics show it holds no value of `field` in `ranges`.
-fn file_overlaps(file: &DataFile, field: &Field, ranges: &[Range]) -> bool {
+/// True unless the file's statistics show it holds no value of `field` in `ranges` (and, with
+/// `nulls`, no NULL).
+fn file_overlaps(file: &DataFile, field: &Field, ranges: &[Range], nulls: bool) -> bool {
     let Some(stats) = file.stats.get(field.name()) else {
         return true;
     };
+    if nulls && stats.null_count > 0 {
+        return true;
+    }
     let (Some(low), Some(high)) = (
         stats
             .min
@@ -983,6 +1042,7 @@ async fn partition_strategy(
         source: source.id.clone(),
         key,
         function,
+        nulls: touched.iter().any(|p| p.lower.is_none()),
         ranges,
         files,
         detail,

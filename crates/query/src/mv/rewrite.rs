@@ -29,12 +29,13 @@ use datafusion::catalog::default_table_source::{provider_as_source, source_as_pr
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, ScalarValue, TableReference};
 use datafusion::config::ConfigExtension;
+use datafusion::functions::core::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::{max, min, sum};
 use datafusion::logical_expr::expr::AggregateFunction;
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
-    Aggregate, BinaryExpr, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, binary_expr,
-    cast,
+    Aggregate, BinaryExpr, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Volatility,
+    binary_expr, cast, lit,
 };
 
 use super::{Definition, is_stale, list};
@@ -136,6 +137,13 @@ async fn candidates(
         else {
             continue;
         };
+        // Rows computed with another definition of a view it reads, or from inputs that
+        // change without a version (the clock, system tables), cannot stand in for the query.
+        if definition.fingerprint.as_deref() != Some(super::refresh::fingerprint(&plan).as_str())
+            || super::refresh::not_incremental(&plan).is_some()
+        {
+            continue;
+        }
         let Some((summary, columns)) = view_summary(&plan) else {
             continue;
         };
@@ -195,6 +203,31 @@ impl Summary {
         let mut qualifiers: HashMap<TableReference, String> = HashMap::new();
         let mut conjuncts: Vec<Expr> = Vec::new();
         collect(&aggregate.input, &mut qualifiers, &mut conjuncts)?;
+        // Only expressions that mean the same on a view's rows as on the tables' rows.
+        let portable = |e: &Expr| {
+            !e.exists(|e| {
+                Ok(match e {
+                    Expr::ScalarSubquery(_)
+                    | Expr::InSubquery(_)
+                    | Expr::Exists(_)
+                    | Expr::OuterReferenceColumn(..)
+                    | Expr::Placeholder(_) => true,
+                    Expr::ScalarFunction(f) => {
+                        f.func.signature().volatility != Volatility::Immutable
+                    }
+                    _ => false,
+                })
+            })
+            .unwrap_or(true)
+        };
+        if !conjuncts
+            .iter()
+            .chain(&aggregate.group_expr)
+            .chain(&aggregate.aggr_expr)
+            .all(portable)
+        {
+            return None;
+        }
         let mut tables = BTreeSet::new();
         for id in qualifiers.values() {
             tables.insert(id.clone());
@@ -392,6 +425,10 @@ fn answer(aggregate: &Aggregate, query: &Summary, view: &Candidate) -> Option<Lo
             return None;
         }
     }
+    // A view without group keys has nothing to filter its one row on.
+    if group_columns.is_empty() && query.filters.iter().any(|q| !mv.filters.contains(q)) {
+        return None;
+    }
     let residual: Vec<Expr> = query
         .filters
         .iter()
@@ -413,14 +450,20 @@ fn answer(aggregate: &Aggregate, query: &Summary, view: &Candidate) -> Option<Lo
             == groups.len();
     let mut values = Vec::with_capacity(query.aggregates.len());
     for a in &query.aggregates {
+        let i = groups.len() + values.len();
+        let output_type = aggregate.schema.field(i).data_type();
         values.push(aggregate_value(
             a,
             mv,
             &column_of,
             &over_groups,
             same_groups,
+            output_type,
         )?);
     }
+    // The view's rows as they are, when every value is a stored column; otherwise aggregate
+    // (always without GROUP BY: one row even when no view row passes the filter).
+    let project = same_groups && !groups.is_empty() && values.iter().all(|v| v.stored.is_some());
     let scan = LogicalPlanBuilder::scan(
         view.reference.clone(),
         provider_as_source(Arc::clone(&view.table) as _),
@@ -436,14 +479,14 @@ fn answer(aggregate: &Aggregate, query: &Summary, view: &Candidate) -> Option<Lo
         let (qualifier, field) = output.qualified_field(i);
         cast(value, field.data_type().clone()).alias_qualified(qualifier.cloned(), field.name())
     };
-    let plan = if same_groups {
+    let plan = if project {
         let mut exprs: Vec<Expr> = groups
             .iter()
             .enumerate()
             .map(|(i, g)| named(i, g.clone()))
             .collect();
         for (j, v) in values.into_iter().enumerate() {
-            exprs.push(named(groups.len() + j, v.stored));
+            exprs.push(named(groups.len() + j, v.stored?));
         }
         scan.project(exprs).ok()?.build().ok()?
     } else {
@@ -485,8 +528,8 @@ fn schemas_match(a: &DFSchema, b: &DFSchema) -> bool {
 
 /// How to compute one query aggregate from a view.
 struct Value {
-    /// With the view's groups: an expression of stored columns.
-    stored: Expr,
+    /// With the view's groups: an expression of stored columns, if there is one.
+    stored: Option<Expr>,
     /// With coarser groups: aggregates over the view's rows ...
     rollup: Vec<Expr>,
     /// ... and how their results combine.
@@ -499,6 +542,7 @@ fn aggregate_value(
     column_of: &dyn Fn(Stored) -> Option<Expr>,
     over_groups: &dyn Fn(&Expr) -> Option<Expr>,
     same_groups: bool,
+    output_type: &DataType,
 ) -> Option<Value> {
     let Expr::AggregateFunction(f) = wanted else {
         return None;
@@ -511,14 +555,16 @@ fn aggregate_value(
             .and_then(|i| column_of(Stored::Aggregate(i)))
     };
     let single = |rollup: Expr| Value {
-        stored: rollup.clone(),
+        stored: None,
         rollup: vec![rollup],
         combine: Box::new(|mut v: Vec<Expr>| v.remove(0)),
     };
     // Stored as is: the column itself with the view's groups, re-aggregated with coarser ones.
     if let Some(c) = stored_as(wanted) {
         let rollup = match (f.func.name(), f.params.distinct, simple) {
-            ("sum" | "count", false, true) => Some(sum(c.clone())),
+            ("sum", false, true) => Some(sum(c.clone())),
+            // A count of no rows is 0, a sum of no counts NULL.
+            ("count", false, true) => Some(coalesce(vec![sum(c.clone()), lit(0i64)])),
             ("min", _, true) => Some(min(c.clone())),
             ("max", _, true) => Some(max(c.clone())),
             _ => None,
@@ -526,16 +572,18 @@ fn aggregate_value(
         match rollup {
             Some(r) => {
                 return Some(Value {
-                    stored: c,
+                    stored: Some(c),
                     rollup: vec![r],
                     combine: Box::new(|mut v: Vec<Expr>| v.remove(0)),
                 });
             }
+            // With the view's groups each group is one view row: its value, whatever the
+            // aggregate (MAX of one value when the plan must aggregate anyway).
             None if same_groups => {
                 return Some(Value {
-                    stored: c.clone(),
-                    rollup: vec![],
-                    combine: Box::new(move |_| c.clone()),
+                    stored: Some(c.clone()),
+                    rollup: vec![max(c)],
+                    combine: Box::new(|mut v: Vec<Expr>| v.remove(0)),
                 });
             }
             // Not re-aggregable as stored (AVG, COUNT DISTINCT): try the ways below.
@@ -545,8 +593,9 @@ fn aggregate_value(
     if !simple {
         return None;
     }
-    // AVG from the SUM and COUNT of the same argument.
-    if f.func.name() == "avg" && !f.params.distinct {
+    // AVG from the SUM and COUNT of the same argument (in floating point: only for AVGs of
+    // floating-point type, not decimals).
+    if f.func.name() == "avg" && !f.params.distinct && output_type == &DataType::Float64 {
         let like = |name: &str| {
             mv.aggregates.iter().position(|a| {
                 matches!(a, Expr::AggregateFunction(g)
@@ -566,7 +615,7 @@ fn aggregate_value(
             )
         };
         return Some(Value {
-            stored: divide(s.clone(), n.clone()),
+            stored: Some(divide(s.clone(), n.clone())),
             rollup: vec![sum(s), sum(n)],
             combine: Box::new(move |mut v: Vec<Expr>| {
                 let n = v.remove(1);
@@ -731,8 +780,18 @@ impl Bounds {
 
 /// `column op literal`, `column BETWEEN a AND b` as the column and its bounds.
 fn bounds(e: &Expr) -> Option<(Column, Bounds)> {
+    // Text literals compare as text, not as the dates or numbers they may stand for
+    // ('1994-1-15' > '1994-02-01'): no implication from them.
     let literal = |e: &Expr| match e {
-        Expr::Literal(v, _) if !v.is_null() => Some(v.clone()),
+        Expr::Literal(v, _)
+            if !v.is_null()
+                && !matches!(
+                    v,
+                    ScalarValue::Utf8(_) | ScalarValue::LargeUtf8(_) | ScalarValue::Utf8View(_)
+                ) =>
+        {
+            Some(v.clone())
+        }
         _ => None,
     };
     match e {
