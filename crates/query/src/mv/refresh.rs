@@ -460,22 +460,32 @@ async fn run(
     })
 }
 
-/// Picks the cheapest strategy that gives the same rows as a full recomputation.
-async fn choose(
+/// What changed in a view's sources since its last refresh.
+enum Change<'a> {
+    /// Nothing: the view is up to date.
+    Nothing,
+    /// Exactly one source changed, from `old` to `new`.
+    One {
+        source: &'a Source,
+        old: Box<Snapshot>,
+        new: Box<Snapshot>,
+    },
+    /// Something only a full recomputation follows, and why.
+    Other(String),
+}
+
+async fn change<'a>(
     warehouse: &Warehouse,
-    session: &Session,
-    plan: &LogicalPlan,
-    view: &StrataTable,
     definition: &Definition,
-    sources: &BTreeMap<String, Source>,
-) -> Result<Strategy> {
+    sources: &'a BTreeMap<String, Source>,
+) -> Result<Change<'a>> {
     if definition.sources.is_empty() {
-        return Ok(Strategy::Full("first refresh".into()));
+        return Ok(Change::Other("first refresh".into()));
     }
     let reflected: BTreeSet<&str> = definition.sources.values().map(|s| s.id.as_str()).collect();
     let current: BTreeSet<&str> = sources.keys().map(String::as_str).collect();
     if reflected != current {
-        return Ok(Strategy::Full(
+        return Ok(Change::Other(
             "the query now reads other tables than at the last refresh".into(),
         ));
     }
@@ -489,11 +499,11 @@ async fn choose(
         })
         .collect();
     let source = match changed.as_slice() {
-        [] => return Ok(Strategy::UpToDate),
+        [] => return Ok(Change::Nothing),
         [one] => *one,
         many => {
             let names: Vec<&str> = many.iter().map(|s| s.name.as_str()).collect();
-            return Ok(Strategy::Full(format!(
+            return Ok(Change::Other(format!(
                 "{} sources changed: {}",
                 many.len(),
                 names.join(", ")
@@ -501,13 +511,13 @@ async fn choose(
         }
     };
     if !source.incremental || source.scans != 1 {
-        return Ok(Strategy::Full(format!(
+        return Ok(Change::Other(format!(
             "{} changed and is not read once as a plain table",
             source.name
         )));
     }
     let Some(reflected) = definition.sources.get(&source.name) else {
-        return Ok(Strategy::Full(format!("{} is a new source", source.name)));
+        return Ok(Change::Other(format!("{} is a new source", source.name)));
     };
     let log = warehouse.table_log(&source.id, &source.name);
     let (Ok(old), Ok(new)) = (
@@ -516,21 +526,103 @@ async fn choose(
         log.at_version(strata_storage::Version(source.version))
             .await,
     ) else {
-        return Ok(Strategy::Full(format!(
+        return Ok(Change::Other(format!(
             "version {} of {} is no longer readable",
             reflected.version, source.name
         )));
     };
-    let added: Vec<&DataFile> = new
+    Ok(Change::One {
+        source,
+        old: Box::new(old),
+        new: Box::new(new),
+    })
+}
+
+/// The files `new` has and `old` has not, and the reverse.
+fn file_diff<'a>(old: &'a Snapshot, new: &'a Snapshot) -> (Vec<&'a DataFile>, Vec<&'a DataFile>) {
+    let added = new
         .files
         .values()
         .filter(|f| !old.files.contains_key(&f.path))
         .collect();
-    let removed: Vec<&DataFile> = old
+    let removed = old
         .files
         .values()
         .filter(|f| !new.files.contains_key(&f.path))
         .collect();
+    (added, removed)
+}
+
+/// The stale part of a partition-aligned view: the ranges of its key column whose rows no
+/// longer follow from the one source that changed. The view's other rows are current.
+pub(crate) struct StaleRanges {
+    pub source: TableId,
+    /// The version of the source the ranges are computed against.
+    pub version: u64,
+    /// The view's key column and the function of the source's partition key it holds.
+    pub key: usize,
+    pub function: Expr,
+    pub ranges: Vec<Range>,
+    pub nulls: bool,
+}
+
+/// The [`StaleRanges`] of a view whose rows lag its sources, if they are known.
+pub(crate) async fn stale_ranges(
+    warehouse: &Warehouse,
+    ctx: &SessionContext,
+    plan: &LogicalPlan,
+    definition: &Definition,
+) -> Result<Option<StaleRanges>> {
+    if not_incremental(plan).is_some()
+        || definition.fingerprint.as_deref() != Some(fingerprint(plan).as_str())
+    {
+        return Ok(None);
+    }
+    let sources = sources(plan)?;
+    let Change::One { source, old, new } = change(warehouse, definition, &sources).await? else {
+        return Ok(None);
+    };
+    if !delta_safe(plan, &source.id) {
+        return Ok(None);
+    }
+    let (added, removed) = file_diff(&old, &new);
+    Ok(
+        match partition_strategy(ctx, plan, source, &old, &new, &added, &removed).await? {
+            Some(Strategy::Partitions {
+                source,
+                key,
+                function,
+                ranges,
+                nulls,
+                ..
+            }) => Some(StaleRanges {
+                source,
+                version: new.version.0,
+                key,
+                function,
+                ranges,
+                nulls,
+            }),
+            _ => None,
+        },
+    )
+}
+
+/// Picks the cheapest strategy that gives the same rows as a full recomputation.
+async fn choose(
+    warehouse: &Warehouse,
+    session: &Session,
+    plan: &LogicalPlan,
+    view: &StrataTable,
+    definition: &Definition,
+    sources: &BTreeMap<String, Source>,
+) -> Result<Strategy> {
+    let (source, old, new) = match change(warehouse, definition, sources).await? {
+        Change::Nothing => return Ok(Strategy::UpToDate),
+        Change::Other(why) => return Ok(Strategy::Full(why)),
+        Change::One { source, old, new } => (source, old, new),
+    };
+    let (added, removed) = file_diff(&old, &new);
     if added.is_empty() && removed.is_empty() {
         return Ok(Strategy::Versions);
     }
@@ -733,7 +825,7 @@ fn scan_id(node: &LogicalPlan) -> Option<TableId> {
 
 /// `plan` with its scan of table `id` reading `restrict(table)` instead, under `filter` (made
 /// for the scan's qualifier) when given.
-fn replace_scan(
+pub(crate) fn replace_scan(
     plan: LogicalPlan,
     id: &TableId,
     restrict: impl Fn(&StrataTable) -> StrataTable,
@@ -868,7 +960,7 @@ async fn files_for_groups(
 
 /// An inclusive range of an output column's values; `None` is unbounded.
 #[derive(Debug, Clone)]
-struct Range {
+pub(crate) struct Range {
     low: Option<ScalarValue>,
     high: Option<ScalarValue>,
 }
@@ -882,7 +974,7 @@ impl Range {
 }
 
 /// `value` lies in one of `ranges` (or, with `nulls`, is NULL).
-fn in_ranges(value: Expr, ranges: &[Range], nulls: bool) -> Expr {
+pub(crate) fn in_ranges(value: Expr, ranges: &[Range], nulls: bool) -> Expr {
     let null = nulls.then(|| value.clone().is_null());
     ranges
         .iter()
@@ -1145,7 +1237,7 @@ fn partition_function(expr: &Expr, qualifiers: &[TableReference], column: &str) 
 }
 
 /// The name of the column inside a [`partition_function`].
-fn partition_column(function: &Expr) -> String {
+pub(crate) fn partition_column(function: &Expr) -> String {
     let mut name = String::new();
     let _ = function.apply(|e| {
         if let Expr::Column(c) = e {
@@ -1158,7 +1250,7 @@ fn partition_column(function: &Expr) -> String {
 }
 
 /// `function` with its column replaced by `by`.
-fn replace_column(function: &Expr, by: Expr) -> Expr {
+pub(crate) fn replace_column(function: &Expr, by: Expr) -> Expr {
     function
         .clone()
         .transform_up(|e| {

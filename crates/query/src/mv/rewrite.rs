@@ -38,6 +38,7 @@ use datafusion::logical_expr::{
     binary_expr, cast, lit,
 };
 
+use super::refresh::{StaleRanges, in_ranges, partition_column, replace_column, replace_scan};
 use super::{Definition, is_stale, list};
 use crate::error::Result;
 use crate::session::Session;
@@ -68,6 +69,9 @@ struct Candidate {
     /// For each stored column: the view's group key or aggregate it holds.
     columns: Vec<Stored>,
     rows: u64,
+    /// For a view behind its sources: the ranges of its key whose rows are stale, to be read
+    /// from the tables instead.
+    stale: Option<StaleRanges>,
 }
 
 /// What a stored column of a view holds.
@@ -126,9 +130,7 @@ async fn candidates(
     let warehouse = session.warehouse();
     let mut out = Vec::new();
     for (name, definition, rows) in list(warehouse).await? {
-        if !fresh_enough(session, &definition, max_staleness).await? {
-            continue;
-        }
+        let fresh = fresh_enough(session, &definition, max_staleness).await?;
         let mut planner = warehouse.session();
         planner.set_schema(&definition.database, &definition.schema)?;
         let Ok(plan) = planner
@@ -147,6 +149,16 @@ async fn candidates(
         let Some((summary, columns)) = view_summary(&plan) else {
             continue;
         };
+        let stale = if fresh {
+            None
+        } else {
+            match super::refresh::stale_ranges(warehouse, planner.context(), &plan, &definition)
+                .await?
+            {
+                Some(ranges) => Some(ranges),
+                None => continue,
+            }
+        };
         let Some(table) = warehouse.table(&name[0], &name[1], &name[2]).await? else {
             continue;
         };
@@ -156,6 +168,7 @@ async fn candidates(
             summary,
             columns,
             rows,
+            stale,
         });
     }
     Ok(out)
@@ -429,7 +442,7 @@ fn answer(aggregate: &Aggregate, query: &Summary, view: &Candidate) -> Option<Lo
     if group_columns.is_empty() && query.filters.iter().any(|q| !mv.filters.contains(q)) {
         return None;
     }
-    let residual: Vec<Expr> = query
+    let mut residual: Vec<Expr> = query
         .filters
         .iter()
         .filter(|q| !mv.filters.contains(q))
@@ -448,6 +461,22 @@ fn answer(aggregate: &Aggregate, query: &Summary, view: &Candidate) -> Option<Lo
             .collect::<std::collections::HashSet<_>>()
             .len()
             == groups.len();
+    // A view with stale ranges answers only for its current rows; the stale ranges are
+    // aggregated from the tables. That is right only if each query group lies wholly on one
+    // side: the query must group by the view's key (not a scalar aggregate, not a roll-up
+    // across the key).
+    if let Some(stale) = &view.stale {
+        let Some(Stored::Group(g)) = view.columns.get(stale.key) else {
+            return None;
+        };
+        if !groups.contains(&group_columns[*g])
+            || read_version(&aggregate.input, &stale.source) != Some(stale.version)
+        {
+            return None;
+        }
+        residual
+            .push(in_ranges(group_columns[*g].clone(), &stale.ranges, stale.nulls).is_not_true());
+    }
     let mut values = Vec::with_capacity(query.aggregates.len());
     for a in &query.aggregates {
         let i = groups.len() + values.len();
@@ -515,8 +544,66 @@ fn answer(aggregate: &Aggregate, query: &Summary, view: &Candidate) -> Option<Lo
             .build()
             .ok()?
     };
+    let plan = match &view.stale {
+        None => plan,
+        Some(stale) => {
+            let filter = |qualifier: &TableReference| {
+                let key = Expr::Column(Column::new(
+                    Some(qualifier.clone()),
+                    partition_column(&stale.function),
+                ));
+                in_ranges(
+                    replace_column(&stale.function, key),
+                    &stale.ranges,
+                    stale.nulls,
+                )
+            };
+            let input = replace_scan(
+                aggregate.input.as_ref().clone(),
+                &stale.source,
+                |t| t.with_files(|_| true),
+                Some(&filter),
+            )
+            .ok()?;
+            let from_tables = LogicalPlan::Aggregate(
+                Aggregate::try_new(
+                    Arc::new(input),
+                    aggregate.group_expr.clone(),
+                    aggregate.aggr_expr.clone(),
+                )
+                .ok()?,
+            );
+            if !schemas_match(plan.schema(), from_tables.schema()) {
+                return None;
+            }
+            LogicalPlanBuilder::from(plan)
+                .union(from_tables)
+                .ok()?
+                .build()
+                .ok()?
+        }
+    };
     // The replacement must have exactly the node's columns.
     (plan.schema().as_ref() == output || schemas_match(plan.schema(), output)).then_some(plan)
+}
+
+/// The version at which `plan` reads table `id`, if it reads it once at its newest version.
+fn read_version(plan: &LogicalPlan, id: &strata_storage::TableId) -> Option<u64> {
+    let mut versions = Vec::new();
+    let _ = plan.apply(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = source_as_provider(&scan.source)
+            && let Some(t) = provider.downcast_ref::<StrataTable>()
+            && t.log().id() == id
+        {
+            versions.push((t.snapshot().version.0, t.is_historical()));
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    match versions.as_slice() {
+        [(v, false)] => Some(*v),
+        _ => None,
+    }
 }
 
 fn schemas_match(a: &DFSchema, b: &DFSchema) -> bool {
