@@ -509,8 +509,19 @@ pub(crate) async fn list(warehouse: &Warehouse) -> Result<Vec<([String; 3], Defi
 }
 
 /// True when a source of `def` has changed its data since the version the view reflects
-/// (commits that only add partitions or record loads do not count).
+/// (commits that only add partitions or record loads do not count), or a logical view its
+/// query reads has been redefined (or a table dropped) since.
 pub(crate) async fn is_stale(warehouse: &Warehouse, def: &Definition) -> Result<bool> {
+    let mut planner = warehouse.session();
+    planner.set_schema(&def.database, &def.schema)?;
+    let planned = match crate::views::parse_query(&def.storage_query) {
+        Ok(q) => planner.plan_raw(q, None).await.ok(),
+        Err(_) => None,
+    };
+    match planned {
+        Some(plan) if def.fingerprint.as_deref() == Some(refresh::fingerprint(&plan).as_str()) => {}
+        _ => return Ok(true),
+    }
     let catalog = warehouse.catalog();
     for (name, reflected) in &def.sources {
         let parts: Vec<&str> = name.splitn(3, '.').collect();
