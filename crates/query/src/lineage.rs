@@ -133,8 +133,9 @@ async fn record(warehouse: &Warehouse, edge: &Edge) {
     }
 }
 
-/// FNV-1a: a stable name for an edge's record (the same edge always lands in the same file).
-fn fnv1a(text: &str) -> u64 {
+/// FNV-1a: a stable digest (the same edge always lands in the same file; the same plan has the
+/// same fingerprint).
+pub(crate) fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })

@@ -193,11 +193,10 @@ fn sources(plan: &LogicalPlan) -> Result<BTreeMap<String, Source>> {
 /// A digest of a view's query as planned, views inlined: when a view it reads is redefined,
 /// the digest changes and the stored rows no longer follow from the sources' versions alone.
 pub(crate) fn fingerprint(plan: &LogicalPlan) -> String {
-    let text = plan.display_indent().to_string();
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
-    format!("{hash:016x}")
+    format!(
+        "{:016x}",
+        crate::lineage::fnv1a(&plan.display_indent().to_string())
+    )
 }
 
 /// Why `plan` can only be recomputed, if it can: it reads the clock or random values (a
@@ -230,7 +229,12 @@ pub(crate) fn not_incremental(plan: &LogicalPlan) -> Option<String> {
 
 /// The versions of the warehouse tables `plan` reads, by name.
 pub(crate) fn source_versions(plan: &LogicalPlan) -> Result<BTreeMap<String, SourceVersion>> {
-    Ok(sources(plan)?
+    Ok(versions(sources(plan)?))
+}
+
+/// The versions of `sources`, by name, as a view's definition records them.
+fn versions(sources: BTreeMap<String, Source>) -> BTreeMap<String, SourceVersion> {
+    sources
         .into_values()
         .map(|s| {
             (
@@ -241,7 +245,7 @@ pub(crate) fn source_versions(plan: &LogicalPlan) -> Result<BTreeMap<String, Sou
                 },
             )
         })
-        .collect())
+        .collect()
 }
 
 /// How a refresh goes about it.
@@ -414,18 +418,7 @@ async fn run(
         )),
     };
     let mut definition = definition.clone();
-    definition.sources = sources
-        .into_values()
-        .map(|s| {
-            (
-                s.name,
-                SourceVersion {
-                    id: s.id.0,
-                    version: s.version,
-                },
-            )
-        })
-        .collect();
+    definition.sources = versions(sources);
     definition.fingerprint = Some(fingerprint);
     let now = Utc::now();
     definition.refreshed_at = Some(now);
