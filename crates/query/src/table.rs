@@ -112,19 +112,9 @@ impl StrataTable {
     /// (all when `None`), each row tagged with its file's path ([`FILE_COLUMN`]) and its row
     /// number in that file ([`ROW_COLUMN`]), which identify it for the rewrite.
     pub(crate) fn with_row_ids(&self, files: Option<&HashSet<String>>) -> Self {
-        let mut snapshot = self.snapshot.clone();
-        if let Some(keep) = files {
-            snapshot.files.retain(|path, _| keep.contains(path));
-        }
-        Self {
-            warehouse: self.warehouse.clone(),
-            name: self.name.clone(),
-            log: self.log.clone(),
-            snapshot,
-            schema: Arc::clone(&self.schema),
-            historical: self.historical,
-            row_ids: true,
-        }
+        let mut table = self.with_files(|f| files.is_none_or(|keep| keep.contains(&f.path)));
+        table.row_ids = true;
+        table
     }
 
     /// This table reading only the data files `keep` accepts (a materialized view's refresh

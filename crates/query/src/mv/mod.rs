@@ -519,9 +519,16 @@ pub(crate) async fn is_stale(warehouse: &Warehouse, def: &Definition) -> Result<
         Err(_) => None,
     };
     match planned {
-        Some(plan) if def.fingerprint.as_deref() == Some(refresh::fingerprint(&plan).as_str()) => {}
-        _ => return Ok(true),
+        Some(plan) if def.fingerprint.as_deref() == Some(refresh::fingerprint(&plan).as_str()) => {
+            sources_changed(warehouse, def).await
+        }
+        _ => Ok(true),
     }
+}
+
+/// True when a source of `def` has changed its data since the version the view reflects
+/// (commits that only add partitions or record loads do not count), or is gone.
+pub(crate) async fn sources_changed(warehouse: &Warehouse, def: &Definition) -> Result<bool> {
     let catalog = warehouse.catalog();
     for (name, reflected) in &def.sources {
         let parts: Vec<&str> = name.splitn(3, '.').collect();

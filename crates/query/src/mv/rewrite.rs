@@ -39,7 +39,7 @@ use datafusion::logical_expr::{
 };
 
 use super::refresh::{StaleRanges, in_ranges, partition_column, replace_column, replace_scan};
-use super::{Definition, is_stale, list};
+use super::{Definition, list, sources_changed};
 use crate::error::Result;
 use crate::session::Session;
 use crate::table::StrataTable;
@@ -130,7 +130,6 @@ async fn candidates(
     let warehouse = session.warehouse();
     let mut out = Vec::new();
     for (name, definition, rows) in list(warehouse).await? {
-        let fresh = fresh_enough(session, &definition, max_staleness).await?;
         let mut planner = warehouse.session();
         planner.set_schema(&definition.database, &definition.schema)?;
         let Ok(plan) = planner
@@ -149,7 +148,8 @@ async fn candidates(
         let Some((summary, columns)) = view_summary(&plan) else {
             continue;
         };
-        let stale = if fresh {
+        // The digest matched above, so only the sources' versions are left to compare.
+        let stale = if fresh_enough(session, &definition, max_staleness).await? {
             None
         } else {
             match super::refresh::stale_ranges(warehouse, planner.context(), &plan, &definition)
@@ -182,7 +182,7 @@ async fn fresh_enough(
     if definition.refreshed_at.is_none() {
         return Ok(false);
     }
-    if !is_stale(session.warehouse(), definition).await? {
+    if !sources_changed(session.warehouse(), definition).await? {
         return Ok(true);
     }
     // Stale: the lag is at most the time since the last refresh.
