@@ -658,6 +658,9 @@ pub struct StrataScanExec {
     /// Dynamic filters from joins and top-k above, applied to the scan's rows
     /// (see [`crate::runtime_filter`]).
     runtime_filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// The hash-join filters among them: the scan waits until each is complete before it
+    /// opens a file (see [`crate::runtime_filter::AwaitJoinFilters`]).
+    awaited: Vec<Arc<dyn PhysicalExpr>>,
     metrics: ExecutionPlanMetricsSet,
 }
 
@@ -677,6 +680,7 @@ impl StrataScanExec {
             input,
             figures,
             runtime_filters: Vec::new(),
+            awaited: Vec::new(),
             metrics,
         }
     }
@@ -689,6 +693,24 @@ impl StrataScanExec {
     /// The table scanned.
     pub fn table(&self) -> &str {
         &self.table
+    }
+
+    /// This scan, waiting for the dynamic filters in its runtime filters whose expression id is
+    /// in `join_filters`; `None` when it holds none of them.
+    pub(crate) fn awaiting(&self, join_filters: &HashSet<u64>) -> Option<Self> {
+        let awaited =
+            crate::runtime_filter::dynamic_filters_among(&self.runtime_filters, join_filters);
+        if awaited.is_empty() {
+            return None;
+        }
+        Some(Self {
+            table: self.table.clone(),
+            input: Arc::clone(&self.input),
+            figures: self.figures,
+            runtime_filters: self.runtime_filters.clone(),
+            awaited,
+            metrics: self.metrics.clone(),
+        })
     }
 }
 
@@ -710,6 +732,9 @@ impl DisplayAs for StrataScanExec {
                 )?;
                 if !self.runtime_filters.is_empty() {
                     write!(f, ", runtime_filters={}", self.runtime_filters.len())?;
+                }
+                if !self.awaited.is_empty() {
+                    write!(f, ", awaits_joins={}", self.awaited.len())?;
                 }
                 Ok(())
             }
@@ -739,10 +764,18 @@ impl ExecutionPlan for StrataScanExec {
         vec![&self.input]
     }
 
+    /// The runtime filters: a hash join computes its dynamic filter only when it finds the
+    /// filter among the expressions of its probe side, and the Parquet source keeps only the
+    /// filters it can evaluate (not those on the file and row-number columns of DML scans).
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
     ) -> DfResult<TreeNodeRecursion> {
+        for filter in &self.runtime_filters {
+            if f(filter)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
         Ok(TreeNodeRecursion::Continue)
     }
 
@@ -756,6 +789,7 @@ impl ExecutionPlan for StrataScanExec {
             input,
             figures: self.figures,
             runtime_filters: self.runtime_filters.clone(),
+            awaited: self.awaited.clone(),
             metrics: self.metrics.clone(),
         }))
     }
@@ -766,7 +800,18 @@ impl ExecutionPlan for StrataScanExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let batch_size = context.session_config().batch_size();
-        let stream = self.input.execute(partition, context)?;
+        let stream = if self.awaited.is_empty() {
+            self.input.execute(partition, context)?
+        } else {
+            let wait = MetricBuilder::new(&self.metrics).subset_time("join_filter_wait", partition);
+            crate::runtime_filter::after_filters_complete(
+                &self.awaited,
+                Arc::clone(&self.input),
+                partition,
+                context,
+                wait,
+            )
+        };
         if self.runtime_filters.is_empty() {
             return Ok(stream);
         }
@@ -847,6 +892,7 @@ impl ExecutionPlan for StrataScanExec {
             input: Arc::clone(&self.input),
             figures: self.figures,
             runtime_filters: runtime,
+            awaited: Vec::new(),
             metrics: self.metrics.clone(),
         };
         Ok(
