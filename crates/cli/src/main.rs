@@ -1,6 +1,7 @@
 //! The `strata` binary: run SQL against an embedded warehouse.
 //!
 //! ```text
+//! strata [--warehouse URL]                   interactive shell (on a terminal)
 //! strata [--warehouse URL] -c "SQL; SQL"     statements from the command line
 //! strata [--warehouse URL] -f script.sql     statements from a file
 //! echo "SELECT 1" | strata                   statements from stdin
@@ -8,29 +9,21 @@
 //! strata serve [--listen 127.0.0.1:32010]     Arrow Flight SQL server (see strata-flight)
 //! strata hash-password                        argon2 hash of a password read from stdin
 //! ```
-//! Results go to stdout (`--format table|csv|json`), errors to stderr with exit code 1.
+//! Results go to stdout (`--format table|csv|tsv|json|ndjson|markdown`), errors to stderr
+//! with exit code 1.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use arrow::array::RecordBatch;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use render::Format;
 use strata_query::{StatementResult, Warehouse, WarehouseOptions};
 
+mod render;
 mod serve;
-
-/// Output formats of query results.
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Format {
-    /// Aligned table for humans.
-    Table,
-    /// CSV with a header row.
-    Csv,
-    /// Newline-delimited JSON objects.
-    Json,
-}
+mod shell;
 
 /// Strata: a columnar data warehouse engine.
 #[derive(Debug, Parser)]
@@ -81,45 +74,33 @@ enum Command {
 }
 
 fn print(result: &StatementResult, format: Format, out: &mut impl Write) -> anyhow::Result<()> {
-    let batches: Vec<RecordBatch> = if result.batches.is_empty() {
-        vec![RecordBatch::new_empty(std::sync::Arc::clone(
-            &result.schema,
-        ))]
-    } else {
-        result.batches.clone()
-    };
-    match format {
-        Format::Table => {
-            writeln!(
-                out,
-                "{}",
-                arrow::util::pretty::pretty_format_batches(&batches)?
-            )?;
-        }
-        Format::Csv => {
-            let mut writer = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(&mut *out);
-            for b in &batches {
-                writer.write(b)?;
-            }
-        }
-        Format::Json => {
-            let mut writer = arrow::json::LineDelimitedWriter::new(&mut *out);
-            for b in &batches {
-                writer.write(b)?;
-            }
-            writer.finish()?;
-        }
+    render::write(format, &result.schema, &result.batches, out)
+}
+
+fn options(args: &Args) -> WarehouseOptions {
+    WarehouseOptions {
+        memory_limit: args.memory_limit,
+        ..WarehouseOptions::default()
     }
-    Ok(())
+}
+
+/// Whether the arguments ask for the interactive shell: no SQL, no subcommand, a terminal.
+fn wants_shell(args: &Args) -> bool {
+    args.command.is_none()
+        && args.file.is_none()
+        && args.command_name.is_none()
+        && std::io::stdin().is_terminal()
+}
+
+fn shell(runtime: &tokio::runtime::Runtime, args: &Args) -> anyhow::Result<()> {
+    let warehouse = runtime
+        .block_on(Warehouse::open_with(&args.warehouse, options(args)))
+        .with_context(|| format!("opening warehouse {}", args.warehouse))?;
+    shell::run(runtime, &warehouse)
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let options = WarehouseOptions {
-        memory_limit: args.memory_limit,
-        ..WarehouseOptions::default()
-    };
+    let options = options(&args);
     match args.command_name {
         Some(Command::Bench(bench)) => return strata_bench::run(bench).await,
         Some(Command::Serve(serve)) => return serve::run(&args.warehouse, options, serve).await,
@@ -139,9 +120,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?
         }
         (None, None) => {
-            if std::io::stdin().is_terminal() {
-                anyhow::bail!("no SQL given: use -c \"SQL\", -f file.sql, or pipe SQL to stdin");
-            }
             let mut s = String::new();
             std::io::stdin().read_to_string(&mut s)?;
             s
@@ -178,7 +156,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let outcome = if wants_shell(&args) {
+        shell(&runtime, &args)
+    } else {
+        runtime.block_on(run(args))
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

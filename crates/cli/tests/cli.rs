@@ -39,7 +39,12 @@ fn formats_files_and_stdin() {
         &w,
         &["--format", "json", "-c", "SELECT a FROM t ORDER BY a"],
     );
-    assert_eq!(stdout(&json), "{\"a\":1}\n{\"a\":2}\n");
+    assert_eq!(stdout(&json), "[{\"a\":1},{\"a\":2}]\n");
+    let ndjson = strata(
+        &w,
+        &["--format", "ndjson", "-c", "SELECT a FROM t ORDER BY a"],
+    );
+    assert_eq!(stdout(&ndjson), "{\"a\":1}\n{\"a\":2}\n");
     let table = strata(&w, &["-c", "SELECT count(*) AS n FROM t"]);
     assert!(stdout(&table).contains("| n |"), "{}", stdout(&table));
 
@@ -534,4 +539,137 @@ fn a_warehouse_on_s3_loads_from_s3_and_keeps_concurrent_commits() {
     s3.kill().unwrap();
     s3.wait().unwrap();
     assert_eq!(counts, "n,ids,total\n14,14,554.75\n");
+}
+
+/// The interactive shell in a pseudo-terminal, as a user types into it.
+fn shell(dir: &std::path::Path) -> rexpect::session::PtySession {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command
+        .arg("--warehouse")
+        .arg(dir.join("wh"))
+        .current_dir(dir)
+        .env("STRATA_HISTORY", dir.join("history"))
+        .env("TERM", "xterm");
+    let mut session = rexpect::session::spawn_command(command, Some(30_000)).expect("spawn shell");
+    session.exp_string("strata> ").expect("prompt");
+    session
+}
+
+fn type_line(session: &mut rexpect::session::PtySession, line: &str, expect: &str) {
+    session.send_line(line).expect("send");
+    session
+        .exp_string(expect)
+        .unwrap_or_else(|e| panic!("after {line:?}, expected {expect:?}: {e}"));
+    session.exp_string("strata> ").expect("prompt");
+}
+
+#[test]
+fn shell_meta_commands_formats_and_history() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("more.sql"),
+        "CREATE TABLE more_rows (k INT);\nINSERT INTO more_rows VALUES (7);\n",
+    )
+    .unwrap();
+    let mut s = shell(dir.path());
+    type_line(
+        &mut s,
+        "CREATE TABLE t (id INT, name VARCHAR);",
+        "created table",
+    );
+    type_line(&mut s, "INSERT INTO t VALUES (1, 'a'), (2, NULL);", "2");
+    // A statement spans lines until its `;`.
+    s.send_line("SELECT id,").unwrap();
+    type_line(&mut s, "  name FROM t ORDER BY id;", "| NULL |");
+    type_line(&mut s, "SELECT * FROM t;", "2 rows");
+    type_line(
+        &mut s,
+        "SELECT * FROM generate_series(1, 100000);",
+        "showing 40 of 100,000 rows",
+    );
+    type_line(&mut s, "\\d", "| public | t ");
+    type_line(&mut s, ".schema t", "| name   | Utf8");
+    type_line(&mut s, "\\dn", "| main     | public");
+    type_line(&mut s, "\\d nope", "no table or view named nope");
+    type_line(&mut s, "\\format csv", "format is csv");
+    type_line(&mut s, "SELECT id FROM t ORDER BY id;", "id\r\n1\r\n2");
+    type_line(&mut s, ".mode markdown", "format is markdown");
+    type_line(&mut s, "SELECT id FROM t ORDER BY id;", "| ---: |");
+    type_line(&mut s, "\\format yaml", "unknown format 'yaml'");
+    type_line(&mut s, "\\format table", "format is table");
+    type_line(&mut s, "\\x", "expanded display is on");
+    type_line(&mut s, "SELECT * FROM t ORDER BY id;", "-[ RECORD 2 ]");
+    type_line(&mut s, "\\x off", "expanded display is off");
+    type_line(&mut s, "\\timing off", "timing is off");
+    type_line(&mut s, "SELECT 1 AS one;", "1 row\r\n");
+    type_line(&mut s, "\\o rows.parquet", "as Parquet");
+    type_line(&mut s, "SELECT * FROM t;", "written to rows.parquet");
+    type_line(&mut s, "\\o rows.csv", "results go to rows.csv");
+    type_line(&mut s, "\\format csv", "format is csv");
+    type_line(
+        &mut s,
+        "SELECT id FROM t ORDER BY id;",
+        "written to rows.csv",
+    );
+    type_line(&mut s, "\\o", "results go to the terminal");
+    type_line(&mut s, "\\format table", "format is table");
+    type_line(
+        &mut s,
+        "\\i more.sql",
+        "created table main.public.more_rows",
+    );
+    type_line(&mut s, "SELECT k FROM more_rows;", "7");
+    type_line(&mut s, "SELEC 1;", "error");
+    type_line(&mut s, "\\?", "expanded display");
+    s.send_line("\\q").unwrap();
+    s.exp_eof().expect("the shell ends");
+
+    let parquet = std::fs::read(dir.path().join("rows.parquet")).unwrap();
+    assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1"));
+    let csv = std::fs::read_to_string(dir.path().join("rows.csv")).unwrap();
+    assert_eq!(csv, "id\n1\n2\n");
+    let w = dir.path().join("wh").display().to_string();
+    assert_eq!(sql(&w, "SELECT count(*) AS n FROM more_rows"), "n\n1\n");
+
+    // History persists across shells.
+    let history = std::fs::read_to_string(dir.path().join("history")).unwrap();
+    assert!(
+        history.contains("CREATE TABLE t (id INT, name VARCHAR);"),
+        "{history}"
+    );
+    assert!(history.contains("name FROM t ORDER BY id;"), "{history}");
+}
+
+#[test]
+fn shell_completes_names_and_ctrl_c_cancels_only_the_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = shell(dir.path());
+    type_line(
+        &mut s,
+        "CREATE TABLE lineorder_x (lo_orderkey INT, lo_revenue BIGINT);",
+        "created table",
+    );
+    type_line(&mut s, "INSERT INTO lineorder_x VALUES (1, 100);", "1");
+    // Tab completes a column, a table and a keyword in place.
+    s.send("sel\t lo_rev\t FROM lineorder\t").unwrap();
+    s.send_line(";").unwrap();
+    s.exp_string("| lo_revenue |")
+        .expect("completed query runs");
+    s.exp_string("strata> ").unwrap();
+
+    // A long query, cancelled with Ctrl-C: the shell stays and answers the next statement.
+    s.send_line("SELECT sum(value) FROM generate_series(1, 100000000000);")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    s.send_control('c').unwrap();
+    s.exp_string("cancelled").expect("the query is cancelled");
+    s.exp_string("strata> ").unwrap();
+    type_line(&mut s, "SELECT 6 * 7 AS answer;", "42");
+    // Ctrl-C at the prompt drops the line being typed, not the shell.
+    s.send("SELECT 'half a statement").unwrap();
+    s.send_control('c').unwrap();
+    s.exp_string("strata> ").unwrap();
+    type_line(&mut s, "SELECT 'still here' AS s;", "still here");
+    s.send_control('d').unwrap();
+    s.exp_eof().expect("Ctrl-D ends the shell");
 }

@@ -1,0 +1,387 @@
+//! Query results as text: the aligned table people read in a terminal, and CSV, TSV, JSON,
+//! NDJSON and Markdown for other programs. `strata -c` and the interactive shell share it.
+//!
+//! The table fits the terminal: columns wider than their share of the width are cut with `…`,
+//! numbers are right-aligned, NULL is spelled out, and a result with more rows than the shell
+//! shows ends with "showing 40 of 10,000,000 rows".
+
+use std::io::Write;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, SchemaRef};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use clap::ValueEnum;
+
+/// How results are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// Aligned table for humans.
+    Table,
+    /// CSV with a header row.
+    Csv,
+    /// Tab-separated values with a header row.
+    Tsv,
+    /// One JSON array of row objects.
+    Json,
+    /// Newline-delimited JSON: one object per row.
+    Ndjson,
+    /// A Markdown table.
+    Markdown,
+}
+
+impl Format {
+    /// The format named `name` (`table`, `csv`, `tsv`, `json`, `ndjson`, `markdown`).
+    pub(crate) fn parse(name: &str) -> Option<Self> {
+        <Self as ValueEnum>::from_str(name, true).ok()
+    }
+
+    /// The names of all formats, for help and errors.
+    pub(crate) fn names() -> String {
+        Self::value_variants()
+            .iter()
+            .filter_map(|f| f.to_possible_value())
+            .map(|v| v.get_name().to_string())
+            .collect::<Vec<_>>()
+            .join("|")
+    }
+}
+
+/// What NULL looks like in text output.
+const NULL: &str = "NULL";
+/// A column is never cut narrower than this to fit the terminal.
+const MIN_COLUMN_WIDTH: usize = 6;
+
+/// Writes `batches` in `format`; `table` is [`table`] without a width or row limit.
+pub(crate) fn write(
+    format: Format,
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    match format {
+        Format::Table => {
+            let rows = batches.iter().map(|b| b.num_rows()).sum();
+            out.write_all(table(schema, batches, rows, None).as_bytes())?;
+        }
+        Format::Markdown => out.write_all(markdown(schema, batches)?.as_bytes())?,
+        Format::Csv | Format::Tsv => {
+            let delimiter = if format == Format::Csv { b',' } else { b'\t' };
+            let mut writer = arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .with_delimiter(delimiter)
+                .build(&mut *out);
+            if batches.is_empty() {
+                writer.write(&RecordBatch::new_empty(std::sync::Arc::clone(schema)))?;
+            }
+            for b in batches {
+                writer.write(b)?;
+            }
+        }
+        Format::Json => {
+            let mut writer = arrow::json::ArrayWriter::new(&mut *out);
+            for b in batches {
+                writer.write(b)?;
+            }
+            writer.finish()?;
+            drop(writer);
+            writeln!(out)?;
+        }
+        Format::Ndjson => {
+            let mut writer = arrow::json::LineDelimitedWriter::new(&mut *out);
+            for b in batches {
+                writer.write(b)?;
+            }
+            writer.finish()?;
+        }
+    }
+    Ok(())
+}
+
+/// The cells of `batches` as text, row by row.
+fn cells(batches: &[RecordBatch]) -> anyhow::Result<Vec<Vec<String>>> {
+    let options = FormatOptions::default().with_null(NULL);
+    let mut rows = Vec::new();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in 0..batch.num_rows() {
+            rows.push(
+                formatters
+                    .iter()
+                    .map(|f| one_line(&f.value(row).to_string()))
+                    .collect(),
+            );
+        }
+    }
+    Ok(rows)
+}
+
+/// A cell on one line: line breaks and tabs become spaces.
+fn one_line(text: &str) -> String {
+    if text.contains(['\n', '\r', '\t']) {
+        text.replace(['\n', '\r', '\t'], " ")
+    } else {
+        text.to_string()
+    }
+}
+
+fn width(text: &str) -> usize {
+    text.chars().count()
+}
+
+/// `text` cut to `max` characters, the last one `…` when something was cut.
+fn cut(text: &str, max: usize) -> String {
+    if width(text) <= max {
+        return text.to_string();
+    }
+    let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+    s.push('…');
+    s
+}
+
+fn is_numeric(data_type: &DataType) -> bool {
+    data_type.is_numeric()
+}
+
+/// The rows of `batches` as an aligned table. `total_rows` is how many rows the result has
+/// (more than `batches` hold when the caller kept only the first ones); `max_width` is the
+/// terminal's width, which the table is made to fit.
+pub(crate) fn table(
+    schema: &SchemaRef,
+    batches: &[RecordBatch],
+    total_rows: usize,
+    max_width: Option<usize>,
+) -> String {
+    let rows = match cells(batches) {
+        Ok(rows) => rows,
+        Err(e) => return format!("cannot format the result: {e}\n"),
+    };
+    let headers: Vec<String> = schema.fields().iter().map(|f| one_line(f.name())).collect();
+    let right: Vec<bool> = schema
+        .fields()
+        .iter()
+        .map(|f| is_numeric(f.data_type()))
+        .collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| width(h)).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(width(cell));
+        }
+    }
+    if let Some(max) = max_width {
+        // Borders: "| " before each column, " |" after the last, " | " between.
+        let frame = 3 * widths.len() + 1;
+        while widths.iter().sum::<usize>() + frame > max {
+            let Some((widest, w)) = widths.iter().copied().enumerate().max_by_key(|&(_, w)| w)
+            else {
+                break;
+            };
+            if w <= MIN_COLUMN_WIDTH {
+                break;
+            }
+            widths[widest] -= 1;
+        }
+    }
+    let mut out = String::new();
+    let rule = |out: &mut String| {
+        out.push('+');
+        for w in &widths {
+            out.push_str(&"-".repeat(w + 2));
+            out.push('+');
+        }
+        out.push('\n');
+    };
+    let line = |out: &mut String, cells: &[String], align_right: &[bool]| {
+        out.push('|');
+        for ((cell, w), right) in cells.iter().zip(&widths).zip(align_right) {
+            let text = cut(cell, *w);
+            let pad = " ".repeat(w - width(&text));
+            if *right {
+                out.push_str(&format!(" {pad}{text} |"));
+            } else {
+                out.push_str(&format!(" {text}{pad} |"));
+            }
+        }
+        out.push('\n');
+    };
+    rule(&mut out);
+    line(&mut out, &headers, &vec![false; headers.len()]);
+    rule(&mut out);
+    for row in &rows {
+        line(&mut out, row, &right);
+    }
+    if !rows.is_empty() {
+        rule(&mut out);
+    }
+    if rows.len() < total_rows {
+        out.push_str(&format!(
+            "showing {} of {} rows\n",
+            group_digits(rows.len()),
+            group_digits(total_rows)
+        ));
+    }
+    out
+}
+
+/// The rows of `batches` one field per line, as psql's expanded display (`\x`).
+pub(crate) fn expanded(schema: &SchemaRef, batches: &[RecordBatch], total_rows: usize) -> String {
+    let rows = match cells(batches) {
+        Ok(rows) => rows,
+        Err(e) => return format!("cannot format the result: {e}\n"),
+    };
+    let names: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
+    let name_width = names.iter().map(|n| width(n)).max().unwrap_or(0);
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        out.push_str(&format!(
+            "-[ RECORD {} ]{}\n",
+            i + 1,
+            "-".repeat(name_width)
+        ));
+        for (name, value) in names.iter().zip(row) {
+            let pad = " ".repeat(name_width - width(name));
+            out.push_str(&format!("{name}{pad} | {value}\n"));
+        }
+    }
+    if rows.len() < total_rows {
+        out.push_str(&format!(
+            "showing {} of {} rows\n",
+            group_digits(rows.len()),
+            group_digits(total_rows)
+        ));
+    }
+    out
+}
+
+fn markdown(schema: &SchemaRef, batches: &[RecordBatch]) -> anyhow::Result<String> {
+    let escape = |s: &str| s.replace('|', "\\|");
+    let headers: Vec<String> = schema.fields().iter().map(|f| escape(f.name())).collect();
+    let mut out = format!("| {} |\n", headers.join(" | "));
+    let rules: Vec<&str> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if is_numeric(f.data_type()) {
+                "---:"
+            } else {
+                "---"
+            }
+        })
+        .collect();
+    out.push_str(&format!("| {} |\n", rules.join(" | ")));
+    for row in cells(batches)? {
+        let row: Vec<String> = row.iter().map(|c| escape(c)).collect();
+        out.push_str(&format!("| {} |\n", row.join(" | ")));
+    }
+    Ok(out)
+}
+
+/// `1234567` as `1,234,567`.
+pub(crate) fn group_digits(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The first `limit` rows of `batches` (all of them when they hold fewer).
+pub(crate) fn head(batches: &[RecordBatch], limit: usize) -> Vec<RecordBatch> {
+    let mut kept = Vec::new();
+    let mut left = limit;
+    for b in batches {
+        if left == 0 {
+            break;
+        }
+        let n = b.num_rows().min(left);
+        kept.push(b.slice(0, n));
+        left -= n;
+    }
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    fn sample() -> (SchemaRef, Vec<RecordBatch>) {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("comment", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 200])),
+                Arc::new(StringArray::from(vec![
+                    Some("a rather long comment that will not fit"),
+                    None,
+                ])),
+            ],
+        )
+        .expect("batch");
+        (schema, vec![batch])
+    }
+
+    #[test]
+    fn table_fits_the_width_and_spells_out_null() {
+        let (schema, batches) = sample();
+        let text = table(&schema, &batches, 2, Some(30));
+        for line in text.lines() {
+            assert!(width(line) <= 30, "{line:?} is wider than 30:\n{text}");
+        }
+        assert!(text.contains("| NULL "), "{text}");
+        assert!(text.contains("a rather long"), "{text}");
+        assert!(text.contains('…'), "{text}");
+        // Numbers are right-aligned.
+        assert!(text.contains("|   1 |"), "{text}");
+    }
+
+    #[test]
+    fn a_cut_result_says_how_many_rows_it_has() {
+        let (schema, batches) = sample();
+        let text = table(&schema, &head(&batches, 1), 10_000_000, None);
+        assert!(text.ends_with("showing 1 of 10,000,000 rows\n"), "{text}");
+    }
+
+    #[test]
+    fn other_formats() {
+        let (schema, batches) = sample();
+        let render = |format| {
+            let mut out = Vec::new();
+            write(format, &schema, &batches, &mut out).expect("write");
+            String::from_utf8(out).expect("utf8")
+        };
+        assert_eq!(
+            render(Format::Tsv),
+            "id\tcomment\n1\ta rather long comment that will not fit\n200\t\n"
+        );
+        assert_eq!(
+            render(Format::Markdown),
+            "| id | comment |\n| ---: | --- |\n| 1 | a rather long comment that will not fit |\n| 200 | NULL |\n"
+        );
+        assert_eq!(
+            render(Format::Json),
+            "[{\"id\":1,\"comment\":\"a rather long comment that will not fit\"},{\"id\":200}]\n"
+        );
+        assert_eq!(
+            render(Format::Ndjson),
+            "{\"id\":1,\"comment\":\"a rather long comment that will not fit\"}\n{\"id\":200}\n"
+        );
+        let x = expanded(&schema, &batches, 2);
+        assert!(x.starts_with("-[ RECORD 1 ]"), "{x}");
+        assert!(x.contains("comment | NULL\n"), "{x}");
+    }
+}

@@ -1,0 +1,459 @@
+//! The interactive SQL shell (`strata` with no arguments on a terminal).
+//!
+//! What data engineers expect from psql and the DuckDB CLI: line editing with persistent
+//! history (`~/.strata_history`), statements spanning lines until `;`, tab completion of
+//! keywords and of the warehouse's names, Ctrl-C cancelling the running statement (not the
+//! shell), Ctrl-D leaving, and meta commands ([`meta`]). Results are rendered by
+//! [`crate::render`]: a table that fits the terminal, cut after [`MAX_ROWS`] rows with a note.
+//!
+//! Statements run on one [`Session`], so `USE`, `SET` and the current schema carry over from
+//! one statement to the next. A query streams: the shell keeps the rows it shows and counts
+//! the rest, so `SELECT *` of a big table does not fill memory.
+
+mod complete;
+mod meta;
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use futures::StreamExt;
+use rustyline::error::ReadlineError;
+use rustyline::history::FileHistory;
+use rustyline::{CompletionType, Config, Editor};
+use strata_query::{Session, Warehouse};
+use tokio::runtime::Runtime;
+
+use crate::render::{self, Format};
+use complete::{Names, ShellHelper};
+use meta::Meta;
+
+/// Rows a table on the terminal shows; the rest are counted.
+const MAX_ROWS: usize = 40;
+
+/// Set by the SIGINT handler while a statement runs (at the prompt, the terminal is in raw
+/// mode and Ctrl-C reaches rustyline as a key instead).
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: nix::libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Makes Ctrl-C set [`INTERRUPTED`] instead of ending the process.
+fn catch_ctrl_c() -> anyhow::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(
+        SigHandler::Handler(on_sigint),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe { sigaction(Signal::SIGINT, &action) }?;
+    Ok(())
+}
+
+/// Completes once Ctrl-C was pressed.
+async fn interrupted() {
+    while !INTERRUPTED.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Where results go: the terminal, or a file chosen with `\o`.
+enum Output {
+    Terminal,
+    File { path: PathBuf, parquet: bool },
+}
+
+/// The shell's state: the session and the display settings.
+pub(crate) struct Shell {
+    session: Session,
+    format: Format,
+    timing: bool,
+    expanded: bool,
+    output: Output,
+    names: Arc<RwLock<Names>>,
+}
+
+/// What the shell does after a line.
+#[derive(PartialEq, Eq)]
+enum Next {
+    Continue,
+    Quit,
+}
+
+/// A statement's result as the shell keeps it: the rows to show and how many there were.
+struct Collected {
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+    rows: usize,
+}
+
+/// The history file: `$STRATA_HISTORY`, else `~/.strata_history`.
+fn history_path() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("STRATA_HISTORY") {
+        return Some(PathBuf::from(path));
+    }
+    std::env::var_os("HOME").map(|home| Path::new(&home).join(".strata_history"))
+}
+
+/// Runs the shell on `warehouse` until `\q` or Ctrl-D.
+pub(crate) fn run(runtime: &Runtime, warehouse: &Warehouse) -> anyhow::Result<()> {
+    let mut shell = Shell {
+        session: warehouse.session(),
+        format: Format::Table,
+        timing: true,
+        expanded: false,
+        output: Output::Terminal,
+        names: Arc::new(RwLock::new(Names::default())),
+    };
+    runtime.block_on(shell.refresh_names());
+    catch_ctrl_c()?;
+    let config = Config::builder()
+        .completion_type(CompletionType::List)
+        .auto_add_history(false)
+        .max_history_size(10_000)?
+        .build();
+    let mut editor: Editor<ShellHelper, FileHistory> = Editor::with_config(config)?;
+    editor.set_helper(Some(ShellHelper::new(Arc::clone(&shell.names))));
+    let history = history_path();
+    if let Some(path) = &history {
+        // A missing history file is a first run, not an error.
+        let _ = editor.load_history(path);
+    }
+    println!(
+        "Strata {} on {}. Statements end with ';'. \\? for help, \\q to quit.",
+        env!("CARGO_PKG_VERSION"),
+        warehouse.location()
+    );
+    loop {
+        match editor.readline("strata> ") {
+            Ok(text) => {
+                if text.trim().is_empty() {
+                    continue;
+                }
+                editor.add_history_entry(text.as_str())?;
+                if let Some(path) = &history
+                    && let Err(e) = editor.append_history(path)
+                {
+                    eprintln!("warning: cannot save history to {}: {e}", path.display());
+                }
+                if shell.line(runtime, &text) == Next::Quit {
+                    break;
+                }
+            }
+            // Ctrl-C at the prompt drops the line being typed.
+            Err(ReadlineError::Interrupted) => continue,
+            Err(ReadlineError::Eof) => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+impl Shell {
+    /// Handles one line (or several, for a multi-line statement) typed at the prompt.
+    fn line(&mut self, runtime: &Runtime, text: &str) -> Next {
+        if meta::is_meta(text) {
+            return match meta::parse(text) {
+                Ok(command) => self.meta(runtime, command),
+                Err(message) => {
+                    eprintln!("error: {message}");
+                    Next::Continue
+                }
+            };
+        }
+        if let Err(e) = self.sql(runtime, text) {
+            eprintln!("error: {e:#}");
+        }
+        Next::Continue
+    }
+
+    /// Runs the statements of `text` one by one; the first failure stops the rest.
+    fn sql(&mut self, runtime: &Runtime, text: &str) -> anyhow::Result<()> {
+        let statements = strata_query::parser::parse(text)?;
+        for statement in &statements {
+            let clock = Instant::now();
+            INTERRUPTED.store(false, Ordering::SeqCst);
+            let outcome = runtime.block_on(async {
+                tokio::select! {
+                    result = self.collect(statement) => Some(result),
+                    _ = interrupted() => None,
+                }
+            });
+            let Some(result) = outcome else {
+                // The statement's future was dropped: its query stopped, nothing was committed.
+                eprintln!("cancelled");
+                return Ok(());
+            };
+            self.show(result?, clock.elapsed())?;
+            if !Session::is_query(statement) {
+                runtime.block_on(self.refresh_names());
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one statement, keeping the rows the output needs: the first [`MAX_ROWS`] for the
+    /// terminal's table, every row for a file or another format.
+    async fn collect(
+        &mut self,
+        statement: &strata_query::parser::ParsedStatement,
+    ) -> anyhow::Result<Collected> {
+        let keep = match (&self.output, self.format) {
+            (Output::Terminal, Format::Table) => MAX_ROWS,
+            _ => usize::MAX,
+        };
+        let mut stream = self.session.execute_stream(statement, None).await?;
+        let schema = stream.schema();
+        let mut batches = Vec::new();
+        let mut kept = 0;
+        let mut rows = 0;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            rows += batch.num_rows();
+            if kept < keep {
+                let batch = render::head(&[batch], keep - kept).remove(0);
+                kept += batch.num_rows();
+                batches.push(batch);
+            }
+        }
+        Ok(Collected {
+            schema,
+            batches,
+            rows,
+        })
+    }
+
+    /// Shows a result where the output goes, with its row count and time.
+    fn show(&self, result: Collected, elapsed: Duration) -> anyhow::Result<()> {
+        let footer = {
+            let rows = match result.rows {
+                1 => "1 row".to_string(),
+                n => format!("{} rows", render::group_digits(n)),
+            };
+            if self.timing {
+                format!("{rows} ({:.3} s)", elapsed.as_secs_f64())
+            } else {
+                rows
+            }
+        };
+        match &self.output {
+            Output::Terminal => {
+                let stdout = std::io::stdout();
+                let mut out = stdout.lock();
+                if self.expanded {
+                    out.write_all(
+                        render::expanded(&result.schema, &result.batches, result.rows).as_bytes(),
+                    )?;
+                } else if self.format == Format::Table {
+                    // A pseudo-terminal may report no width at all.
+                    let width = terminal_size::terminal_size()
+                        .map(|(w, _)| w.0 as usize)
+                        .filter(|w| *w >= 20);
+                    out.write_all(
+                        render::table(&result.schema, &result.batches, result.rows, width)
+                            .as_bytes(),
+                    )?;
+                } else {
+                    render::write(self.format, &result.schema, &result.batches, &mut out)?;
+                }
+                if self.format == Format::Table || self.expanded {
+                    writeln!(out, "{footer}")?;
+                }
+                out.flush()?;
+            }
+            Output::File { path, parquet } => {
+                if *parquet {
+                    let file = File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?;
+                    let mut writer = parquet::arrow::ArrowWriter::try_new(
+                        file,
+                        Arc::clone(&result.schema),
+                        None,
+                    )?;
+                    for batch in &result.batches {
+                        writer.write(batch)?;
+                    }
+                    writer.close()?;
+                } else {
+                    let mut file = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(path)
+                        .with_context(|| format!("opening {}", path.display()))?;
+                    render::write(self.format, &result.schema, &result.batches, &mut file)?;
+                }
+                eprintln!("{footer} written to {}", path.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a query of the shell's own (listing tables, describing one) and shows its result.
+    fn internal_query(&mut self, runtime: &Runtime, sql: &str) -> anyhow::Result<usize> {
+        let statements = strata_query::parser::parse(sql)?;
+        let clock = Instant::now();
+        let result = runtime.block_on(self.collect(&statements[0]))?;
+        let rows = result.rows;
+        if rows > 0 {
+            self.show(result, clock.elapsed())?;
+        }
+        Ok(rows)
+    }
+
+    fn meta(&mut self, runtime: &Runtime, command: Meta) -> Next {
+        self.try_meta(runtime, command).unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            Next::Continue
+        })
+    }
+
+    fn try_meta(&mut self, runtime: &Runtime, command: Meta) -> anyhow::Result<Next> {
+        match command {
+            Meta::Quit => return Ok(Next::Quit),
+            Meta::Help => print!("{}", meta::HELP),
+            Meta::Tables => {
+                let sql = "SELECT table_schema AS schema, table_name AS name, \
+                           lower(table_type) AS kind FROM information_schema.tables \
+                           WHERE table_schema NOT IN ('information_schema', 'system') \
+                           ORDER BY 1, 2";
+                if self.internal_query(runtime, sql)? == 0 {
+                    println!(
+                        "no tables yet: CREATE TABLE, or `strata demo` for a sample warehouse"
+                    );
+                }
+            }
+            Meta::Schemas => {
+                self.internal_query(
+                    runtime,
+                    "SELECT catalog_name AS database, schema_name AS schema \
+                     FROM information_schema.schemata ORDER BY 1, 2",
+                )?;
+            }
+            Meta::Describe(name) => {
+                let parts = split_name(&name);
+                let mut conditions = Vec::new();
+                let columns = ["table_catalog", "table_schema", "table_name"];
+                for (part, column) in parts.iter().rev().zip(columns.iter().rev()) {
+                    conditions.push(format!("{column} = '{}'", part.replace('\'', "''")));
+                }
+                let sql = format!(
+                    "SELECT column_name AS column, data_type AS type, is_nullable AS nullable \
+                     FROM information_schema.columns WHERE {} ORDER BY table_catalog, \
+                     table_schema, ordinal_position",
+                    conditions.join(" AND ")
+                );
+                if self.internal_query(runtime, &sql)? == 0 {
+                    anyhow::bail!("no table or view named {name}");
+                }
+            }
+            Meta::Timing(on) => {
+                self.timing = on.unwrap_or(!self.timing);
+                println!("timing is {}", if self.timing { "on" } else { "off" });
+            }
+            Meta::Expanded(on) => {
+                self.expanded = on.unwrap_or(!self.expanded);
+                println!(
+                    "expanded display is {}",
+                    if self.expanded { "on" } else { "off" }
+                );
+            }
+            Meta::Format(None) => println!("format is {:?}", self.format),
+            Meta::Format(Some(name)) => {
+                self.format = Format::parse(&name).with_context(|| {
+                    format!("unknown format '{name}'; one of {}", Format::names())
+                })?;
+                println!("format is {name}");
+            }
+            Meta::Output(None) => {
+                self.output = Output::Terminal;
+                println!("results go to the terminal");
+            }
+            Meta::Output(Some(file)) => {
+                let path = PathBuf::from(&file);
+                let parquet = path.extension().is_some_and(|e| e == "parquet");
+                if !parquet {
+                    // Start the file afresh; each result is appended.
+                    File::create(&path).with_context(|| format!("creating {file}"))?;
+                }
+                self.output = Output::File { path, parquet };
+                if parquet {
+                    println!("results go to {file} as Parquet (each result replaces the file)");
+                } else {
+                    println!("results go to {file}");
+                }
+            }
+            Meta::Include(file) => {
+                let text =
+                    std::fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+                self.sql(runtime, &text)
+                    .with_context(|| format!("in {file}"))?;
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Reloads the names completion offers from `information_schema`.
+    async fn refresh_names(&mut self) {
+        let sql = "SELECT table_catalog, table_schema, table_name, column_name \
+                   FROM information_schema.columns";
+        let Ok(results) = self.session.sql(sql).await else {
+            return;
+        };
+        let mut words = Vec::new();
+        let mut tables = Vec::new();
+        for batch in results.iter().flat_map(|r| &r.batches) {
+            let text = |i: usize| {
+                arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8).map(|a| {
+                    a.as_any()
+                        .downcast_ref::<arrow::array::StringArray>()
+                        .cloned()
+                })
+            };
+            let (Ok(Some(db)), Ok(Some(schema)), Ok(Some(table)), Ok(Some(column))) =
+                (text(0), text(1), text(2), text(3))
+            else {
+                continue;
+            };
+            for row in 0..batch.num_rows() {
+                let (d, s, t, c) = (
+                    db.value(row),
+                    schema.value(row),
+                    table.value(row),
+                    column.value(row),
+                );
+                let qualified = [t.to_string(), format!("{s}.{t}"), format!("{d}.{s}.{t}")];
+                tables.extend(qualified.iter().cloned());
+                words.extend(qualified);
+                words.extend([d.to_string(), s.to_string(), c.to_string()]);
+            }
+        }
+        words.sort();
+        words.dedup();
+        tables.sort();
+        tables.dedup();
+        let mut names = self.names.write().expect("names lock");
+        names.words = words;
+        names.tables = tables;
+    }
+}
+
+/// The parts of a possibly qualified, possibly quoted name; unquoted parts are lower-cased,
+/// as SQL does.
+fn split_name(name: &str) -> Vec<String> {
+    name.split('.')
+        .map(|part| {
+            let part = part.trim();
+            match part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
+                Some(quoted) => quoted.to_string(),
+                None => part.to_lowercase(),
+            }
+        })
+        .collect()
+}
