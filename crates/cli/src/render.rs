@@ -8,7 +8,7 @@
 use std::io::Write;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use clap::ValueEnum;
 
@@ -142,10 +142,6 @@ fn cut(text: &str, max: usize) -> String {
     s
 }
 
-fn is_numeric(data_type: &DataType) -> bool {
-    data_type.is_numeric()
-}
-
 /// The rows of `batches` as an aligned table. `total_rows` is how many rows the result has
 /// (more than `batches` hold when the caller kept only the first ones); `max_width` is the
 /// terminal's width, which the table is made to fit.
@@ -163,7 +159,7 @@ pub(crate) fn table(
     let right: Vec<bool> = schema
         .fields()
         .iter()
-        .map(|f| is_numeric(f.data_type()))
+        .map(|f| f.data_type().is_numeric())
         .collect();
     let mut widths: Vec<usize> = headers.iter().map(|h| width(h)).collect();
     for row in &rows {
@@ -216,13 +212,7 @@ pub(crate) fn table(
     if !rows.is_empty() {
         rule(&mut out);
     }
-    if rows.len() < total_rows {
-        out.push_str(&format!(
-            "showing {} of {} rows\n",
-            group_digits(rows.len()),
-            group_digits(total_rows)
-        ));
-    }
+    out.push_str(&cut_note(rows.len(), total_rows));
     out
 }
 
@@ -246,13 +236,7 @@ pub(crate) fn expanded(schema: &SchemaRef, batches: &[RecordBatch], total_rows: 
             out.push_str(&format!("{name}{pad} | {value}\n"));
         }
     }
-    if rows.len() < total_rows {
-        out.push_str(&format!(
-            "showing {} of {} rows\n",
-            group_digits(rows.len()),
-            group_digits(total_rows)
-        ));
-    }
+    out.push_str(&cut_note(rows.len(), total_rows));
     out
 }
 
@@ -264,7 +248,7 @@ fn markdown(schema: &SchemaRef, batches: &[RecordBatch]) -> anyhow::Result<Strin
         .fields()
         .iter()
         .map(|f| {
-            if is_numeric(f.data_type()) {
+            if f.data_type().is_numeric() {
                 "---:"
             } else {
                 "---"
@@ -277,6 +261,19 @@ fn markdown(schema: &SchemaRef, batches: &[RecordBatch]) -> anyhow::Result<Strin
         out.push_str(&format!("| {} |\n", row.join(" | ")));
     }
     Ok(out)
+}
+
+/// "showing 40 of 10,000,000 rows" when a result was cut, else nothing.
+fn cut_note(shown: usize, total: usize) -> String {
+    if shown < total {
+        format!(
+            "showing {} of {} rows\n",
+            group_digits(shown),
+            group_digits(total)
+        )
+    } else {
+        String::new()
+    }
 }
 
 /// `1234567` as `1,234,567`.
@@ -292,27 +289,12 @@ pub(crate) fn group_digits(n: usize) -> String {
     out
 }
 
-/// The first `limit` rows of `batches` (all of them when they hold fewer).
-pub(crate) fn head(batches: &[RecordBatch], limit: usize) -> Vec<RecordBatch> {
-    let mut kept = Vec::new();
-    let mut left = limit;
-    for b in batches {
-        if left == 0 {
-            break;
-        }
-        let n = b.num_rows().min(left);
-        kept.push(b.slice(0, n));
-        left -= n;
-    }
-    kept
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use arrow::array::{Int64Array, StringArray};
-    use arrow::datatypes::{Field, Schema};
+    use arrow::datatypes::{DataType, Field, Schema};
 
     use super::*;
 
@@ -352,7 +334,7 @@ mod tests {
     #[test]
     fn a_cut_result_says_how_many_rows_it_has() {
         let (schema, batches) = sample();
-        let text = table(&schema, &head(&batches, 1), 10_000_000, None);
+        let text = table(&schema, &[batches[0].slice(0, 1)], 10_000_000, None);
         assert!(text.ends_with("showing 1 of 10,000,000 rows\n"), "{text}");
     }
 

@@ -219,7 +219,7 @@ impl Shell {
             let batch = batch?;
             rows += batch.num_rows();
             if kept < keep {
-                let batch = render::head(&[batch], keep - kept).remove(0);
+                let batch = batch.slice(0, batch.num_rows().min(keep - kept));
                 kept += batch.num_rows();
                 batches.push(batch);
             }
