@@ -5,6 +5,7 @@
 //! strata [--warehouse URL] -c "SQL; SQL"     statements from the command line
 //! strata [--warehouse URL] -f script.sql     statements from a file
 //! echo "SELECT 1" | strata                   statements from stdin
+//! strata demo [DIR]                           a sample star-schema warehouse, then the shell
 //! strata bench run --suite ssb --sf 1        benchmarks (see BENCHMARKS.md)
 //! strata serve [--listen 127.0.0.1:32010]     Arrow Flight SQL server (see strata-flight)
 //! strata hash-password                        argon2 hash of a password read from stdin
@@ -21,6 +22,7 @@ use clap::{Parser, Subcommand};
 use render::Format;
 use strata_query::{StatementResult, Warehouse, WarehouseOptions};
 
+mod demo;
 mod render;
 mod serve;
 mod shell;
@@ -65,6 +67,13 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Build a small star-schema warehouse (partitioned facts, dimensions, SCD Type 2, a
+    /// materialized view), print example queries and open the shell on it.
+    Demo {
+        /// Where the demo warehouse goes; an existing demo is opened as it is.
+        #[arg(default_value = "strata-demo")]
+        location: String,
+    },
     /// Star Schema Benchmark and TPC-H: generate data, load it, run queries with answer checks.
     Bench(strata_bench::BenchArgs),
     /// Serve the warehouse to Arrow Flight SQL clients (ADBC, JDBC, pyarrow).
@@ -99,10 +108,28 @@ fn shell(runtime: &tokio::runtime::Runtime, args: &Args) -> anyhow::Result<()> {
     shell::run(runtime, &warehouse)
 }
 
+/// `strata demo`: builds the demo warehouse, shows the example queries, opens the shell (on a
+/// terminal).
+fn demo(runtime: &tokio::runtime::Runtime, args: &Args, location: &str) -> anyhow::Result<()> {
+    let warehouse = runtime
+        .block_on(Warehouse::open_with(location, options(args)))
+        .with_context(|| format!("opening warehouse {location}"))?;
+    runtime.block_on(demo::build(&warehouse))?;
+    println!(
+        "\nTry these (or \\d to list the tables):\n\n{}",
+        demo::EXAMPLES
+    );
+    if std::io::stdin().is_terminal() {
+        shell::run(runtime, &warehouse)?;
+    }
+    Ok(())
+}
+
 async fn run(args: Args) -> anyhow::Result<()> {
     let options = options(&args);
     match args.command_name {
         Some(Command::Bench(bench)) => return strata_bench::run(bench).await,
+        Some(Command::Demo { .. }) => unreachable!("the demo runs outside the runtime"),
         Some(Command::Serve(serve)) => return serve::run(&args.warehouse, options, serve).await,
         Some(Command::HashPassword) => {
             let mut password = String::new();
@@ -156,7 +183,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = if wants_shell(&args) {
+    let outcome = if let Some(Command::Demo { location }) = &args.command_name {
+        demo(&runtime, &args, location)
+    } else if wants_shell(&args) {
         shell(&runtime, &args)
     } else {
         runtime.block_on(run(args))

@@ -116,6 +116,9 @@ impl Session {
             .options_mut()
             .execution
             .skip_partial_aggregation_probe_ratio_threshold = 0.5;
+        if let Some(partitions) = warehouse.options().target_partitions {
+            config = config.with_target_partitions(partitions.max(1));
+        }
         let config = config.with_option_extension(crate::mv::rewrite::StrataOptions::default());
         let url = url::Url::parse(WAREHOUSE_STORE_URL).expect("static URL parses");
         let state = SessionStateBuilder::new()

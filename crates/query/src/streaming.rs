@@ -18,6 +18,8 @@ use arrow::datatypes::{Field, Schema, SchemaRef};
 use arrow::util::display::FormatOptions;
 use chrono::{DateTime, Utc};
 use datafusion::common::ParamValues;
+use datafusion::dataframe::DataFrame;
+use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{DmlStatement, LogicalPlan, Union};
@@ -103,6 +105,20 @@ impl Session {
                 })
                 .collect::<Vec<_>>(),
         )))
+    }
+
+    /// One statement as a DataFusion [`DataFrame`]: a query is planned (reading materialized
+    /// views where they answer it) but not run, so the caller can add to it and choose how to
+    /// execute it; any other statement runs now and its result table becomes the frame.
+    pub async fn dataframe(&mut self, statement: &ParsedStatement) -> Result<DataFrame> {
+        if !Self::is_query(statement) {
+            let result = self.execute(statement).await?;
+            let table = MemTable::try_new(result.schema, vec![result.batches])?;
+            return Ok(self.context().read_table(Arc::new(table))?);
+        }
+        self.warehouse().refresh_catalog().await?;
+        let plan = self.plan(sql_statement(statement)?, None).await?;
+        Ok(DataFrame::new(self.context().state(), plan))
     }
 
     /// Runs one statement. A query's batches stream from DataFusion as they are produced

@@ -33,6 +33,8 @@ pub struct WarehouseOptions {
     /// that can spill (sort, hash aggregate, sort-merge join) spill to the OS temp directory
     /// when their fair share is used up.
     pub memory_limit: Option<usize>,
+    /// How many partitions (and so threads) a query runs on; `None` for one per CPU core.
+    pub target_partitions: Option<usize>,
 }
 
 impl Default for WarehouseOptions {
@@ -41,6 +43,7 @@ impl Default for WarehouseOptions {
             write: WriteOptions::default(),
             query_log_retention_days: 30,
             memory_limit: None,
+            target_partitions: None,
         }
     }
 }
