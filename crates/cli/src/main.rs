@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! strata [--warehouse URL]                   interactive shell (on a terminal)
+//! strata --remote grpc://host:port            the same on a `strata serve` server
 //! strata [--warehouse URL] -c "SQL; SQL"     statements from the command line
 //! strata [--warehouse URL] -f script.sql     statements from a file
 //! echo "SELECT 1" | strata                   statements from stdin
@@ -18,10 +19,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use backend::Backend;
 use clap::{Parser, Subcommand};
 use render::Format;
-use strata_query::{StatementResult, Warehouse, WarehouseOptions};
+use strata_query::{Warehouse, WarehouseOptions};
 
+mod backend;
 mod demo;
 mod render;
 mod serve;
@@ -39,6 +42,20 @@ struct Args {
         default_value = "./warehouse"
     )]
     warehouse: String,
+
+    /// A `strata serve` server to run statements on instead of a local warehouse:
+    /// grpc://host:port or grpc+tls://host:port. The password comes from STRATA_PASSWORD or
+    /// is asked for on the terminal.
+    #[arg(long, env = "STRATA_REMOTE")]
+    remote: Option<String>,
+
+    /// User to sign in as on the --remote server.
+    #[arg(long, env = "STRATA_USER", default_value = strata_flight::auth::DEFAULT_USER)]
+    user: String,
+
+    /// PEM certificate (or CA) to trust for a grpc+tls:// server.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
 
     /// SQL to run (several statements separated by `;`).
     #[arg(long, short = 'c', conflicts_with = "file")]
@@ -82,10 +99,6 @@ enum Command {
     HashPassword,
 }
 
-fn print(result: &StatementResult, format: Format, out: &mut impl Write) -> anyhow::Result<()> {
-    render::write(format, &result.schema, &result.batches, out)
-}
-
 fn options(args: &Args) -> WarehouseOptions {
     WarehouseOptions {
         memory_limit: args.memory_limit,
@@ -101,11 +114,30 @@ fn wants_shell(args: &Args) -> bool {
         && std::io::stdin().is_terminal()
 }
 
-fn shell(runtime: &tokio::runtime::Runtime, args: &Args) -> anyhow::Result<()> {
-    let warehouse = runtime
-        .block_on(Warehouse::open_with(&args.warehouse, options(args)))
-        .with_context(|| format!("opening warehouse {}", args.warehouse))?;
-    shell::run(runtime, &warehouse)
+/// Where statements run: the `--remote` server, else the `--warehouse` opened here.
+async fn backend(args: &Args) -> anyhow::Result<Backend> {
+    let Some(url) = &args.remote else {
+        let warehouse = Warehouse::open_with(&args.warehouse, options(args))
+            .await
+            .with_context(|| format!("opening warehouse {}", args.warehouse))?;
+        return Ok(Backend::Local(Box::new(warehouse.session())));
+    };
+    let password = match std::env::var("STRATA_PASSWORD") {
+        Ok(password) => Some(password),
+        Err(_) if std::io::stdin().is_terminal() => Some(backend::read_password(&format!(
+            "Password for {} (Enter for none): ",
+            args.user
+        ))?),
+        Err(_) => None,
+    };
+    let remote = backend::Remote::connect(backend::RemoteOptions {
+        url,
+        user: &args.user,
+        password,
+        tls_ca: args.tls_ca.as_deref(),
+    })
+    .await?;
+    Ok(Backend::Remote(Box::new(remote)))
 }
 
 /// `strata demo`: builds the demo warehouse, shows the example queries, opens the shell (on a
@@ -120,17 +152,19 @@ fn demo(runtime: &tokio::runtime::Runtime, args: &Args, location: &str) -> anyho
         demo::EXAMPLES
     );
     if std::io::stdin().is_terminal() {
-        shell::run(runtime, &warehouse)?;
+        shell::run(runtime, Backend::Local(Box::new(warehouse.session())))?;
     }
     Ok(())
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// A subcommand other than `demo`, or the statements of `-c`, `-f` or stdin.
+async fn run(mut args: Args) -> anyhow::Result<()> {
     let options = options(&args);
-    match args.command_name {
+    match args.command_name.take() {
         Some(Command::Bench(bench)) => return strata_bench::run(bench).await,
-        Some(Command::Demo { .. }) => unreachable!("the demo runs outside the runtime"),
-        Some(Command::Serve(serve)) => return serve::run(&args.warehouse, options, serve).await,
+        Some(Command::Serve(serve)) => {
+            return serve::run(&args.warehouse, options, serve).await;
+        }
         Some(Command::HashPassword) => {
             let mut password = String::new();
             std::io::stdin().read_line(&mut password)?;
@@ -139,7 +173,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             println!("{}", strata_flight::auth::hash_password(password)?);
             return Ok(());
         }
-        None => {}
+        Some(Command::Demo { .. }) | None => {}
     }
     let sql = match (&args.command, &args.file) {
         (Some(c), _) => c.clone(),
@@ -152,16 +186,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             s
         }
     };
-    let warehouse = Warehouse::open_with(&args.warehouse, options)
-        .await
-        .with_context(|| format!("opening warehouse {}", args.warehouse))?;
-    let mut session = warehouse.session();
     let statements = strata_query::parser::parse(&sql)?;
+    let mut backend = backend(&args).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for statement in statements {
-        let result = session.execute(&statement).await?;
-        print(&result, args.format, &mut out)?;
+        let (schema, batches) = backend.collect(&statement).await?;
+        render::write(args.format, &schema, &batches, &mut out)?;
         out.flush()?;
     }
     Ok(())
@@ -186,7 +217,9 @@ fn main() -> ExitCode {
     let outcome = if let Some(Command::Demo { location }) = &args.command_name {
         demo(&runtime, &args, location)
     } else if wants_shell(&args) {
-        shell(&runtime, &args)
+        runtime
+            .block_on(backend(&args))
+            .and_then(|backend| shell::run(&runtime, backend))
     } else {
         runtime.block_on(run(args))
     };

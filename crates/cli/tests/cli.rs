@@ -658,9 +658,11 @@ fn shell_completes_names_and_ctrl_c_cancels_only_the_query() {
     s.exp_string("strata> ").unwrap();
 
     // A long query, cancelled with Ctrl-C: the shell stays and answers the next statement.
+    // After a second a progress line counts the rows scanned so far.
     s.send_line("SELECT sum(value) FROM generate_series(1, 100000000000);")
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    s.exp_regex("[0-9,]+ rows scanned")
+        .expect("a progress line while the query runs");
     s.send_control('c').unwrap();
     s.exp_string("cancelled").expect("the query is cancelled");
     s.exp_string("strata> ").unwrap();
@@ -741,4 +743,79 @@ fn demo_builds_a_star_schema_whose_example_queries_run() {
         sql(&location, "SELECT count(*) AS n FROM sales"),
         "n\n200000\n"
     );
+}
+
+#[test]
+fn remote_runs_scripts_and_the_shell_on_a_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    let (mut server, address) = serve(&w, "remote-pw");
+    let remote = |password: &str, sql: &str| {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["--remote", &address, "--format", "csv", "-c", sql])
+            .env("STRATA_PASSWORD", password)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let o = remote(
+        "remote-pw",
+        "CREATE TABLE r (id INT, name VARCHAR); INSERT INTO r VALUES (1, 'a'), (2, NULL);
+         SELECT * FROM r ORDER BY id",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout(&o).ends_with("id,name\n1,a\n2,\n"), "{}", stdout(&o));
+    let o = remote("wrong", "SELECT 1");
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains(&format!("signing in to {address} as strata")),
+        "{e}"
+    );
+    // The server's message, not the gRPC wrapping around it.
+    let o = remote("remote-pw", "SELECT * FROM no_such_table");
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("no_such_table") && !e.contains("Tonic"), "{e}");
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command
+        .args(["--remote", &address])
+        .current_dir(dir.path())
+        .env("STRATA_PASSWORD", "remote-pw")
+        .env("STRATA_HISTORY", dir.path().join("history"))
+        .env("TERM", "xterm");
+    let mut s = rexpect::session::spawn_command(command, Some(30_000)).expect("spawn shell");
+    s.exp_string("(Flight SQL)")
+        .expect("the banner names the server");
+    s.exp_string("strata> ").expect("prompt");
+    type_line(&mut s, "SELECT name FROM r WHERE id = 1;", "| a    |");
+    type_line(&mut s, "\\d", "| public | r ");
+    type_line(
+        &mut s,
+        "CREATE TABLE remote_items (k INT);",
+        "created table",
+    );
+    // Completion knows the server's names.
+    s.send("SELECT count(*) AS n FROM remote_it\t").unwrap();
+    s.send_line(";").unwrap();
+    s.exp_string("| 0 |").expect("completed query runs");
+    s.exp_string("strata> ").unwrap();
+    // Ctrl-C cancels the query on the server; the shell stays.
+    s.send_line("SELECT sum(value) AS total FROM generate_series(1, 100000000000);")
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    s.send_control('c').unwrap();
+    s.exp_string("cancelled").expect("the query is cancelled");
+    s.exp_string("strata> ").unwrap();
+    type_line(&mut s, "SELECT 6 * 7 AS answer;", "42");
+    s.send_line("\\q").unwrap();
+    s.exp_eof().expect("the shell ends");
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let log = sql(
+        &w,
+        "SELECT status FROM system.query_log WHERE query_text LIKE '%100000000000%'",
+    );
+    assert_eq!(log, "status\nCANCELLED\n");
 }

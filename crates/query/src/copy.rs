@@ -329,6 +329,8 @@ pub(crate) async fn copy_into(
         error,
         at: Utc::now(),
     };
+    let progress = session.progress();
+    progress.load_planned(todo.len() as u64, todo.iter().map(|s| s.size_bytes).sum());
     let mut processed = Vec::new();
     for source in todo {
         let fmt = format
@@ -395,6 +397,7 @@ pub(crate) async fn copy_into(
             });
         }
         report.push(file_report);
+        progress.file_loaded(source.size_bytes, outcome.loaded);
         processed.push(source);
     }
     let parsed: u64 = report.iter().map(|r| r.parsed).sum();

@@ -30,6 +30,7 @@ pub mod fk_join;
 mod lineage;
 pub mod mv;
 pub mod parser;
+pub mod progress;
 mod runtime_filter;
 mod scd;
 pub mod session;
@@ -42,6 +43,7 @@ mod views;
 pub mod warehouse;
 
 pub use error::{Error, Result};
+pub use progress::{Progress, ProgressFigures};
 pub use session::{Session, StatementResult};
 pub use streaming::IngestMode;
 pub use warehouse::{Warehouse, WarehouseOptions, parse_byte_size};

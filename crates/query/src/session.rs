@@ -32,6 +32,7 @@ use strata_storage::{
 use crate::catalog::StrataCatalogList;
 use crate::error::{Error, Result};
 use crate::parser::{self, IntervalSpec, ParsedStatement, PartitionClause, Statement, name_parts};
+use crate::progress::Progress;
 use crate::system::{QueryLogEntry, record_query};
 use crate::table::{ScanFigures, WAREHOUSE_STORE_URL, scan_figures, write_batches};
 use crate::types::{arrow_type, column_defs, sql_name};
@@ -84,6 +85,7 @@ pub struct Session {
     id: String,
     database: String,
     schema: String,
+    progress: Progress,
 }
 
 impl std::fmt::Debug for Session {
@@ -145,6 +147,7 @@ impl Session {
             id: uuid::Uuid::new_v4().to_string(),
             database: DEFAULT_DATABASE.to_string(),
             schema: DEFAULT_SCHEMA.to_string(),
+            progress: Progress::default(),
         }
     }
 
@@ -156,6 +159,12 @@ impl Session {
     /// The DataFusion context (for embedding: register UDFs, inspect plans).
     pub fn context(&self) -> &SessionContext {
         &self.ctx
+    }
+
+    /// Live figures of the statement this session runs (for progress bars); the handle stays
+    /// valid across statements.
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
     }
 
     /// Current database and schema.
@@ -189,6 +198,7 @@ impl Session {
     ) -> Result<StatementResult> {
         let started_at = Utc::now();
         let clock = Instant::now();
+        self.progress.reset();
         let outcome = self.run(&statement.statement, params).await;
         if outcome.is_ok() {
             crate::lineage::record_statement(self, &statement.statement).await;
@@ -503,6 +513,7 @@ impl Session {
         let df = self.ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let physical: Arc<dyn ExecutionPlan> = df.create_physical_plan().await?;
+        self.progress.watch(&physical);
         let batches = collect(Arc::clone(&physical), self.ctx.task_ctx()).await?;
         let figures = scan_figures(&physical);
         let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
@@ -916,7 +927,7 @@ impl Session {
                 create.or_replace,
                 async |log, snapshot| match source {
                     Some(df) => {
-                        let stream = df.execute_stream().await?;
+                        let stream = self.progress.execute(df).await?;
                         write_batches(
                             warehouse,
                             &qualified,

@@ -139,11 +139,13 @@ impl Session {
         }
         let started_at = Utc::now();
         let clock = Instant::now();
+        self.progress().reset();
         let planned = async {
             self.warehouse().refresh_catalog().await?;
             let plan = self.plan(sql_statement(statement)?, params).await?;
             let df = self.context().execute_logical_plan(plan).await?;
             let physical = df.create_physical_plan().await?;
+            self.progress().watch(&physical);
             let stream = execute_stream(Arc::clone(&physical), self.context().task_ctx())?;
             Ok::<_, Error>((physical, stream))
         }

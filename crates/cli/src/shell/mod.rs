@@ -6,17 +6,19 @@
 //! shell), Ctrl-D leaving, and meta commands ([`meta`]). Results are rendered by
 //! [`crate::render`]: a table that fits the terminal, cut after [`MAX_ROWS`] rows with a note.
 //!
-//! Statements run on one [`Session`], so `USE`, `SET` and the current schema carry over from
-//! one statement to the next. A query streams: the shell keeps the rows it shows and counts
-//! the rest, so `SELECT *` of a big table does not fill memory.
+//! Statements run on one [`Backend`]: a session on an embedded warehouse, or a `strata serve`
+//! server (`--remote`), so `USE`, `SET` and the current schema carry over from one statement
+//! to the next. A query streams: the shell keeps the rows it shows and counts the rest, so
+//! `SELECT *` of a big table does not fill memory.
 
 mod complete;
 mod meta;
+mod progress;
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -27,9 +29,10 @@ use futures::StreamExt;
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
 use rustyline::{CompletionType, Config, Editor};
-use strata_query::{Session, Warehouse};
+use strata_query::Session;
 use tokio::runtime::Runtime;
 
+use crate::backend::Backend;
 use crate::render::{self, Format};
 use complete::{Names, ShellHelper};
 use meta::Meta;
@@ -71,14 +74,16 @@ enum Output {
     File { path: PathBuf, parquet: bool },
 }
 
-/// The shell's state: the session and the display settings.
+/// The shell's state: where statements run, and the display settings.
 pub(crate) struct Shell {
-    session: Session,
+    backend: Backend,
     format: Format,
     timing: bool,
     expanded: bool,
     output: Output,
     names: Arc<RwLock<Names>>,
+    /// Rows of the running statement received so far, for the progress line.
+    received: Arc<AtomicU64>,
 }
 
 /// What the shell does after a line.
@@ -103,15 +108,16 @@ fn history_path() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|home| Path::new(&home).join(".strata_history"))
 }
 
-/// Runs the shell on `warehouse` until `\q` or Ctrl-D.
-pub(crate) fn run(runtime: &Runtime, warehouse: &Warehouse) -> anyhow::Result<()> {
+/// Runs the shell on `backend` until `\q` or Ctrl-D.
+pub(crate) fn run(runtime: &Runtime, backend: Backend) -> anyhow::Result<()> {
     let mut shell = Shell {
-        session: warehouse.session(),
+        backend,
         format: Format::Table,
         timing: true,
         expanded: false,
         output: Output::Terminal,
         names: Arc::new(RwLock::new(Names::default())),
+        received: Arc::new(AtomicU64::new(0)),
     };
     runtime.block_on(shell.refresh_names());
     catch_ctrl_c()?;
@@ -130,7 +136,7 @@ pub(crate) fn run(runtime: &Runtime, warehouse: &Warehouse) -> anyhow::Result<()
     println!(
         "Strata {} on {}. Statements end with ';'. \\? for help, \\q to quit.",
         env!("CARGO_PKG_VERSION"),
-        warehouse.location()
+        shell.backend.describe()
     );
     loop {
         match editor.readline("strata> ") {
@@ -181,10 +187,13 @@ impl Shell {
         for statement in &statements {
             let clock = Instant::now();
             INTERRUPTED.store(false, Ordering::SeqCst);
+            self.received.store(0, Ordering::Relaxed);
+            let shown = progress::show(self.backend.progress(), Arc::clone(&self.received));
             let outcome = runtime.block_on(async {
                 tokio::select! {
                     result = self.collect(statement) => Some(result),
                     _ = interrupted() => None,
+                    _ = shown => unreachable!("the progress line runs until the statement ends"),
                 }
             });
             let Some(result) = outcome else {
@@ -210,14 +219,14 @@ impl Shell {
             (Output::Terminal, Format::Table) => MAX_ROWS,
             _ => usize::MAX,
         };
-        let mut stream = self.session.execute_stream(statement, None).await?;
-        let schema = stream.schema();
+        let (schema, mut stream) = self.backend.run(statement).await?;
         let mut batches = Vec::new();
         let mut kept = 0;
         let mut rows = 0;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             rows += batch.num_rows();
+            self.received.store(rows as u64, Ordering::Relaxed);
             if kept < keep {
                 let batch = batch.slice(0, batch.num_rows().min(keep - kept));
                 kept += batch.num_rows();
@@ -403,12 +412,15 @@ impl Shell {
     async fn refresh_names(&mut self) {
         let sql = "SELECT table_catalog, table_schema, table_name, column_name \
                    FROM information_schema.columns";
-        let Ok(results) = self.session.sql(sql).await else {
+        let Ok(statements) = strata_query::parser::parse(sql) else {
+            return;
+        };
+        let Ok((_, batches)) = self.backend.collect(&statements[0]).await else {
             return;
         };
         let mut words = Vec::new();
         let mut tables = Vec::new();
-        for batch in results.iter().flat_map(|r| &r.batches) {
+        for batch in &batches {
             let text = |i: usize| {
                 arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8).map(|a| {
                     a.as_any()

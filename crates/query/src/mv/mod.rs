@@ -42,6 +42,7 @@ use strata_storage::{Error as StorageError, TableMetadata, Transaction};
 
 use crate::error::{Error, Result};
 use crate::parser::{self, PartitionClause};
+use crate::progress::Progress;
 use crate::session::{Session, StatementResult};
 use crate::table::{StrataTable, write_batches};
 use crate::types::column_defs;
@@ -466,6 +467,7 @@ pub(crate) async fn refresh_statement(
         session.warehouse(),
         &[db.clone(), schema.clone(), name.clone()],
         full,
+        &session.progress(),
     )
     .await?;
     Ok(StatementResult::strings(
@@ -592,7 +594,7 @@ pub(crate) async fn refresh_on_commit(warehouse: &Warehouse) {
             }
             done.insert(name.clone());
             refreshed = true;
-            if let Err(e) = refresh(warehouse, name, false).await {
+            if let Err(e) = refresh(warehouse, name, false, &Progress::default()).await {
                 tracing::warn!(view = %name.join("."), error = %e, "on-commit refresh failed");
             }
         }
@@ -630,7 +632,7 @@ pub async fn run_scheduler(warehouse: Warehouse, tick: Duration) {
             if !due || backing_off {
                 continue;
             }
-            match refresh(&warehouse, &name, false).await {
+            match refresh(&warehouse, &name, false, &Progress::default()).await {
                 Ok(outcome) => {
                     failures.remove(&name);
                     if outcome.kind == refresh::Kind::UpToDate {

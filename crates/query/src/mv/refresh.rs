@@ -48,6 +48,7 @@ use strata_storage::{DataFile, Partition, Snapshot, TableId, Transaction};
 
 use super::{Definition, LastRefresh, SourceVersion, avg_count_column, avg_sum_column};
 use crate::error::{Error, Result};
+use crate::progress::Progress;
 use crate::session::Session;
 use crate::table::{StrataTable, write_batches};
 use crate::types::{key_scalar, scalar};
@@ -91,12 +92,13 @@ pub(crate) async fn refresh(
     warehouse: &Warehouse,
     name: &[String; 3],
     full: bool,
+    progress: &Progress,
 ) -> Result<Outcome> {
     let clock = Instant::now();
     let view = open(warehouse, name).await?;
     let definition = Definition::of(&view.snapshot().metadata)
         .ok_or_else(|| Error::Plan(format!("{} is not a materialized view", name.join("."))))?;
-    let result = run(warehouse, &view, &definition, full, clock).await;
+    let result = run(warehouse, &view, &definition, full, clock, progress).await;
     if let Err(e) = &result {
         record_failure(warehouse, name, clock, e).await;
     }
@@ -281,6 +283,7 @@ async fn run(
     definition: &Definition,
     full: bool,
     clock: Instant,
+    progress: &Progress,
 ) -> Result<Outcome> {
     let mut session = warehouse.session();
     session.set_schema(&definition.database, &definition.schema)?;
@@ -411,7 +414,7 @@ async fn run(
         }
     };
     let stream = match data {
-        Some(df) => df.execute_stream().await?,
+        Some(df) => progress.execute(df).await?,
         None => Box::pin(RecordBatchStreamAdapter::new(
             Arc::clone(&storage),
             futures::stream::empty(),
