@@ -24,6 +24,7 @@ mod constraints;
 mod copy;
 pub mod date_comparison;
 pub mod date_dimension;
+mod decimal_arithmetic;
 mod dml;
 pub mod error;
 pub mod fk_join;

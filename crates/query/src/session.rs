@@ -131,6 +131,7 @@ impl Session {
             .with_catalog_list(Arc::new(StrataCatalogList::new(warehouse.clone())))
             .with_optimizer_rule(Arc::new(StarJoinOrder))
             .with_optimizer_rule(Arc::new(ForeignKeyJoinElimination))
+            .with_optimizer_rule(Arc::new(crate::decimal_arithmetic::DecimalArithmetic))
             .with_physical_optimizer_rule(Arc::new(crate::runtime_filter::AwaitJoinFilters))
             .with_object_store(&url, warehouse.object_store())
             .build();
