@@ -795,7 +795,11 @@ impl Session {
     }
 
     async fn describe(&self, name: &ObjectName) -> Result<StatementResult> {
-        let (_, snapshot, _) = self.open_table(name).await?;
+        let (_, snapshot, _) = match self.open_table(name).await {
+            Ok(table) => table,
+            // Not a stored table: a view or a system table has columns too.
+            Err(not_a_table) => return self.describe_relation(name, not_a_table).await,
+        };
         let key = snapshot
             .metadata
             .partitioning
@@ -816,6 +820,36 @@ impl Session {
                     } else {
                         String::new()
                     },
+                ]
+            })
+            .collect();
+        Ok(StatementResult::strings(
+            &["column_name", "data_type", "is_nullable", "key"],
+            rows,
+        ))
+    }
+
+    /// `DESCRIBE` of a view or system table, from the schema DataFusion plans it with.
+    async fn describe_relation(
+        &self,
+        name: &ObjectName,
+        not_a_table: Error,
+    ) -> Result<StatementResult> {
+        let (db, schema, table) = self.qualify_table(name)?;
+        let reference = datafusion::common::TableReference::full(db, schema, table);
+        let Ok(provider) = self.ctx.table_provider(reference).await else {
+            return Err(not_a_table);
+        };
+        let rows = provider
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                vec![
+                    f.name().clone(),
+                    sql_name(f.data_type(), None),
+                    if f.is_nullable() { "YES" } else { "NO" }.to_string(),
+                    String::new(),
                 ]
             })
             .collect();

@@ -118,6 +118,11 @@ pub fn sql_name(t: &DataType, spelled: Option<&str>) -> String {
         DataType::Int32 => "INT".into(),
         DataType::Int16 => "SMALLINT".into(),
         DataType::Int8 => "TINYINT".into(),
+        // DuckDB's names for unsigned integers.
+        DataType::UInt64 => "UBIGINT".into(),
+        DataType::UInt32 => "UINTEGER".into(),
+        DataType::UInt16 => "USMALLINT".into(),
+        DataType::UInt8 => "UTINYINT".into(),
         DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
         DataType::Float64 => "DOUBLE".into(),
         DataType::Float32 => "FLOAT".into(),
