@@ -14,11 +14,12 @@ use std::sync::{Arc, LazyLock};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, new_null_array};
 use datafusion::arrow::compute::binary;
 use datafusion::arrow::compute::kernels::numeric;
-use datafusion::arrow::datatypes::{DataType, Decimal128Type};
+use datafusion::arrow::datatypes::{DECIMAL128_MAX_SCALE, DataType, Decimal128Type};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, Result, ScalarValue, exec_err};
 use datafusion::logical_expr::expr::{BinaryExpr, ScalarFunction};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::type_coercion::binary::BinaryTypeCoercer;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature, Volatility,
@@ -122,32 +123,25 @@ impl DecimalOp {
         }))
     }
 
-    /// Arrow's result type (Hive's decimal rules), for two `Decimal128` operands.
+    fn operator(self) -> Operator {
+        match self {
+            DecimalOp::Add => Operator::Plus,
+            DecimalOp::Sub => Operator::Minus,
+            DecimalOp::Mul => Operator::Multiply,
+        }
+    }
+
+    /// DataFusion's result type for two `Decimal128` operands, when it and they have scales
+    /// the kernels can rescale between (0 to 38).
     fn result_type(self, l: &DataType, r: &DataType) -> Option<DataType> {
-        let (DataType::Decimal128(p1, s1), DataType::Decimal128(p2, s2)) = (l, r) else {
-            return None;
-        };
-        let (p1, s1, p2, s2) = (
-            i16::from(*p1),
-            i16::from(*s1),
-            i16::from(*p2),
-            i16::from(*s2),
-        );
-        if s1 < 0 || s2 < 0 {
+        let rescalable = |t: &DataType| matches!(t, DataType::Decimal128(_, s) if (0..=DECIMAL128_MAX_SCALE).contains(s));
+        if !rescalable(l) || !rescalable(r) {
             return None;
         }
-        let (precision, scale) = match self {
-            DecimalOp::Add | DecimalOp::Sub => {
-                let scale = s1.max(s2);
-                (scale + (p1 - s1).max(p2 - s2) + 1, scale)
-            }
-            DecimalOp::Mul => (p1 + p2 + 1, s1 + s2),
-        };
-        let max = i16::from(datafusion::arrow::datatypes::DECIMAL128_MAX_PRECISION);
-        if scale > i16::from(datafusion::arrow::datatypes::DECIMAL128_MAX_SCALE) {
-            return None;
-        }
-        Some(DataType::Decimal128(precision.min(max) as u8, scale as i8))
+        let out = BinaryTypeCoercer::new(l, &self.operator(), r)
+            .get_result_type()
+            .ok()?;
+        rescalable(&out).then_some(out)
     }
 
     /// Arrow's checked kernel for this operator.

@@ -823,10 +823,7 @@ impl Session {
                 ]
             })
             .collect();
-        Ok(StatementResult::strings(
-            &["column_name", "data_type", "is_nullable", "key"],
-            rows,
-        ))
+        Ok(describe_result(rows))
     }
 
     /// `DESCRIBE` of a view or system table, from the schema DataFusion plans it with.
@@ -853,10 +850,7 @@ impl Session {
                 ]
             })
             .collect();
-        Ok(StatementResult::strings(
-            &["column_name", "data_type", "is_nullable", "key"],
-            rows,
-        ))
+        Ok(describe_result(rows))
     }
 
     async fn create_table(
@@ -1117,4 +1111,9 @@ fn ticks_per_second(unit: arrow::datatypes::TimeUnit) -> i64 {
         arrow::datatypes::TimeUnit::Microsecond => 1_000_000,
         arrow::datatypes::TimeUnit::Nanosecond => 1_000_000_000,
     }
+}
+
+/// The result of `DESCRIBE`: a row per column.
+fn describe_result(rows: Vec<Vec<String>>) -> StatementResult {
+    StatementResult::strings(&["column_name", "data_type", "is_nullable", "key"], rows)
 }
