@@ -105,9 +105,22 @@ pub struct BenchArgs {
     #[arg(long)]
     pub sql: Option<String>,
 
+    /// A session setting for every query, `name=value` (repeatable), e.g.
+    /// `--set datafusion.execution.batch_size=16384` or `--set strata.late_materialization=false`.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_setting)]
+    pub settings: Vec<(String, String)>,
+
     /// Folder the JSON results are written to.
     #[arg(long, default_value = "benches/results")]
     pub results: PathBuf,
+}
+
+/// `name=value` as a setting.
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not NAME=VALUE"))?;
+    Ok((name.trim().to_string(), value.trim().to_string()))
 }
 
 impl BenchArgs {
@@ -205,6 +218,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let location = args.warehouse();
     let options = WarehouseOptions {
         memory_limit: args.memory_limit,
+        settings: args.settings.clone(),
         ..WarehouseOptions::default()
     };
     let warehouse = Warehouse::open_with(&location, options.clone())
@@ -242,6 +256,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "suite": suite.name(), "sf": sf, "hot": args.hot, "queries": args.queries,
         "streams": args.streams, "warehouse": location, "data": data_dir,
         "memory_limit": args.memory_limit,
+        "settings": args.settings.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>(),
     });
 
     match args.action {

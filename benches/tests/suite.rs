@@ -23,6 +23,7 @@ fn args(action: Action, suite: Suite, data: &Path, answers: PathBuf, results: &P
         sql: None,
         flight: None,
         flight_user: "strata".to_string(),
+        settings: Vec::new(),
         answers,
         results: results.to_path_buf(),
     }
@@ -65,6 +66,34 @@ async fn every_query_of_both_suites_answers_correctly_at_sf_0_01() {
                 .any(|l| l["rows"] == 60175)
         );
     }
+    // The same answers when the scans filter decoded batches instead of filtering while
+    // decoding; the setting is recorded with the results.
+    let mut eager = args(
+        Action::Run,
+        Suite::Tpch,
+        dir.path(),
+        answers_dir(),
+        &results,
+    );
+    eager.settings = vec![(
+        "strata.late_materialization".to_string(),
+        "false".to_string(),
+    )];
+    strata_bench::run(eager)
+        .await
+        .unwrap_or_else(|e| panic!("tpch run without late materialization failed: {e:#}"));
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(results.join("strata-tpch-sf0.01.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        doc["arguments"]["settings"][0],
+        "strata.late_materialization=false"
+    );
+    for q in doc["queries"].as_array().unwrap() {
+        assert_eq!(q["check"], "ok", "{q}");
+    }
+
     let manifest = strata_bench::datagen::read_manifest(&dir.path().join("ssb/sf0.01")).unwrap();
     let lineorder = manifest
         .tables

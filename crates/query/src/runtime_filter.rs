@@ -23,16 +23,24 @@
 //! build side is complete before it opens a file, so the filter prunes files and row groups and
 //! drops rows from the first batch. This cannot deadlock: a join's filter only reaches its probe
 //! side, and its build side, which completes the filter, only waits for joins above it.
+//!
+//! Since a waiting scan only reads once its join filters are complete, the Parquet reader can
+//! apply them while it decodes (late materialization, `strata.late_materialization`): it
+//! decodes the key columns, evaluates the filters, and decodes the other columns only for the
+//! rows that pass. Each filter is wrapped in an [`AdaptiveJoinFilter`], which stops evaluating
+//! once it has seen that it keeps nearly every row. [`StrataScanExec::awaiting`] decides which
+//! scans read this way.
 
 use std::any::Any;
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use arrow::array::AsArray;
 use arrow::compute::{BatchCoalescer, filter_record_batch};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -40,6 +48,7 @@ use datafusion::config::ConfigOptions;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::TaskContext;
+use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::DynamicFilterPhysicalExpr;
 use datafusion::physical_expr::expressions::Literal;
@@ -53,6 +62,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, RecordBatchStream};
 use futures::{Stream, StreamExt, TryStreamExt};
 
+use crate::mv::rewrite::StrataOptions;
 use crate::table::StrataScanExec;
 
 /// A filter that keeps at least this share of the rows it sees is not worth evaluating.
@@ -222,6 +232,111 @@ impl RecordBatchStream for RuntimeFilterStream {
     }
 }
 
+/// A join filter evaluated by the Parquet reader while it decodes (a `RowFilter` predicate),
+/// with the same economy as [`RuntimeFilterStream`]: once it has seen that the filter keeps
+/// nearly every row it answers "keep all" without evaluating, re-measuring one batch in
+/// [`REMEASURE_EVERY`]. In TPC-H Q9 the orders and partsupp joins' filters keep every lineitem
+/// row, and looking each row up in their hash tables cost more than the part filter saved.
+///
+/// Its snapshot is the filter itself, so file, row-group and page pruning see through it.
+#[derive(Debug)]
+pub(crate) struct AdaptiveJoinFilter {
+    filter: Arc<dyn PhysicalExpr>,
+    /// Shared by every copy of the expression: all files and partitions of the scan.
+    measured: Arc<PassRate>,
+}
+
+#[derive(Debug, Default)]
+struct PassRate {
+    rows_in: AtomicU64,
+    rows_out: AtomicU64,
+    batches: AtomicU64,
+}
+
+impl AdaptiveJoinFilter {
+    pub(crate) fn new(filter: Arc<dyn PhysicalExpr>) -> Self {
+        Self {
+            filter,
+            measured: Arc::default(),
+        }
+    }
+
+    fn is_useless(&self) -> bool {
+        let rows_in = self.measured.rows_in.load(Ordering::Relaxed);
+        let rows_out = self.measured.rows_out.load(Ordering::Relaxed);
+        rows_in >= MIN_ROWS_MEASURED && rows_out as f64 >= USELESS_PASS_RATE * rows_in as f64
+    }
+}
+
+impl PartialEq for AdaptiveJoinFilter {
+    fn eq(&self, other: &Self) -> bool {
+        self.filter.as_ref() == other.filter.as_ref()
+    }
+}
+
+impl Eq for AdaptiveJoinFilter {}
+
+impl std::hash::Hash for AdaptiveJoinFilter {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.filter.hash(state);
+    }
+}
+
+impl std::fmt::Display for AdaptiveJoinFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "adaptive({})", self.filter)
+    }
+}
+
+impl PhysicalExpr for AdaptiveJoinFilter {
+    fn data_type(&self, input_schema: &Schema) -> DfResult<DataType> {
+        self.filter.data_type(input_schema)
+    }
+
+    fn nullable(&self, input_schema: &Schema) -> DfResult<bool> {
+        self.filter.nullable(input_schema)
+    }
+
+    fn evaluate(&self, batch: &RecordBatch) -> DfResult<ColumnarValue> {
+        let batches = self.measured.batches.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.is_useless() && !batches.is_multiple_of(REMEASURE_EVERY) {
+            return Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))));
+        }
+        let rows = batch.num_rows();
+        let mask = self.filter.evaluate(batch)?.into_array(rows)?;
+        let kept = mask.as_boolean().true_count();
+        self.measured
+            .rows_in
+            .fetch_add(rows as u64, Ordering::Relaxed);
+        self.measured
+            .rows_out
+            .fetch_add(kept as u64, Ordering::Relaxed);
+        Ok(ColumnarValue::Array(mask))
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn PhysicalExpr>> {
+        vec![&self.filter]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn PhysicalExpr>>,
+    ) -> DfResult<Arc<dyn PhysicalExpr>> {
+        Ok(Arc::new(Self {
+            filter: children.swap_remove(0),
+            measured: Arc::clone(&self.measured),
+        }))
+    }
+
+    fn snapshot(&self) -> DfResult<Option<Arc<dyn PhysicalExpr>>> {
+        Ok(Some(Arc::clone(&self.filter)))
+    }
+
+    fn fmt_sql(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.filter.fmt_sql(f)
+    }
+}
+
 /// Physical optimizer rule, run after DataFusion's: every Strata scan holding the dynamic filter
 /// of a hash join waits for that filter to be complete before it reads (see the module doc).
 /// Top-k and aggregate filters are never awaited: they tighten as the scan's own rows arrive.
@@ -232,8 +347,12 @@ impl PhysicalOptimizerRule for AwaitJoinFilters {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let decode_late = config
+            .extensions
+            .get::<StrataOptions>()
+            .is_none_or(|o| o.late_materialization);
         let mut join_filters = HashSet::new();
         plan.apply(|node| {
             if (node.as_ref() as &dyn Any).is::<HashJoinExec>() {
@@ -251,7 +370,7 @@ impl PhysicalOptimizerRule for AwaitJoinFilters {
         plan.transform_up(|node| {
             let awaiting = (node.as_ref() as &dyn Any)
                 .downcast_ref::<StrataScanExec>()
-                .and_then(|scan| scan.awaiting(&join_filters));
+                .and_then(|scan| scan.awaiting(&join_filters, decode_late));
             Ok(match awaiting {
                 Some(scan) => Transformed::yes(Arc::new(scan) as Arc<dyn ExecutionPlan>),
                 None => Transformed::no(node),
@@ -415,6 +534,49 @@ mod tests {
         assert!(pruned < 1_000, "skipped batches are not filtered: {pruned}");
     }
 
+    /// The decoder-side filter: a selective one always filters; one that keeps 99 rows in 100
+    /// answers "keep all" once measured, except on re-measured batches. Either way its snapshot
+    /// is the filter itself, for pruning by statistics.
+    #[test]
+    fn adaptive_join_filter_stops_evaluating_a_useless_filter() {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
+        let kept_rows = |filter: &AdaptiveJoinFilter| {
+            batches(&schema, 200, 1000)
+                .into_iter()
+                .map(|batch| {
+                    let batch = batch.expect("batch");
+                    match filter.evaluate(&batch).expect("evaluate") {
+                        ColumnarValue::Array(mask) => mask.as_boolean().true_count(),
+                        ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))) => batch.num_rows(),
+                        other => panic!("unexpected filter result {other:?}"),
+                    }
+                })
+                .sum::<usize>()
+        };
+
+        let selective = AdaptiveJoinFilter::new(a_mod_lt(&schema, 10, 1));
+        assert_eq!(kept_rows(&selective), 20_000);
+
+        let useless = AdaptiveJoinFilter::new(a_mod_lt(&schema, 100, 99));
+        let kept = kept_rows(&useless);
+        // 65 batches measure it (650 rows dropped), then one batch in 32 is re-measured.
+        assert!(
+            (199_000..200_000 - 650).contains(&kept),
+            "kept {kept} of 200000"
+        );
+
+        let copy = Arc::new(useless)
+            .with_new_children(vec![a_mod_lt(&schema, 100, 99)])
+            .expect("copy");
+        let batch = batches(&schema, 1, 1000).remove(0).expect("batch");
+        assert!(
+            matches!(copy.evaluate(&batch), Ok(ColumnarValue::Scalar(_))),
+            "a copy shares the measurements"
+        );
+        let snapshot = copy.snapshot().expect("snapshot").expect("some");
+        assert_eq!(snapshot.to_string(), a_mod_lt(&schema, 100, 99).to_string());
+    }
+
     /// End to end: a fact table whose files all hold every key (so statistics prune nothing)
     /// joined with a filtered dimension; the scan drops the rows the join would.
     #[tokio::test]
@@ -423,29 +585,77 @@ mod tests {
         let mut session = warehouse.session();
         session
             .sql(
-                "CREATE TABLE facts (k INT, v BIGINT);
-                 INSERT INTO facts SELECT CAST(value % 10 AS INT), value FROM generate_series(1, 10000);
+                "CREATE TABLE facts (k INT, v BIGINT, w BIGINT);
+                 INSERT INTO facts SELECT CAST(value % 10 AS INT), value, value * 2 FROM generate_series(1, 10000);
                  CREATE TABLE dims (k INT, name VARCHAR);
                  INSERT INTO dims VALUES (1, 'one'), (2, 'two'), (3, 'three')",
             )
             .await
             .expect("setup");
-        let sql = "SELECT name, sum(v) FROM facts JOIN dims ON facts.k = dims.k \
-                   WHERE name = 'two' GROUP BY name";
-        let result = session.sql(sql).await.expect("query");
-        let text = pretty_format_batches(&result[0].batches)
-            .expect("format")
-            .to_string();
-        assert!(text.contains("| two  | 4997000      |"), "{text}");
+        let wide = "SELECT name, sum(v), max(w) FROM facts JOIN dims ON facts.k = dims.k \
+                    WHERE name = 'two' GROUP BY name";
+        let answer = "| two  | 4997000      | 19984        |";
+        let narrow = "SELECT name, sum(v) FROM facts JOIN dims ON facts.k = dims.k \
+                      WHERE name = 'two' GROUP BY name";
+        let answer_narrow = "| two  | 4997000      |";
+        let run = async |session: &mut crate::Session, sql: &str| {
+            let result = session.sql(sql).await.expect("query");
+            pretty_format_batches(&result[0].batches)
+                .expect("format")
+                .to_string()
+        };
+
+        // Two other columns per key column: the Parquet reader filters while decoding.
+        let text = run(&mut session, wide).await;
+        assert!(text.contains(answer), "{text}");
+        let plan = explain_analyze(&mut session, wide).await;
+        let (scan, reader) = scan_lines(&plan, "facts");
+        assert!(scan.contains("runtime_filters=1"), "{plan}");
+        assert!(scan.contains("filters_while_decoding"), "{plan}");
+        assert!(reader.contains("pushdown_rows_pruned=9.00 K"), "{plan}");
+
+        // One other column: the scan filters the decoded batches.
+        let text = run(&mut session, narrow).await;
+        assert!(text.contains(answer_narrow), "{text}");
+        let plan = explain_analyze(&mut session, narrow).await;
+        let (scan, _) = scan_lines(&plan, "facts");
+        assert!(!scan.contains("filters_while_decoding"), "{plan}");
+        assert!(scan.contains("runtime_filter_pruned_rows=9.00 K"), "{plan}");
+
+        // So does every scan without late materialization.
+        session
+            .sql("SET strata.late_materialization = false")
+            .await
+            .expect("set");
+        let text = run(&mut session, wide).await;
+        assert!(text.contains(answer), "{text}");
+        let plan = explain_analyze(&mut session, wide).await;
+        let (scan, _) = scan_lines(&plan, "facts");
+        assert!(!scan.contains("filters_while_decoding"), "{plan}");
+        assert!(scan.contains("runtime_filter_pruned_rows=9.00 K"), "{plan}");
+    }
+
+    async fn explain_analyze(session: &mut crate::Session, sql: &str) -> String {
         let explained = session
             .sql(&format!("EXPLAIN ANALYZE {sql}"))
             .await
             .expect("explain analyze");
-        let plan = pretty_format_batches(&explained[0].batches)
+        pretty_format_batches(&explained[0].batches)
             .expect("format")
-            .to_string();
-        assert!(plan.contains("runtime_filters=1"), "{plan}");
-        assert!(plan.contains("runtime_filter_pruned_rows=9.00 K"), "{plan}");
+            .to_string()
+    }
+
+    /// The `StrataScanExec` line of `table` in an indented plan, and the line of the Parquet
+    /// reader below it.
+    fn scan_lines<'a>(plan: &'a str, table: &str) -> (&'a str, &'a str) {
+        let mut lines = plan.lines();
+        let scan = lines
+            .find(|l| l.contains(&format!("table=main.public.{table},")))
+            .unwrap_or_else(|| panic!("no {table} scan in {plan}"));
+        let reader = lines
+            .find(|l| l.contains("DataSourceExec"))
+            .unwrap_or_else(|| panic!("no reader below the {table} scan in {plan}"));
+        (scan, reader)
     }
 
     /// A chain of joins, as TPC-H Q21's nation -> supplier -> lineitem: the middle table is the
@@ -479,23 +689,13 @@ mod tests {
             .to_string();
         // Stores with s % 4 = 0 are north: 250 of 1000, 40 sales each.
         assert!(text.contains("| 10000 |"), "{text}");
-        let explained = session
-            .sql(&format!("EXPLAIN ANALYZE {sql}"))
-            .await
-            .expect("explain analyze");
-        let plan = pretty_format_batches(&explained[0].batches)
-            .expect("format")
-            .to_string();
-        let stores = plan
-            .lines()
-            .find(|l| l.contains("table=main.public.stores"))
-            .expect("stores scan");
+        // Both scans read one other column per key: they filter decoded batches.
+        let plan = explain_analyze(&mut session, sql).await;
+        let (stores, _) = scan_lines(&plan, "stores");
         assert!(stores.contains("awaits_joins=1"), "{plan}");
         assert!(stores.contains("runtime_filter_pruned_rows=750"), "{plan}");
-        let sales = plan
-            .lines()
-            .find(|l| l.contains("table=main.public.sales"))
-            .expect("sales scan");
+        let (sales, _) = scan_lines(&plan, "sales");
+        assert!(!sales.contains("filters_while_decoding"), "{plan}");
         assert!(
             sales.contains("runtime_filter_pruned_rows=30.00 K"),
             "{plan}"

@@ -98,6 +98,19 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// Fails on the first of `settings` that is not a known setting with a valid value.
+pub(crate) fn check_settings(settings: &[(String, String)]) -> Result<()> {
+    let mut config =
+        SessionConfig::new().with_option_extension(crate::mv::rewrite::StrataOptions::default());
+    for (name, value) in settings {
+        config
+            .options_mut()
+            .set(name, value)
+            .map_err(|e| Error::Plan(format!("setting {name} = {value}: {e}")))?;
+    }
+    Ok(())
+}
+
 impl Session {
     pub(crate) fn new(warehouse: Warehouse) -> Self {
         let mut config = SessionConfig::new()
@@ -121,7 +134,11 @@ impl Session {
         if let Some(partitions) = warehouse.options().target_partitions {
             config = config.with_target_partitions(partitions.max(1));
         }
-        let config = config.with_option_extension(crate::mv::rewrite::StrataOptions::default());
+        let mut config = config.with_option_extension(crate::mv::rewrite::StrataOptions::default());
+        for (name, value) in &warehouse.options().settings {
+            // Checked when the warehouse opened.
+            let _ = config.options_mut().set(name, value);
+        }
         let url = url::Url::parse(WAREHOUSE_STORE_URL).expect("static URL parses");
         let state = SessionStateBuilder::new()
             .with_config(config)

@@ -35,6 +35,9 @@ pub struct WarehouseOptions {
     pub memory_limit: Option<usize>,
     /// How many partitions (and so threads) a query runs on; `None` for one per CPU core.
     pub target_partitions: Option<usize>,
+    /// Settings every session starts with, as if it ran `SET name = value` first
+    /// (e.g. `datafusion.execution.batch_size`, `strata.late_materialization`).
+    pub settings: Vec<(String, String)>,
 }
 
 impl Default for WarehouseOptions {
@@ -44,6 +47,7 @@ impl Default for WarehouseOptions {
             query_log_retention_days: 30,
             memory_limit: None,
             target_partitions: None,
+            settings: Vec::new(),
         }
     }
 }
@@ -94,6 +98,7 @@ impl Warehouse {
 
     /// Opens the warehouse with explicit options.
     pub async fn open_with(location: &str, options: WarehouseOptions) -> Result<Self> {
+        crate::session::check_settings(&options.settings)?;
         let store = WarehouseStore::open(location)?;
         let catalog = Catalog::new(store.object_store());
         let state = catalog.latest().await?;

@@ -61,11 +61,21 @@ impl Warehouse {
     ///     .memory_limit(2 << 30) // queries spill to disk beyond 2 GiB
     ///     .target_file_size(128 << 20)
     ///     .threads(4)
+    ///     .setting("datafusion.execution.batch_size", "16384")
     ///     .open("memory://")
     ///     .await?;
     /// let mut session = warehouse.session();
     /// let config = session.engine().context().copied_config();
     /// assert_eq!(config.target_partitions(), 4);
+    /// assert_eq!(config.batch_size(), 16384);
+    ///
+    /// // A setting that does not exist fails when the warehouse opens.
+    /// let error = strata::Warehouse::builder()
+    ///     .setting("datafusion.execution.no_such_setting", "1")
+    ///     .open("memory://")
+    ///     .await
+    ///     .unwrap_err();
+    /// assert!(error.to_string().contains("no_such_setting"), "{error}");
     /// # Ok(())
     /// # }
     /// ```
@@ -122,6 +132,16 @@ impl WarehouseBuilder {
     /// default.
     pub fn threads(mut self, threads: usize) -> Self {
         self.options.target_partitions = Some(threads);
+        self
+    }
+
+    /// A setting every session starts with, as if it ran `SET name = value` first, e.g.
+    /// `.setting("datafusion.execution.batch_size", "16384")`. An unknown name or a bad value
+    /// fails [`WarehouseBuilder::open`].
+    pub fn setting(mut self, name: &str, value: &str) -> Self {
+        self.options
+            .settings
+            .push((name.to_string(), value.to_string()));
         self
     }
 

@@ -53,6 +53,9 @@ datafusion::common::extensions_options! {
         /// How far behind its sources a materialized view may be and still answer queries,
         /// e.g. '5 minutes'; '0 seconds' accepts only views with no unreflected change.
         pub max_staleness: String, default = "0 seconds".to_string()
+        /// Scans below a hash join decode the join key first and the other columns only for
+        /// the rows the join's filter keeps.
+        pub late_materialization: bool, default = true
     }
 }
 
