@@ -622,6 +622,27 @@ mod tests {
         assert!(!scan.contains("filters_while_decoding"), "{plan}");
         assert!(scan.contains("runtime_filter_pruned_rows=9.00 K"), "{plan}");
 
+        // A session whose reader applies its whole predicate keeps it whole: no filter above
+        // checks the static conjunct `w > 10000`.
+        session
+            .sql("SET datafusion.execution.parquet.pushdown_filters = true")
+            .await
+            .expect("set");
+        let filtered = "SELECT name, sum(v), max(w) FROM facts JOIN dims ON facts.k = dims.k \
+                        WHERE name = 'two' AND w > 10000 GROUP BY name";
+        let text = run(&mut session, filtered).await;
+        assert!(
+            text.contains("| two  | 3748500      | 19984        |"),
+            "{text}"
+        );
+        let plan = explain_analyze(&mut session, filtered).await;
+        let (scan, _) = scan_lines(&plan, "facts");
+        assert!(!scan.contains("filters_while_decoding"), "{plan}");
+        session
+            .sql("SET datafusion.execution.parquet.pushdown_filters = false")
+            .await
+            .expect("set");
+
         // So does every scan without late materialization.
         session
             .sql("SET strata.late_materialization = false")

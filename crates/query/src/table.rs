@@ -765,12 +765,13 @@ const LATE_DECODING_COLUMNS_PER_KEY: usize = 2;
 
 /// `input`, a Parquet scan (possibly below the repartition that spreads one file group over
 /// the target partitions), made to evaluate the join filters whose expression id is in
-/// `join_filters` while decoding (a Parquet `RowFilter`); `None` when it is not a Parquet scan
-/// or its predicate holds none of them.
+/// `join_filters` while decoding (a Parquet `RowFilter`); `None` when it is not a Parquet scan,
+/// its predicate holds none of them, or it already filters while decoding
+/// (`datafusion.execution.parquet.pushdown_filters`).
 ///
 /// The reader's predicate keeps only those join filters, each an [`AdaptiveJoinFilter`] that
-/// stops evaluating once it has seen it keeps nearly every row. The scan's static conjuncts stay with
-/// the `FilterExec` above: in the `RowFilter` they would be evaluated twice, and a conjunct that
+/// stops evaluating once it has seen it keeps nearly every row. The scan's static conjuncts
+/// stay with the `FilterExec` above: in the `RowFilter` they would be evaluated twice, and one that
 /// keeps most rows (`o_comment NOT LIKE ...` in TPC-H Q13) only fragments the selection. The
 /// price is that the reader no longer prunes row groups and pages with them; the scan has
 /// already pruned partitions and files with the same conjuncts.
@@ -784,6 +785,12 @@ fn filtering_while_decoding(
     }
     let exec = input.downcast_ref::<DataSourceExec>()?;
     let (config, source) = exec.downcast_to_file_source::<ParquetSource>()?;
+    if source.table_parquet_options().global.pushdown_filters {
+        // The session has the reader apply its whole predicate and the plan above relies on
+        // it for the static conjuncts. (Such a reader also takes the join filters, so the scan
+        // awaits none today; this keeps a change there from dropping rows.)
+        return None;
+    }
     let predicate = source.filter()?;
     let awaited = split_conjunction(&predicate)
         .into_iter()
