@@ -38,7 +38,7 @@ use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::utils::{collect_columns, conjunction_opt, split_conjunction};
+use datafusion::physical_expr::utils::split_conjunction;
 use datafusion::physical_expr_common::physical_expr::snapshot_generation;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
@@ -708,26 +708,16 @@ impl StrataScanExec {
     /// in `join_filters`; `None` when it holds none of them.
     ///
     /// With `decode_late`, the Parquet reader evaluates the awaited join filters while
-    /// decoding: it decodes their key columns first and the other columns only for the rows
-    /// that pass, which is most of the work saved when a join keeps a few rows in a thousand
-    /// (TPC-H Q17, Q19). That only pays when there is much else to decode: a scan reads this
-    /// way when it reads at least [`LATE_DECODING_COLUMNS_PER_KEY`] other columns per key
-    /// column. Fact scans of a star join (SSB Q2-Q4: three or four keys and one or two measures)
-    /// were up to 40% slower decoding late; TPC-H Q19 (one key, five other columns) is 1.8x
-    /// faster.
+    /// decoding (see [`filtering_while_decoding`]): it decodes their key columns first and the
+    /// other columns only for the rows that pass, which is most of the work saved when a join
+    /// keeps a few rows in a thousand (TPC-H Q17, Q19).
     pub(crate) fn awaiting(&self, join_filters: &HashSet<u64>, decode_late: bool) -> Option<Self> {
         let awaited =
             crate::runtime_filter::dynamic_filters_among(&self.runtime_filters, join_filters);
         if awaited.is_empty() {
             return None;
         }
-        let keys: HashSet<String> = awaited
-            .iter()
-            .flat_map(collect_columns)
-            .map(|column| column.name().to_string())
-            .collect();
-        let others = self.schema().fields().len().saturating_sub(keys.len());
-        let late = (decode_late && others >= LATE_DECODING_COLUMNS_PER_KEY * keys.len())
+        let late = decode_late
             .then(|| filtering_while_decoding(&self.input, join_filters))
             .flatten();
         Some(Self {
@@ -760,17 +750,14 @@ impl StrataScanExec {
     }
 }
 
-/// See [`StrataScanExec::awaiting`].
-const LATE_DECODING_COLUMNS_PER_KEY: usize = 2;
-
 /// `input`, a Parquet scan (possibly below the repartition that spreads one file group over
 /// the target partitions), made to evaluate the join filters whose expression id is in
 /// `join_filters` while decoding (a Parquet `RowFilter`); `None` when it is not a Parquet scan,
 /// its predicate holds none of them, or it already filters while decoding
 /// (`datafusion.execution.parquet.pushdown_filters`).
 ///
-/// The reader's predicate keeps only those join filters, each an [`AdaptiveJoinFilter`] that
-/// stops evaluating once it has seen it keeps nearly every row. The scan's static conjuncts
+/// The reader's predicate becomes those join filters as one [`AdaptiveJoinFilter`]: one
+/// decoding pass over all their key columns, one mask. The scan's static conjuncts
 /// stay with the `FilterExec` above: in the `RowFilter` they would be evaluated twice, and one that
 /// keeps most rows (`o_comment NOT LIKE ...` in TPC-H Q13) only fragments the selection. The
 /// price is that the reader no longer prunes row groups and pages with them; the scan has
@@ -798,11 +785,12 @@ fn filtering_while_decoding(
             !crate::runtime_filter::dynamic_filters_among(&[Arc::clone(conjunct)], join_filters)
                 .is_empty()
         })
-        .map(|conjunct| {
-            Arc::new(AdaptiveJoinFilter::new(Arc::clone(conjunct))) as Arc<dyn PhysicalExpr>
-        })
+        .cloned()
         .collect::<Vec<_>>();
-    let predicate = conjunction_opt(awaited)?;
+    if awaited.is_empty() {
+        return None;
+    }
+    let predicate = Arc::new(AdaptiveJoinFilter::new(awaited));
     let source = source.with_predicate(predicate).with_pushdown_filters(true);
     let config = FileScanConfigBuilder::from(config.clone())
         .with_source(Arc::new(source))
