@@ -82,29 +82,43 @@ pub(crate) struct RuntimeFilterMetrics {
     pub time: Time,
 }
 
+/// How many rows a filter has seen and kept: the measure by which filters are ordered and
+/// useless ones skipped. Atomic, so the copies of an [`AdaptiveJoinFilter`] in every file's
+/// reader share one.
+#[derive(Debug, Default)]
+struct PassRate {
+    rows_in: AtomicU64,
+    rows_out: AtomicU64,
+}
+
+impl PassRate {
+    fn rate(&self) -> f64 {
+        let rows_in = self.rows_in.load(Ordering::Relaxed);
+        if rows_in == 0 {
+            // Unmeasured filters go first: they may be the selective ones.
+            return 0.0;
+        }
+        self.rows_out.load(Ordering::Relaxed) as f64 / rows_in as f64
+    }
+
+    fn is_useless(&self) -> bool {
+        self.rows_in.load(Ordering::Relaxed) >= MIN_ROWS_MEASURED
+            && self.rate() >= USELESS_PASS_RATE
+    }
+
+    fn record(&self, rows_in: usize, rows_out: usize) {
+        self.rows_in.fetch_add(rows_in as u64, Ordering::Relaxed);
+        self.rows_out.fetch_add(rows_out as u64, Ordering::Relaxed);
+    }
+}
+
 /// One filter with what it has done so far.
 struct Tracked {
     expr: Arc<dyn PhysicalExpr>,
     /// The filter's generation when the counts were started: a dynamic filter that changed
     /// (a join finished its build, a top-k tightened) is measured afresh.
     generation: u64,
-    rows_in: u64,
-    rows_out: u64,
-}
-
-impl Tracked {
-    fn pass_rate(&self) -> f64 {
-        if self.rows_in == 0 {
-            // Unmeasured filters go first: they may be the selective ones.
-            0.0
-        } else {
-            self.rows_out as f64 / self.rows_in as f64
-        }
-    }
-
-    fn is_useless(&self) -> bool {
-        self.rows_in >= MIN_ROWS_MEASURED && self.pass_rate() >= USELESS_PASS_RATE
-    }
+    measured: PassRate,
 }
 
 /// A scan's batch stream with the runtime filters applied; output batches are coalesced back to
@@ -138,8 +152,7 @@ impl RuntimeFilterStream {
                 .map(|expr| Tracked {
                     expr: Arc::clone(expr),
                     generation: snapshot_generation(expr),
-                    rows_in: 0,
-                    rows_out: 0,
+                    measured: PassRate::default(),
                 })
                 .collect(),
             batches_seen: 0,
@@ -155,15 +168,14 @@ impl RuntimeFilterStream {
         self.batches_seen += 1;
         let remeasure = self.batches_seen.is_multiple_of(REMEASURE_EVERY);
         self.filters
-            .sort_by(|a, b| a.pass_rate().total_cmp(&b.pass_rate()));
+            .sort_by(|a, b| a.measured.rate().total_cmp(&b.measured.rate()));
         for filter in &mut self.filters {
             let generation = snapshot_generation(&filter.expr);
             if generation != filter.generation {
                 filter.generation = generation;
-                filter.rows_in = 0;
-                filter.rows_out = 0;
+                filter.measured = PassRate::default();
             }
-            if filter.is_useless() && !remeasure {
+            if filter.measured.is_useless() && !remeasure {
                 continue;
             }
             let current = snapshot_physical_expr(Arc::clone(&filter.expr))?;
@@ -175,8 +187,7 @@ impl RuntimeFilterStream {
             let mask = current.evaluate(&batch)?.into_array(rows)?;
             let mask = mask.as_boolean();
             let kept = mask.true_count();
-            filter.rows_in += rows as u64;
-            filter.rows_out += kept as u64;
+            filter.measured.record(rows, kept);
             if kept == 0 {
                 self.metrics.rows_pruned.add(rows_before);
                 return Ok(None);
@@ -254,27 +265,6 @@ pub(crate) struct AdaptiveJoinFilter {
     /// the scan.
     measured: Arc<[PassRate]>,
     batches: Arc<AtomicU64>,
-}
-
-#[derive(Debug, Default)]
-struct PassRate {
-    rows_in: AtomicU64,
-    rows_out: AtomicU64,
-}
-
-impl PassRate {
-    fn rate(&self) -> f64 {
-        let rows_in = self.rows_in.load(Ordering::Relaxed);
-        if rows_in == 0 {
-            return 0.0;
-        }
-        self.rows_out.load(Ordering::Relaxed) as f64 / rows_in as f64
-    }
-
-    fn is_useless(&self) -> bool {
-        self.rows_in.load(Ordering::Relaxed) >= MIN_ROWS_MEASURED
-            && self.rate() >= USELESS_PASS_RATE
-    }
 }
 
 impl AdaptiveJoinFilter {
@@ -356,10 +346,7 @@ impl PhysicalExpr for AdaptiveJoinFilter {
                 all_valid => all_valid.clone(),
             };
             let kept = result.true_count();
-            measured
-                .rows_in
-                .fetch_add(rows_in as u64, Ordering::Relaxed);
-            measured.rows_out.fetch_add(kept as u64, Ordering::Relaxed);
+            measured.record(rows_in, kept);
             mask = Some(result);
             if kept == 0 {
                 break;

@@ -757,11 +757,11 @@ impl StrataScanExec {
 /// (`datafusion.execution.parquet.pushdown_filters`).
 ///
 /// The reader's predicate becomes those join filters as one [`AdaptiveJoinFilter`]: one
-/// decoding pass over all their key columns, one mask. The scan's static conjuncts
-/// stay with the `FilterExec` above: in the `RowFilter` they would be evaluated twice, and one that
-/// keeps most rows (`o_comment NOT LIKE ...` in TPC-H Q13) only fragments the selection. The
-/// price is that the reader no longer prunes row groups and pages with them; the scan has
-/// already pruned partitions and files with the same conjuncts.
+/// decoding pass over all their key columns, one mask. The scan's static conjuncts stay with
+/// the `FilterExec` above: in the `RowFilter` they would be evaluated twice, and one that keeps
+/// most rows (`o_comment NOT LIKE ...` in TPC-H Q13) only fragments the selection. The price is
+/// that the reader no longer prunes row groups and pages with them; the scan has already
+/// pruned partitions and files with the same conjuncts.
 fn filtering_while_decoding(
     input: &Arc<dyn ExecutionPlan>,
     join_filters: &HashSet<u64>,
