@@ -24,6 +24,12 @@ use clap::{Parser, Subcommand};
 use render::Format;
 use strata_query::{Warehouse, WarehouseOptions};
 
+/// mimalloc instead of glibc's malloc: query execution allocates and frees many short-lived
+/// batch buffers from several threads, and glibc spent about 7% of TPC-H's CPU in
+/// malloc/free (see BENCHMARKS.md). Embedders of `strata-query` choose their own allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod backend;
 mod demo;
 mod render;

@@ -25,6 +25,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{Column, ColumnStatistics, DFSchema, ScalarValue, Statistics};
 use datafusion::config::ConfigOptions;
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{
     FileGroup, FileScanConfigBuilder, FileSource, ParquetSource,
 };
@@ -509,15 +510,23 @@ impl TableProvider for StrataTable {
         };
         // The filters reach the Parquet source through DataFusion's physical filter pushdown
         // (passed through `StrataScanExec`), which prunes row groups and pages with them.
-        let source =
-            ParquetSource::new(self.scan_schema()).with_table_parquet_options(parquet_options);
-        let mut config = FileScanConfigBuilder::new(
-            ObjectStoreUrl::parse(WAREHOUSE_STORE_URL)?,
-            Arc::new(source),
-        )
-        .with_file_groups(balanced_groups(partitioned, target_partitions))
-        .with_projection_indices(projection.cloned())?
-        .with_limit(limit);
+        //
+        // Footers and page indexes come from the runtime's metadata cache: data files are
+        // immutable and uniquely named, so a cached footer never goes stale, and a hot query
+        // skips fetching and decoding the metadata of every file it touches.
+        let store_url = ObjectStoreUrl::parse(WAREHOUSE_STORE_URL)?;
+        let runtime = state.runtime_env();
+        let readers = CachedParquetFileReaderFactory::new(
+            runtime.object_store(&store_url)?,
+            runtime.cache_manager.get_file_metadata_cache(),
+        );
+        let source = ParquetSource::new(self.scan_schema())
+            .with_table_parquet_options(parquet_options)
+            .with_parquet_file_reader_factory(Arc::new(readers));
+        let mut config = FileScanConfigBuilder::new(store_url, Arc::new(source))
+            .with_file_groups(balanced_groups(partitioned, target_partitions))
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit);
         if let Some(stats) = TableProvider::statistics(self) {
             config = config.with_statistics(stats);
         }
@@ -1008,4 +1017,43 @@ pub fn scan_figures(plan: &Arc<dyn ExecutionPlan>) -> ScanFigures {
     }
     walk(plan, &mut total);
     total
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Warehouse;
+
+    /// A second query reads each data file's footer from the runtime's metadata cache instead
+    /// of fetching and decoding it again.
+    #[tokio::test]
+    async fn hot_queries_take_footers_from_the_metadata_cache() {
+        let warehouse = Warehouse::open("memory://").await.expect("warehouse");
+        let mut session = warehouse.session();
+        session
+            .sql(
+                "CREATE TABLE t (k INT, v BIGINT);
+                 INSERT INTO t SELECT CAST(value % 10 AS INT), value FROM generate_series(1, 1000);
+                 INSERT INTO t SELECT CAST(value % 10 AS INT), value FROM generate_series(1001, 2000)",
+            )
+            .await
+            .expect("setup");
+        let cache = warehouse.runtime().cache_manager.get_file_metadata_cache();
+        let hits = || -> Vec<usize> {
+            let mut hits: Vec<usize> = cache.list_entries().values().map(|e| e.hits).collect();
+            hits.sort();
+            hits
+        };
+        assert!(hits().is_empty());
+        let sql = "SELECT sum(v) FROM t WHERE k = 3";
+        session.sql(sql).await.expect("cold query");
+        let cold = hits();
+        assert_eq!(cold.len(), 2, "one entry per data file: {cold:?}");
+        session.sql(sql).await.expect("hot query");
+        let hot = hits();
+        assert_eq!(hot.len(), 2, "{hot:?}");
+        assert!(
+            hot.iter().zip(&cold).all(|(h, c)| h > c),
+            "the hot query hits both: {cold:?} then {hot:?}"
+        );
+    }
 }
