@@ -80,6 +80,11 @@ struct Args {
     #[arg(long, env = "STRATA_MEMORY_LIMIT", value_parser = strata_query::parse_byte_size)]
     memory_limit: Option<usize>,
 
+    /// Memory for decoded columns of hot data files (e.g. 4GiB; 0 turns the cache off), on
+    /// top of --memory-limit.
+    #[arg(long, env = "STRATA_SCAN_CACHE", default_value = "1GiB", value_parser = strata_query::parse_byte_size)]
+    scan_cache: usize,
+
     /// Log filter, e.g. `info` or `strata_query=debug`.
     #[arg(long, env = "STRATA_LOG", default_value = "warn")]
     log_filter: String,
@@ -108,6 +113,7 @@ enum Command {
 fn options(args: &Args) -> WarehouseOptions {
     WarehouseOptions {
         memory_limit: args.memory_limit,
+        scan_cache_bytes: args.scan_cache,
         ..WarehouseOptions::default()
     }
 }

@@ -33,6 +33,7 @@ pub mod mv;
 pub mod parser;
 pub mod progress;
 mod runtime_filter;
+pub mod scan_cache;
 mod scd;
 pub mod session;
 pub mod star_join;

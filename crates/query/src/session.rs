@@ -134,7 +134,9 @@ impl Session {
         if let Some(partitions) = warehouse.options().target_partitions {
             config = config.with_target_partitions(partitions.max(1));
         }
-        let mut config = config.with_option_extension(crate::mv::rewrite::StrataOptions::default());
+        let mut config = config
+            .with_option_extension(crate::mv::rewrite::StrataOptions::default())
+            .with_extension(warehouse.scan_cache());
         for (name, value) in &warehouse.options().settings {
             // Checked when the warehouse opened.
             let _ = config.options_mut().set(name, value);

@@ -28,7 +28,7 @@ use crate::warehouse::Warehouse;
 /// The schema name of system tables in every database.
 pub const SYSTEM_SCHEMA: &str = "system";
 /// The system tables.
-pub const SYSTEM_TABLES: [&str; 7] = [
+pub const SYSTEM_TABLES: [&str; 8] = [
     "partitions",
     "table_versions",
     "query_log",
@@ -36,6 +36,7 @@ pub const SYSTEM_TABLES: [&str; 7] = [
     "load_errors",
     "materialized_views",
     "lineage",
+    "scan_cache",
 ];
 
 const QUERY_LOG: &str = "query_log";
@@ -406,6 +407,7 @@ pub async fn system_table(
         "load_errors" => load_errors(warehouse).await?,
         "materialized_views" => crate::mv::system_table(warehouse).await?,
         "lineage" => crate::lineage::system_table(warehouse).await?,
+        "scan_cache" => scan_cache(warehouse)?,
         _ => return Ok(None),
     }))
 }
@@ -422,6 +424,49 @@ fn all_tables(warehouse: &Warehouse) -> Vec<(String, String, String, strata_stor
         }
     }
     out
+}
+
+/// What the scan cache holds, per table: files, columns, rows and bytes, with the cache's
+/// budget on every row.
+fn scan_cache(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("database_name", DataType::Utf8, false),
+        Field::new("schema_name", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("files", DataType::UInt64, false),
+        Field::new("columns", DataType::UInt64, false),
+        Field::new("rows", DataType::UInt64, false),
+        Field::new("bytes", DataType::UInt64, false),
+        Field::new("budget_bytes", DataType::UInt64, false),
+    ]));
+    let cache = warehouse.scan_cache();
+    let contents = cache.contents();
+    let mut names: Vec<StringBuilder> = (0..3).map(|_| StringBuilder::new()).collect();
+    let mut nums: Vec<UInt64Builder> = (0..5).map(|_| UInt64Builder::new()).collect();
+    for (db, schema_name, table, id) in all_tables(warehouse) {
+        let prefix = format!("tables/{}/", id.0);
+        let files: Vec<_> = contents
+            .iter()
+            .filter(|(path, ..)| path.starts_with(&prefix))
+            .collect();
+        if files.is_empty() {
+            continue;
+        }
+        names[0].append_value(&db);
+        names[1].append_value(&schema_name);
+        names[2].append_value(&table);
+        nums[0].append_value(files.len() as u64);
+        nums[1].append_value(files.iter().map(|f| f.2).max().unwrap_or(0) as u64);
+        nums[2].append_value(files.iter().map(|f| f.1 as u64).sum());
+        nums[3].append_value(files.iter().map(|f| f.3 as u64).sum());
+        nums[4].append_value(cache.budget() as u64);
+    }
+    let columns = names
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .chain(nums.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef))
+        .collect();
+    mem_table(schema, columns)
 }
 
 async fn partitions(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {

@@ -5,15 +5,16 @@
 //! go to DataFusion's Parquet reader with the same predicate, which prunes row groups and pages
 //! (and applies dynamic filters from joins at run time, using the per-file statistics attached
 //! here). A thin [`StrataScanExec`] on top reports what was pruned in `EXPLAIN ANALYZE` and the
-//! query log, passes statistics through, and applies the dynamic filters to the decoded rows
-//! ([`crate::runtime_filter`]).
+//! query log, passes statistics through, applies the dynamic filters to the decoded rows
+//! ([`crate::runtime_filter`]), and serves hot files from the scan cache
+//! ([`crate::scan_cache`]).
 //!
 //! Writes (`INSERT`) go through [`StrataSink`]: route → encode → upload → one commit.
 
 use std::any::Any;
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arrow::array::{ArrayRef, BooleanArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, SchemaRef};
@@ -55,7 +56,9 @@ use futures::StreamExt;
 use parquet::arrow::RowNumber;
 use strata_storage::{DataFile, Snapshot, TableLog, TableWriter, Transaction, run_cpu, writer};
 
+use crate::mv::rewrite::StrataOptions;
 use crate::runtime_filter::{AdaptiveJoinFilter, RuntimeFilterMetrics, RuntimeFilterStream};
+use crate::scan_cache::ScanCache;
 use crate::types::{key_scalar, scalar};
 use crate::warehouse::Warehouse;
 
@@ -679,6 +682,9 @@ pub struct StrataScanExec {
     /// [`StrataScanExec::awaiting`]).
     decodes_late: bool,
     metrics: ExecutionPlanMetricsSet,
+    /// What the scan executes, chosen at its first execution: the input, or the input with
+    /// its Parquet scan served from the scan cache (`true`).
+    reader: OnceLock<(Arc<dyn ExecutionPlan>, bool)>,
 }
 
 impl StrataScanExec {
@@ -700,6 +706,7 @@ impl StrataScanExec {
             awaited: Vec::new(),
             decodes_late: false,
             metrics,
+            reader: OnceLock::new(),
         }
     }
 
@@ -737,7 +744,31 @@ impl StrataScanExec {
             runtime_filters: self.runtime_filters.clone(),
             awaited,
             metrics: self.metrics.clone(),
+            reader: OnceLock::new(),
         })
+    }
+
+    /// The input with its Parquet scan served from the warehouse's scan cache, when the session
+    /// uses the cache and the cache can serve the scan.
+    fn cached_reader(&self, context: &TaskContext) -> Option<Arc<dyn ExecutionPlan>> {
+        let config = context.session_config();
+        let enabled = config
+            .options()
+            .extensions
+            .get::<StrataOptions>()
+            .is_none_or(|o| o.scan_cache);
+        let cache = config.get_extension::<ScanCache>()?;
+        if !enabled || cache.budget() == 0 {
+            return None;
+        }
+        crate::scan_cache::cached_reader(
+            cache,
+            &self.input,
+            &self.runtime_filters,
+            self.decodes_late,
+            config.batch_size(),
+            &self.metrics,
+        )
     }
 
     /// The runtime filters the scan applies to decoded batches: all of them, less the awaited
@@ -888,6 +919,7 @@ impl ExecutionPlan for StrataScanExec {
             awaited: self.awaited.clone(),
             decodes_late: self.decodes_late,
             metrics: self.metrics.clone(),
+            reader: OnceLock::new(),
         }))
     }
 
@@ -897,19 +929,30 @@ impl ExecutionPlan for StrataScanExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let batch_size = context.session_config().batch_size();
+        let (input, cached) = self
+            .reader
+            .get_or_init(|| match self.cached_reader(&context) {
+                Some(reader) => (reader, true),
+                None => (Arc::clone(&self.input), false),
+            })
+            .clone();
+        // A cached scan reads whole files: the scan applies all its runtime filters.
+        let filters = match cached {
+            true => self.runtime_filters.clone(),
+            false => self.filters_after_decoding(),
+        };
+        let open = move || input.execute(partition, context);
         let stream = if self.awaited.is_empty() {
-            self.input.execute(partition, context)?
+            open()?
         } else {
             let wait = MetricBuilder::new(&self.metrics).subset_time("join_filter_wait", partition);
             crate::runtime_filter::after_filters_complete(
                 &self.awaited,
-                Arc::clone(&self.input),
-                partition,
-                context,
+                self.input.schema(),
+                open,
                 wait,
             )
         };
-        let filters = self.filters_after_decoding();
         if filters.is_empty() {
             return Ok(stream);
         }
@@ -990,6 +1033,7 @@ impl ExecutionPlan for StrataScanExec {
             awaited: Vec::new(),
             decodes_late: false,
             metrics: self.metrics.clone(),
+            reader: OnceLock::new(),
         };
         Ok(
             FilterPushdownPropagation::with_parent_pushdown_result(pushed)
@@ -1031,7 +1075,9 @@ mod tests {
         let mut session = warehouse.session();
         session
             .sql(
-                "CREATE TABLE t (k INT, v BIGINT);
+                // Footers are what the Parquet reader reads: no scan cache.
+                "SET strata.scan_cache = false;
+                 CREATE TABLE t (k INT, v BIGINT);
                  INSERT INTO t SELECT CAST(value % 10 AS INT), value FROM generate_series(1, 1000);
                  INSERT INTO t SELECT CAST(value % 10 AS INT), value FROM generate_series(1001, 2000)",
             )

@@ -19,6 +19,7 @@ use strata_storage::{
 
 use crate::error::Result;
 use crate::parser::{AsOf, split_time_travel};
+use crate::scan_cache::ScanCache;
 use crate::session::Session;
 use crate::table::StrataTable;
 
@@ -38,7 +39,13 @@ pub struct WarehouseOptions {
     /// Settings every session starts with, as if it ran `SET name = value` first
     /// (e.g. `datafusion.execution.batch_size`, `strata.late_materialization`).
     pub settings: Vec<(String, String)>,
+    /// Memory for decoded columns of hot data files, in bytes, shared by all sessions and
+    /// outside `memory_limit` (see [`crate::scan_cache`]); 0 turns the cache off.
+    pub scan_cache_bytes: usize,
 }
+
+/// The default budget of the scan cache: 1 GiB.
+pub const DEFAULT_SCAN_CACHE_BYTES: usize = 1 << 30;
 
 impl Default for WarehouseOptions {
     fn default() -> Self {
@@ -48,6 +55,7 @@ impl Default for WarehouseOptions {
             memory_limit: None,
             target_partitions: None,
             settings: Vec::new(),
+            scan_cache_bytes: DEFAULT_SCAN_CACHE_BYTES,
         }
     }
 }
@@ -88,6 +96,7 @@ struct Inner {
     snapshots: Mutex<HashMap<TableId, Snapshot>>,
     options: WarehouseOptions,
     runtime: Arc<RuntimeEnv>,
+    scan_cache: Arc<ScanCache>,
 }
 
 impl Warehouse {
@@ -113,6 +122,7 @@ impl Warehouse {
                 catalog,
                 catalog_state: RwLock::new(state),
                 snapshots: Mutex::new(HashMap::new()),
+                scan_cache: Arc::new(ScanCache::new(options.scan_cache_bytes)),
                 options,
                 runtime,
             }),
@@ -134,6 +144,11 @@ impl Warehouse {
     /// The store under the warehouse root.
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
         self.inner.store.object_store()
+    }
+
+    /// The cache of decoded columns the warehouse's scans share.
+    pub fn scan_cache(&self) -> Arc<ScanCache> {
+        Arc::clone(&self.inner.scan_cache)
     }
 
     /// Options of this warehouse.

@@ -116,6 +116,14 @@ impl WarehouseBuilder {
         self
     }
 
+    /// Memory for decoded columns of hot data files, in bytes, shared by all sessions and on
+    /// top of the memory limit (default 1 GiB; 0 turns the cache off). Hot scans are served
+    /// from it without decompressing or decoding Parquet pages.
+    pub fn scan_cache(mut self, bytes: usize) -> Self {
+        self.options.scan_cache_bytes = bytes;
+        self
+    }
+
     /// The size a written Parquet file grows to before the next one starts (default 128 MiB).
     pub fn target_file_size(mut self, bytes: usize) -> Self {
         self.options.write.target_file_size_bytes = bytes;

@@ -56,6 +56,9 @@ datafusion::common::extensions_options! {
         /// Scans below a hash join decode the join key first and the other columns only for
         /// the rows the join's filter keeps.
         pub late_materialization: bool, default = true
+        /// Scans serve hot data files from the warehouse's cache of decoded columns
+        /// (`WarehouseOptions::scan_cache_bytes`) and add the files they read to it.
+        pub scan_cache: bool, default = true
     }
 }
 
