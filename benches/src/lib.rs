@@ -83,9 +83,10 @@ pub struct BenchArgs {
     #[arg(long, value_parser = strata_query::parse_byte_size)]
     pub memory_limit: Option<usize>,
 
-    /// Memory for decoded columns of hot data files (e.g. 4GiB; 0 turns the cache off).
-    #[arg(long, default_value = "1GiB", value_parser = strata_query::parse_byte_size)]
-    pub scan_cache: usize,
+    /// Memory for decoded columns of hot data files (e.g. 4GiB; 0 turns the cache off)
+    /// [default: a quarter of the machine's memory].
+    #[arg(long, value_parser = strata_query::parse_byte_size)]
+    pub scan_cache: Option<usize>,
 
     /// Concurrent streams for `throughput`.
     #[arg(long, default_value_t = 4)]
@@ -222,7 +223,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let location = args.warehouse();
     let options = WarehouseOptions {
         memory_limit: args.memory_limit,
-        scan_cache_bytes: args.scan_cache,
+        scan_cache_bytes: args
+            .scan_cache
+            .unwrap_or_else(strata_query::warehouse::default_scan_cache_bytes),
         settings: args.settings.clone(),
         ..WarehouseOptions::default()
     };
@@ -261,7 +264,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         "suite": suite.name(), "sf": sf, "hot": args.hot, "queries": args.queries,
         "streams": args.streams, "warehouse": location, "data": data_dir,
         "memory_limit": args.memory_limit,
-        "scan_cache": args.scan_cache,
+        "scan_cache": options.scan_cache_bytes,
         "settings": args.settings.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>(),
     });
 

@@ -19,7 +19,7 @@ fn args(action: Action, suite: Suite, data: &Path, answers: PathBuf, results: &P
         hot: 1,
         queries: None,
         memory_limit: None,
-        scan_cache: strata_query::warehouse::DEFAULT_SCAN_CACHE_BYTES,
+        scan_cache: None,
         streams: 2,
         sql: None,
         flight: None,

@@ -81,9 +81,9 @@ struct Args {
     memory_limit: Option<usize>,
 
     /// Memory for decoded columns of hot data files (e.g. 4GiB; 0 turns the cache off), on
-    /// top of --memory-limit.
-    #[arg(long, env = "STRATA_SCAN_CACHE", default_value = "1GiB", value_parser = strata_query::parse_byte_size)]
-    scan_cache: usize,
+    /// top of --memory-limit [default: a quarter of the machine's memory].
+    #[arg(long, env = "STRATA_SCAN_CACHE", value_parser = strata_query::parse_byte_size)]
+    scan_cache: Option<usize>,
 
     /// Log filter, e.g. `info` or `strata_query=debug`.
     #[arg(long, env = "STRATA_LOG", default_value = "warn")]
@@ -113,7 +113,9 @@ enum Command {
 fn options(args: &Args) -> WarehouseOptions {
     WarehouseOptions {
         memory_limit: args.memory_limit,
-        scan_cache_bytes: args.scan_cache,
+        scan_cache_bytes: args
+            .scan_cache
+            .unwrap_or_else(strata_query::warehouse::default_scan_cache_bytes),
         ..WarehouseOptions::default()
     }
 }

@@ -23,7 +23,8 @@
 //! scan. Only files unread for [`IDLE`] (a dropped table, files compaction replaced, a table
 //! nobody queries) make room for new ones. The cache is the warehouse's, shared by its
 //! sessions, and outside the query memory pool: its budget is
-//! `WarehouseOptions::scan_cache_bytes`; `SET strata.scan_cache = false` bypasses it.
+//! `WarehouseOptions::scan_cache_bytes` (default a quarter of RAM); `SET strata.scan_cache =
+//! false` bypasses it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -688,14 +689,17 @@ mod tests {
         assert!(warehouse.scan_cache().used() > 30000 * 8);
         assert_eq!(cache_figures(&mut session, sql, "t").await, (2, 0));
         assert_eq!(run(&mut session, sql).await, read);
+        let budget = crate::warehouse::default_scan_cache_bytes();
         let held = run(
             &mut session,
-            "SELECT table_name, files, columns, rows, bytes > 240000 AS big, budget_bytes \
-             FROM system.scan_cache",
+            &format!(
+                "SELECT table_name, files, columns, rows, bytes > 240000 AS big, \
+                 budget_bytes = {budget} AS budget FROM system.scan_cache"
+            ),
         )
         .await;
         assert!(
-            held.contains("| t          | 2     | 3       | 30000 | true | 1073741824   |"),
+            held.contains("| t          | 2     | 3       | 30000 | true | true   |"),
             "{held}"
         );
 

@@ -44,8 +44,18 @@ pub struct WarehouseOptions {
     pub scan_cache_bytes: usize,
 }
 
-/// The default budget of the scan cache: 1 GiB.
-pub const DEFAULT_SCAN_CACHE_BYTES: usize = 1 << 30;
+/// The default budget of the scan cache: a quarter of the machine's memory (as Postgres
+/// advises for its buffer cache), or 1 GiB where the memory cannot be read.
+pub fn default_scan_cache_bytes() -> usize {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        });
+    total.map_or(1 << 30, |bytes| bytes / 4)
+}
 
 impl Default for WarehouseOptions {
     fn default() -> Self {
@@ -55,7 +65,7 @@ impl Default for WarehouseOptions {
             memory_limit: None,
             target_partitions: None,
             settings: Vec::new(),
-            scan_cache_bytes: DEFAULT_SCAN_CACHE_BYTES,
+            scan_cache_bytes: default_scan_cache_bytes(),
         }
     }
 }

@@ -117,7 +117,7 @@ impl WarehouseBuilder {
     }
 
     /// Memory for decoded columns of hot data files, in bytes, shared by all sessions and on
-    /// top of the memory limit (default 1 GiB; 0 turns the cache off). Hot scans are served
+    /// top of the memory limit (default a quarter of RAM; 0 turns the cache off). Hot scans are served
     /// from it without decompressing or decoding Parquet pages.
     pub fn scan_cache(mut self, bytes: usize) -> Self {
         self.options.scan_cache_bytes = bytes;
