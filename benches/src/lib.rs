@@ -225,7 +225,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         memory_limit: args.memory_limit,
         scan_cache_bytes: args
             .scan_cache
-            .unwrap_or_else(strata_query::warehouse::default_scan_cache_bytes),
+            .unwrap_or_else(strata_query::default_scan_cache_bytes),
         settings: args.settings.clone(),
         ..WarehouseOptions::default()
     };

@@ -115,7 +115,7 @@ fn options(args: &Args) -> WarehouseOptions {
         memory_limit: args.memory_limit,
         scan_cache_bytes: args
             .scan_cache
-            .unwrap_or_else(strata_query::warehouse::default_scan_cache_bytes),
+            .unwrap_or_else(strata_query::default_scan_cache_bytes),
         ..WarehouseOptions::default()
     }
 }
@@ -240,7 +240,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", render::error_text(&e));
             ExitCode::FAILURE
         }
     }

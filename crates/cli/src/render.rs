@@ -367,3 +367,66 @@ mod tests {
         assert!(x.contains("comment | NULL\n"), "{x}");
     }
 }
+
+/// An error and the errors under it, each said once: a cause whose text the message above it
+/// already contains (an error that embeds its source, or a DataFusion diagnostic that wraps its
+/// own error) is left out.
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let message = cause.to_string();
+        if message.is_empty() || text.contains(&message) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&message);
+    }
+    text
+}
+
+#[cfg(test)]
+mod error_tests {
+    use super::error_text;
+
+    const MESSAGE: &str = "Error during planning: table 'x' not found";
+
+    #[derive(Debug)]
+    struct Planning;
+
+    impl std::fmt::Display for Planning {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(MESSAGE)
+        }
+    }
+
+    impl std::error::Error for Planning {}
+
+    /// Says what its source says, as DataFusion's `Diagnostic` does.
+    #[derive(Debug)]
+    struct Diagnostic(Planning);
+
+    impl std::fmt::Display for Diagnostic {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.fmt(f)
+        }
+    }
+
+    impl std::error::Error for Diagnostic {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn each_message_is_said_once() {
+        let e = anyhow::Error::new(Diagnostic(Planning));
+        assert_eq!(error_text(&e), "Error during planning: table 'x' not found");
+        let e = anyhow::Error::new(Diagnostic(Planning)).context("running script.sql");
+        assert_eq!(
+            error_text(&e),
+            "running script.sql: Error during planning: table 'x' not found"
+        );
+    }
+}

@@ -136,7 +136,7 @@ pub(crate) async fn run(
         warehouse.location()
     );
     // Materialized views with `refresh = 'every ...'` refresh in the background.
-    let scheduler = tokio::spawn(strata_query::mv::run_scheduler(
+    let scheduler = tokio::spawn(strata_query::run_scheduler(
         warehouse.clone(),
         Duration::from_secs(1),
     ));

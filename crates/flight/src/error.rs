@@ -2,7 +2,6 @@
 //! clients show to their users.
 
 use datafusion::error::DataFusionError;
-use strata_storage::Error as StorageError;
 use tonic::Status;
 
 /// Errors of starting and configuring the server.
@@ -34,62 +33,51 @@ pub enum Error {
 /// Result with the server [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// The gRPC status of a query-layer error: the client's mistakes (bad SQL, unknown names,
-/// values that do not fit) are `InvalidArgument`/`NotFound`/`AlreadyExists`, memory limits
-/// `ResourceExhausted`, everything else `Internal`. The message is the error's own text.
+/// Longest message a status carries; the rest is cut (a statement's error can quote whole rows).
+const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// The gRPC status of a query-layer error, by its kind (see [`strata_query::ErrorKind`]):
+///
+/// | kind | code |
+/// |---|---|
+/// | the statement is wrong (syntax, types, values) | `InvalidArgument` |
+/// | a name that does not exist | `NotFound` |
+/// | a name that exists already | `AlreadyExists` |
+/// | a commit lost to a concurrent writer (retry it) | `Aborted` |
+/// | a constraint violation (named in the message) | `FailedPrecondition` |
+/// | not supported | `Unimplemented` |
+/// | memory limit | `ResourceExhausted` |
+/// | anything else (a fault of the server) | `Internal` |
+///
+/// Refused permissions are `PermissionDenied` (see `policy`), cancelled statements
+/// `Cancelled` and timeouts `DeadlineExceeded` (see `service`).
 pub(crate) fn status(e: strata_query::Error) -> Status {
-    use strata_query::Error as Q;
-    let message = e.to_string();
-    match &e {
-        Q::Parse(_) | Q::Plan(_) | Q::Arrow(_) | Q::TooManyRejects { .. } => {
-            Status::invalid_argument(message)
+    use strata_query::ErrorKind;
+    let kind = e.kind();
+    let mut message = e.to_string();
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
         }
-        Q::Unsupported(_) => Status::unimplemented(message),
-        Q::Storage(s) => storage_status(s, message),
-        Q::DataFusion(d) => datafusion_status(d, message),
+        message.truncate(end);
+        message.push_str("...");
     }
-}
-
-fn storage_status(e: &StorageError, message: String) -> Status {
-    match e {
-        StorageError::DatabaseNotFound { .. }
-        | StorageError::SchemaNotFound { .. }
-        | StorageError::TableNotFound { .. }
-        | StorageError::PartitionNotFound { .. }
-        | StorageError::VersionNotFound { .. }
-        | StorageError::NoVersionAtTime { .. }
-        | StorageError::NoFilesMatch { .. } => Status::not_found(message),
-        StorageError::DatabaseExists { .. }
-        | StorageError::SchemaExists { .. }
-        | StorageError::TableExists { .. }
-        | StorageError::PartitionExists { .. } => Status::already_exists(message),
-        StorageError::CommitConflict { .. } | StorageError::TooManyConflicts { .. } => {
-            Status::aborted(message)
+    match kind {
+        ErrorKind::Internal | ErrorKind::ResourceExhausted => {
+            tracing::warn!(error = %message, "statement failed");
         }
-        StorageError::InvalidPartitioning { .. }
-        | StorageError::NoPartitionForValue { .. }
-        | StorageError::SchemaMismatch { .. }
-        | StorageError::Load { .. }
-        | StorageError::NotEmpty { .. }
-        | StorageError::InvalidArgument(_) => Status::invalid_argument(message),
-        _ => Status::internal(message),
+        _ => tracing::info!(error = %message, "statement refused"),
     }
-}
-
-fn datafusion_status(e: &DataFusionError, message: String) -> Status {
-    match e.find_root() {
-        DataFusionError::SQL(..)
-        | DataFusionError::Plan(_)
-        | DataFusionError::SchemaError(..)
-        | DataFusionError::NotImplemented(_)
-        | DataFusionError::Configuration(_)
-        | DataFusionError::ArrowError(..) => Status::invalid_argument(message),
-        DataFusionError::ResourcesExhausted(_) => Status::resource_exhausted(message),
-        DataFusionError::External(inner) => match inner.downcast_ref::<StorageError>() {
-            Some(s) => storage_status(s, message),
-            None => Status::internal(message),
-        },
-        _ => Status::internal(message),
+    match kind {
+        ErrorKind::InvalidArgument => Status::invalid_argument(message),
+        ErrorKind::NotFound => Status::not_found(message),
+        ErrorKind::AlreadyExists => Status::already_exists(message),
+        ErrorKind::Conflict => Status::aborted(message),
+        ErrorKind::ConstraintViolation => Status::failed_precondition(message),
+        ErrorKind::Unsupported => Status::unimplemented(message),
+        ErrorKind::ResourceExhausted => Status::resource_exhausted(message),
+        ErrorKind::Internal => Status::internal(message),
     }
 }
 

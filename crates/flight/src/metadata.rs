@@ -17,8 +17,8 @@ use arrow_flight::sql::{
     SqlSupportedTransaction, SupportedSqlGrammar, XdbcDataType,
 };
 use datafusion::catalog::CatalogProviderList;
+use strata_query::Constraint;
 use strata_query::Session;
-use strata_storage::Constraint;
 use tonic::Status;
 
 use crate::wire::{WireTypes, wire_schema};

@@ -916,3 +916,131 @@ async fn tls_with_certificate_and_key() {
         assert!(client.handshake("strata", PASSWORD).await.is_err());
     }
 }
+
+/// The message of a failed call's gRPC status.
+fn message(e: &arrow_flight::error::FlightError) -> &str {
+    match e {
+        arrow_flight::error::FlightError::Tonic(status) => status.message(),
+        other => panic!("not a gRPC status: {other}"),
+    }
+}
+
+/// The gRPC code of a failed call.
+fn code(e: &arrow_flight::error::FlightError) -> tonic::Code {
+    match e {
+        arrow_flight::error::FlightError::Tonic(status) => status.code(),
+        other => panic!("not a gRPC status: {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_reach_clients_with_their_grpc_code() {
+    let address = start(Limits::default()).await;
+    let mut client = login(address, "strata", PASSWORD).await;
+    client
+        .execute_update(
+            "CREATE TABLE sales (id BIGINT PRIMARY KEY, amount DOUBLE CHECK (amount >= 0))".into(),
+            None,
+        )
+        .await
+        .unwrap();
+    client
+        .execute_update("INSERT INTO sales VALUES (1, 10)".into(), None)
+        .await
+        .unwrap();
+
+    let e = client
+        .execute("SELECT * FROM sale".into(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), tonic::Code::NotFound, "{e}");
+    assert_eq!(
+        message(&e),
+        "table 'main.public.sale' not found; did you mean 'sales'?"
+    );
+
+    let e = client.execute("SELEC 1".into(), None).await.unwrap_err();
+    assert_eq!(code(&e), tonic::Code::InvalidArgument, "{e}");
+
+    let e = client
+        .execute_update("INSERT INTO sales VALUES (1, 20)".into(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), tonic::Code::FailedPrecondition, "{e}");
+    assert!(e.to_string().contains("PRIMARY KEY constraint '"), "{e}");
+    let e = client
+        .execute_update("INSERT INTO sales VALUES (2, -1)".into(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), tonic::Code::FailedPrecondition, "{e}");
+    assert!(e.to_string().contains("CHECK constraint '"), "{e}");
+
+    let e = client
+        .execute_update("CREATE TABLE sales (x INT)".into(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), tonic::Code::AlreadyExists, "{e}");
+
+    let mut analyst = login(address, "analyst", "analyst-pw").await;
+    let e = analyst
+        .execute_update("COPY INTO sales FROM '/etc/hostname'".into(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), tonic::Code::PermissionDenied, "{e}");
+}
+
+/// Clients updating one row at once: each update either commits or loses the race and comes
+/// back `Aborted` saying it can be retried; no update is lost or applied twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_commit_race_is_aborted_and_no_update_is_lost() {
+    const CLIENTS: usize = 4;
+    const UPDATES: usize = 5;
+    let address = start(Limits::default()).await;
+    let mut setup = login(address, "strata", PASSWORD).await;
+    for sql in [
+        "CREATE TABLE counter (id BIGINT, n BIGINT)",
+        "INSERT INTO counter VALUES (1, 0)",
+    ] {
+        setup.execute_update(sql.into(), None).await.unwrap();
+    }
+    let (mut committed, mut aborted) = (0_i64, 0_usize);
+    for _round in 0..20 {
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                tokio::spawn(async move {
+                    let mut client = login(address, "strata", PASSWORD).await;
+                    let mut outcomes = Vec::new();
+                    for _ in 0..UPDATES {
+                        let sql = "UPDATE counter SET n = n + 1 WHERE id = 1";
+                        let outcome = client.execute_update(sql.into(), None).await;
+                        outcomes.push(outcome.map(|_| ()).map_err(|e| (code(&e), e.to_string())));
+                    }
+                    outcomes
+                })
+            })
+            .collect();
+        for client in clients {
+            for outcome in client.await.unwrap() {
+                match outcome {
+                    Ok(()) => committed += 1,
+                    Err((tonic::Code::Aborted, message)) => {
+                        assert!(message.contains("can be retried"), "{message}");
+                        aborted += 1;
+                    }
+                    Err(other) => panic!("an update failed otherwise: {other:?}"),
+                }
+            }
+        }
+        if aborted > 0 {
+            break;
+        }
+    }
+    assert!(aborted > 0, "no update lost a commit race in 20 rounds");
+    let n = query(&mut setup, "SELECT n FROM counter").await;
+    let n = n[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    assert_eq!(n.value(0), committed, "{aborted} aborted");
+}

@@ -40,7 +40,7 @@ fn pruning(c: &mut Criterion) {
                     .create_physical_plan()
                     .await
                     .unwrap();
-                let figures = strata_query::table::scan_figures(&plan);
+                let figures = strata_query::scan_figures(&plan);
                 assert_eq!(figures.partitions_total, 10_000);
                 assert_eq!(figures.files_scanned, 1);
             })

@@ -1,10 +1,19 @@
 //! Strata's catalog as DataFusion catalog providers.
 //!
 //! Each Strata database is a DataFusion catalog, each schema a schema. Every database also shows
-//! a read-only `system` schema (see [`crate::system`]), and `information_schema` (DataFusion's
-//! views plus the constraint views).
+//! a read-only `system` schema (see [`system`]), and `information_schema` (DataFusion's
+//! views plus the constraint views). A name resolves to a table ([`crate::table::StrataTable`]),
+//! a materialized view ([`materialized_view`]), a view ([`views`]) or, with
+//! `FOR SYSTEM_TIME AS OF`, the versions of an SCD Type 2 table valid then ([`scd`]).
 //! Names come from the warehouse's cached catalog, refreshed before each statement; tables are
 //! resolved (their snapshot read) when a statement is planned.
+
+pub(crate) mod lineage;
+pub(crate) mod materialized_view;
+pub(crate) mod planner;
+pub(crate) mod scd;
+pub(crate) mod system;
+pub(crate) mod views;
 
 use std::sync::Arc;
 
@@ -13,22 +22,28 @@ use datafusion::catalog::information_schema::{INFORMATION_SCHEMA, InformationSch
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
 
+use strata_storage::SYSTEM_SCHEMA;
+
 use crate::parser::{AsOf, split_time_travel};
-use crate::system::{
-    CONSTRAINT_VIEWS, SYSTEM_SCHEMA, SYSTEM_TABLES, constraint_view, system_table,
-};
+use crate::table::StrataTable;
+use crate::table::scd::ScdSpec;
 use crate::warehouse::Warehouse;
+use materialized_view::{Definition, MaterializedViewTable};
+use planner::Planner;
+use system::{CONSTRAINT_VIEWS, SYSTEM_TABLES, constraint_view, system_table};
 
 /// All databases of a warehouse.
 #[derive(Debug)]
-pub struct StrataCatalogList {
+pub(crate) struct StrataCatalogList {
     warehouse: Warehouse,
+    /// Plans views' stored queries.
+    planner: Arc<dyn Planner>,
 }
 
 impl StrataCatalogList {
-    /// The databases of `warehouse`.
-    pub fn new(warehouse: Warehouse) -> Self {
-        Self { warehouse }
+    /// The databases of `warehouse`, planning stored SQL with `planner`.
+    pub(crate) fn new(warehouse: Warehouse, planner: Arc<dyn Planner>) -> Self {
+        Self { warehouse, planner }
     }
 }
 
@@ -54,6 +69,7 @@ impl CatalogProviderList for StrataCatalogList {
             .then(|| {
                 Arc::new(StrataDatabase {
                     warehouse: self.warehouse.clone(),
+                    planner: Arc::clone(&self.planner),
                     database: name.to_string(),
                 }) as Arc<dyn CatalogProvider>
             })
@@ -64,6 +80,7 @@ impl CatalogProviderList for StrataCatalogList {
 #[derive(Debug)]
 struct StrataDatabase {
     warehouse: Warehouse,
+    planner: Arc<dyn Planner>,
     database: String,
 }
 
@@ -83,6 +100,7 @@ impl CatalogProvider for StrataDatabase {
             return Some(Arc::new(InformationSchema {
                 inner: InformationSchemaProvider::new(Arc::new(StrataCatalogList::new(
                     self.warehouse.clone(),
+                    Arc::clone(&self.planner),
                 ))),
                 warehouse: self.warehouse.clone(),
             }));
@@ -96,6 +114,7 @@ impl CatalogProvider for StrataDatabase {
         exists.then(|| {
             Arc::new(StrataSchema {
                 warehouse: self.warehouse.clone(),
+                planner: Arc::clone(&self.planner),
                 database: self.database.clone(),
                 schema: name.to_string(),
             }) as Arc<dyn SchemaProvider>
@@ -104,7 +123,7 @@ impl CatalogProvider for StrataDatabase {
 }
 
 /// `information_schema`: DataFusion's views (`tables`, `columns`, `views`, `df_settings`, ...)
-/// plus the constraint views it lacks (see [`crate::system::CONSTRAINT_VIEWS`]). Sessions turn
+/// plus the constraint views it lacks (see [`system::CONSTRAINT_VIEWS`]). Sessions turn
 /// DataFusion's own off so that this one answers.
 #[derive(Debug)]
 struct InformationSchema {
@@ -138,6 +157,7 @@ impl SchemaProvider for InformationSchema {
 #[derive(Debug)]
 struct StrataSchema {
     warehouse: Warehouse,
+    planner: Arc<dyn Planner>,
     database: String,
     schema: String,
 }
@@ -157,7 +177,7 @@ impl SchemaProvider for StrataSchema {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         if self.schema == SYSTEM_SCHEMA {
-            return system_table(&self.warehouse, name)
+            return system_table(&self.warehouse, self.planner.as_ref(), name)
                 .await
                 .map_err(DataFusionError::from);
         }
@@ -167,28 +187,26 @@ impl SchemaProvider for StrataSchema {
             .view(&self.database, &self.schema, name)
         {
             let qualified = format!("{}.{}.{name}", self.database, self.schema);
-            return crate::views::provider(&self.warehouse, &qualified, view)
+            return views::provider(&self.warehouse, self.planner.as_ref(), &qualified, view)
                 .await
                 .map(Some)
                 .map_err(DataFusionError::from);
         }
-        let table = self
-            .warehouse
-            .table(&self.database, &self.schema, name)
+        let table = StrataTable::open(&self.warehouse, &self.database, &self.schema, name)
             .await
             .map_err(DataFusionError::from)?;
         let Some(table) = table else {
             return Ok(None);
         };
         if let (_, Some(AsOf::ValidAt(micros))) = split_time_travel(name)
-            && crate::scd::ScdSpec::of(&table.snapshot().metadata).is_some()
+            && ScdSpec::of(&table.snapshot().metadata).is_some()
         {
-            return crate::scd::valid_at(table, micros)
+            return scd::valid_at(table, micros)
                 .map(Some)
                 .map_err(DataFusionError::from);
         }
-        if crate::mv::Definition::of(&table.snapshot().metadata).is_some() {
-            return Ok(Some(Arc::new(crate::mv::MaterializedViewTable::new(table))));
+        if Definition::of(&table.snapshot().metadata).is_some() {
+            return Ok(Some(Arc::new(MaterializedViewTable::new(table))));
         }
         Ok(Some(Arc::new(table) as Arc<dyn TableProvider>))
     }

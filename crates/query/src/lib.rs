@@ -1,51 +1,51 @@
 //! Strata's SQL layer: a DataFusion session over a Strata warehouse.
 //!
+//! The crate is built in layers; each module uses only the layers below it (`.ci/layers.py`
+//! checks this, and that no module imports another in a circle):
+//!
 //! ```text
-//!  Session::sql(text)
-//!     │ parser: split on `;`, Snowflake → Generic → MySQL → Postgres dialects,
-//!     │         plus PARTITION BY RANGE / ADD|DROP PARTITION / VACUUM / time travel
-//!     ├── catalog DDL, CREATE TABLE [AS], COPY INTO, SHOW, DESCRIBE ──► strata-storage
-//!     ├── SELECT, INSERT, EXPLAIN, SET ──► DataFusion ──► StrataTable (prunes partitions
-//!     │                                                   and files, then Parquet scan)
-//!     ├── UPDATE, DELETE, MERGE ──► planned by DataFusion, run by `dml`: copy-on-write of
-//!     │                             the files holding affected rows, one commit
-//!     ├── APPLY CHANGES ──► `scd`: SCD Type 2 history folded, changed keys rewritten
-//!     ├── CREATE VIEW ──► `views`: query text in the catalog, planned again on each read
-//!     └── CREATE / REFRESH MATERIALIZED VIEW ──► `mv`: a table + definition + source
-//!                             versions; refresh folds appends, recomputes touched
-//!                             partitions, or recomputes all, in one commit
-//!  every statement ──► system.query_log
+//!  statement   Session::sql/execute: dispatch, plan step (+ MV rewrite), query log, hooks;
+//!     │        one handler per family: ddl, dml (+merge), copy, apply_changes, views, stream
+//!  mv          CREATE / REFRESH MATERIALIZED VIEW, scheduler, query rewrite onto views
+//!     │
+//!  session     the DataFusion context: catalog, rules, options; planning, name qualification
+//!     │
+//!  catalog     schema providers, system tables, views, materialized-view and SCD readers,
+//!  rules       lineage; plans stored SQL through its `Planner` trait, which the session
+//!     │        implements | optimizer and analyzer rules, table functions
+//!  table       StrataTable: prune, scan (runtime filters, scan cache), write, constraints
+//!     │
+//!  warehouse config parser types progress result scan_cache error      (state and leaves)
+//!     │
+//!  strata-storage   catalog, table logs, partitions, Parquet I/O, loaders, system records
 //! ```
 //!
 //! Entry points: [`Warehouse::open`] and [`Warehouse::session`], then [`Session::sql`].
 
-pub mod catalog;
-mod constraints;
-mod copy;
-pub mod date_comparison;
-pub mod date_dimension;
-mod decimal_arithmetic;
-mod dml;
+#![warn(missing_docs)]
+
+mod catalog;
+pub mod config;
 pub mod error;
-pub mod fk_join;
-mod lineage;
-pub mod mv;
+mod mv;
 pub mod parser;
 pub mod progress;
-mod runtime_filter;
-pub mod scan_cache;
-mod scd;
-pub mod session;
-pub mod star_join;
-mod streaming;
-pub mod system;
-pub mod table;
-pub mod types;
-mod views;
-pub mod warehouse;
+mod result;
+mod rules;
+mod scan_cache;
+mod session;
+mod statement;
+mod table;
+mod types;
+mod warehouse;
 
-pub use error::{Error, Result};
+pub use config::{StrataOptions, WarehouseOptions, default_scan_cache_bytes, parse_byte_size};
+pub use error::{Error, ErrorKind, Result};
+pub use mv::run_scheduler;
 pub use progress::{Progress, ProgressFigures};
-pub use session::{Session, StatementResult};
-pub use streaming::IngestMode;
-pub use warehouse::{Warehouse, WarehouseOptions, parse_byte_size};
+pub use result::StatementResult;
+pub use session::Session;
+pub use statement::stream::IngestMode;
+pub use strata_storage::Constraint;
+pub use table::{ScanFigures, scan_figures};
+pub use warehouse::Warehouse;

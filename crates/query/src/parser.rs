@@ -38,7 +38,9 @@ use crate::error::{Error, Result};
 /// A parsed statement and its source text (for the query log).
 #[derive(Debug, Clone)]
 pub struct ParsedStatement {
+    /// The statement's text as written.
     pub text: String,
+    /// The parsed statement.
     pub statement: Statement,
 }
 
@@ -49,38 +51,55 @@ pub enum Statement {
     Sql(Box<SqlStatement>),
     /// `CREATE TABLE | MATERIALIZED VIEW ... PARTITION BY RANGE ...`.
     CreatePartitioned {
+        /// The `CREATE` without its partition clause.
         create: Box<SqlStatement>,
+        /// The partition clause.
         partitioning: PartitionClause,
     },
     /// `ALTER TABLE t ADD PARTITION ...`.
     AddPartitions {
+        /// The table.
         table: ObjectName,
+        /// The partitions: name and exclusive upper bound.
         partitions: Vec<(String, UpperBound)>,
     },
     /// `ALTER TABLE t DROP PARTITION p, q`.
     DropPartitions {
+        /// The table.
         table: ObjectName,
+        /// The partitions.
         names: Vec<String>,
+        /// `IF EXISTS`: a missing partition is no error.
         if_exists: bool,
     },
     /// `VACUUM [t] [RETAIN n HOURS]`.
     Vacuum {
+        /// The table, or every table.
         table: Option<ObjectName>,
+        /// `RETAIN n HOURS`; 7 days when absent.
         retain_hours: Option<f64>,
     },
     /// `APPLY CHANGES INTO target FROM source KEY (...) SEQUENCE BY c [APPLY AS DELETE WHEN e]`.
     ApplyChanges(Box<ApplyChanges>),
     /// `REFRESH MATERIALIZED VIEW mv [FULL]`.
-    Refresh { view: ObjectName, full: bool },
+    Refresh {
+        /// The view.
+        view: ObjectName,
+        /// `FULL`: recompute everything.
+        full: bool,
+    },
 }
 
 /// A change set applied to an SCD Type 2 table.
 #[derive(Debug, Clone)]
 pub struct ApplyChanges {
+    /// The SCD Type 2 table.
     pub target: ObjectName,
     /// The change rows: a table, or a parenthesised query.
     pub source: Box<datafusion::sql::sqlparser::ast::Query>,
+    /// `KEY (...)`: the natural key columns.
     pub keys: Vec<String>,
+    /// `SEQUENCE BY`: the column that orders a key's changes.
     pub sequence_by: Expr,
     /// Change rows that close the key's version instead of setting values.
     pub delete_when: Option<Expr>,
@@ -89,16 +108,22 @@ pub struct ApplyChanges {
 /// `PARTITION BY RANGE (column) [INTERVAL (...)] [(PARTITION ... VALUES LESS THAN ...)]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PartitionClause {
+    /// The partition key column.
     pub column: String,
+    /// Named partitions: name and exclusive upper bound.
     pub partitions: Vec<(String, UpperBound)>,
+    /// `INTERVAL (...)`: the width of partitions created as rows arrive.
     pub interval: Option<IntervalSpec>,
 }
 
 /// The width of automatic partitions as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntervalSpec {
+    /// `INTERVAL (n MONTH)`.
     Months(u32),
+    /// `INTERVAL (n DAY)`.
     Days(i64),
+    /// `INTERVAL (n HOUR)`.
     Hours(i64),
     /// A bare number: the width in key units (integer keys).
     Number(i64),
@@ -639,6 +664,7 @@ pub const TIME_TRAVEL_SEPARATOR: char = '@';
 /// Which snapshot a time-travel name asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AsOf {
+    /// `AT (VERSION => n)`.
     Version(u64),
     /// Microseconds since the epoch, UTC.
     Timestamp(i64),

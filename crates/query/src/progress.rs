@@ -39,11 +39,15 @@ pub struct ProgressFigures {
     pub rows_scanned: u64,
     /// Bytes the statement's Parquet scans read so far.
     pub bytes_scanned: u64,
-    /// `COPY INTO`: files to load, files loaded, their bytes, rows loaded.
+    /// `COPY INTO`: files to load.
     pub files_to_load: u64,
+    /// `COPY INTO`: files loaded so far.
     pub files_loaded: u64,
+    /// `COPY INTO`: bytes of the files to load.
     pub bytes_to_load: u64,
+    /// `COPY INTO`: bytes of the files loaded so far.
     pub bytes_loaded: u64,
+    /// `COPY INTO`: rows loaded so far.
     pub rows_loaded: u64,
 }
 

@@ -10,7 +10,7 @@
 //! **What a cached scan reads.** A file enters the cache read whole, without the scan's
 //! predicate: pruning row groups or pages would leave a partial column. That costs nothing in
 //! rows, because Strata's scans apply their filters above the reader anyway (static conjuncts
-//! in the `FilterExec`, dynamic ones from joins in [`crate::table::StrataScanExec`]); a cached
+//! in the `FilterExec`, dynamic ones from joins in the table scan); a cached
 //! scan prunes whole files with the dynamic filters, as the Parquet reader does. A file
 //! DataFusion split into byte ranges over several partitions is read whole by the partition
 //! with its first range. A file that arrives when the cache is full is read by the planned
@@ -26,41 +26,19 @@
 //! `WarehouseOptions::scan_cache_bytes` (default a quarter of RAM); `SET strata.scan_cache =
 //! false` bypasses it.
 
+//!
+//! This module is the cache itself, owned by the warehouse; the execution plan that serves
+//! scans from it is `table::cached_scan`.
+
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, new_empty_array};
-use arrow::compute::concat;
-use arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
-use datafusion::common::plan_err;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::config::TableParquetOptions;
-use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::parquet::ParquetFileReaderFactory;
-use datafusion::datasource::physical_plan::{
-    FileGroup, FileScanConfig, FileScanConfigBuilder, FileSource, ParquetSource,
-};
-use datafusion::datasource::source::DataSourceExec;
-use datafusion::datasource::table_schema::TableSchema;
-use datafusion::error::Result as DfResult;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_expr::projection::{ProjectionExprs, Projector};
-use datafusion::physical_expr::utils::conjunction_opt;
-use datafusion::physical_optimizer::pruning::FilePruner;
-use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
-use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
-use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use futures::stream::{self, BoxStream};
-use futures::{StreamExt, TryStreamExt};
+use arrow::array::ArrayRef;
+use arrow::datatypes::{DataType, FieldRef};
 
 /// How long a cached file may go unread before a new file may take its place.
-pub const IDLE: Duration = Duration::from_secs(300);
+pub(crate) const IDLE: Duration = Duration::from_secs(300);
 
 /// Decoded columns of data files within a memory budget (see the module documentation).
 #[derive(Debug)]
@@ -129,7 +107,7 @@ impl ScanCache {
     }
 
     /// The file's row count and its columns `fields`, when all of them are cached.
-    fn get(&self, path: &str, fields: &[FieldRef]) -> Option<(usize, Vec<ArrayRef>)> {
+    pub(crate) fn get(&self, path: &str, fields: &[FieldRef]) -> Option<(usize, Vec<ArrayRef>)> {
         let mut state = self.state();
         let file = state.files.get_mut(path)?;
         let columns = fields
@@ -141,12 +119,12 @@ impl ScanCache {
     }
 
     /// Whether it holds columns of the file.
-    fn holds(&self, path: &str) -> bool {
+    pub(crate) fn holds(&self, path: &str) -> bool {
         self.state().files.contains_key(path)
     }
 
     /// Whether a file's columns could be admitted now.
-    fn has_room(&self) -> bool {
+    pub(crate) fn has_room(&self) -> bool {
         if self.budget == 0 {
             return false;
         }
@@ -159,7 +137,13 @@ impl ScanCache {
 
     /// Adds the file's columns `fields` (`arrays`, of `rows` rows) that it does not hold yet,
     /// if they fit (after dropping idle files); returns whether it holds them now.
-    fn insert(&self, path: &str, rows: usize, fields: &[FieldRef], arrays: &[ArrayRef]) -> bool {
+    pub(crate) fn insert(
+        &self,
+        path: &str,
+        rows: usize,
+        fields: &[FieldRef],
+        arrays: &[ArrayRef],
+    ) -> bool {
         let mut state = self.state();
         let present = state.files.get(path);
         if present.is_some_and(|f| f.rows != rows) {
@@ -220,580 +204,4 @@ impl State {
 
 fn key(field: &FieldRef) -> (String, DataType) {
     (field.name().clone(), field.data_type().clone())
-}
-
-/// Files served from the cache and files read, per scan, shown by `EXPLAIN ANALYZE`.
-#[derive(Debug, Clone)]
-struct CacheMetrics {
-    files_cached: Count,
-    files_read: Count,
-}
-
-impl CacheMetrics {
-    fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
-        Self {
-            files_cached: MetricBuilder::new(metrics).counter("scan_cache_files_hit", partition),
-            files_read: MetricBuilder::new(metrics).counter("scan_cache_files_read", partition),
-        }
-    }
-}
-
-/// `input`, a Parquet scan (possibly below the repartition that spreads one file group over
-/// the target partitions), with the Parquet scan served from `cache`; `None` when the cache
-/// cannot serve it (see [`CachedScan::of`]). `dynamic_filters` apply to its output and
-/// `metrics` get the cache's figures.
-pub(crate) fn cached_reader(
-    cache: Arc<ScanCache>,
-    input: &Arc<dyn ExecutionPlan>,
-    dynamic_filters: &[Arc<dyn PhysicalExpr>],
-    decodes_late: bool,
-    batch_size: usize,
-    metrics: &ExecutionPlanMetricsSet,
-) -> Option<Arc<dyn ExecutionPlan>> {
-    if let Some(repartition) = input.downcast_ref::<RepartitionExec>() {
-        let reader = cached_reader(
-            cache,
-            repartition.input(),
-            dynamic_filters,
-            decodes_late,
-            batch_size,
-            metrics,
-        )?;
-        return replace_children_if_necessary(Arc::clone(input), vec![reader]).ok();
-    }
-    let scan = CachedScan::of(cache, input, dynamic_filters, decodes_late, batch_size)?;
-    if !scan.cache.has_room()
-        && !scan.planned.file_groups.iter().any(|group| {
-            group
-                .iter()
-                .any(|f| scan.cache.holds(f.object_meta.location.as_ref()))
-        })
-    {
-        // Nothing to serve and no room to add to: the planned scan reads as well.
-        return None;
-    }
-    Some(Arc::new(CachedScanExec {
-        scan: Arc::new(scan),
-        properties: Arc::clone(input.properties()),
-        metrics: metrics.clone(),
-    }))
-}
-
-/// A Parquet scan served from the cache, in place of the `DataSourceExec` it was planned as.
-#[derive(Debug)]
-struct CachedScanExec {
-    scan: Arc<CachedScan>,
-    properties: Arc<PlanProperties>,
-    /// The metrics of the `StrataScanExec` above, which shows the cache's figures.
-    metrics: ExecutionPlanMetricsSet,
-}
-
-impl DisplayAs for CachedScanExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "CachedScanExec")
-    }
-}
-
-impl ExecutionPlan for CachedScanExec {
-    fn name(&self) -> &str {
-        "CachedScanExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
-    ) -> DfResult<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        _children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        Ok(self)
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
-        let metrics = CacheMetrics::new(&self.metrics, partition);
-        Ok(Arc::clone(&self.scan).execute(partition, context, metrics))
-    }
-}
-
-/// A planned Parquet scan, served from the cache.
-#[derive(Debug)]
-struct CachedScan {
-    cache: Arc<ScanCache>,
-    /// The planned scan: its files, and the reader of files the cache does not take.
-    planned: FileScanConfig,
-    /// How the planned scan reads files (without its predicate, to read them whole).
-    reader_options: TableParquetOptions,
-    reader_factory: Option<Arc<dyn ParquetFileReaderFactory>>,
-    /// The table columns the scan needs, by index.
-    indices: Vec<usize>,
-    /// The table columns the scan needs, and the projection from them to its output.
-    fields: Vec<FieldRef>,
-    needed: SchemaRef,
-    projector: Projector,
-    output: SchemaRef,
-    /// The scan's dynamic filters in terms of the table's columns, to prune whole files.
-    prune: Option<Arc<dyn PhysicalExpr>>,
-    file_schema: SchemaRef,
-    batch_size: usize,
-    /// The planned scan's own metrics, which count the rows served from the cache too.
-    source_metrics: ExecutionPlanMetricsSet,
-}
-
-impl CachedScan {
-    /// The cached form of `input`, a Parquet scan, whose output `dynamic_filters` apply to;
-    /// `None` when the cache cannot serve it: not a plain Parquet scan of table columns (a DML
-    /// scan's file and row columns), or one whose reader applies the static predicate (the
-    /// session's `pushdown_filters`) unless it is Strata's own late-decoding reader, which only
-    /// applies `dynamic_filters`.
-    fn of(
-        cache: Arc<ScanCache>,
-        input: &Arc<dyn ExecutionPlan>,
-        dynamic_filters: &[Arc<dyn PhysicalExpr>],
-        decodes_late: bool,
-        batch_size: usize,
-    ) -> Option<Self> {
-        let exec = input.downcast_ref::<DataSourceExec>()?;
-        let (planned, source) = exec.downcast_to_file_source::<ParquetSource>()?;
-        let options = source.table_parquet_options();
-        if options.global.pushdown_filters && !decodes_late {
-            return None;
-        }
-        let table = source.table_schema();
-        if !table.table_partition_cols().is_empty() || !table.virtual_columns().is_empty() {
-            return None;
-        }
-        let file_schema = Arc::clone(table.file_schema());
-        let projection = match source.projection() {
-            Some(p) => p.clone(),
-            None => ProjectionExprs::from_indices(
-                &(0..file_schema.fields().len()).collect::<Vec<_>>(),
-                &file_schema,
-            ),
-        };
-        // For each output column that is a table column as such, its index in the table.
-        let plain: Vec<Option<usize>> = projection
-            .iter()
-            .map(|p| p.expr.downcast_ref::<Column>().map(|c| c.index()))
-            .collect();
-        let indices = projection.column_indices();
-        if indices.iter().any(|&i| i >= file_schema.fields().len()) {
-            return None;
-        }
-        let fields: Vec<FieldRef> = indices
-            .iter()
-            .map(|&i| Arc::clone(&file_schema.fields()[i]))
-            .collect();
-        let needed = Arc::new(Schema::new(fields.clone()));
-        let position = |i: usize| indices.iter().position(|&n| n == i);
-        let projection = projection
-            .try_map_exprs(|expr| {
-                expr.transform(|e| match e.downcast_ref::<Column>() {
-                    Some(c) => {
-                        let at = position(c.index()).expect("column among the needed ones");
-                        Ok(Transformed::yes(
-                            Arc::new(Column::new(c.name(), at)) as Arc<dyn PhysicalExpr>
-                        ))
-                    }
-                    None => Ok(Transformed::no(e)),
-                })
-                .map(|t| t.data)
-            })
-            .ok()?;
-        let projector = projection.make_projector(&needed).ok()?;
-
-        let mut reader_options = options.clone();
-        reader_options.global.pushdown_filters = false;
-        Some(Self {
-            cache,
-            prune: in_table_columns(dynamic_filters, &plain, &file_schema),
-            planned: planned.clone(),
-            reader_options,
-            reader_factory: source.parquet_file_reader_factory().cloned(),
-            indices,
-            fields,
-            needed,
-            projector,
-            output: input.schema(),
-            file_schema,
-            batch_size,
-            source_metrics: source.metrics().clone(),
-        })
-    }
-
-    /// The scan's partition `partition`, file by file: from the cache, or read whole into it,
-    /// or read by the planned scan.
-    fn execute(
-        self: Arc<Self>,
-        partition: usize,
-        context: Arc<TaskContext>,
-        metrics: CacheMetrics,
-    ) -> SendableRecordBatchStream {
-        let files = self
-            .planned
-            .file_groups
-            .get(partition)
-            .map(|g| g.files().to_vec())
-            .unwrap_or_default();
-        let rows = MetricBuilder::new(&self.source_metrics).output_rows(partition);
-        let output = Arc::clone(&self.output);
-        let limit = self.planned.limit;
-        let this = Arc::clone(&self);
-        let batches = stream::iter(files)
-            .then(move |file| {
-                let this = Arc::clone(&this);
-                let context = Arc::clone(&context);
-                let metrics = metrics.clone();
-                let rows = rows.clone();
-                async move { this.open(file, context, metrics, rows).await }
-            })
-            .try_flatten();
-        let batches: BoxStream<'static, DfResult<RecordBatch>> = match limit {
-            None => batches.boxed(),
-            Some(limit) => batches
-                .scan(limit, |left, batch| {
-                    let out = match batch {
-                        Ok(_) if *left == 0 => None,
-                        Ok(b) => {
-                            let take = b.num_rows().min(*left);
-                            *left -= take;
-                            Some(Ok(b.slice(0, take)))
-                        }
-                        Err(e) => Some(Err(e)),
-                    };
-                    futures::future::ready(out)
-                })
-                .boxed(),
-        };
-        Box::pin(RecordBatchStreamAdapter::new(output, batches))
-    }
-
-    async fn open(
-        self: Arc<Self>,
-        file: PartitionedFile,
-        context: Arc<TaskContext>,
-        metrics: CacheMetrics,
-        rows: Count,
-    ) -> DfResult<BoxStream<'static, DfResult<RecordBatch>>> {
-        // DataFusion splits big files into byte ranges over the partitions; the cached scan
-        // reads a file whole in the partition that has its first range, and nothing in the
-        // others.
-        let file = match &file.range {
-            Some(range) if range.start > 0 => return Ok(stream::empty().boxed()),
-            Some(_) => PartitionedFile {
-                range: None,
-                ..file
-            },
-            None => file,
-        };
-        if self.pruned(&file)? {
-            return Ok(stream::empty().boxed());
-        }
-        let path = file.object_meta.location.to_string();
-        if let Some((n, columns)) = self.cache.get(&path, &self.fields) {
-            metrics.files_cached.add(1);
-            return Ok(self.serve(n, columns, rows));
-        }
-        metrics.files_read.add(1);
-        if !self.cache.has_room() {
-            let one = FileScanConfigBuilder::from(self.planned.clone())
-                .with_file_groups(vec![FileGroup::new(vec![file])])
-                .build();
-            return Ok(DataSourceExec::from_data_source(one)
-                .execute(0, context)?
-                .boxed());
-        }
-        // A source of its own (a clone would share its metrics), so that the bytes it read can
-        // be added to the planned scan's figures.
-        let mut source = ParquetSource::new(TableSchema::from(Arc::clone(&self.file_schema)))
-            .with_table_parquet_options(self.reader_options.clone());
-        if let Some(factory) = &self.reader_factory {
-            source = source.with_parquet_file_reader_factory(Arc::clone(factory));
-        }
-        let one =
-            FileScanConfigBuilder::new(self.planned.object_store_url.clone(), Arc::new(source))
-                .with_projection_indices(Some(self.indices.clone()))?
-                .with_expr_adapter(self.planned.expr_adapter_factory.clone())
-                .with_file_groups(vec![FileGroup::new(vec![file])])
-                .build();
-        let reader = DataSourceExec::from_data_source(one);
-        let batches: Vec<RecordBatch> = reader.execute(0, context)?.try_collect().await?;
-        if let Some(bytes) = reader
-            .metrics()
-            .and_then(|m| m.sum_by_name("bytes_scanned"))
-        {
-            MetricBuilder::new(&self.source_metrics)
-                .global_counter("bytes_scanned")
-                .add(bytes.as_usize());
-        }
-        let n = batches.iter().map(|b| b.num_rows()).sum();
-        let columns = (0..self.fields.len())
-            .map(|i| match batches.as_slice() {
-                [] => Ok(new_empty_array(self.fields[i].data_type())),
-                [one] => Ok(Arc::clone(one.column(i))),
-                all => {
-                    let parts: Vec<&dyn arrow::array::Array> =
-                        all.iter().map(|b| b.column(i).as_ref()).collect();
-                    concat(&parts)
-                }
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        self.cache.insert(&path, n, &self.fields, &columns);
-        Ok(self.serve(n, columns, rows))
-    }
-
-    /// Whether the dynamic filters, as they stand, rule out every row of `file` by its
-    /// statistics.
-    fn pruned(&self, file: &PartitionedFile) -> DfResult<bool> {
-        let Some(predicate) = &self.prune else {
-            return Ok(false);
-        };
-        match FilePruner::try_new(Arc::clone(predicate), &self.file_schema, file, Count::new()) {
-            Some(mut pruner) => pruner.should_prune(),
-            None => Ok(false),
-        }
-    }
-
-    /// `columns` (of `n` rows) as the scan's output batches.
-    fn serve(
-        self: Arc<Self>,
-        n: usize,
-        columns: Vec<ArrayRef>,
-        rows: Count,
-    ) -> BoxStream<'static, DfResult<RecordBatch>> {
-        let size = self.batch_size.max(1);
-        stream::iter((0..n).step_by(size).map(move |offset| {
-            let len = size.min(n - offset);
-            let sliced = columns.iter().map(|c| c.slice(offset, len)).collect();
-            let options = RecordBatchOptions::new().with_row_count(Some(len));
-            let batch =
-                RecordBatch::try_new_with_options(Arc::clone(&self.needed), sliced, &options)?;
-            let projected = self.projector.project_batch(&batch)?;
-            rows.add(len);
-            Ok(RecordBatch::try_new_with_options(
-                Arc::clone(&self.output),
-                projected.columns().to_vec(),
-                &options,
-            )?)
-        }))
-        .boxed()
-    }
-}
-
-/// The conjunction of `filters` (on the scan's output columns, which are the table's columns
-/// `plain` where they are such) on the table's columns, or `None` when there are none or one
-/// refers to a computed output column.
-fn in_table_columns(
-    filters: &[Arc<dyn PhysicalExpr>],
-    plain: &[Option<usize>],
-    table: &SchemaRef,
-) -> Option<Arc<dyn PhysicalExpr>> {
-    let remapped = filters
-        .iter()
-        .map(|f| {
-            Arc::clone(f)
-                .transform(|e| match e.downcast_ref::<Column>() {
-                    Some(c) => {
-                        let Some(at) = plain.get(c.index()).copied().flatten() else {
-                            return plan_err!("computed column {}", c.name());
-                        };
-                        let name = table.field(at).name();
-                        Ok(Transformed::yes(
-                            Arc::new(Column::new(name, at)) as Arc<dyn PhysicalExpr>
-                        ))
-                    }
-                    None => Ok(Transformed::no(e)),
-                })
-                .map(|t| t.data)
-                .ok()
-        })
-        .collect::<Option<Vec<_>>>()?;
-    conjunction_opt(remapped)
-}
-
-#[cfg(test)]
-mod tests {
-    use arrow::util::pretty::pretty_format_batches;
-
-    use crate::Warehouse;
-    use crate::warehouse::WarehouseOptions;
-
-    async fn run(session: &mut crate::Session, sql: &str) -> String {
-        let result = session.sql(sql).await.expect(sql);
-        let batches = &result.last().expect("a result").batches;
-        pretty_format_batches(batches).expect("format").to_string()
-    }
-
-    /// The `scan_cache_*` figures of `table`'s scan in the `EXPLAIN ANALYZE` of `sql`:
-    /// (files served from the cache, files read).
-    async fn cache_figures(session: &mut crate::Session, sql: &str, table: &str) -> (u64, u64) {
-        let plan = run(session, &format!("EXPLAIN ANALYZE {sql}")).await;
-        let scan = plan
-            .lines()
-            .find(|l| l.contains(&format!("StrataScanExec: table=main.public.{table},")))
-            .unwrap_or_else(|| panic!("no scan of {table} in {plan}"));
-        let figure = |name: &str| {
-            regex::Regex::new(&format!(r"{name}=(\d+)"))
-                .expect("regex")
-                .captures(scan)
-                .map_or(0, |c| c[1].parse().expect("number"))
-        };
-        (
-            figure("scan_cache_files_hit"),
-            figure("scan_cache_files_read"),
-        )
-    }
-
-    const SETUP: &str = "CREATE TABLE t (k INT, v BIGINT, s VARCHAR);
-        INSERT INTO t SELECT CAST(value % 7 AS INT), value, 'a' || CAST(value % 3 AS VARCHAR) FROM generate_series(1, 20000);
-        INSERT INTO t SELECT CAST(value % 7 AS INT), value, NULL FROM generate_series(20001, 30000)";
-
-    /// A second scan of the same columns is served from the cache, with the same answer as the
-    /// Parquet reader gives.
-    #[tokio::test]
-    async fn a_hot_scan_is_served_from_the_cache() {
-        let warehouse = Warehouse::open("memory://").await.expect("warehouse");
-        let mut session = warehouse.session();
-        session.sql(SETUP).await.expect("setup");
-        let sql = "SELECT k, sum(v) AS total, count(s) AS named, max(s) AS top FROM t \
-                   WHERE v > 100 GROUP BY k ORDER BY k";
-        session
-            .sql("SET strata.scan_cache = false")
-            .await
-            .expect("set");
-        let read = run(&mut session, sql).await;
-        assert_eq!(cache_figures(&mut session, sql, "t").await, (0, 0));
-        assert_eq!(warehouse.scan_cache().files(), 0);
-
-        session
-            .sql("SET strata.scan_cache = true")
-            .await
-            .expect("set");
-        assert_eq!(cache_figures(&mut session, sql, "t").await, (0, 2));
-        assert_eq!(warehouse.scan_cache().files(), 2);
-        assert!(warehouse.scan_cache().used() > 30000 * 8);
-        assert_eq!(cache_figures(&mut session, sql, "t").await, (2, 0));
-        assert_eq!(run(&mut session, sql).await, read);
-        let budget = crate::warehouse::default_scan_cache_bytes();
-        let held = run(
-            &mut session,
-            &format!(
-                "SELECT table_name, files, columns, rows, bytes > 240000 AS big, \
-                 budget_bytes = {budget} AS budget FROM system.scan_cache"
-            ),
-        )
-        .await;
-        assert!(
-            held.contains("| t          | 2     | 3       | 30000 | true | true   |"),
-            "{held}"
-        );
-
-        // Other columns of cached files are read and added; the ones held are served.
-        let narrow = "SELECT count(*) AS n, sum(k) AS keys FROM t";
-        let answer = run(&mut session, narrow).await;
-        assert!(answer.contains("| 30000 | 90000 |"), "{answer}");
-        assert_eq!(cache_figures(&mut session, narrow, "t").await, (2, 0));
-        let computed = "SELECT sum(v * 2) AS doubled, count(*) AS n FROM t WHERE s IS NULL";
-        let answer = run(&mut session, computed).await;
-        assert!(answer.contains("| 500010000 | 10000 |"), "{answer}");
-    }
-
-    /// A file DataFusion splits into byte ranges over the partitions is read and served once.
-    #[tokio::test]
-    async fn a_file_split_over_partitions_is_served_once() {
-        let warehouse = Warehouse::open("memory://").await.expect("warehouse");
-        let mut session = warehouse.session();
-        session
-            .sql(
-                "SET datafusion.execution.target_partitions = 3;
-                 SET datafusion.optimizer.repartition_file_min_size = 1000;
-                 CREATE TABLE t (k INT, v BIGINT);
-                 INSERT INTO t SELECT CAST(value % 7 AS INT) AS k, value AS v FROM generate_series(1, 50000)",
-            )
-            .await
-            .expect("setup");
-        let sql = "SELECT count(*) AS n, sum(v) AS total FROM t";
-        let plan = run(&mut session, &format!("EXPLAIN {sql}")).await;
-        assert!(plan.contains(".parquet:0.."), "the file is split: {plan}");
-        for _ in 0..2 {
-            let answer = run(&mut session, sql).await;
-            assert!(answer.contains("| 50000 | 1250025000 |"), "{answer}");
-        }
-        assert_eq!(cache_figures(&mut session, sql, "t").await, (1, 0));
-    }
-
-    /// Files that do not fit the budget are read by the Parquet reader; the ones that did are
-    /// served.
-    #[tokio::test]
-    async fn files_that_do_not_fit_the_budget_are_read() {
-        // Columns k and v: 120 KB in the second file, 240 KB in the first.
-        let budget = 300 * 1024;
-        let options = WarehouseOptions {
-            scan_cache_bytes: budget,
-            ..Default::default()
-        };
-        let warehouse = Warehouse::open_with("memory://", options)
-            .await
-            .expect("warehouse");
-        let mut session = warehouse.session();
-        session.sql(SETUP).await.expect("setup");
-        // Only the second file holds v > 20000.
-        let recent = "SELECT k, sum(v) AS total FROM t WHERE v > 20000 GROUP BY k ORDER BY k";
-        assert_eq!(cache_figures(&mut session, recent, "t").await, (0, 1));
-        let sql = "SELECT k, sum(v) AS total FROM t GROUP BY k ORDER BY k";
-        let first = run(&mut session, sql).await;
-        assert!(first.contains("| 6 | 64275000 |"), "{first}");
-        for _ in 0..2 {
-            assert_eq!(cache_figures(&mut session, sql, "t").await, (1, 1));
-        }
-        assert_eq!(run(&mut session, sql).await, first);
-        let cache = warehouse.scan_cache();
-        assert_eq!(cache.files(), 1);
-        assert!(
-            cache.used() > 100 * 1024 && cache.used() <= budget,
-            "{}",
-            cache.used()
-        );
-    }
-
-    /// A cached scan below a join skips the files the join's filter rules out by their
-    /// statistics, as the Parquet reader does.
-    #[tokio::test]
-    async fn join_filters_prune_cached_files() {
-        let warehouse = Warehouse::open("memory://").await.expect("warehouse");
-        let mut session = warehouse.session();
-        session
-            .sql(
-                "CREATE TABLE facts (k INT, v BIGINT);
-                 INSERT INTO facts SELECT CAST(value AS INT) AS k, value AS v FROM generate_series(1, 5000);
-                 INSERT INTO facts SELECT CAST(value AS INT) AS k, value AS v FROM generate_series(5001, 10000);
-                 CREATE TABLE dims (k INT, name VARCHAR);
-                 INSERT INTO dims VALUES (6000, 'six'), (7000, 'seven'), (100, 'low')",
-            )
-            .await
-            .expect("setup");
-        let warm = "SELECT sum(v) AS total FROM facts";
-        assert!(run(&mut session, warm).await.contains("| 50005000 |"));
-        let sql = "SELECT sum(v) AS total FROM facts JOIN dims ON facts.k = dims.k \
-                   WHERE name <> 'low'";
-        let answer = run(&mut session, sql).await;
-        assert!(answer.contains("| 13000 |"), "{answer}");
-        // The first file (k up to 5000) is pruned: neither served nor read.
-        assert_eq!(cache_figures(&mut session, sql, "facts").await, (1, 0));
-    }
 }

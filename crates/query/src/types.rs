@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 const MAX_DECIMAL128_PRECISION: u64 = 38;
 
 /// The Arrow type of a SQL column type, and the SQL spelling to remember when Arrow loses it.
-pub fn arrow_type(sql: &SqlType, column: &str) -> Result<(DataType, Option<String>)> {
+pub(crate) fn arrow_type(sql: &SqlType, column: &str) -> Result<(DataType, Option<String>)> {
     let ts = |tz: &TimezoneInfo| match tz {
         TimezoneInfo::WithTimeZone | TimezoneInfo::Tz => {
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -82,7 +82,7 @@ pub fn arrow_type(sql: &SqlType, column: &str) -> Result<(DataType, Option<Strin
 }
 
 /// The storage type for a column computed by a query (`CREATE TABLE AS`).
-pub fn storage_type(t: &DataType) -> DataType {
+pub(crate) fn storage_type(t: &DataType) -> DataType {
     match t {
         DataType::Utf8View | DataType::LargeUtf8 => DataType::Utf8,
         DataType::Timestamp(
@@ -96,7 +96,7 @@ pub fn storage_type(t: &DataType) -> DataType {
 }
 
 /// Nullable columns for the fields of a query result or an Arrow stream, in storage types.
-pub fn column_defs(fields: &arrow::datatypes::Fields) -> Vec<strata_storage::ColumnDef> {
+pub(crate) fn column_defs(fields: &arrow::datatypes::Fields) -> Vec<strata_storage::ColumnDef> {
     fields
         .iter()
         .map(|f| strata_storage::ColumnDef {
@@ -109,7 +109,7 @@ pub fn column_defs(fields: &arrow::datatypes::Fields) -> Vec<strata_storage::Col
 }
 
 /// The SQL name of a column type, as `DESCRIBE` shows it.
-pub fn sql_name(t: &DataType, spelled: Option<&str>) -> String {
+pub(crate) fn sql_name(t: &DataType, spelled: Option<&str>) -> String {
     if let Some(s) = spelled {
         return s.to_string();
     }
@@ -136,7 +136,7 @@ pub fn sql_name(t: &DataType, spelled: Option<&str>) -> String {
 }
 
 /// A log statistic as a scalar of the column type; `None` if it does not fit.
-pub fn scalar(value: &StatValue, t: &DataType) -> Option<ScalarValue> {
+pub(crate) fn scalar(value: &StatValue, t: &DataType) -> Option<ScalarValue> {
     Some(match (value, t) {
         (StatValue::Int(v), DataType::Int8) => ScalarValue::Int8(Some(i8::try_from(*v).ok()?)),
         (StatValue::Int(v), DataType::Int16) => ScalarValue::Int16(Some(i16::try_from(*v).ok()?)),
@@ -169,7 +169,7 @@ pub fn scalar(value: &StatValue, t: &DataType) -> Option<ScalarValue> {
 }
 
 /// A partition key (`i64` in the column unit) as a scalar of the column type.
-pub fn key_scalar(key: i64, t: &DataType) -> Option<ScalarValue> {
+pub(crate) fn key_scalar(key: i64, t: &DataType) -> Option<ScalarValue> {
     match t {
         DataType::UInt8 | DataType::UInt16 | DataType::UInt32 => {
             scalar(&StatValue::UInt(u64::try_from(key).ok()?), t)

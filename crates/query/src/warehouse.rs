@@ -13,84 +13,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use object_store::ObjectStore;
+use strata_storage::records::{self, QueryLogEntry, SystemRecords};
 use strata_storage::{
     Catalog, CatalogState, Snapshot, TableId, TableLog, TableMetadata, WarehouseStore, WriteOptions,
 };
 
+use crate::config::WarehouseOptions;
 use crate::error::Result;
-use crate::parser::{AsOf, split_time_travel};
 use crate::scan_cache::ScanCache;
-use crate::session::Session;
-use crate::table::StrataTable;
-
-/// Settings of an open warehouse.
-#[derive(Debug, Clone)]
-pub struct WarehouseOptions {
-    /// How data files are written.
-    pub write: WriteOptions,
-    /// Days of `system.query_log` kept; older days are deleted when the warehouse opens.
-    pub query_log_retention_days: u32,
-    /// Memory all running queries may hold together, in bytes; `None` for no limit. Operators
-    /// that can spill (sort, hash aggregate, sort-merge join) spill to the OS temp directory
-    /// when their fair share is used up.
-    pub memory_limit: Option<usize>,
-    /// How many partitions (and so threads) a query runs on; `None` for one per CPU core.
-    pub target_partitions: Option<usize>,
-    /// Settings every session starts with, as if it ran `SET name = value` first
-    /// (e.g. `datafusion.execution.batch_size`, `strata.late_materialization`).
-    pub settings: Vec<(String, String)>,
-    /// Memory for decoded columns of hot data files, in bytes, shared by all sessions and
-    /// outside `memory_limit` (see [`crate::scan_cache`]); 0 turns the cache off.
-    pub scan_cache_bytes: usize,
-}
-
-/// The default budget of the scan cache: a quarter of the machine's memory (as Postgres
-/// advises for its buffer cache), or 1 GiB where the memory cannot be read.
-pub fn default_scan_cache_bytes() -> usize {
-    let total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        });
-    total.map_or(1 << 30, |bytes| bytes / 4)
-}
-
-impl Default for WarehouseOptions {
-    fn default() -> Self {
-        Self {
-            write: WriteOptions::default(),
-            query_log_retention_days: 30,
-            memory_limit: None,
-            target_partitions: None,
-            settings: Vec::new(),
-            scan_cache_bytes: default_scan_cache_bytes(),
-        }
-    }
-}
-
-/// Parses a byte size such as `2GiB`, `512 MiB`, `1.5GB` or `1048576` (binary and decimal
-/// units are both read as powers of 1024, as memory limits usually mean).
-pub fn parse_byte_size(text: &str) -> std::result::Result<usize, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("'{text}' is not a size such as 2GiB or 512MiB"))?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("unknown size unit '{other}' in '{text}'")),
-    };
-    Ok((number * scale) as usize)
-}
 
 /// An open warehouse; cheap to clone.
 #[derive(Debug, Clone)]
@@ -117,7 +47,7 @@ impl Warehouse {
 
     /// Opens the warehouse with explicit options.
     pub async fn open_with(location: &str, options: WarehouseOptions) -> Result<Self> {
-        crate::session::check_settings(&options.settings)?;
+        crate::config::check_settings(&options.settings)?;
         let store = WarehouseStore::open(location)?;
         let catalog = Catalog::new(store.object_store());
         let state = catalog.latest().await?;
@@ -137,13 +67,8 @@ impl Warehouse {
                 runtime,
             }),
         };
-        crate::system::expire_query_log(&warehouse).await;
+        warehouse.expire_query_log().await;
         Ok(warehouse)
-    }
-
-    /// A new SQL session on this warehouse (database `main`, schema `public`).
-    pub fn session(&self) -> Session {
-        Session::new(self.clone())
     }
 
     /// The warehouse location as a URL.
@@ -311,6 +236,20 @@ impl Warehouse {
         Ok(())
     }
 
+    /// The system records (query log, load history, lineage) of this warehouse.
+    pub(crate) fn records(&self) -> SystemRecords {
+        SystemRecords::new(self.object_store())
+    }
+
+    /// Deletes query-log days older than the retention period; failure is logged, not fatal.
+    async fn expire_query_log(&self) {
+        let days = i64::from(self.inner.options.query_log_retention_days);
+        let oldest_kept = records::day(&(chrono::Utc::now() - chrono::Duration::days(days)));
+        if let Err(e) = self.records().expire::<QueryLogEntry>(&oldest_kept).await {
+            tracing::warn!(error = %e, "expiring the query log failed");
+        }
+    }
+
     /// The log of table `id`.
     pub(crate) fn table_log(&self, id: &TableId, name: &str) -> TableLog {
         TableLog::new(self.object_store(), id.clone(), name)
@@ -345,49 +284,6 @@ impl Warehouse {
             cache.insert(id.clone(), snapshot.clone());
         }
     }
-
-    /// The provider for `database.schema.name`, where `name` may carry a time-travel suffix.
-    pub(crate) async fn table(
-        &self,
-        database: &str,
-        schema: &str,
-        name: &str,
-    ) -> Result<Option<StrataTable>> {
-        let (base, as_of) = split_time_travel(name);
-        let catalog = self.catalog();
-        let Ok(entry) = catalog.table(database, schema, base) else {
-            return Ok(None);
-        };
-        let qualified = format!("{database}.{schema}.{base}");
-        let log = self.table_log(&entry.id, &qualified);
-        let snapshot = match as_of {
-            None => self.snapshot(&log).await?,
-            Some(AsOf::Version(v)) => log.at_version(strata_storage::Version(v)).await?,
-            // An SCD Type 2 table answers from its current snapshot (the catalog filters the
-            // versions valid then); any other table travels in time.
-            Some(AsOf::ValidAt(micros)) => {
-                let current = self.snapshot(&log).await?;
-                if crate::scd::ScdSpec::of(&current.metadata).is_some() {
-                    current
-                } else {
-                    log.at_time(micros_to_time(micros)?).await?
-                }
-            }
-            Some(AsOf::Timestamp(micros)) => log.at_time(micros_to_time(micros)?).await?,
-        };
-        Ok(Some(StrataTable::new(
-            self.clone(),
-            qualified,
-            log,
-            snapshot,
-            as_of.is_some(),
-        )))
-    }
-}
-
-fn micros_to_time(micros: i64) -> Result<chrono::DateTime<chrono::Utc>> {
-    chrono::DateTime::from_timestamp_micros(micros)
-        .ok_or_else(|| crate::Error::Plan(format!("time travel: timestamp {micros} out of range")))
 }
 
 #[cfg(test)]
@@ -399,8 +295,9 @@ mod tests {
     use datafusion::error::DataFusionError;
     use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 
-    use super::{Warehouse, parse_byte_size};
+    use super::Warehouse;
     use crate::IngestMode;
+    use crate::config::parse_byte_size;
 
     /// Files under the warehouse's `tables/` directory.
     fn table_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {

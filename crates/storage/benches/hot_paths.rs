@@ -11,7 +11,8 @@ use std::sync::Arc;
 use arrow::array::{Int64Array, RecordBatch};
 use arrow::datatypes::{DataType, Field, Schema};
 use criterion::{Criterion, criterion_group, criterion_main};
-use strata_storage::log::{ColumnDef, DataFile, TableId, TableLog, TableMetadata, Transaction};
+use strata_storage::TableId;
+use strata_storage::log::{ColumnDef, DataFile, TableLog, TableMetadata, Transaction};
 use strata_storage::partition::route;
 use strata_storage::{Partitioning, UpperBound, WarehouseStore};
 

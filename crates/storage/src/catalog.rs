@@ -14,13 +14,16 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::log::{MAX_COMMIT_ATTEMPTS, TableId, Version, parse};
+use crate::id::{TableId, Version};
+use crate::log::{MAX_COMMIT_ATTEMPTS, parse};
 use crate::store::paths;
 
 /// The database every warehouse starts with.
 pub const DEFAULT_DATABASE: &str = "main";
 /// The schema every database starts with.
 pub const DEFAULT_SCHEMA: &str = "public";
+/// The read-only schema of system tables that every database shows.
+pub const SYSTEM_SCHEMA: &str = "system";
 
 /// A table's entry in the catalog: where its log lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,6 +1,6 @@
 //! The one error type of the storage layer.
 
-use crate::log::Version;
+use crate::id::Version;
 
 /// Errors of the storage layer. Variants carry the names a user needs to find the problem.
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +90,7 @@ pub enum Error {
     SchemaMismatch { table: String, reason: String },
 
     #[error(
-        "table '{table}': a concurrent commit at version {version} conflicts with this statement: {reason}"
+        "table '{table}': a concurrent commit at version {version} conflicts with this statement: {reason}; nothing was committed, and the statement can be retried"
     )]
     CommitConflict {
         table: String,
@@ -98,7 +98,9 @@ pub enum Error {
         reason: String,
     },
 
-    #[error("gave up committing to '{name}' after {attempts} attempts lost to concurrent writers")]
+    #[error(
+        "gave up committing to '{name}' after {attempts} attempts lost to concurrent writers; nothing was committed, and the statement can be retried"
+    )]
     TooManyConflicts { name: String, attempts: usize },
 
     #[error("error loading {file}: {reason}")]

@@ -7,8 +7,11 @@
 //!     │ Snapshot = metadata + live DataFiles with statistics
 //!  TableWriter                          route rows to range partitions → Parquet (rayon)
 //!     │
-//!  object_store                         local disk (fsynced), memory://
+//!  object_store                         local disk (fsynced), memory://, s3://
 //! ```
+//!
+//! Beside the tables, [`records`] keeps what the warehouse remembers of its own work (query log,
+//! failed loads, rejected rows, lineage) as small JSON objects under `_system/`.
 //!
 //! Entry points: [`WarehouseStore::open`] for a root, [`Catalog`] for names, [`TableLog`] to read
 //! snapshots and commit [`Transaction`]s, [`TableWriter`] to turn batches into data files, and
@@ -18,23 +21,40 @@
 //! either lands entirely or not at all; a crashed writer leaves only unreferenced files behind,
 //! which [`vacuum`] removes.
 
+/// Databases, schemas and names of tables and views, as a log of catalog versions.
 pub mod catalog;
+/// The one error type of the storage layer.
 pub mod error;
+/// Table ids and log versions.
+pub mod id;
+/// Finding and reading `COPY INTO` sources (CSV, JSON, Parquet).
 pub mod load;
+/// The transactional table log: commits, snapshots, checkpoints, time travel.
 pub mod log;
+/// Range partitioning: layouts, bounds and routing rows to partitions.
 pub mod partition;
+/// System records: query log, load history, rejected rows, lineage.
+pub mod records;
+/// Opening a warehouse root as an object store, and the paths under it.
 pub mod store;
+/// Deleting files no snapshot within the retention period references.
 pub mod vacuum;
+/// Turning batches into Parquet data files of a table.
 pub mod writer;
 
 pub use catalog::{
-    Catalog, CatalogState, DEFAULT_DATABASE, DEFAULT_SCHEMA, SchemaEntry, TableEntry, ViewEntry,
+    Catalog, CatalogState, DEFAULT_DATABASE, DEFAULT_SCHEMA, SYSTEM_SCHEMA, SchemaEntry,
+    TableEntry, ViewEntry,
 };
 pub use error::{Error, Result};
+pub use id::{TableId, Version};
 pub use log::{
     Action, ColumnDef, ColumnStats, Commit, Constraint, DataFile, LoadedFile, Snapshot, StatValue,
-    TableId, TableLog, TableMetadata, Transaction, Version,
+    TableLog, TableMetadata, Transaction,
 };
 pub use partition::{Interval, KeyType, Partition, Partitioning, UpperBound};
+pub use records::{
+    LineageEdge, LoadErrors, LoadFailure, QueryLogEntry, Record, RejectedRow, SystemRecords,
+};
 pub use store::WarehouseStore;
 pub use writer::{BatchCheck, TableWriter, WriteOptions, run_cpu};

@@ -27,6 +27,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::id::{TableId, Version};
 use crate::partition::{Partition, Partitioning};
 use crate::store::paths;
 
@@ -35,27 +36,6 @@ pub const CHECKPOINT_INTERVAL: u64 = 50;
 
 /// How often a writer retries after losing a race before giving up.
 pub const MAX_COMMIT_ATTEMPTS: usize = 100;
-
-/// The version of a table (or the catalog): the number of its newest commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct Version(pub u64);
-
-impl std::fmt::Display for Version {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-/// The identity of a table's storage, independent of its name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TableId(pub String);
-
-impl TableId {
-    /// A fresh id.
-    pub fn random() -> Self {
-        Self(uuid::Uuid::new_v4().to_string())
-    }
-}
 
 /// A column of a table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

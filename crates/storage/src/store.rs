@@ -155,7 +155,7 @@ pub fn open_s3(
 /// Typed paths of everything under a warehouse root.
 pub mod paths {
     use super::Path;
-    use crate::log::{TableId, Version};
+    use crate::id::{TableId, Version};
 
     /// The catalog log entry of `version`.
     pub fn catalog_commit(version: Version) -> Path {

@@ -15,7 +15,8 @@ use object_store::path::Path;
 
 use crate::catalog::CatalogState;
 use crate::error::Result;
-use crate::log::{TableId, TableLog};
+use crate::id::TableId;
+use crate::log::TableLog;
 use crate::store::paths;
 
 /// What a vacuum removed.

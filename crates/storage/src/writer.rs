@@ -21,8 +21,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::id::TableId;
 use crate::load::RowError;
-use crate::log::{ColumnStats, DataFile, Snapshot, StatValue, TableId};
+use crate::log::{ColumnStats, DataFile, Snapshot, StatValue};
 use crate::partition::{self, Partition, Partitioning};
 use crate::store::paths;
 

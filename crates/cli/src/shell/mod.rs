@@ -176,7 +176,7 @@ impl Shell {
             };
         }
         if let Err(e) = self.sql(runtime, text) {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::render::error_text(&e));
         }
         Next::Continue
     }
@@ -318,7 +318,7 @@ impl Shell {
 
     fn meta(&mut self, runtime: &Runtime, command: Meta) -> Next {
         self.try_meta(runtime, command).unwrap_or_else(|e| {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::render::error_text(&e));
             Next::Continue
         })
     }

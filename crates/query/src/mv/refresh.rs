@@ -46,14 +46,19 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
 use strata_storage::{DataFile, Partition, Snapshot, TableId, Transaction};
 
-use super::{Definition, LastRefresh, SourceVersion, avg_count_column, avg_sum_column};
+use crate::catalog::materialized_view::{
+    Definition, LastRefresh, MaterializedViewTable, SourceVersion, avg_count_column,
+    avg_sum_column, fingerprint,
+};
+use crate::catalog::views::parse_query;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::result::StatementResult;
 use crate::session::Session;
 use crate::table::{StrataTable, write_batches};
 use crate::types::{key_scalar, scalar};
-use crate::views::parse_query;
 use crate::warehouse::Warehouse;
+use datafusion::sql::sqlparser::ast::ObjectName;
 
 /// What a refresh did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,8 +112,7 @@ pub(crate) async fn refresh(
 
 async fn open(warehouse: &Warehouse, name: &[String; 3]) -> Result<StrataTable> {
     warehouse.refresh_catalog().await?;
-    warehouse
-        .table(&name[0], &name[1], &name[2])
+    StrataTable::open(warehouse, &name[0], &name[1], &name[2])
         .await?
         .ok_or_else(|| {
             strata_storage::Error::TableNotFound {
@@ -166,7 +170,7 @@ fn sources(plan: &LogicalPlan) -> Result<BTreeMap<String, Source>> {
             let provider = source_as_provider(&scan.source)?;
             let (table, incremental) = if let Some(t) = provider.downcast_ref::<StrataTable>() {
                 (Some(t), !t.is_historical())
-            } else if let Some(v) = provider.downcast_ref::<super::MaterializedViewTable>() {
+            } else if let Some(v) = provider.downcast_ref::<MaterializedViewTable>() {
                 (Some(v.storage()), false)
             } else {
                 (None, false)
@@ -192,15 +196,6 @@ fn sources(plan: &LogicalPlan) -> Result<BTreeMap<String, Source>> {
     Ok(out)
 }
 
-/// A digest of a view's query as planned, views inlined: when a view it reads is redefined,
-/// the digest changes and the stored rows no longer follow from the sources' versions alone.
-pub(crate) fn fingerprint(plan: &LogicalPlan) -> String {
-    format!(
-        "{:016x}",
-        crate::lineage::fnv1a(&plan.display_indent().to_string())
-    )
-}
-
 /// Why `plan` can only be recomputed, if it can: it reads the clock or random values (a
 /// fold would keep rows a recomputation drops), or tables whose changes are not tracked
 /// (system tables, table functions).
@@ -210,7 +205,7 @@ pub(crate) fn not_incremental(plan: &LogicalPlan) -> Option<String> {
         if let LogicalPlan::TableScan(scan) = node
             && let Ok(provider) = source_as_provider(&scan.source)
             && provider.downcast_ref::<StrataTable>().is_none()
-            && provider.downcast_ref::<super::MaterializedViewTable>().is_none()
+            && provider.downcast_ref::<MaterializedViewTable>().is_none()
         {
             why = Some(format!("it reads {}, whose changes are not tracked", scan.table_name));
             return Ok(TreeNodeRecursion::Stop);
@@ -1290,6 +1285,38 @@ fn evaluate(
         .enumerate()
         .map(|(i, k)| Ok((*k, ScalarValue::try_from_array(&out, i)?)))
         .collect()
+}
+
+/// `REFRESH MATERIALIZED VIEW mv [FULL]`.
+pub(crate) async fn refresh_statement(
+    session: &Session,
+    view: &ObjectName,
+    full: bool,
+) -> Result<StatementResult> {
+    let (db, schema, name) = session.qualify_table(view)?;
+    let outcome = refresh(
+        session.warehouse(),
+        &[db.clone(), schema.clone(), name.clone()],
+        full,
+        &session.progress(),
+    )
+    .await?;
+    Ok(StatementResult::strings(
+        &[
+            "materialized_view",
+            "refresh_kind",
+            "rows",
+            "rows_written",
+            "detail",
+        ],
+        vec![vec![
+            format!("{db}.{schema}.{name}"),
+            outcome.kind.as_str().to_string(),
+            outcome.rows.to_string(),
+            outcome.rows_written.to_string(),
+            outcome.detail,
+        ]],
+    ))
 }
 
 #[cfg(test)]

@@ -28,7 +28,6 @@ use chrono::Utc;
 use datafusion::catalog::default_table_source::{provider_as_source, source_as_provider};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, ScalarValue, TableReference};
-use datafusion::config::ConfigExtension;
 use datafusion::functions::core::expr_fn::coalesce;
 use datafusion::functions_aggregate::expr_fn::{max, min, sum};
 use datafusion::logical_expr::expr::AggregateFunction;
@@ -38,33 +37,16 @@ use datafusion::logical_expr::{
     binary_expr, cast, lit,
 };
 
-use super::refresh::{StaleRanges, in_ranges, partition_column, replace_column, replace_scan};
-use super::{Definition, list, sources_changed};
+use crate::catalog::materialized_view::{Definition, fingerprint, list, sources_changed};
+use crate::catalog::views::parse_query;
+use crate::config::parse_duration;
 use crate::error::Result;
+use crate::mv::refresh::{
+    StaleRanges, in_ranges, not_incremental, partition_column, replace_column, replace_scan,
+    stale_ranges,
+};
 use crate::session::Session;
 use crate::table::StrataTable;
-use crate::views::parse_query;
-
-datafusion::common::extensions_options! {
-    /// Strata's session settings: `SET strata.<name> = <value>`.
-    pub struct StrataOptions {
-        /// Answer queries from materialized views that hold their result.
-        pub mv_rewrite: bool, default = true
-        /// How far behind its sources a materialized view may be and still answer queries,
-        /// e.g. '5 minutes'; '0 seconds' accepts only views with no unreflected change.
-        pub max_staleness: String, default = "0 seconds".to_string()
-        /// Scans below a hash join decode the join key first and the other columns only for
-        /// the rows the join's filter keeps.
-        pub late_materialization: bool, default = true
-        /// Scans serve hot data files from the warehouse's cache of decoded columns
-        /// (`WarehouseOptions::scan_cache_bytes`) and add the files they read to it.
-        pub scan_cache: bool, default = true
-    }
-}
-
-impl ConfigExtension for StrataOptions {
-    const PREFIX: &'static str = "strata";
-}
 
 /// A materialized view that can answer queries now.
 struct Candidate {
@@ -96,7 +78,7 @@ pub(crate) async fn rewrite(session: &Session, plan: LogicalPlan) -> Result<Logi
     if !options.mv_rewrite || !has_aggregate {
         return Ok(plan);
     }
-    let max_staleness = super::parse_duration(&options.max_staleness)?;
+    let max_staleness = parse_duration(&options.max_staleness)?;
     // Best effort: a view that cannot be read must not fail queries that do not need it.
     let candidates = match candidates(session, max_staleness).await {
         Ok(c) => c,
@@ -146,8 +128,8 @@ async fn candidates(
         };
         // Rows computed with another definition of a view it reads, or from inputs that
         // change without a version (the clock, system tables), cannot stand in for the query.
-        if definition.fingerprint.as_deref() != Some(super::refresh::fingerprint(&plan).as_str())
-            || super::refresh::not_incremental(&plan).is_some()
+        if definition.fingerprint.as_deref() != Some(fingerprint(&plan).as_str())
+            || not_incremental(&plan).is_some()
         {
             continue;
         }
@@ -158,14 +140,12 @@ async fn candidates(
         let stale = if fresh_enough(session, &definition, max_staleness).await? {
             None
         } else {
-            match super::refresh::stale_ranges(warehouse, planner.context(), &plan, &definition)
-                .await?
-            {
+            match stale_ranges(warehouse, planner.context(), &plan, &definition).await? {
                 Some(ranges) => Some(ranges),
                 None => continue,
             }
         };
-        let Some(table) = warehouse.table(&name[0], &name[1], &name[2]).await? else {
+        let Some(table) = StrataTable::open(warehouse, &name[0], &name[1], &name[2]).await? else {
             continue;
         };
         out.push(Candidate {

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::file::reader::ChunkReader;
 
-use super::{FileFormat, SourceData, SourceFile};
+use super::source::{CsvOptions, FileFormat, SourceData, SourceFile};
 use crate::error::{Error, Result};
 
 /// Rows per batch read from a source file.
@@ -119,7 +119,7 @@ pub fn read_file(
 /// CSV: every field is read as text, then converted column by column (see [`conform_rows`]).
 fn read_csv(
     reader: Box<dyn std::io::BufRead>,
-    options: &super::CsvOptions,
+    options: &CsvOptions,
     schema: &SchemaRef,
     on_error: OnRowError,
     deliver: &mut dyn FnMut(SourceBatch) -> Result<()>,
@@ -652,8 +652,8 @@ fn match_columns(file: &SchemaRef, table: &SchemaRef) -> Result<Vec<usize>, Stri
 
 #[cfg(test)]
 mod tests {
-    use super::super::{CsvOptions, list_local};
     use super::*;
+    use crate::load::source::list_local;
     use arrow::array::AsArray;
     use arrow::datatypes::{DataType, Int64Type};
     use std::fs::File;

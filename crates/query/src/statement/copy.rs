@@ -25,13 +25,16 @@ use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, Value};
 use strata_storage::load::{
     self, CsvOptions, FileFormat, OnRowError, RowError, SourceData, SourceFile,
 };
-use strata_storage::{LoadedFile, TableWriter, Transaction, run_cpu, writer};
+use strata_storage::{
+    LoadErrors, LoadFailure, LoadedFile, Record, RejectedRow, TableWriter, Transaction, run_cpu,
+    writer,
+};
 
 use crate::error::{Error, Result};
-use crate::session::{Session, StatementResult};
-use crate::system::{
-    LoadErrors, LoadFailure, RejectedRow, record_load_errors, record_load_failure,
-};
+use crate::result::StatementResult;
+use crate::session::Session;
+use crate::table::constraints;
+use crate::warehouse::Warehouse;
 
 fn option_text(kind: &KeyValueOptionKind) -> Option<Vec<String>> {
     let text = |v: &Value| match v {
@@ -311,8 +314,7 @@ pub(crate) async fn copy_into(
     }
 
     let store = warehouse.object_store();
-    let (check, exclusive) =
-        crate::constraints::prepare(&warehouse, &table, &log, &snapshot, &[]).await?;
+    let (check, exclusive) = constraints::prepare(&warehouse, &table, &log, &snapshot, &[]).await?;
     let mut table_writer =
         TableWriter::new(&table, &snapshot, warehouse.options().write.clone()).with_check(check);
     let mut txn = Transaction::new("COPY INTO");
@@ -320,6 +322,7 @@ pub(crate) async fn copy_into(
     txn.exclusive = exclusive;
     let mut rejected: Vec<RejectedRow> = Vec::new();
     let failure = |source: &SourceFile, status: &str, error: String| LoadFailure {
+        id: uuid::Uuid::new_v4().to_string(),
         database: db.clone(),
         schema: schema_name.clone(),
         table: table_name.clone(),
@@ -362,7 +365,7 @@ pub(crate) async fn copy_into(
             Ok(outcome) => outcome,
             Err(e) => {
                 let failed = failure(&source, "LOAD_FAILED", e.to_string());
-                record_load_failure(&warehouse, &failed).await;
+                record(&warehouse, &failed).await;
                 return Err(e);
             }
         };
@@ -376,7 +379,7 @@ pub(crate) async fn copy_into(
             if outcome.loaded == 0 {
                 let error = format!("{}: {first}", source.display());
                 let failed = failure(&source, &file_report.status, error);
-                record_load_failure(&warehouse, &failed).await;
+                record(&warehouse, &failed).await;
             }
             rejected.extend(outcome.errors.iter().map(|e| RejectedRow {
                 file: source.display(),
@@ -419,7 +422,7 @@ pub(crate) async fn copy_into(
             .find_map(|r| r.first_error.as_ref().map(|e| format!("{}: {e}", r.file)))
             .unwrap_or_default();
         errors.load_status = "ABORTED".to_string();
-        record_load_errors(&warehouse, &errors).await;
+        record(&warehouse, &errors).await;
         let error = Error::TooManyRejects {
             table,
             rejected: bad,
@@ -434,7 +437,7 @@ pub(crate) async fn copy_into(
         {
             if file.loaded > 0 || file.first_error.is_none() {
                 let failed = failure(source, "LOAD_FAILED", error.to_string());
-                record_load_failure(&warehouse, &failed).await;
+                record(&warehouse, &failed).await;
             }
         }
         return Err(error);
@@ -450,7 +453,7 @@ pub(crate) async fn copy_into(
         errors.load_status = "NOTHING_LOADED".to_string();
     }
     if !errors.rows.is_empty() {
-        record_load_errors(&warehouse, &errors).await;
+        record(&warehouse, &errors).await;
     }
     tracing::info!(table = %table, rows = parsed - bad, rejected = bad, "COPY INTO committed");
     if report.len() > 1 {
@@ -703,4 +706,12 @@ fn report_result(report: &[FileReport]) -> Result<StatementResult> {
         schema,
         batches: vec![batch],
     })
+}
+
+/// Records a failed load or a load's rejected rows. Failure to record is logged, never fatal:
+/// the load's own outcome stands.
+async fn record<R: Record>(warehouse: &Warehouse, record: &R) {
+    if let Err(e) = warehouse.records().put(record).await {
+        tracing::warn!(error = %e, kind = R::KIND, "load record not written");
+    }
 }

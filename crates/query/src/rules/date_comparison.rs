@@ -19,7 +19,7 @@ use datafusion::optimizer::AnalyzerRule;
 
 /// See the module docs.
 #[derive(Debug, Default)]
-pub struct DateTimestampComparison;
+pub(crate) struct DateTimestampComparison;
 
 impl AnalyzerRule for DateTimestampComparison {
     fn name(&self) -> &str {

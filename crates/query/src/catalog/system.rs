@@ -13,22 +13,17 @@ use arrow::array::{
     ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use chrono::{DateTime, Utc};
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::MemTable;
-use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path;
-use object_store::{ObjectStoreExt, PutPayload};
-use serde::{Deserialize, Serialize};
-use strata_storage::store::paths;
+use strata_storage::{LoadErrors, LoadFailure, QueryLogEntry};
 
+use crate::catalog::planner::Planner;
+use crate::catalog::{lineage, materialized_view};
 use crate::error::Result;
 use crate::warehouse::Warehouse;
 
-/// The schema name of system tables in every database.
-pub const SYSTEM_SCHEMA: &str = "system";
 /// The system tables.
-pub const SYSTEM_TABLES: [&str; 8] = [
+pub(crate) const SYSTEM_TABLES: [&str; 8] = [
     "partitions",
     "table_versions",
     "query_log",
@@ -38,196 +33,6 @@ pub const SYSTEM_TABLES: [&str; 8] = [
     "lineage",
     "scan_cache",
 ];
-
-const QUERY_LOG: &str = "query_log";
-const LOAD_FAILURES: &str = "load_failures";
-const LOAD_ERRORS: &str = "load_errors";
-
-/// One executed statement, as kept in `system.query_log`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct QueryLogEntry {
-    pub query_id: String,
-    pub session_id: String,
-    pub query_text: String,
-    pub started_at: DateTime<Utc>,
-    pub duration_ms: u64,
-    pub status: String,
-    pub error: Option<String>,
-    pub rows_returned: u64,
-    pub partitions_total: u64,
-    pub partitions_scanned: u64,
-    pub files_scanned: u64,
-    pub bytes_scanned: u64,
-}
-
-impl QueryLogEntry {
-    /// An entry for a statement that ran for `elapsed` from `started_at`.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        session_id: &str,
-        text: &str,
-        started_at: DateTime<Utc>,
-        elapsed: std::time::Duration,
-        status: &str,
-        error: Option<String>,
-        rows_returned: u64,
-        figures: crate::table::ScanFigures,
-    ) -> Self {
-        Self {
-            query_id: uuid::Uuid::new_v4().to_string(),
-            session_id: session_id.to_string(),
-            query_text: text.to_string(),
-            started_at,
-            duration_ms: elapsed.as_millis() as u64,
-            status: status.to_string(),
-            error,
-            rows_returned,
-            partitions_total: figures.partitions_total as u64,
-            partitions_scanned: figures.partitions_scanned as u64,
-            files_scanned: figures.files_scanned as u64,
-            bytes_scanned: figures.bytes_scanned,
-        }
-    }
-}
-
-/// A file a load did not load, as kept in `system.load_history` (successes live in the table
-/// logs).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LoadFailure {
-    pub database: String,
-    pub schema: String,
-    pub table: String,
-    pub file: String,
-    pub size_bytes: u64,
-    /// `LOAD_FAILED`, or `LOAD_SKIPPED` for a file left out by `ON_ERROR = SKIP_FILE`.
-    #[serde(default = "load_failed")]
-    pub status: String,
-    pub error: String,
-    pub at: DateTime<Utc>,
-}
-
-fn load_failed() -> String {
-    "LOAD_FAILED".to_string()
-}
-
-/// The rows one `COPY INTO` left out (`ON_ERROR = CONTINUE | SKIP_FILE`), as kept in
-/// `system.load_errors`: one record per load, however many rows it rejected.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct LoadErrors {
-    pub load_id: String,
-    pub database: String,
-    pub schema: String,
-    pub table: String,
-    /// `COMMITTED` (the good rows were loaded), `NOTHING_LOADED` (every file was left out) or
-    /// `ABORTED` (`MAX_ERROR_RATIO` exceeded).
-    pub load_status: String,
-    pub at: DateTime<Utc>,
-    pub rows: Vec<RejectedRow>,
-}
-
-/// One rejected record of a load.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RejectedRow {
-    pub file: String,
-    pub line: Option<u64>,
-    pub column: Option<String>,
-    pub value: Option<String>,
-    pub error: String,
-}
-
-fn day(t: &DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d").to_string()
-}
-
-/// Records one statement in the query log. Failure to record is logged, never fatal.
-pub async fn record_query(warehouse: &Warehouse, entry: &QueryLogEntry) {
-    let id = format!("{}-{}", entry.started_at.timestamp_micros(), entry.query_id);
-    let path = paths::system_record(QUERY_LOG, &day(&entry.started_at), &id);
-    let body = serde_json::to_vec(entry).expect("query log entries serialise");
-    if let Err(e) = warehouse
-        .object_store()
-        .put(&path, PutPayload::from(body))
-        .await
-    {
-        tracing::warn!(error = %e, "query log entry not written");
-    }
-}
-
-/// Records a failed load.
-pub async fn record_load_failure(warehouse: &Warehouse, failure: &LoadFailure) {
-    let id = uuid::Uuid::new_v4().to_string();
-    let path = paths::system_record(LOAD_FAILURES, &day(&failure.at), &id);
-    let body = serde_json::to_vec(failure).expect("load failures serialise");
-    if let Err(e) = warehouse
-        .object_store()
-        .put(&path, PutPayload::from(body))
-        .await
-    {
-        tracing::warn!(error = %e, "load failure not recorded");
-    }
-}
-
-/// Records the rows a load rejected. Failure to record is logged, never fatal.
-pub async fn record_load_errors(warehouse: &Warehouse, errors: &LoadErrors) {
-    let path = paths::system_record(LOAD_ERRORS, &day(&errors.at), &errors.load_id);
-    let body = serde_json::to_vec(errors).expect("load errors serialise");
-    if let Err(e) = warehouse
-        .object_store()
-        .put(&path, PutPayload::from(body))
-        .await
-    {
-        tracing::warn!(error = %e, "rejected rows not recorded");
-    }
-}
-
-/// Deletes query-log days older than the retention period.
-pub async fn expire_query_log(warehouse: &Warehouse) {
-    let store = warehouse.object_store();
-    let cutoff = day(&(Utc::now()
-        - chrono::Duration::days(i64::from(warehouse.options().query_log_retention_days))));
-    let Ok(listing) = store
-        .list_with_delimiter(Some(&paths::system_dir(QUERY_LOG)))
-        .await
-    else {
-        return;
-    };
-    for dir in listing.common_prefixes {
-        if dir.filename().is_some_and(|d| d < cutoff.as_str()) {
-            let files = store.list(Some(&dir)).map_ok(|m| m.location).boxed();
-            let deleted: Result<Vec<Path>, _> = store.delete_stream(files).try_collect().await;
-            if let Err(e) = deleted {
-                tracing::warn!(error = %e, "expiring the query log failed");
-            }
-        }
-    }
-}
-
-pub(crate) async fn read_records<T: serde::de::DeserializeOwned>(
-    warehouse: &Warehouse,
-    kind: &str,
-) -> Result<Vec<T>> {
-    let store = warehouse.object_store();
-    let paths: Vec<Path> = store
-        .list(Some(&paths::system_dir(kind)))
-        .map_ok(|m| m.location)
-        .try_collect()
-        .await
-        .map_err(strata_storage::Error::from)?;
-    let records = futures::stream::iter(paths)
-        .map(|p| {
-            let store = Arc::clone(&store);
-            async move {
-                let bytes = store.get(&p).await?.bytes().await?;
-                Ok::<_, object_store::Error>(serde_json::from_slice::<T>(&bytes).ok())
-            }
-        })
-        .buffer_unordered(32)
-        .try_filter_map(|r| async move { Ok(r) })
-        .try_collect()
-        .await
-        .map_err(strata_storage::Error::from)?;
-    Ok(records)
-}
 
 fn ts_field(name: &str) -> Field {
     Field::new(
@@ -243,12 +48,12 @@ fn mem_table(schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<Arc<dyn TableP
 }
 
 /// The views of `information_schema` that describe constraints (DataFusion has the others).
-pub const CONSTRAINT_VIEWS: [&str; 3] =
+pub(crate) const CONSTRAINT_VIEWS: [&str; 3] =
     ["table_constraints", "key_column_usage", "check_constraints"];
 
 /// Builds `information_schema` view `name` (one of [`CONSTRAINT_VIEWS`]) from the constraints
 /// in every table's metadata.
-pub async fn constraint_view(
+pub(crate) async fn constraint_view(
     warehouse: &Warehouse,
     name: &str,
 ) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -394,8 +199,9 @@ enum ScalarCell {
 }
 
 /// Builds system table `name`, or `None` if there is no such table.
-pub async fn system_table(
+pub(crate) async fn system_table(
     warehouse: &Warehouse,
+    planner: &dyn Planner,
     name: &str,
 ) -> Result<Option<Arc<dyn TableProvider>>> {
     warehouse.refresh_catalog().await?;
@@ -405,8 +211,8 @@ pub async fn system_table(
         "query_log" => query_log(warehouse).await?,
         "load_history" => load_history(warehouse).await?,
         "load_errors" => load_errors(warehouse).await?,
-        "materialized_views" => crate::mv::system_table(warehouse).await?,
-        "lineage" => crate::lineage::system_table(warehouse).await?,
+        "materialized_views" => materialized_view::system_table(warehouse, planner).await?,
+        "lineage" => lineage::system_table(warehouse).await?,
         "scan_cache" => scan_cache(warehouse)?,
         _ => return Ok(None),
     }))
@@ -577,7 +383,7 @@ async fn table_versions(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>>
 }
 
 async fn query_log(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
-    let mut entries: Vec<QueryLogEntry> = read_records(warehouse, QUERY_LOG).await?;
+    let mut entries: Vec<QueryLogEntry> = warehouse.records().read_all().await?;
     entries.sort_by_key(|e| e.started_at);
     let schema = Arc::new(Schema::new(vec![
         Field::new("query_id", DataType::Utf8, false),
@@ -665,7 +471,7 @@ async fn load_history(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
             at.append_value(l.loaded_at.timestamp_micros());
         }
     }
-    for f in read_records::<LoadFailure>(warehouse, LOAD_FAILURES).await? {
+    for f in warehouse.records().read_all::<LoadFailure>().await? {
         s[0].append_value(&f.database);
         s[1].append_value(&f.schema);
         s[2].append_value(&f.table);
@@ -691,7 +497,7 @@ async fn load_history(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
 }
 
 async fn load_errors(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
-    let mut loads: Vec<LoadErrors> = read_records(warehouse, LOAD_ERRORS).await?;
+    let mut loads: Vec<LoadErrors> = warehouse.records().read_all().await?;
     loads.sort_by_key(|l| l.at);
     let schema = Arc::new(Schema::new(vec![
         Field::new("load_id", DataType::Utf8, false),

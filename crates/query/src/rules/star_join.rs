@@ -31,7 +31,7 @@ use datafusion::optimizer::{ApplyOrder, OptimizerConfig, OptimizerRule};
 
 /// The optimizer rule; see the module documentation.
 #[derive(Debug, Default)]
-pub struct StarJoinOrder;
+pub(crate) struct StarJoinOrder;
 
 /// One dimension of a star: its plan and the join keys `(fact expr, dimension expr)`.
 struct Dimension {

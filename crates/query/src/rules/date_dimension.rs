@@ -25,7 +25,7 @@ const MAX_DAYS: i64 = 100_000;
 
 /// The `date_dimension` table function.
 #[derive(Debug, Default)]
-pub struct DateDimension;
+pub(crate) struct DateDimension;
 
 impl TableFunctionImpl for DateDimension {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {

@@ -31,8 +31,9 @@ use strata_storage::{Error as StorageError, Transaction};
 
 use crate::error::{Error, Result};
 use crate::parser::{ParsedStatement, Statement};
-use crate::session::{Session, StatementResult};
-use crate::system::{QueryLogEntry, record_query};
+use crate::result::StatementResult;
+use crate::session::Session;
+use crate::statement::query_log;
 use crate::table::{scan_figures, write_batches};
 use crate::types::column_defs;
 use crate::warehouse::Warehouse;
@@ -242,17 +243,18 @@ impl Session {
             Ok(r) => ("SUCCESS", None, r.row_count() as u64),
             Err(e) => ("FAILED", Some(e.to_string()), 0),
         };
-        let entry = QueryLogEntry::new(
-            self.id(),
-            &format!("{} -- {} parameter rows", statement.text, rows.len()),
+        let text = format!("{} -- {} parameter rows", statement.text, rows.len());
+        let entry = query_log::Entry {
+            session_id: self.id(),
+            text: &text,
             started_at,
-            clock.elapsed(),
+            elapsed: clock.elapsed(),
             status,
             error,
-            count,
-            Default::default(),
-        );
-        record_query(self.warehouse(), &entry).await;
+            rows: count,
+            figures: Default::default(),
+        };
+        query_log::record(self.warehouse(), entry).await;
         outcome
     }
 
@@ -328,7 +330,7 @@ impl Session {
             Transaction::new("INGEST"),
         )
         .await?;
-        crate::mv::refresh_on_commit(self.warehouse()).await;
+        crate::mv::scheduler::refresh_on_commit(self.warehouse()).await;
         Ok(rows)
     }
 }
@@ -426,19 +428,20 @@ impl QueryLog {
         plan: Option<&Arc<dyn ExecutionPlan>>,
     ) {
         let figures = plan.map(scan_figures).unwrap_or_default();
-        let entry = QueryLogEntry::new(
-            &self.session_id,
-            &self.text,
-            self.started_at,
-            self.clock.elapsed(),
+        let entry = query_log::Entry {
+            session_id: &self.session_id,
+            text: &self.text,
+            started_at: self.started_at,
+            elapsed: self.clock.elapsed(),
             status,
             error,
             rows,
             figures,
-        );
+        }
+        .record();
         // The stream may end inside a poll or a drop: write the entry in the background.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(async move { record_query(&self.warehouse, &entry).await });
+            handle.spawn(async move { query_log::write(&self.warehouse, &entry).await });
         }
     }
 }

@@ -38,9 +38,12 @@ use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use strata_storage::{DataFile, Transaction};
 
+use crate::catalog::materialized_view::{MaterializedViewTable, read_only};
 use crate::error::{Error, Result};
-use crate::session::{Session, StatementResult};
-use crate::table::{FILE_COLUMN, ROW_COLUMN, StrataTable, write_batches};
+use crate::result::StatementResult;
+use crate::session::Session;
+use crate::table::provider::{FILE_COLUMN, ROW_COLUMN, StrataTable};
+use crate::table::write::write_batches;
 
 /// Runs a DataFusion-planned `UPDATE`, `DELETE` or `MERGE INTO` on a Strata table; `None` for
 /// any other plan.
@@ -55,8 +58,8 @@ pub(crate) async fn run(session: &Session, plan: &LogicalPlan) -> Result<Option<
         return Ok(None);
     }
     let provider = source_as_provider(&dml.target)?;
-    if let Some(view) = provider.downcast_ref::<crate::mv::MaterializedViewTable>() {
-        return Err(Error::Plan(crate::mv::read_only(view.storage().name())));
+    if let Some(view) = provider.downcast_ref::<MaterializedViewTable>() {
+        return Err(Error::Plan(read_only(view.storage().name())));
     }
     let Some(table) = provider.downcast_ref::<StrataTable>() else {
         return Err(Error::Plan(format!(

@@ -33,8 +33,11 @@ use strata_storage::{BatchCheck, ColumnDef, Constraint, DataFile, Snapshot, Tabl
 
 use crate::error::{Error, Result};
 use crate::parser::{self, name_parts};
-use crate::table::StrataTable;
+use crate::table::files::{balanced_groups, parquet_scan, read_schema};
 use crate::warehouse::Warehouse;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::physical_plan::collect;
 
 /// The constraints `create` declares for table `db.schema.name` with `columns`, validated;
 /// marks primary-key columns NOT NULL. `qualify` resolves a referenced table's name.
@@ -305,16 +308,7 @@ pub(crate) async fn prepare(
             }
             Constraint::PrimaryKey { .. } | Constraint::Unique { .. } => {
                 let types = column_types(snapshot, name, c.columns())?;
-                let set = KeySet::of(
-                    &ctx,
-                    warehouse,
-                    name,
-                    log.clone(),
-                    remaining.clone(),
-                    c.columns(),
-                    &types,
-                )
-                .await?;
+                let set = KeySet::of(&ctx, remaining.clone(), c.columns(), &types).await?;
                 check
                     .keys
                     .push(KeyCheck::new(c, KeyRule::Unique, set, &position)?);
@@ -334,16 +328,7 @@ pub(crate) async fn prepare(
                     warehouse.snapshot(&parent_log).await?
                 };
                 let types = column_types(&parent, &parent_name, referenced_columns)?;
-                let set = KeySet::of(
-                    &ctx,
-                    warehouse,
-                    &parent_name,
-                    parent_log,
-                    parent,
-                    referenced_columns,
-                    &types,
-                )
-                .await?;
+                let set = KeySet::of(&ctx, parent, referenced_columns, &types).await?;
                 let rule = KeyRule::References {
                     table: parent_name,
                     columns: referenced_columns.clone(),
@@ -364,7 +349,7 @@ async fn restrict_removals(
     ctx: &SessionContext,
     warehouse: &Warehouse,
     name: &str,
-    log: &TableLog,
+    _log: &TableLog,
     snapshot: &Snapshot,
     removed: &[DataFile],
     check: &mut ConstraintCheck,
@@ -399,16 +384,7 @@ async fn restrict_removals(
                 continue;
             };
             let types = column_types(snapshot, name, &referenced_columns)?;
-            let candidates = KeySet::of(
-                ctx,
-                warehouse,
-                name,
-                log.clone(),
-                gone.clone(),
-                &referenced_columns,
-                &types,
-            )
-            .await?;
+            let candidates = KeySet::of(ctx, gone.clone(), &referenced_columns, &types).await?;
             if candidates.keys.is_empty() {
                 continue;
             }
@@ -417,16 +393,7 @@ async fn restrict_removals(
             let entry = catalog.table(&child[0], &child[1], &child[2])?;
             let child_log = warehouse.table_log(&entry.id, &child_name);
             let child_snapshot = warehouse.snapshot(&child_log).await?;
-            let referencing = KeySet::of(
-                ctx,
-                warehouse,
-                &child_name,
-                child_log,
-                child_snapshot,
-                &columns,
-                &types,
-            )
-            .await?;
+            let referencing = KeySet::of(ctx, child_snapshot, &columns, &types).await?;
             let keys: HashSet<Vec<u8>> = candidates
                 .keys
                 .intersection(&referencing.keys)
@@ -590,16 +557,12 @@ impl KeySet {
     /// columns' own types, or a referenced table's to compare with its keys).
     async fn of(
         ctx: &SessionContext,
-        warehouse: &Warehouse,
-        name: &str,
-        log: TableLog,
         snapshot: Snapshot,
         columns: &[String],
         types: &[DataType],
     ) -> Result<Self> {
-        let table = StrataTable::new(warehouse.clone(), name.to_string(), log, snapshot, true);
         let mut set = KeySet::new(types)?;
-        set.load(ctx, table, columns).await?;
+        set.load(ctx, &snapshot, columns).await?;
         Ok(set)
     }
 
@@ -612,19 +575,36 @@ impl KeySet {
         })
     }
 
-    /// Adds the keys `columns` of every row of `table`.
+    /// Adds the keys `columns` of every row of `snapshot`, read straight from its data files.
     async fn load(
         &mut self,
         ctx: &SessionContext,
-        table: StrataTable,
+        snapshot: &Snapshot,
         columns: &[String],
     ) -> Result<()> {
-        let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-        let batches = ctx
-            .read_table(Arc::new(table))?
-            .select_columns(&names)?
-            .collect()
-            .await?;
+        let schema = read_schema(&snapshot.metadata);
+        let projection = columns
+            .iter()
+            .map(|c| schema.index_of(c))
+            .collect::<Result<Vec<_>, _>>()?;
+        let files: Vec<PartitionedFile> = snapshot
+            .files
+            .values()
+            .map(|f| PartitionedFile::new(f.path.clone(), f.size_bytes))
+            .collect();
+        let state = ctx.state();
+        let options = state.config_options();
+        let groups = balanced_groups(files, options.execution.target_partitions);
+        let scan = parquet_scan(
+            options,
+            state.runtime_env(),
+            TableSchema::builder(schema).build(),
+            groups,
+            Some(&projection),
+            None,
+            None,
+        )?;
+        let batches = collect(scan, ctx.task_ctx()).await?;
         for batch in batches {
             let rows = self.rows(batch.columns())?;
             for i in 0..batch.num_rows() {

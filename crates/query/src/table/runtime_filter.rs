@@ -19,7 +19,7 @@
 //! inputs when executed), so a scan below a join's build side can finish before a join further
 //! up has a filter for it: in TPC-H Q21 all 10,000 suppliers were hashed although the nation
 //! join keeps 400 of them, and the supplier filter on 6M lineitem rows then dropped nothing.
-//! [`AwaitJoinFilters`] makes each scan that holds a hash join's filter wait until that join's
+//! The `await_join_filters` rule makes each scan that holds a hash join's filter wait until that join's
 //! build side is complete before it opens a file, so the filter prunes files and row groups and
 //! drops rows from the first batch. This cannot deadlock: a join's filter only reaches its probe
 //! side, and its build side, which completes the filter, only waits for joins above it.
@@ -30,7 +30,6 @@
 //! rows that pass. The filters are evaluated together by an [`AdaptiveJoinFilter`], which
 //! orders them by pass rate and stops evaluating one that keeps nearly every row.
 
-use std::any::Any;
 use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,8 +42,7 @@ use arrow::compute::{BatchCoalescer, filter_record_batch, prep_null_mask_filter}
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
-use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::config::ConfigOptions;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::Result as DfResult;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::ColumnarValue;
@@ -55,15 +53,10 @@ use datafusion::physical_expr::utils::conjunction_opt;
 use datafusion::physical_expr_common::physical_expr::{
     snapshot_generation, snapshot_physical_expr,
 };
-use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::RecordBatchStream;
 use datafusion::physical_plan::metrics::{Count, Time};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{ExecutionPlan, RecordBatchStream};
 use futures::{Stream, StreamExt, TryStreamExt};
-
-use crate::mv::rewrite::StrataOptions;
-use crate::table::StrataScanExec;
 
 /// A filter that keeps at least this share of the rows it sees is not worth evaluating.
 const USELESS_PASS_RATE: f64 = 0.95;
@@ -381,57 +374,6 @@ impl PhysicalExpr for AdaptiveJoinFilter {
             Some(all) => all.fmt_sql(f),
             None => write!(f, "true"),
         }
-    }
-}
-
-/// Physical optimizer rule, run after DataFusion's: every Strata scan holding the dynamic filter
-/// of a hash join waits for that filter to be complete before it reads (see the module doc).
-/// Top-k and aggregate filters are never awaited: they tighten as the scan's own rows arrive.
-#[derive(Debug, Default)]
-pub(crate) struct AwaitJoinFilters;
-
-impl PhysicalOptimizerRule for AwaitJoinFilters {
-    fn optimize(
-        &self,
-        plan: Arc<dyn ExecutionPlan>,
-        config: &ConfigOptions,
-    ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let decode_late = config
-            .extensions
-            .get::<StrataOptions>()
-            .is_none_or(|o| o.late_materialization);
-        let mut join_filters = HashSet::new();
-        plan.apply(|node| {
-            if (node.as_ref() as &dyn Any).is::<HashJoinExec>() {
-                join_filters.extend(
-                    node.dynamic_expressions_produced()
-                        .iter()
-                        .filter_map(|filter| filter.expression_id()),
-                );
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })?;
-        if join_filters.is_empty() {
-            return Ok(plan);
-        }
-        plan.transform_up(|node| {
-            let awaiting = (node.as_ref() as &dyn Any)
-                .downcast_ref::<StrataScanExec>()
-                .and_then(|scan| scan.awaiting(&join_filters, decode_late));
-            Ok(match awaiting {
-                Some(scan) => Transformed::yes(Arc::new(scan) as Arc<dyn ExecutionPlan>),
-                None => Transformed::no(node),
-            })
-        })
-        .map(|t| t.data)
-    }
-
-    fn name(&self) -> &str {
-        "await_join_filters"
-    }
-
-    fn schema_check(&self) -> bool {
-        true
     }
 }
 

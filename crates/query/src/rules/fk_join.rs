@@ -26,7 +26,7 @@ use crate::table::StrataTable;
 
 /// The optimizer rule; see the module documentation.
 #[derive(Debug, Default)]
-pub struct ForeignKeyJoinElimination;
+pub(crate) struct ForeignKeyJoinElimination;
 
 impl OptimizerRule for ForeignKeyJoinElimination {
     fn name(&self) -> &str {

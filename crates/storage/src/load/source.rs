@@ -1,13 +1,5 @@
-//! Source files for `COPY INTO`: finding them, opening them, and (in [`read`]) reading CSV,
-//! newline-delimited JSON and Parquet into batches of a table's schema.
-//!
-//! Sources are local paths, `file://` URLs, directories (every file in them) or globs, and the
-//! same on S3 (`s3://bucket/landing/2024-*.csv`).
-//!
-//! A remote file is fetched whole before it is read (Parquet needs random access, and a fetch is
-//! one request); load files of the size object stores recommend (100–250 MB), not one huge file.
-
-mod read;
+//! Finding `COPY INTO` sources (local paths, directories, globs, `s3://` prefixes) and opening
+//! them.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -21,8 +13,6 @@ use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::error::{Error, Result};
 use crate::store::{is_s3, open_s3};
-
-pub use read::{OnRowError, RowError, SourceBatch, read_file};
 
 /// CSV parsing options (Snowflake `FILE_FORMAT = (TYPE = CSV ...)`).
 #[derive(Debug, Clone)]
@@ -103,7 +93,7 @@ pub enum SourceData {
 
 impl SourceData {
     /// All the bytes.
-    fn bytes(self) -> std::io::Result<Bytes> {
+    pub(crate) fn bytes(self) -> std::io::Result<Bytes> {
         match self {
             SourceData::File(mut f) => {
                 let mut buffer = Vec::new();
@@ -115,7 +105,7 @@ impl SourceData {
     }
 
     /// A buffered reader over the bytes.
-    fn buffered(self) -> Box<dyn BufRead> {
+    pub(crate) fn buffered(self) -> Box<dyn BufRead> {
         match self {
             SourceData::File(f) => Box::new(BufReader::new(f)),
             SourceData::Bytes(b) => Box::new(b.reader()),
@@ -172,7 +162,7 @@ pub async fn list_sources(
     }
 }
 
-fn list_local(location: &str) -> Result<Vec<SourceFile>> {
+pub(crate) fn list_local(location: &str) -> Result<Vec<SourceFile>> {
     let location = location.strip_prefix("file://").unwrap_or(location);
     if location.contains("://") {
         return Err(Error::InvalidArgument(format!(

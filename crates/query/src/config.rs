@@ -1,0 +1,147 @@
+//! Every setting of Strata in one place, typed.
+//!
+//! Two kinds: [`WarehouseOptions`], fixed when a warehouse opens (how files are written, the
+//! memory limit, the scan cache budget), and [`StrataOptions`], the `SET strata.<name> = ...`
+//! settings of a session, a DataFusion [`ConfigExtension`] so that `SET`, `SHOW` and
+//! `information_schema.df_settings` handle them like DataFusion's own. Scans, the MV rewrite
+//! and the statements read their switches from here, not from each other.
+
+use std::time::Duration;
+
+use datafusion::config::ConfigExtension;
+use datafusion::prelude::SessionConfig;
+use strata_storage::WriteOptions;
+
+use crate::error::{Error, Result};
+
+datafusion::common::extensions_options! {
+    /// Strata's session settings: `SET strata.<name> = <value>`.
+    pub struct StrataOptions {
+        /// Answer queries from materialized views that hold their result.
+        pub mv_rewrite: bool, default = true
+        /// How far behind its sources a materialized view may be and still answer queries,
+        /// e.g. '5 minutes'; '0 seconds' accepts only views with no unreflected change.
+        pub max_staleness: String, default = "0 seconds".to_string()
+        /// Scans below a hash join decode the join key first and the other columns only for
+        /// the rows the join's filter keeps.
+        pub late_materialization: bool, default = true
+        /// Scans serve hot data files from the warehouse's cache of decoded columns
+        /// (`WarehouseOptions::scan_cache_bytes`) and add the files they read to it.
+        pub scan_cache: bool, default = true
+    }
+}
+
+impl ConfigExtension for StrataOptions {
+    const PREFIX: &'static str = "strata";
+}
+
+/// Fails on the first of `settings` that is not a known setting with a valid value.
+pub(crate) fn check_settings(settings: &[(String, String)]) -> Result<()> {
+    let mut config = SessionConfig::new().with_option_extension(StrataOptions::default());
+    for (name, value) in settings {
+        config
+            .options_mut()
+            .set(name, value)
+            .map_err(|e| Error::Plan(format!("setting {name} = {value}: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Parses a duration such as `5 minutes`, `1 hour`, `30 seconds`, `2 days` (singular or plural,
+/// `sec` and `min` too).
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let bad = || {
+        Error::Plan(format!(
+            "'{text}' is not a duration such as '5 minutes' (seconds, minutes, hours, days)"
+        ))
+    };
+    let mut words = text.split_whitespace();
+    let n: u64 = words.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
+    let unit = match words
+        .next()
+        .ok_or_else(bad)?
+        .to_ascii_lowercase()
+        .trim_end_matches('s')
+    {
+        "second" | "sec" => 1,
+        "minute" | "min" => 60,
+        "hour" => 3_600,
+        "day" => 86_400,
+        _ => return Err(bad()),
+    };
+    if words.next().is_some() {
+        return Err(bad());
+    }
+    n.checked_mul(unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| Error::Plan(format!("'{text}' is too long a duration")))
+}
+
+/// Settings of an open warehouse.
+#[derive(Debug, Clone)]
+pub struct WarehouseOptions {
+    /// How data files are written.
+    pub write: WriteOptions,
+    /// Days of `system.query_log` kept; older days are deleted when the warehouse opens.
+    pub query_log_retention_days: u32,
+    /// Memory all running queries may hold together, in bytes; `None` for no limit. Operators
+    /// that can spill (sort, hash aggregate, sort-merge join) spill to the OS temp directory
+    /// when their fair share is used up.
+    pub memory_limit: Option<usize>,
+    /// How many partitions (and so threads) a query runs on; `None` for one per CPU core.
+    pub target_partitions: Option<usize>,
+    /// Settings every session starts with, as if it ran `SET name = value` first
+    /// (e.g. `datafusion.execution.batch_size`, `strata.late_materialization`).
+    pub settings: Vec<(String, String)>,
+    /// Memory for decoded columns of hot data files, in bytes, shared by all sessions and
+    /// outside `memory_limit` (see [`crate::scan_cache`]); 0 turns the cache off.
+    pub scan_cache_bytes: usize,
+}
+
+/// The default budget of the scan cache: a quarter of the machine's memory (as Postgres
+/// advises for its buffer cache), or 1 GiB where the memory cannot be read.
+pub fn default_scan_cache_bytes() -> usize {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        });
+    total.map_or(1 << 30, |bytes| bytes / 4)
+}
+
+impl Default for WarehouseOptions {
+    fn default() -> Self {
+        Self {
+            write: WriteOptions::default(),
+            query_log_retention_days: 30,
+            memory_limit: None,
+            target_partitions: None,
+            settings: Vec::new(),
+            scan_cache_bytes: default_scan_cache_bytes(),
+        }
+    }
+}
+
+/// Parses a byte size such as `2GiB`, `512 MiB`, `1.5GB` or `1048576` (binary and decimal
+/// units are both read as powers of 1024, as memory limits usually mean).
+pub fn parse_byte_size(text: &str) -> std::result::Result<usize, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size such as 2GiB or 512MiB"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("unknown size unit '{other}' in '{text}'")),
+    };
+    Ok((number * scale) as usize)
+}

@@ -1,0 +1,223 @@
+//! The statement layer: `Session::sql` and `Session::execute`, from parsed statement to result.
+//!
+//! ```text
+//!  Session::sql(text) ─ parser ─► execute_with(statement)
+//!     │ dispatch by statement family:
+//!     ├── ddl            databases, schemas, tables, partitions, USE, SHOW, DESCRIBE, VACUUM
+//!     ├── dml            UPDATE, DELETE, MERGE: copy-on-write of the affected files
+//!     ├── copy           COPY INTO with load history and rejected rows
+//!     ├── apply_changes  APPLY CHANGES INTO an SCD Type 2 table
+//!     ├── views          CREATE VIEW;   crate::mv: CREATE / REFRESH MATERIALIZED VIEW
+//!     ├── stream         Flight ingest and streamed queries
+//!     └── anything else: plan (then MV rewrite) ─► DataFusion
+//!  after a success: hooks (lineage, on_commit refreshes); always: query_log
+//! ```
+//!
+//! A statement that fails leaves the warehouse as it was: each handler commits at most once, at
+//! its end.
+
+pub(crate) mod apply_changes;
+pub(crate) mod copy;
+pub(crate) mod ddl;
+pub(crate) mod dml;
+pub(crate) mod hooks;
+pub(crate) mod plan;
+pub(crate) mod query_log;
+pub(crate) mod stream;
+pub(crate) mod views;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::datatypes::SchemaRef;
+use chrono::Utc;
+use datafusion::common::ParamValues;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+
+use crate::config::parse_duration;
+use crate::error::{Error, Result};
+use crate::parser::{self, ParsedStatement, Statement};
+use crate::result::StatementResult;
+use crate::session::Session;
+use crate::table::{ScanFigures, scan_figures};
+
+impl Session {
+    /// Runs a script; returns one result per statement. Stops at the first failing statement,
+    /// which leaves the warehouse as it was before that statement.
+    pub async fn sql(&mut self, sql: &str) -> Result<Vec<StatementResult>> {
+        let statements = parser::parse(sql)?;
+        let mut results = Vec::with_capacity(statements.len());
+        for statement in statements {
+            results.push(self.execute(&statement).await?);
+        }
+        Ok(results)
+    }
+
+    /// Runs one parsed statement and records it in the query log.
+    pub async fn execute(&mut self, statement: &ParsedStatement) -> Result<StatementResult> {
+        self.execute_with(statement, None).await
+    }
+
+    /// Runs one parsed statement with values for its placeholders (`$1`, `?`), and records it
+    /// in the query log. Parameters apply to statements DataFusion plans (queries, `INSERT`,
+    /// `EXPLAIN`).
+    pub async fn execute_with(
+        &mut self,
+        statement: &ParsedStatement,
+        params: Option<&ParamValues>,
+    ) -> Result<StatementResult> {
+        let started_at = Utc::now();
+        let clock = Instant::now();
+        self.progress().reset();
+        let outcome = self.run(&statement.statement, params).await;
+        if outcome.is_ok() {
+            hooks::after_success(self, &statement.statement).await;
+        }
+        let (figures, rows) = match &outcome {
+            Ok((r, f)) => (*f, r.row_count() as u64),
+            Err(_) => (ScanFigures::default(), 0),
+        };
+        let (status, error) = match &outcome {
+            Ok(_) => ("SUCCESS", None),
+            Err(e) => ("FAILED", Some(e.to_string())),
+        };
+        query_log::record(
+            self.warehouse(),
+            query_log::Entry {
+                session_id: self.id(),
+                text: &statement.text,
+                started_at,
+                elapsed: clock.elapsed(),
+                status,
+                error,
+                rows,
+                figures,
+            },
+        )
+        .await;
+        outcome.map(|(r, _)| r)
+    }
+
+    /// Runs one statement: dispatches it to the handler of its family.
+    async fn run(
+        &mut self,
+        statement: &Statement,
+        params: Option<&ParamValues>,
+    ) -> Result<(StatementResult, ScanFigures)> {
+        self.warehouse().refresh_catalog().await?;
+        let result = match statement {
+            Statement::Sql(s) => return self.run_sql(s, params).await,
+            Statement::CreatePartitioned {
+                create,
+                partitioning,
+            } => match create.as_ref() {
+                SqlStatement::CreateTable(c) => self.create_table(c, Some(partitioning)).await?,
+                SqlStatement::CreateView(v) if v.materialized => {
+                    crate::mv::create::create(self, v, Some(partitioning)).await?
+                }
+                _ => return Err(Error::Plan("expected CREATE TABLE".to_string())),
+            },
+            Statement::AddPartitions { table, partitions } => {
+                self.add_partitions(table, partitions).await?
+            }
+            Statement::DropPartitions {
+                table,
+                names,
+                if_exists,
+            } => self.drop_partitions(table, names, *if_exists).await?,
+            Statement::Vacuum {
+                table,
+                retain_hours,
+            } => self.vacuum(table.as_ref(), *retain_hours).await?,
+            Statement::ApplyChanges(apply) => apply_changes::apply_changes(self, apply).await?,
+            Statement::Refresh { view, full } => {
+                crate::mv::refresh::refresh_statement(self, view, *full).await?
+            }
+        };
+        Ok((result, ScanFigures::default()))
+    }
+
+    async fn run_sql(
+        &mut self,
+        s: &SqlStatement,
+        params: Option<&ParamValues>,
+    ) -> Result<(StatementResult, ScanFigures)> {
+        let result = match s {
+            SqlStatement::CreateDatabase {
+                db_name,
+                if_not_exists,
+                ..
+            } => self.create_database(db_name, *if_not_exists).await?,
+            SqlStatement::CreateSchema {
+                schema_name,
+                if_not_exists,
+                ..
+            } => self.create_schema(schema_name, *if_not_exists).await?,
+            SqlStatement::Drop {
+                object_type,
+                if_exists,
+                names,
+                cascade,
+                ..
+            } => self.drop(*object_type, names, *if_exists, *cascade).await?,
+            SqlStatement::Use(u) => self.use_(u)?,
+            SqlStatement::ShowDatabases { .. } => self.show_databases(),
+            SqlStatement::ShowSchemas { show_options, .. } => self.show_schemas(show_options)?,
+            SqlStatement::ShowTables { show_options, .. } => self.show_tables(show_options)?,
+            SqlStatement::ExplainTable { table_name, .. } => self.describe(table_name).await?,
+            SqlStatement::CreateTable(c) => self.create_table(c, None).await?,
+            SqlStatement::CreateView(v) if v.materialized => {
+                crate::mv::create::create(self, v, None).await?
+            }
+            SqlStatement::CreateView(v) => views::create(self, v).await?,
+            SqlStatement::CopyIntoSnowflake { .. } => copy::copy_into(self, s).await?,
+            SqlStatement::Truncate(t) => self.truncate(t).await?,
+            SqlStatement::Set(_) => {
+                // DataFusion stores `SET strata.x = ...` as text; check it here, where a bad
+                // value can be refused, rather than in the next query.
+                let before = self.strata_options();
+                let result = self.run_datafusion(s.clone(), params).await?;
+                if let Err(e) = parse_duration(&self.strata_options().max_staleness) {
+                    let state = self.context().state_ref();
+                    state
+                        .write()
+                        .config_mut()
+                        .options_mut()
+                        .extensions
+                        .insert(before);
+                    return Err(e);
+                }
+                return Ok(result);
+            }
+            SqlStatement::Update(update) if update.from.is_some() => {
+                let merge = dml::update_from_as_merge(update)?;
+                let (merged, _) = self.run_datafusion(merge, params).await?;
+                dml::updated_rows(&merged)
+            }
+            other => return self.run_datafusion(other.clone(), params).await,
+        };
+        Ok((result, ScanFigures::default()))
+    }
+
+    /// Plans and runs a statement with DataFusion.
+    async fn run_datafusion(
+        &mut self,
+        statement: SqlStatement,
+        params: Option<&ParamValues>,
+    ) -> Result<(StatementResult, ScanFigures)> {
+        let plan = self.plan(statement, params).await?;
+        if let Some(result) = dml::run(self, &plan).await? {
+            return Ok((result, ScanFigures::default()));
+        }
+        let ctx = self.context();
+        let df = ctx.execute_logical_plan(plan).await?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let physical: Arc<dyn ExecutionPlan> = df.create_physical_plan().await?;
+        self.progress().watch(&physical);
+        let batches = collect(Arc::clone(&physical), ctx.task_ctx()).await?;
+        let figures = scan_figures(&physical);
+        let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
+        Ok((StatementResult { schema, batches }, figures))
+    }
+}

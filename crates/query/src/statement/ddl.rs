@@ -1,0 +1,645 @@
+//! Data definition: databases, schemas, tables and their partitions, and the statements that
+//! look at them (`USE`, `SHOW`, `DESCRIBE`) or tidy them (`TRUNCATE`, `VACUUM`).
+
+use chrono::Utc;
+use datafusion::sql::sqlparser::ast::{
+    ColumnOption, CreateTable, ObjectName, ObjectType, SchemaName, ShowStatementIn,
+    ShowStatementOptions, Statement as SqlStatement, Truncate, Use,
+};
+use strata_storage::catalog::DatabaseEntry;
+use strata_storage::{
+    ColumnDef, DEFAULT_DATABASE, DEFAULT_SCHEMA, Error as StorageError, SchemaEntry, Snapshot,
+    TableLog, TableMetadata, Transaction, UpperBound,
+};
+
+use crate::catalog::materialized_view::{Definition, HIDDEN_PREFIX};
+use crate::error::{Error, Result};
+use crate::parser::{self, PartitionClause, name_parts};
+use crate::result::StatementResult;
+use crate::session::Session;
+use crate::table::constraints::{self, refuse_drop, refuse_orphans};
+use crate::table::layout::partition_layout;
+use crate::table::scd;
+use crate::table::write_batches;
+use crate::types::{arrow_type, column_defs, sql_name};
+
+impl Session {
+    /// `CREATE DATABASE [IF NOT EXISTS] name` (with its `public` schema).
+    pub(crate) async fn create_database(
+        &self,
+        db_name: &ObjectName,
+        if_not_exists: bool,
+    ) -> Result<StatementResult> {
+        let name = single(db_name, "database")?;
+        let exists = self.warehouse().catalog().databases.contains_key(&name);
+        if exists && if_not_exists {
+            return Ok(StatementResult::status(format!(
+                "database {name} already exists"
+            )));
+        }
+        let n = name.clone();
+        self.warehouse()
+            .update_catalog(move |c| {
+                if c.databases.contains_key(&n) {
+                    return Err(StorageError::DatabaseExists { name: n.clone() });
+                }
+                let mut schemas = std::collections::BTreeMap::new();
+                schemas.insert(DEFAULT_SCHEMA.to_string(), SchemaEntry::new());
+                c.databases.insert(
+                    n.clone(),
+                    DatabaseEntry {
+                        created_at: Utc::now(),
+                        schemas,
+                    },
+                );
+                Ok(())
+            })
+            .await?;
+        Ok(StatementResult::status(format!("created database {name}")))
+    }
+
+    /// `CREATE SCHEMA [IF NOT EXISTS] [db.]schema`.
+    pub(crate) async fn create_schema(
+        &self,
+        schema_name: &SchemaName,
+        if_not_exists: bool,
+    ) -> Result<StatementResult> {
+        let name = match schema_name {
+            SchemaName::Simple(n) | SchemaName::NamedAuthorization(n, _) => n,
+            SchemaName::UnnamedAuthorization(_) => {
+                return Err(Error::Unsupported("CREATE SCHEMA AUTHORIZATION".into()));
+            }
+        };
+        let (db, schema) = self.qualify_schema(name)?;
+        let exists = self.warehouse().catalog().schema(&db, &schema).is_ok();
+        if exists && if_not_exists {
+            return Ok(StatementResult::status(format!(
+                "schema {db}.{schema} already exists"
+            )));
+        }
+        let (d, s) = (db.clone(), schema.clone());
+        self.warehouse()
+            .update_catalog(move |c| {
+                let database = c
+                    .databases
+                    .get_mut(&d)
+                    .ok_or_else(|| StorageError::DatabaseNotFound { name: d.clone() })?;
+                if database.schemas.contains_key(&s) {
+                    return Err(StorageError::SchemaExists {
+                        database: d.clone(),
+                        schema: s.clone(),
+                    });
+                }
+                database.schemas.insert(s.clone(), SchemaEntry::new());
+                Ok(())
+            })
+            .await?;
+        Ok(StatementResult::status(format!(
+            "created schema {db}.{schema}"
+        )))
+    }
+
+    /// `SHOW DATABASES`.
+    pub(crate) fn show_databases(&self) -> StatementResult {
+        let rows = self
+            .warehouse()
+            .catalog()
+            .databases
+            .keys()
+            .map(|d| vec![d.clone()])
+            .collect();
+        StatementResult::strings(&["database_name"], rows)
+    }
+
+    /// `SHOW SCHEMAS [IN db]`.
+    pub(crate) fn show_schemas(&self, options: &ShowStatementOptions) -> Result<StatementResult> {
+        let db = match parent(options) {
+            Some(n) => single(n, "database")?,
+            None => self.current_schema().0.to_string(),
+        };
+        let catalog = self.warehouse().catalog();
+        let rows = catalog
+            .database(&db)?
+            .schemas
+            .keys()
+            .map(|s| vec![db.clone(), s.clone()])
+            .collect();
+        Ok(StatementResult::strings(
+            &["database_name", "schema_name"],
+            rows,
+        ))
+    }
+
+    /// `SHOW TABLES [IN [db.]schema]`.
+    pub(crate) fn show_tables(&self, options: &ShowStatementOptions) -> Result<StatementResult> {
+        let (db, schema) = match parent(options) {
+            Some(n) => self.qualify_schema(n)?,
+            None => {
+                let (d, s) = self.current_schema();
+                (d.to_string(), s.to_string())
+            }
+        };
+        let catalog = self.warehouse().catalog();
+        let rows = catalog
+            .schema(&db, &schema)?
+            .tables
+            .keys()
+            .map(|t| vec![db.clone(), schema.clone(), t.clone()])
+            .collect();
+        Ok(StatementResult::strings(
+            &["database_name", "schema_name", "table_name"],
+            rows,
+        ))
+    }
+
+    /// `TRUNCATE TABLE a, b, ...`: each table emptied in one commit.
+    pub(crate) async fn truncate(&self, t: &Truncate) -> Result<StatementResult> {
+        let mut total = 0;
+        for target in &t.table_names {
+            let (log, snapshot, name) = self.open_table_for_write(&target.name).await?;
+            let mut txn = Transaction::new("TRUNCATE");
+            txn.remove = snapshot.files.values().cloned().collect();
+            self.commit_removal(&name, &log, &snapshot, &txn).await?;
+            total += snapshot.row_count();
+        }
+        Ok(StatementResult::status(format!("truncated {total} rows")))
+    }
+
+    /// `ALTER TABLE t ADD PARTITION (...)`.
+    pub(crate) async fn add_partitions(
+        &self,
+        table: &ObjectName,
+        partitions: &[(String, UpperBound)],
+    ) -> Result<StatementResult> {
+        let (log, snapshot, name) = self.open_table(table).await?;
+        let mut layout = snapshot
+            .metadata
+            .partitioning
+            .clone()
+            .ok_or_else(|| Error::Plan(format!("table '{name}' is not partitioned")))?;
+        layout.add(&name, partitions)?;
+        let mut txn = Transaction::new("ADD PARTITION");
+        txn.add_partitions = layout
+            .partitions
+            .iter()
+            .filter(|p| partitions.iter().any(|(n, _)| *n == p.name))
+            .cloned()
+            .collect();
+        let s = log.commit(&snapshot, &txn).await?;
+        self.warehouse().remember(log.id(), &s);
+        Ok(StatementResult::status(format!(
+            "added {} partition(s) to {name}",
+            partitions.len()
+        )))
+    }
+
+    /// `ALTER TABLE t DROP PARTITION [IF EXISTS] p, ...`: the partitions and their rows.
+    pub(crate) async fn drop_partitions(
+        &self,
+        table: &ObjectName,
+        names: &[String],
+        if_exists: bool,
+    ) -> Result<StatementResult> {
+        let (log, snapshot, name) = self.open_table_for_write(table).await?;
+        let layout = snapshot
+            .metadata
+            .partitioning
+            .as_ref()
+            .ok_or_else(|| Error::Plan(format!("table '{name}' is not partitioned")))?;
+        let mut txn = Transaction::new("DROP PARTITION");
+        for n in names {
+            if layout.partition(n).is_none() {
+                if if_exists {
+                    continue;
+                }
+                return Err(StorageError::PartitionNotFound {
+                    table: name.clone(),
+                    partition: n.clone(),
+                }
+                .into());
+            }
+            txn.drop_partitions.push(n.clone());
+            txn.remove.extend(snapshot.files_in(n).cloned());
+        }
+        let rows: u64 = txn.remove.iter().map(|f| f.rows).sum();
+        self.commit_removal(&name, &log, &snapshot, &txn).await?;
+        Ok(StatementResult::status(format!(
+            "dropped {} partition(s) of {name} ({rows} rows)",
+            txn.drop_partitions.len()
+        )))
+    }
+
+    /// `USE database`, `USE SCHEMA [db.]schema`, `USE name` (a database, else a schema).
+    pub(crate) fn use_(&mut self, u: &Use) -> Result<StatementResult> {
+        let catalog = self.warehouse().catalog();
+        let (db, schema) = match u {
+            Use::Database(n) | Use::Catalog(n) => {
+                (single(n, "database")?, DEFAULT_SCHEMA.to_string())
+            }
+            Use::Schema(n) => self.qualify_schema(n)?,
+            Use::Object(n) => {
+                let parts = name_parts(n);
+                match parts.as_slice() {
+                    [one] if catalog.databases.contains_key(one) => {
+                        (one.clone(), DEFAULT_SCHEMA.to_string())
+                    }
+                    [one] => (self.current_schema().0.to_string(), one.clone()),
+                    _ => self.qualify_schema(n)?,
+                }
+            }
+            other => return Err(Error::Unsupported(format!("{other}"))),
+        };
+        self.set_schema(&db, &schema)?;
+        Ok(StatementResult::status(format!("using {db}.{schema}")))
+    }
+
+    /// `DROP DATABASE | SCHEMA | TABLE a, b, ...`: all names in one catalog commit, so a failing
+    /// name leaves every object in place.
+    pub(crate) async fn drop(
+        &mut self,
+        object_type: ObjectType,
+        names: &[ObjectName],
+        if_exists: bool,
+        cascade: bool,
+    ) -> Result<StatementResult> {
+        // (database, schema, table); unused parts are empty.
+        let targets: Vec<(String, String, String)> = names
+            .iter()
+            .map(|name| match object_type {
+                ObjectType::Database => {
+                    Ok((single(name, "database")?, String::new(), String::new()))
+                }
+                ObjectType::Schema => {
+                    let (d, s) = self.qualify_schema(name)?;
+                    Ok((d, s, String::new()))
+                }
+                ObjectType::Table | ObjectType::View | ObjectType::MaterializedView => {
+                    self.qualify_table(name)
+                }
+                other => Err(Error::Unsupported(format!("DROP {other}"))),
+            })
+            .collect::<Result<_>>()?;
+        // Which targets are materialized views (tables whose metadata holds a definition).
+        let mut materialized = std::collections::HashSet::new();
+        if matches!(
+            object_type,
+            ObjectType::Table | ObjectType::View | ObjectType::MaterializedView
+        ) {
+            let catalog = self.warehouse().catalog();
+            for (d, s, t) in &targets {
+                if let Ok(entry) = catalog.table(d, s, t) {
+                    let log = self.warehouse().table_log(&entry.id, t);
+                    let snapshot = self.warehouse().snapshot(&log).await?;
+                    if Definition::of(&snapshot.metadata).is_some() {
+                        materialized.insert((d.clone(), s.clone(), t.clone()));
+                    }
+                }
+            }
+        }
+        if object_type == ObjectType::Table {
+            for (d, s, t) in &targets {
+                let name = [d.clone(), s.clone(), t.clone()];
+                refuse_drop(self.warehouse(), &name).await?;
+            }
+        }
+        let mut dropped = Vec::new();
+        self.warehouse()
+            .update_catalog(|c| {
+                dropped.clear();
+                for (d, s, t) in &targets {
+                    let exists = match object_type {
+                        ObjectType::Database => c.database(d).is_ok(),
+                        ObjectType::Schema => c.schema(d, s).is_ok(),
+                        _ => c.schema(d, s).is_ok_and(|e| e.contains(t)),
+                    };
+                    if !exists && if_exists {
+                        continue;
+                    }
+                    match object_type {
+                        ObjectType::Database => {
+                            let has_tables = c.database(d)?.schemas.values().any(|s| !s.is_empty());
+                            if has_tables && !cascade {
+                                return Err(StorageError::NotEmpty {
+                                    what: "database",
+                                    name: d.clone(),
+                                });
+                            }
+                            c.databases.remove(d);
+                            dropped.push(format!("database {d}"));
+                        }
+                        ObjectType::Schema => {
+                            if !c.schema(d, s)?.is_empty() && !cascade {
+                                return Err(StorageError::NotEmpty {
+                                    what: "schema",
+                                    name: format!("{d}.{s}"),
+                                });
+                            }
+                            c.database_mut(d)?.schemas.remove(s);
+                            dropped.push(format!("schema {d}.{s}"));
+                        }
+                        _ => {
+                            let name = format!("{d}.{s}.{t}");
+                            let is = if c.view(d, s, t).is_some() {
+                                ObjectType::View
+                            } else if c.table(d, s, t).is_err() {
+                                return Err(match object_type {
+                                    ObjectType::View => StorageError::ViewNotFound { name },
+                                    _ => StorageError::TableNotFound { name },
+                                });
+                            } else if materialized.contains(&(d.clone(), s.clone(), t.clone())) {
+                                ObjectType::MaterializedView
+                            } else {
+                                ObjectType::Table
+                            };
+                            if is != object_type {
+                                let (is, hint) = match is {
+                                    ObjectType::View => ("view", "DROP VIEW"),
+                                    ObjectType::MaterializedView => {
+                                        ("materialized view", "DROP MATERIALIZED VIEW")
+                                    }
+                                    _ => ("table", "DROP TABLE"),
+                                };
+                                return Err(StorageError::WrongKind { name, is, hint });
+                            }
+                            let schema = c.schema_mut(d, s)?;
+                            if is == ObjectType::View {
+                                schema.views.remove(t);
+                            } else {
+                                schema.tables.remove(t);
+                            }
+                            dropped.push(format!("{} {name}", is.to_string().to_lowercase()));
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await?;
+        // A session whose database or schema was dropped falls back to main.public.
+        let (database, schema) = self.current_schema();
+        if self.warehouse().catalog().schema(database, schema).is_err() {
+            self.set_schema(DEFAULT_DATABASE, DEFAULT_SCHEMA)?;
+        }
+        Ok(StatementResult::status(if dropped.is_empty() {
+            "nothing to drop".to_string()
+        } else {
+            format!("dropped {}", dropped.join(", "))
+        }))
+    }
+
+    pub(crate) async fn describe(&self, name: &ObjectName) -> Result<StatementResult> {
+        let (_, snapshot, _) = match self.open_table(name).await {
+            Ok(table) => table,
+            // Not a stored table: a view or a system table has columns too.
+            Err(not_a_table) => return self.describe_relation(name, not_a_table).await,
+        };
+        let key = snapshot
+            .metadata
+            .partitioning
+            .as_ref()
+            .map(|p| p.column.clone());
+        let rows = snapshot
+            .metadata
+            .columns
+            .iter()
+            .filter(|c| !c.name.starts_with(HIDDEN_PREFIX))
+            .map(|c| {
+                vec![
+                    c.name.clone(),
+                    sql_name(&c.data_type, c.sql_type.as_deref()),
+                    if c.nullable { "YES" } else { "NO" }.to_string(),
+                    if key.as_deref() == Some(c.name.as_str()) {
+                        "RANGE PARTITION KEY".to_string()
+                    } else {
+                        String::new()
+                    },
+                ]
+            })
+            .collect();
+        Ok(describe_result(rows))
+    }
+
+    /// `DESCRIBE` of a view or system table, from the schema DataFusion plans it with.
+    async fn describe_relation(
+        &self,
+        name: &ObjectName,
+        not_a_table: Error,
+    ) -> Result<StatementResult> {
+        let (db, schema, table) = self.qualify_table(name)?;
+        let reference = datafusion::common::TableReference::full(db, schema, table);
+        let Ok(provider) = self.context().table_provider(reference).await else {
+            return Err(not_a_table);
+        };
+        let rows = provider
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| {
+                vec![
+                    f.name().clone(),
+                    sql_name(f.data_type(), None),
+                    if f.is_nullable() { "YES" } else { "NO" }.to_string(),
+                    String::new(),
+                ]
+            })
+            .collect();
+        Ok(describe_result(rows))
+    }
+
+    pub(crate) async fn create_table(
+        &mut self,
+        create: &CreateTable,
+        partitioning: Option<&PartitionClause>,
+    ) -> Result<StatementResult> {
+        let (db, schema, table) = self.qualify_table(&create.name)?;
+        let qualified = format!("{db}.{schema}.{table}");
+        let catalog = self.warehouse().catalog();
+        catalog.schema(&db, &schema)?;
+        let exists = catalog.table(&db, &schema, &table).is_ok();
+        if exists && create.if_not_exists {
+            return Ok(StatementResult::status(format!(
+                "table {qualified} already exists"
+            )));
+        }
+        if exists && !create.or_replace {
+            return Err(StorageError::TableExists { name: qualified }.into());
+        }
+        // Columns: declared, or from the query.
+        let mut columns: Vec<ColumnDef> = create
+            .columns
+            .iter()
+            .map(|c| {
+                let name = parser::normalize(&c.name);
+                let (data_type, sql_type) = arrow_type(&c.data_type, &name)?;
+                let not_null = c.options.iter().any(|o| {
+                    matches!(
+                        o.option,
+                        ColumnOption::NotNull | ColumnOption::PrimaryKey(_)
+                    )
+                });
+                Ok(ColumnDef {
+                    name,
+                    data_type,
+                    nullable: !not_null,
+                    sql_type,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let source = match &create.query {
+            Some(q) => {
+                let plan = self.plan_raw(SqlStatement::Query(q.clone()), None).await?;
+                let df = self.context().execute_logical_plan(plan).await?;
+                if columns.is_empty() {
+                    columns = column_defs(df.schema().as_arrow().fields());
+                } else if columns.len() != df.schema().fields().len() {
+                    return Err(Error::Plan(format!(
+                        "CREATE TABLE {qualified} declares {} columns but its query returns {}",
+                        columns.len(),
+                        df.schema().fields().len()
+                    )));
+                }
+                Some(df)
+            }
+            None => None,
+        };
+        if columns.is_empty() {
+            return Err(Error::Plan(format!("table {qualified} needs columns")));
+        }
+        let mut names = std::collections::HashSet::new();
+        for c in &columns {
+            if !names.insert(c.name.clone()) {
+                return Err(Error::Plan(format!(
+                    "column '{}' appears twice in {qualified}",
+                    c.name
+                )));
+            }
+        }
+        let (current_db, current_schema) = {
+            let (d, s) = self.current_schema();
+            (d.to_string(), s.to_string())
+        };
+        let mut constraints = constraints::declared(
+            create,
+            &[db.clone(), schema.clone(), table.clone()],
+            &mut columns,
+            |name| constraints::qualify(name, &current_db, &current_schema),
+            self.warehouse(),
+        )
+        .await?;
+        let properties = scd::declare(create, &table, &mut columns, &mut constraints)?;
+        let partitioning = partitioning
+            .map(|p| partition_layout(&qualified, p, &columns))
+            .transpose()?;
+        let metadata = TableMetadata {
+            columns,
+            partitioning,
+            properties,
+            constraints,
+        };
+        let warehouse = &self.warehouse();
+        let rows = warehouse
+            .create_table(
+                &db,
+                &schema,
+                &table,
+                metadata,
+                create.or_replace,
+                async |log, snapshot| match source {
+                    Some(df) => {
+                        let stream = self.progress().execute(df).await?;
+                        write_batches(
+                            warehouse,
+                            &qualified,
+                            log,
+                            &snapshot,
+                            stream,
+                            Transaction::new("CREATE TABLE AS SELECT"),
+                        )
+                        .await
+                    }
+                    None => Ok((0, snapshot)),
+                },
+            )
+            .await?;
+        Ok(if create.query.is_some() {
+            StatementResult::status(format!("created table {qualified} with {rows} rows"))
+        } else {
+            StatementResult::status(format!("created table {qualified}"))
+        })
+    }
+
+    pub(crate) async fn vacuum(
+        &self,
+        table: Option<&ObjectName>,
+        retain_hours: Option<f64>,
+    ) -> Result<StatementResult> {
+        let hours = retain_hours.unwrap_or(7.0 * 24.0);
+        // Beyond ~100 years nothing could be old enough: keep everything.
+        let retention = chrono::Duration::milliseconds(
+            (hours.clamp(0.0, 24.0 * 365.0 * 100.0) * 3_600_000.0) as i64,
+        );
+        let store = self.warehouse().object_store();
+        let mut report = strata_storage::vacuum::VacuumReport::default();
+        let logs: Vec<strata_storage::TableLog> = match table {
+            Some(name) => vec![self.open_table(name).await?.0],
+            None => {
+                let catalog = self.warehouse().catalog();
+                let r = strata_storage::vacuum::vacuum_dropped_tables(&store, &catalog, retention)
+                    .await?;
+                report.files_deleted += r.files_deleted;
+                report.bytes_deleted += r.bytes_deleted;
+                catalog
+                    .table_ids()
+                    .map(|id| self.warehouse().table_log(id, &id.0))
+                    .collect()
+            }
+        };
+        for log in logs {
+            let r = strata_storage::vacuum::vacuum_table(&store, &log, retention).await?;
+            report.files_deleted += r.files_deleted;
+            report.bytes_deleted += r.bytes_deleted;
+        }
+        Ok(StatementResult::strings(
+            &["files_deleted", "bytes_deleted"],
+            vec![vec![
+                report.files_deleted.to_string(),
+                report.bytes_deleted.to_string(),
+            ]],
+        ))
+    }
+
+    /// Commits `txn`, which removes files of table `name` (TRUNCATE, DROP PARTITION), unless
+    /// other tables reference keys in them.
+    pub(crate) async fn commit_removal(
+        &self,
+        name: &str,
+        log: &TableLog,
+        snapshot: &Snapshot,
+        txn: &Transaction,
+    ) -> Result<()> {
+        refuse_orphans(self.warehouse(), name, log, snapshot, &txn.remove).await?;
+        let committed = log.commit(snapshot, txn).await?;
+        self.warehouse().remember(log.id(), &committed);
+        Ok(())
+    }
+}
+
+/// The one part of a database name.
+fn single(name: &ObjectName, what: &str) -> Result<String> {
+    let parts = name_parts(name);
+    match parts.as_slice() {
+        [one] => Ok(one.clone()),
+        _ => Err(Error::Plan(format!("invalid {what} name {name}"))),
+    }
+}
+
+fn parent(options: &ShowStatementOptions) -> Option<&ObjectName> {
+    options
+        .show_in
+        .as_ref()
+        .and_then(|ShowStatementIn { parent_name, .. }| parent_name.as_ref())
+}
+
+/// The result of `DESCRIBE`: a row per column.
+fn describe_result(rows: Vec<Vec<String>>) -> StatementResult {
+    StatementResult::strings(&["column_name", "data_type", "is_nullable", "key"], rows)
+}

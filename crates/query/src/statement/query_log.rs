@@ -1,0 +1,56 @@
+//! `system.query_log`: one record per statement, with its pruning figures, written when the
+//! statement ends (a streamed query's when its stream ends or is dropped).
+
+use chrono::{DateTime, Utc};
+use strata_storage::QueryLogEntry;
+
+use crate::table::ScanFigures;
+use crate::warehouse::Warehouse;
+
+/// What the query log keeps of one statement.
+#[derive(Debug)]
+pub(crate) struct Entry<'a> {
+    pub(crate) session_id: &'a str,
+    pub(crate) text: &'a str,
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) elapsed: std::time::Duration,
+    /// `SUCCESS`, `FAILED` or `CANCELLED`.
+    pub(crate) status: &'a str,
+    /// The error of a failed statement.
+    pub(crate) error: Option<String>,
+    pub(crate) rows: u64,
+    pub(crate) figures: ScanFigures,
+}
+
+impl Entry<'_> {
+    /// The stored record.
+    pub(crate) fn record(self) -> QueryLogEntry {
+        let figures = self.figures;
+        QueryLogEntry {
+            query_id: uuid::Uuid::new_v4().to_string(),
+            session_id: self.session_id.to_string(),
+            query_text: self.text.to_string(),
+            started_at: self.started_at,
+            duration_ms: u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX),
+            status: self.status.to_string(),
+            error: self.error,
+            rows_returned: self.rows,
+            partitions_total: figures.partitions_total as u64,
+            partitions_scanned: figures.partitions_scanned as u64,
+            files_scanned: figures.files_scanned as u64,
+            bytes_scanned: figures.bytes_scanned,
+        }
+    }
+}
+
+/// Records one statement. Failure to record is logged, never fatal.
+pub(crate) async fn record(warehouse: &Warehouse, entry: Entry<'_>) {
+    write(warehouse, &entry.record()).await;
+}
+
+/// Writes a query-log record. Failure to record is logged, never fatal.
+pub(crate) async fn write(warehouse: &Warehouse, entry: &QueryLogEntry) {
+    if let Err(e) = warehouse.records().put(entry).await {
+        tracing::warn!(error = %e, "query log entry not written");
+    }
+}

@@ -1,0 +1,468 @@
+//! `StrataScanExec`: the execution plan of one table scan, on top of DataFusion's Parquet scan.
+//!
+//! It reports what pruning left of the table (`EXPLAIN ANALYZE`, the query log), passes
+//! statistics through, applies dynamic filters from joins and top-k to the decoded rows
+//! ([`super::runtime_filter`]), waits for the hash-join filters it holds before it opens a
+//! file, and serves hot files from the scan cache ([`super::cached_scan`]).
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use datafusion::common::Statistics;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::config::ConfigOptions;
+use datafusion::datasource::physical_plan::{FileScanConfigBuilder, FileSource, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::utils::split_conjunction;
+use datafusion::physical_expr_common::physical_expr::snapshot_generation;
+use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
+use datafusion::physical_plan::filter_pushdown::{
+    ChildPushdownResult, FilterDescription, FilterPushdownPhase, FilterPushdownPropagation,
+    PushedDown,
+};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
+use strata_storage::DataFile;
+
+use crate::config::StrataOptions;
+use crate::scan_cache::ScanCache;
+use crate::table::runtime_filter::{AdaptiveJoinFilter, RuntimeFilterMetrics, RuntimeFilterStream};
+
+/// How much a scan read compared with the whole table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ScanFigures {
+    /// Partitions of the tables scanned.
+    pub partitions_total: usize,
+    /// Partitions left after pruning.
+    pub partitions_scanned: usize,
+    /// Data files of the tables scanned.
+    pub files_total: usize,
+    /// Data files left after pruning.
+    pub files_scanned: usize,
+    /// Bytes of all data files.
+    pub bytes_total: u64,
+    /// Bytes of the files left after pruning.
+    pub bytes_scanned: u64,
+}
+
+impl ScanFigures {
+    pub(crate) fn of(partitions_total: usize, all: &[&DataFile], kept: &[&DataFile]) -> Self {
+        let partitions_scanned = kept
+            .iter()
+            .map(|f| f.partition.as_str())
+            .collect::<HashSet<_>>()
+            .len();
+        Self {
+            partitions_total,
+            partitions_scanned,
+            files_total: all.len(),
+            files_scanned: kept.len(),
+            bytes_total: all.iter().map(|f| f.size_bytes).sum(),
+            bytes_scanned: kept.iter().map(|f| f.size_bytes).sum(),
+        }
+    }
+}
+
+/// The scan of one table: a DataFusion Parquet scan plus what pruning left of the table.
+#[derive(Debug)]
+pub(crate) struct StrataScanExec {
+    table: String,
+    input: Arc<dyn ExecutionPlan>,
+    figures: ScanFigures,
+    /// Dynamic filters from joins and top-k above, applied to the scan's rows
+    /// (see [`crate::runtime_filter`]).
+    runtime_filters: Vec<Arc<dyn PhysicalExpr>>,
+    /// The hash-join filters among them: the scan waits until each is complete before it
+    /// opens a file (see [`crate::table::runtime_filter::AwaitJoinFilters`]).
+    awaited: Vec<Arc<dyn PhysicalExpr>>,
+    /// Whether the Parquet reader evaluates the awaited filters while decoding (see
+    /// [`StrataScanExec::awaiting`]).
+    decodes_late: bool,
+    metrics: ExecutionPlanMetricsSet,
+    /// What the scan executes, chosen at its first execution: the input, or the input with
+    /// its Parquet scan served from the scan cache (`true`).
+    reader: OnceLock<(Arc<dyn ExecutionPlan>, bool)>,
+}
+
+impl StrataScanExec {
+    pub(crate) fn new(table: String, input: Arc<dyn ExecutionPlan>, figures: ScanFigures) -> Self {
+        let metrics = ExecutionPlanMetricsSet::new();
+        let set = |name: &'static str, value: usize| {
+            MetricBuilder::new(&metrics).global_counter(name).add(value);
+        };
+        set("partitions_total", figures.partitions_total);
+        set("partitions_scanned", figures.partitions_scanned);
+        set("files_total", figures.files_total);
+        set("files_scanned", figures.files_scanned);
+        set("bytes_scanned", figures.bytes_scanned as usize);
+        Self {
+            table,
+            input,
+            figures,
+            runtime_filters: Vec::new(),
+            awaited: Vec::new(),
+            decodes_late: false,
+            metrics,
+            reader: OnceLock::new(),
+        }
+    }
+
+    /// What pruning left of the table.
+    pub(crate) fn figures(&self) -> ScanFigures {
+        self.figures
+    }
+
+    /// This scan, waiting for the dynamic filters in its runtime filters whose expression id is
+    /// in `join_filters`; `None` when it holds none of them.
+    ///
+    /// With `decode_late`, the Parquet reader evaluates the awaited join filters while
+    /// decoding (see [`filtering_while_decoding`]): it decodes their key columns first and the
+    /// other columns only for the rows that pass, which is most of the work saved when a join
+    /// keeps a few rows in a thousand (TPC-H Q17, Q19).
+    pub(crate) fn awaiting(&self, join_filters: &HashSet<u64>, decode_late: bool) -> Option<Self> {
+        let awaited = crate::table::runtime_filter::dynamic_filters_among(
+            &self.runtime_filters,
+            join_filters,
+        );
+        if awaited.is_empty() {
+            return None;
+        }
+        let late = decode_late
+            .then(|| filtering_while_decoding(&self.input, join_filters))
+            .flatten();
+        Some(Self {
+            table: self.table.clone(),
+            decodes_late: late.is_some(),
+            input: late.unwrap_or_else(|| Arc::clone(&self.input)),
+            figures: self.figures,
+            runtime_filters: self.runtime_filters.clone(),
+            awaited,
+            metrics: self.metrics.clone(),
+            reader: OnceLock::new(),
+        })
+    }
+
+    /// The input with its Parquet scan served from the warehouse's scan cache, when the session
+    /// uses the cache and the cache can serve the scan.
+    fn cached_reader(&self, context: &TaskContext) -> Option<Arc<dyn ExecutionPlan>> {
+        let config = context.session_config();
+        let enabled = config
+            .options()
+            .extensions
+            .get::<StrataOptions>()
+            .is_none_or(|o| o.scan_cache);
+        let cache = config.get_extension::<ScanCache>()?;
+        if !enabled || cache.budget() == 0 {
+            return None;
+        }
+        crate::table::cached_scan::cached_reader(
+            cache,
+            &self.input,
+            &self.runtime_filters,
+            self.decodes_late,
+            config.batch_size(),
+            &self.metrics,
+        )
+    }
+
+    /// The runtime filters the scan applies to decoded batches: all of them, less the awaited
+    /// join filters when the Parquet reader already applied those.
+    fn filters_after_decoding(&self) -> Vec<Arc<dyn PhysicalExpr>> {
+        if !self.decodes_late {
+            return self.runtime_filters.clone();
+        }
+        let awaited: HashSet<u64> = self
+            .awaited
+            .iter()
+            .filter_map(|f| f.expression_id())
+            .collect();
+        self.runtime_filters
+            .iter()
+            .filter(|f| !f.expression_id().is_some_and(|id| awaited.contains(&id)))
+            .cloned()
+            .collect()
+    }
+}
+
+/// `input`, a Parquet scan (possibly below the repartition that spreads one file group over
+/// the target partitions), made to evaluate the join filters whose expression id is in
+/// `join_filters` while decoding (a Parquet `RowFilter`); `None` when it is not a Parquet scan,
+/// its predicate holds none of them, or it already filters while decoding
+/// (`datafusion.execution.parquet.pushdown_filters`).
+///
+/// The reader's predicate becomes those join filters as one [`AdaptiveJoinFilter`]: one
+/// decoding pass over all their key columns, one mask. The scan's static conjuncts stay with
+/// the `FilterExec` above: in the `RowFilter` they would be evaluated twice, and one that keeps
+/// most rows (`o_comment NOT LIKE ...` in TPC-H Q13) only fragments the selection. The price is
+/// that the reader no longer prunes row groups and pages with them; the scan has already
+/// pruned partitions and files with the same conjuncts.
+fn filtering_while_decoding(
+    input: &Arc<dyn ExecutionPlan>,
+    join_filters: &HashSet<u64>,
+) -> Option<Arc<dyn ExecutionPlan>> {
+    if let Some(repartition) = input.downcast_ref::<RepartitionExec>() {
+        let reader = filtering_while_decoding(repartition.input(), join_filters)?;
+        return replace_children_if_necessary(Arc::clone(input), vec![reader]).ok();
+    }
+    let exec = input.downcast_ref::<DataSourceExec>()?;
+    let (config, source) = exec.downcast_to_file_source::<ParquetSource>()?;
+    if source.table_parquet_options().global.pushdown_filters {
+        // The session has the reader apply its whole predicate and the plan above relies on
+        // it for the static conjuncts. (Such a reader also takes the join filters, so the scan
+        // awaits none today; this keeps a change there from dropping rows.)
+        return None;
+    }
+    let predicate = source.filter()?;
+    let awaited = split_conjunction(&predicate)
+        .into_iter()
+        .filter(|conjunct| {
+            !crate::table::runtime_filter::dynamic_filters_among(
+                &[Arc::clone(conjunct)],
+                join_filters,
+            )
+            .is_empty()
+        })
+        .cloned()
+        .collect::<Vec<_>>();
+    if awaited.is_empty() {
+        return None;
+    }
+    let predicate = Arc::new(AdaptiveJoinFilter::new(awaited));
+    let source = source.with_predicate(predicate).with_pushdown_filters(true);
+    let config = FileScanConfigBuilder::from(config.clone())
+        .with_source(Arc::new(source))
+        .build();
+    Some(DataSourceExec::from_data_source(config))
+}
+
+impl DisplayAs for StrataScanExec {
+    fn fmt_as(&self, t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        let s = &self.figures;
+        match t {
+            DisplayFormatType::Default | DisplayFormatType::Verbose => {
+                write!(
+                    f,
+                    "StrataScanExec: table={}, partitions={}/{}, files={}/{}, bytes={}/{}",
+                    self.table,
+                    s.partitions_scanned,
+                    s.partitions_total,
+                    s.files_scanned,
+                    s.files_total,
+                    s.bytes_scanned,
+                    s.bytes_total
+                )?;
+                if !self.runtime_filters.is_empty() {
+                    write!(f, ", runtime_filters={}", self.runtime_filters.len())?;
+                }
+                if !self.awaited.is_empty() {
+                    write!(f, ", awaits_joins={}", self.awaited.len())?;
+                }
+                if self.decodes_late {
+                    write!(f, ", filters_while_decoding")?;
+                }
+                Ok(())
+            }
+            DisplayFormatType::TreeRender => write!(
+                f,
+                "table={}\npartitions={}/{}\nfiles={}/{}",
+                self.table,
+                s.partitions_scanned,
+                s.partitions_total,
+                s.files_scanned,
+                s.files_total
+            ),
+        }
+    }
+}
+
+impl ExecutionPlan for StrataScanExec {
+    fn name(&self) -> &str {
+        "StrataScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    /// The runtime filters: a hash join computes its dynamic filter only when it finds the
+    /// filter among the expressions of its probe side, and the Parquet source keeps only the
+    /// filters it can evaluate (not those on the file and row-number columns of DML scans).
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        for filter in &self.runtime_filters {
+            if f(filter)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let input = children.swap_remove(0);
+        Ok(Arc::new(Self {
+            table: self.table.clone(),
+            input,
+            figures: self.figures,
+            runtime_filters: self.runtime_filters.clone(),
+            awaited: self.awaited.clone(),
+            decodes_late: self.decodes_late,
+            metrics: self.metrics.clone(),
+            reader: OnceLock::new(),
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let batch_size = context.session_config().batch_size();
+        let (input, cached) = self
+            .reader
+            .get_or_init(|| match self.cached_reader(&context) {
+                Some(reader) => (reader, true),
+                None => (Arc::clone(&self.input), false),
+            })
+            .clone();
+        // A cached scan reads whole files: the scan applies all its runtime filters.
+        let filters = match cached {
+            true => self.runtime_filters.clone(),
+            false => self.filters_after_decoding(),
+        };
+        let open = move || input.execute(partition, context);
+        let stream = if self.awaited.is_empty() {
+            open()?
+        } else {
+            let wait = MetricBuilder::new(&self.metrics).subset_time("join_filter_wait", partition);
+            crate::table::runtime_filter::after_filters_complete(
+                &self.awaited,
+                self.input.schema(),
+                open,
+                wait,
+            )
+        };
+        if filters.is_empty() {
+            return Ok(stream);
+        }
+        let metrics = RuntimeFilterMetrics {
+            rows_pruned: MetricBuilder::new(&self.metrics)
+                .counter("runtime_filter_pruned_rows", partition),
+            time: MetricBuilder::new(&self.metrics).subset_time("runtime_filter_time", partition),
+        };
+        Ok(Box::pin(RuntimeFilterStream::new(
+            stream, &filters, batch_size, metrics,
+        )))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    /// The scan's statistics are its Parquet source's: without asking for them, DataFusion
+    /// sees an unknown table size and cannot put the small dimension on a join's build side.
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> DfResult<Arc<Statistics>> {
+        match input_stats.first() {
+            Some(s) => Ok(Arc::clone(s)),
+            None => Ok(Arc::new(Statistics::new_unknown(&self.input.schema()))),
+        }
+    }
+
+    fn gather_filters_for_pushdown(
+        &self,
+        _phase: FilterPushdownPhase,
+        parent_filters: Vec<Arc<dyn PhysicalExpr>>,
+        _config: &ConfigOptions,
+    ) -> DfResult<FilterDescription> {
+        FilterDescription::from_children(parent_filters, &self.children())
+    }
+
+    /// Dynamic filters (pushed after planning, from hash joins and top-k sorts) that the Parquet
+    /// reader only uses to skip row groups become this scan's runtime filters: they are applied
+    /// to every decoded batch. Static filters stay with the `FilterExec` above.
+    fn handle_child_pushdown_result(
+        &self,
+        phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        _config: &ConfigOptions,
+    ) -> DfResult<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        if phase != FilterPushdownPhase::Post {
+            return Ok(FilterPushdownPropagation::if_all(child_pushdown_result));
+        }
+        // A dynamic filter the Parquet reader only prunes with is applied here, so it is
+        // pushed down as far as the nodes above are concerned.
+        let mut runtime: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+        let pushed: Vec<PushedDown> = child_pushdown_result
+            .parent_filters
+            .iter()
+            .map(|r| match r.all() {
+                PushedDown::No if snapshot_generation(&r.filter) != 0 => {
+                    runtime.push(Arc::clone(&r.filter));
+                    PushedDown::Yes
+                }
+                pushed => pushed,
+            })
+            .collect();
+        if runtime.is_empty() {
+            return Ok(FilterPushdownPropagation::if_all(child_pushdown_result));
+        }
+        let node = Self {
+            table: self.table.clone(),
+            input: Arc::clone(&self.input),
+            figures: self.figures,
+            runtime_filters: runtime,
+            awaited: Vec::new(),
+            decodes_late: false,
+            metrics: self.metrics.clone(),
+            reader: OnceLock::new(),
+        };
+        Ok(
+            FilterPushdownPropagation::with_parent_pushdown_result(pushed)
+                .with_updated_node(Arc::new(node)),
+        )
+    }
+}
+
+/// Sums the scan figures of every Strata scan in a plan.
+pub fn scan_figures(plan: &Arc<dyn ExecutionPlan>) -> ScanFigures {
+    let mut total = ScanFigures::default();
+    fn walk(plan: &Arc<dyn ExecutionPlan>, total: &mut ScanFigures) {
+        if let Some(scan) = (plan.as_ref() as &dyn Any).downcast_ref::<StrataScanExec>() {
+            let f = scan.figures();
+            total.partitions_total += f.partitions_total;
+            total.partitions_scanned += f.partitions_scanned;
+            total.files_total += f.files_total;
+            total.files_scanned += f.files_scanned;
+            total.bytes_total += f.bytes_total;
+            total.bytes_scanned += f.bytes_scanned;
+        }
+        for child in plan.children() {
+            walk(child, total);
+        }
+    }
+    walk(plan, &mut total);
+    total
+}

@@ -1,0 +1,110 @@
+//! The write path of a table: a stream of batches checked against the table's constraints,
+//! routed to partitions, encoded as Parquet, uploaded, and committed in one transaction.
+//! `INSERT` reaches it through [`StrataSink`], every other statement through
+//! [`write_batches`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::datasource::sink::DataSink;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
+use futures::StreamExt;
+use strata_storage::{DataFile, Snapshot, TableLog, TableWriter, Transaction, run_cpu, writer};
+
+use crate::warehouse::Warehouse;
+
+/// Writes an `INSERT` into a table and commits it.
+#[derive(Debug)]
+pub(crate) struct StrataSink {
+    pub(crate) warehouse: Warehouse,
+    pub(crate) name: String,
+    pub(crate) log: TableLog,
+    pub(crate) snapshot: Snapshot,
+    pub(crate) schema: SchemaRef,
+    pub(crate) overwrite: bool,
+}
+
+impl DisplayAs for StrataSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "StrataSink: table={}", self.name)
+    }
+}
+
+#[async_trait]
+impl DataSink for StrataSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    async fn write_all(
+        &self,
+        data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
+        let operation = if self.overwrite {
+            "INSERT OVERWRITE"
+        } else {
+            "INSERT"
+        };
+        let mut txn = Transaction::new(operation);
+        if self.overwrite {
+            txn.remove = self.snapshot.files.values().cloned().collect();
+        }
+        let (rows, _) = write_batches(
+            &self.warehouse,
+            &self.name,
+            &self.log,
+            &self.snapshot,
+            data,
+            txn,
+        )
+        .await
+        .map_err(DataFusionError::from)?;
+        Ok(rows)
+    }
+}
+
+/// Writes a stream of batches into a table and commits them in one transaction.
+pub(crate) async fn write_batches(
+    warehouse: &Warehouse,
+    name: &str,
+    log: &TableLog,
+    snapshot: &Snapshot,
+    mut data: SendableRecordBatchStream,
+    mut txn: Transaction,
+) -> crate::Result<(u64, Snapshot)> {
+    let store = warehouse.object_store();
+    let (check, exclusive) =
+        crate::table::constraints::prepare(warehouse, name, log, snapshot, &txn.remove).await?;
+    txn.exclusive |= exclusive;
+    let mut table_writer =
+        TableWriter::new(name, snapshot, warehouse.write_options()).with_check(check);
+    let mut added: Vec<DataFile> = Vec::new();
+    while let Some(batch) = data.next().await {
+        let batch = batch?;
+        let (w, result) = run_cpu(move || {
+            let mut w = table_writer;
+            let r = w.write(batch);
+            (w, r)
+        })
+        .await;
+        table_writer = w;
+        result?;
+        let finished = table_writer.take_finished();
+        if !finished.is_empty() {
+            added.extend(writer::upload(&store, log.id(), finished).await?);
+        }
+    }
+    let rows = table_writer.rows_written() as u64;
+    let (files, created) = run_cpu(move || table_writer.finish()).await?;
+    added.extend(writer::upload(&store, log.id(), files).await?);
+    txn.add.extend(added);
+    txn.add_partitions.extend(created);
+    let snapshot = log.commit(snapshot, &txn).await?;
+    warehouse.remember(log.id(), &snapshot);
+    Ok((rows, snapshot))
+}
