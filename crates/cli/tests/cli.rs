@@ -81,6 +81,19 @@ fn errors_go_to_stderr_with_a_failing_exit_code() {
     assert!(err.contains("missing"), "{err}");
 }
 
+#[test]
+fn a_missing_table_is_reported_once_with_the_names_near_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    sql(&w, "CREATE TABLE sales (id INT)");
+    let o = strata(&w, &["-c", "SELECT * FROM sale"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "error: table 'main.public.sale' not found; did you mean 'sales'?\n"
+    );
+}
+
 /// Runs one `strata -c SCRIPT` process per script, all at once on `warehouse` with the
 /// environment `env`, and checks that each succeeded.
 fn write_concurrently(

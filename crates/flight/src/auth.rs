@@ -48,7 +48,9 @@ pub enum Role {
 /// A caller the server has authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
+    /// The user's name.
     pub user: String,
+    /// What the user may do.
     pub role: Role,
     /// The key of the caller's SQL session: its token, or its user when it sends Basic
     /// credentials on every call.

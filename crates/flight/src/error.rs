@@ -7,25 +7,38 @@ use tonic::Status;
 /// Errors of starting and configuring the server.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A file the server reads (configuration, certificates) cannot be read.
     #[error("reading {path}: {source}")]
     Io {
+        /// The file.
         path: String,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
 
+    /// The configuration file is wrong.
     #[error("{path}: {reason}")]
-    Config { path: String, reason: String },
+    Config {
+        /// The file.
+        path: String,
+        /// What is wrong, and where.
+        reason: String,
+    },
 
+    /// A password could not be hashed.
     #[error("password hashing failed: {0}")]
     Hash(String),
 
+    /// The TLS certificate or key is unusable.
     #[error("TLS: {0}")]
     Tls(String),
 
+    /// The gRPC server failed.
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
 
+    /// The warehouse failed (opening it, or a statement of the server's own).
     #[error(transparent)]
     Query(#[from] strata_query::Error),
 }

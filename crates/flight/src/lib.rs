@@ -12,10 +12,15 @@
 //! [`metadata`] (what object browsers ask for), `policy` (what remote SQL may not do), `wire`
 //! (Arrow types every client reads).
 
+#![warn(missing_docs)]
+
+/// Users, password hashes and bearer tokens.
 pub mod auth;
 mod error;
+/// Flight SQL metadata answers (catalogs, schemas, tables, keys, SQL info).
 pub mod metadata;
 mod policy;
+/// The Flight SQL service: auth, headers, tickets, streaming.
 pub mod service;
 mod wire;
 

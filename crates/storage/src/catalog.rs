@@ -28,7 +28,9 @@ pub const SYSTEM_SCHEMA: &str = "system";
 /// A table's entry in the catalog: where its log lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableEntry {
+    /// Where the table's log and files live.
     pub id: TableId,
+    /// When the table entered the catalog.
     pub created_at: DateTime<Utc>,
 }
 
@@ -39,6 +41,7 @@ pub struct ViewEntry {
     pub query: String,
     /// The database and schema unqualified names in `query` resolve in.
     pub database: String,
+    /// The schema of unqualified names (with `database`).
     pub schema: String,
     /// Names given to the query's columns (`CREATE VIEW v (a, b) AS ...`); empty keeps the
     /// query's own.
@@ -46,14 +49,18 @@ pub struct ViewEntry {
     pub columns: Vec<String>,
     /// Tables and views `query` reads, `db.schema.name` (for lineage and cycle checks).
     pub upstream: Vec<String>,
+    /// When the view was created.
     pub created_at: DateTime<Utc>,
 }
 
 /// A schema: its tables and views (one namespace for both).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchemaEntry {
+    /// When the schema was created.
     pub created_at: DateTime<Utc>,
+    /// Tables by name.
     pub tables: BTreeMap<String, TableEntry>,
+    /// Views by name.
     #[serde(default)]
     pub views: BTreeMap<String, ViewEntry>,
 }
@@ -88,14 +95,18 @@ impl Default for SchemaEntry {
 /// A database and its schemas.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DatabaseEntry {
+    /// When the database was created.
     pub created_at: DateTime<Utc>,
+    /// Schemas by name.
     pub schemas: BTreeMap<String, SchemaEntry>,
 }
 
 /// One version of the catalog.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatalogState {
+    /// The catalog version this is.
     pub version: Version,
+    /// Databases by name.
     pub databases: BTreeMap<String, DatabaseEntry>,
 }
 

@@ -21,6 +21,8 @@
 //! either lands entirely or not at all; a crashed writer leaves only unreferenced files behind,
 //! which [`vacuum`] removes.
 
+#![warn(missing_docs)]
+
 /// Databases, schemas and names of tables and views, as a log of catalog versions.
 pub mod catalog;
 /// The one error type of the storage layer.

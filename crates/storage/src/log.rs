@@ -40,8 +40,11 @@ pub const MAX_COMMIT_ATTEMPTS: usize = 100;
 /// A column of a table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ColumnDef {
+    /// The column's name.
     pub name: String,
+    /// Its Arrow type.
     pub data_type: DataType,
+    /// False for NOT NULL columns.
     pub nullable: bool,
     /// The SQL type when it is not implied by the Arrow type (`JSON`, `VARCHAR(20)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -51,9 +54,12 @@ pub struct ColumnDef {
 /// Everything about a table that is not its data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableMetadata {
+    /// The columns, in order.
     pub columns: Vec<ColumnDef>,
+    /// Range partitioning, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partitioning: Option<Partitioning>,
+    /// Table options (`WITH (...)`) and the state of materialized views and SCD tables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub properties: BTreeMap<String, String>,
     /// Declared keys and checks, enforced on every write (NOT NULL is `ColumnDef::nullable`).
@@ -66,17 +72,35 @@ pub struct TableMetadata {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Constraint {
     /// Unique and not NULL.
-    PrimaryKey { name: String, columns: Vec<String> },
+    PrimaryKey {
+        /// The constraint's name.
+        name: String,
+        /// The key columns.
+        columns: Vec<String>,
+    },
     /// Unique among rows whose key has no NULL.
-    Unique { name: String, columns: Vec<String> },
+    Unique {
+        /// The constraint's name.
+        name: String,
+        /// The key columns.
+        columns: Vec<String>,
+    },
     /// Every row makes `expr` (SQL over the table's columns) true or NULL.
-    Check { name: String, expr: String },
+    Check {
+        /// The constraint's name.
+        name: String,
+        /// The condition, as SQL.
+        expr: String,
+    },
     /// Every key without NULL exists in the referenced table's primary key or unique columns.
     ForeignKey {
+        /// The constraint's name.
         name: String,
+        /// The referencing columns.
         columns: Vec<String>,
         /// The referenced table: database, schema, table.
         references: [String; 3],
+        /// The referenced columns, in the order of `columns`.
         referenced_columns: Vec<String>,
     },
 }
@@ -141,19 +165,26 @@ impl TableMetadata {
 pub enum StatValue {
     /// Integers, dates (days) and timestamps (ticks of the column unit).
     Int(i64),
+    /// Unsigned integers.
     UInt(u64),
+    /// Floating point numbers.
     Float(f64),
     /// Raw decimal value (unscaled), as text to keep all 38 digits.
     Decimal(String),
+    /// Strings.
     Str(String),
+    /// Booleans.
     Bool(bool),
 }
 
 /// Min, max and null count of one column in one data file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ColumnStats {
+    /// Smallest non-null value, if known.
     pub min: Option<StatValue>,
+    /// Largest non-null value, if known.
     pub max: Option<StatValue>,
+    /// NULLs in the column.
     pub null_count: u64,
 }
 
@@ -164,7 +195,9 @@ pub struct DataFile {
     pub path: String,
     /// The partition it belongs to (empty for an unpartitioned table).
     pub partition: String,
+    /// Rows in the file.
     pub rows: u64,
+    /// Bytes of the file.
     pub size_bytes: u64,
     /// Per column, by name.
     pub stats: BTreeMap<String, ColumnStats>,
@@ -173,7 +206,9 @@ pub struct DataFile {
 /// A source file that was loaded by `COPY INTO`, remembered so reloading skips it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoadedFile {
+    /// The source's location as given.
     pub file: String,
+    /// The source's size.
     pub size_bytes: u64,
     /// Modification time of the source, part of its identity.
     pub modified: Option<DateTime<Utc>>,
@@ -182,6 +217,7 @@ pub struct LoadedFile {
     /// Records left out as bad (`ON_ERROR = CONTINUE`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub rows_rejected: u64,
+    /// When it was loaded.
     pub loaded_at: DateTime<Utc>,
 }
 
@@ -207,23 +243,31 @@ impl LoadedFile {
 pub enum Action {
     /// Replaces the table metadata.
     Metadata(TableMetadata),
+    /// Adds a data file.
     Add(DataFile),
+    /// Removes a data file from the snapshot (the file itself stays until VACUUM).
     Remove {
+        /// The file's path.
         path: String,
+        /// Its rows.
         rows: u64,
     },
+    /// Records a loaded source file.
     Load(LoadedFile),
 }
 
 /// A commit file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Commit {
+    /// The version this commit creates.
     pub version: Version,
     /// Random id; a writer recognises its own commit by it.
     pub txn_id: String,
+    /// When it was committed.
     pub committed_at: DateTime<Utc>,
     /// `CREATE TABLE`, `INSERT`, `COPY INTO`, `ADD PARTITION`, ...
     pub operation: String,
+    /// What it changes.
     pub actions: Vec<Action>,
 }
 
@@ -254,8 +298,11 @@ impl Commit {
 /// The state of a table at one version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// The version of this snapshot.
     pub version: Version,
+    /// When that version was committed.
     pub committed_at: DateTime<Utc>,
+    /// The table's columns, partitioning, properties and constraints.
     pub metadata: TableMetadata,
     /// Live files by path.
     pub files: BTreeMap<String, DataFile>,
@@ -322,6 +369,7 @@ impl Snapshot {
 /// A change to commit: built against a base snapshot, re-applied on a newer one after a lost race.
 #[derive(Debug, Clone, Default)]
 pub struct Transaction {
+    /// The statement kind, recorded in the commit.
     pub operation: String,
     /// New metadata, for changes that replace it wholesale (`CREATE`, schema changes).
     pub replace_metadata: Option<TableMetadata>,
@@ -329,9 +377,11 @@ pub struct Transaction {
     pub add_partitions: Vec<Partition>,
     /// Partitions to drop from the layout (`DROP PARTITION`).
     pub drop_partitions: Vec<String>,
+    /// Files to add.
     pub add: Vec<DataFile>,
     /// Files to remove; a concurrent removal of the same file is a conflict.
     pub remove: Vec<DataFile>,
+    /// Source files this commit loads.
     pub loads: Vec<LoadedFile>,
     /// Fail if a concurrent commit loaded one of `loads` first (`COPY INTO` without `FORCE`).
     pub reject_loaded_twice: bool,

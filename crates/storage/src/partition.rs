@@ -138,8 +138,11 @@ pub enum Interval {
 /// One partition: the half-open key range `[lower, upper)`. `None` is MINVALUE / MAXVALUE.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Partition {
+    /// The partition's name.
     pub name: String,
+    /// Inclusive lower bound, as the key type's integer.
     pub lower: Option<i64>,
+    /// Exclusive upper bound.
     pub upper: Option<i64>,
 }
 
@@ -154,6 +157,7 @@ impl Partition {
 pub struct Partitioning {
     /// The key column.
     pub column: String,
+    /// How the key column's values map to integers.
     pub key_type: KeyType,
     /// Automatic partitions, if any.
     pub interval: Option<Interval>,
@@ -164,7 +168,9 @@ pub struct Partitioning {
 /// A bound as written in `VALUES LESS THAN (...)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpperBound {
+    /// A value of the key column, as SQL text.
     Value(String),
+    /// `MAXVALUE`: no upper bound.
     MaxValue,
 }
 

@@ -22,7 +22,9 @@ use crate::store::paths;
 /// What a vacuum removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct VacuumReport {
+    /// Data files deleted.
     pub files_deleted: u64,
+    /// Their bytes.
     pub bytes_deleted: u64,
 }
 

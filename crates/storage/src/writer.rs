@@ -37,7 +37,9 @@ const MAX_STRING_STAT_BYTES: usize = 256;
 /// How data files are written.
 #[derive(Debug, Clone)]
 pub struct WriteOptions {
+    /// Size at which a data file is closed and a new one started.
     pub target_file_size_bytes: usize,
+    /// Rows per Parquet row group.
     pub row_group_rows: usize,
 }
 
@@ -73,9 +75,13 @@ struct OpenFile {
 /// An encoded file, ready to upload.
 #[derive(Debug)]
 pub struct EncodedFile {
+    /// The partition the file belongs to.
     pub partition: String,
+    /// The encoded Parquet file.
     pub bytes: Bytes,
+    /// Rows in it.
     pub rows: u64,
+    /// Per column statistics, by name.
     pub stats: BTreeMap<String, ColumnStats>,
 }
 
@@ -507,7 +513,7 @@ pub fn conform(
         };
         if !field.is_nullable() && column.null_count() > 0 {
             let row = (0..column.len()).find(|i| column.is_null(*i)).unwrap_or(0);
-            return Err(Error::SchemaMismatch {
+            return Err(Error::ConstraintViolation {
                 table: table.to_string(),
                 reason: format!(
                     "NOT NULL column '{}' got NULL at row {}",

@@ -30,6 +30,8 @@
 //! number of threads a query uses. For what is not wrapped here, [`Session::engine`] hands
 //! out the engine's own session.
 
+#![warn(missing_docs)]
+
 use datafusion::arrow::array::RecordBatch;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use strata_query::IngestMode;

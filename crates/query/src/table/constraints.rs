@@ -447,13 +447,17 @@ pub(crate) async fn refuse_drop(warehouse: &Warehouse, name: &[String; 3]) -> Re
             } = &c
                 && references == name
             {
-                return Err(Error::Plan(format!(
-                    "cannot drop {}: FOREIGN KEY constraint '{constraint}' of {} references it; \
-                     drop {} first",
-                    name.join("."),
-                    child.join("."),
-                    child.join(".")
-                )));
+                return Err(strata_storage::Error::ConstraintViolation {
+                    table: name.join("."),
+                    reason: format!(
+                        "cannot drop {}: FOREIGN KEY constraint '{constraint}' of {} references \
+                         it; drop {} first",
+                        name.join("."),
+                        child.join("."),
+                        child.join(".")
+                    ),
+                }
+                .into());
             }
         }
     }

@@ -47,6 +47,7 @@ pub struct RowError {
     pub column: Option<String>,
     /// The offending value as text.
     pub value: Option<String>,
+    /// Why it was rejected.
     pub reason: String,
 }
 
@@ -65,6 +66,7 @@ impl std::fmt::Display for RowError {
 /// Rows read from a source file, in the table's schema, with the records left out of them.
 #[derive(Debug)]
 pub struct SourceBatch {
+    /// The rows read, in the table's schema.
     pub rows: RecordBatch,
     /// The line (row, for Parquet) of each row of `rows`.
     pub lines: Vec<u64>,

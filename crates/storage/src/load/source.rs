@@ -19,8 +19,11 @@ use crate::store::{is_s3, open_s3};
 pub struct CsvOptions {
     /// Lines to skip at the start (`SKIP_HEADER`); 1 also enables header validation.
     pub skip_header: usize,
+    /// Field separator.
     pub delimiter: u8,
+    /// Quote character.
     pub quote: u8,
+    /// Escape character inside quotes, if any (else quotes are doubled).
     pub escape: Option<u8>,
     /// Strings read as NULL (`NULL_IF`).
     pub null_if: Vec<String>,
@@ -41,6 +44,7 @@ impl Default for CsvOptions {
 /// The format of source files.
 #[derive(Debug, Clone)]
 pub enum FileFormat {
+    /// Delimited text with these options.
     Csv(CsvOptions),
     /// Newline-delimited JSON objects, matched to columns by name.
     Json,
@@ -70,7 +74,9 @@ impl FileFormat {
 pub struct SourceFile {
     /// The local path or URL, as recorded in load history.
     pub name: String,
+    /// Its size.
     pub size_bytes: u64,
+    /// Its modification time, where the store reports one.
     pub modified: Option<DateTime<Utc>>,
     origin: Origin,
 }
@@ -87,7 +93,9 @@ enum Origin {
 /// The bytes of a source file, ready to read: a local file, or a fetched remote object.
 #[derive(Debug)]
 pub enum SourceData {
+    /// A local file.
     File(File),
+    /// A remote object, fetched whole.
     Bytes(Bytes),
 }
 
