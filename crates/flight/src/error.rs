@@ -76,11 +76,13 @@ pub(crate) fn status(e: strata_query::Error) -> Status {
         message.truncate(end);
         message.push_str("...");
     }
+    // The kind only: a message may quote the statement (a parse error echoes its tokens,
+    // credentials included) or the values it touched.
     match kind {
         ErrorKind::Internal | ErrorKind::ResourceExhausted => {
-            tracing::warn!(error = %message, "statement failed");
+            tracing::warn!(kind = ?kind, "statement failed");
         }
-        _ => tracing::info!(error = %message, "statement refused"),
+        _ => tracing::info!(kind = ?kind, "statement refused"),
     }
     match kind {
         ErrorKind::InvalidArgument => Status::invalid_argument(message),

@@ -83,18 +83,27 @@ impl SystemRecords {
     }
 
     /// Deletes the buckets of kind `R` that sort before `oldest_kept` (a day, for day buckets).
+    /// A bucket that cannot be deleted does not stop the others; the first failure is returned.
     pub async fn expire<R: Record>(&self, oldest_kept: &str) -> Result<()> {
         let listing = self
             .store
             .list_with_delimiter(Some(&paths::system_dir(R::KIND)))
             .await?;
+        let mut first_failure = None;
         for dir in listing.common_prefixes {
             if dir.filename().is_some_and(|d| d < oldest_kept) {
                 let files = self.store.list(Some(&dir)).map_ok(|m| m.location).boxed();
-                let _: Vec<Path> = self.store.delete_stream(files).try_collect().await?;
+                let deleted: object_store::Result<Vec<Path>> =
+                    self.store.delete_stream(files).try_collect().await;
+                if let Err(e) = deleted {
+                    first_failure.get_or_insert(e);
+                }
             }
         }
-        Ok(())
+        match first_failure {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
     }
 }
 

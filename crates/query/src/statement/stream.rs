@@ -27,7 +27,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, RecordBatchStream, execute_stream};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::{Stream, StreamExt};
-use strata_storage::{Error as StorageError, Transaction};
+use strata_storage::{Error as StorageError, QueryLogEntry, Transaction};
 
 use crate::error::{Error, Result};
 use crate::parser::{ParsedStatement, Statement};
@@ -166,7 +166,10 @@ impl Session {
                 rows: 0,
             })),
             Err(e) => {
-                log.record("FAILED", Some(e.to_string()), 0, None);
+                // No stream yet: write the entry before answering, so a process that exits on
+                // the error does not lose it.
+                let entry = log.entry("FAILED", Some(e.to_string()), 0, None);
+                query_log::write(&log.warehouse, &entry).await;
                 Err(e)
             }
         }
@@ -420,15 +423,15 @@ struct QueryLog {
 }
 
 impl QueryLog {
-    fn record(
-        self,
+    /// The record of the query, ended now with `status`.
+    fn entry(
+        &self,
         status: &str,
         error: Option<String>,
         rows: u64,
         plan: Option<&Arc<dyn ExecutionPlan>>,
-    ) {
-        let figures = plan.map(scan_figures).unwrap_or_default();
-        let entry = query_log::Entry {
+    ) -> QueryLogEntry {
+        query_log::Entry {
             session_id: &self.session_id,
             text: &self.text,
             started_at: self.started_at,
@@ -436,10 +439,22 @@ impl QueryLog {
             status,
             error,
             rows,
-            figures,
+            figures: plan.map(scan_figures).unwrap_or_default(),
         }
-        .record();
-        // The stream may end inside a poll or a drop: write the entry in the background.
+        .record()
+    }
+
+    /// Records the query when its stream ends or is dropped.
+    fn record(
+        self,
+        status: &str,
+        error: Option<String>,
+        rows: u64,
+        plan: Option<&Arc<dyn ExecutionPlan>>,
+    ) {
+        let entry = self.entry(status, error, rows, plan);
+        // The stream ends inside a poll or a drop, where nothing can be awaited: write the
+        // entry in the background.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move { query_log::write(&self.warehouse, &entry).await });
         }
