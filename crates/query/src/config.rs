@@ -28,6 +28,10 @@ datafusion::common::extensions_options! {
         /// Scans serve hot data files from the warehouse's cache of decoded columns
         /// (`WarehouseOptions::scan_cache_bytes`) and add the files they read to it.
         pub scan_cache: bool, default = true
+        /// Interval partitions one statement may create; a statement that would create more
+        /// fails and writes nothing (a wrong key, such as epoch milliseconds in a column
+        /// partitioned by day, would otherwise make millions).
+        pub max_partitions_per_statement: usize, default = strata_storage::DEFAULT_MAX_NEW_PARTITIONS
     }
 }
 

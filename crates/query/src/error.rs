@@ -146,6 +146,7 @@ fn storage_kind(e: &StorageError) -> ErrorKind {
         StorageError::ConstraintViolation { .. } => ErrorKind::ConstraintViolation,
         StorageError::InvalidPartitioning { .. }
         | StorageError::NoPartitionForValue { .. }
+        | StorageError::TooManyPartitions { .. }
         | StorageError::SchemaMismatch { .. }
         | StorageError::Load { .. }
         | StorageError::NotEmpty { .. }
@@ -155,6 +156,7 @@ fn storage_kind(e: &StorageError) -> ErrorKind {
         | StorageError::ObjectStore { .. }
         | StorageError::Io { .. }
         | StorageError::CorruptMetadata { .. }
+        | StorageError::Panicked { .. }
         | StorageError::Arrow(_)
         | StorageError::Parquet(_) => ErrorKind::Internal,
     }

@@ -26,6 +26,7 @@ pub(crate) mod query_log;
 pub(crate) mod stream;
 pub(crate) mod views;
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,6 +35,7 @@ use chrono::Utc;
 use datafusion::common::ParamValues;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use futures::FutureExt;
 
 use crate::config::parse_duration;
 use crate::error::{Error, Result};
@@ -70,7 +72,12 @@ impl Session {
         let started_at = Utc::now();
         let clock = Instant::now();
         self.progress().reset();
-        let outcome = self.run(&statement.statement, params).await;
+        // A panic in any worker of this statement (DataFusion re-raises its tasks' panics
+        // here) fails this statement alone; the session and the process go on.
+        let outcome = AssertUnwindSafe(self.run(&statement.statement, params))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|payload| Err(panicked(payload.as_ref())));
         if outcome.is_ok() {
             hooks::after_success(self, &statement.statement).await;
         }
@@ -219,5 +226,61 @@ impl Session {
         let figures = scan_figures(&physical);
         let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
         Ok((StatementResult { schema, batches }, figures))
+    }
+}
+
+/// The error a panic in a statement's code becomes.
+pub(crate) fn panicked(payload: &(dyn std::any::Any + Send)) -> Error {
+    Error::Storage(strata_storage::Error::Panicked {
+        message: strata_storage::panic_message(payload),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+
+    use crate::{ErrorKind, Warehouse};
+
+    /// A panic inside a statement's execution (here a function that panics, run by DataFusion
+    /// on its own tasks) fails that statement with an internal error; the session goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_fails_only_its_statement() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(dir.path().to_str().unwrap()).await.unwrap();
+        let mut session = warehouse.session();
+        let boom = create_udf(
+            "boom",
+            vec![DataType::Int64],
+            DataType::Int64,
+            Volatility::Volatile,
+            Arc::new(|_: &[ColumnarValue]| panic!("boom was called")),
+        );
+        session.context().register_udf(boom);
+        session
+            .sql("CREATE TABLE t (x BIGINT); INSERT INTO t VALUES (1), (2)")
+            .await
+            .unwrap();
+        for sql in [
+            "SELECT boom(x) FROM t",
+            "INSERT INTO t SELECT boom(x) FROM t",
+        ] {
+            let err = session.sql(sql).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Internal, "{err}");
+            assert!(err.to_string().contains("boom was called"), "{err}");
+        }
+        let rows = session.sql("SELECT count(*) FROM t").await.unwrap();
+        assert_eq!(rows[0].row_count(), 1);
+        let log = session
+            .sql("SELECT count(*) AS n FROM system.query_log WHERE status = 'FAILED'")
+            .await
+            .unwrap();
+        let text = arrow::util::pretty::pretty_format_batches(&log[0].batches)
+            .unwrap()
+            .to_string();
+        assert!(text.contains("| 2 |"), "{text}");
     }
 }

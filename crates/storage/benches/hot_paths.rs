@@ -50,7 +50,7 @@ fn routing(c: &mut Criterion) {
     group.bench_function("1M rows to 1k partitions", |b| {
         b.iter(|| {
             let mut layout = layout.clone();
-            let routed = route("t", &mut layout, black_box(&batch), 0).unwrap();
+            let routed = route("t", &mut layout, black_box(&batch), 0, usize::MAX).unwrap();
             assert_eq!(routed.parts.len(), 1000);
         })
     });

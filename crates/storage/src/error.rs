@@ -32,6 +32,13 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// Code of Strata panicked while running a statement: a bug. Only that statement failed.
+    #[error("internal error (a bug, please report it): {message}; the statement was not applied")]
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
+
     /// A catalog or log file does not parse.
     #[error("corrupt metadata file {path}: {reason}")]
     CorruptMetadata {
@@ -181,6 +188,19 @@ pub enum Error {
         value: String,
         /// The row of the input, from 1.
         row: usize,
+    },
+
+    /// A statement would create more interval partitions than the cap allows.
+    #[error(
+        "the statement would create more than {max} new partitions of table '{table}' \
+         (strata.max_partitions_per_statement = {max}); nothing was written. Check the \
+         partition key's values, or raise the setting"
+    )]
+    TooManyPartitions {
+        /// The table.
+        table: String,
+        /// The cap.
+        max: usize,
     },
 
     /// Rows that break a declared constraint or NOT NULL; the reason names it.

@@ -59,4 +59,6 @@ pub use records::{
     LineageEdge, LoadErrors, LoadFailure, QueryLogEntry, Record, RejectedRow, SystemRecords,
 };
 pub use store::WarehouseStore;
-pub use writer::{BatchCheck, TableWriter, WriteOptions, run_cpu};
+pub use writer::{
+    BatchCheck, DEFAULT_MAX_NEW_PARTITIONS, TableWriter, WriteOptions, panic_message, run_cpu,
+};

@@ -7,6 +7,8 @@
 //! A remote file is fetched whole before it is read (Parquet needs random access, and a fetch is
 //! one request); load files of the size object stores recommend (100–250 MB), not one huge file.
 
+#[cfg(test)]
+mod fuzz;
 mod read;
 mod source;
 

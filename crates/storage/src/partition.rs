@@ -367,32 +367,37 @@ impl Partitioning {
             (Interval::Months(n), KeyType::Date) => {
                 let (s, e, name) = month_bucket(date_of_days(key)?, n)?;
                 (
-                    (s - epoch_date()).num_days(),
-                    (e - epoch_date()).num_days(),
+                    Some((s - epoch_date()).num_days()),
+                    Some((e - epoch_date()).num_days()),
                     name,
                 )
             }
             (Interval::Months(n), KeyType::Timestamp(unit)) => {
                 let per_day = KeyType::ticks_per_second(unit) * 86_400;
                 let (s, e, name) = month_bucket(date_of_days(key.div_euclid(per_day))?, n)?;
+                // A bucket reaching past the type's range is open on that side.
                 (
-                    (s - epoch_date()).num_days() * per_day,
-                    (e - epoch_date()).num_days() * per_day,
+                    (s - epoch_date()).num_days().checked_mul(per_day),
+                    (e - epoch_date()).num_days().checked_mul(per_day),
                     name,
                 )
             }
             (Interval::Width(w), key_type) => {
-                let start = key.div_euclid(w) * w;
+                // Near the ends of BIGINT the bucket's bounds do not exist: it is open there.
+                let bucket = key.div_euclid(w);
+                let start = bucket.checked_mul(w);
+                let end = bucket.checked_add(1).and_then(|b| b.checked_mul(w));
+                let at = start.unwrap_or(key);
                 let name = match key_type {
-                    KeyType::Integer if start < 0 => format!("p_neg{}", -start),
-                    KeyType::Integer => format!("p_{start}"),
-                    KeyType::Date => format!("p_{}", date_of_days(start)?.format("%Y_%m_%d")),
+                    KeyType::Integer if at < 0 => format!("p_neg{}", at.unsigned_abs()),
+                    KeyType::Integer => format!("p_{at}"),
+                    KeyType::Date => format!("p_{}", date_of_days(at)?.format("%Y_%m_%d")),
                     KeyType::Timestamp(unit) => {
-                        let text = KeyType::Timestamp(unit).format(start);
+                        let text = KeyType::Timestamp(unit).format(at);
                         format!("p_{}", text.replace(['-', ' ', ':'], "_"))
                     }
                 };
-                (start, start.saturating_add(w), name)
+                (start, end, name)
             }
             (Interval::Months(_), KeyType::Integer) => return None,
         };
@@ -406,20 +411,25 @@ impl Partitioning {
             .iter()
             .rev()
             .find(|p| p.upper.is_some_and(|u| u <= key));
-        let lower = prev.and_then(|p| p.upper).map_or(start, |u| u.max(start));
-        let upper = next.and_then(|p| p.lower).map_or(end, |l| l.min(end));
+        let lower = match (prev.and_then(|p| p.upper), start) {
+            (Some(u), Some(s)) => Some(u.max(s)),
+            (u, s) => u.or(s),
+        };
+        let upper = match (next.and_then(|p| p.lower), end) {
+            (Some(l), Some(e)) => Some(l.min(e)),
+            (l, e) => l.or(e),
+        };
         let mut name = name;
         if self.partition(&name).is_some() {
+            let at = lower.unwrap_or(key);
             name = format!(
                 "{name}_{}",
-                self.key_type.format(lower).replace(['-', ' ', ':'], "_")
+                self.key_type.format(at).replace(['-', ' ', ':'], "_")
             );
         }
-        Some(Partition {
-            name,
-            lower: Some(lower),
-            upper: Some(upper),
-        })
+        let partition = Partition { name, lower, upper };
+        // Never a partition that would not hold the key it is made for.
+        partition.contains(key).then_some(partition)
     }
 
     /// Converts a key column to `i64` keys.
@@ -445,9 +455,9 @@ fn overlaps(a: &Partition, b: &Partition) -> bool {
 
 fn month_bucket(date: NaiveDate, months: u32) -> Option<(NaiveDate, NaiveDate, String)> {
     let n = i64::from(months);
-    let start = months_since_epoch(date).div_euclid(n) * n;
+    let start = months_since_epoch(date).div_euclid(n).checked_mul(n)?;
     let s = first_day_of_month_index(start)?;
-    let e = first_day_of_month_index(start + n)?;
+    let e = first_day_of_month_index(start.checked_add(n)?)?;
     let name = if months.is_multiple_of(12) {
         format!("p_{}", s.format("%Y"))
     } else {
@@ -467,11 +477,16 @@ pub struct RoutedBatch {
 
 /// Routes the rows of `batch` to partitions of `layout`, creating interval partitions as needed
 /// (they are added to `layout`). `row_offset` numbers rows in error messages.
+///
+/// At most `max_new` partitions are created; one more fails with
+/// [`Error::TooManyPartitions`]. Every round of the routing loop either routes all rows or
+/// creates a partition that holds the row it missed, so the loop ends.
 pub fn route(
     table: &str,
     layout: &mut Partitioning,
     batch: &RecordBatch,
     row_offset: usize,
+    max_new: usize,
 ) -> Result<RoutedBatch> {
     let column_index =
         batch
@@ -511,6 +526,12 @@ pub fn route(
             Some((row, key)) => {
                 let new = key.and_then(|k| layout.interval_partition(k));
                 match new {
+                    Some(_) if created.len() >= max_new => {
+                        return Err(Error::TooManyPartitions {
+                            table: table.to_string(),
+                            max: max_new,
+                        });
+                    }
                     Some(p) => {
                         layout
                             .ensure(&p)
@@ -572,8 +593,8 @@ pub fn route(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::Date32Array;
-    use arrow::datatypes::{Field, Schema};
+    use arrow::array::{Date32Array, Int64Array};
+    use arrow::datatypes::{Field, Schema, TimeUnit};
 
     fn monthly() -> Partitioning {
         Partitioning::new(
@@ -606,7 +627,7 @@ mod tests {
             Some(day("2024-01-31")),
             Some(day("2024-02-01")),
         ]);
-        let routed = route("events", &mut layout, &b, 0).unwrap();
+        let routed = route("events", &mut layout, &b, 0, usize::MAX).unwrap();
         let names: Vec<_> = routed
             .parts
             .iter()
@@ -619,7 +640,7 @@ mod tests {
     fn a_row_above_the_last_bound_fails_naming_column_and_value() {
         let mut layout = monthly();
         let b = batch(vec![Some(day("2024-01-02")), Some(day("2024-03-01"))]);
-        let err = route("events", &mut layout, &b, 10)
+        let err = route("events", &mut layout, &b, 10, usize::MAX)
             .unwrap_err()
             .to_string();
         assert!(
@@ -633,7 +654,7 @@ mod tests {
         let mut layout = monthly();
         layout.interval = Some(Interval::Months(1));
         let b = batch(vec![Some(day("2024-05-20")), Some(day("2023-12-31"))]);
-        let routed = route("events", &mut layout, &b, 0).unwrap();
+        let routed = route("events", &mut layout, &b, 0, usize::MAX).unwrap();
         let created: Vec<_> = routed.created.iter().map(|p| p.name.as_str()).collect();
         // p1 starts at MINVALUE, so December 2023 needs no new partition.
         assert_eq!(created, vec!["p_2024_05"]);
@@ -655,7 +676,14 @@ mod tests {
                 upper: Some(i64::from(day("2024-05-20"))),
             })
             .unwrap();
-        route("t", &mut layout, &batch(vec![Some(day("2024-05-25"))]), 0).unwrap();
+        route(
+            "t",
+            &mut layout,
+            &batch(vec![Some(day("2024-05-25"))]),
+            0,
+            usize::MAX,
+        )
+        .unwrap();
         let p = layout.partitions.last().unwrap();
         assert_eq!(KeyType::Date.format(p.lower.unwrap()), "2024-05-20");
         assert_eq!(KeyType::Date.format(p.upper.unwrap()), "2024-06-01");
@@ -671,7 +699,7 @@ mod tests {
             vec![Arc::new(Int64Array::from(vec![5, 150, -3, 199]))],
         )
         .unwrap();
-        let routed = route("t", &mut layout, &b, 0).unwrap();
+        let routed = route("t", &mut layout, &b, 0, usize::MAX).unwrap();
         let names: Vec<_> = layout.partitions.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, vec!["p_neg100", "p_0", "p_100"]);
         assert_eq!(routed.parts.len(), 3);
@@ -680,11 +708,11 @@ mod tests {
     #[test]
     fn null_keys_go_to_a_minvalue_partition_or_fail() {
         let mut layout = monthly();
-        let routed = route("events", &mut layout, &batch(vec![None]), 0).unwrap();
+        let routed = route("events", &mut layout, &batch(vec![None]), 0, usize::MAX).unwrap();
         assert_eq!(routed.parts[0].0, "p1");
         let mut interval_only =
             Partitioning::new("e", "d", &DataType::Date32, &[], Some(Interval::Months(1))).unwrap();
-        assert!(route("e", &mut interval_only, &batch(vec![None]), 0).is_err());
+        assert!(route("e", &mut interval_only, &batch(vec![None]), 0, usize::MAX).is_err());
     }
 
     #[test]
@@ -701,5 +729,122 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("strictly increasing"));
+    }
+
+    fn integers(keys: Vec<Option<i64>>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("k", DataType::Int64, true)]));
+        RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(keys))]).unwrap()
+    }
+
+    fn by_width(width: i64) -> Partitioning {
+        Partitioning::new(
+            "t",
+            "k",
+            &DataType::Int64,
+            &[],
+            Some(Interval::Width(width)),
+        )
+        .unwrap()
+    }
+
+    /// Every key of BIGINT, at both ends and around zero, lands in exactly one partition that
+    /// holds it, for widths that divide and that do not divide the range.
+    #[test]
+    fn interval_routing_holds_the_extremes_of_bigint() {
+        let keys = [
+            i64::MIN,
+            i64::MIN + 1,
+            -11,
+            -10,
+            -1,
+            0,
+            9,
+            i64::MAX - 1,
+            i64::MAX,
+        ];
+        for width in [1, 3, 7, 10, i64::MAX / 2, i64::MAX] {
+            let mut layout = by_width(width);
+            let b = integers(keys.iter().copied().map(Some).collect());
+            let routed = route("t", &mut layout, &b, 0, usize::MAX).unwrap();
+            let rows: usize = routed.parts.iter().map(|(_, r)| r.num_rows()).sum();
+            assert_eq!(rows, keys.len(), "width {width}");
+            for k in keys {
+                let holders = layout.partitions.iter().filter(|p| p.contains(k)).count();
+                assert_eq!(
+                    holders, 1,
+                    "width {width}, key {k}: {:?}",
+                    layout.partitions
+                );
+            }
+            for p in &layout.partitions {
+                let lower = p.lower.map_or(i128::from(i64::MIN), i128::from);
+                let upper = p.upper.map_or(i128::from(i64::MAX) + 1, i128::from);
+                assert!(upper - lower <= i128::from(width), "width {width}: {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn calendar_intervals_at_the_ends_of_date_and_timestamp_fail_or_hold_the_key() {
+        for (data_type, keys) in [
+            (
+                DataType::Date32,
+                vec![i64::from(i32::MIN), -1, 0, i64::from(i32::MAX)],
+            ),
+            (
+                DataType::Timestamp(TimeUnit::Nanosecond, None),
+                vec![i64::MIN, -1, 0, i64::MAX],
+            ),
+        ] {
+            let mut layout =
+                Partitioning::new("t", "k", &data_type, &[], Some(Interval::Months(1))).unwrap();
+            for k in keys {
+                if let Some(p) = layout.interval_partition(k) {
+                    assert!(p.contains(k), "{data_type} {k}: {p:?}");
+                    layout.ensure(&p).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_statement_creates_at_most_its_cap_of_partitions() {
+        let mut layout = by_width(1);
+        let b = integers((0..50).map(Some).collect());
+        let err = route("t", &mut layout, &b, 0, 20).unwrap_err();
+        assert!(
+            matches!(err, Error::TooManyPartitions { max: 20, .. }),
+            "{err}"
+        );
+    }
+
+    proptest::proptest! {
+        /// Any keys under any width: routing ends, and every row lands in a partition that
+        /// holds its key.
+        #[test]
+        fn interval_routing_puts_every_key_in_a_partition_that_holds_it(
+            keys in proptest::collection::vec(proptest::option::of(proptest::num::i64::ANY), 1..50),
+            width in 1i64..=i64::MAX,
+        ) {
+            let mut layout = by_width(width);
+            let b = integers(keys.clone());
+            match route("t", &mut layout, &b, 0, usize::MAX) {
+                Ok(routed) => {
+                    for (name, rows) in &routed.parts {
+                        let p = layout.partition(name).unwrap();
+                        let column = rows.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                        for k in column.iter().flatten() {
+                            proptest::prop_assert!(p.contains(k), "{k} in {p:?}");
+                        }
+                        // No wider than the interval, counting an open end as the type's end.
+                        let lower = p.lower.map_or(i128::from(i64::MIN), i128::from);
+                        let upper = p.upper.map_or(i128::from(i64::MAX) + 1, i128::from);
+                        proptest::prop_assert!(upper - lower <= i128::from(width), "{p:?}");
+                    }
+                }
+                // Only a NULL key, which an interval-only layout has nowhere to put, may fail.
+                Err(e) => proptest::prop_assert!(keys.contains(&None), "{e}"),
+            }
+        }
     }
 }

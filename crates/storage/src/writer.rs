@@ -41,28 +41,54 @@ pub struct WriteOptions {
     pub target_file_size_bytes: usize,
     /// Rows per Parquet row group.
     pub row_group_rows: usize,
+    /// Interval partitions one statement may create.
+    pub max_new_partitions: usize,
 }
+
+/// Default of [`WriteOptions::max_new_partitions`].
+pub const DEFAULT_MAX_NEW_PARTITIONS: usize = 1000;
 
 impl Default for WriteOptions {
     fn default() -> Self {
         Self {
             target_file_size_bytes: DEFAULT_TARGET_FILE_SIZE_BYTES,
             row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+            max_new_partitions: DEFAULT_MAX_NEW_PARTITIONS,
         }
     }
 }
 
 /// Runs CPU-bound `f` on the rayon pool and awaits it without blocking a tokio worker.
-pub async fn run_cpu<T, F>(f: F) -> T
+///
+/// A panic in `f` (a bug, or a reader meeting input it did not expect) becomes
+/// [`Error::Panicked`] for this call alone: uncaught, rayon would abort the whole process and
+/// every session on it.
+pub async fn run_cpu<T, F>(f: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
     let (tx, rx) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
-        let _ = tx.send(f());
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        let _ = tx.send(outcome.map_err(|payload| Error::Panicked {
+            message: panic_message(payload.as_ref()),
+        }));
     });
-    rx.await.expect("rayon task does not panic")
+    rx.await.unwrap_or_else(|_| {
+        Err(Error::Panicked {
+            message: "the worker stopped without an answer".to_string(),
+        })
+    })
+}
+
+/// The text of a panic payload (`panic!` with a literal or with a formatted message).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 /// A Parquet file being encoded in memory.
@@ -247,7 +273,18 @@ impl TableWriter {
         let row_offset = self.row_offset();
         let parts = match &mut self.layout {
             Some(layout) => {
-                let routed = partition::route(&self.table, layout, &batch, row_offset)?;
+                let budget = self
+                    .options
+                    .max_new_partitions
+                    .saturating_sub(self.created.len());
+                let routed = partition::route(&self.table, layout, &batch, row_offset, budget)
+                    .map_err(|e| match e {
+                        Error::TooManyPartitions { table, .. } => Error::TooManyPartitions {
+                            table,
+                            max: self.options.max_new_partitions,
+                        },
+                        other => other,
+                    })?;
                 self.created.extend(routed.created);
                 routed.parts
             }
@@ -660,6 +697,19 @@ mod tests {
     use arrow::array::{Int64Array, StringArray};
     use parquet::basic::Encoding;
     use parquet::file::reader::{FileReader, SerializedFileReader};
+
+    #[tokio::test]
+    async fn a_panic_on_the_cpu_pool_is_an_error_of_that_call_alone() {
+        let err = run_cpu(|| -> u32 { panic!("reader bug") })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Panicked { message } if message == "reader bug"),
+            "{err}"
+        );
+        // The pool goes on.
+        assert_eq!(run_cpu(|| 6 * 7).await.unwrap(), 42);
+    }
 
     #[test]
     fn stats_track_min_max_and_nulls_across_batches() {

@@ -109,6 +109,7 @@ pub(crate) async fn create(
     };
     definition.write_to(&mut metadata.properties);
     let warehouse = session.warehouse().clone();
+    let options = session.write_options();
     let rows = warehouse
         .clone()
         .create_table(
@@ -138,7 +139,7 @@ pub(crate) async fn create(
                 definition.write_to(&mut metadata.properties);
                 let mut txn = Transaction::new("CREATE MATERIALIZED VIEW");
                 txn.replace_metadata = Some(metadata);
-                write_batches(&warehouse, &qualified, log, &snapshot, stream, txn).await
+                write_batches(&warehouse, options, &qualified, log, &snapshot, stream, txn).await
             },
         )
         .await?;

@@ -436,6 +436,7 @@ async fn run(
     txn.exclusive = true;
     let (rows_written, snapshot) = write_batches(
         warehouse,
+        warehouse.write_options(),
         view.name(),
         view.log(),
         view.snapshot(),

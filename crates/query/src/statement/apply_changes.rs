@@ -164,7 +164,16 @@ pub(crate) async fn apply_changes(
         .await?
         .execute_stream()
         .await?;
-    write_batches(session.warehouse(), &name, &log, &snapshot, stream, txn).await?;
+    write_batches(
+        session.warehouse(),
+        session.write_options(),
+        &name,
+        &log,
+        &snapshot,
+        stream,
+        txn,
+    )
+    .await?;
     Ok(result(counts.0, counts.1, counts.2))
 }
 

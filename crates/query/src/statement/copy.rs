@@ -292,6 +292,7 @@ pub(crate) async fn copy_into(
     let (log, snapshot, table) = session.open_table_for_write(into).await?;
     let (db, schema_name, table_name) = session.qualify_table(into)?;
     let warehouse = session.warehouse().clone();
+    let write_options = session.write_options();
     let mut report: Vec<FileReport> = Vec::new();
     let mut todo = Vec::new();
     // A file named twice (overlapping FILES or globs) is loaded once.
@@ -315,8 +316,7 @@ pub(crate) async fn copy_into(
 
     let store = warehouse.object_store();
     let (check, exclusive) = constraints::prepare(&warehouse, &table, &log, &snapshot, &[]).await?;
-    let mut table_writer =
-        TableWriter::new(&table, &snapshot, warehouse.options().write.clone()).with_check(check);
+    let mut table_writer = TableWriter::new(&table, &snapshot, write_options).with_check(check);
     let mut txn = Transaction::new("COPY INTO");
     txn.reject_loaded_twice = !force;
     txn.exclusive = exclusive;
@@ -354,7 +354,7 @@ pub(crate) async fn copy_into(
                     let outcome = load_file(&mut w, &src, data, &fmt, on_error);
                     (w, outcome)
                 })
-                .await;
+                .await?;
                 table_writer = w;
                 outcome
             }
@@ -443,7 +443,7 @@ pub(crate) async fn copy_into(
         return Err(error);
     }
     if !txn.loads.is_empty() {
-        let (files, created) = run_cpu(move || table_writer.finish()).await?;
+        let (files, created) = run_cpu(move || table_writer.finish()).await??;
         txn.add
             .extend(writer::upload(&store, log.id(), files).await?);
         txn.add_partitions = created;

@@ -548,6 +548,7 @@ impl Session {
                         let stream = self.progress().execute(df).await?;
                         write_batches(
                             warehouse,
+                            self.write_options(),
                             &qualified,
                             log,
                             &snapshot,

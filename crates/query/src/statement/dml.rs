@@ -561,6 +561,7 @@ impl Target<'_> {
             .await?;
         write_batches(
             self.session.warehouse(),
+            self.session.write_options(),
             self.table.name(),
             self.table.log(),
             snapshot,

@@ -7,6 +7,7 @@
 //! and the rows sent, `FAILED` and the error, or `CANCELLED` when the stream is dropped
 //! before its end (a client that disconnects or cancels).
 
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -149,8 +150,10 @@ impl Session {
             self.progress().watch(&physical);
             let stream = execute_stream(Arc::clone(&physical), self.context().task_ctx())?;
             Ok::<_, Error>((physical, stream))
-        }
-        .await;
+        };
+        let planned = futures::FutureExt::catch_unwind(AssertUnwindSafe(planned))
+            .await
+            .unwrap_or_else(|payload| Err(super::panicked(payload.as_ref())));
         let log = QueryLog {
             warehouse: self.warehouse().clone(),
             session_id: self.id().to_string(),
@@ -306,6 +309,7 @@ impl Session {
                 constraints: Vec::new(),
             };
             let warehouse = self.warehouse();
+            let options = self.write_options();
             let replace = matches!(mode, IngestMode::Replace | IngestMode::ReplaceExisting);
             return warehouse
                 .create_table(
@@ -317,7 +321,8 @@ impl Session {
                     async |log, snapshot| {
                         let data = conform(data, snapshot.metadata.schema(), &qualified);
                         let ingest = Transaction::new("INGEST");
-                        write_batches(warehouse, &qualified, log, &snapshot, data, ingest).await
+                        write_batches(warehouse, options, &qualified, log, &snapshot, data, ingest)
+                            .await
                     },
                 )
                 .await;
@@ -326,6 +331,7 @@ impl Session {
         let data = conform(data, snapshot.metadata.schema(), &qualified);
         let (rows, _) = write_batches(
             self.warehouse(),
+            self.write_options(),
             &qualified,
             &log,
             &snapshot,
@@ -474,7 +480,11 @@ impl Stream for LoggedStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        let next = this.inner.poll_next_unpin(cx);
+        let next = std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll_next_unpin(cx)))
+            .unwrap_or_else(|payload| {
+                let error = super::panicked(payload.as_ref());
+                Poll::Ready(Some(Err(DataFusionError::External(Box::new(error)))))
+            });
         match &next {
             Poll::Ready(Some(Ok(batch))) => this.rows += batch.num_rows() as u64,
             Poll::Ready(Some(Err(e))) => {

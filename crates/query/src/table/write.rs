@@ -13,7 +13,9 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use futures::StreamExt;
-use strata_storage::{DataFile, Snapshot, TableLog, TableWriter, Transaction, run_cpu, writer};
+use strata_storage::{
+    DataFile, Snapshot, TableLog, TableWriter, Transaction, WriteOptions, run_cpu, writer,
+};
 
 use crate::warehouse::Warehouse;
 
@@ -43,7 +45,7 @@ impl DataSink for StrataSink {
     async fn write_all(
         &self,
         data: SendableRecordBatchStream,
-        _context: &Arc<TaskContext>,
+        context: &Arc<TaskContext>,
     ) -> DfResult<u64> {
         let operation = if self.overwrite {
             "INSERT OVERWRITE"
@@ -54,8 +56,18 @@ impl DataSink for StrataSink {
         if self.overwrite {
             txn.remove = self.snapshot.files.values().cloned().collect();
         }
+        let mut options = self.warehouse.write_options();
+        if let Some(strata) = context
+            .session_config()
+            .options()
+            .extensions
+            .get::<crate::config::StrataOptions>()
+        {
+            options.max_new_partitions = strata.max_partitions_per_statement;
+        }
         let (rows, _) = write_batches(
             &self.warehouse,
+            options,
             &self.name,
             &self.log,
             &self.snapshot,
@@ -71,6 +83,7 @@ impl DataSink for StrataSink {
 /// Writes a stream of batches into a table and commits them in one transaction.
 pub(crate) async fn write_batches(
     warehouse: &Warehouse,
+    options: WriteOptions,
     name: &str,
     log: &TableLog,
     snapshot: &Snapshot,
@@ -81,8 +94,7 @@ pub(crate) async fn write_batches(
     let (check, exclusive) =
         crate::table::constraints::prepare(warehouse, name, log, snapshot, &txn.remove).await?;
     txn.exclusive |= exclusive;
-    let mut table_writer =
-        TableWriter::new(name, snapshot, warehouse.write_options()).with_check(check);
+    let mut table_writer = TableWriter::new(name, snapshot, options).with_check(check);
     let mut added: Vec<DataFile> = Vec::new();
     while let Some(batch) = data.next().await {
         let batch = batch?;
@@ -91,7 +103,7 @@ pub(crate) async fn write_batches(
             let r = w.write(batch);
             (w, r)
         })
-        .await;
+        .await?;
         table_writer = w;
         result?;
         let finished = table_writer.take_finished();
@@ -100,7 +112,7 @@ pub(crate) async fn write_batches(
         }
     }
     let rows = table_writer.rows_written() as u64;
-    let (files, created) = run_cpu(move || table_writer.finish()).await?;
+    let (files, created) = run_cpu(move || table_writer.finish()).await??;
     added.extend(writer::upload(&store, log.id(), files).await?);
     txn.add.extend(added);
     txn.add_partitions.extend(created);

@@ -81,6 +81,19 @@ pub struct SourceFile {
     origin: Origin,
 }
 
+#[cfg(test)]
+impl SourceFile {
+    /// A source file named `name`, for tests that hand its bytes to the reader directly.
+    pub(crate) fn named(name: &str, size_bytes: u64) -> Self {
+        Self {
+            name: name.to_string(),
+            size_bytes,
+            modified: None,
+            origin: Origin::Local(PathBuf::from(name)),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Origin {
     Local(PathBuf),
