@@ -24,7 +24,8 @@ QUERY_LAYERS = [
     ["session"],
     ["catalog", "rules"],
     ["table"],
-    ["warehouse", "config", "parser", "types", "progress", "result", "scan_cache", "error"],
+    ["warehouse", "config", "parser", "types", "progress", "result", "scan_cache", "error",
+     "redact"],
 ]
 
 # Crates that must not depend on a crate directly (they reach it through the one in between).

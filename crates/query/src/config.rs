@@ -32,6 +32,13 @@ datafusion::common::extensions_options! {
         /// fails and writes nothing (a wrong key, such as epoch milliseconds in a column
         /// partitioned by day, would otherwise make millions).
         pub max_partitions_per_statement: usize, default = strata_storage::DEFAULT_MAX_NEW_PARTITIONS
+        /// Times a statement that lost a commit race to a concurrent writer runs again,
+        /// planned on the newer snapshot, before it fails with the conflict (0: never).
+        pub max_statement_retries: u32, default = 10
+        /// VACUUM refuses a retention under 7 days (Delta's default): a shorter one deletes
+        /// files that time travel to recent versions, and writers still running, need. Set to
+        /// false to allow it.
+        pub vacuum_retention_check: bool, default = true
     }
 }
 

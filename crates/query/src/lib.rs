@@ -30,6 +30,7 @@ pub mod error;
 mod mv;
 pub mod parser;
 pub mod progress;
+pub mod redact;
 mod result;
 mod rules;
 mod scan_cache;

@@ -141,6 +141,14 @@ fn dialects() -> [(&'static str, Box<dyn Dialect>); 4] {
 
 /// Parses a script of `;`-separated statements.
 pub fn parse(sql: &str) -> Result<Vec<ParsedStatement>> {
+    // A parse error quotes the text around it, which may be a secret.
+    parse_statements(sql).map_err(|e| match e {
+        Error::Parse(message) => Error::Parse(crate::redact::redact(&message)),
+        other => other,
+    })
+}
+
+fn parse_statements(sql: &str) -> Result<Vec<ParsedStatement>> {
     let tokens = Tokenizer::new(&GenericDialect, sql)
         .tokenize_with_location()
         .map_err(|e| Error::Parse(e.to_string()))?;

@@ -72,12 +72,26 @@ impl Session {
         let started_at = Utc::now();
         let clock = Instant::now();
         self.progress().reset();
-        // A panic in any worker of this statement (DataFusion re-raises its tasks' panics
-        // here) fails this statement alone; the session and the process go on.
-        let outcome = AssertUnwindSafe(self.run(&statement.statement, params))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|payload| Err(panicked(payload.as_ref())));
+        // A statement that lost a commit race wrote nothing: run it again, planned on the
+        // newer snapshot, a bounded number of times.
+        let max_retries = self.strata_options().max_statement_retries;
+        let mut retries = 0;
+        let outcome = loop {
+            // A panic in any worker of this statement (DataFusion re-raises its tasks' panics
+            // here) fails this statement alone; the session and the process go on.
+            let outcome = AssertUnwindSafe(self.run(&statement.statement, params))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|payload| Err(panicked(payload.as_ref())));
+            match &outcome {
+                Err(e) if e.is_retryable() && retries < max_retries => {
+                    retries += 1;
+                    tracing::debug!(retries, error = %e, "statement lost a commit race; retrying");
+                    tokio::time::sleep(retry_backoff(retries)).await;
+                }
+                _ => break outcome,
+            }
+        };
         if outcome.is_ok() {
             hooks::after_success(self, &statement.statement).await;
         }
@@ -100,6 +114,7 @@ impl Session {
                 error,
                 rows,
                 figures,
+                retries,
             },
         )
         .await;
@@ -227,6 +242,14 @@ impl Session {
         let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
         Ok((StatementResult { schema, batches }, figures))
     }
+}
+
+/// How long to wait before retry `n` (from 1): exponential from 10 ms up to 1 s, with
+/// jitter so that writers that collided do not collide again in step.
+fn retry_backoff(n: u32) -> std::time::Duration {
+    let ceiling = 10u64.saturating_mul(1 << n.min(7)).min(1_000);
+    let jitter = (uuid::Uuid::new_v4().as_u128() % u128::from(ceiling)) as u64;
+    std::time::Duration::from_millis(ceiling / 2 + jitter / 2)
 }
 
 /// The error a panic in a statement's code becomes.

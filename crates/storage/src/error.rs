@@ -276,3 +276,12 @@ pub enum Error {
 
 /// Result with the storage [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The text of a panic payload (`panic!` with a literal or with a formatted message).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
+}

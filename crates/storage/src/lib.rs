@@ -48,17 +48,15 @@ pub use catalog::{
     Catalog, CatalogState, DEFAULT_DATABASE, DEFAULT_SCHEMA, SYSTEM_SCHEMA, SchemaEntry,
     TableEntry, ViewEntry,
 };
-pub use error::{Error, Result};
+pub use error::{Error, Result, panic_message};
 pub use id::{TableId, Version};
 pub use log::{
-    Action, ColumnDef, ColumnStats, Commit, Constraint, DataFile, LoadedFile, Snapshot, StatValue,
-    TableLog, TableMetadata, Transaction,
+    Action, ColumnDef, ColumnStats, Commit, Constraint, DataFile, LoadedFile, Reads, Snapshot,
+    StatValue, TableLog, TableMetadata, Transaction,
 };
 pub use partition::{Interval, KeyType, Partition, Partitioning, UpperBound};
 pub use records::{
     LineageEdge, LoadErrors, LoadFailure, QueryLogEntry, Record, RejectedRow, SystemRecords,
 };
 pub use store::WarehouseStore;
-pub use writer::{
-    BatchCheck, DEFAULT_MAX_NEW_PARTITIONS, TableWriter, WriteOptions, panic_message, run_cpu,
-};
+pub use writer::{BatchCheck, DEFAULT_MAX_NEW_PARTITIONS, TableWriter, WriteOptions, run_cpu};

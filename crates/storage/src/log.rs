@@ -4,7 +4,8 @@
 //! table) and immutable Parquet data files. Each commit is written with `PutMode::Create`, so two
 //! writers can never both win version N. The loser reads the commits it missed, checks that they
 //! do not conflict with its own change (files it removes are still live, partitions it writes to
-//! still exist) and tries again at the next version. Appends never conflict with appends.
+//! still exist, no rows it read were added or removed: [`Reads`]) and tries again at the next
+//! version. Appends never conflict with appends. This is Delta's WriteSerializable isolation.
 //!
 //! A [`Snapshot`] is the table at one version: metadata and the live data files with their
 //! statistics. Replaying from version 0 would make opening a long-lived table slow, so every
@@ -15,7 +16,7 @@
 //! commit carries a random transaction id, and a writer reads the entry back and recognises its
 //! own id before treating the answer as a conflict.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -385,9 +386,94 @@ pub struct Transaction {
     pub loads: Vec<LoadedFile>,
     /// Fail if a concurrent commit loaded one of `loads` first (`COPY INTO` without `FORCE`).
     pub reject_loaded_twice: bool,
-    /// Fail instead of committing on top of a concurrent commit that changed the table's
-    /// data: what this transaction checked (unique keys) must be checked again.
-    pub exclusive: bool,
+    /// The rows of the table this transaction's statement read: a concurrent commit that
+    /// added or removed any of them is a conflict (see [`Reads`]).
+    pub reads: Reads,
+}
+
+/// What a statement read from the table it writes, so that its commit can check that no
+/// concurrent commit changed it: the read side of WriteSerializable isolation.
+///
+/// `UPDATE`, `DELETE` and `MERGE` read the partitions their scans kept; key checks and
+/// refreshes read the whole table; a blind append (`INSERT ... VALUES`, `COPY INTO`) reads
+/// nothing, so appends never conflict with each other.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Reads {
+    /// Nothing: a blind append.
+    #[default]
+    Nothing,
+    /// The rows of these partitions, and of any partition created after the read (its rows
+    /// may match the statement's predicate).
+    Partitions(BTreeSet<String>),
+    /// Every row of the table.
+    Table,
+}
+
+impl Reads {
+    /// What both `self` and `other` read.
+    pub fn union(self, other: Reads) -> Reads {
+        match (self, other) {
+            (Reads::Table, _) | (_, Reads::Table) => Reads::Table,
+            (Reads::Nothing, r) | (r, Reads::Nothing) => r,
+            (Reads::Partitions(mut a), Reads::Partitions(b)) => {
+                a.extend(b);
+                Reads::Partitions(a)
+            }
+        }
+    }
+
+    /// Whether a row of `partition` (of a table whose layout at the read was `read_layout`)
+    /// was read.
+    fn covers(&self, partition: &str, read_layout: Option<&Partitioning>) -> bool {
+        match self {
+            Reads::Nothing => false,
+            Reads::Table => true,
+            Reads::Partitions(read) => {
+                read.contains(partition)
+                    || read_layout.is_none_or(|l| l.partition(partition).is_none())
+            }
+        }
+    }
+
+    /// Why the commits between `base` and `newer` conflict with these reads, if they do.
+    fn conflict(&self, base: &Snapshot, newer: &Snapshot) -> Option<String> {
+        if *self == Reads::Nothing {
+            return None;
+        }
+        let layout = base.metadata.partitioning.as_ref();
+        let changed = |f: &DataFile| self.covers(&f.partition, layout);
+        let added = newer
+            .files
+            .values()
+            .find(|f| !base.files.contains_key(&f.path) && changed(f));
+        let removed = base
+            .files
+            .values()
+            .find(|f| !newer.files.contains_key(&f.path) && changed(f));
+        let what = match (added, removed) {
+            (Some(f), _) => format!("added rows to {}", partition_label(&f.partition)),
+            (None, Some(f)) => format!("removed rows from {}", partition_label(&f.partition)),
+            (None, None) if newer.metadata.columns != base.metadata.columns => {
+                "changed the table's columns".to_string()
+            }
+            (None, None) if newer.metadata.constraints != base.metadata.constraints => {
+                "changed the table's constraints".to_string()
+            }
+            (None, None) => return None,
+        };
+        Some(format!(
+            "a concurrent commit (version {}) {what} that this statement read",
+            newer.version
+        ))
+    }
+}
+
+fn partition_label(partition: &str) -> String {
+    if partition.is_empty() {
+        "the table".to_string()
+    } else {
+        format!("partition '{partition}'")
+    }
 }
 
 impl Transaction {
@@ -687,9 +773,11 @@ impl TableLog {
     /// Commits `txn` on top of `base`, retrying on top of newer commits after a lost race.
     ///
     /// Concurrency: any number of processes may commit to one table at once. Appends always
-    /// succeed; a transaction fails with [`Error::CommitConflict`] only if a concurrent commit
-    /// removed a file it removes or dropped a partition it writes to.
+    /// succeed; a transaction fails with [`Error::CommitConflict`] if a concurrent commit
+    /// removed a file it removes, dropped a partition it writes to, or changed rows it read
+    /// ([`Transaction::reads`]).
     pub async fn commit(&self, base: &Snapshot, txn: &Transaction) -> Result<Snapshot> {
+        self.check_uploaded(base, &txn.add).await?;
         let txn_id = uuid::Uuid::new_v4().to_string();
         let mut snapshot = base.clone();
         for _ in 0..MAX_COMMIT_ATTEMPTS {
@@ -718,13 +806,11 @@ impl TableLog {
                 return Ok(snapshot);
             }
             let newer = self.refresh(snapshot).await?;
-            if txn.exclusive && newer.files != base.files {
+            if let Some(reason) = txn.reads.conflict(base, &newer) {
                 return Err(Error::CommitConflict {
                     table: self.name.clone(),
                     version: newer.version,
-                    reason: "it changed rows whose keys this statement checked; run the \
-                             statement again"
-                        .to_string(),
+                    reason,
                 });
             }
             snapshot = newer;
@@ -733,6 +819,37 @@ impl TableLog {
             name: self.name.clone(),
             attempts: MAX_COMMIT_ATTEMPTS,
         })
+    }
+
+    /// Fails if a data file this transaction uploaded is gone: a VACUUM with a retention
+    /// shorter than the statement's run took it. Committing would point at a missing file.
+    async fn check_uploaded(&self, base: &Snapshot, files: &[DataFile]) -> Result<()> {
+        let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let missing = futures::stream::iter(paths)
+            .map(|path| {
+                let store = Arc::clone(&self.store);
+                async move {
+                    match store.head(&Path::from(path.as_str())).await {
+                        Ok(_) => Ok(None),
+                        Err(object_store::Error::NotFound { .. }) => Ok(Some(path)),
+                        Err(e) => Err(Error::from(e)),
+                    }
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<Option<String>>>()
+            .await?;
+        match missing.into_iter().flatten().next() {
+            None => Ok(()),
+            Some(path) => Err(Error::CommitConflict {
+                table: self.name.clone(),
+                version: base.version,
+                reason: format!(
+                    "data file {path} that this statement wrote was deleted before its commit \
+                     (a VACUUM with a shorter retention than the statement took to run)"
+                ),
+            }),
+        }
     }
 
     /// Writes a checkpoint of `snapshot`. Failure only costs replay time, so it is logged.
@@ -801,7 +918,12 @@ mod tests {
         }
     }
 
-    fn append(path: &str, rows: u64) -> Transaction {
+    /// An INSERT of data file `path`, uploaded to the log's store first.
+    async fn append(log: &TableLog, path: &str, rows: u64) -> Transaction {
+        log.store
+            .put(&Path::from(path), PutPayload::from_static(b"data"))
+            .await
+            .unwrap();
         Transaction {
             add: vec![file(path, rows)],
             ..Transaction::new("INSERT")
@@ -812,9 +934,9 @@ mod tests {
     async fn a_writer_that_loses_a_race_retries_on_top_of_the_winner() {
         let log = TableLog::new(Arc::new(InMemory::new()), TableId::random(), "t");
         let v0 = log.create(metadata(), "CREATE TABLE").await.unwrap();
-        log.commit(&v0, &append("a", 1)).await.unwrap();
+        log.commit(&v0, &append(&log, "a", 1).await).await.unwrap();
         // Second writer still holds version 0.
-        let s = log.commit(&v0, &append("b", 2)).await.unwrap();
+        let s = log.commit(&v0, &append(&log, "b", 2).await).await.unwrap();
         assert_eq!(s.version, Version(2));
         assert_eq!(s.row_count(), 3);
         assert_eq!(log.latest().await.unwrap(), s);
@@ -824,7 +946,7 @@ mod tests {
     async fn removing_a_file_removed_concurrently_is_a_conflict() {
         let log = TableLog::new(Arc::new(InMemory::new()), TableId::random(), "t");
         let v0 = log.create(metadata(), "CREATE TABLE").await.unwrap();
-        let v1 = log.commit(&v0, &append("a", 1)).await.unwrap();
+        let v1 = log.commit(&v0, &append(&log, "a", 1).await).await.unwrap();
         let remove = Transaction {
             remove: vec![file("a", 1)],
             ..Transaction::new("DELETE")
@@ -839,7 +961,10 @@ mod tests {
         let log = TableLog::new(Arc::new(InMemory::new()), TableId::random(), "t");
         let mut s = log.create(metadata(), "CREATE TABLE").await.unwrap();
         for i in 0..(CHECKPOINT_INTERVAL + 7) {
-            s = log.commit(&s, &append(&format!("f{i}"), 1)).await.unwrap();
+            s = log
+                .commit(&s, &append(&log, &format!("f{i}"), 1).await)
+                .await
+                .unwrap();
         }
         assert_eq!(log.latest().await.unwrap(), s);
         let v3 = log.at_version(Version(3)).await.unwrap();

@@ -147,6 +147,9 @@ pub struct QueryLogEntry {
     pub files_scanned: u64,
     /// Bytes of the data files it read.
     pub bytes_scanned: u64,
+    /// Times it ran again after losing a commit race to a concurrent writer.
+    #[serde(default)]
+    pub retries: u32,
 }
 
 impl Record for QueryLogEntry {
@@ -302,6 +305,7 @@ mod tests {
             partitions_scanned: 0,
             files_scanned: 0,
             bytes_scanned: 0,
+            retries: 0,
         }
     }
 

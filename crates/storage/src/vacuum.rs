@@ -1,9 +1,16 @@
 //! `VACUUM`: deleting files no snapshot of interest references.
 //!
 //! Orphans come from statements that failed or were killed after uploading data files, from
-//! files removed by later commits (`DROP PARTITION`, replaced tables) and from dropped tables. A
-//! file is deleted only if it is older than the retention period: that protects time travel to
-//! recent versions and the uploads of writers that have not committed yet.
+//! files removed by later commits (`DROP PARTITION`, `UPDATE`, replaced tables) and from
+//! dropped tables.
+//!
+//! A file that a commit removed is deleted only when that commit is older than the retention
+//! (Delta's `deletionTimestamp`), never by the file's own age: time travel to any version
+//! inside the retention still finds every file. A file no commit ever named (the upload of a
+//! statement that failed, or of one still running) is deleted when it is older than the
+//! retention; a writer checks that its files are still there before it commits
+//! ([`crate::TableLog::commit`]), so it fails rather than commit a pointer to a file VACUUM
+//! took.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -16,7 +23,7 @@ use object_store::path::Path;
 use crate::catalog::CatalogState;
 use crate::error::Result;
 use crate::id::TableId;
-use crate::log::TableLog;
+use crate::log::{Action, TableLog};
 use crate::store::paths;
 
 /// What a vacuum removed.
@@ -28,20 +35,44 @@ pub struct VacuumReport {
     pub bytes_deleted: u64,
 }
 
-/// Deletes unreferenced data files of `table` older than `retention`.
+/// Deletes the data files of `table` that no version inside `retention` reads.
 pub async fn vacuum_table(
     store: &Arc<dyn ObjectStore>,
     log: &TableLog,
     retention: Duration,
 ) -> Result<VacuumReport> {
-    let snapshot = log.latest().await?;
-    let live: HashSet<&str> = snapshot.files.keys().map(String::as_str).collect();
-    let cutoff = Utc::now() - retention;
+    let now = Utc::now();
+    let cutoff = now - retention;
+    // Replay the log: the files live now, those removed by a commit inside the retention
+    // (versions a reader may still travel to read them), and every file ever named.
+    let mut live: HashSet<String> = HashSet::new();
+    let mut keep: HashSet<String> = HashSet::new();
+    let mut named: HashSet<String> = HashSet::new();
+    for commit in log.history().await? {
+        for action in &commit.actions {
+            match action {
+                Action::Add(f) => {
+                    named.insert(f.path.clone());
+                    live.insert(f.path.clone());
+                }
+                Action::Remove { path, .. } => {
+                    live.remove(path);
+                    if commit.committed_at > cutoff {
+                        keep.insert(path.clone());
+                    }
+                }
+                Action::Metadata(_) | Action::Load(_) => {}
+            }
+        }
+    }
+    keep.extend(live);
     let candidates: Vec<(Path, u64)> = store
         .list(Some(&paths::table_data_dir(log.id())))
         .try_filter_map(|meta| {
-            let keep = live.contains(meta.location.as_ref()) || meta.last_modified > cutoff;
-            async move { Ok((!keep).then_some((meta.location, meta.size))) }
+            let path = meta.location.as_ref();
+            let delete =
+                !keep.contains(path) && (named.contains(path) || meta.last_modified < cutoff);
+            async move { Ok(delete.then_some((meta.location, meta.size))) }
         })
         .try_collect()
         .await?;
@@ -110,4 +141,122 @@ async fn delete(store: &Arc<dyn ObjectStore>, files: Vec<(Path, u64)>) -> Result
         .try_collect::<Vec<_>>()
         .await?;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::{Duration as StdDuration, SystemTime};
+
+    use arrow::datatypes::DataType;
+    use object_store::local::LocalFileSystem;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    use super::*;
+    use crate::log::{ColumnDef, DataFile, TableMetadata, Transaction};
+
+    fn metadata() -> TableMetadata {
+        TableMetadata {
+            columns: vec![ColumnDef {
+                name: "x".into(),
+                data_type: DataType::Int64,
+                nullable: true,
+                sql_type: None,
+            }],
+            partitioning: None,
+            properties: BTreeMap::new(),
+            constraints: Vec::new(),
+        }
+    }
+
+    /// A data file written long ago and removed by a commit a moment ago stays: a reader may
+    /// travel to the version before that commit. Retention counts from the removing commit.
+    #[tokio::test]
+    async fn retention_counts_from_the_commit_that_removed_a_file_not_from_its_age() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let id = TableId::random();
+        let log = TableLog::new(Arc::clone(&store), id.clone(), "t");
+        let v0 = log.create(metadata(), "CREATE TABLE").await.unwrap();
+        let path = format!("{}/old.parquet", paths::table_data_dir(&id));
+        store
+            .put(&Path::from(path.as_str()), PutPayload::from_static(b"rows"))
+            .await
+            .unwrap();
+        let ten_days_ago = SystemTime::now() - StdDuration::from_secs(10 * 86_400);
+        std::fs::File::options()
+            .write(true)
+            .open(dir.path().join(&path))
+            .unwrap()
+            .set_modified(ten_days_ago)
+            .unwrap();
+        let file = DataFile {
+            path: path.clone(),
+            partition: String::new(),
+            rows: 1,
+            size_bytes: 4,
+            stats: BTreeMap::new(),
+        };
+        let v1 = log
+            .commit(
+                &v0,
+                &Transaction {
+                    add: vec![file.clone()],
+                    ..Transaction::new("INSERT")
+                },
+            )
+            .await
+            .unwrap();
+        log.commit(
+            &v1,
+            &Transaction {
+                remove: vec![file],
+                ..Transaction::new("DELETE")
+            },
+        )
+        .await
+        .unwrap();
+        let kept = vacuum_table(&store, &log, Duration::days(7)).await.unwrap();
+        assert_eq!(kept.files_deleted, 0);
+        assert!(store.head(&Path::from(path.as_str())).await.is_ok());
+        // Once the removing commit is older than the retention, the file goes.
+        let gone = vacuum_table(&store, &log, Duration::zero()).await.unwrap();
+        assert_eq!(gone.files_deleted, 1);
+    }
+
+    /// A writer whose upload VACUUM deleted before its commit fails, and commits nothing.
+    #[tokio::test]
+    async fn a_commit_naming_a_vacuumed_file_fails_and_commits_nothing() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let id = TableId::random();
+        let log = TableLog::new(Arc::clone(&store), id.clone(), "t");
+        let v0 = log.create(metadata(), "CREATE TABLE").await.unwrap();
+        let path = format!("{}/upload.parquet", paths::table_data_dir(&id));
+        store
+            .put(&Path::from(path.as_str()), PutPayload::from_static(b"rows"))
+            .await
+            .unwrap();
+        let report = vacuum_table(&store, &log, Duration::zero()).await.unwrap();
+        assert_eq!(
+            report.files_deleted, 1,
+            "an orphan older than the retention"
+        );
+        let txn = Transaction {
+            add: vec![DataFile {
+                path,
+                partition: String::new(),
+                rows: 1,
+                size_bytes: 4,
+                stats: BTreeMap::new(),
+            }],
+            ..Transaction::new("INSERT")
+        };
+        let err = log.commit(&v0, &txn).await.unwrap_err();
+        assert!(
+            err.to_string().contains("was deleted before its commit"),
+            "{err}"
+        );
+        assert_eq!(log.latest().await.unwrap().version, v0.version);
+    }
 }

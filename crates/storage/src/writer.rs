@@ -20,7 +20,7 @@ use parquet::basic::Compression;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, panic_message};
 use crate::id::TableId;
 use crate::load::RowError;
 use crate::log::{ColumnStats, DataFile, Snapshot, StatValue};
@@ -80,15 +80,6 @@ where
             message: "the worker stopped without an answer".to_string(),
         })
     })
-}
-
-/// The text of a panic payload (`panic!` with a literal or with a formatted message).
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 /// A Parquet file being encoded in memory.

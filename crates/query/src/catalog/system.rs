@@ -398,6 +398,7 @@ async fn query_log(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
         Field::new("partitions_scanned", DataType::UInt64, false),
         Field::new("files_scanned", DataType::UInt64, false),
         Field::new("bytes_scanned", DataType::UInt64, false),
+        Field::new("retries", DataType::UInt64, false),
     ]));
     let strings = |f: &dyn Fn(&QueryLogEntry) -> Option<String>| -> ArrayRef {
         let mut b = StringBuilder::new();
@@ -428,6 +429,7 @@ async fn query_log(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
         numbers(&|e| e.partitions_scanned),
         numbers(&|e| e.files_scanned),
         numbers(&|e| e.bytes_scanned),
+        numbers(&|e| u64::from(e.retries)),
     ];
     mem_table(schema, columns)
 }

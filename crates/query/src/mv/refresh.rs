@@ -44,7 +44,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
-use strata_storage::{DataFile, Partition, Snapshot, TableId, Transaction};
+use strata_storage::{DataFile, Partition, Reads, Snapshot, TableId, Transaction};
 
 use crate::catalog::materialized_view::{
     Definition, LastRefresh, MaterializedViewTable, SourceVersion, avg_count_column,
@@ -433,7 +433,7 @@ async fn run(
     txn.replace_metadata = Some(metadata);
     txn.remove = remove;
     // A concurrent refresh must not land on top of this one: both would add the same rows.
-    txn.exclusive = true;
+    txn.reads = Reads::Table;
     let (rows_written, snapshot) = write_batches(
         warehouse,
         warehouse.write_options(),

@@ -148,6 +148,9 @@ pub(crate) async fn apply_changes(
         .union(memory_plan(folded.rows)?.build()?)?
         .build()?;
     let mut txn = Transaction::new("APPLY CHANGES");
+    // The current versions it closed, and the surrogate keys it numbered, were read from the
+    // whole table.
+    txn.reads = strata_storage::Reads::Table;
     let mut metadata = snapshot.metadata.clone();
     metadata
         .properties

@@ -319,7 +319,9 @@ pub(crate) async fn copy_into(
     let mut table_writer = TableWriter::new(&table, &snapshot, write_options).with_check(check);
     let mut txn = Transaction::new("COPY INTO");
     txn.reject_loaded_twice = !force;
-    txn.exclusive = exclusive;
+    if exclusive {
+        txn.reads = strata_storage::Reads::Table;
+    }
     let mut rejected: Vec<RejectedRow> = Vec::new();
     let failure = |source: &SourceFile, status: &str, error: String| LoadFailure {
         id: uuid::Uuid::new_v4().to_string(),

@@ -159,6 +159,8 @@ impl Session {
             let (log, snapshot, name) = self.open_table_for_write(&target.name).await?;
             let mut txn = Transaction::new("TRUNCATE");
             txn.remove = snapshot.files.values().cloned().collect();
+            // Rows a concurrent commit added go too: TRUNCATE empties the table.
+            txn.reads = strata_storage::Reads::Table;
             self.commit_removal(&name, &log, &snapshot, &txn).await?;
             total += snapshot.row_count();
         }
@@ -568,12 +570,21 @@ impl Session {
         })
     }
 
+    /// `VACUUM [t] [RETAIN n HOURS]`: deletes files no version inside the retention reads.
     pub(crate) async fn vacuum(
         &self,
         table: Option<&ObjectName>,
         retain_hours: Option<f64>,
     ) -> Result<StatementResult> {
-        let hours = retain_hours.unwrap_or(7.0 * 24.0);
+        let hours = retain_hours.unwrap_or(MIN_RETENTION_HOURS);
+        if hours < MIN_RETENTION_HOURS && self.strata_options().vacuum_retention_check {
+            return Err(Error::Plan(format!(
+                "VACUUM RETAIN {hours} HOURS is shorter than the minimum retention of \
+                 {MIN_RETENTION_HOURS} hours (7 days): it would delete files that time travel \
+                 to recent versions and statements still running may need. To allow it, SET \
+                 strata.vacuum_retention_check = false"
+            )));
+        }
         // Beyond ~100 years nothing could be old enough: keep everything.
         let retention = chrono::Duration::milliseconds(
             (hours.clamp(0.0, 24.0 * 365.0 * 100.0) * 3_600_000.0) as i64,
@@ -623,6 +634,9 @@ impl Session {
         Ok(())
     }
 }
+
+/// The shortest retention VACUUM accepts unless `strata.vacuum_retention_check` is off.
+const MIN_RETENTION_HOURS: f64 = 7.0 * 24.0;
 
 /// The one part of a database name.
 fn single(name: &ObjectName, what: &str) -> Result<String> {

@@ -19,7 +19,7 @@
 //! is written. Files that hold no affected row are never read twice nor rewritten.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, AsArray, Int64Array, RecordBatch, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -36,13 +36,13 @@ use datafusion::logical_expr::{
 };
 use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
-use strata_storage::{DataFile, Transaction};
+use strata_storage::{DataFile, Reads, Transaction};
 
 use crate::catalog::materialized_view::{MaterializedViewTable, read_only};
 use crate::error::{Error, Result};
 use crate::result::StatementResult;
 use crate::session::Session;
-use crate::table::provider::{FILE_COLUMN, ROW_COLUMN, StrataTable};
+use crate::table::provider::{FILE_COLUMN, ROW_COLUMN, ReadLog, StrataTable};
 use crate::table::write::write_batches;
 
 /// Runs a DataFusion-planned `UPDATE`, `DELETE` or `MERGE INTO` on a Strata table; `None` for
@@ -74,10 +74,18 @@ pub(crate) async fn run(session: &Session, plan: &LogicalPlan) -> Result<Option<
             table.name()
         )));
     }
+    // A subquery that reads the target table reads all of it; otherwise the row-id scans
+    // note the partitions they read.
+    let reads = if scans_of(&dml.input, &dml.table_name)? > 1 {
+        Reads::Table
+    } else {
+        Reads::Nothing
+    };
     let target = Target {
         session,
         table,
         reference: dml.table_name.clone(),
+        reads: Arc::new(Mutex::new(reads)),
     };
     let result = match &dml.op {
         WriteOp::Delete => target.delete(dml).await?,
@@ -165,11 +173,26 @@ fn reject_limit(input: &LogicalPlan) -> Result<()> {
     Ok(())
 }
 
-/// The table a statement changes, and how the statement's plan names it.
+/// How many scans of `table` `plan` has, subqueries included.
+fn scans_of(plan: &LogicalPlan, table: &TableReference) -> Result<usize> {
+    let mut scans = 0;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && scan.table_name.resolved_eq(table)
+        {
+            scans += 1;
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(scans)
+}
+
+/// The table a statement changes, how the statement's plan names it, and what its scans read.
 struct Target<'a> {
     session: &'a Session,
     table: &'a StrataTable,
     reference: TableReference,
+    reads: ReadLog,
 }
 
 /// What the first pass of `MERGE` found.
@@ -193,6 +216,7 @@ impl Target<'_> {
             let snapshot = self.table.snapshot();
             let mut txn = Transaction::new("DELETE");
             txn.remove = snapshot.files.values().cloned().collect();
+            txn.reads = Reads::Table;
             self.session
                 .commit_removal(self.table.name(), self.table.log(), snapshot, &txn)
                 .await?;
@@ -456,7 +480,11 @@ impl Target<'_> {
 
     /// A scan of the target table with row ids, named as the statement names it.
     fn row_id_scan(&self, files: Option<&HashSet<String>>) -> Result<LogicalPlan> {
-        let provider: Arc<dyn TableProvider> = Arc::new(self.table.with_row_ids(files));
+        let provider: Arc<dyn TableProvider> = Arc::new(
+            self.table
+                .with_row_ids(files)
+                .with_read_log(Arc::clone(&self.reads)),
+        );
         Ok(
             LogicalPlanBuilder::scan(self.reference.clone(), provider_as_source(provider), None)?
                 .build()?,
@@ -547,6 +575,7 @@ impl Target<'_> {
     ) -> Result<()> {
         let snapshot = self.table.snapshot();
         let mut txn = Transaction::new(operation);
+        txn.reads = self.reads.lock().unwrap_or_else(|e| e.into_inner()).clone();
         txn.remove = files
             .iter()
             .filter_map(|path| snapshot.files.get(path))
@@ -742,5 +771,59 @@ mod tests {
                 && text.contains(&format!("| 11 | {committed_other} ")),
             "{text} (same: {committed_same}, other: {committed_other})"
         );
+    }
+
+    async fn count(session: &mut crate::Session, sql: &str) -> String {
+        let result = session.sql(sql).await.unwrap();
+        arrow::util::pretty::pretty_format_batches(&result[0].batches)
+            .unwrap()
+            .to_string()
+    }
+
+    /// Several sessions run the same insert-if-absent MERGE of new keys at once: each key is
+    /// inserted once. The losers of the commit race run again on the newer snapshot (the
+    /// retries are in the query log), where the keys are matched.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_merges_insert_each_new_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(dir.path().to_str().unwrap()).await.unwrap();
+        let mut setup = warehouse.session();
+        setup
+            .sql(
+                "CREATE TABLE target (k INT, v INT);
+                 CREATE TABLE source (k INT, v INT);
+                 INSERT INTO source SELECT CAST(value AS INT), 1 FROM generate_series(1, 12);",
+            )
+            .await
+            .unwrap();
+        let merges: Vec<_> = (0..4)
+            .map(|_| {
+                let warehouse = warehouse.clone();
+                tokio::spawn(async move {
+                    warehouse
+                        .session()
+                        .sql(
+                            "MERGE INTO target t USING source s ON t.k = s.k
+                             WHEN NOT MATCHED THEN INSERT (k, v) VALUES (s.k, s.v)",
+                        )
+                        .await
+                })
+            })
+            .collect();
+        for merge in merges {
+            merge.await.unwrap().unwrap();
+        }
+        let text = count(
+            &mut setup,
+            "SELECT count(*) AS n, count(DISTINCT k) AS keys FROM target",
+        )
+        .await;
+        assert!(text.contains("| 12 | 12   |"), "{text}");
+        let retries = count(
+            &mut setup,
+            "SELECT sum(retries) > 0 AS retried FROM system.query_log WHERE query_text LIKE 'MERGE%'",
+        )
+        .await;
+        assert!(retries.contains("true"), "{retries}");
     }
 }

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use strata_storage::QueryLogEntry;
 
+use crate::redact::redact;
 use crate::table::ScanFigures;
 use crate::warehouse::Warehouse;
 
@@ -20,6 +21,8 @@ pub(crate) struct Entry<'a> {
     pub(crate) error: Option<String>,
     pub(crate) rows: u64,
     pub(crate) figures: ScanFigures,
+    /// Times the statement ran again after losing a commit race.
+    pub(crate) retries: u32,
 }
 
 impl Entry<'_> {
@@ -29,16 +32,17 @@ impl Entry<'_> {
         QueryLogEntry {
             query_id: uuid::Uuid::new_v4().to_string(),
             session_id: self.session_id.to_string(),
-            query_text: self.text.to_string(),
+            query_text: redact(self.text),
             started_at: self.started_at,
             duration_ms: u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX),
             status: self.status.to_string(),
-            error: self.error,
+            error: self.error.as_deref().map(redact),
             rows_returned: self.rows,
             partitions_total: figures.partitions_total as u64,
             partitions_scanned: figures.partitions_scanned as u64,
             files_scanned: figures.files_scanned as u64,
             bytes_scanned: figures.bytes_scanned,
+            retries: self.retries,
         }
     }
 }

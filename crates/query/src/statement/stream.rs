@@ -259,6 +259,7 @@ impl Session {
             error,
             rows: count,
             figures: Default::default(),
+            retries: 0,
         };
         query_log::record(self.warehouse(), entry).await;
         outcome
@@ -446,6 +447,7 @@ impl QueryLog {
             error,
             rows,
             figures: plan.map(scan_figures).unwrap_or_default(),
+            retries: 0,
         }
         .record()
     }

@@ -12,7 +12,7 @@
 //! Writes (`INSERT`) go through [`StrataSink`]: route → encode → upload → one commit.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, BooleanArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, SchemaRef};
@@ -32,7 +32,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use parquet::arrow::RowNumber;
-use strata_storage::{DataFile, Snapshot, TableLog};
+use strata_storage::{DataFile, Reads, Snapshot, TableLog};
 
 use crate::error::Result;
 use crate::parser::{AsOf, split_time_travel};
@@ -61,7 +61,13 @@ pub(crate) struct StrataTable {
     historical: bool,
     /// Rows carry [`FILE_COLUMN`] and [`ROW_COLUMN`] (the scan of a DML statement).
     row_ids: bool,
+    /// Where scans note what they read, for the commit's conflict check (DML statements).
+    read_log: Option<ReadLog>,
 }
+
+/// What the scans of one statement read from its target table: the [`Reads`] its commit
+/// checks against concurrent commits.
+pub(crate) type ReadLog = Arc<Mutex<Reads>>;
 
 impl StrataTable {
     /// The provider for `snapshot` of the table behind `log`.
@@ -81,6 +87,7 @@ impl StrataTable {
             schema,
             historical,
             row_ids: false,
+            read_log: None,
         }
     }
 
@@ -144,7 +151,14 @@ impl StrataTable {
             schema: Arc::clone(&self.schema),
             historical: self.historical,
             row_ids: false,
+            read_log: self.read_log.clone(),
         }
+    }
+
+    /// This table noting in `log` what its scans read.
+    pub(crate) fn with_read_log(mut self, log: ReadLog) -> Self {
+        self.read_log = Some(log);
+        self
     }
 
     /// The table's own columns (without row ids).
@@ -189,14 +203,16 @@ impl StrataTable {
         &self.snapshot
     }
 
-    /// Partition and file pruning; returns the kept files and the figures.
-    fn prune(&self, predicate: Option<&PruningPredicate>) -> (Vec<&DataFile>, ScanFigures) {
+    /// Partition and file pruning; returns the kept files, the figures, and what the scan
+    /// reads: the partitions whose bounds the predicate keeps (file statistics do not count:
+    /// a file added later may match).
+    fn prune(&self, predicate: Option<&PruningPredicate>) -> (Vec<&DataFile>, ScanFigures, Reads) {
         let all_files: Vec<&DataFile> = self.snapshot.files.values().collect();
         let layout = self.snapshot.metadata.partitioning.as_ref();
         let partitions_total = layout.map_or(1, |l| l.partitions.len().max(1));
         let Some(predicate) = predicate else {
             let figures = ScanFigures::of(partitions_total, &all_files, &all_files);
-            return (all_files, figures);
+            return (all_files, figures, Reads::Table);
         };
         // Partitions from bounds.
         let kept_partitions: Option<HashSet<&str>> = layout.and_then(|l| {
@@ -238,7 +254,11 @@ impl StrataTable {
             Err(_) => candidates,
         };
         let figures = ScanFigures::of(partitions_total, &all_files, &kept);
-        (kept, figures)
+        let reads = match kept_partitions {
+            Some(names) => Reads::Partitions(names.into_iter().map(String::from).collect()),
+            None => Reads::Table,
+        };
+        (kept, figures, reads)
     }
 
     fn file_statistics(&self, file: &DataFile) -> Statistics {
@@ -440,7 +460,11 @@ impl TableProvider for StrataTable {
                 .ok(),
             None => None,
         };
-        let (files, figures) = self.prune(pruning.as_ref());
+        let (files, figures, reads) = self.prune(pruning.as_ref());
+        if let Some(log) = &self.read_log {
+            let mut noted = log.lock().unwrap_or_else(|e| e.into_inner());
+            *noted = std::mem::take(&mut *noted).union(reads);
+        }
         let partitioned: Vec<PartitionedFile> = files
             .iter()
             .map(|f| {

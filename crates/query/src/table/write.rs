@@ -14,7 +14,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use futures::StreamExt;
 use strata_storage::{
-    DataFile, Snapshot, TableLog, TableWriter, Transaction, WriteOptions, run_cpu, writer,
+    DataFile, Reads, Snapshot, TableLog, TableWriter, Transaction, WriteOptions, run_cpu, writer,
 };
 
 use crate::warehouse::Warehouse;
@@ -54,7 +54,9 @@ impl DataSink for StrataSink {
         };
         let mut txn = Transaction::new(operation);
         if self.overwrite {
+            // An overwrite replaces every row, including rows a concurrent commit added.
             txn.remove = self.snapshot.files.values().cloned().collect();
+            txn.reads = Reads::Table;
         }
         let mut options = self.warehouse.write_options();
         if let Some(strata) = context
@@ -93,7 +95,9 @@ pub(crate) async fn write_batches(
     let store = warehouse.object_store();
     let (check, exclusive) =
         crate::table::constraints::prepare(warehouse, name, log, snapshot, &txn.remove).await?;
-    txn.exclusive |= exclusive;
+    if exclusive {
+        txn.reads = Reads::Table;
+    }
     let mut table_writer = TableWriter::new(name, snapshot, options).with_check(check);
     let mut added: Vec<DataFile> = Vec::new();
     while let Some(batch) = data.next().await {

@@ -122,7 +122,7 @@ pub fn read_file(
     std::panic::catch_unwind(read).unwrap_or_else(|payload| {
         Err(fail(format!(
             "the file is damaged: its reader failed ({})",
-            crate::writer::panic_message(payload.as_ref())
+            crate::error::panic_message(payload.as_ref())
         )))
     })
 }
