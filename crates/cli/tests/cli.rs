@@ -835,3 +835,9 @@ fn remote_runs_scripts_and_the_shell_on_a_server() {
     );
     assert_eq!(log, "status\nCANCELLED\n");
 }
+
+#[path = "reliability/conflict_matrix.rs"]
+mod conflict_matrix;
+
+#[path = "reliability/kill_loop.rs"]
+mod kill_loop;

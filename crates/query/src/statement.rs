@@ -20,6 +20,8 @@ pub(crate) mod apply_changes;
 pub(crate) mod copy;
 pub(crate) mod ddl;
 pub(crate) mod dml;
+#[cfg(test)]
+mod fault_sweep;
 pub(crate) mod hooks;
 pub(crate) mod plan;
 pub(crate) mod query_log;

@@ -34,6 +34,8 @@ struct Inner {
     catalog: Catalog,
     catalog_state: RwLock<CatalogState>,
     snapshots: Mutex<HashMap<TableId, Snapshot>>,
+    /// Tables being created: written before the catalog names them.
+    creating: Mutex<std::collections::HashSet<TableId>>,
     options: WarehouseOptions,
     runtime: Arc<RuntimeEnv>,
     scan_cache: Arc<ScanCache>,
@@ -47,8 +49,13 @@ impl Warehouse {
 
     /// Opens the warehouse with explicit options.
     pub async fn open_with(location: &str, options: WarehouseOptions) -> Result<Self> {
+        Self::open_store(WarehouseStore::open(location)?, options).await
+    }
+
+    /// Opens the warehouse on an already opened store (an embedding application's own
+    /// `ObjectStore`, or a test's fault-injecting one).
+    pub async fn open_store(store: WarehouseStore, options: WarehouseOptions) -> Result<Self> {
         crate::config::check_settings(&options.settings)?;
-        let store = WarehouseStore::open(location)?;
         let catalog = Catalog::new(store.object_store());
         let state = catalog.latest().await?;
         let mut runtime = RuntimeEnvBuilder::new();
@@ -62,6 +69,7 @@ impl Warehouse {
                 catalog,
                 catalog_state: RwLock::new(state),
                 snapshots: Mutex::new(HashMap::new()),
+                creating: Mutex::new(Default::default()),
                 scan_cache: Arc::new(ScanCache::new(options.scan_cache_bytes)),
                 options,
                 runtime,
@@ -172,6 +180,7 @@ impl Warehouse {
     ) -> Result<T> {
         let id = TableId::random();
         let log = self.table_log(&id, &format!("{database}.{schema}.{name}"));
+        self.creating().insert(id.clone());
         let made = async {
             let snapshot = log.create(metadata, "CREATE TABLE").await?;
             let (out, snapshot) = fill(&log, snapshot).await?;
@@ -181,6 +190,7 @@ impl Warehouse {
             Ok(out)
         }
         .await;
+        self.creating().remove(&id);
         if made.is_err() {
             // Delete only if the catalog surely does not hold the table: a catalog commit whose
             // answer was lost may have landed. Otherwise VACUUM collects the files later.
@@ -270,6 +280,48 @@ impl Warehouse {
         };
         self.remember(log.id(), &snapshot);
         Ok(snapshot)
+    }
+
+    fn creating(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<TableId>> {
+        self.inner
+            .creating
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that `snapshot` of table `name` was just committed. Fails if the catalog no
+    /// longer names the table (a concurrent `DROP TABLE` or `CREATE OR REPLACE` won): the
+    /// commit landed in a log no table points to, so the statement must not report success.
+    /// The error is a conflict, so the statement runs again, against what the name is now.
+    pub(crate) async fn committed(
+        &self,
+        name: &str,
+        log: &TableLog,
+        snapshot: &Snapshot,
+    ) -> Result<()> {
+        self.remember(log.id(), snapshot);
+        if self.creating().contains(log.id()) {
+            return Ok(());
+        }
+        // The commit has landed: a failure to read the catalog now must not report it failed.
+        let catalog = match self.refresh_catalog().await {
+            Ok(catalog) => catalog,
+            Err(e) => {
+                tracing::warn!(table = %name, error = %e, "committed; could not check the catalog");
+                return Ok(());
+            }
+        };
+        if catalog.table_ids().any(|id| id == log.id()) {
+            return Ok(());
+        }
+        Err(strata_storage::Error::CommitConflict {
+            table: name.to_string(),
+            version: snapshot.version,
+            reason: "a concurrent statement dropped or replaced the table, so what this \
+                     statement wrote is in no table"
+                .to_string(),
+        }
+        .into())
     }
 
     /// Caches a snapshot this process just committed or read.

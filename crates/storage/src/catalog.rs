@@ -106,6 +106,11 @@ pub struct DatabaseEntry {
 pub struct CatalogState {
     /// The catalog version this is.
     pub version: Version,
+    /// Random id of the commit that wrote this version. Two writers making the same change
+    /// (two `DROP TABLE t`) write equal states: after an "already exists" answer, the id tells
+    /// one's own lost-response write from the other's.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub txn_id: String,
     /// Databases by name.
     pub databases: BTreeMap<String, DatabaseEntry>,
 }
@@ -125,6 +130,7 @@ impl CatalogState {
         );
         Self {
             version: Version(0),
+            txn_id: String::new(),
             databases,
         }
     }
@@ -293,11 +299,13 @@ impl Catalog {
     where
         F: FnMut(&mut CatalogState) -> Result<()>,
     {
+        crate::faults::commit_barrier().await;
         let mut state = self.latest().await?;
         for _ in 0..MAX_COMMIT_ATTEMPTS {
             let mut next = state.clone();
             change(&mut next)?;
             next.version = Version(state.version.0 + 1);
+            next.txn_id = uuid::Uuid::new_v4().to_string();
             if self.put(&next).await? {
                 return Ok(next);
             }

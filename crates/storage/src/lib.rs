@@ -27,6 +27,7 @@
 pub mod catalog;
 /// The one error type of the storage layer.
 pub mod error;
+mod faults;
 /// Table ids and log versions.
 pub mod id;
 /// Finding and reading `COPY INTO` sources (CSV, JSON, Parquet).
@@ -49,6 +50,7 @@ pub use catalog::{
     TableEntry, ViewEntry,
 };
 pub use error::{Error, Result, panic_message};
+pub use faults::{Fault, FaultyStore};
 pub use id::{TableId, Version};
 pub use log::{
     Action, ColumnDef, ColumnStats, Commit, Constraint, DataFile, LoadedFile, Reads, Snapshot,
@@ -59,4 +61,6 @@ pub use records::{
     LineageEdge, LoadErrors, LoadFailure, QueryLogEntry, Record, RejectedRow, SystemRecords,
 };
 pub use store::WarehouseStore;
-pub use writer::{BatchCheck, DEFAULT_MAX_NEW_PARTITIONS, TableWriter, WriteOptions, run_cpu};
+pub use writer::{
+    BatchCheck, DEFAULT_MAX_NEW_PARTITIONS, TableWriter, Uploads, WriteOptions, run_cpu,
+};

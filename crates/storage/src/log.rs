@@ -28,6 +28,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::faults;
 use crate::id::{TableId, Version};
 use crate::partition::{Partition, Partitioning};
 use crate::store::paths;
@@ -376,6 +377,9 @@ pub struct Transaction {
     pub replace_metadata: Option<TableMetadata>,
     /// Partitions to add (interval partitions, `ADD PARTITION`); idempotent on retry.
     pub add_partitions: Vec<Partition>,
+    /// `add_partitions` must not exist yet (`ADD PARTITION`): a concurrent commit that added
+    /// one of them is a conflict, not the same partition made twice (interval partitions).
+    pub new_partitions: bool,
     /// Partitions to drop from the layout (`DROP PARTITION`).
     pub drop_partitions: Vec<String>,
     /// Files to add.
@@ -498,6 +502,12 @@ impl Transaction {
                 .as_mut()
                 .ok_or_else(|| format!("table '{table}' is no longer partitioned"))?;
             for p in &self.add_partitions {
+                if self.new_partitions && layout.partition(&p.name).is_some() {
+                    return Err(format!(
+                        "partition '{}' was added by another statement",
+                        p.name
+                    ));
+                }
                 layout.ensure(p)?;
             }
             for name in &self.drop_partitions {
@@ -611,7 +621,12 @@ impl TableLog {
                 let theirs = self.read_commit(commit.version).await?;
                 Ok(theirs.is_some_and(|c| c.txn_id == commit.txn_id))
             }
-            Err(e) => Err(e.into()),
+            // The write may have landed with its answer lost (a timeout, a reset connection):
+            // what is at that version decides, so a landed commit is never reported failed.
+            Err(e) => match self.read_commit(commit.version).await {
+                Ok(Some(c)) => Ok(c.txn_id == commit.txn_id),
+                Ok(None) | Err(_) => Err(e.into()),
+            },
         }
     }
 
@@ -628,10 +643,18 @@ impl TableLog {
         }
     }
 
+    /// The checkpoint at `version`. A damaged one (truncated, not JSON, not the version it
+    /// says) counts as missing: the commits it summarises are all still in the log.
     async fn read_checkpoint(&self, version: Version) -> Result<Option<Snapshot>> {
         let path = paths::table_checkpoint(&self.id, version);
         match self.store.get(&path).await {
-            Ok(r) => Ok(Some(parse(&path, &r.bytes().await?)?)),
+            Ok(r) => match parse::<Snapshot>(&path, &r.bytes().await?) {
+                Ok(s) if s.version == version => Ok(Some(s)),
+                Ok(_) | Err(_) => {
+                    tracing::warn!(table = %self.name, checkpoint = %path, "damaged checkpoint; replaying the log");
+                    Ok(None)
+                }
+            },
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -777,6 +800,7 @@ impl TableLog {
     /// removed a file it removes, dropped a partition it writes to, or changed rows it read
     /// ([`Transaction::reads`]).
     pub async fn commit(&self, base: &Snapshot, txn: &Transaction) -> Result<Snapshot> {
+        faults::commit_barrier().await;
         self.check_uploaded(base, &txn.add).await?;
         let txn_id = uuid::Uuid::new_v4().to_string();
         let mut snapshot = base.clone();
@@ -797,7 +821,7 @@ impl TableLog {
                 operation: txn.operation.clone(),
                 actions,
             };
-            failpoint("before_commit");
+            faults::failpoint("before_commit");
             if self.put_commit(&commit).await? {
                 snapshot.apply(&commit);
                 if version.0.is_multiple_of(CHECKPOINT_INTERVAL) {
@@ -869,15 +893,6 @@ impl TableLog {
         if let Err(e) = result {
             tracing::warn!(table = %self.name, version = %snapshot.version, error = %e, "checkpoint not written");
         }
-    }
-}
-
-/// Crash testing: when `STRATA_FAILPOINT` names this point, the process aborts here, as a
-/// kill or power loss would stop it. Costs one environment lookup per commit.
-fn failpoint(name: &str) {
-    if std::env::var("STRATA_FAILPOINT").is_ok_and(|v| v == name) {
-        eprintln!("failpoint {name}: aborting");
-        std::process::abort();
     }
 }
 
@@ -978,5 +993,39 @@ mod tests {
             log.history().await.unwrap().len() as u64,
             CHECKPOINT_INTERVAL + 8
         );
+    }
+
+    /// A damaged checkpoint or `_last_checkpoint` costs replay time, never the table.
+    #[tokio::test]
+    async fn a_damaged_checkpoint_falls_back_to_replaying_the_log() {
+        let log = TableLog::new(Arc::new(InMemory::new()), TableId::random(), "t");
+        let mut s = log.create(metadata(), "CREATE TABLE").await.unwrap();
+        for i in 0..(CHECKPOINT_INTERVAL + 3) {
+            s = log
+                .commit(&s, &append(&log, &format!("f{i}"), 1).await)
+                .await
+                .unwrap();
+        }
+        let checkpoint = paths::table_checkpoint(log.id(), Version(CHECKPOINT_INTERVAL));
+        let hint = paths::last_checkpoint(log.id());
+        for (path, body) in [
+            (&checkpoint, &b"{\"version\": 5"[..]),
+            (&checkpoint, &b"not json"[..]),
+            (&hint, &b"garbage"[..]),
+            (&hint, &b"7"[..]),
+        ] {
+            log.store
+                .put(path, PutPayload::from(body.to_vec()))
+                .await
+                .unwrap();
+            assert_eq!(log.latest().await.unwrap(), s);
+            assert_eq!(
+                log.at_version(Version(CHECKPOINT_INTERVAL + 1))
+                    .await
+                    .unwrap()
+                    .row_count(),
+                CHECKPOINT_INTERVAL + 1
+            );
+        }
     }
 }

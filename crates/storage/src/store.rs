@@ -105,6 +105,15 @@ impl WarehouseStore {
         })
     }
 
+    /// A warehouse on `store` (for tests: a store that injects faults), named `location`.
+    pub fn from_store(store: Arc<dyn ObjectStore>, location: &str) -> Self {
+        Self {
+            store,
+            location: location.to_string(),
+            local_root: None,
+        }
+    }
+
     /// The store, rooted at the warehouse.
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
         Arc::clone(&self.store)
@@ -200,14 +209,28 @@ pub mod paths {
         Path::from(format!("tables/{}/data", table.0))
     }
 
-    /// A new data file in `partition`.
-    pub fn new_data_file(table: &TableId, partition: &str) -> Path {
+    /// A new data file in `partition`, uploaded by the statement `uploads`
+    /// ([`crate::writer::Uploads`]).
+    pub fn new_data_file(table: &TableId, partition: &str, uploads: &str) -> Path {
         let id = uuid::Uuid::new_v4();
         if partition.is_empty() {
-            Path::from(format!("tables/{}/data/{id}.parquet", table.0))
+            Path::from(format!("tables/{}/data/{uploads}-{id}.parquet", table.0))
         } else {
-            Path::from(format!("tables/{}/data/{partition}/{id}.parquet", table.0))
+            Path::from(format!(
+                "tables/{}/data/{partition}/{uploads}-{id}.parquet",
+                table.0
+            ))
         }
+    }
+
+    /// The markers of statements uploading to a table.
+    pub fn inflight_dir(table: &TableId) -> Path {
+        Path::from(format!("tables/{}/_inflight", table.0))
+    }
+
+    /// The marker of statement `uploads`, there while it uploads and commits.
+    pub fn inflight_marker(table: &TableId, uploads: &str) -> Path {
+        Path::from(format!("tables/{}/_inflight/{uploads}", table.0))
     }
 
     /// The directory of system records of `kind` (`query_log`, `load_failures`).

@@ -8,17 +8,17 @@
 //! (Delta's `deletionTimestamp`), never by the file's own age: time travel to any version
 //! inside the retention still finds every file. A file no commit ever named (the upload of a
 //! statement that failed, or of one still running) is deleted when it is older than the
-//! retention; a writer checks that its files are still there before it commits
-//! ([`crate::TableLog::commit`]), so it fails rather than commit a pointer to a file VACUUM
-//! took.
+//! retention, unless the statement that uploaded it is still running: its marker
+//! (`_inflight/<id>`, see [`crate::writer::Uploads`]) is there. A writer also checks that its
+//! files are still there before it commits ([`crate::TableLog::commit`]).
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use futures::{StreamExt, TryStreamExt};
-use object_store::ObjectStore;
 use object_store::path::Path;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::catalog::CatalogState;
 use crate::error::Result;
@@ -41,8 +41,18 @@ pub async fn vacuum_table(
     log: &TableLog,
     retention: Duration,
 ) -> Result<VacuumReport> {
+    crate::faults::commit_barrier().await;
     let now = Utc::now();
     let cutoff = now - retention;
+    // Order matters: data files, then markers, then the log. A file listed here was uploaded
+    // by a statement whose marker was written before it, so that statement is either still
+    // running (its marker is listed next) or has ended (its commit, if any, is in the log read
+    // after). Either way the file is not taken from a commit.
+    let files: Vec<ObjectMeta> = store
+        .list(Some(&paths::table_data_dir(log.id())))
+        .try_collect()
+        .await?;
+    let running = running_uploads(store, log, now).await?;
     // Replay the log: the files live now, those removed by a commit inside the retention
     // (versions a reader may still travel to read them), and every file ever named.
     let mut live: HashSet<String> = HashSet::new();
@@ -66,17 +76,99 @@ pub async fn vacuum_table(
         }
     }
     keep.extend(live);
-    let candidates: Vec<(Path, u64)> = store
-        .list(Some(&paths::table_data_dir(log.id())))
-        .try_filter_map(|meta| {
+    let uploaded_by_running = |meta: &ObjectMeta| {
+        let name = meta.location.filename().unwrap_or_default();
+        name.split_once('-')
+            .is_some_and(|(uploads, _)| running.contains(uploads))
+    };
+    let candidates: Vec<(Path, u64)> = files
+        .into_iter()
+        .filter(|meta| {
             let path = meta.location.as_ref();
-            let delete =
-                !keep.contains(path) && (named.contains(path) || meta.last_modified < cutoff);
-            async move { Ok(delete.then_some((meta.location, meta.size))) }
+            !keep.contains(path)
+                && (named.contains(path)
+                    || (meta.last_modified < cutoff && !uploaded_by_running(meta)))
         })
+        .map(|meta| (meta.location, meta.size))
+        .collect();
+    delete(store, candidates).await
+}
+
+/// A marker older than this is a killed statement's: its uploads are orphans like any other.
+pub const INFLIGHT_EXPIRY: Duration = Duration::days(1);
+
+/// The process that wrote an in-flight marker: `host` and `pid`, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Writer {
+    host: String,
+    pid: u32,
+}
+
+impl Writer {
+    pub(crate) fn this_process() -> Self {
+        Self {
+            host: host_name(),
+            pid: std::process::id(),
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut lines = text.lines();
+        Some(Self {
+            host: lines.next()?.to_string(),
+            pid: lines.next()?.parse().ok()?,
+        })
+    }
+
+    /// False only when the process surely ended: it ran on this host and is gone.
+    fn may_be_running(&self) -> bool {
+        self.host != host_name() || std::path::Path::new(&format!("/proc/{}", self.pid)).exists()
+    }
+}
+
+impl std::fmt::Display for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}\n{}", self.host, self.pid)
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The ids of the statements uploading to the table now. Markers of ended processes, and
+/// markers older than [`INFLIGHT_EXPIRY`], are removed.
+async fn running_uploads(
+    store: &Arc<dyn ObjectStore>,
+    log: &TableLog,
+    now: chrono::DateTime<Utc>,
+) -> Result<HashSet<String>> {
+    let markers: Vec<ObjectMeta> = store
+        .list(Some(&paths::inflight_dir(log.id())))
         .try_collect()
         .await?;
-    delete(store, candidates).await
+    let mut running = HashSet::new();
+    let mut ended = Vec::new();
+    for marker in markers {
+        let writer = match store.get(&marker.location).await {
+            Ok(body) => Writer::parse(&String::from_utf8_lossy(&body.bytes().await?)),
+            // Finished meanwhile.
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let alive = writer.is_none_or(|w| w.may_be_running());
+        if alive && marker.last_modified > now - INFLIGHT_EXPIRY {
+            if let Some(id) = marker.location.filename() {
+                running.insert(id.to_string());
+            }
+        } else {
+            ended.push((marker.location, 0));
+        }
+    }
+    delete(store, ended).await?;
+    Ok(running)
 }
 
 /// Deletes the directories of tables no longer in the catalog, older than `retention`.

@@ -475,17 +475,64 @@ impl TableWriter {
     }
 }
 
+/// The data files one statement uploads to one table before it commits them.
+///
+/// They are named after the statement (`<id>-<uuid>.parquet`), and while it runs a marker
+/// `_inflight/<id>` says so: VACUUM spares the files of a statement whose marker is there, so
+/// it never deletes the uploads of a commit that has not been written yet (see
+/// [`crate::vacuum`]). [`finish`](Self::finish) removes the marker. A marker left by a killed
+/// process is recognised as such on the same host (its process is gone) and expires elsewhere
+/// after [`crate::vacuum::INFLIGHT_EXPIRY`].
+#[derive(Debug)]
+pub struct Uploads {
+    store: Arc<dyn ObjectStore>,
+    table: TableId,
+    id: String,
+}
+
+impl Uploads {
+    /// Starts the uploads of a statement to `table`: writes its marker.
+    pub async fn begin(store: &Arc<dyn ObjectStore>, table: &TableId) -> Result<Self> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        store
+            .put(
+                &paths::inflight_marker(table, &id),
+                PutPayload::from(crate::vacuum::Writer::this_process().to_string()),
+            )
+            .await?;
+        Ok(Self {
+            store: Arc::clone(store),
+            table: table.clone(),
+            id,
+        })
+    }
+
+    /// Uploads encoded files in parallel and describes them for the log.
+    pub async fn upload(&self, files: Vec<EncodedFile>) -> Result<Vec<DataFile>> {
+        upload(&self.store, &self.table, &self.id, files).await
+    }
+
+    /// Ends the uploads, committed or not: removes the marker. A failure only delays VACUUM.
+    pub async fn finish(self) {
+        let marker = paths::inflight_marker(&self.table, &self.id);
+        if let Err(e) = self.store.delete(&marker).await {
+            tracing::warn!(marker = %marker, error = %e, "in-flight marker not removed");
+        }
+    }
+}
+
 /// Uploads encoded files in parallel and describes them for the log.
-pub async fn upload(
+async fn upload(
     store: &Arc<dyn ObjectStore>,
     table: &TableId,
+    uploads: &str,
     files: Vec<EncodedFile>,
 ) -> Result<Vec<DataFile>> {
     futures::stream::iter(files)
         .map(|f| {
             let store = Arc::clone(store);
             async move {
-                let path = paths::new_data_file(table, &f.partition);
+                let path = paths::new_data_file(table, &f.partition, uploads);
                 let size = f.bytes.len() as u64;
                 store.put(&path, PutPayload::from(f.bytes)).await?;
                 Ok::<_, Error>(DataFile {

@@ -26,8 +26,8 @@ use strata_storage::load::{
     self, CsvOptions, FileFormat, OnRowError, RowError, SourceData, SourceFile,
 };
 use strata_storage::{
-    LoadErrors, LoadFailure, LoadedFile, Record, RejectedRow, TableWriter, Transaction, run_cpu,
-    writer,
+    LoadErrors, LoadFailure, LoadedFile, Record, RejectedRow, TableWriter, Transaction, Uploads,
+    run_cpu,
 };
 
 use crate::error::{Error, Result};
@@ -317,152 +317,156 @@ pub(crate) async fn copy_into(
     let store = warehouse.object_store();
     let (check, exclusive) = constraints::prepare(&warehouse, &table, &log, &snapshot, &[]).await?;
     let mut table_writer = TableWriter::new(&table, &snapshot, write_options).with_check(check);
-    let mut txn = Transaction::new("COPY INTO");
-    txn.reject_loaded_twice = !force;
-    if exclusive {
-        txn.reads = strata_storage::Reads::Table;
-    }
-    let mut rejected: Vec<RejectedRow> = Vec::new();
-    let failure = |source: &SourceFile, status: &str, error: String| LoadFailure {
-        id: uuid::Uuid::new_v4().to_string(),
-        database: db.clone(),
-        schema: schema_name.clone(),
-        table: table_name.clone(),
-        file: source.display(),
-        size_bytes: source.size_bytes,
-        status: status.to_string(),
-        error,
-        at: Utc::now(),
-    };
-    let progress = session.progress();
-    progress.load_planned(todo.len() as u64, todo.iter().map(|s| s.size_bytes).sum());
-    let mut processed = Vec::new();
-    for source in todo {
-        let fmt = format
-            .clone()
-            .map(|f| match f {
-                FileFormat::Csv(_) => FileFormat::Csv(csv.clone()),
-                other => other,
-            })
-            .unwrap_or_else(|| match FileFormat::from_extension(&source.display()) {
-                FileFormat::Csv(_) => FileFormat::Csv(csv.clone()),
-                other => other,
-            });
-        let outcome = match source.open().await {
-            Ok(data) => {
-                let src = source.clone();
-                let (w, outcome) = run_cpu(move || {
-                    let mut w = table_writer;
-                    let outcome = load_file(&mut w, &src, data, &fmt, on_error);
-                    (w, outcome)
+    let uploads = Uploads::begin(&store, log.id()).await?;
+    let loaded = async {
+        let mut txn = Transaction::new("COPY INTO");
+        txn.reject_loaded_twice = !force;
+        if exclusive {
+            txn.reads = strata_storage::Reads::Table;
+        }
+        let mut rejected: Vec<RejectedRow> = Vec::new();
+        let failure = |source: &SourceFile, status: &str, error: String| LoadFailure {
+            id: uuid::Uuid::new_v4().to_string(),
+            database: db.clone(),
+            schema: schema_name.clone(),
+            table: table_name.clone(),
+            file: source.display(),
+            size_bytes: source.size_bytes,
+            status: status.to_string(),
+            error,
+            at: Utc::now(),
+        };
+        let progress = session.progress();
+        progress.load_planned(todo.len() as u64, todo.iter().map(|s| s.size_bytes).sum());
+        let mut processed = Vec::new();
+        for source in todo {
+            let fmt = format
+                .clone()
+                .map(|f| match f {
+                    FileFormat::Csv(_) => FileFormat::Csv(csv.clone()),
+                    other => other,
                 })
-                .await?;
-                table_writer = w;
-                outcome
+                .unwrap_or_else(|| match FileFormat::from_extension(&source.display()) {
+                    FileFormat::Csv(_) => FileFormat::Csv(csv.clone()),
+                    other => other,
+                });
+            let outcome = match source.open().await {
+                Ok(data) => {
+                    let src = source.clone();
+                    let (w, outcome) = run_cpu(move || {
+                        let mut w = table_writer;
+                        let outcome = load_file(&mut w, &src, data, &fmt, on_error);
+                        (w, outcome)
+                    })
+                    .await?;
+                    table_writer = w;
+                    outcome
+                }
+                Err(e) if on_error == OnError::AbortStatement => Err(e.into()),
+                Err(e) => Ok(FileLoad::unreadable(e.to_string())),
+            };
+            let outcome = match outcome {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    let failed = failure(&source, "LOAD_FAILED", e.to_string());
+                    record(&warehouse, &failed).await;
+                    return Err(e);
+                }
+            };
+            let finished = table_writer.take_finished();
+            if !finished.is_empty() {
+                txn.add.extend(uploads.upload(finished).await?);
             }
-            Err(e) if on_error == OnError::AbortStatement => Err(e.into()),
-            Err(e) => Ok(FileLoad::unreadable(e.to_string())),
-        };
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                let failed = failure(&source, "LOAD_FAILED", e.to_string());
-                record(&warehouse, &failed).await;
-                return Err(e);
+            let file_report = outcome.report(source.display());
+            if let Some(first) = outcome.errors.first() {
+                if outcome.loaded == 0 {
+                    let error = format!("{}: {first}", source.display());
+                    let failed = failure(&source, &file_report.status, error);
+                    record(&warehouse, &failed).await;
+                }
+                rejected.extend(outcome.errors.iter().map(|e| RejectedRow {
+                    file: source.display(),
+                    line: e.line,
+                    column: e.column.clone(),
+                    value: e.value.clone(),
+                    error: e.reason.clone(),
+                }));
             }
-        };
-        let finished = table_writer.take_finished();
-        if !finished.is_empty() {
-            txn.add
-                .extend(writer::upload(&store, log.id(), finished).await?);
-        }
-        let file_report = outcome.report(source.display());
-        if let Some(first) = outcome.errors.first() {
-            if outcome.loaded == 0 {
-                let error = format!("{}: {first}", source.display());
-                let failed = failure(&source, &file_report.status, error);
-                record(&warehouse, &failed).await;
+            if outcome.loaded > 0 || outcome.errors.is_empty() {
+                txn.loads.push(LoadedFile {
+                    file: source.display(),
+                    size_bytes: source.size_bytes,
+                    modified: source.modified,
+                    rows: outcome.loaded,
+                    rows_rejected: outcome.errors.len() as u64,
+                    loaded_at: Utc::now(),
+                });
             }
-            rejected.extend(outcome.errors.iter().map(|e| RejectedRow {
-                file: source.display(),
-                line: e.line,
-                column: e.column.clone(),
-                value: e.value.clone(),
-                error: e.reason.clone(),
-            }));
+            report.push(file_report);
+            progress.file_loaded(source.size_bytes, outcome.loaded);
+            processed.push(source);
         }
-        if outcome.loaded > 0 || outcome.errors.is_empty() {
-            txn.loads.push(LoadedFile {
-                file: source.display(),
-                size_bytes: source.size_bytes,
-                modified: source.modified,
-                rows: outcome.loaded,
-                rows_rejected: outcome.errors.len() as u64,
-                loaded_at: Utc::now(),
-            });
-        }
-        report.push(file_report);
-        progress.file_loaded(source.size_bytes, outcome.loaded);
-        processed.push(source);
-    }
-    let parsed: u64 = report.iter().map(|r| r.parsed).sum();
-    let bad: u64 = report.iter().map(|r| r.rejected).sum();
-    let mut errors = LoadErrors {
-        load_id: uuid::Uuid::new_v4().to_string(),
-        database: db.clone(),
-        schema: schema_name.clone(),
-        table: table_name.clone(),
-        load_status: "COMMITTED".to_string(),
-        at: Utc::now(),
-        rows: rejected,
-    };
-    if let Some(max_ratio) = max_error_ratio
-        && bad as f64 > max_ratio * parsed as f64
-    {
-        let first = report
-            .iter()
-            .find_map(|r| r.first_error.as_ref().map(|e| format!("{}: {e}", r.file)))
-            .unwrap_or_default();
-        errors.load_status = "ABORTED".to_string();
-        record(&warehouse, &errors).await;
-        let error = Error::TooManyRejects {
-            table,
-            rejected: bad,
-            parsed,
-            max_ratio,
-            first,
+        let parsed: u64 = report.iter().map(|r| r.parsed).sum();
+        let bad: u64 = report.iter().map(|r| r.rejected).sum();
+        let mut errors = LoadErrors {
+            load_id: uuid::Uuid::new_v4().to_string(),
+            database: db.clone(),
+            schema: schema_name.clone(),
+            table: table_name.clone(),
+            load_status: "COMMITTED".to_string(),
+            at: Utc::now(),
+            rows: rejected,
         };
-        // Files not already recorded as failed or skipped.
-        for (source, file) in processed
-            .iter()
-            .zip(report.iter().rev().take(processed.len()).rev())
+        if let Some(max_ratio) = max_error_ratio
+            && bad as f64 > max_ratio * parsed as f64
         {
-            if file.loaded > 0 || file.first_error.is_none() {
-                let failed = failure(source, "LOAD_FAILED", error.to_string());
-                record(&warehouse, &failed).await;
+            let first = report
+                .iter()
+                .find_map(|r| r.first_error.as_ref().map(|e| format!("{}: {e}", r.file)))
+                .unwrap_or_default();
+            errors.load_status = "ABORTED".to_string();
+            record(&warehouse, &errors).await;
+            let error = Error::TooManyRejects {
+                table,
+                rejected: bad,
+                parsed,
+                max_ratio,
+                first,
+            };
+            // Files not already recorded as failed or skipped.
+            for (source, file) in processed
+                .iter()
+                .zip(report.iter().rev().take(processed.len()).rev())
+            {
+                if file.loaded > 0 || file.first_error.is_none() {
+                    let failed = failure(source, "LOAD_FAILED", error.to_string());
+                    record(&warehouse, &failed).await;
+                }
             }
+            return Err(error);
         }
-        return Err(error);
+        if !txn.loads.is_empty() {
+            let (files, created) = run_cpu(move || table_writer.finish()).await??;
+            txn.add.extend(uploads.upload(files).await?);
+            txn.add_partitions = created;
+            let s = log.commit(&snapshot, &txn).await?;
+            warehouse.committed(&table, &log, &s).await?;
+        } else {
+            errors.load_status = "NOTHING_LOADED".to_string();
+        }
+        if !errors.rows.is_empty() {
+            record(&warehouse, &errors).await;
+        }
+        tracing::info!(table = %table, rows = parsed - bad, rejected = bad, "COPY INTO committed");
+        if report.len() > 1 {
+            let total = FileReport::total(&report);
+            report.push(total);
+        }
+        report_result(&report)
     }
-    if !txn.loads.is_empty() {
-        let (files, created) = run_cpu(move || table_writer.finish()).await??;
-        txn.add
-            .extend(writer::upload(&store, log.id(), files).await?);
-        txn.add_partitions = created;
-        let s = log.commit(&snapshot, &txn).await?;
-        warehouse.remember(log.id(), &s);
-    } else {
-        errors.load_status = "NOTHING_LOADED".to_string();
-    }
-    if !errors.rows.is_empty() {
-        record(&warehouse, &errors).await;
-    }
-    tracing::info!(table = %table, rows = parsed - bad, rejected = bad, "COPY INTO committed");
-    if report.len() > 1 {
-        let total = FileReport::total(&report);
-        report.push(total);
-    }
-    report_result(&report)
+    .await;
+    uploads.finish().await;
+    loaded
 }
 
 /// What loading one file did.

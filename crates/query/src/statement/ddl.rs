@@ -181,6 +181,7 @@ impl Session {
             .ok_or_else(|| Error::Plan(format!("table '{name}' is not partitioned")))?;
         layout.add(&name, partitions)?;
         let mut txn = Transaction::new("ADD PARTITION");
+        txn.new_partitions = true;
         txn.add_partitions = layout
             .partitions
             .iter()
@@ -188,7 +189,7 @@ impl Session {
             .cloned()
             .collect();
         let s = log.commit(&snapshot, &txn).await?;
-        self.warehouse().remember(log.id(), &s);
+        self.warehouse().committed(&name, &log, &s).await?;
         Ok(StatementResult::status(format!(
             "added {} partition(s) to {name}",
             partitions.len()
@@ -630,7 +631,7 @@ impl Session {
     ) -> Result<()> {
         refuse_orphans(self.warehouse(), name, log, snapshot, &txn.remove).await?;
         let committed = log.commit(snapshot, txn).await?;
-        self.warehouse().remember(log.id(), &committed);
+        self.warehouse().committed(name, log, &committed).await?;
         Ok(())
     }
 }

@@ -14,7 +14,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType};
 use futures::StreamExt;
 use strata_storage::{
-    DataFile, Reads, Snapshot, TableLog, TableWriter, Transaction, WriteOptions, run_cpu, writer,
+    DataFile, Reads, Snapshot, TableLog, TableWriter, Transaction, Uploads, WriteOptions, run_cpu,
 };
 
 use crate::warehouse::Warehouse;
@@ -99,28 +99,34 @@ pub(crate) async fn write_batches(
         txn.reads = Reads::Table;
     }
     let mut table_writer = TableWriter::new(name, snapshot, options).with_check(check);
-    let mut added: Vec<DataFile> = Vec::new();
-    while let Some(batch) = data.next().await {
-        let batch = batch?;
-        let (w, result) = run_cpu(move || {
-            let mut w = table_writer;
-            let r = w.write(batch);
-            (w, r)
-        })
-        .await?;
-        table_writer = w;
-        result?;
-        let finished = table_writer.take_finished();
-        if !finished.is_empty() {
-            added.extend(writer::upload(&store, log.id(), finished).await?);
+    let uploads = Uploads::begin(&store, log.id()).await?;
+    let written = async {
+        let mut added: Vec<DataFile> = Vec::new();
+        while let Some(batch) = data.next().await {
+            let batch = batch?;
+            let (w, result) = run_cpu(move || {
+                let mut w = table_writer;
+                let r = w.write(batch);
+                (w, r)
+            })
+            .await?;
+            table_writer = w;
+            result?;
+            let finished = table_writer.take_finished();
+            if !finished.is_empty() {
+                added.extend(uploads.upload(finished).await?);
+            }
         }
+        let rows = table_writer.rows_written() as u64;
+        let (files, created) = run_cpu(move || table_writer.finish()).await??;
+        added.extend(uploads.upload(files).await?);
+        txn.add.extend(added);
+        txn.add_partitions.extend(created);
+        let snapshot = log.commit(snapshot, &txn).await?;
+        warehouse.committed(name, log, &snapshot).await?;
+        Ok((rows, snapshot))
     }
-    let rows = table_writer.rows_written() as u64;
-    let (files, created) = run_cpu(move || table_writer.finish()).await??;
-    added.extend(writer::upload(&store, log.id(), files).await?);
-    txn.add.extend(added);
-    txn.add_partitions.extend(created);
-    let snapshot = log.commit(snapshot, &txn).await?;
-    warehouse.remember(log.id(), &snapshot);
-    Ok((rows, snapshot))
+    .await;
+    uploads.finish().await;
+    written
 }
