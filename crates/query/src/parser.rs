@@ -440,13 +440,26 @@ fn parse_interval(p: &mut Parser) -> Result<IntervalSpec> {
         return Err(Error::Parse("the INTERVAL must be positive".to_string()));
     }
     let unit = unit.as_deref().map(|u| u.trim_end_matches('S'));
+    let too_wide = || {
+        Error::Parse(format!(
+            "INTERVAL {amount} {} is too wide",
+            unit.unwrap_or("")
+        ))
+    };
+    let months = |per: u32| {
+        u32::try_from(amount)
+            .ok()
+            .and_then(|a| a.checked_mul(per))
+            .map(IntervalSpec::Months)
+            .ok_or_else(too_wide)
+    };
     Ok(match unit {
         None => IntervalSpec::Number(amount),
-        Some("MONTH") => IntervalSpec::Months(amount as u32),
-        Some("YEAR") => IntervalSpec::Months(amount as u32 * 12),
-        Some("QUARTER") => IntervalSpec::Months(amount as u32 * 3),
+        Some("MONTH") => months(1)?,
+        Some("YEAR") => months(12)?,
+        Some("QUARTER") => months(3)?,
         Some("DAY") => IntervalSpec::Days(amount),
-        Some("WEEK") => IntervalSpec::Days(amount * 7),
+        Some("WEEK") => IntervalSpec::Days(amount.checked_mul(7).ok_or_else(too_wide)?),
         Some("HOUR") => IntervalSpec::Hours(amount),
         Some(other) => {
             return Err(Error::Parse(format!(

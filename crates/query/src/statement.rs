@@ -22,6 +22,8 @@ pub(crate) mod ddl;
 pub(crate) mod dml;
 #[cfg(test)]
 mod fault_sweep;
+#[cfg(test)]
+mod fuzz;
 pub(crate) mod hooks;
 pub(crate) mod plan;
 pub(crate) mod query_log;

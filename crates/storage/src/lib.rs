@@ -25,6 +25,8 @@
 
 /// Databases, schemas and names of tables and views, as a log of catalog versions.
 pub mod catalog;
+#[cfg(test)]
+mod decode_fuzz;
 /// The one error type of the storage layer.
 pub mod error;
 mod faults;

@@ -717,6 +717,11 @@ impl TableLog {
             table: self.name.clone(),
             version,
         };
+        // A version past the end does not exist; looking for its checkpoint would walk down
+        // from it one interval at a time (VERSION => 9223372036854775807 never returned).
+        if self.read_commit(version).await?.is_none() {
+            return Err(not_found());
+        }
         let mut checkpoint = version.0 / CHECKPOINT_INTERVAL * CHECKPOINT_INTERVAL;
         let mut base = None;
         while checkpoint > 0 {

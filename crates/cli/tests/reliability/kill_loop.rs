@@ -4,7 +4,7 @@
 //! keep hold, no committed version is missing, and at the end VACUUM leaves exactly the files
 //! the tables reference.
 //!
-//! CI runs 30 kills; `STRATA_KILL_LOOP=200` (or more) runs the long variant.
+//! CI runs 30 rounds; `STRATA_KILL_LOOP=201` (or more) runs the long variant.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -85,10 +85,13 @@ fn killed_at_random_moments_the_warehouse_stays_at_commit_boundaries() {
     });
     let mut versions_before = 0;
     let mut killed_mid_statement = 0;
+    let mut run_ms = 1;
     for i in 0..kills {
         // 100 new keys per load, so a committed load keeps count(*) a multiple of 100.
         let csv = dir.path().join(format!("batch{i}.csv"));
-        let rows: String = (0..100).map(|j| format!("{},{}\n", i * 100 + j, j)).collect();
+        let rows: String = (0..100)
+            .map(|j| format!("{},{}\n", i * 100 + j, j))
+            .collect();
         std::fs::write(&csv, rows).unwrap();
         let script = format!(
             "COPY INTO t FROM '{}' FILE_FORMAT = (TYPE = CSV);
@@ -104,11 +107,19 @@ fn killed_at_random_moments_the_warehouse_stays_at_commit_boundaries() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(random.next(400)));
+        // The first run is not killed: it measures how long a run takes, and the kills
+        // after it fall anywhere inside that time.
+        if i == 0 {
+            let started = std::time::Instant::now();
+            child.wait().unwrap();
+            run_ms = (started.elapsed().as_millis() as u64).max(1);
+        } else {
+            std::thread::sleep(Duration::from_millis(random.next(run_ms)));
+        }
         if child.try_wait().unwrap().is_none() {
             killed_mid_statement += 1;
         }
-        child.kill().unwrap(); // SIGKILL
+        let _ = child.kill(); // SIGKILL; the first run has ended already
         child.wait().unwrap();
         runtime.block_on(async {
             let w = Warehouse::open(warehouse.to_str().unwrap()).await.unwrap();
@@ -118,13 +129,19 @@ fn killed_at_random_moments_the_warehouse_stays_at_commit_boundaries() {
             let distinct = number(&mut s, "SELECT count(DISTINCT k) FROM t").await;
             assert_eq!(n, distinct, "kill {i}: a key was written twice");
             let mv_rows = number(&mut s, "SELECT coalesce(max(n), 0) FROM mv").await;
-            assert!(mv_rows <= n && mv_rows % 100 == 0, "kill {i}: mv has {mv_rows}");
+            assert!(
+                mv_rows <= n && mv_rows % 100 == 0,
+                "kill {i}: mv has {mv_rows}"
+            );
             let versions = number(
                 &mut s,
                 "SELECT count(*) FROM system.table_versions WHERE table_name = 't'",
             )
             .await;
-            assert!(versions >= versions_before, "kill {i}: a committed version vanished");
+            assert!(
+                versions >= versions_before,
+                "kill {i}: a committed version vanished"
+            );
             versions_before = versions;
         });
     }
@@ -138,7 +155,15 @@ fn killed_at_random_moments_the_warehouse_stays_at_commit_boundaries() {
             .unwrap();
         assert_eq!(number(&mut s, "SELECT count(*) FROM t").await, before);
         let live = number(&mut s, "SELECT sum(file_count) FROM system.partitions").await;
-        assert_eq!(parquet_files(&warehouse) as i64, live, "VACUUM left orphans");
+        assert_eq!(
+            parquet_files(&warehouse) as i64,
+            live,
+            "VACUUM left orphans"
+        );
     });
-    println!("{kills} kills ({killed_mid_statement} mid-script), seed {seed}: 0 lost commits");
+    println!(
+        "{} kills ({killed_mid_statement} mid-script), seed {seed}, a run takes {run_ms} ms: 0 \
+         lost commits",
+        kills - 1
+    );
 }

@@ -23,17 +23,27 @@ pub(crate) fn partition_layout(
             ))
         })?;
     let key = KeyType::for_data_type(&column.data_type);
+    let too_wide = |spec: IntervalSpec| {
+        Error::Plan(format!(
+            "INTERVAL {spec:?} is wider than column '{}' can count",
+            column.name
+        ))
+    };
+    let ticks = |n: i64, seconds: i64, u| {
+        n.checked_mul(seconds)
+            .and_then(|s| s.checked_mul(ticks_per_second(u)))
+    };
     let interval = clause
         .interval
         .map(|i| match (i, key) {
             (IntervalSpec::Months(n), _) => Ok(Interval::Months(n)),
             (IntervalSpec::Days(n), Some(KeyType::Date)) => Ok(Interval::Width(n)),
-            (IntervalSpec::Days(n), Some(KeyType::Timestamp(u))) => {
-                Ok(Interval::Width(n * 86_400 * ticks_per_second(u)))
-            }
-            (IntervalSpec::Hours(n), Some(KeyType::Timestamp(u))) => {
-                Ok(Interval::Width(n * 3_600 * ticks_per_second(u)))
-            }
+            (IntervalSpec::Days(n), Some(KeyType::Timestamp(u))) => ticks(n, 86_400, u)
+                .map(Interval::Width)
+                .ok_or_else(|| too_wide(i)),
+            (IntervalSpec::Hours(n), Some(KeyType::Timestamp(u))) => ticks(n, 3_600, u)
+                .map(Interval::Width)
+                .ok_or_else(|| too_wide(i)),
             (IntervalSpec::Number(n), Some(KeyType::Integer)) => Ok(Interval::Width(n)),
             (spec, _) => Err(Error::Plan(format!(
                 "INTERVAL {spec:?} does not fit column '{}' of type {}",
