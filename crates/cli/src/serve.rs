@@ -78,6 +78,7 @@ pub(crate) async fn run(
     let ServerConfig {
         mut users,
         load_locations,
+        load_endpoints,
     } = ServerConfig::load(config.as_deref(), password.as_deref())?;
     let auth = if args.insecure_no_auth {
         eprintln!(
@@ -123,6 +124,7 @@ pub(crate) async fn run(
         tls: args.tls_cert.zip(args.tls_key),
         max_message_size: args.max_message_size,
         load_locations,
+        load_endpoints,
     };
     let listener = strata_flight::bind(args.listen).await?;
     let address = listener.local_addr().unwrap_or(args.listen);

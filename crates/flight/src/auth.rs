@@ -9,6 +9,8 @@
 //! ```toml
 //! # Where users without the admin role may COPY INTO from (URL prefixes).
 //! load_locations = ["s3://landing-bucket/incoming/"]
+//! # S3 endpoints they may name in COPY INTO ... ENDPOINT (admins may name any).
+//! load_endpoints = ["http://minio.internal:9000"]
 //!
 //! [[users]]
 //! name = "alice"
@@ -64,6 +66,8 @@ struct ConfigFile {
     users: Vec<UserEntry>,
     #[serde(default)]
     load_locations: Vec<String>,
+    #[serde(default)]
+    load_endpoints: Vec<String>,
 }
 
 /// The server's configuration: `strata.toml` and the environment.
@@ -73,6 +77,8 @@ pub struct ServerConfig {
     pub users: Users,
     /// URL prefixes users without the admin role may `COPY INTO` from.
     pub load_locations: Vec<String>,
+    /// S3 endpoints users without the admin role may name in `COPY INTO ... ENDPOINT`.
+    pub load_endpoints: Vec<String>,
 }
 
 impl ServerConfig {
@@ -100,6 +106,7 @@ impl ServerConfig {
                 loaded.users.users.insert(user.name.clone(), user);
             }
             loaded.load_locations = parsed.load_locations;
+            loaded.load_endpoints = parsed.load_endpoints;
         }
         if let Some(password) = strata_password.filter(|p| !p.is_empty()) {
             loaded.users.add(DEFAULT_USER, password, Role::Admin)?;

@@ -37,6 +37,7 @@ use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 
 pub use auth::{Authenticator, Role, ServerConfig, Users};
 pub use error::{Error, Result};
+pub use policy::LoadPolicy;
 pub use service::{Limits, StrataFlightSql};
 
 /// How a server runs.
@@ -52,6 +53,8 @@ pub struct ServeOptions {
     pub max_message_size: usize,
     /// URL prefixes users without the admin role may `COPY INTO` from.
     pub load_locations: Vec<String>,
+    /// S3 endpoints users without the admin role may name in `COPY INTO ... ENDPOINT`.
+    pub load_endpoints: Vec<String>,
 }
 
 impl ServeOptions {
@@ -63,6 +66,7 @@ impl ServeOptions {
             tls: None,
             max_message_size: 64 * 1024 * 1024,
             load_locations: Vec::new(),
+            load_endpoints: Vec::new(),
         }
     }
 }
@@ -85,7 +89,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let service = StrataFlightSql::new(warehouse, Arc::clone(&options.auth), options.limits)
-        .with_load_locations(options.load_locations);
+        .with_load_policy(LoadPolicy {
+            locations: options.load_locations,
+            endpoints: options.load_endpoints,
+        });
     let flight = FlightServiceServer::new(service)
         .max_decoding_message_size(options.max_message_size)
         .max_encoding_message_size(options.max_message_size);

@@ -53,13 +53,13 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{Authenticator, Identity};
+use crate::auth::{Authenticator, Identity, Role};
 use crate::error::{status, stream_status};
 use crate::metadata::{
     self, ForeignKeys, SQL_INFO, SYSTEM_TABLE, TABLE, XDBC_TYPES, foreign_keys_schema,
     primary_keys_schema,
 };
-use crate::policy;
+use crate::policy::{self, LoadPolicy};
 use crate::wire::{WireTypes, wire_batch, wire_schema};
 
 /// The Flight action that cancels a query (Flight RPC, not in arrow-flight's SQL dispatch).
@@ -143,8 +143,8 @@ pub struct StrataFlightSql {
     prepared: Mutex<HashMap<String, Prepared>>,
     running: Arc<Mutex<HashMap<String, (String, AbortHandle)>>>,
     query_slots: Arc<Semaphore>,
-    /// URL prefixes users without the admin role may `COPY INTO` from.
-    load_locations: Vec<String>,
+    /// Where users without the admin role may `COPY INTO` from.
+    load: LoadPolicy,
 }
 
 impl std::fmt::Debug for StrataFlightSql {
@@ -169,13 +169,14 @@ impl StrataFlightSql {
             prepared: Mutex::new(HashMap::new()),
             running: Arc::new(Mutex::new(HashMap::new())),
             query_slots: Arc::new(Semaphore::new(slots)),
-            load_locations: Vec::new(),
+            load: LoadPolicy::default(),
         }
     }
 
-    /// Lets users without the admin role `COPY INTO` from under these URL prefixes.
-    pub fn with_load_locations(mut self, locations: Vec<String>) -> Self {
-        self.load_locations = locations;
+    /// Lets users without the admin role `COPY INTO` from under these URL prefixes, through
+    /// these S3 endpoints.
+    pub fn with_load_policy(mut self, load: LoadPolicy) -> Self {
+        self.load = load;
         self
     }
 
@@ -195,11 +196,11 @@ impl StrataFlightSql {
                 None => true,
             });
         }
-        Arc::clone(
-            sessions
-                .entry(who.session_key.clone())
-                .or_insert_with(|| Arc::new(AsyncMutex::new(self.warehouse.session()))),
-        )
+        Arc::clone(sessions.entry(who.session_key.clone()).or_insert_with(|| {
+            let session = self.warehouse.session();
+            session.set_user(&who.user, who.role == Role::Admin);
+            Arc::new(AsyncMutex::new(session))
+        }))
     }
 
     fn keep(&self, pending: Pending) -> String {
@@ -227,7 +228,7 @@ impl StrataFlightSql {
             return Err(Status::invalid_argument("no SQL statement given"));
         }
         for s in &statements {
-            policy::check(s, who.role, &self.load_locations)?;
+            policy::check(s, who.role, &self.load)?;
         }
         Ok(statements)
     }
@@ -763,6 +764,7 @@ impl FlightSqlService for StrataFlightSql {
             full
         };
         let mut writer = self.warehouse.session();
+        writer.set_user(&who.user, who.role == Role::Admin);
         let rows = writer.ingest(&name, mode, data).await.map_err(status)?;
         Ok(rows as i64)
     }

@@ -1050,3 +1050,23 @@ async fn a_lost_commit_race_is_aborted_and_no_update_is_lost() {
         .unwrap();
     assert_eq!(n.value(0), committed, "{aborted} aborted");
 }
+
+/// `system.query_log` records who ran each statement; a user sees only their own, an admin
+/// everyone's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_log_shows_users_their_own_statements_and_admins_all() {
+    let address = start(Limits::default()).await;
+    let mut admin = login(address, "strata", PASSWORD).await;
+    let mut analyst = login(address, "analyst", "analyst-pw").await;
+    query(&mut admin, "SELECT 'admin was here'").await;
+    query(&mut analyst, "SELECT 'analyst was here'").await;
+    let sql = "SELECT DISTINCT user_name FROM system.query_log ORDER BY user_name";
+    let seen_by_analyst = text(&query(&mut analyst, sql).await);
+    assert!(seen_by_analyst.contains("analyst"), "{seen_by_analyst}");
+    assert!(!seen_by_analyst.contains("strata"), "{seen_by_analyst}");
+    let seen_by_admin = text(&query(&mut admin, sql).await);
+    assert!(
+        seen_by_admin.contains("analyst") && seen_by_admin.contains("strata"),
+        "{seen_by_admin}"
+    );
+}

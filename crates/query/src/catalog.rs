@@ -13,6 +13,7 @@ pub(crate) mod materialized_view;
 pub(crate) mod planner;
 pub(crate) mod scd;
 pub(crate) mod system;
+pub(crate) mod viewer;
 pub(crate) mod views;
 
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use crate::warehouse::Warehouse;
 use materialized_view::{Definition, MaterializedViewTable};
 use planner::Planner;
 use system::{CONSTRAINT_VIEWS, SYSTEM_TABLES, constraint_view, system_table};
+pub(crate) use viewer::{User, Viewer};
 
 /// All databases of a warehouse.
 #[derive(Debug)]
@@ -38,12 +40,17 @@ pub(crate) struct StrataCatalogList {
     warehouse: Warehouse,
     /// Plans views' stored queries.
     planner: Arc<dyn Planner>,
+    viewer: Viewer,
 }
 
 impl StrataCatalogList {
-    /// The databases of `warehouse`, planning stored SQL with `planner`.
-    pub(crate) fn new(warehouse: Warehouse, planner: Arc<dyn Planner>) -> Self {
-        Self { warehouse, planner }
+    /// The databases of `warehouse` as `viewer` sees them, planning stored SQL with `planner`.
+    pub(crate) fn new(warehouse: Warehouse, planner: Arc<dyn Planner>, viewer: Viewer) -> Self {
+        Self {
+            warehouse,
+            planner,
+            viewer,
+        }
     }
 }
 
@@ -70,6 +77,7 @@ impl CatalogProviderList for StrataCatalogList {
                 Arc::new(StrataDatabase {
                     warehouse: self.warehouse.clone(),
                     planner: Arc::clone(&self.planner),
+                    viewer: self.viewer.clone(),
                     database: name.to_string(),
                 }) as Arc<dyn CatalogProvider>
             })
@@ -81,6 +89,7 @@ impl CatalogProviderList for StrataCatalogList {
 struct StrataDatabase {
     warehouse: Warehouse,
     planner: Arc<dyn Planner>,
+    viewer: Viewer,
     database: String,
 }
 
@@ -101,6 +110,7 @@ impl CatalogProvider for StrataDatabase {
                 inner: InformationSchemaProvider::new(Arc::new(StrataCatalogList::new(
                     self.warehouse.clone(),
                     Arc::clone(&self.planner),
+                    self.viewer.clone(),
                 ))),
                 warehouse: self.warehouse.clone(),
             }));
@@ -115,6 +125,7 @@ impl CatalogProvider for StrataDatabase {
             Arc::new(StrataSchema {
                 warehouse: self.warehouse.clone(),
                 planner: Arc::clone(&self.planner),
+                viewer: self.viewer.clone(),
                 database: self.database.clone(),
                 schema: name.to_string(),
             }) as Arc<dyn SchemaProvider>
@@ -158,6 +169,7 @@ impl SchemaProvider for InformationSchema {
 struct StrataSchema {
     warehouse: Warehouse,
     planner: Arc<dyn Planner>,
+    viewer: Viewer,
     database: String,
     schema: String,
 }
@@ -177,7 +189,7 @@ impl SchemaProvider for StrataSchema {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         if self.schema == SYSTEM_SCHEMA {
-            return system_table(&self.warehouse, self.planner.as_ref(), name)
+            return system_table(&self.warehouse, self.planner.as_ref(), &self.viewer, name)
                 .await
                 .map_err(DataFusionError::from);
         }

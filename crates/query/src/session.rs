@@ -20,9 +20,9 @@ use datafusion::sql::parser::Statement as DfStatement;
 use datafusion::sql::sqlparser::ast::{ObjectName, Statement as SqlStatement};
 use strata_storage::{DEFAULT_DATABASE, DEFAULT_SCHEMA, Snapshot, TableLog};
 
-use crate::catalog::StrataCatalogList;
 use crate::catalog::materialized_view::{Definition, read_only};
 use crate::catalog::planner::Planner;
+use crate::catalog::{StrataCatalogList, User, Viewer};
 use crate::config::StrataOptions;
 use crate::error::{Error, Result};
 use crate::parser::name_parts;
@@ -39,6 +39,8 @@ pub struct Session {
     database: String,
     schema: String,
     progress: Progress,
+    /// Who runs the statements: logged with each, and deciding what `system.query_log` shows.
+    viewer: Viewer,
 }
 
 impl std::fmt::Debug for Session {
@@ -83,6 +85,11 @@ impl Session {
             let _ = config.options_mut().set(name, value);
         }
         let url = url::Url::parse(WAREHOUSE_STORE_URL).expect("static URL parses");
+        // Embedded, the session is the warehouse's owner: the OS user, an admin.
+        let viewer = Viewer::new(User {
+            name: std::env::var("USER").unwrap_or_else(|_| "local".to_string()),
+            admin: true,
+        });
         let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_runtime_env(warehouse.runtime())
@@ -92,6 +99,7 @@ impl Session {
             .with_catalog_list(Arc::new(StrataCatalogList::new(
                 warehouse.clone(),
                 Arc::new(SessionPlanner),
+                viewer.clone(),
             )))
             .with_object_store(&url, warehouse.object_store());
         // Strata's optimizer rules run after DataFusion's own (the builder appends them).
@@ -113,7 +121,23 @@ impl Session {
             database: DEFAULT_DATABASE.to_string(),
             schema: DEFAULT_SCHEMA.to_string(),
             progress: Progress::default(),
+            viewer,
         }
+    }
+
+    /// Runs this session's statements as `name`: they are logged under it, and
+    /// `system.query_log` shows only that user's statements unless `admin`. A server calls
+    /// this when a client signs in.
+    pub fn set_user(&self, name: &str, admin: bool) {
+        self.viewer.set(User {
+            name: name.to_string(),
+            admin,
+        });
+    }
+
+    /// The user this session's statements run as.
+    pub fn user_name(&self) -> String {
+        self.viewer.user().name
     }
 
     /// The warehouse of this session.

@@ -111,6 +111,7 @@ impl Session {
             self.warehouse(),
             query_log::Entry {
                 session_id: self.id(),
+                user_name: self.user_name(),
                 text: &statement.text,
                 started_at,
                 elapsed: clock.elapsed(),

@@ -127,6 +127,9 @@ pub struct QueryLogEntry {
     pub query_id: String,
     /// The session (or Flight connection) that ran it.
     pub session_id: String,
+    /// The user it ran as.
+    #[serde(default)]
+    pub user_name: String,
     /// The statement's text, with secrets as the statement carried them removed by the caller.
     pub query_text: String,
     /// When it started.
@@ -295,6 +298,7 @@ mod tests {
         QueryLogEntry {
             query_id: query_id.to_string(),
             session_id: "s".to_string(),
+            user_name: "u".to_string(),
             query_text: "SELECT 1".to_string(),
             started_at,
             duration_ms: 1,

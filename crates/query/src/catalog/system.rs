@@ -18,6 +18,7 @@ use datafusion::datasource::MemTable;
 use strata_storage::{LoadErrors, LoadFailure, QueryLogEntry};
 
 use crate::catalog::planner::Planner;
+use crate::catalog::viewer::{User, Viewer};
 use crate::catalog::{lineage, materialized_view};
 use crate::error::Result;
 use crate::warehouse::Warehouse;
@@ -202,13 +203,14 @@ enum ScalarCell {
 pub(crate) async fn system_table(
     warehouse: &Warehouse,
     planner: &dyn Planner,
+    viewer: &Viewer,
     name: &str,
 ) -> Result<Option<Arc<dyn TableProvider>>> {
     warehouse.refresh_catalog().await?;
     Ok(Some(match name {
         "partitions" => partitions(warehouse).await?,
         "table_versions" => table_versions(warehouse).await?,
-        "query_log" => query_log(warehouse).await?,
+        "query_log" => query_log(warehouse, &viewer.user()).await?,
         "load_history" => load_history(warehouse).await?,
         "load_errors" => load_errors(warehouse).await?,
         "materialized_views" => materialized_view::system_table(warehouse, planner).await?,
@@ -382,12 +384,15 @@ async fn table_versions(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>>
     mem_table(schema, columns)
 }
 
-async fn query_log(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
+/// The statements `viewer` may see: their own, or everyone's for an admin.
+async fn query_log(warehouse: &Warehouse, viewer: &User) -> Result<Arc<dyn TableProvider>> {
     let mut entries: Vec<QueryLogEntry> = warehouse.records().read_all().await?;
+    entries.retain(|e| viewer.admin || e.user_name == viewer.name);
     entries.sort_by_key(|e| e.started_at);
     let schema = Arc::new(Schema::new(vec![
         Field::new("query_id", DataType::Utf8, false),
         Field::new("session_id", DataType::Utf8, false),
+        Field::new("user_name", DataType::Utf8, false),
         Field::new("query_text", DataType::Utf8, false),
         ts_field("started_at"),
         Field::new("duration_ms", DataType::UInt64, false),
@@ -419,6 +424,7 @@ async fn query_log(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
     let columns: Vec<ArrayRef> = vec![
         strings(&|e| Some(e.query_id.clone())),
         strings(&|e| Some(e.session_id.clone())),
+        strings(&|e| Some(e.user_name.clone())),
         strings(&|e| Some(e.query_text.clone())),
         Arc::new(started.finish()),
         numbers(&|e| e.duration_ms),

@@ -12,6 +12,7 @@ use crate::warehouse::Warehouse;
 #[derive(Debug)]
 pub(crate) struct Entry<'a> {
     pub(crate) session_id: &'a str,
+    pub(crate) user_name: String,
     pub(crate) text: &'a str,
     pub(crate) started_at: DateTime<Utc>,
     pub(crate) elapsed: std::time::Duration,
@@ -32,6 +33,7 @@ impl Entry<'_> {
         QueryLogEntry {
             query_id: uuid::Uuid::new_v4().to_string(),
             session_id: self.session_id.to_string(),
+            user_name: self.user_name,
             query_text: redact(self.text),
             started_at: self.started_at,
             duration_ms: u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX),

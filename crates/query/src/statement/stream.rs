@@ -157,6 +157,7 @@ impl Session {
         let log = QueryLog {
             warehouse: self.warehouse().clone(),
             session_id: self.id().to_string(),
+            user_name: self.user_name(),
             text: statement.text.clone(),
             started_at,
             clock,
@@ -252,6 +253,7 @@ impl Session {
         let text = format!("{} -- {} parameter rows", statement.text, rows.len());
         let entry = query_log::Entry {
             session_id: self.id(),
+            user_name: self.user_name(),
             text: &text,
             started_at,
             elapsed: clock.elapsed(),
@@ -424,6 +426,7 @@ fn conform_batch(
 struct QueryLog {
     warehouse: Warehouse,
     session_id: String,
+    user_name: String,
     text: String,
     started_at: DateTime<Utc>,
     clock: Instant,
@@ -440,6 +443,7 @@ impl QueryLog {
     ) -> QueryLogEntry {
         query_log::Entry {
             session_id: &self.session_id,
+            user_name: self.user_name.clone(),
             text: &self.text,
             started_at: self.started_at,
             elapsed: self.clock.elapsed(),
