@@ -397,8 +397,14 @@ pub(crate) fn dynamic_filters_among(
     found
 }
 
-/// The stream of `input`'s partition, opened once every filter in `awaited` is complete; the
-/// time spent waiting is added to `wait`.
+/// How long a scan waits for a join's filter before it reads without it. The wait is an
+/// optimisation (the scan then skips what the filter rules out) and never needed for a correct
+/// answer: a dynamic filter is valid at every moment. A bound keeps a plan whose join cannot
+/// complete its filter before this scan runs (TPC-H q07 once hung so) from waiting forever.
+pub(crate) const FILTER_WAIT_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The stream of `input`'s partition, opened once every filter in `awaited` is complete (or
+/// after [`FILTER_WAIT_LIMIT`]); the time spent waiting is added to `wait`.
 pub(crate) fn after_filters_complete(
     awaited: &[Arc<dyn PhysicalExpr>],
     schema: SchemaRef,
@@ -408,10 +414,18 @@ pub(crate) fn after_filters_complete(
     let awaited = awaited.to_vec();
     let opened = futures::stream::once(async move {
         let timer = wait.timer();
-        for filter in &awaited {
-            if let Some(dynamic) = filter.downcast_ref::<DynamicFilterPhysicalExpr>() {
-                dynamic.wait_complete().await;
+        let all_complete = async {
+            for filter in &awaited {
+                if let Some(dynamic) = filter.downcast_ref::<DynamicFilterPhysicalExpr>() {
+                    dynamic.wait_complete().await;
+                }
             }
+        };
+        if tokio::time::timeout(FILTER_WAIT_LIMIT, all_complete)
+            .await
+            .is_err()
+        {
+            tracing::debug!("a join filter was not complete in time; scanning without waiting");
         }
         timer.done();
         open()
@@ -495,6 +509,33 @@ mod tests {
         assert_eq!(pruned, 18_000);
         // 2,000 surviving rows in batches of up to 1,000, not twenty batches of 100.
         assert_eq!(out.len(), 2);
+    }
+
+    /// A filter whose join never completes it does not stop the scan: it reads after the
+    /// wait limit, with the filter as it stands.
+    #[tokio::test]
+    async fn a_filter_never_completed_stops_the_scan_only_for_the_wait_limit() {
+        let schema = Arc::new(Schema::new(vec![Field::new("a", DataType::Int64, false)]));
+        let a = col("a", &schema).expect("column a");
+        let never: Arc<dyn PhysicalExpr> =
+            Arc::new(DynamicFilterPhysicalExpr::new(vec![a], lit(true)));
+        let rows = batches(&schema, 2, 10);
+        let inner_schema = Arc::clone(&schema);
+        let stream = after_filters_complete(
+            &[never],
+            Arc::clone(&schema),
+            move || {
+                Ok(Box::pin(RecordBatchStreamAdapter::new(
+                    inner_schema,
+                    futures::stream::iter(rows),
+                )) as SendableRecordBatchStream)
+            },
+            MetricBuilder::new(&ExecutionPlanMetricsSet::new()).subset_time("wait", 0),
+        );
+        let started = std::time::Instant::now();
+        let out: Vec<RecordBatch> = futures::TryStreamExt::try_collect(stream).await.unwrap();
+        assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 20);
+        assert!(started.elapsed() >= FILTER_WAIT_LIMIT);
     }
 
     #[tokio::test]
