@@ -183,6 +183,26 @@ struct Grant {
     expires: Instant,
 }
 
+/// Failed sign-ins of one user, or from one address, in the current window.
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    first: Instant,
+    last: Instant,
+}
+
+/// This many failed sign-ins of a user (or from an address) within [`FAILURE_WINDOW`] lock it
+/// out for [`LOCKOUT`]: a locked-out attempt is refused before any password hashing, so
+/// guessing costs the server no CPU.
+pub const MAX_FAILURES: u32 = 5;
+/// The window [`MAX_FAILURES`] counts in.
+pub const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// How long a lockout lasts after the last failure.
+pub const LOCKOUT: Duration = Duration::from_secs(60);
+/// How long verified Basic credentials are remembered, so a client that sends them on every
+/// call costs one argon2 verification, not one per call.
+const VERIFIED_LIFETIME: Duration = Duration::from_secs(300);
+
 /// Authenticates calls: Basic credentials, bearer tokens, or nobody at all
 /// (`--insecure-no-auth`).
 #[derive(Debug)]
@@ -191,6 +211,13 @@ pub struct Authenticator {
     users: Option<Users>,
     token_lifetime: Duration,
     tokens: Mutex<HashMap<String, Grant>>,
+    /// Recent failures by `user:<name>` and `addr:<ip>`.
+    failures: Mutex<HashMap<String, Failures>>,
+    /// Credentials verified lately, by user and a keyed digest of the password (never the
+    /// password itself).
+    verified: Mutex<HashMap<(String, u64), (Role, Instant)>>,
+    /// The key of those digests, random per process.
+    digest_key: std::collections::hash_map::RandomState,
 }
 
 impl Authenticator {
@@ -200,6 +227,9 @@ impl Authenticator {
             users: Some(users),
             token_lifetime,
             tokens: Mutex::new(HashMap::new()),
+            failures: Mutex::new(HashMap::new()),
+            verified: Mutex::new(HashMap::new()),
+            digest_key: Default::default(),
         }
     }
 
@@ -207,8 +237,7 @@ impl Authenticator {
     pub fn disabled() -> Self {
         Self {
             users: None,
-            token_lifetime: Duration::ZERO,
-            tokens: Mutex::new(HashMap::new()),
+            ..Self::new(Users::default(), Duration::ZERO)
         }
     }
 
@@ -217,8 +246,13 @@ impl Authenticator {
         self.users.is_some()
     }
 
-    /// The caller of a request, from its `authorization` header.
-    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Identity, Status> {
+    /// The caller of a request, from its `authorization` header; `from` is the caller's
+    /// address, for the lockout of an address that keeps failing.
+    pub fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+        from: Option<std::net::IpAddr>,
+    ) -> Result<Identity, Status> {
         let Some(users) = &self.users else {
             return Ok(Identity {
                 user: "anonymous".to_string(),
@@ -241,8 +275,7 @@ impl Authenticator {
         }
         if let Some(encoded) = strip_scheme(header, "basic") {
             let (user, password) = decode_basic(encoded.trim())?;
-            let role = off_the_workers(|| users.verify(&user, &password))
-                .ok_or_else(|| Status::unauthenticated("invalid username or password"))?;
+            let role = self.verify(users, &user, &password, from)?;
             return Ok(Identity {
                 session_key: format!("user:{user}"),
                 user,
@@ -252,6 +285,83 @@ impl Authenticator {
         Err(Status::unauthenticated(
             "unsupported authorization scheme: use Basic or Bearer",
         ))
+    }
+
+    /// Checks a password: remembered credentials first, then the lockouts (before any
+    /// hashing), then argon2; the outcome updates both.
+    fn verify(
+        &self,
+        users: &Users,
+        user: &str,
+        password: &str,
+        from: Option<std::net::IpAddr>,
+    ) -> Result<Role, Status> {
+        use std::hash::BuildHasher;
+        let now = Instant::now();
+        let key = (user.to_string(), self.digest_key.hash_one((user, password)));
+        {
+            let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            verified.retain(|_, (_, until)| *until > now);
+            if let Some((role, _)) = verified.get(&key) {
+                return Ok(*role);
+            }
+        }
+        let keys = [
+            Some(format!("user:{user}")),
+            from.map(|ip| format!("addr:{ip}")),
+        ];
+        {
+            let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+            failures.retain(|_, f| now.duration_since(f.last) < FAILURE_WINDOW.max(LOCKOUT));
+            for k in keys.iter().flatten() {
+                if let Some(f) = failures.get(k)
+                    && f.count >= MAX_FAILURES
+                {
+                    let wait = LOCKOUT.saturating_sub(now.duration_since(f.last)).as_secs() + 1;
+                    let what = if k.starts_with("user:") {
+                        format!("of user '{user}'")
+                    } else {
+                        "from this address".to_string()
+                    };
+                    return Err(Status::unauthenticated(format!(
+                        "too many failed sign-ins {what}; try again in {wait} s"
+                    )));
+                }
+            }
+        }
+        let verdict = off_the_workers(|| users.verify(user, password));
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match verdict {
+            Some(role) => {
+                for k in keys.iter().flatten() {
+                    failures.remove(k);
+                }
+                self.verified
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(key, (role, now + VERIFIED_LIFETIME));
+                Ok(role)
+            }
+            None => {
+                for k in keys.into_iter().flatten() {
+                    let f = failures.entry(k).or_insert(Failures {
+                        count: 0,
+                        first: now,
+                        last: now,
+                    });
+                    if now.duration_since(f.first) > FAILURE_WINDOW {
+                        *f = Failures {
+                            count: 0,
+                            first: now,
+                            last: now,
+                        };
+                    }
+                    f.count = f.count.saturating_add(1);
+                    f.last = now;
+                }
+                Err(Status::unauthenticated("invalid username or password"))
+            }
+        }
     }
 
     /// A new bearer token for an authenticated caller.
@@ -344,16 +454,21 @@ mod tests {
         let users = ServerConfig::load(None, Some("s3cret")).unwrap().users;
         let auth = Authenticator::new(users, Duration::from_secs(60));
         for pad in [true, false] {
-            let who = auth.authenticate(&basic("strata", "s3cret", pad)).unwrap();
+            let who = auth
+                .authenticate(&basic("strata", "s3cret", pad), None)
+                .unwrap();
             assert_eq!(who.user, "strata");
             assert_eq!(who.role, Role::Admin);
         }
         let wrong = auth
-            .authenticate(&basic("strata", "guess", true))
+            .authenticate(&basic("strata", "guess", true), None)
             .unwrap_err();
         assert_eq!(wrong.code(), tonic::Code::Unauthenticated);
-        assert!(auth.authenticate(&basic("nobody", "s3cret", true)).is_err());
-        assert!(auth.authenticate(&MetadataMap::new()).is_err());
+        assert!(
+            auth.authenticate(&basic("nobody", "s3cret", true), None)
+                .is_err()
+        );
+        assert!(auth.authenticate(&MetadataMap::new(), None).is_err());
     }
 
     #[test]
@@ -361,18 +476,20 @@ mod tests {
         let mut users = Users::default();
         users.add("alice", "pw", Role::User).unwrap();
         let auth = Authenticator::new(users, Duration::from_millis(200));
-        let who = auth.authenticate(&basic("alice", "pw", true)).unwrap();
+        let who = auth
+            .authenticate(&basic("alice", "pw", true), None)
+            .unwrap();
         let token = auth.issue_token(&who);
         let mut m = MetadataMap::new();
         m.insert("authorization", format!("Bearer {token}").parse().unwrap());
-        let again = auth.authenticate(&m).unwrap();
+        let again = auth.authenticate(&m, None).unwrap();
         assert_eq!((again.user.as_str(), again.role), ("alice", Role::User));
         std::thread::sleep(Duration::from_millis(250));
-        let expired = auth.authenticate(&m).unwrap_err();
+        let expired = auth.authenticate(&m, None).unwrap_err();
         assert!(expired.message().contains("expired"), "{expired}");
         let mut forged = MetadataMap::new();
         forged.insert("authorization", "Bearer 1234".parse().unwrap());
-        assert!(auth.authenticate(&forged).is_err());
+        assert!(auth.authenticate(&forged, None).is_err());
     }
 
     #[test]
@@ -401,5 +518,53 @@ mod tests {
             err.contains("user 'eve'") && err.contains("hash-password"),
             "{err}"
         );
+    }
+
+    /// Guessing a password locks the user, and the address, out after MAX_FAILURES tries:
+    /// later attempts are refused without hashing, even the right password; other users and
+    /// addresses are not affected. Verified credentials are remembered, so a client sending
+    /// them on every call is not hashed every time.
+    #[test]
+    fn repeated_failures_lock_out_without_hashing() {
+        let mut users = Users::default();
+        users.add("alice", "right", Role::User).unwrap();
+        users.add("bob", "bobs", Role::User).unwrap();
+        let auth = Authenticator::new(users, Duration::from_secs(60));
+        let attacker: std::net::IpAddr = "10.0.0.9".parse().unwrap();
+        let elsewhere: std::net::IpAddr = "10.0.0.10".parse().unwrap();
+        for _ in 0..MAX_FAILURES {
+            let e = auth
+                .authenticate(&basic("alice", "guess", true), Some(attacker))
+                .unwrap_err();
+            assert!(e.message().contains("invalid username or password"), "{e}");
+        }
+        let started = Instant::now();
+        for _ in 0..100 {
+            let e = auth
+                .authenticate(&basic("alice", "right", true), Some(elsewhere))
+                .unwrap_err();
+            assert!(
+                e.message()
+                    .contains("too many failed sign-ins of user 'alice'"),
+                "{e}"
+            );
+        }
+        // A hundred refusals without argon2 take far less than one verification each.
+        assert!(started.elapsed() < Duration::from_millis(500));
+        let e = auth
+            .authenticate(&basic("bob", "bobs", true), Some(attacker))
+            .unwrap_err();
+        assert!(e.message().contains("from this address"), "{e}");
+        assert!(
+            auth.authenticate(&basic("bob", "bobs", true), Some(elsewhere))
+                .is_ok()
+        );
+        // Remembered: the same credentials again cost no verification.
+        let started = Instant::now();
+        for _ in 0..100 {
+            auth.authenticate(&basic("bob", "bobs", true), Some(elsewhere))
+                .unwrap();
+        }
+        assert!(started.elapsed() < Duration::from_millis(500));
     }
 }

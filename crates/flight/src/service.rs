@@ -181,7 +181,8 @@ impl StrataFlightSql {
     }
 
     fn caller<T>(&self, request: &Request<T>) -> Result<Identity, Status> {
-        self.auth.authenticate(request.metadata())
+        self.auth
+            .authenticate(request.metadata(), request.remote_addr().map(|a| a.ip()))
     }
 
     fn session(&self, who: &Identity) -> SharedSession {
