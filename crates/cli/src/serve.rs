@@ -18,7 +18,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, short = 'w')]
     warehouse: Option<String>,
 
-    /// Memory all queries may hold together (overrides the global --memory-limit).
+    /// Memory all queries may hold together (overrides the global --memory-limit)
+    /// [default: half of the machine's memory].
     #[arg(long, value_parser = strata_query::parse_byte_size)]
     memory_limit: Option<usize>,
 
@@ -70,6 +71,15 @@ pub(crate) async fn run(
     if args.memory_limit.is_some() {
         options.memory_limit = args.memory_limit;
     }
+    // A server always has a limit: without one, a single query could take the memory of
+    // every session.
+    let memory_limit = *options
+        .memory_limit
+        .get_or_insert_with(strata_query::default_server_memory_limit);
+    eprintln!(
+        "memory limit {} MiB for all queries (--memory-limit to change)",
+        memory_limit >> 20
+    );
     let config = args.config.clone().or_else(|| {
         let default = PathBuf::from("strata.toml");
         default.exists().then_some(default)

@@ -444,6 +444,12 @@ fn serve_without_users_generates_a_password_and_stays_on_loopback() {
         seen.contains("generated a password for user 'strata'"),
         "{seen}"
     );
+    // A server always runs under a memory limit, half the machine's memory by default.
+    let limit = regex::Regex::new(r"memory limit (\d+) MiB for all queries").unwrap();
+    let mib: u64 = limit.captures(&seen).unwrap_or_else(|| panic!("{seen}"))[1]
+        .parse()
+        .unwrap();
+    assert!(mib > 0, "{seen}");
 }
 
 /// A moto S3 server on a free loopback port, with buckets `warehouse` and `landing` (the load

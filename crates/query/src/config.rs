@@ -112,14 +112,22 @@ pub struct WarehouseOptions {
 /// The default budget of the scan cache: a quarter of the machine's memory (as Postgres
 /// advises for its buffer cache), or 1 GiB where the memory cannot be read.
 pub fn default_scan_cache_bytes() -> usize {
-    let total = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|info| {
-            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        });
-    total.map_or(1 << 30, |bytes| bytes / 4)
+    machine_memory().map_or(1 << 30, |bytes| bytes / 4)
+}
+
+/// The default memory limit of `strata serve`: half of the machine's memory (with the scan
+/// cache's quarter, three quarters in all), or 4 GiB where the memory cannot be read. A
+/// server without a limit lets one large query take the memory of every session.
+pub fn default_server_memory_limit() -> usize {
+    machine_memory().map_or(4 << 30, |bytes| bytes / 2)
+}
+
+/// The machine's memory, from `/proc/meminfo`.
+fn machine_memory() -> Option<usize> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 impl Default for WarehouseOptions {

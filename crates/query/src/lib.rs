@@ -40,7 +40,10 @@ mod table;
 mod types;
 mod warehouse;
 
-pub use config::{StrataOptions, WarehouseOptions, default_scan_cache_bytes, parse_byte_size};
+pub use config::{
+    StrataOptions, WarehouseOptions, default_scan_cache_bytes, default_server_memory_limit,
+    parse_byte_size,
+};
 pub use error::{Error, ErrorKind, Result};
 pub use mv::run_scheduler;
 pub use progress::{Progress, ProgressFigures};
