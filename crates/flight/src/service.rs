@@ -275,11 +275,22 @@ impl StrataFlightSql {
                 "parameters can be bound to a single statement only",
             ));
         }
-        let mut last = None;
-        for s in statements {
-            last = Some(session.execute_with(s, None).await.map_err(status)?);
+        let Some((last, before)) = statements.split_last() else {
+            return Err(Status::invalid_argument("no statement"));
+        };
+        for s in before {
+            if Session::is_query(s) {
+                // Only the last result goes back: stream an earlier query's rows away rather
+                // than hold them all.
+                let mut rows = session.execute_stream(s, None).await.map_err(status)?;
+                while let Some(batch) = rows.next().await {
+                    batch.map_err(|e| status(e.into()))?;
+                }
+            } else {
+                session.execute_with(s, None).await.map_err(status)?;
+            }
         }
-        Ok(last.expect("at least one statement"))
+        session.execute_with(last, None).await.map_err(status)
     }
 
     /// A `FlightInfo` for a result with `schema` fetched with `ticket`.
@@ -307,9 +318,15 @@ impl StrataFlightSql {
         let types = WireTypes::requested(request.metadata());
         let descriptor = request.into_inner();
         let session = self.session(who);
-        let pending = if let [statement] = statements.as_slice()
+        // A script whose last statement is a query: the statements before it run now, and
+        // the query streams at DoGet like a single one (never materialized whole).
+        let pending = if let Some((statement, before)) = statements.split_last()
             && Session::is_query(statement)
+            && (before.is_empty() || params.is_empty())
         {
+            if !before.is_empty() {
+                self.run_all(&session, before, &[]).await?;
+            }
             let schema = {
                 let s = session.lock().await;
                 s.query_schema(statement, params.first())

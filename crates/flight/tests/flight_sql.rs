@@ -1070,3 +1070,20 @@ async fn the_query_log_shows_users_their_own_statements_and_admins_all() {
         "{seen_by_admin}"
     );
 }
+
+/// A script answers with its last statement's result: statements before it run first (an
+/// earlier query's rows are streamed away, not held), and a last query streams like a single
+/// one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_streams_its_last_query_after_running_the_rest() {
+    let address = start(Limits::default()).await;
+    let mut client = login(address, "strata", PASSWORD).await;
+    let script = "CREATE TABLE steps (n BIGINT); \
+                  SELECT * FROM generate_series(1, 2000000); \
+                  INSERT INTO steps SELECT value FROM generate_series(1, 5); \
+                  SELECT sum(n) AS total FROM steps";
+    let result = text(&query(&mut client, script).await);
+    assert!(result.contains("| 15    |"), "{result}");
+    let again = text(&query(&mut client, "SELECT count(*) AS n FROM steps").await);
+    assert!(again.contains("| 5 |"), "{again}");
+}
