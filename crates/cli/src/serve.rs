@@ -147,15 +147,11 @@ pub(crate) async fn run(
         "Strata Flight SQL server on {scheme}://{address} (warehouse {})",
         warehouse.location()
     );
-    // Materialized views with `refresh = 'every ...'` refresh in the background.
-    let scheduler = tokio::spawn(strata_query::run_scheduler(
-        warehouse.clone(),
-        Duration::from_secs(1),
-    ));
+    // Materialized views with `refresh = 'every ...'` refresh in the background: the server
+    // runs them inside its query slots and timeout.
     // Ctrl-C ends the process; commits are atomic, so nothing is left half-written.
     let served =
         strata_flight::serve(warehouse, listener, serve_options, std::future::pending()).await;
-    scheduler.abort();
     served?;
     Ok(())
 }

@@ -88,11 +88,25 @@ pub async fn serve(
     options: ServeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let service = StrataFlightSql::new(warehouse, Arc::clone(&options.auth), options.limits)
-        .with_load_policy(LoadPolicy {
-            locations: options.load_locations,
-            endpoints: options.load_endpoints,
-        });
+    let timeout = options.limits.query_timeout;
+    let service =
+        StrataFlightSql::new(warehouse.clone(), Arc::clone(&options.auth), options.limits)
+            .with_load_policy(LoadPolicy {
+                locations: options.load_locations,
+                endpoints: options.load_endpoints,
+            });
+    // Materialized views with `refresh = 'every ...'` refresh in the background, inside the
+    // same query slots and timeout as clients' statements.
+    let scheduler = tokio::spawn(strata_query::run_scheduler(
+        warehouse,
+        std::time::Duration::from_secs(1),
+        strata_query::RefreshLimits {
+            slots: Some(service.query_slots()),
+            timeout,
+        },
+    ));
+    // Stops with the server, however it ends.
+    let _scheduler = AbortOnDrop(scheduler);
     let flight = FlightServiceServer::new(service)
         .max_decoding_message_size(options.max_message_size)
         .max_encoding_message_size(options.max_message_size);
@@ -114,6 +128,15 @@ pub async fn serve(
         .serve_with_incoming_shutdown(incoming(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Accepted connections with `TCP_NODELAY` (without it, Nagle's algorithm and delayed ACKs

@@ -173,6 +173,11 @@ impl StrataFlightSql {
         }
     }
 
+    /// The server's query slots, for other work that must share them (scheduled refreshes).
+    pub fn query_slots(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.query_slots)
+    }
+
     /// Lets users without the admin role `COPY INTO` from under these URL prefixes, through
     /// these S3 endpoints.
     pub fn with_load_policy(mut self, load: LoadPolicy) -> Self {

@@ -45,7 +45,7 @@ pub use config::{
     parse_byte_size,
 };
 pub use error::{Error, ErrorKind, Result};
-pub use mv::run_scheduler;
+pub use mv::{RefreshLimits, run_scheduler};
 pub use progress::{Progress, ProgressFigures};
 pub use result::StatementResult;
 pub use session::Session;

@@ -22,7 +22,7 @@ pub(crate) mod refresh;
 pub(crate) mod rewrite;
 pub(crate) mod scheduler;
 
-pub use scheduler::run_scheduler;
+pub use scheduler::{RefreshLimits, run_scheduler};
 
 #[cfg(test)]
 mod tests {
@@ -85,7 +85,11 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(value(&mut session, "SELECT s FROM total").await, "1");
-        let scheduler = tokio::spawn(run_scheduler(warehouse.clone(), Duration::from_millis(50)));
+        let scheduler = tokio::spawn(run_scheduler(
+            warehouse.clone(),
+            Duration::from_millis(50),
+            Default::default(),
+        ));
         let mut refreshed = false;
         for _ in 0..100 {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -112,5 +116,55 @@ mod tests {
         )
         .await;
         assert!(error.contains("gone"), "{error}");
+    }
+
+    /// Scheduled refreshes keep a server's limits: none runs while every query slot is taken,
+    /// and one past the timeout stops, commits nothing, and is recorded as failed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn scheduled_refreshes_wait_for_a_slot_and_keep_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(dir.path().to_str().unwrap()).await.unwrap();
+        let mut session = warehouse.session();
+        session
+            .sql(
+                "CREATE TABLE t (x INT);
+                 INSERT INTO t VALUES (1);
+                 CREATE MATERIALIZED VIEW total WITH (refresh = 'every 1 second') AS
+                   SELECT SUM(x) AS s FROM t;
+                 INSERT INTO t VALUES (2), (3);",
+            )
+            .await
+            .unwrap();
+        let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
+        let busy = std::sync::Arc::clone(&slots).acquire_owned().await.unwrap();
+        let scheduler = tokio::spawn(run_scheduler(
+            warehouse.clone(),
+            Duration::from_millis(50),
+            super::RefreshLimits {
+                slots: Some(std::sync::Arc::clone(&slots)),
+                timeout: Some(Duration::ZERO),
+            },
+        ));
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(value(&mut session, "SELECT s FROM total").await, "1");
+        // A slot frees up: the refresh runs, but past its (zero) timeout, so it fails.
+        drop(busy);
+        let mut failed = false;
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let error = value(
+                &mut session,
+                "SELECT coalesce(last_error, '') FROM system.materialized_views
+                 WHERE view_name = 'total'",
+            )
+            .await;
+            if error.contains("timeout") {
+                failed = true;
+                break;
+            }
+        }
+        scheduler.abort();
+        assert!(failed, "the refresh did not time out");
+        assert_eq!(value(&mut session, "SELECT s FROM total").await, "1");
     }
 }

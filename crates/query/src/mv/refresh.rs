@@ -123,7 +123,12 @@ async fn open(warehouse: &Warehouse, name: &[String; 3]) -> Result<StrataTable> 
 }
 
 /// Records a failed refresh on the view (a metadata-only commit), best effort.
-async fn record_failure(warehouse: &Warehouse, name: &[String; 3], clock: Instant, error: &Error) {
+pub(crate) async fn record_failure(
+    warehouse: &Warehouse,
+    name: &[String; 3],
+    clock: Instant,
+    error: &Error,
+) {
     let Ok(view) = open(warehouse, name).await else {
         return;
     };

@@ -56,11 +56,20 @@ pub(crate) async fn refresh_on_commit(warehouse: &Warehouse) {
     }
 }
 
+/// The limits a server puts on every statement, which scheduled refreshes keep too.
+#[derive(Debug, Clone, Default)]
+pub struct RefreshLimits {
+    /// The server's query slots: a refresh waits for one, as a client's statement does.
+    pub slots: Option<std::sync::Arc<tokio::sync::Semaphore>>,
+    /// A refresh still running after this long is stopped and commits nothing.
+    pub timeout: Option<Duration>,
+}
+
 /// Refreshes `every <interval>` views when their interval has passed since their last
 /// successful refresh, checking every `tick`, until the task is dropped. A failed refresh is
 /// recorded on the view and retried after 5 s, 10 s, 20 s, ... (at most an hour apart), whatever
-/// the view's interval.
-pub async fn run_scheduler(warehouse: Warehouse, tick: Duration) {
+/// the view's interval. Each refresh runs inside `limits`.
+pub async fn run_scheduler(warehouse: Warehouse, tick: Duration, limits: RefreshLimits) {
     // View → (failures in a row, earliest next attempt).
     let mut failures: HashMap<[String; 3], (u32, std::time::Instant)> = HashMap::new();
     // View → when it was last found up to date (nothing is committed for that).
@@ -84,7 +93,35 @@ pub async fn run_scheduler(warehouse: Warehouse, tick: Duration) {
             if !due || backing_off {
                 continue;
             }
-            match refresh(&warehouse, &name, false, &Progress::default()).await {
+            let _slot = match &limits.slots {
+                Some(slots) => match std::sync::Arc::clone(slots).acquire_owned().await {
+                    Ok(slot) => Some(slot),
+                    // The server is shutting down.
+                    Err(_) => return,
+                },
+                None => None,
+            };
+            let progress = Progress::default();
+            let clock = std::time::Instant::now();
+            let run = refresh(&warehouse, &name, false, &progress);
+            let outcome = match limits.timeout {
+                Some(limit) => match tokio::time::timeout(limit, run).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        // Stopped before its commit: nothing changed; say so on the view.
+                        let error = crate::error::Error::DataFusion(
+                            datafusion::error::DataFusionError::ResourcesExhausted(format!(
+                                "scheduled refresh exceeded the server's query timeout of {} s",
+                                limit.as_secs()
+                            )),
+                        );
+                        refresh::record_failure(&warehouse, &name, clock, &error).await;
+                        Err(error)
+                    }
+                },
+                None => run.await,
+            };
+            match outcome {
                 Ok(outcome) => {
                     failures.remove(&name);
                     if outcome.kind == refresh::Kind::UpToDate {
