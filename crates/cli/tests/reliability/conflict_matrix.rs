@@ -18,8 +18,12 @@ use strata_query::Warehouse;
 /// The statements, by name. `{p}` is a digit prefix choosing the partition (`''`: partition
 /// `a`, keys below 10; `'1'`: partition `b`, keys 10 to 19), `{part}` the partition's name and
 /// `{dir}` the directory of the load files.
-const STATEMENTS: [(&str, &str); 14] = [
+const STATEMENTS: [(&str, &str); 15] = [
     ("INSERT", "INSERT INTO t VALUES ({p}5, 100, 1)"),
+    (
+        "INSERT SELECT",
+        "INSERT INTO t SELECT p, k + 1000, v FROM t WHERE p < 20",
+    ),
     (
         "COPY INTO",
         "COPY INTO t FROM '{dir}/rows{p}.csv' FILE_FORMAT = (TYPE = CSV)",

@@ -520,6 +520,14 @@ impl TableProvider for StrataTable {
                 ));
             }
         };
+        // `INSERT INTO t SELECT ... FROM t` reads its target: not a blind append.
+        let mut reads_target = false;
+        datafusion::common::tree_node::TreeNode::apply(&input, |node| {
+            if let Some(scan) = node.downcast_ref::<StrataScanExec>() {
+                reads_target |= scan.table() == self.name;
+            }
+            Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+        })?;
         let sink = StrataSink {
             warehouse: self.warehouse.clone(),
             name: self.name.clone(),
@@ -527,6 +535,7 @@ impl TableProvider for StrataTable {
             snapshot: self.snapshot.clone(),
             schema: Arc::clone(&self.schema),
             overwrite,
+            reads_target,
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }

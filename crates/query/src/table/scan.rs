@@ -92,6 +92,11 @@ pub(crate) struct StrataScanExec {
 }
 
 impl StrataScanExec {
+    /// The qualified name of the table scanned.
+    pub(crate) fn table(&self) -> &str {
+        &self.table
+    }
+
     pub(crate) fn new(table: String, input: Arc<dyn ExecutionPlan>, figures: ScanFigures) -> Self {
         let metrics = ExecutionPlanMetricsSet::new();
         let set = |name: &'static str, value: usize| {

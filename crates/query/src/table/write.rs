@@ -28,6 +28,8 @@ pub(crate) struct StrataSink {
     pub(crate) snapshot: Snapshot,
     pub(crate) schema: SchemaRef,
     pub(crate) overwrite: bool,
+    /// The rows come from a scan of the table itself (`INSERT INTO t SELECT ... FROM t`).
+    pub(crate) reads_target: bool,
 }
 
 impl DisplayAs for StrataSink {
@@ -56,6 +58,8 @@ impl DataSink for StrataSink {
         if self.overwrite {
             // An overwrite replaces every row, including rows a concurrent commit added.
             txn.remove = self.snapshot.files.values().cloned().collect();
+        }
+        if self.overwrite || self.reads_target {
             txn.reads = Reads::Table;
         }
         let mut options = self.warehouse.write_options();
