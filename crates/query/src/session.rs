@@ -287,9 +287,7 @@ impl Session {
     /// How this session's statements write data files: the warehouse's options under this
     /// session's caps (`strata.max_partitions_per_statement`).
     pub(crate) fn write_options(&self) -> strata_storage::WriteOptions {
-        let mut options = self.warehouse().write_options();
-        options.max_new_partitions = self.strata_options().max_partitions_per_statement;
-        options
+        self.warehouse().write_options(&self.strata_options())
     }
 
     /// Makes `database.schema` the current schema (unqualified names resolve there); fails if

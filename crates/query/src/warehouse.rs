@@ -104,8 +104,13 @@ impl Warehouse {
         Arc::clone(&self.inner.runtime)
     }
 
-    pub(crate) fn write_options(&self) -> WriteOptions {
-        self.inner.options.write.clone()
+    /// How data files are written: the warehouse's options under a session's caps
+    /// (`strata.max_partitions_per_statement`).
+    pub(crate) fn write_options(&self, session: &crate::config::StrataOptions) -> WriteOptions {
+        WriteOptions {
+            max_new_partitions: session.max_partitions_per_statement,
+            ..self.inner.options.write.clone()
+        }
     }
 
     /// The catalog as of the last refresh.
@@ -289,30 +294,33 @@ impl Warehouse {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records that `snapshot` of table `name` was just committed. Fails if the catalog no
-    /// longer names the table (a concurrent `DROP TABLE` or `CREATE OR REPLACE` won): the
-    /// commit landed in a log no table points to, so the statement must not report success.
-    /// The error is a conflict, so the statement runs again, against what the name is now.
-    pub(crate) async fn committed(
+    /// Commits `txn` to table `name` on top of `base` and caches the new snapshot. Fails if
+    /// the catalog no longer names the table afterwards (a concurrent `DROP TABLE` or
+    /// `CREATE OR REPLACE` won): the commit landed in a log no table points to, so the
+    /// statement must not report success. The error is a conflict, so the statement runs
+    /// again, against what the name is now.
+    pub(crate) async fn commit(
         &self,
         name: &str,
         log: &TableLog,
-        snapshot: &Snapshot,
-    ) -> Result<()> {
-        self.remember(log.id(), snapshot);
+        base: &Snapshot,
+        txn: &strata_storage::Transaction,
+    ) -> Result<Snapshot> {
+        let snapshot = log.commit(base, txn).await?;
+        self.remember(log.id(), &snapshot);
         if self.creating().contains(log.id()) {
-            return Ok(());
+            return Ok(snapshot);
         }
         // The commit has landed: a failure to read the catalog now must not report it failed.
         let catalog = match self.refresh_catalog().await {
             Ok(catalog) => catalog,
             Err(e) => {
                 tracing::warn!(table = %name, error = %e, "committed; could not check the catalog");
-                return Ok(());
+                return Ok(snapshot);
             }
         };
         if catalog.table_ids().any(|id| id == log.id()) {
-            return Ok(());
+            return Ok(snapshot);
         }
         Err(strata_storage::Error::CommitConflict {
             table: name.to_string(),

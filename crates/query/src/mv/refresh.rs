@@ -441,7 +441,7 @@ async fn run(
     txn.reads = Reads::Table;
     let (rows_written, snapshot) = write_batches(
         warehouse,
-        warehouse.write_options(),
+        warehouse.write_options(&Default::default()),
         view.name(),
         view.log(),
         view.snapshot(),

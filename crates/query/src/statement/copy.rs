@@ -449,8 +449,7 @@ pub(crate) async fn copy_into(
             let (files, created) = run_cpu(move || table_writer.finish()).await??;
             txn.add.extend(uploads.upload(files).await?);
             txn.add_partitions = created;
-            let s = log.commit(&snapshot, &txn).await?;
-            warehouse.committed(&table, &log, &s).await?;
+            warehouse.commit(&table, &log, &snapshot, &txn).await?;
         } else {
             errors.load_status = "NOTHING_LOADED".to_string();
         }

@@ -188,8 +188,9 @@ impl Session {
             .filter(|p| partitions.iter().any(|(n, _)| *n == p.name))
             .cloned()
             .collect();
-        let s = log.commit(&snapshot, &txn).await?;
-        self.warehouse().committed(&name, &log, &s).await?;
+        self.warehouse()
+            .commit(&name, &log, &snapshot, &txn)
+            .await?;
         Ok(StatementResult::status(format!(
             "added {} partition(s) to {name}",
             partitions.len()
@@ -630,8 +631,7 @@ impl Session {
         txn: &Transaction,
     ) -> Result<()> {
         refuse_orphans(self.warehouse(), name, log, snapshot, &txn.remove).await?;
-        let committed = log.commit(snapshot, txn).await?;
-        self.warehouse().committed(name, log, &committed).await?;
+        self.warehouse().commit(name, log, snapshot, txn).await?;
         Ok(())
     }
 }

@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use object_store::memory::InMemory;
 use object_store::{ObjectStore, ObjectStoreExt};
 use strata_storage::{Fault, FaultyStore, WarehouseStore};
@@ -77,8 +78,6 @@ async fn files(store: &Arc<dyn ObjectStore>, session: &mut Session) -> (usize, u
     (stored, live)
 }
 
-use futures::StreamExt;
-
 /// Rewrites every in-flight marker as written by a process that has ended (a pid that cannot
 /// exist on this host), as after a restart.
 async fn end_process(store: &Arc<dyn ObjectStore>) {
@@ -97,9 +96,9 @@ async fn end_process(store: &Arc<dyn ObjectStore>) {
     }
 }
 
-/// Runs `statement` after `setup` once per fault.
-async fn sweep(setup: &str, statement: &str) -> Sweep {
-    // A clean run: the calls the statement makes, and the rows before and after it.
+/// A fresh store after `setup`, and a session reading it through a fault injector (with the
+/// table's snapshot read once, so that later runs' calls line up), with the table's rows.
+async fn set_up(setup: &str) -> (Arc<dyn ObjectStore>, Arc<FaultyStore>, Session, u64) {
     let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
     open(Arc::clone(&inner))
         .await
@@ -108,9 +107,17 @@ async fn sweep(setup: &str, statement: &str) -> Sweep {
         .await
         .unwrap();
     let faulty = Arc::new(FaultyStore::new(Arc::clone(&inner)));
-    let warehouse = open(Arc::clone(&faulty) as Arc<dyn ObjectStore>).await;
-    let mut session = warehouse.session();
-    let before = rows(&mut session).await.unwrap();
+    let mut session = open(Arc::clone(&faulty) as Arc<dyn ObjectStore>)
+        .await
+        .session();
+    let rows = rows(&mut session).await.unwrap();
+    (inner, faulty, session, rows)
+}
+
+/// Runs `statement` after `setup` once per fault.
+async fn sweep(setup: &str, statement: &str) -> Sweep {
+    // A clean run: the calls the statement makes, and the rows before and after it.
+    let (_, faulty, mut session, before) = set_up(setup).await;
     faulty.arm(None);
     session.sql(statement).await.unwrap();
     let calls = faulty.calls();
@@ -120,23 +127,12 @@ async fn sweep(setup: &str, statement: &str) -> Sweep {
     let mut sweep = Sweep::default();
     for k in 0..calls {
         for fault in [Fault::FailCall(k), Fault::CrashAt(k), Fault::LoseAnswer(k)] {
-            let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
-            open(Arc::clone(&inner))
-                .await
-                .session()
-                .sql(setup)
-                .await
-                .unwrap();
-            let faulty = Arc::new(FaultyStore::new(Arc::clone(&inner)));
-            let warehouse = open(Arc::clone(&faulty) as Arc<dyn ObjectStore>).await;
-            let mut session = warehouse.session();
-            // As in the clean run, so that the calls line up.
-            assert_eq!(rows(&mut session).await.unwrap(), before);
+            let (inner, faulty, mut session, start) = set_up(setup).await;
+            assert_eq!(start, before);
             faulty.arm(Some(fault));
             let outcome = session.sql(statement).await;
             faulty.arm(None);
             drop(session);
-            drop(warehouse);
             sweep.faults += 1;
             // Restart on what the store kept, as a new process: the one that wrote the
             // in-flight markers left is gone.

@@ -62,15 +62,14 @@ impl DataSink for StrataSink {
         if self.overwrite || self.reads_target {
             txn.reads = Reads::Table;
         }
-        let mut options = self.warehouse.write_options();
-        if let Some(strata) = context
+        let strata = context
             .session_config()
             .options()
             .extensions
             .get::<crate::config::StrataOptions>()
-        {
-            options.max_new_partitions = strata.max_partitions_per_statement;
-        }
+            .cloned()
+            .unwrap_or_default();
+        let options = self.warehouse.write_options(&strata);
         let (rows, _) = write_batches(
             &self.warehouse,
             options,
@@ -126,8 +125,7 @@ pub(crate) async fn write_batches(
         added.extend(uploads.upload(files).await?);
         txn.add.extend(added);
         txn.add_partitions.extend(created);
-        let snapshot = log.commit(snapshot, &txn).await?;
-        warehouse.committed(name, log, &snapshot).await?;
+        let snapshot = warehouse.commit(name, log, snapshot, &txn).await?;
         Ok((rows, snapshot))
     }
     .await;
