@@ -558,6 +558,54 @@ fn a_warehouse_on_s3_loads_from_s3_and_keeps_concurrent_commits() {
     write_concurrently(w, &settings, scripts);
     let counts =
         ok("SELECT count(*) AS n, count(DISTINCT id) AS ids, sum(amount) AS total FROM sales");
+
+    // A named secret carries the keys, endpoint and region: a process with no AWS_* settings
+    // loads from the bucket, and no key reaches its output or the query log.
+    let endpoint = &settings[0].1;
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("wh");
+    let run_local = |sql: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+        command.args([
+            "--warehouse",
+            local.to_str().unwrap(),
+            "--format",
+            "csv",
+            "-c",
+            sql,
+        ]);
+        for (key, _) in &settings {
+            command.env_remove(key);
+        }
+        command.output().unwrap()
+    };
+    let created = run_local(&format!(
+        "CREATE SECRET landing (TYPE = S3, KEY_ID = 'test', SECRET = 'test', \
+         ENDPOINT = '{endpoint}', REGION = 'us-east-1'); \
+         CREATE TABLE sales (id INT, sale_date DATE, region VARCHAR, amount DECIMAL(10,2)); \
+         COPY INTO sales FROM 's3://landing/in/sales_2024_01.csv' \
+         CREDENTIALS = (SECRET = landing) FILE_FORMAT = (TYPE = CSV SKIP_HEADER = 1); \
+         SELECT count(*) AS n FROM sales"
+    ));
+    assert!(
+        created.status.success() && stdout(&created).ends_with("n\n3\n"),
+        "{}{}",
+        stdout(&created),
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let shown = run_local(
+        "SELECT secret_name, endpoint, has_key FROM system.secrets; \
+         SELECT query_text FROM system.query_log ORDER BY started_at",
+    );
+    let shown = stdout(&shown);
+    assert!(
+        shown.contains(&format!("landing,{endpoint},true")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("KEY_ID = '***', SECRET = '***'") && !shown.contains("'test'"),
+        "{shown}"
+    );
     s3.kill().unwrap();
     s3.wait().unwrap();
     assert_eq!(counts, "n,ids,total\n14,14,554.75\n");
@@ -844,6 +892,9 @@ fn remote_runs_scripts_and_the_shell_on_a_server() {
 
 #[path = "reliability/conflict_matrix.rs"]
 mod conflict_matrix;
+
+#[path = "reliability/foreign_keys.rs"]
+mod foreign_keys;
 
 #[path = "reliability/kill_loop.rs"]
 mod kill_loop;

@@ -91,6 +91,8 @@ pub(crate) fn status(e: strata_query::Error) -> Status {
         ErrorKind::Conflict => Status::aborted(message),
         ErrorKind::ConstraintViolation => Status::failed_precondition(message),
         ErrorKind::Unsupported => Status::unimplemented(message),
+        ErrorKind::PermissionDenied => Status::permission_denied(message),
+        ErrorKind::Cancelled => Status::cancelled(message),
         ErrorKind::ResourceExhausted => Status::resource_exhausted(message),
         ErrorKind::Internal => Status::internal(message),
     }

@@ -27,6 +27,9 @@ pub(crate) fn check(
         Statement::Vacuum { .. } => {
             return Err(refusal("VACUUM deletes files of the warehouse"));
         }
+        Statement::CreateSecret { .. } | Statement::DropSecret { .. } => {
+            return Err(refusal("secrets are kept by admins"));
+        }
         _ => return Ok(()),
     };
     let refused = match sql.as_ref() {
@@ -221,6 +224,8 @@ mod tests {
             "VACUUM",
             "VACUUM t RETAIN 240 HOURS",
             "COPY INTO t FROM 's3://landing/in/x.csv' ENDPOINT = 'http://attacker:80'",
+            "CREATE SECRET s (TYPE = S3, KEY_ID = 'k', SECRET = 'v')",
+            "DROP SECRET s",
         ] {
             let e = verdict(sql, Role::User).unwrap_err();
             assert_eq!(e.code(), tonic::Code::PermissionDenied, "{sql}");

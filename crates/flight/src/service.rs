@@ -48,7 +48,7 @@ use futures::stream::{AbortHandle, Abortable, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use strata_query::parser::ParsedStatement;
-use strata_query::{IngestMode, Session, StatementResult, Warehouse};
+use strata_query::{CommitGate, IngestMode, Session, StatementResult, Warehouse};
 use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
@@ -255,15 +255,34 @@ impl StrataFlightSql {
             .acquire_owned()
             .await
             .map_err(|_| Status::unavailable("server is shutting down"))?;
-        let run = Self::run_statements(&mut session, statements, rows);
-        match self.limits.query_timeout {
-            Some(limit) => tokio::time::timeout(limit, run).await.map_err(|_| {
-                Status::deadline_exceeded(format!(
-                    "statement exceeded the server's query timeout of {} s",
+        // The timeout and the statement's commit race on a gate: a statement whose commit had
+        // started runs to its end, and its result says it committed.
+        let gate = CommitGate::new();
+        let run = gate.run(Self::run_statements(&mut session, statements, rows));
+        let Some(limit) = self.limits.query_timeout else {
+            return run.await;
+        };
+        tokio::pin!(run);
+        match tokio::time::timeout(limit, &mut run).await {
+            Ok(result) => result,
+            Err(_) if gate.cancel() => {
+                let before = match gate.statements_finished() {
+                    0 => String::new(),
+                    n => format!(" (the {n} statements before it had finished and committed)"),
+                };
+                Err(Status::deadline_exceeded(format!(
+                    "statement exceeded the server's query timeout of {} s and was stopped \
+                     before it committed anything{before}",
                     limit.as_secs()
-                ))
-            })?,
-            None => run.await,
+                )))
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_s = limit.as_secs(),
+                    "statement passed the query timeout while committing; letting it finish"
+                );
+                run.await
+            }
         }
     }
 

@@ -24,6 +24,14 @@ pub enum Error {
     #[error("{0}")]
     Plan(String),
 
+    /// The statement was cancelled (or timed out) before it committed anything.
+    #[error("statement cancelled before it committed; nothing was written")]
+    Cancelled,
+
+    /// The statement needs a role its user does not have.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+
     /// A statement names a table or view that does not exist.
     #[error("table '{name}' not found{}", did_you_mean(.suggestions))]
     TableNotFound {
@@ -96,6 +104,10 @@ pub enum ErrorKind {
     /// The rows would break a declared constraint (key, foreign key, check, NOT NULL); the
     /// constraint is named in the message.
     ConstraintViolation,
+    /// The statement was cancelled or timed out before it committed.
+    Cancelled,
+    /// The user may not run the statement (it needs the admin role).
+    PermissionDenied,
     /// Strata does not support the statement or option.
     Unsupported,
     /// The memory limit or another resource ran out.
@@ -113,6 +125,8 @@ impl Error {
             }
             Error::TableNotFound { .. } => ErrorKind::NotFound,
             Error::Unsupported(_) => ErrorKind::Unsupported,
+            Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            Error::Cancelled => ErrorKind::Cancelled,
             Error::Storage(s) => storage_kind(s),
             Error::DataFusion(d) => datafusion_kind(d),
         }
@@ -134,12 +148,14 @@ fn storage_kind(e: &StorageError) -> ErrorKind {
         | StorageError::PartitionNotFound { .. }
         | StorageError::VersionNotFound { .. }
         | StorageError::NoVersionAtTime { .. }
-        | StorageError::NoFilesMatch { .. } => ErrorKind::NotFound,
+        | StorageError::NoFilesMatch { .. }
+        | StorageError::SecretNotFound { .. } => ErrorKind::NotFound,
         StorageError::DatabaseExists { .. }
         | StorageError::SchemaExists { .. }
         | StorageError::TableExists { .. }
         | StorageError::NameTaken { .. }
-        | StorageError::PartitionExists { .. } => ErrorKind::AlreadyExists,
+        | StorageError::PartitionExists { .. }
+        | StorageError::SecretExists { .. } => ErrorKind::AlreadyExists,
         StorageError::CommitConflict { .. } | StorageError::TooManyConflicts { .. } => {
             ErrorKind::Conflict
         }

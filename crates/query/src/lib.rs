@@ -16,6 +16,7 @@
 //!  table       StrataTable: prune, scan (runtime filters, scan cache), write, constraints
 //!     │
 //!  warehouse config parser types progress result scan_cache error      (state and leaves)
+//!  redact commit_gate
 //!     │
 //!  strata-storage   catalog, table logs, partitions, Parquet I/O, loaders, system records
 //! ```
@@ -25,6 +26,7 @@
 #![warn(missing_docs)]
 
 mod catalog;
+pub mod commit_gate;
 pub mod config;
 pub mod error;
 mod mv;
@@ -40,6 +42,7 @@ mod table;
 mod types;
 mod warehouse;
 
+pub use commit_gate::CommitGate;
 pub use config::{
     StrataOptions, WarehouseOptions, default_scan_cache_bytes, default_server_memory_limit,
     parse_byte_size,

@@ -81,6 +81,24 @@ pub enum Statement {
     },
     /// `APPLY CHANGES INTO target FROM source KEY (...) SEQUENCE BY c [APPLY AS DELETE WHEN e]`.
     ApplyChanges(Box<ApplyChanges>),
+    /// `CREATE [OR REPLACE] SECRET [IF NOT EXISTS] name (TYPE = S3, KEY_ID = '..', ...)`.
+    CreateSecret {
+        /// The name.
+        name: String,
+        /// `OR REPLACE`.
+        or_replace: bool,
+        /// `IF NOT EXISTS`.
+        if_not_exists: bool,
+        /// The options, names uppercase, in order.
+        options: Vec<(String, String)>,
+    },
+    /// `DROP SECRET [IF EXISTS] name`.
+    DropSecret {
+        /// The name.
+        name: String,
+        /// `IF EXISTS`: a missing secret is no error.
+        if_exists: bool,
+    },
     /// `REFRESH MATERIALIZED VIEW mv [FULL]`.
     Refresh {
         /// The view.
@@ -192,6 +210,12 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
     }
     if first == "REFRESH" {
         return parse_refresh(chunk);
+    }
+    if first == "CREATE" && words.iter().skip(1).take(3).any(|w| w == "SECRET") {
+        return parse_create_secret(chunk);
+    }
+    if first == "DROP" && words.get(1).is_some_and(|w| w == "SECRET") {
+        return parse_drop_secret(chunk);
     }
     if first == "ALTER" && words.get(1).is_some_and(|w| w == "TABLE") && has_partition_op(chunk) {
         return parse_alter_partition(chunk);
@@ -600,6 +624,71 @@ fn parse_refresh(chunk: &[TokenWithSpan]) -> Result<Statement> {
     let full = p.parse_keyword(Keyword::FULL);
     expect_end(&mut p).map_err(perr)?;
     Ok(Statement::Refresh { view, full })
+}
+
+/// `CREATE [OR REPLACE] [PERSISTENT] SECRET [IF NOT EXISTS] name (NAME [=] value [,] ...)`: the
+/// Strata form with `=`, and DuckDB's without. Errors never quote a value: it may be a key.
+fn parse_create_secret(chunk: &[TokenWithSpan]) -> Result<Statement> {
+    let mut p = parser_for(chunk);
+    p.expect_keyword(Keyword::CREATE).map_err(perr)?;
+    let or_replace = p.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+    let _ = p.parse_keyword(Keyword::PERSISTENT);
+    p.expect_keyword(Keyword::SECRET).map_err(perr)?;
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = p.parse_identifier().map_err(perr)?.value;
+    p.expect_token(&Token::LParen).map_err(perr)?;
+    let mut options: Vec<(String, String)> = Vec::new();
+    loop {
+        if p.consume_token(&Token::RParen) {
+            break;
+        }
+        let key = match p.next_token().token {
+            Token::Word(w) => w.value.to_ascii_uppercase(),
+            _ => {
+                return Err(Error::Parse(
+                    "CREATE SECRET: expected an option name such as TYPE, KEY_ID or SECRET"
+                        .to_string(),
+                ));
+            }
+        };
+        let _ = p.consume_token(&Token::Eq);
+        let value = match p.next_token().token {
+            Token::SingleQuotedString(v) | Token::DoubleQuotedString(v) => v,
+            Token::Word(w) => w.value,
+            Token::Number(n, _) => n,
+            _ => {
+                return Err(Error::Parse(format!(
+                    "CREATE SECRET: option {key} needs a value ('text' or a word)"
+                )));
+            }
+        };
+        if options.iter().any(|(k, _)| *k == key) {
+            return Err(Error::Parse(format!(
+                "CREATE SECRET: option {key} is given twice"
+            )));
+        }
+        options.push((key, value));
+        let _ = p.consume_token(&Token::Comma);
+    }
+    expect_end(&mut p).map_err(|_| {
+        Error::Parse("CREATE SECRET: unexpected text after the options".to_string())
+    })?;
+    Ok(Statement::CreateSecret {
+        name,
+        or_replace,
+        if_not_exists,
+        options,
+    })
+}
+
+fn parse_drop_secret(chunk: &[TokenWithSpan]) -> Result<Statement> {
+    let mut p = parser_for(chunk);
+    p.expect_keywords(&[Keyword::DROP, Keyword::SECRET])
+        .map_err(perr)?;
+    let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let name = p.parse_identifier().map_err(perr)?.value;
+    expect_end(&mut p).map_err(perr)?;
+    Ok(Statement::DropSecret { name, if_exists })
 }
 
 fn parse_apply_changes(chunk: &[TokenWithSpan]) -> Result<Statement> {

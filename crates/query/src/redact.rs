@@ -21,9 +21,12 @@ static SECRET_OPTION: LazyLock<Regex> = LazyLock::new(|| {
     .expect("the secret pattern is valid")
 });
 
-/// `PASSWORD 'x'` and `IDENTIFIED BY 'x'` (user DDL of other databases).
+/// `PASSWORD 'x'` and `IDENTIFIED BY 'x'` (user DDL of other databases), and the options of
+/// DuckDB's `CREATE SECRET (KEY_ID 'x', SECRET 'y')`, written without `=`.
 static PASSWORD_CLAUSE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#"(?i)(\b(?:password|identified\s+by)\s+)('(?:[^']|'')*'?|"(?:[^"]|"")*"?)"#)
+    Regex::new(
+        r#"(?i)(\b(?:password|identified\s+by|secret|key_id|session_token|token)\s+)('(?:[^']|'')*'?|"(?:[^"]|"")*"?)"#,
+    )
         .expect("the password pattern is valid")
 });
 
@@ -73,6 +76,23 @@ mod tests {
         );
         assert!(!redact("CREDENTIALS = (SECRET = 'unterminated").contains("unterminated"));
         assert!(!redact("CREDENTIALS=(aws_secret_key=bare)").contains("bare"));
+    }
+
+    #[test]
+    fn create_secret_keeps_its_name_and_endpoint_only() {
+        for sql in [
+            "CREATE SECRET landing (TYPE = S3, KEY_ID = 'AKIAX', SECRET = 'wJalr', \
+             SESSION_TOKEN = 'tok1', ENDPOINT = 'http://h', REGION = 'eu')",
+            "CREATE SECRET landing (TYPE S3, KEY_ID 'AKIAX', SECRET 'wJalr', \
+             SESSION_TOKEN 'tok1', ENDPOINT 'http://h', REGION 'eu')",
+        ] {
+            let out = redact(sql);
+            for secret in ["AKIAX", "wJalr", "tok1"] {
+                assert!(!out.contains(secret), "{out}");
+            }
+            assert!(out.contains("CREATE SECRET landing (TYPE"), "{out}");
+            assert!(out.contains("'http://h'") && out.contains("'eu'"), "{out}");
+        }
     }
 
     #[test]

@@ -140,6 +140,11 @@ impl Session {
         self.viewer.user().name
     }
 
+    /// Whether this session's user has the admin role.
+    pub fn is_admin(&self) -> bool {
+        self.viewer.user().admin
+    }
+
     /// The warehouse of this session.
     pub fn warehouse(&self) -> &Warehouse {
         &self.warehouse

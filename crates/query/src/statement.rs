@@ -7,6 +7,7 @@
 //!     ├── dml            UPDATE, DELETE, MERGE: copy-on-write of the affected files
 //!     ├── copy           COPY INTO with load history and rejected rows
 //!     ├── apply_changes  APPLY CHANGES INTO an SCD Type 2 table
+//!     ├── secrets        CREATE / DROP SECRET (admins)
 //!     ├── views          CREATE VIEW;   crate::mv: CREATE / REFRESH MATERIALIZED VIEW
 //!     ├── stream         Flight ingest and streamed queries
 //!     └── anything else: plan (then MV rewrite) ─► DataFusion
@@ -17,6 +18,8 @@
 //! its end.
 
 pub(crate) mod apply_changes;
+#[cfg(test)]
+mod cancel_sweep;
 pub(crate) mod copy;
 pub(crate) mod ddl;
 pub(crate) mod dml;
@@ -27,6 +30,7 @@ mod fuzz;
 pub(crate) mod hooks;
 pub(crate) mod plan;
 pub(crate) mod query_log;
+pub(crate) mod secrets;
 pub(crate) mod stream;
 pub(crate) mod views;
 
@@ -123,6 +127,7 @@ impl Session {
             },
         )
         .await;
+        crate::commit_gate::statement_finished();
         outcome.map(|(r, _)| r)
     }
 
@@ -161,6 +166,16 @@ impl Session {
             Statement::Refresh { view, full } => {
                 crate::mv::refresh::refresh_statement(self, view, *full).await?
             }
+            Statement::CreateSecret {
+                name,
+                or_replace,
+                if_not_exists,
+                options,
+            } => {
+                self.create_secret(name, *or_replace, *if_not_exists, options)
+                    .await?
+            }
+            Statement::DropSecret { name, if_exists } => self.drop_secret(name, *if_exists).await?,
         };
         Ok((result, ScanFigures::default()))
     }

@@ -84,6 +84,11 @@ impl Warehouse {
         self.inner.store.location()
     }
 
+    /// The warehouse root's directory, when it is on local disk.
+    pub fn local_root(&self) -> Option<&std::path::Path> {
+        self.inner.store.local_root()
+    }
+
     /// The store under the warehouse root.
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
         self.inner.store.object_store()
@@ -139,7 +144,16 @@ impl Warehouse {
     where
         F: FnMut(&mut CatalogState) -> strata_storage::Result<()>,
     {
-        let state = self.inner.catalog.update(change).await?;
+        let ticket = crate::commit_gate::begin_commit()?;
+        let state = match self.inner.catalog.update(change).await {
+            Ok(state) => state,
+            Err(e) => {
+                if wrote_nothing(&e) {
+                    ticket.wrote_nothing();
+                }
+                return Err(e.into());
+            }
+        };
         *self
             .inner
             .catalog_state
@@ -306,7 +320,16 @@ impl Warehouse {
         base: &Snapshot,
         txn: &strata_storage::Transaction,
     ) -> Result<Snapshot> {
-        let snapshot = log.commit(base, txn).await?;
+        let ticket = crate::commit_gate::begin_commit()?;
+        let snapshot = match log.commit(base, txn).await {
+            Ok(snapshot) => snapshot,
+            Err(e) => {
+                if wrote_nothing(&e) {
+                    ticket.wrote_nothing();
+                }
+                return Err(e.into());
+            }
+        };
         self.remember(log.id(), &snapshot);
         if self.creating().contains(log.id()) {
             return Ok(snapshot);
@@ -344,6 +367,17 @@ impl Warehouse {
             cache.insert(id.clone(), snapshot.clone());
         }
     }
+}
+
+/// Whether a failed commit surely wrote nothing: it lost a race, or refused the change before
+/// writing. A failed put may have landed (its answer lost), so a storage fault is not this.
+fn wrote_nothing(e: &strata_storage::Error) -> bool {
+    !matches!(
+        e,
+        strata_storage::Error::ObjectStore { .. }
+            | strata_storage::Error::Io { .. }
+            | strata_storage::Error::Panicked { .. }
+    )
 }
 
 #[cfg(test)]

@@ -269,6 +269,20 @@ pub enum Error {
     #[error("Parquet error: {0}")]
     Parquet(#[from] parquet::errors::ParquetError),
 
+    /// A statement names a secret that does not exist.
+    #[error("secret '{name}' does not exist")]
+    SecretNotFound {
+        /// The name.
+        name: String,
+    },
+
+    /// `CREATE SECRET` of a name that exists (without `OR REPLACE`).
+    #[error("secret '{name}' already exists")]
+    SecretExists {
+        /// The name.
+        name: String,
+    },
+
     /// A value or option the storage layer refuses.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -40,6 +40,8 @@ pub mod log;
 pub mod partition;
 /// System records: query log, load history, rejected rows, lineage.
 pub mod records;
+/// Named secrets (`CREATE SECRET`): the keys a load needs, kept out of scripts.
+pub mod secrets;
 /// Opening a warehouse root as an object store, and the paths under it.
 pub mod store;
 /// Deleting files no snapshot within the retention period references.
@@ -55,13 +57,14 @@ pub use error::{Error, Result, panic_message};
 pub use faults::{Fault, FaultyStore};
 pub use id::{TableId, Version};
 pub use log::{
-    Action, ColumnDef, ColumnStats, Commit, Constraint, DataFile, LoadedFile, Reads, Snapshot,
-    StatValue, TableLog, TableMetadata, Transaction,
+    Action, ColumnDef, ColumnStats, Commit, Constraint, DataFile, FENCE_TTL_SECONDS, Fence,
+    LoadedFile, Reads, Snapshot, StatValue, TableLog, TableMetadata, Transaction,
 };
 pub use partition::{Interval, KeyType, Partition, Partitioning, UpperBound};
 pub use records::{
     LineageEdge, LoadErrors, LoadFailure, QueryLogEntry, Record, RejectedRow, SystemRecords,
 };
+pub use secrets::{Secret, Secrets};
 pub use store::WarehouseStore;
 pub use writer::{
     BatchCheck, DEFAULT_MAX_NEW_PARTITIONS, TableWriter, Uploads, WriteOptions, run_cpu,

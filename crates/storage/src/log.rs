@@ -256,7 +256,38 @@ pub enum Action {
     },
     /// Records a loaded source file.
     Load(LoadedFile),
+    /// A statement is about to remove keys of a table this table references (see [`Fence`]).
+    Fence(Fence),
+    /// This commit is the removal that [`Fence`] `id` announced.
+    Fenced(String),
 }
+
+/// The announcement, in a referencing (child) table's log, that a statement is about to remove
+/// keys of the table it references (its parent). Foreign keys hold across the two logs by it:
+///
+/// - the remover commits the fence to the child's log on the snapshot whose references it
+///   checked, so a child write committed since then makes the fence conflict (and the remover
+///   check again);
+/// - a child write that a fence overtakes conflicts, and reruns; one whose snapshot holds a
+///   fresh fence waits until the parent's log shows the fenced removal, and checks its keys
+///   against the parent after it.
+///
+/// A fence is fresh for [`FENCE_TTL_SECONDS`]; the remover gives up if its own commit has
+/// not landed within half of that, so a remover that crashed blocks nobody for longer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fence {
+    /// The id of the announcing statement; its parent commit carries [`Action::Fenced`].
+    pub id: String,
+    /// The parent table's id.
+    pub parent: String,
+    /// The parent's version the removal is based on: the removal commits after it.
+    pub parent_version: Version,
+    /// When the fence was committed.
+    pub at: DateTime<Utc>,
+}
+
+/// How long a [`Fence`] holds child writes back.
+pub const FENCE_TTL_SECONDS: i64 = 60;
 
 /// A commit file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -310,6 +341,9 @@ pub struct Snapshot {
     pub files: BTreeMap<String, DataFile>,
     /// Source files loaded by `COPY INTO`, by [`LoadedFile::key`].
     pub loaded: BTreeMap<String, LoadedFile>,
+    /// The latest [`Fence`] per referenced table, by the parent's id.
+    #[serde(default)]
+    pub fences: BTreeMap<String, Fence>,
 }
 
 impl Snapshot {
@@ -328,6 +362,10 @@ impl Snapshot {
                 Action::Load(l) => {
                     self.loaded.insert(l.key(), l.clone());
                 }
+                Action::Fence(f) => {
+                    self.fences.insert(f.parent.clone(), f.clone());
+                }
+                Action::Fenced(_) => {}
             }
         }
     }
@@ -350,6 +388,7 @@ impl Snapshot {
             metadata,
             files: BTreeMap::new(),
             loaded: BTreeMap::new(),
+            fences: BTreeMap::new(),
         };
         snapshot.apply(commit);
         Ok(snapshot)
@@ -393,6 +432,10 @@ pub struct Transaction {
     /// The rows of the table this transaction's statement read: a concurrent commit that
     /// added or removed any of them is a conflict (see [`Reads`]).
     pub reads: Reads,
+    /// A fence to commit (to a child table's log) before removing keys of its parent.
+    pub fence: Option<Fence>,
+    /// The fence this commit's removal was announced by.
+    pub fenced: Option<String>,
 }
 
 /// What a statement read from the table it writes, so that its commit can check that no
@@ -557,7 +600,30 @@ impl Transaction {
             return Err(format!("{} was loaded by another statement", l.file));
         }
         actions.extend(self.loads.iter().cloned().map(Action::Load));
+        if let Some(fence) = &self.fence {
+            actions.push(Action::Fence(fence.clone()));
+        }
+        if let Some(id) = &self.fenced {
+            actions.push(Action::Fenced(id.clone()));
+        }
         Ok(actions)
+    }
+
+    /// Why this transaction conflicts with what was committed between `base` and `newer`:
+    /// the rows it read changed, or it adds rows and a fence arrived meanwhile (a parent's
+    /// keys may be going away; its references are checked again).
+    fn conflict(&self, base: &Snapshot, newer: &Snapshot) -> Option<String> {
+        if let Some(reason) = self.reads.conflict(base, newer) {
+            return Some(reason);
+        }
+        if !self.add.is_empty() && newer.fences != base.fences {
+            return Some(format!(
+                "a concurrent statement (version {}) is removing keys of a table this table \
+                 references",
+                newer.version
+            ));
+        }
+        None
     }
 }
 
@@ -578,6 +644,11 @@ impl TableLog {
             id,
             name: name.into(),
         }
+    }
+
+    /// The table's name, for messages.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// The table's storage id.
@@ -835,7 +906,7 @@ impl TableLog {
                 return Ok(snapshot);
             }
             let newer = self.refresh(snapshot).await?;
-            if let Some(reason) = txn.reads.conflict(base, &newer) {
+            if let Some(reason) = txn.conflict(base, &newer) {
                 return Err(Error::CommitConflict {
                     table: self.name.clone(),
                     version: newer.version,

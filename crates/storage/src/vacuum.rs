@@ -71,7 +71,7 @@ pub async fn vacuum_table(
                         keep.insert(path.clone());
                     }
                 }
-                Action::Metadata(_) | Action::Load(_) => {}
+                Action::Metadata(_) | Action::Load(_) | Action::Fence(_) | Action::Fenced(_) => {}
             }
         }
     }

@@ -29,7 +29,7 @@ use futures::StreamExt;
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
 use rustyline::{CompletionType, Config, Editor};
-use strata_query::Session;
+use strata_query::{CommitGate, Session};
 use tokio::runtime::Runtime;
 
 use crate::backend::Backend;
@@ -189,16 +189,27 @@ impl Shell {
             INTERRUPTED.store(false, Ordering::SeqCst);
             self.received.store(0, Ordering::Relaxed);
             let shown = progress::show(self.backend.progress(), Arc::clone(&self.received));
+            // Ctrl-C and the statement's commit race on a gate: a statement whose commit has
+            // started is let finish, and its result is shown.
+            let gate = CommitGate::new();
             let outcome = runtime.block_on(async {
+                let mut run = std::pin::pin!(gate.run(self.collect(statement)));
                 tokio::select! {
-                    result = self.collect(statement) => Some(result),
-                    _ = interrupted() => None,
+                    result = &mut run => Some(result),
+                    _ = interrupted() => {
+                        if gate.cancel() {
+                            None
+                        } else {
+                            eprintln!("the statement is committing; letting it finish");
+                            Some(run.await)
+                        }
+                    }
                     _ = shown => unreachable!("the progress line runs until the statement ends"),
                 }
             });
             let Some(result) = outcome else {
-                // The statement's future was dropped: its query stopped, nothing was committed.
-                eprintln!("cancelled");
+                // The statement's future was dropped before any commit: its query stopped.
+                eprintln!("cancelled; nothing was committed");
                 return Ok(());
             };
             self.show(result?, clock.elapsed())?;

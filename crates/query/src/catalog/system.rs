@@ -1,5 +1,6 @@
-//! The `system` schema: partitions, table versions, the query log, load history and the rows
-//! loads rejected; and the constraint views of `information_schema`.
+//! The `system` schema: partitions, table versions, the query log, load history, the rows
+//! loads rejected, materialized views, lineage, the scan cache and the names of secrets; and
+//! the constraint views of `information_schema`.
 //!
 //! Every table here is computed when a statement names it, from the catalog, the table logs
 //! and records under `_system/` in the warehouse, so they survive restarts and show the work
@@ -24,7 +25,7 @@ use crate::error::Result;
 use crate::warehouse::Warehouse;
 
 /// The system tables.
-pub(crate) const SYSTEM_TABLES: [&str; 8] = [
+pub(crate) const SYSTEM_TABLES: [&str; 9] = [
     "partitions",
     "table_versions",
     "query_log",
@@ -33,6 +34,7 @@ pub(crate) const SYSTEM_TABLES: [&str; 8] = [
     "materialized_views",
     "lineage",
     "scan_cache",
+    "secrets",
 ];
 
 fn ts_field(name: &str) -> Field {
@@ -216,6 +218,7 @@ pub(crate) async fn system_table(
         "materialized_views" => materialized_view::system_table(warehouse, planner).await?,
         "lineage" => lineage::system_table(warehouse).await?,
         "scan_cache" => scan_cache(warehouse)?,
+        "secrets" => secrets(warehouse).await?,
         _ => return Ok(None),
     }))
 }
@@ -232,6 +235,49 @@ fn all_tables(warehouse: &Warehouse) -> Vec<(String, String, String, strata_stor
         }
     }
     out
+}
+
+/// The named secrets, without what they hold: name, type, endpoint, region, whether they carry
+/// a key, who created them and when.
+async fn secrets(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("secret_name", DataType::Utf8, false),
+        Field::new("secret_type", DataType::Utf8, false),
+        Field::new("endpoint", DataType::Utf8, true),
+        Field::new("region", DataType::Utf8, true),
+        Field::new("has_key", DataType::Boolean, false),
+        Field::new("created_by", DataType::Utf8, false),
+        ts_field("created_at"),
+    ]));
+    let secrets = strata_storage::Secrets::new(warehouse.object_store())
+        .list()
+        .await?;
+    let text = |f: &dyn Fn(&strata_storage::Secret) -> Option<String>| {
+        Arc::new(secrets.iter().map(f).collect::<arrow::array::StringArray>()) as ArrayRef
+    };
+    let columns = vec![
+        text(&|s| Some(s.name.clone())),
+        text(&|s| Some(s.kind.clone())),
+        text(&|s| s.endpoint.clone()),
+        text(&|s| s.region.clone()),
+        Arc::new(
+            secrets
+                .iter()
+                .map(|s| Some(s.key_id.is_some()))
+                .collect::<arrow::array::BooleanArray>(),
+        ) as ArrayRef,
+        text(&|s| Some(s.created_by.clone())),
+        Arc::new(
+            arrow::array::TimestampMicrosecondArray::from(
+                secrets
+                    .iter()
+                    .map(|s| s.created_at.timestamp_micros())
+                    .collect::<Vec<_>>(),
+            )
+            .with_timezone("UTC"),
+        ) as ArrayRef,
+    ];
+    mem_table(schema, columns)
 }
 
 /// What the scan cache holds, per table: files, columns, rows and bytes, with the cache's

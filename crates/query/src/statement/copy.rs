@@ -26,8 +26,8 @@ use strata_storage::load::{
     self, CsvOptions, FileFormat, OnRowError, RowError, SourceData, SourceFile,
 };
 use strata_storage::{
-    LoadErrors, LoadFailure, LoadedFile, Record, RejectedRow, TableWriter, Transaction, Uploads,
-    run_cpu,
+    LoadErrors, LoadFailure, LoadedFile, Record, RejectedRow, Secrets, TableWriter, Transaction,
+    Uploads, run_cpu,
 };
 
 use crate::error::{Error, Result};
@@ -74,20 +74,54 @@ fn single_byte(name: &str, value: &str) -> Result<u8> {
 }
 
 /// S3 settings from Snowflake's `CREDENTIALS = (AWS_KEY_ID = '..' AWS_SECRET_KEY = '..'
-/// [AWS_TOKEN = '..'])` and `ENDPOINT = '..'`.
-fn s3_settings(
+/// [AWS_TOKEN = '..'])` and `ENDPOINT = '..'`, or from a named secret: `CREDENTIALS = (SECRET =
+/// name)` (see `CREATE SECRET`), which brings its own endpoint and region.
+async fn s3_settings(
+    warehouse: &Warehouse,
     credentials: &KeyValueOptions,
     endpoint: Option<&str>,
 ) -> Result<Vec<(String, String)>> {
+    let given = options(credentials);
+    if let Some((_, name)) = given.iter().find(|(key, _)| key == "SECRET") {
+        if given.len() > 1 || endpoint.is_some() {
+            return Err(Error::Plan(
+                "CREDENTIALS = (SECRET = name) takes its keys, endpoint and region from the \
+                 secret; name nothing else with it"
+                    .to_string(),
+            ));
+        }
+        let secret = Secrets::new(warehouse.object_store())
+            .get(&name.concat())
+            .await?;
+        let settings = [
+            ("aws_access_key_id", secret.key_id),
+            ("aws_secret_access_key", secret.secret),
+            ("aws_session_token", secret.session_token),
+            ("aws_endpoint", secret.endpoint),
+            ("aws_region", secret.region),
+        ];
+        let mut settings: Vec<(String, String)> = settings
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+            .collect();
+        if settings
+            .iter()
+            .any(|(k, v)| k == "aws_endpoint" && v.starts_with("http://"))
+        {
+            settings.push(("aws_allow_http".to_string(), "true".to_string()));
+        }
+        return Ok(settings);
+    }
     let mut settings = Vec::new();
-    for (key, values) in options(credentials) {
+    for (key, values) in given {
         let name = match key.as_str() {
             "AWS_KEY_ID" => "aws_access_key_id",
             "AWS_SECRET_KEY" => "aws_secret_access_key",
             "AWS_TOKEN" => "aws_session_token",
             other => {
                 return Err(Error::Unsupported(format!(
-                    "CREDENTIALS option {other} (use AWS_KEY_ID, AWS_SECRET_KEY, AWS_TOKEN)"
+                    "CREDENTIALS option {other} (use SECRET, or AWS_KEY_ID, AWS_SECRET_KEY, \
+                     AWS_TOKEN)"
                 )));
             }
         };
@@ -97,6 +131,26 @@ fn s3_settings(
         settings.push(("aws_endpoint".to_string(), endpoint.to_string()));
     }
     Ok(settings)
+}
+
+/// Refuses to load the warehouse's own secrets (`COPY INTO t FROM '<root>/_secrets'`).
+fn refuse_secrets_folder(warehouse: &Warehouse, sources: &[SourceFile]) -> Result<()> {
+    let Some(root) = warehouse.local_root() else {
+        return Ok(());
+    };
+    let secrets = root.join(strata_storage::secrets::SECRETS_DIR);
+    let secrets = std::fs::canonicalize(&secrets).unwrap_or(secrets);
+    for source in sources {
+        let shown = source.display();
+        let path = std::path::PathBuf::from(shown.strip_prefix("file://").unwrap_or(&shown));
+        let path = std::fs::canonicalize(&path).unwrap_or(path);
+        if path.starts_with(&secrets) {
+            return Err(Error::PermissionDenied(format!(
+                "COPY INTO may not read the warehouse's secrets ({shown})"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What a load does with bad records (Snowflake's `ON_ERROR`).
@@ -207,7 +261,12 @@ pub(crate) async fn copy_into(
             "stages ({location}); use a path, file:// or s3:// URL"
         )));
     }
-    let s3_settings = s3_settings(&stage_params.credentials, stage_params.endpoint.as_deref())?;
+    let s3_settings = s3_settings(
+        session.warehouse(),
+        &stage_params.credentials,
+        stage_params.endpoint.as_deref(),
+    )
+    .await?;
     // Options.
     let mut format: Option<FileFormat> = None;
     let mut csv = CsvOptions::default();
@@ -255,6 +314,11 @@ pub(crate) async fn copy_into(
             "FORCE" => force = truthy(&v),
             "ON_ERROR" => on_error = Some(OnError::parse(&v)?),
             "MAX_ERROR_RATIO" => max_error_ratio = Some(ratio(&v)?),
+            "ENDPOINT" => {
+                return Err(Error::Plan(
+                    "COPY INTO: write ENDPOINT = '...' before CREDENTIALS".to_string(),
+                ));
+            }
             other => return Err(Error::Unsupported(format!("copy option {other}"))),
         }
     }
@@ -288,6 +352,7 @@ pub(crate) async fn copy_into(
         let re = regex::Regex::new(p).map_err(|e| Error::Plan(format!("bad PATTERN: {e}")))?;
         sources.retain(|s| re.is_match(&s.display()));
     }
+    refuse_secrets_folder(session.warehouse(), &sources)?;
 
     let (log, snapshot, table) = session.open_table_for_write(into).await?;
     let (db, schema_name, table_name) = session.qualify_table(into)?;
@@ -315,8 +380,11 @@ pub(crate) async fn copy_into(
     }
 
     let store = warehouse.object_store();
-    let (check, exclusive) = constraints::prepare(&warehouse, &table, &log, &snapshot, &[]).await?;
-    let mut table_writer = TableWriter::new(&table, &snapshot, write_options).with_check(check);
+    // A load removes nothing, so it has no fences to commit.
+    let prepared = constraints::prepare(&warehouse, &table, &log, &snapshot, &[]).await?;
+    let exclusive = prepared.exclusive;
+    let mut table_writer =
+        TableWriter::new(&table, &snapshot, write_options).with_check(prepared.check);
     let uploads = Uploads::begin(&store, log.id()).await?;
     let loaded = async {
         let mut txn = Transaction::new("COPY INTO");

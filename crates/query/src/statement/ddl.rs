@@ -630,8 +630,15 @@ impl Session {
         snapshot: &Snapshot,
         txn: &Transaction,
     ) -> Result<()> {
-        refuse_orphans(self.warehouse(), name, log, snapshot, &txn.remove).await?;
-        self.warehouse().commit(name, log, snapshot, txn).await?;
+        let fences = refuse_orphans(self.warehouse(), name, log, snapshot, &txn.remove).await?;
+        let mut txn = txn.clone();
+        if let Some(removal) = fences
+            .commit(self.warehouse(), log, snapshot.version)
+            .await?
+        {
+            removal.seal(name, &mut txn)?;
+        }
+        self.warehouse().commit(name, log, snapshot, &txn).await?;
         Ok(())
     }
 }

@@ -126,6 +126,8 @@ fn changes_data(statement: &Statement) -> bool {
         Statement::CreatePartitioned { .. }
         | Statement::AddPartitions { .. }
         | Statement::Vacuum { .. }
-        | Statement::Refresh { .. } => false,
+        | Statement::Refresh { .. }
+        | Statement::CreateSecret { .. }
+        | Statement::DropSecret { .. } => false,
     }
 }

@@ -15,7 +15,9 @@
 //! Referenced tables are read as of the statement's start.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::DataType;
@@ -29,7 +31,10 @@ use datafusion::sql::sqlparser::ast::{
     ColumnOption, CreateTable, Expr as SqlExpr, Ident, IndexColumn, ObjectName, TableConstraint,
 };
 use strata_storage::load::RowError;
-use strata_storage::{BatchCheck, ColumnDef, Constraint, DataFile, Snapshot, TableLog};
+use strata_storage::{
+    Action, BatchCheck, ColumnDef, Constraint, DataFile, FENCE_TTL_SECONDS, Fence, Reads, Snapshot,
+    TableLog, Transaction,
+};
 
 use crate::error::{Error, Result};
 use crate::parser::{self, name_parts};
@@ -259,18 +264,31 @@ async fn validate(
     Ok(())
 }
 
+/// What [`prepare`] sets up for a write: the check its rows pass, whether it must commit
+/// exclusively, and the fences it commits before it if it removes referenced keys.
+pub(crate) struct Prepared {
+    pub(crate) check: Option<Box<dyn BatchCheck>>,
+    pub(crate) exclusive: bool,
+    pub(crate) fences: Fences,
+}
+
 /// The check for writes to `snapshot` of table `name` (whose log is `log`) that replace the
-/// files `removed`, and whether the write must commit exclusively; `None` without constraints.
+/// files `removed`, whether the write must commit exclusively, and its fences.
 pub(crate) async fn prepare(
     warehouse: &Warehouse,
     name: &str,
     log: &TableLog,
     snapshot: &Snapshot,
     removed: &[DataFile],
-) -> Result<(Option<Box<dyn BatchCheck>>, bool)> {
+) -> Result<Prepared> {
     let constraints = &snapshot.metadata.constraints;
+    let fences = Fences::default();
     if constraints.is_empty() {
-        return Ok((None, false));
+        return Ok(Prepared {
+            check: None,
+            exclusive: false,
+            fences,
+        });
     }
     let schema = snapshot.metadata.schema();
     let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), warehouse.runtime());
@@ -289,6 +307,8 @@ pub(crate) async fn prepare(
         checks: Vec::new(),
         keys: Vec::new(),
         restricts: Vec::new(),
+        removable: Vec::new(),
+        fences: fences.clone(),
     };
     for c in constraints {
         match c {
@@ -325,7 +345,7 @@ pub(crate) async fn prepare(
                 let parent = if parent_log.id() == log.id() {
                     remaining.clone()
                 } else {
-                    warehouse.snapshot(&parent_log).await?
+                    parent_after_fences(warehouse, snapshot, &parent_log).await?
                 };
                 let types = column_types(&parent, &parent_name, referenced_columns)?;
                 let set = KeySet::of(&ctx, parent, referenced_columns, &types).await?;
@@ -341,7 +361,11 @@ pub(crate) async fn prepare(
         restrict_removals(&ctx, warehouse, name, log, snapshot, removed, &mut check).await?;
     }
     let exclusive = check.keys.iter().any(|k| matches!(k.rule, KeyRule::Unique));
-    Ok((Some(Box::new(check)), exclusive))
+    Ok(Prepared {
+        check: Some(Box::new(check)),
+        exclusive,
+        fences,
+    })
 }
 
 /// Adds to `check` the keys in `removed` files of table `name` that other tables reference.
@@ -349,7 +373,7 @@ async fn restrict_removals(
     ctx: &SessionContext,
     warehouse: &Warehouse,
     name: &str,
-    _log: &TableLog,
+    log: &TableLog,
     snapshot: &Snapshot,
     removed: &[DataFile],
     check: &mut ConstraintCheck,
@@ -393,12 +417,16 @@ async fn restrict_removals(
             let entry = catalog.table(&child[0], &child[1], &child[2])?;
             let child_log = warehouse.table_log(&entry.id, &child_name);
             let child_snapshot = warehouse.snapshot(&child_log).await?;
+            if child_log.id() != log.id() {
+                check.fences.add_target(&child_log, &child_snapshot);
+            }
             let referencing = KeySet::of(ctx, child_snapshot, &columns, &types).await?;
             let keys: HashSet<Vec<u8>> = candidates
                 .keys
                 .intersection(&referencing.keys)
                 .cloned()
                 .collect();
+            check.removable.push((unique, candidates.keys));
             if !keys.is_empty() {
                 check.restricts.push(Restrict {
                     constraint,
@@ -414,15 +442,16 @@ async fn restrict_removals(
 }
 
 /// Refuses to remove `removed` files of table `name` (TRUNCATE, DROP PARTITION) while other
-/// tables reference keys in them.
+/// tables reference keys in them; returns the fences to commit before the removal.
 pub(crate) async fn refuse_orphans(
     warehouse: &Warehouse,
     name: &str,
     log: &TableLog,
     snapshot: &Snapshot,
     removed: &[DataFile],
-) -> Result<()> {
-    if let (Some(mut check), _) = prepare(warehouse, name, log, snapshot, removed).await? {
+) -> Result<Fences> {
+    let prepared = prepare(warehouse, name, log, snapshot, removed).await?;
+    if let Some(mut check) = prepared.check {
         check.finish().map_err(|reason| {
             Error::Storage(strata_storage::Error::ConstraintViolation {
                 table: name.to_string(),
@@ -430,7 +459,154 @@ pub(crate) async fn refuse_orphans(
             })
         })?;
     }
-    Ok(())
+    Ok(prepared.fences)
+}
+
+/// How long a child write waits for a fenced removal to show in its parent's log before it
+/// reports a conflict (and its statement runs again).
+const FENCE_WAIT: Duration = Duration::from_secs(3);
+
+/// The fences a statement that removes keys of its table commits, one to the log of each table
+/// that references it, before its own commit (see [`Fence`]): so a child row inserted
+/// concurrently either is seen by the statement's check, or sees the removal in its own.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Fences {
+    inner: Arc<FencesInner>,
+}
+
+#[derive(Debug, Default)]
+struct FencesInner {
+    /// The referencing tables, with the snapshots whose references the statement checked.
+    targets: Mutex<Vec<(TableLog, Snapshot)>>,
+    /// Set when the statement's check finished and found keys it removes.
+    needed: AtomicBool,
+}
+
+impl Fences {
+    fn add_target(&self, log: &TableLog, snapshot: &Snapshot) {
+        let mut targets = self.inner.targets.lock().unwrap_or_else(|e| e.into_inner());
+        if !targets.iter().any(|(l, _)| l.id() == log.id()) {
+            targets.push((log.clone(), snapshot.clone()));
+        }
+    }
+
+    fn set_needed(&self, needed: bool) {
+        self.inner.needed.store(needed, Ordering::SeqCst);
+    }
+
+    /// Commits a fence to every referencing table, if the statement removes keys of table
+    /// `parent` (whose log is at `parent_version`), and returns its id for the statement's own
+    /// commit ([`Transaction::fenced`]). A referencing table that changed since its
+    /// references were checked fails this with a conflict, and the statement runs again.
+    pub(crate) async fn commit(
+        &self,
+        warehouse: &Warehouse,
+        parent: &TableLog,
+        parent_version: strata_storage::Version,
+    ) -> Result<Option<FencedRemoval>> {
+        if !self.inner.needed.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let targets = self
+            .inner
+            .targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if targets.is_empty() {
+            return Ok(None);
+        }
+        let fence = Fence {
+            id: uuid::Uuid::new_v4().to_string(),
+            parent: parent.id().0.clone(),
+            parent_version,
+            at: chrono::Utc::now(),
+        };
+        let started = Instant::now();
+        for (log, snapshot) in targets {
+            let mut txn = Transaction::new("FENCE");
+            txn.reads = Reads::Table;
+            txn.fence = Some(fence.clone());
+            let name = log.name().to_string();
+            warehouse.commit(&name, &log, &snapshot, &txn).await?;
+        }
+        Ok(Some(FencedRemoval {
+            id: fence.id,
+            started,
+        }))
+    }
+}
+
+/// A removal whose fences are committed: its own commit carries `id`, and must land while the
+/// fences hold.
+pub(crate) struct FencedRemoval {
+    id: String,
+    started: Instant,
+}
+
+impl FencedRemoval {
+    /// Marks `txn` as the removal the fences announced; fails if the fences are about to expire
+    /// (the statement took too long between them and its commit).
+    pub(crate) fn seal(self, table: &str, txn: &mut Transaction) -> Result<()> {
+        let limit = Duration::from_secs(FENCE_TTL_SECONDS as u64 / 2);
+        if self.started.elapsed() > limit {
+            return Err(Error::Storage(strata_storage::Error::CommitConflict {
+                table: table.to_string(),
+                version: strata_storage::Version(0),
+                reason: format!(
+                    "the statement took more than {} s between announcing the removal of \
+                     referenced keys and committing it",
+                    limit.as_secs()
+                ),
+            }));
+        }
+        txn.fenced = Some(self.id);
+        Ok(())
+    }
+}
+
+/// The parent table of a foreign key as a child write must check against: its newest snapshot,
+/// and, when the child's snapshot holds a fresh fence from that parent, not older than the
+/// fenced removal. Waits up to [`FENCE_WAIT`] for the removal to land; then reports a conflict.
+async fn parent_after_fences(
+    warehouse: &Warehouse,
+    child: &Snapshot,
+    parent: &TableLog,
+) -> Result<Snapshot> {
+    let mut latest = warehouse.snapshot(parent).await?;
+    let Some(fence) = child.fences.get(&parent.id().0) else {
+        return Ok(latest);
+    };
+    if chrono::Utc::now() - fence.at > chrono::Duration::seconds(FENCE_TTL_SECONDS) {
+        return Ok(latest);
+    }
+    let deadline = Instant::now() + FENCE_WAIT;
+    let mut scanned = fence.parent_version.0;
+    loop {
+        while scanned < latest.version.0 {
+            scanned += 1;
+            let commit = parent.read_commit(strata_storage::Version(scanned)).await?;
+            let fenced = commit.is_some_and(|c| {
+                c.actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Fenced(id) if *id == fence.id))
+            });
+            if fenced {
+                return Ok(latest);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Storage(strata_storage::Error::CommitConflict {
+                table: parent.name().to_string(),
+                version: latest.version,
+                reason: "a concurrent statement is removing keys of this table, which a foreign \
+                         key references; try again when it has finished"
+                    .to_string(),
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        latest = warehouse.snapshot(parent).await?;
+    }
 }
 
 /// Refuses to drop table `name` while another table's foreign key references it.
@@ -484,6 +660,10 @@ struct ConstraintCheck {
     checks: Vec<CheckExpr>,
     keys: Vec<KeyCheck>,
     restricts: Vec<Restrict>,
+    /// Keys in the files the statement replaces that other tables may reference, by index in
+    /// `keys` of the unique key they belong to: if one is gone at the end, fences are due.
+    removable: Vec<(usize, HashSet<Vec<u8>>)>,
+    fences: Fences,
 }
 
 /// Keys of this table, in files the statement replaces, that rows of another table reference:
@@ -758,6 +938,11 @@ impl BatchCheck for ConstraintCheck {
     }
 
     fn finish(&mut self) -> Result<(), String> {
+        let removes_keys = self.removable.iter().any(|(unique, keys)| {
+            keys.iter()
+                .any(|k| !self.keys[*unique].set.keys.contains(k))
+        });
+        self.fences.set_needed(removes_keys);
         for r in &self.restricts {
             let kept = &self.keys[r.unique];
             if let Some(orphaned) = r.keys.iter().find(|k| !kept.set.keys.contains(*k)) {

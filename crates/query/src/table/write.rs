@@ -96,11 +96,12 @@ pub(crate) async fn write_batches(
     mut txn: Transaction,
 ) -> crate::Result<(u64, Snapshot)> {
     let store = warehouse.object_store();
-    let (check, exclusive) =
+    let prepared =
         crate::table::constraints::prepare(warehouse, name, log, snapshot, &txn.remove).await?;
-    if exclusive {
+    if prepared.exclusive {
         txn.reads = Reads::Table;
     }
+    let (check, fences) = (prepared.check, prepared.fences);
     let mut table_writer = TableWriter::new(name, snapshot, options).with_check(check);
     let uploads = Uploads::begin(&store, log.id()).await?;
     let written = async {
@@ -125,6 +126,9 @@ pub(crate) async fn write_batches(
         added.extend(uploads.upload(files).await?);
         txn.add.extend(added);
         txn.add_partitions.extend(created);
+        if let Some(removal) = fences.commit(warehouse, log, snapshot.version).await? {
+            removal.seal(name, &mut txn)?;
+        }
         let snapshot = warehouse.commit(name, log, snapshot, &txn).await?;
         Ok((rows, snapshot))
     }
