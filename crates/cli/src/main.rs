@@ -21,6 +21,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use backend::Backend;
 use clap::{Parser, Subcommand};
+use futures::StreamExt;
 use render::Format;
 use strata_query::{Warehouse, WarehouseOptions};
 
@@ -205,8 +206,13 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for statement in statements {
-        let (schema, batches) = backend.collect(&statement).await?;
-        render::write(args.format, &schema, &batches, &mut out)?;
+        // Each result is written as it streams in, never held whole.
+        let (schema, mut rows) = backend.run(&statement).await?;
+        let mut writer = render::ResultWriter::new(args.format, &schema, Box::new(&mut out));
+        while let Some(batch) = rows.next().await {
+            writer.write(&batch?)?;
+        }
+        writer.finish()?;
         out.flush()?;
     }
     Ok(())

@@ -51,50 +51,122 @@ const NULL: &str = "NULL";
 /// A column is never cut narrower than this to fit the terminal.
 const MIN_COLUMN_WIDTH: usize = 6;
 
-/// Writes `batches` in `format`; `table` is [`table`] without a width or row limit.
-pub(crate) fn write(
-    format: Format,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    match format {
-        Format::Table => {
-            let rows = batches.iter().map(|b| b.num_rows()).sum();
-            out.write_all(table(schema, batches, rows, None).as_bytes())?;
-        }
-        Format::Markdown => out.write_all(markdown(schema, batches)?.as_bytes())?,
-        Format::Csv | Format::Tsv => {
-            let delimiter = if format == Format::Csv { b',' } else { b'\t' };
-            let mut writer = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .with_delimiter(delimiter)
-                .build(&mut *out);
-            if batches.is_empty() {
-                writer.write(&RecordBatch::new_empty(std::sync::Arc::clone(schema)))?;
-            }
-            for b in batches {
-                writer.write(b)?;
-            }
-        }
-        Format::Json => {
-            let mut writer = arrow::json::ArrayWriter::new(&mut *out);
-            for b in batches {
-                writer.write(b)?;
-            }
-            writer.finish()?;
-            drop(writer);
-            writeln!(out)?;
-        }
-        Format::Ndjson => {
-            let mut writer = arrow::json::LineDelimitedWriter::new(&mut *out);
-            for b in batches {
-                writer.write(b)?;
-            }
-            writer.finish()?;
+/// Rows an aligned table or a Markdown table written by [`ResultWriter`] holds at most: both
+/// need every row before the first line (for the column widths), so a larger result is cut
+/// with a note; CSV, TSV, JSON and NDJSON stream every row.
+pub(crate) const MAX_TABLE_ROWS: usize = 100_000;
+
+/// Writes a result batch by batch as it arrives, so that printing a result never holds it
+/// whole: CSV, TSV, JSON and NDJSON are written as each batch comes; an aligned or Markdown
+/// table keeps its first [`MAX_TABLE_ROWS`] rows and counts the rest.
+pub(crate) struct ResultWriter<'a> {
+    schema: SchemaRef,
+    sink: Sink<'a>,
+}
+
+enum Sink<'a> {
+    Csv {
+        writer: Box<arrow::csv::Writer<Box<dyn Write + 'a>>>,
+        wrote: bool,
+    },
+    Json(arrow::json::ArrayWriter<Box<dyn Write + 'a>>),
+    Ndjson(arrow::json::LineDelimitedWriter<Box<dyn Write + 'a>>),
+    Table {
+        out: Box<dyn Write + 'a>,
+        markdown: bool,
+        kept: Vec<RecordBatch>,
+        kept_rows: usize,
+        rows: usize,
+    },
+}
+
+impl<'a> ResultWriter<'a> {
+    /// A writer of a result with `schema` in `format` to `out`.
+    pub(crate) fn new(format: Format, schema: &SchemaRef, out: Box<dyn Write + 'a>) -> Self {
+        let sink = match format {
+            Format::Csv | Format::Tsv => Sink::Csv {
+                writer: Box::new(
+                    arrow::csv::WriterBuilder::new()
+                        .with_header(true)
+                        .with_delimiter(if format == Format::Csv { b',' } else { b'\t' })
+                        .build(out),
+                ),
+                wrote: false,
+            },
+            Format::Json => Sink::Json(arrow::json::ArrayWriter::new(out)),
+            Format::Ndjson => Sink::Ndjson(arrow::json::LineDelimitedWriter::new(out)),
+            Format::Table | Format::Markdown => Sink::Table {
+                out,
+                markdown: format == Format::Markdown,
+                kept: Vec::new(),
+                kept_rows: 0,
+                rows: 0,
+            },
+        };
+        Self {
+            schema: std::sync::Arc::clone(schema),
+            sink,
         }
     }
-    Ok(())
+
+    /// Writes (or, for a table, keeps) one batch.
+    pub(crate) fn write(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
+        match &mut self.sink {
+            Sink::Csv { writer, wrote } => {
+                writer.write(batch)?;
+                *wrote = true;
+            }
+            Sink::Json(writer) => writer.write(batch)?,
+            Sink::Ndjson(writer) => writer.write(batch)?,
+            Sink::Table {
+                kept,
+                kept_rows,
+                rows,
+                ..
+            } => {
+                *rows += batch.num_rows();
+                if *kept_rows < MAX_TABLE_ROWS {
+                    let take = batch.num_rows().min(MAX_TABLE_ROWS - *kept_rows);
+                    kept.push(batch.slice(0, take));
+                    *kept_rows += take;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the result: a CSV header for no rows, JSON's closing bracket, or the table.
+    pub(crate) fn finish(self) -> anyhow::Result<()> {
+        match self.sink {
+            Sink::Csv { mut writer, wrote } => {
+                if !wrote {
+                    writer.write(&RecordBatch::new_empty(self.schema))?;
+                }
+            }
+            Sink::Json(mut writer) => {
+                writer.finish()?;
+                writeln!(writer.into_inner())?;
+            }
+            Sink::Ndjson(mut writer) => writer.finish()?,
+            Sink::Table {
+                out,
+                markdown,
+                kept,
+                kept_rows,
+                rows,
+            } => {
+                if markdown {
+                    let mut out = out;
+                    out.write_all(markdown_table(&self.schema, &kept)?.as_bytes())?;
+                    out.write_all(cut_note(kept_rows, rows).as_bytes())?;
+                } else {
+                    let mut out = out;
+                    out.write_all(table(&self.schema, &kept, rows, None).as_bytes())?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The cells of `batches` as text, row by row.
@@ -240,7 +312,7 @@ pub(crate) fn expanded(schema: &SchemaRef, batches: &[RecordBatch], total_rows: 
     out
 }
 
-fn markdown(schema: &SchemaRef, batches: &[RecordBatch]) -> anyhow::Result<String> {
+fn markdown_table(schema: &SchemaRef, batches: &[RecordBatch]) -> anyhow::Result<String> {
     let escape = |s: &str| s.replace('|', "\\|");
     let headers: Vec<String> = schema.fields().iter().map(|f| escape(f.name())).collect();
     let mut out = format!("| {} |\n", headers.join(" | "));
@@ -343,7 +415,11 @@ mod tests {
         let (schema, batches) = sample();
         let render = |format| {
             let mut out = Vec::new();
-            write(format, &schema, &batches, &mut out).expect("write");
+            let mut writer = ResultWriter::new(format, &schema, Box::new(&mut out));
+            for b in &batches {
+                writer.write(b).expect("write");
+            }
+            writer.finish().expect("finish");
             String::from_utf8(out).expect("utf8")
         };
         assert_eq!(

@@ -898,3 +898,51 @@ mod foreign_keys;
 
 #[path = "reliability/kill_loop.rs"]
 mod kill_loop;
+
+/// The peak memory (VmHWM, in KiB) of a running process, read until it exits.
+fn peak_memory_kib(child: &mut std::process::Child) -> u64 {
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(text) = std::fs::read_to_string(&status)
+            && let Some(line) = text.lines().find(|l| l.starts_with("VmHWM:"))
+        {
+            let kib: u64 = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            peak = peak.max(kib);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    peak
+}
+
+#[test]
+fn a_large_result_streams_out_of_strata_c_without_being_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rows.csv");
+    // 2,000,000 rows of 200 bytes: about 400 MB if the result were collected first.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("--warehouse")
+        .arg(dir.path().join("wh"))
+        .args([
+            "--format",
+            "csv",
+            "-c",
+            "SELECT value, repeat('x', 200) AS pad FROM generate_series(1, 2000000); SELECT 1 AS done",
+        ])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    let peak = peak_memory_kib(&mut child);
+    assert!(child.wait().unwrap().success());
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.lines().count(), 2_000_001 + 2);
+    assert!(text.ends_with("done\n1\n"));
+    assert!(
+        peak < 250 * 1024,
+        "strata -c held {peak} KiB while printing a 400 MB result"
+    );
+}

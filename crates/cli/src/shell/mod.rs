@@ -93,6 +93,16 @@ enum Next {
     Quit,
 }
 
+/// Where the rows of a running statement go.
+enum Sink {
+    /// Kept (the first [`MAX_ROWS`]) for the terminal's table.
+    Keep,
+    /// Written as text as they arrive.
+    Text(render::ResultWriter<'static>),
+    /// Written to a Parquet file as they arrive.
+    Parquet(parquet::arrow::ArrowWriter<File>),
+}
+
 /// A statement's result as the shell keeps it: the rows to show and how many there were.
 struct Collected {
     schema: SchemaRef,
@@ -220,17 +230,15 @@ impl Shell {
         Ok(())
     }
 
-    /// Runs one statement, keeping the rows the output needs: the first [`MAX_ROWS`] for the
-    /// terminal's table, every row for a file or another format.
+    /// Runs one statement. A result for the terminal's table (or expanded display) keeps its
+    /// first [`MAX_ROWS`] rows for [`Self::show`]; any other output is written as the rows
+    /// stream in, so no result is ever held whole.
     async fn collect(
         &mut self,
         statement: &strata_query::parser::ParsedStatement,
     ) -> anyhow::Result<Collected> {
-        let keep = match (&self.output, self.format) {
-            (Output::Terminal, Format::Table) => MAX_ROWS,
-            _ => usize::MAX,
-        };
         let (schema, mut stream) = self.backend.run(statement).await?;
+        let mut sink = self.sink(&schema)?;
         let mut batches = Vec::new();
         let mut kept = 0;
         let mut rows = 0;
@@ -238,16 +246,64 @@ impl Shell {
             let batch = batch?;
             rows += batch.num_rows();
             self.received.store(rows as u64, Ordering::Relaxed);
-            if kept < keep {
-                let batch = batch.slice(0, batch.num_rows().min(keep - kept));
-                kept += batch.num_rows();
-                batches.push(batch);
+            match &mut sink {
+                Sink::Keep => {
+                    if kept < MAX_ROWS {
+                        let batch = batch.slice(0, batch.num_rows().min(MAX_ROWS - kept));
+                        kept += batch.num_rows();
+                        batches.push(batch);
+                    }
+                }
+                Sink::Text(writer) => writer.write(&batch)?,
+                Sink::Parquet(writer) => writer.write(&batch)?,
+            }
+        }
+        match sink {
+            Sink::Keep => {}
+            Sink::Text(writer) => writer.finish()?,
+            Sink::Parquet(writer) => {
+                writer.close()?;
             }
         }
         Ok(Collected {
             schema,
             batches,
             rows,
+        })
+    }
+
+    /// Where a result's rows go as they arrive.
+    fn sink(&self, schema: &SchemaRef) -> anyhow::Result<Sink> {
+        Ok(match &self.output {
+            Output::Terminal if self.format == Format::Table || self.expanded => Sink::Keep,
+            Output::Terminal => Sink::Text(render::ResultWriter::new(
+                self.format,
+                schema,
+                Box::new(std::io::stdout()),
+            )),
+            Output::File {
+                path,
+                parquet: true,
+            } => {
+                let file =
+                    File::create(path).with_context(|| format!("creating {}", path.display()))?;
+                Sink::Parquet(parquet::arrow::ArrowWriter::try_new(
+                    file,
+                    Arc::clone(schema),
+                    None,
+                )?)
+            }
+            Output::File { path, .. } => {
+                let file = std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                Sink::Text(render::ResultWriter::new(
+                    self.format,
+                    schema,
+                    Box::new(std::io::BufWriter::new(file)),
+                ))
+            }
         })
     }
 
@@ -281,34 +337,14 @@ impl Shell {
                         render::table(&result.schema, &result.batches, result.rows, width)
                             .as_bytes(),
                     )?;
-                } else {
-                    render::write(self.format, &result.schema, &result.batches, &mut out)?;
                 }
+                // Other formats were written as the rows came.
                 if self.format == Format::Table || self.expanded {
                     writeln!(out, "{footer}")?;
                 }
                 out.flush()?;
             }
-            Output::File { path, parquet } => {
-                if *parquet {
-                    let file = File::create(path)
-                        .with_context(|| format!("creating {}", path.display()))?;
-                    let mut writer = parquet::arrow::ArrowWriter::try_new(
-                        file,
-                        Arc::clone(&result.schema),
-                        None,
-                    )?;
-                    for batch in &result.batches {
-                        writer.write(batch)?;
-                    }
-                    writer.close()?;
-                } else {
-                    let mut file = std::fs::OpenOptions::new()
-                        .append(true)
-                        .open(path)
-                        .with_context(|| format!("opening {}", path.display()))?;
-                    render::write(self.format, &result.schema, &result.batches, &mut file)?;
-                }
+            Output::File { path, .. } => {
                 eprintln!("{footer} written to {}", path.display());
             }
         }

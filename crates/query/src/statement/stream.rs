@@ -168,6 +168,8 @@ impl Session {
                 plan,
                 log: Some(log),
                 rows: 0,
+                ending: None,
+                ended: false,
             })),
             Err(e) => {
                 // No stream yet: write the entry before answering, so a process that exits on
@@ -456,7 +458,8 @@ impl QueryLog {
         .record()
     }
 
-    /// Records the query when its stream ends or is dropped.
+    /// Records the query when its stream is dropped before its end, where nothing can be
+    /// awaited: the entry is written in the background.
     fn record(
         self,
         status: &str,
@@ -465,11 +468,22 @@ impl QueryLog {
         plan: Option<&Arc<dyn ExecutionPlan>>,
     ) {
         let entry = self.entry(status, error, rows, plan);
-        // The stream ends inside a poll or a drop, where nothing can be awaited: write the
-        // entry in the background.
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move { query_log::write(&self.warehouse, &entry).await });
         }
+    }
+
+    /// Writes the query's entry when its stream ended: the stream ends only once the entry is
+    /// written, so a process that exits right after the last row keeps it.
+    fn write(
+        self,
+        status: &str,
+        error: Option<String>,
+        rows: u64,
+        plan: Option<&Arc<dyn ExecutionPlan>>,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        let entry = self.entry(status, error, rows, plan);
+        Box::pin(async move { query_log::write(&self.warehouse, &entry).await })
     }
 }
 
@@ -479,6 +493,12 @@ struct LoggedStream {
     plan: Arc<dyn ExecutionPlan>,
     log: Option<QueryLog>,
     rows: u64,
+    /// The entry being written after the end (and the error the stream ended with).
+    ending: Option<(
+        futures::future::BoxFuture<'static, ()>,
+        Option<DataFusionError>,
+    )>,
+    ended: bool,
 }
 
 impl Stream for LoggedStream {
@@ -486,26 +506,42 @@ impl Stream for LoggedStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        let next = std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll_next_unpin(cx)))
-            .unwrap_or_else(|payload| {
-                let error = super::panicked(payload.as_ref());
-                Poll::Ready(Some(Err(DataFusionError::External(Box::new(error)))))
-            });
-        match &next {
-            Poll::Ready(Some(Ok(batch))) => this.rows += batch.num_rows() as u64,
-            Poll::Ready(Some(Err(e))) => {
-                if let Some(log) = this.log.take() {
-                    log.record("FAILED", Some(e.to_string()), this.rows, Some(&this.plan));
-                }
-            }
-            Poll::Ready(None) => {
-                if let Some(log) = this.log.take() {
-                    log.record("SUCCESS", None, this.rows, Some(&this.plan));
-                }
-            }
-            Poll::Pending => {}
+        if this.ended {
+            return Poll::Ready(None);
         }
-        next
+        if this.ending.is_none() {
+            let next =
+                std::panic::catch_unwind(AssertUnwindSafe(|| this.inner.poll_next_unpin(cx)))
+                    .unwrap_or_else(|payload| {
+                        let error = super::panicked(payload.as_ref());
+                        Poll::Ready(Some(Err(DataFusionError::External(Box::new(error)))))
+                    });
+            let (status, error) = match next {
+                Poll::Ready(Some(Ok(batch))) => {
+                    this.rows += batch.num_rows() as u64;
+                    return Poll::Ready(Some(Ok(batch)));
+                }
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => ("FAILED", Some(e)),
+                Poll::Ready(None) => ("SUCCESS", None),
+            };
+            let Some(log) = this.log.take() else {
+                this.ended = true;
+                return Poll::Ready(error.map(Err));
+            };
+            let message = error.as_ref().map(|e| e.to_string());
+            let writing = log.write(status, message, this.rows, Some(&this.plan));
+            this.ending = Some((writing, error));
+        }
+        let (writing, _) = this.ending.as_mut().expect("set above");
+        match writing.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => {
+                this.ended = true;
+                let (_, error) = this.ending.take().expect("set above");
+                Poll::Ready(error.map(Err))
+            }
+        }
     }
 }
 
