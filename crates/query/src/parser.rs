@@ -234,6 +234,7 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
                     .to_string(),
             ));
         }
+        json_operator_precedence(&mut create);
         rewrite_time_travel(&mut create)?;
         microsecond_timestamps(&mut create);
         return Ok(Statement::CreatePartitioned {
@@ -251,6 +252,7 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
     for (name, dialect) in dialects() {
         match parse_text(dialect.as_ref(), text) {
             Ok(mut statement) => {
+                json_operator_precedence(&mut statement);
                 rewrite_time_travel(&mut statement)?;
                 number_question_placeholders(&mut statement);
                 microsecond_timestamps(&mut statement);
@@ -963,6 +965,76 @@ fn microsecond_timestamps(statement: &mut SqlStatement) {
     });
 }
 
+/// Gives the JSON operators `->`, `->>`, `#>` and `#>>` PostgreSQL's precedence: above
+/// comparison, `LIKE`, `IS`, `BETWEEN` and `IN`. sqlparser ranks them below those, so
+/// `profile ->> 'tier' = 'gold'` parsed as `profile ->> ('tier' = 'gold')`. Each such tree is
+/// rotated back: the arrow takes the comparison's left operand.
+fn json_operator_precedence(statement: &mut SqlStatement) {
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(statement, |expr| {
+        rotate_json_arrow(expr);
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn rotate_json_arrow(expr: &mut Expr) {
+    use datafusion::sql::sqlparser::ast::BinaryOperator as Op;
+    let Expr::BinaryOp { op, right, .. } = expr else {
+        return;
+    };
+    let arrow = matches!(
+        op,
+        Op::Arrow | Op::LongArrow | Op::HashArrow | Op::HashLongArrow
+    );
+    if !arrow || looser_operand(right).is_none() {
+        return;
+    }
+    // expr = L arrow (A cmp B)  becomes  (L arrow A) cmp B.
+    let null = || Expr::Value(Value::Null.into());
+    let Expr::BinaryOp { left, op, right } = std::mem::replace(expr, null()) else {
+        unreachable!("matched above");
+    };
+    let mut looser = *right;
+    let operand = looser_operand(&mut looser).expect("checked above");
+    let a = std::mem::replace(operand.as_mut(), null());
+    let mut arrow = Expr::BinaryOp {
+        left,
+        op,
+        right: Box::new(a),
+    };
+    rotate_json_arrow(&mut arrow);
+    **operand = arrow;
+    *expr = looser;
+}
+
+/// The left operand of an expression that binds looser than the JSON arrows (comparison,
+/// `IS`, `LIKE`, `BETWEEN`, `IN`).
+fn looser_operand(expr: &mut Expr) -> Option<&mut Box<Expr>> {
+    use datafusion::sql::sqlparser::ast::BinaryOperator as Op;
+    match expr {
+        Expr::BinaryOp {
+            left,
+            op: Op::Eq | Op::NotEq | Op::Lt | Op::LtEq | Op::Gt | Op::GtEq | Op::Spaceship,
+            ..
+        } => Some(left),
+        Expr::IsNull(inner)
+        | Expr::IsNotNull(inner)
+        | Expr::IsTrue(inner)
+        | Expr::IsNotTrue(inner)
+        | Expr::IsFalse(inner)
+        | Expr::IsNotFalse(inner)
+        | Expr::IsUnknown(inner)
+        | Expr::IsNotUnknown(inner)
+        | Expr::IsDistinctFrom(inner, _)
+        | Expr::IsNotDistinctFrom(inner, _) => Some(inner),
+        Expr::Like { expr, .. }
+        | Expr::ILike { expr, .. }
+        | Expr::SimilarTo { expr, .. }
+        | Expr::Between { expr, .. }
+        | Expr::InList { expr, .. } => Some(expr),
+        _ => None,
+    }
+}
+
 /// Replaces time-travel clauses with suffixed table names (see the module docs).
 fn rewrite_time_travel(statement: &mut SqlStatement) -> Result<()> {
     let mut rewriter = TimeTravelRewriter { error: None };
@@ -976,6 +1048,50 @@ fn rewrite_time_travel(statement: &mut SqlStatement) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_arrows_bind_tighter_than_comparisons() {
+        for (sql, expected) in [
+            (
+                "SELECT 1 FROM t WHERE p ->> 'tier' = 'gold'",
+                "SELECT 1 FROM t WHERE p ->> 'tier' = 'gold'",
+            ),
+            (
+                "SELECT p -> 'a' ->> 'b' IS NULL, p ->> 'n' BETWEEN '1' AND '2' FROM t",
+                "SELECT p -> 'a' ->> 'b' IS NULL, p ->> 'n' BETWEEN '1' AND '2' FROM t",
+            ),
+            (
+                "SELECT p ->> 'k' LIKE 'a%' AND p ->> 'j' IN ('x') FROM t",
+                "SELECT p ->> 'k' LIKE 'a%' AND p ->> 'j' IN ('x') FROM t",
+            ),
+        ] {
+            let parsed = parse(sql).unwrap();
+            let Statement::Sql(statement) = &parsed[0].statement else {
+                panic!("{sql}");
+            };
+            assert_eq!(statement.to_string(), expected);
+            // The tree, not just the text: the comparison is the root.
+            let _ = datafusion::sql::sqlparser::ast::visit_expressions(statement.as_ref(), |e| {
+                if let Expr::BinaryOp { op, right, .. } = e {
+                    use datafusion::sql::sqlparser::ast::BinaryOperator as Op;
+                    if matches!(op, Op::Arrow | Op::LongArrow) {
+                        assert!(
+                            !matches!(
+                                right.as_ref(),
+                                Expr::BinaryOp { op: Op::Eq, .. }
+                                    | Expr::IsNull(_)
+                                    | Expr::Like { .. }
+                                    | Expr::Between { .. }
+                                    | Expr::InList { .. }
+                            ),
+                            "{sql}: {e:?}"
+                        );
+                    }
+                }
+                ControlFlow::<()>::Continue(())
+            });
+        }
+    }
 
     #[test]
     fn semicolons_in_strings_and_comments_do_not_split() {

@@ -245,7 +245,8 @@ pub mod paths {
 }
 
 /// `LocalFileSystem` plus fsync: a `put` returns only once the file and the directories leading
-/// to it are on disk.
+/// to it are on disk. Directories that existed before the `put` (above the file's
+/// grandparent) are not synced again.
 #[derive(Debug)]
 pub struct DurableLocalStore {
     inner: LocalFileSystem,
@@ -258,17 +259,42 @@ impl fmt::Display for DurableLocalStore {
     }
 }
 
+/// A `put` whose object need not survive a power loss (an in-flight marker: after a crash
+/// its process is gone anyway). Set it in [`PutOptions::extensions`]; [`DurableLocalStore`]
+/// then skips the fsyncs.
+#[derive(Debug, Clone, Copy)]
+pub struct Ephemeral;
+
 impl DurableLocalStore {
-    async fn sync(&self, location: &Path) -> object_store::Result<()> {
+    /// The highest directory on the way to `location` whose entries a `put` there may change:
+    /// the deepest one that exists now (a `put` creating the directories below it adds an
+    /// entry to it), but at least the file's grandparent. A directory that exists may have
+    /// been made a moment ago by a concurrent writer that has not synced it yet (a new
+    /// partition's, a new day's): syncing one level above the parent covers that.
+    fn existing_ancestor(&self, location: &Path) -> object_store::Result<PathBuf> {
         let file = self.inner.path_to_filesystem(location)?;
-        let root = self.root.clone();
+        let mut dir = file.parent();
+        let mut level = 0;
+        while let Some(d) = dir {
+            if d == self.root || (level >= 1 && d.is_dir()) {
+                return Ok(d.to_path_buf());
+            }
+            level += 1;
+            dir = d.parent();
+        }
+        Ok(self.root.clone())
+    }
+
+    /// Makes `location` durable: the file, and every directory from its parent up to
+    /// `existed` (the deepest that existed before the put), whose entries changed.
+    async fn sync(&self, location: &Path, existed: PathBuf) -> object_store::Result<()> {
+        let file = self.inner.path_to_filesystem(location)?;
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::File::open(&file)?.sync_all()?;
-            // New directories may have been created on the way: sync each up to the root.
             let mut dir = file.parent();
             while let Some(d) = dir {
                 std::fs::File::open(d)?.sync_all()?;
-                if d == root {
+                if d == existed {
                     break;
                 }
                 dir = d.parent();
@@ -295,8 +321,12 @@ impl ObjectStore for DurableLocalStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> object_store::Result<PutResult> {
+        if opts.extensions.get::<Ephemeral>().is_some() {
+            return self.inner.put_opts(location, payload, opts).await;
+        }
+        let existed = self.existing_ancestor(location)?;
         let result = self.inner.put_opts(location, payload, opts).await?;
-        self.sync(location).await?;
+        self.sync(location, existed).await?;
         Ok(result)
     }
 
@@ -355,7 +385,8 @@ impl ObjectStore for DurableLocalStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
+        let existed = self.existing_ancestor(to)?;
         self.inner.copy_opts(from, to, options).await?;
-        self.sync(to).await
+        self.sync(to, existed).await
     }
 }

@@ -494,10 +494,14 @@ impl Uploads {
     /// Starts the uploads of a statement to `table`: writes its marker.
     pub async fn begin(store: &Arc<dyn ObjectStore>, table: &TableId) -> Result<Self> {
         let id = uuid::Uuid::new_v4().simple().to_string();
+        // The marker matters only while this process lives: no fsync.
+        let mut options = object_store::PutOptions::default();
+        options.extensions.insert(crate::store::Ephemeral);
         store
-            .put(
+            .put_opts(
                 &paths::inflight_marker(table, &id),
                 PutPayload::from(crate::vacuum::Writer::this_process().to_string()),
+                options,
             )
             .await?;
         Ok(Self {
