@@ -946,3 +946,32 @@ fn a_large_result_streams_out_of_strata_c_without_being_held() {
         "strata -c held {peak} KiB while printing a 400 MB result"
     );
 }
+
+#[test]
+fn every_one_shot_statement_reaches_the_query_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh");
+    let w = w.to_str().unwrap();
+    let o = strata(w, &["-c", "CREATE TABLE t (x INT)"]);
+    assert!(o.status.success());
+    // Queries stream (their entry is written when the stream ends); writes are awaited.
+    for i in 0..49 {
+        let sql = if i % 2 == 0 {
+            format!("SELECT {i} AS n")
+        } else {
+            format!("INSERT INTO t VALUES ({i})")
+        };
+        let o = strata(w, &["--format", "csv", "-c", &sql]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{sql}: {stderr}");
+        assert!(
+            !stderr.contains("query log entry not written") && !stderr.contains('\u{1b}'),
+            "{sql}: {stderr}"
+        );
+    }
+    let logged = sql(
+        w,
+        "SELECT count(*) AS n FROM system.query_log WHERE query_text NOT LIKE '%system.query_log%'",
+    );
+    assert_eq!(logged, "n\n50\n");
+}
