@@ -93,8 +93,17 @@ impl<'a> ResultWriter<'a> {
                 ),
                 wrote: false,
             },
-            Format::Json => Sink::Json(arrow::json::ArrayWriter::new(out)),
-            Format::Ndjson => Sink::Ndjson(arrow::json::LineDelimitedWriter::new(out)),
+            // Keys whose value is NULL are kept, as `null`.
+            Format::Json => Sink::Json(
+                arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build(out),
+            ),
+            Format::Ndjson => Sink::Ndjson(
+                arrow::json::WriterBuilder::new()
+                    .with_explicit_nulls(true)
+                    .build(out),
+            ),
             Format::Table | Format::Markdown => Sink::Table {
                 out,
                 markdown: format == Format::Markdown,
@@ -432,11 +441,11 @@ mod tests {
         );
         assert_eq!(
             render(Format::Json),
-            "[{\"id\":1,\"comment\":\"a rather long comment that will not fit\"},{\"id\":200}]\n"
+            "[{\"id\":1,\"comment\":\"a rather long comment that will not fit\"},{\"id\":200,\"comment\":null}]\n"
         );
         assert_eq!(
             render(Format::Ndjson),
-            "{\"id\":1,\"comment\":\"a rather long comment that will not fit\"}\n{\"id\":200}\n"
+            "{\"id\":1,\"comment\":\"a rather long comment that will not fit\"}\n{\"id\":200,\"comment\":null}\n"
         );
         let x = expanded(&schema, &batches, 2);
         assert!(x.starts_with("-[ RECORD 1 ]"), "{x}");

@@ -2,8 +2,14 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+/// One value of a [`StatementResult::row`].
+pub(crate) enum Cell {
+    Text(String),
+    Count(u64),
+}
 
 /// The result of one statement: rows, or a one-row status.
 #[derive(Debug, Clone)]
@@ -35,6 +41,35 @@ impl StatementResult {
             .collect();
         let batch = RecordBatch::try_new(Arc::clone(&schema), columns)
             .expect("string batch matches its schema");
+        Self {
+            schema,
+            batches: vec![batch],
+        }
+    }
+
+    /// One row of named values: text, or counts (typed as numbers, so clients sum them).
+    pub(crate) fn row(values: Vec<(&str, Cell)>) -> Self {
+        let schema = Arc::new(Schema::new(
+            values
+                .iter()
+                .map(|(name, cell)| {
+                    let data_type = match cell {
+                        Cell::Text(_) => DataType::Utf8,
+                        Cell::Count(_) => DataType::UInt64,
+                    };
+                    Field::new(*name, data_type, true)
+                })
+                .collect::<Vec<_>>(),
+        ));
+        let columns: Vec<ArrayRef> = values
+            .into_iter()
+            .map(|(_, cell)| match cell {
+                Cell::Text(text) => Arc::new(StringArray::from(vec![text])) as ArrayRef,
+                Cell::Count(n) => Arc::new(UInt64Array::from(vec![n])) as ArrayRef,
+            })
+            .collect();
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), columns).expect("a row matches its schema");
         Self {
             schema,
             batches: vec![batch],

@@ -361,6 +361,22 @@ impl Partitioning {
     }
 
     /// The interval partition that would hold `key`, clipped to the gap it falls in.
+    /// The partition NULL keys of an interval table go to: `p_min`, from MINVALUE to the
+    /// first partition (or, on an empty table, to the start of the bucket holding the
+    /// epoch), so that NULL keys, like every key below the first bucket, have a place.
+    fn minvalue_partition(&self) -> Option<Partition> {
+        self.interval?;
+        let upper = match self.partitions.first() {
+            Some(first) => first.lower?,
+            None => self.interval_partition(0)?.lower.unwrap_or(0),
+        };
+        Some(Partition {
+            name: "p_min".to_string(),
+            lower: None,
+            upper: Some(upper),
+        })
+    }
+
     fn interval_partition(&self, key: i64) -> Option<Partition> {
         let interval = self.interval?;
         let (start, end, name) = match (interval, self.key_type) {
@@ -499,13 +515,13 @@ pub fn route(
     let column = Arc::clone(batch.column(column_index));
     let keys = layout.keys(&column)?;
     let mut created = Vec::new();
-    let null_partition = layout
-        .partitions
-        .first()
-        .filter(|p| p.lower.is_none())
-        .map(|_| 0usize);
     // Route; on a miss with an interval, create the partition and route again.
     let assignment: Vec<u32> = loop {
+        let null_partition = layout
+            .partitions
+            .first()
+            .filter(|p| p.lower.is_none())
+            .map(|_| 0usize);
         let mut out = Vec::with_capacity(keys.len());
         let mut miss = None;
         for (row, key) in keys.iter().enumerate() {
@@ -524,7 +540,10 @@ pub fn route(
         match miss {
             None => break out,
             Some((row, key)) => {
-                let new = key.and_then(|k| layout.interval_partition(k));
+                let new = match key {
+                    Some(k) => layout.interval_partition(k),
+                    None => layout.minvalue_partition(),
+                };
                 match new {
                     Some(_) if created.len() >= max_new => {
                         return Err(Error::TooManyPartitions {
@@ -710,9 +729,37 @@ mod tests {
         let mut layout = monthly();
         let routed = route("events", &mut layout, &batch(vec![None]), 0, usize::MAX).unwrap();
         assert_eq!(routed.parts[0].0, "p1");
+        // An interval table makes a partition from MINVALUE for them.
         let mut interval_only =
             Partitioning::new("e", "d", &DataType::Date32, &[], Some(Interval::Months(1))).unwrap();
-        assert!(route("e", &mut interval_only, &batch(vec![None]), 0, usize::MAX).is_err());
+        let routed = route("e", &mut interval_only, &batch(vec![None]), 0, usize::MAX).unwrap();
+        assert_eq!(routed.parts[0].0, "p_min");
+        let p_min = interval_only.partition("p_min").unwrap();
+        assert_eq!((p_min.lower, p_min.upper), (None, Some(0)));
+        // Later, rows below the first month land there too, and NULLs keep going there.
+        route(
+            "e",
+            &mut interval_only,
+            &batch(vec![Some(day("2024-05-25")), None]),
+            0,
+            usize::MAX,
+        )
+        .unwrap();
+        assert_eq!(interval_only.partitions.len(), 2);
+        // With partitions already there, p_min ends where the first one starts.
+        let mut later =
+            Partitioning::new("e", "d", &DataType::Date32, &[], Some(Interval::Months(1))).unwrap();
+        route(
+            "e",
+            &mut later,
+            &batch(vec![Some(day("2024-05-25"))]),
+            0,
+            usize::MAX,
+        )
+        .unwrap();
+        route("e", &mut later, &batch(vec![None]), 0, usize::MAX).unwrap();
+        let p_min = later.partition("p_min").unwrap();
+        assert_eq!(p_min.upper, Some(i64::from(day("2024-05-01"))));
     }
 
     #[test]
@@ -836,14 +883,18 @@ mod tests {
                         for k in column.iter().flatten() {
                             proptest::prop_assert!(p.contains(k), "{k} in {p:?}");
                         }
-                        // No wider than the interval, counting an open end as the type's end.
+                        // No wider than the interval, counting an open end as the type's end;
+                        // the partition from MINVALUE that NULL keys made is open below.
+                        if p.name == "p_min" {
+                            continue;
+                        }
                         let lower = p.lower.map_or(i128::from(i64::MIN), i128::from);
                         let upper = p.upper.map_or(i128::from(i64::MAX) + 1, i128::from);
                         proptest::prop_assert!(upper - lower <= i128::from(width), "{p:?}");
                     }
                 }
-                // Only a NULL key, which an interval-only layout has nowhere to put, may fail.
-                Err(e) => proptest::prop_assert!(keys.contains(&None), "{e}"),
+                // NULL keys too have a place: nothing fails.
+                Err(e) => proptest::prop_assert!(false, "{e}"),
             }
         }
     }

@@ -53,7 +53,7 @@ use crate::catalog::materialized_view::{
 use crate::catalog::views::parse_query;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::result::StatementResult;
+use crate::result::{Cell, StatementResult};
 use crate::session::Session;
 use crate::table::{StrataTable, write_batches};
 use crate::types::{key_scalar, scalar};
@@ -1307,22 +1307,19 @@ pub(crate) async fn refresh_statement(
         &session.progress(),
     )
     .await?;
-    Ok(StatementResult::strings(
-        &[
+    Ok(StatementResult::row(vec![
+        (
             "materialized_view",
+            Cell::Text(format!("{db}.{schema}.{name}")),
+        ),
+        (
             "refresh_kind",
-            "rows",
-            "rows_written",
-            "detail",
-        ],
-        vec![vec![
-            format!("{db}.{schema}.{name}"),
-            outcome.kind.as_str().to_string(),
-            outcome.rows.to_string(),
-            outcome.rows_written.to_string(),
-            outcome.detail,
-        ]],
-    ))
+            Cell::Text(outcome.kind.as_str().to_string()),
+        ),
+        ("rows", Cell::Count(outcome.rows as u64)),
+        ("rows_written", Cell::Count(outcome.rows_written as u64)),
+        ("detail", Cell::Text(outcome.detail)),
+    ]))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use strata_storage::{
 use crate::catalog::materialized_view::{Definition, HIDDEN_PREFIX};
 use crate::error::{Error, Result};
 use crate::parser::{self, PartitionClause, name_parts};
-use crate::result::StatementResult;
+use crate::result::{Cell, StatementResult};
 use crate::session::Session;
 use crate::table::constraints::{self, refuse_drop, refuse_orphans};
 use crate::table::layout::partition_layout;
@@ -612,13 +612,10 @@ impl Session {
             report.files_deleted += r.files_deleted;
             report.bytes_deleted += r.bytes_deleted;
         }
-        Ok(StatementResult::strings(
-            &["files_deleted", "bytes_deleted"],
-            vec![vec![
-                report.files_deleted.to_string(),
-                report.bytes_deleted.to_string(),
-            ]],
-        ))
+        Ok(StatementResult::row(vec![
+            ("files_deleted", Cell::Count(report.files_deleted)),
+            ("bytes_deleted", Cell::Count(report.bytes_deleted)),
+        ]))
     }
 
     /// Commits `txn`, which removes files of table `name` (TRUNCATE, DROP PARTITION), unless
