@@ -253,6 +253,7 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
         match parse_text(dialect.as_ref(), text) {
             Ok(mut statement) => {
                 json_operator_precedence(&mut statement);
+                name_literal_columns(&mut statement);
                 rewrite_time_travel(&mut statement)?;
                 number_question_placeholders(&mut statement);
                 microsecond_timestamps(&mut statement);
@@ -1035,6 +1036,54 @@ fn looser_operand(expr: &mut Expr) -> Option<&mut Box<Expr>> {
     }
 }
 
+/// Names each literal select item by its SQL text, as DuckDB and MySQL do: `SELECT 1` has a
+/// column `1`, where DataFusion would call it after its Arrow value, `Int64(1)`.
+fn name_literal_columns(statement: &mut SqlStatement) {
+    struct Namer;
+    impl VisitorMut for Namer {
+        type Break = ();
+        fn pre_visit_query(
+            &mut self,
+            query: &mut datafusion::sql::sqlparser::ast::Query,
+        ) -> ControlFlow<()> {
+            name_literals_in(&mut query.body);
+            ControlFlow::Continue(())
+        }
+    }
+    let _ = VisitMut::visit(statement, &mut Namer);
+}
+
+fn name_literals_in(body: &mut datafusion::sql::sqlparser::ast::SetExpr) {
+    use datafusion::sql::sqlparser::ast::{SelectItem, SetExpr, UnaryOperator};
+    match body {
+        SetExpr::Select(select) => {
+            for item in &mut select.projection {
+                let SelectItem::UnnamedExpr(expr) = item else {
+                    continue;
+                };
+                let literal = match expr {
+                    Expr::Value(_) => true,
+                    Expr::UnaryOp {
+                        op: UnaryOperator::Minus | UnaryOperator::Plus,
+                        expr,
+                    } => matches!(expr.as_ref(), Expr::Value(_)),
+                    _ => false,
+                };
+                if literal {
+                    let alias = Ident::with_quote('"', expr.to_string());
+                    *item = SelectItem::ExprWithAlias {
+                        expr: expr.clone(),
+                        alias,
+                    };
+                }
+            }
+        }
+        // The first branch of a set operation names its columns.
+        SetExpr::SetOperation { left, .. } => name_literals_in(left),
+        _ => {}
+    }
+}
+
 /// Replaces time-travel clauses with suffixed table names (see the module docs).
 fn rewrite_time_travel(statement: &mut SqlStatement) -> Result<()> {
     let mut rewriter = TimeTravelRewriter { error: None };
@@ -1050,11 +1099,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn literal_columns_are_named_by_their_text() {
+        let parsed = parse(
+            "SELECT 1, -2, 'a', x, 3 AS three FROM t UNION ALL SELECT 4, 5, 'b', y, 6 FROM u",
+        )
+        .unwrap();
+        let Statement::Sql(statement) = &parsed[0].statement else {
+            panic!("a query");
+        };
+        assert_eq!(
+            statement.to_string(),
+            "SELECT 1 AS \"1\", -2 AS \"-2\", 'a' AS \"'a'\", x, 3 AS three FROM t \
+             UNION ALL SELECT 4, 5, 'b', y, 6 FROM u"
+        );
+    }
+
+    #[test]
     fn json_arrows_bind_tighter_than_comparisons() {
         for (sql, expected) in [
             (
-                "SELECT 1 FROM t WHERE p ->> 'tier' = 'gold'",
-                "SELECT 1 FROM t WHERE p ->> 'tier' = 'gold'",
+                "SELECT x FROM t WHERE p ->> 'tier' = 'gold'",
+                "SELECT x FROM t WHERE p ->> 'tier' = 'gold'",
             ),
             (
                 "SELECT p -> 'a' ->> 'b' IS NULL, p ->> 'n' BETWEEN '1' AND '2' FROM t",
