@@ -108,30 +108,12 @@ pub(crate) fn column_defs(fields: &arrow::datatypes::Fields) -> Vec<strata_stora
         .collect()
 }
 
-/// The SQL name of a column type, as `DESCRIBE` shows it.
+/// The SQL name of a column type, as `DESCRIBE` shows it: as the table spelled it, or from
+/// its Arrow type.
 pub(crate) fn sql_name(t: &DataType, spelled: Option<&str>) -> String {
-    if let Some(s) = spelled {
-        return s.to_string();
-    }
-    match t {
-        DataType::Int64 => "BIGINT".into(),
-        DataType::Int32 => "INT".into(),
-        DataType::Int16 => "SMALLINT".into(),
-        DataType::Int8 => "TINYINT".into(),
-        // DuckDB's names for unsigned integers.
-        DataType::UInt64 => "UBIGINT".into(),
-        DataType::UInt32 => "UINTEGER".into(),
-        DataType::UInt16 => "USMALLINT".into(),
-        DataType::UInt8 => "UTINYINT".into(),
-        DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
-        DataType::Float64 => "DOUBLE".into(),
-        DataType::Float32 => "FLOAT".into(),
-        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => "VARCHAR".into(),
-        DataType::Boolean => "BOOLEAN".into(),
-        DataType::Date32 => "DATE".into(),
-        DataType::Timestamp(_, None) => "TIMESTAMP".into(),
-        DataType::Timestamp(_, Some(_)) => "TIMESTAMP WITH TIME ZONE".into(),
-        other => other.to_string(),
+    match spelled {
+        Some(s) => s.to_string(),
+        None => strata_storage::sql_type_name(t),
     }
 }
 

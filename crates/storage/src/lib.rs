@@ -58,7 +58,7 @@ pub use faults::{Fault, FaultyStore};
 pub use id::{TableId, Version};
 pub use log::{
     Action, ColumnDef, ColumnStats, Commit, Constraint, DataFile, FENCE_TTL_SECONDS, Fence,
-    LoadedFile, Reads, Snapshot, StatValue, TableLog, TableMetadata, Transaction,
+    LoadedFile, Reads, Snapshot, StatValue, TableLog, TableMetadata, Transaction, sql_type_name,
 };
 pub use partition::{Interval, KeyType, Partition, Partitioning, UpperBound};
 pub use records::{

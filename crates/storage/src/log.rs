@@ -39,6 +39,31 @@ pub const CHECKPOINT_INTERVAL: u64 = 50;
 /// How often a writer retries after losing a race before giving up.
 pub const MAX_COMMIT_ATTEMPTS: usize = 100;
 
+/// The SQL name of an Arrow type, as users wrote it and as `DESCRIBE` and error messages
+/// show it: `DECIMAL(10,2)`, `DATE`, `VARCHAR`.
+pub fn sql_type_name(t: &DataType) -> String {
+    match t {
+        DataType::Int64 => "BIGINT".into(),
+        DataType::Int32 => "INT".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int8 => "TINYINT".into(),
+        // DuckDB's names for unsigned integers.
+        DataType::UInt64 => "UBIGINT".into(),
+        DataType::UInt32 => "UINTEGER".into(),
+        DataType::UInt16 => "USMALLINT".into(),
+        DataType::UInt8 => "UTINYINT".into(),
+        DataType::Decimal128(p, s) => format!("DECIMAL({p},{s})"),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Float32 => "FLOAT".into(),
+        DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => "VARCHAR".into(),
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Date32 => "DATE".into(),
+        DataType::Timestamp(_, None) => "TIMESTAMP".into(),
+        DataType::Timestamp(_, Some(_)) => "TIMESTAMP WITH TIME ZONE".into(),
+        other => other.to_string(),
+    }
+}
+
 /// A column of a table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ColumnDef {

@@ -570,7 +570,10 @@ fn conform_rows(
                             errors.push(RowError {
                                 line: Some(lines[r]),
                                 column: Some(field.name().clone()),
-                                reason: format!("cannot read '{value}' as {}", field.data_type()),
+                                reason: format!(
+                                    "cannot read '{value}' as {}",
+                                    crate::log::sql_type_name(field.data_type())
+                                ),
                                 value: Some(value),
                             });
                         }
