@@ -6,6 +6,7 @@
 //! strata [--warehouse URL] -c "SQL; SQL"     statements from the command line
 //! strata [--warehouse URL] -f script.sql     statements from a file
 //! echo "SELECT 1" | strata                   statements from stdin
+//! strata init PATH                           create an empty warehouse
 //! strata demo [DIR]                           a sample star-schema warehouse, then the shell
 //! strata bench run --suite ssb --sf 1        benchmarks (see BENCHMARKS.md)
 //! strata serve [--listen 127.0.0.1:32010]     Arrow Flight SQL server (see strata-flight)
@@ -109,6 +110,11 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Print an argon2 hash of a password read from stdin, for `password_hash` in strata.toml.
     HashPassword,
+    /// Create an empty warehouse at PATH (a directory, file:// or s3:// URL).
+    Init {
+        /// Where the warehouse goes.
+        path: String,
+    },
 }
 
 fn options(args: &Args) -> WarehouseOptions {
@@ -188,6 +194,17 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
             println!("{}", strata_flight::auth::hash_password(password)?);
             return Ok(());
         }
+        Some(Command::Init { path }) => {
+            if Warehouse::exists(&path).await? {
+                println!("{path} is a warehouse already");
+            } else {
+                Warehouse::open_with(&path, options)
+                    .await
+                    .with_context(|| format!("creating warehouse {path}"))?;
+                println!("created warehouse {path}");
+            }
+            return Ok(());
+        }
         Some(Command::Demo { .. }) | None => {}
     }
     let sql = match (&args.command, &args.file) {
@@ -202,6 +219,19 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
         }
     };
     let statements = strata_query::parser::parse(&sql)?;
+    // Only queries, and no warehouse there: most likely a mistyped path. Creating an empty
+    // warehouse would answer "table not found" about the wrong place.
+    if args.remote.is_none()
+        && statements.iter().all(strata_query::Session::is_query)
+        && !Warehouse::exists(&args.warehouse).await?
+    {
+        anyhow::bail!(
+            "no warehouse at {}: create one with `strata init {}`, or run a statement that \
+             creates something there",
+            args.warehouse,
+            args.warehouse
+        );
+    }
     let mut backend = backend(&args).await?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -74,6 +74,7 @@ fn formats_files_and_stdin() {
 fn errors_go_to_stderr_with_a_failing_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("wh").display().to_string();
+    sql(&w, "CREATE SCHEMA IF NOT EXISTS public");
     let o = strata(&w, &["-c", "SELECT * FROM missing"]);
     assert!(!o.status.success());
     assert!(o.stdout.is_empty());
@@ -923,6 +924,13 @@ fn peak_memory_kib(child: &mut std::process::Child) -> u64 {
 fn a_large_result_streams_out_of_strata_c_without_being_held() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rows.csv");
+    let wh = dir.path().join("wh");
+    let init = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("init")
+        .arg(&wh)
+        .output()
+        .unwrap();
+    assert!(init.status.success());
     // 2,000,000 rows of 200 bytes: about 400 MB if the result were collected first.
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
         .arg("--warehouse")
@@ -974,4 +982,28 @@ fn every_one_shot_statement_reaches_the_query_log() {
         "SELECT count(*) AS n FROM system.query_log WHERE query_text NOT LIKE '%system.query_log%'",
     );
     assert_eq!(logged, "n\n50\n");
+}
+
+#[test]
+fn a_query_on_a_mistyped_warehouse_path_says_so_instead_of_creating_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("warehuose");
+    let typo = typo.to_str().unwrap();
+    let o = strata(typo, &["-c", "SELECT count(*) FROM orders"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains(&format!("no warehouse at {typo}")),
+        "{err}"
+    );
+    assert!(!std::path::Path::new(typo).exists(), "nothing is created");
+    // `strata init` creates one; so does a statement that creates something.
+    let init = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["init", typo])
+        .output()
+        .unwrap();
+    assert!(stdout(&init).contains("created warehouse"));
+    assert_eq!(sql(typo, "SELECT 1"), "1\n1\n");
+    let other = dir.path().join("other");
+    let other = other.to_str().unwrap();
+    assert!(sql(other, "CREATE TABLE t (x INT); SELECT count(*) AS n FROM t").ends_with("n\n0\n"));
 }

@@ -79,6 +79,11 @@ impl Warehouse {
         Ok(warehouse)
     }
 
+    /// Whether `location` holds a warehouse already; nothing is created.
+    pub async fn exists(location: &str) -> Result<bool> {
+        Ok(strata_storage::WarehouseStore::exists(location).await?)
+    }
+
     /// The warehouse location as a URL.
     pub fn location(&self) -> &str {
         self.inner.store.location()

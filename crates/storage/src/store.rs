@@ -105,6 +105,23 @@ impl WarehouseStore {
         })
     }
 
+    /// Whether `location` holds a warehouse already (a catalog), without creating anything.
+    pub async fn exists(location: &str) -> Result<bool> {
+        if location.starts_with("memory://") {
+            return Ok(false);
+        }
+        if !is_s3(location) {
+            let path = location.strip_prefix("file://").unwrap_or(location);
+            return Ok(FsPath::new(path).join("_catalog").is_dir());
+        }
+        let store = Self::open(location)?;
+        let mut listing = store.store.list(Some(&paths::catalog_dir()));
+        Ok(futures::StreamExt::next(&mut listing)
+            .await
+            .transpose()?
+            .is_some())
+    }
+
     /// A warehouse on `store` (for tests: a store that injects faults), named `location`.
     pub fn from_store(store: Arc<dyn ObjectStore>, location: &str) -> Self {
         Self {
