@@ -16,6 +16,16 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `strata init PATH`: its output.
+fn init(path: &str) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["init", path])
+        .output()
+        .expect("strata runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    stdout(&o)
+}
+
 fn sql(warehouse: &str, sql: &str) -> String {
     let o = strata(warehouse, &["--format", "csv", "-c", sql]);
     assert!(
@@ -738,6 +748,23 @@ fn shell_completes_names_and_ctrl_c_cancels_only_the_query() {
     s.exp_string("cancelled").expect("the query is cancelled");
     s.exp_string("strata> ").unwrap();
     type_line(&mut s, "SELECT 6 * 7 AS answer;", "42");
+    // A CPU-bound join keeps every worker busy: Ctrl-C still brings the prompt back at once.
+    s.send_line(
+        "SELECT count(*) FROM generate_series(1, 200000) a JOIN generate_series(1, 200000) b \
+         ON (a.value * 7 + b.value) % 1000003 = 5;",
+    )
+    .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let pressed = std::time::Instant::now();
+    s.send_control('c').unwrap();
+    s.exp_string("cancelled")
+        .expect("the CPU-bound join is cancelled");
+    s.exp_string("strata> ").unwrap();
+    assert!(
+        pressed.elapsed() < std::time::Duration::from_secs(3),
+        "Ctrl-C took {:?} to bring the prompt back",
+        pressed.elapsed()
+    );
     // Ctrl-C at the prompt drops the line being typed, not the shell.
     s.send("SELECT 'half a statement").unwrap();
     s.send_control('c').unwrap();
@@ -925,12 +952,7 @@ fn a_large_result_streams_out_of_strata_c_without_being_held() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("rows.csv");
     let wh = dir.path().join("wh");
-    let init = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .arg("init")
-        .arg(&wh)
-        .output()
-        .unwrap();
-    assert!(init.status.success());
+    assert!(init(wh.to_str().unwrap()).contains("created warehouse"));
     // 2,000,000 rows of 200 bytes: about 400 MB if the result were collected first.
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
         .arg("--warehouse")
@@ -997,11 +1019,8 @@ fn a_query_on_a_mistyped_warehouse_path_says_so_instead_of_creating_one() {
     );
     assert!(!std::path::Path::new(typo).exists(), "nothing is created");
     // `strata init` creates one; so does a statement that creates something.
-    let init = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["init", typo])
-        .output()
-        .unwrap();
-    assert!(stdout(&init).contains("created warehouse"));
+    assert!(init(typo).contains("created warehouse"));
+    assert!(init(typo).contains("is a warehouse already"));
     assert_eq!(sql(typo, "SELECT 1"), "1\n1\n");
     let other = dir.path().join("other");
     let other = other.to_str().unwrap();

@@ -48,7 +48,13 @@ extern "C" fn on_sigint(_: nix::libc::c_int) {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
-/// Makes Ctrl-C set [`INTERRUPTED`] instead of ending the process.
+/// Wakes [`interrupted`] when Ctrl-C was pressed.
+static INTERRUPT: std::sync::LazyLock<tokio::sync::Notify> =
+    std::sync::LazyLock::new(tokio::sync::Notify::new);
+
+/// Makes Ctrl-C set [`INTERRUPTED`] instead of ending the process, and starts the watcher: a
+/// plain thread, not a tokio timer, because timers do not fire while every worker is busy in
+/// an operator that does not yield, and Ctrl-C must reach the shell then most of all.
 fn catch_ctrl_c() -> anyhow::Result<()> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let action = SigAction::new(
@@ -58,13 +64,30 @@ fn catch_ctrl_c() -> anyhow::Result<()> {
     );
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe { sigaction(Signal::SIGINT, &action) }?;
+    std::thread::Builder::new()
+        .name("ctrl-c watcher".to_string())
+        .spawn(|| {
+            loop {
+                std::thread::sleep(Duration::from_millis(20));
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    INTERRUPT.notify_waiters();
+                }
+            }
+        })?;
     Ok(())
 }
 
-/// Completes once Ctrl-C was pressed.
+/// Completes once Ctrl-C was pressed. Woken by the watcher thread, which needs no runtime
+/// worker: the shell's `block_on` runs on the main thread.
 async fn interrupted() {
-    while !INTERRUPTED.load(Ordering::SeqCst) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    loop {
+        let notified = INTERRUPT.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
     }
 }
 
