@@ -5,6 +5,14 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, StringArray, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+/// `1 row`, `2 rows`: a count with its noun in the right number (nouns with a plain `s`).
+pub(crate) fn count_of(n: impl Into<u64>, noun: &str) -> String {
+    match n.into() {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
 /// One value of a [`StatementResult::row`].
 pub(crate) enum Cell {
     Text(String),

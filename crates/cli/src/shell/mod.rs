@@ -330,11 +330,22 @@ impl Shell {
         })
     }
 
+    fn output_is_terminal(&self) -> bool {
+        matches!(self.output, Output::Terminal)
+    }
+
     /// Shows a result where the output goes, with its row count and time.
     fn show(&self, result: Collected, elapsed: Duration) -> anyhow::Result<()> {
+        // One footer: how many rows (and how many of them shown), and the time.
+        let shown: usize = result.batches.iter().map(|b| b.num_rows()).sum();
         let footer = {
             let rows = match result.rows {
                 1 => "1 row".to_string(),
+                n if shown < n && self.output_is_terminal() => format!(
+                    "showing {} of {} rows",
+                    render::group_digits(shown),
+                    render::group_digits(n)
+                ),
                 n => format!("{} rows", render::group_digits(n)),
             };
             if self.timing {
@@ -349,7 +360,7 @@ impl Shell {
                 let mut out = stdout.lock();
                 if self.expanded {
                     out.write_all(
-                        render::expanded(&result.schema, &result.batches, result.rows).as_bytes(),
+                        render::expanded(&result.schema, &result.batches, shown).as_bytes(),
                     )?;
                 } else if self.format == Format::Table {
                     // A pseudo-terminal may report no width at all.
@@ -357,8 +368,7 @@ impl Shell {
                         .map(|(w, _)| w.0 as usize)
                         .filter(|w| *w >= 20);
                     out.write_all(
-                        render::table(&result.schema, &result.batches, result.rows, width)
-                            .as_bytes(),
+                        render::table(&result.schema, &result.batches, shown, width).as_bytes(),
                     )?;
                 }
                 // Other formats were written as the rows came.

@@ -53,7 +53,7 @@ use crate::catalog::materialized_view::{
 use crate::catalog::views::parse_query;
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::result::{Cell, StatementResult};
+use crate::result::{Cell, StatementResult, count_of};
 use crate::session::Session;
 use crate::table::{StrataTable, write_batches};
 use crate::types::{key_scalar, scalar};
@@ -630,8 +630,9 @@ async fn choose(
             source: source.id.clone(),
             added: added.iter().map(|f| f.path.clone()).collect(),
             detail: format!(
-                "folded in {rows} new row(s) ({} file(s)) of {}",
-                added.len(),
+                "folded in {} ({}) of {}",
+                count_of(rows, "new row"),
+                count_of(added.len() as u64, "file"),
                 source.name
             ),
         });

@@ -15,7 +15,7 @@ use strata_storage::{
 use crate::catalog::materialized_view::{Definition, HIDDEN_PREFIX};
 use crate::error::{Error, Result};
 use crate::parser::{self, PartitionClause, name_parts};
-use crate::result::{Cell, StatementResult};
+use crate::result::{Cell, StatementResult, count_of};
 use crate::session::Session;
 use crate::table::constraints::{self, refuse_drop, refuse_orphans};
 use crate::table::layout::partition_layout;
@@ -192,8 +192,8 @@ impl Session {
             .commit(&name, &log, &snapshot, &txn)
             .await?;
         Ok(StatementResult::status(format!(
-            "added {} partition(s) to {name}",
-            partitions.len()
+            "added {} to {name}",
+            count_of(partitions.len() as u64, "partition")
         )))
     }
 
@@ -228,8 +228,9 @@ impl Session {
         let rows: u64 = txn.remove.iter().map(|f| f.rows).sum();
         self.commit_removal(&name, &log, &snapshot, &txn).await?;
         Ok(StatementResult::status(format!(
-            "dropped {} partition(s) of {name} ({rows} rows)",
-            txn.drop_partitions.len()
+            "dropped {} of {name} ({})",
+            count_of(txn.drop_partitions.len() as u64, "partition"),
+            count_of(rows, "row")
         )))
     }
 
