@@ -180,7 +180,12 @@ impl<'a> ResultWriter<'a> {
 
 /// The cells of `batches` as text, row by row.
 fn cells(batches: &[RecordBatch]) -> anyhow::Result<Vec<Vec<String>>> {
-    let options = FormatOptions::default().with_null(NULL);
+    // Timestamps as people write them, `2024-01-01 10:00:00`, with fractions only when present.
+    let options = FormatOptions::default()
+        .with_null(NULL)
+        .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"))
+        .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"))
+        .with_datetime_format(Some("%Y-%m-%d %H:%M:%S%.f"));
     let mut rows = Vec::new();
     for batch in batches {
         let formatters = batch
@@ -417,6 +422,24 @@ mod tests {
         let (schema, batches) = sample();
         let text = table(&schema, &[batches[0].slice(0, 1)], 10_000_000, None);
         assert!(text.ends_with("showing 1 of 10,000,000 rows\n"), "{text}");
+    }
+
+    #[test]
+    fn timestamps_read_as_people_write_them() {
+        use arrow::array::{Array, TimestampMicrosecondArray};
+        let array =
+            TimestampMicrosecondArray::from(vec![1_704_103_200_000_000, 1_704_103_200_250_000]);
+        let schema = std::sync::Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("at", array.data_type().clone(), false),
+        ]));
+        let batch = RecordBatch::try_new(
+            std::sync::Arc::clone(&schema),
+            vec![std::sync::Arc::new(array)],
+        )
+        .unwrap();
+        let text = table(&schema, &[batch], 2, None);
+        assert!(text.contains("| 2024-01-01 10:00:00     |"), "{text}");
+        assert!(text.contains("| 2024-01-01 10:00:00.250 |"), "{text}");
     }
 
     #[test]
