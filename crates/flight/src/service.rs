@@ -257,33 +257,21 @@ impl StrataFlightSql {
             .map_err(|_| Status::unavailable("server is shutting down"))?;
         // The timeout and the statement's commit race on a gate: a statement whose commit had
         // started runs to its end, and its result says it committed.
-        let gate = CommitGate::new();
-        let run = gate.run(Self::run_statements(&mut session, statements, rows));
-        let Some(limit) = self.limits.query_timeout else {
-            return run.await;
-        };
-        tokio::pin!(run);
-        match tokio::time::timeout(limit, &mut run).await {
-            Ok(result) => result,
-            Err(_) if gate.cancel() => {
-                let before = match gate.statements_finished() {
+        let limit = self.limits.query_timeout;
+        let run = Box::pin(Self::run_statements(&mut session, statements, rows));
+        CommitGate::run_with_timeout(run, limit)
+            .await
+            .unwrap_or_else(|stopped| {
+                let before = match stopped.statements_finished {
                     0 => String::new(),
                     n => format!(" (the {n} statements before it had finished and committed)"),
                 };
                 Err(Status::deadline_exceeded(format!(
                     "statement exceeded the server's query timeout of {} s and was stopped \
                      before it committed anything{before}",
-                    limit.as_secs()
+                    limit.unwrap_or_default().as_secs()
                 )))
-            }
-            Err(_) => {
-                tracing::warn!(
-                    timeout_s = limit.as_secs(),
-                    "statement passed the query timeout while committing; letting it finish"
-                );
-                run.await
-            }
-        }
+            })
     }
 
     async fn run_statements(

@@ -48,6 +48,36 @@ impl CommitGate {
         GATE.scope(Arc::clone(self), future).await
     }
 
+    /// Runs `future` (a statement or script) under a new gate, and stops it at `limit` unless
+    /// its commit has started, in which case it runs to its end and its output is returned.
+    /// `Err` when it was stopped: nothing of the running statement was committed. The future
+    /// comes boxed: a statement's future is large, and moving it by value through the layers
+    /// of futures here overflowed a worker's stack.
+    pub async fn run_with_timeout<F: Future + ?Sized>(
+        future: std::pin::Pin<Box<F>>,
+        limit: Option<std::time::Duration>,
+    ) -> Result<F::Output, Stopped> {
+        let gate = Self::new();
+        let run = gate.run(future);
+        let Some(limit) = limit else {
+            return Ok(run.await);
+        };
+        let mut run = std::pin::pin!(run);
+        match tokio::time::timeout(limit, &mut run).await {
+            Ok(output) => Ok(output),
+            Err(_) if gate.cancel() => Err(Stopped {
+                statements_finished: gate.statements_finished(),
+            }),
+            Err(_) => {
+                tracing::warn!(
+                    timeout_s = limit.as_secs(),
+                    "statement passed its timeout while committing; letting it finish"
+                );
+                Ok(run.await)
+            }
+        }
+    }
+
     /// Asks to cancel. True: no commit has started and none will, so the statement may be
     /// dropped. False: a commit started first; let the statement finish.
     pub fn cancel(&self) -> bool {
@@ -70,6 +100,13 @@ impl CommitGate {
     pub fn statements_finished(&self) -> usize {
         self.finished.load(Ordering::SeqCst)
     }
+}
+
+/// A statement stopped by [`CommitGate::run_with_timeout`] before it committed.
+#[derive(Debug, Clone, Copy)]
+pub struct Stopped {
+    /// Statements of the script before it that had finished (and committed what they wrote).
+    pub statements_finished: usize,
 }
 
 /// Called when a statement of a script has finished: the next one may be cancelled until it

@@ -112,7 +112,10 @@ impl WarehouseStore {
         }
         if !is_s3(location) {
             let path = location.strip_prefix("file://").unwrap_or(location);
-            return Ok(FsPath::new(path).join("_catalog").is_dir());
+            let catalog = FsPath::new(path).join("_catalog");
+            return Ok(tokio::fs::metadata(&catalog)
+                .await
+                .is_ok_and(|m| m.is_dir()));
         }
         let store = Self::open(location)?;
         let mut listing = store.store.list(Some(&paths::catalog_dir()));
@@ -288,18 +291,27 @@ impl DurableLocalStore {
     /// entry to it), but at least the file's grandparent. A directory that exists may have
     /// been made a moment ago by a concurrent writer that has not synced it yet (a new
     /// partition's, a new day's): syncing one level above the parent covers that.
-    fn existing_ancestor(&self, location: &Path) -> object_store::Result<PathBuf> {
+    async fn existing_ancestor(&self, location: &Path) -> object_store::Result<PathBuf> {
         let file = self.inner.path_to_filesystem(location)?;
-        let mut dir = file.parent();
-        let mut level = 0;
-        while let Some(d) = dir {
-            if d == self.root || (level >= 1 && d.is_dir()) {
-                return Ok(d.to_path_buf());
+        let root = self.root.clone();
+        // Directory lookups block: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let mut dir = file.parent();
+            let mut level = 0;
+            while let Some(d) = dir {
+                if d == root || (level >= 1 && d.is_dir()) {
+                    return d.to_path_buf();
+                }
+                level += 1;
+                dir = d.parent();
             }
-            level += 1;
-            dir = d.parent();
-        }
-        Ok(self.root.clone())
+            root
+        })
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: "DurableLocalStore",
+            source: Box::new(e),
+        })
     }
 
     /// Makes `location` durable: the file, and every directory from its parent up to
@@ -341,7 +353,7 @@ impl ObjectStore for DurableLocalStore {
         if opts.extensions.get::<Ephemeral>().is_some() {
             return self.inner.put_opts(location, payload, opts).await;
         }
-        let existed = self.existing_ancestor(location)?;
+        let existed = self.existing_ancestor(location).await?;
         let result = self.inner.put_opts(location, payload, opts).await?;
         self.sync(location, existed).await?;
         Ok(result)
@@ -402,7 +414,7 @@ impl ObjectStore for DurableLocalStore {
         to: &Path,
         options: CopyOptions,
     ) -> object_store::Result<()> {
-        let existed = self.existing_ancestor(to)?;
+        let existed = self.existing_ancestor(to).await?;
         self.inner.copy_opts(from, to, options).await?;
         self.sync(to, existed).await
     }

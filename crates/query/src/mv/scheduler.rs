@@ -7,6 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 
 use crate::catalog::materialized_view::{Definition, RefreshMode, is_stale, list};
+use crate::commit_gate::CommitGate;
 use crate::mv::refresh::{self, refresh};
 use crate::progress::Progress;
 use crate::session::SessionPlanner;
@@ -103,23 +104,21 @@ pub async fn run_scheduler(warehouse: Warehouse, tick: Duration, limits: Refresh
             };
             let progress = Progress::default();
             let clock = std::time::Instant::now();
-            let run = refresh(&warehouse, &name, false, &progress);
-            let outcome = match limits.timeout {
-                Some(limit) => match tokio::time::timeout(limit, run).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => {
-                        // Stopped before its commit: nothing changed; say so on the view.
-                        let error = crate::error::Error::DataFusion(
-                            datafusion::error::DataFusionError::ResourcesExhausted(format!(
-                                "scheduled refresh exceeded the server's query timeout of {} s",
-                                limit.as_secs()
-                            )),
-                        );
-                        refresh::record_failure(&warehouse, &name, clock, &error).await;
-                        Err(error)
-                    }
-                },
-                None => run.await,
+            let run = Box::pin(refresh(&warehouse, &name, false, &progress));
+            // A refresh whose commit had started when the timeout came runs to its end.
+            let outcome = match CommitGate::run_with_timeout(run, limits.timeout).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    // Stopped before its commit: nothing changed; say so on the view.
+                    let error = crate::error::Error::DataFusion(
+                        datafusion::error::DataFusionError::ResourcesExhausted(format!(
+                            "scheduled refresh exceeded the server's query timeout of {} s",
+                            limits.timeout.unwrap_or_default().as_secs()
+                        )),
+                    );
+                    refresh::record_failure(&warehouse, &name, clock, &error).await;
+                    Err(error)
+                }
             };
             match outcome {
                 Ok(outcome) => {

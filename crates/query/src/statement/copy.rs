@@ -134,23 +134,30 @@ async fn s3_settings(
 }
 
 /// Refuses to load the warehouse's own secrets (`COPY INTO t FROM '<root>/_secrets'`).
-fn refuse_secrets_folder(warehouse: &Warehouse, sources: &[SourceFile]) -> Result<()> {
+async fn refuse_secrets_folder(warehouse: &Warehouse, sources: &[SourceFile]) -> Result<()> {
     let Some(root) = warehouse.local_root() else {
         return Ok(());
     };
     let secrets = root.join(strata_storage::secrets::SECRETS_DIR);
-    let secrets = std::fs::canonicalize(&secrets).unwrap_or(secrets);
-    for source in sources {
-        let shown = source.display();
-        let path = std::path::PathBuf::from(shown.strip_prefix("file://").unwrap_or(&shown));
-        let path = std::fs::canonicalize(&path).unwrap_or(path);
-        if path.starts_with(&secrets) {
-            return Err(Error::PermissionDenied(format!(
-                "COPY INTO may not read the warehouse's secrets ({shown})"
-            )));
-        }
+    let shown: Vec<String> = sources.iter().map(SourceFile::display).collect();
+    // Resolving links blocks: off the async workers.
+    let refused = tokio::task::spawn_blocking(move || {
+        let secrets = std::fs::canonicalize(&secrets).unwrap_or(secrets);
+        shown.into_iter().find(|shown| {
+            let path = std::path::PathBuf::from(shown.strip_prefix("file://").unwrap_or(shown));
+            std::fs::canonicalize(&path)
+                .unwrap_or(path)
+                .starts_with(&secrets)
+        })
+    })
+    .await
+    .map_err(|e| Error::Plan(format!("checking load sources: {e}")))?;
+    match refused {
+        Some(shown) => Err(Error::PermissionDenied(format!(
+            "COPY INTO may not read the warehouse's secrets ({shown})"
+        ))),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// What a load does with bad records (Snowflake's `ON_ERROR`).
@@ -352,7 +359,7 @@ pub(crate) async fn copy_into(
         let re = regex::Regex::new(p).map_err(|e| Error::Plan(format!("bad PATTERN: {e}")))?;
         sources.retain(|s| re.is_match(&s.display()));
     }
-    refuse_secrets_folder(session.warehouse(), &sources)?;
+    refuse_secrets_folder(session.warehouse(), &sources).await?;
 
     let (log, snapshot, table) = session.open_table_for_write(into).await?;
     let (db, schema_name, table_name) = session.qualify_table(into)?;

@@ -533,6 +533,7 @@ impl Fences {
         Ok(Some(FencedRemoval {
             id: fence.id,
             started,
+            base: parent_version,
         }))
     }
 }
@@ -542,6 +543,8 @@ impl Fences {
 pub(crate) struct FencedRemoval {
     id: String,
     started: Instant,
+    /// The version of the table the removal is based on.
+    base: strata_storage::Version,
 }
 
 impl FencedRemoval {
@@ -552,7 +555,7 @@ impl FencedRemoval {
         if self.started.elapsed() > limit {
             return Err(Error::Storage(strata_storage::Error::CommitConflict {
                 table: table.to_string(),
-                version: strata_storage::Version(0),
+                version: self.base,
                 reason: format!(
                     "the statement took more than {} s between announcing the removal of \
                      referenced keys and committing it",
