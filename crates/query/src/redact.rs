@@ -22,10 +22,10 @@ static SECRET_OPTION: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// `PASSWORD 'x'` and `IDENTIFIED BY 'x'` (user DDL of other databases), and the options of
-/// DuckDB's `CREATE SECRET (KEY_ID 'x', SECRET 'y')`, written without `=`.
+/// DuckDB's `CREATE SECRET (KEY_ID 'x', AWS_SECRET_KEY 'y')`, written without `=`.
 static PASSWORD_CLAUSE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r#"(?i)(\b(?:password|identified\s+by|secret|key_id|session_token|token)\s+)('(?:[^']|'')*'?|"(?:[^"]|"")*"?)"#,
+        r#"(?i)(\b(?:[a-z_]*(?:password|secret|key_id|token)[a-z_]*|identified\s+by)\s+)('(?:[^']|'')*'?|"(?:[^"]|"")*"?)"#,
     )
         .expect("the password pattern is valid")
 });
@@ -85,6 +85,8 @@ mod tests {
              SESSION_TOKEN = 'tok1', ENDPOINT = 'http://h', REGION = 'eu')",
             "CREATE SECRET landing (TYPE S3, KEY_ID 'AKIAX', SECRET 'wJalr', \
              SESSION_TOKEN 'tok1', ENDPOINT 'http://h', REGION 'eu')",
+            "CREATE SECRET landing (TYPE S3, AWS_KEY_ID 'AKIAX', AWS_SECRET_KEY 'wJalr', \
+             AWS_TOKEN 'tok1', ENDPOINT 'http://h', REGION 'eu')",
         ] {
             let out = redact(sql);
             for secret in ["AKIAX", "wJalr", "tok1"] {
