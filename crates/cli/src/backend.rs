@@ -115,10 +115,19 @@ impl Remote {
                 "--remote {url}: unknown scheme '{other}'; use grpc:// or grpc+tls://"
             ),
         };
-        let channel = endpoint
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {url}"))?;
+        let channel = endpoint.connect().await.map_err(|e| {
+            let error = anyhow::Error::new(e).context(format!("connecting to {url}"));
+            // rustls says which check failed; say what to do about it.
+            if format!("{error:#}").contains("certificate") {
+                error.context(
+                    "the server's TLS certificate is not trusted: pass the CA that signed it \
+                     with --tls-ca ca.pem (a self-signed certificate cannot serve as its own \
+                     CA; the README's TLS section has an openssl recipe)",
+                )
+            } else {
+                error
+            }
+        })?;
         let mut client = FlightSqlServiceClient::new(channel);
         if let Some(password) = options.password.filter(|p| !p.is_empty()) {
             client

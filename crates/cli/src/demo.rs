@@ -75,6 +75,8 @@ fn statements() -> Vec<(&'static str, String)> {
          PARTITION BY RANGE (sale_date) INTERVAL (1 MONTH)"
             .to_string(),
     ),
+    // The customer is a function of `value % 300`; the product and quantity also depend on
+    // `value / 300` and a square, so each customer buys many products in varied quantities.
     (
         "200,000 sales over 2023-2024",
         "INSERT INTO sales \
@@ -82,7 +84,8 @@ fn statements() -> Vec<(&'static str, String)> {
          CAST((s.value * 7919) % 300 + 1 AS INT), CAST(p AS INT), CAST(q AS INT), \
          CAST(q * (4.99 + (p * 37) % 180) AS DECIMAL(12,2)) \
          FROM (SELECT value, DATE '2023-01-01' + CAST((value * 104729) % 731 AS INT) AS d, \
-         (value * 31337) % 60 + 1 AS p, (value * 13) % 5 + 1 AS q \
+         (value * 31337 + (value / 300) * 7 + (value * value) % 97) % 60 + 1 AS p, \
+         ((value / 300) * 3 + (value * value) % 11 + value / 7) % 5 + 1 AS q \
          FROM generate_series(1, 200000)) s"
             .to_string(),
     ),

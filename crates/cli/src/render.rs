@@ -178,7 +178,8 @@ impl<'a> ResultWriter<'a> {
     }
 }
 
-/// The cells of `batches` as text, row by row.
+/// The cells of `batches` as text, row by row. A cell keeps its line breaks (an `EXPLAIN`
+/// plan is a tree of lines); each format decides how to show them.
 fn cells(batches: &[RecordBatch]) -> anyhow::Result<Vec<Vec<String>>> {
     // Timestamps as people write them, `2024-01-01 10:00:00`, with fractions only when present.
     let options = FormatOptions::default()
@@ -197,7 +198,7 @@ fn cells(batches: &[RecordBatch]) -> anyhow::Result<Vec<Vec<String>>> {
             rows.push(
                 formatters
                     .iter()
-                    .map(|f| one_line(&f.value(row).to_string()))
+                    .map(|f| f.value(row).to_string().replace(['\r', '\t'], " "))
                     .collect(),
             );
         }
@@ -216,6 +217,11 @@ fn one_line(text: &str) -> String {
 
 fn width(text: &str) -> usize {
     text.chars().count()
+}
+
+/// The width of a cell's widest line.
+fn cell_width(text: &str) -> usize {
+    text.lines().map(width).max().unwrap_or(0)
 }
 
 /// `text` cut to `max` characters, the last one `…` when something was cut.
@@ -237,6 +243,10 @@ pub(crate) fn table(
     total_rows: usize,
     max_width: Option<usize>,
 ) -> String {
+    // A statement with no result columns (SET, USE) prints nothing.
+    if schema.fields().is_empty() {
+        return String::new();
+    }
     let rows = match cells(batches) {
         Ok(rows) => rows,
         Err(e) => return format!("cannot format the result: {e}\n"),
@@ -250,7 +260,7 @@ pub(crate) fn table(
     let mut widths: Vec<usize> = headers.iter().map(|h| width(h)).collect();
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(width(cell));
+            *w = (*w).max(cell_width(cell));
         }
     }
     if let Some(max) = max_width {
@@ -276,18 +286,27 @@ pub(crate) fn table(
         }
         out.push('\n');
     };
+    // A row as tall as its cell with the most lines; each line cut to its column's width.
     let line = |out: &mut String, cells: &[String], align_right: &[bool]| {
-        out.push('|');
-        for ((cell, w), right) in cells.iter().zip(&widths).zip(align_right) {
-            let text = cut(cell, *w);
-            let pad = " ".repeat(w - width(&text));
-            if *right {
-                out.push_str(&format!(" {pad}{text} |"));
-            } else {
-                out.push_str(&format!(" {text}{pad} |"));
+        let height = cells
+            .iter()
+            .map(|c| c.lines().count())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        for i in 0..height {
+            out.push('|');
+            for ((cell, w), right) in cells.iter().zip(&widths).zip(align_right) {
+                let text = cut(cell.lines().nth(i).unwrap_or(""), *w);
+                let pad = " ".repeat(w - width(&text));
+                if *right {
+                    out.push_str(&format!(" {pad}{text} |"));
+                } else {
+                    out.push_str(&format!(" {text}{pad} |"));
+                }
             }
+            out.push('\n');
         }
-        out.push('\n');
     };
     rule(&mut out);
     line(&mut out, &headers, &vec![false; headers.len()]);
@@ -319,7 +338,12 @@ pub(crate) fn expanded(schema: &SchemaRef, batches: &[RecordBatch], total_rows: 
         ));
         for (name, value) in names.iter().zip(row) {
             let pad = " ".repeat(name_width - width(name));
-            out.push_str(&format!("{name}{pad} | {value}\n"));
+            // Later lines of a value (a plan) line up under its first.
+            let mut lines = value.lines();
+            out.push_str(&format!("{name}{pad} | {}\n", lines.next().unwrap_or("")));
+            for more in lines {
+                out.push_str(&format!("{} | {more}\n", " ".repeat(name_width)));
+            }
         }
     }
     out.push_str(&cut_note(rows.len(), total_rows));
@@ -343,7 +367,7 @@ fn markdown_table(schema: &SchemaRef, batches: &[RecordBatch]) -> anyhow::Result
         .collect();
     out.push_str(&format!("| {} |\n", rules.join(" | ")));
     for row in cells(batches)? {
-        let row: Vec<String> = row.iter().map(|c| escape(c)).collect();
+        let row: Vec<String> = row.iter().map(|c| escape(&one_line(c))).collect();
         out.push_str(&format!("| {} |\n", row.join(" | ")));
     }
     Ok(out)
@@ -415,6 +439,38 @@ mod tests {
         assert!(text.contains('…'), "{text}");
         // Numbers are right-aligned.
         assert!(text.contains("|   1 |"), "{text}");
+    }
+
+    #[test]
+    fn a_plan_prints_as_indented_lines_in_table_and_expanded_display() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("plan_type", DataType::Utf8, false),
+            Field::new("plan", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(vec!["logical_plan"])),
+                Arc::new(StringArray::from(vec![
+                    "Aggregate: groupBy=[[t.k]]\n  TableScan: t projection=[k]",
+                ])),
+            ],
+        )
+        .expect("batch");
+        let text = table(&schema, std::slice::from_ref(&batch), 1, None);
+        assert!(
+            text.contains("| logical_plan | Aggregate: groupBy=[[t.k]]    |\n")
+                && text.contains("|              |   TableScan: t projection=[k] |\n"),
+            "{text}"
+        );
+        let x = expanded(&schema, &[batch], 1);
+        assert!(
+            x.contains("plan      | Aggregate: groupBy=[[t.k]]\n          |   TableScan: t"),
+            "{x}"
+        );
+        // A statement without result columns prints nothing.
+        let empty = Arc::new(Schema::empty());
+        assert_eq!(table(&empty, &[], 0, None), "");
     }
 
     #[test]

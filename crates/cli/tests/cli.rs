@@ -668,10 +668,14 @@ fn shell_meta_commands_formats_and_history() {
         "SELECT * FROM generate_series(1, 100000);",
         "showing 40 of 100,000 rows",
     );
-    type_line(&mut s, "\\d", "| public | t ");
-    type_line(&mut s, ".schema t", "| name   | Utf8");
+    type_line(&mut s, "\\d", "| t          | table |");
+    type_line(&mut s, ".schema t", "| name        | VARCHAR");
     type_line(&mut s, "\\dn", "| main     | public");
-    type_line(&mut s, "\\d nope", "no table or view named nope");
+    type_line(
+        &mut s,
+        "\\d nope",
+        "table 'main.public.nope' does not exist",
+    );
     type_line(&mut s, "\\format csv", "format is csv");
     type_line(&mut s, "SELECT id FROM t ORDER BY id;", "id\r\n1\r\n2");
     type_line(&mut s, ".mode markdown", "format is markdown");
@@ -748,13 +752,19 @@ fn shell_completes_names_and_ctrl_c_cancels_only_the_query() {
     s.exp_string("cancelled").expect("the query is cancelled");
     s.exp_string("strata> ").unwrap();
     type_line(&mut s, "SELECT 6 * 7 AS answer;", "42");
-    // A CPU-bound join keeps every worker busy: Ctrl-C still brings the prompt back at once.
-    s.send_line(
-        "SELECT count(*) FROM generate_series(1, 200000) a JOIN generate_series(1, 200000) b \
-         ON (a.value * 7 + b.value) % 1000003 = 5;",
-    )
-    .unwrap();
+    // A CPU-bound join keeps every worker busy: Ctrl-C still brings the prompt back at once,
+    // and the join stops using the CPU.
+    type_line(
+        &mut s,
+        "CREATE TABLE j AS SELECT value % 3 AS k FROM generate_series(1, 6000);",
+        "created table",
+    );
+    let shell_pid = pid_of(&dir.path().join("wh").display().to_string());
+    s.send_line("SELECT count(*) FROM j a JOIN j b ON a.k = b.k JOIN j c ON b.k = c.k;")
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
+    let second = std::time::Duration::from_secs(1);
+    assert!(cpu_over(shell_pid, second) > 0.5, "the join is not running");
     let pressed = std::time::Instant::now();
     s.send_control('c').unwrap();
     s.exp_string("cancelled")
@@ -765,6 +775,12 @@ fn shell_completes_names_and_ctrl_c_cancels_only_the_query() {
         "Ctrl-C took {:?} to bring the prompt back",
         pressed.elapsed()
     );
+    std::thread::sleep(second);
+    let used = cpu_over(shell_pid, 2 * second);
+    assert!(
+        used < 0.3,
+        "the cancelled join went on: {used:.2} CPU seconds in 2 s"
+    );
     // Ctrl-C at the prompt drops the line being typed, not the shell.
     s.send("SELECT 'half a statement").unwrap();
     s.send_control('c').unwrap();
@@ -772,6 +788,110 @@ fn shell_completes_names_and_ctrl_c_cancels_only_the_query() {
     type_line(&mut s, "SELECT 'still here' AS s;", "still here");
     s.send_control('d').unwrap();
     s.exp_eof().expect("Ctrl-D ends the shell");
+}
+
+/// The text the shell printed up to its next prompt.
+fn until_prompt(session: &mut rexpect::session::PtySession) -> String {
+    session.exp_string("strata> ").expect("prompt")
+}
+
+#[test]
+fn shell_completes_in_context_describes_as_sql_resolves_and_prints_plans() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = shell(dir.path());
+    for statement in [
+        "CREATE TABLE customer (customer_id INT PRIMARY KEY, customer_name VARCHAR);",
+        "CREATE TABLE orders (order_id BIGINT PRIMARY KEY, customer_id INT REFERENCES customer, \
+         d DATE) PARTITION BY RANGE (d) INTERVAL (1 MONTH);",
+        "CREATE MATERIALIZED VIEW order_count AS SELECT count(*) AS n FROM orders;",
+        "CREATE VIEW names AS SELECT customer_name FROM customer;",
+        "CREATE DATABASE analytics;",
+        "CREATE SCHEMA analytics.production;",
+        "CREATE TABLE analytics.production.orders (id INT, amount DOUBLE);",
+    ] {
+        type_line(&mut s, statement, "created");
+    }
+    type_line(&mut s, "INSERT INTO customer VALUES (1, 'Ada');", "1 row");
+
+    // \d: the current database's objects with their kinds; the other database stays out.
+    s.send_line("\\d").unwrap();
+    let tables = until_prompt(&mut s);
+    for kind in ["| table ", "| materialized view ", "| view "] {
+        assert!(tables.contains(kind), "{kind} missing:\n{tables}");
+    }
+    assert!(!tables.contains("analytics"), "{tables}");
+
+    // \d NAME resolves NAME as SQL does: no merging of two databases' `orders`.
+    s.send_line("\\d orders").unwrap();
+    let orders = until_prompt(&mut s);
+    for part in [
+        "table main.public.orders",
+        "| BIGINT ",
+        "PRIMARY KEY",
+        "REFERENCES main.public.customer (customer_id)",
+        "partitioned by: RANGE (d) INTERVAL (1 MONTH)",
+    ] {
+        assert!(orders.contains(part), "{part} missing:\n{orders}");
+    }
+    assert!(!orders.contains("amount"), "{orders}");
+    type_line(
+        &mut s,
+        "\\d order_count",
+        "materialized view main.public.order_count",
+    );
+    s.send_line("\\d analytics.production.orders").unwrap();
+    let other = until_prompt(&mut s);
+    assert!(
+        other.contains("| DOUBLE ") && !other.contains("customer_id"),
+        "{other}"
+    );
+
+    // Completion in context: after FROM a table (not the column prefix `customer`), after
+    // SELECT a column of the statement's tables, after a dot the members.
+    s.send("SELECT * FROM cust\t").unwrap();
+    s.send_line(";").unwrap();
+    s.exp_string("| customer_id | customer_name |")
+        .expect("FROM cust<Tab> completed to the table");
+    until_prompt(&mut s);
+    s.send("SELECT customer_n\t FROM customer;").unwrap();
+    s.send_line("").unwrap();
+    s.exp_string("| Ada ")
+        .expect("a column completed after SELECT");
+    until_prompt(&mut s);
+    s.send("SELECT count(*) FROM analytics.produ\t.ord\t")
+        .unwrap();
+    s.send_line(";").unwrap();
+    s.exp_string("|        0 |")
+        .expect("a schema and its table completed after dots");
+    until_prompt(&mut s);
+
+    // A statement over several lines gets the continuation prompt.
+    s.send_line("SELECT customer_name").unwrap();
+    s.exp_string("   ...> ").expect("continuation prompt");
+    type_line(&mut s, "FROM customer;", "| Ada ");
+
+    // EXPLAIN prints its plan as a tree of lines, in a table and in expanded display.
+    s.send_line("EXPLAIN SELECT customer_name, count(*) FROM customer GROUP BY 1;")
+        .unwrap();
+    let plan = until_prompt(&mut s);
+    assert!(
+        regex::Regex::new(r"\| logical_plan +\| Projection: [^\n]*\n\| +\|   Aggregate: ")
+            .unwrap()
+            .is_match(&plan.replace('\r', "")),
+        "{plan}"
+    );
+    type_line(&mut s, "\\x on", "expanded display is on");
+    s.send_line("EXPLAIN SELECT customer_name, count(*) FROM customer GROUP BY 1;")
+        .unwrap();
+    let plan = until_prompt(&mut s);
+    assert!(
+        regex::Regex::new(r"plan +\| Projection: [^\n]*\n +\|   Aggregate: ")
+            .unwrap()
+            .is_match(&plan.replace('\r', "")),
+        "{plan}"
+    );
+    s.send_line("\\q").unwrap();
+    s.exp_eof().expect("the shell ends");
 }
 
 #[test]
@@ -887,7 +1007,7 @@ fn remote_runs_scripts_and_the_shell_on_a_server() {
         .expect("the banner names the server");
     s.exp_string("strata> ").expect("prompt");
     type_line(&mut s, "SELECT name FROM r WHERE id = 1;", "| a    |");
-    type_line(&mut s, "\\d", "| public | r ");
+    type_line(&mut s, "\\d", "| r          | table |");
     type_line(
         &mut s,
         "CREATE TABLE remote_items (k INT);",
@@ -916,6 +1036,224 @@ fn remote_runs_scripts_and_the_shell_on_a_server() {
         "SELECT status FROM system.query_log WHERE query_text LIKE '%100000000000%'",
     );
     assert_eq!(log, "status\nCANCELLED\n");
+}
+
+/// The process whose command line holds `needle` (a test's own temporary path).
+fn pid_of(needle: &str) -> u32 {
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) && pid != std::process::id() {
+            return pid;
+        }
+    }
+    panic!("no process runs with {needle}");
+}
+
+/// CPU seconds a process has used so far (user and system), from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+/// CPU seconds `pid` uses over `window`.
+fn cpu_over(pid: u32, window: std::time::Duration) -> f64 {
+    let before = cpu_seconds(pid);
+    std::thread::sleep(window);
+    cpu_seconds(pid) - before
+}
+
+#[test]
+fn a_cancelled_or_abandoned_remote_query_stops_running_on_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    // Three-way self join on a key with three values: 3 x 2,000^3 rows to count.
+    sql(
+        &w,
+        "CREATE TABLE j AS SELECT value % 3 AS k FROM generate_series(1, 6000)",
+    );
+    let join = "SELECT count(*) FROM j a JOIN j b ON a.k = b.k JOIN j c ON b.k = c.k";
+    let (mut server, address) = serve(&w, "cancel-pw");
+    let pid = server.id();
+    let second = std::time::Duration::from_secs(1);
+    let busy_then_idle = |what: &str, stop: &mut dyn FnMut()| {
+        assert!(
+            cpu_over(pid, second) > 0.5,
+            "{what}: the server is not busy with the join"
+        );
+        stop();
+        // Within a second of the stop, the server is idle again.
+        std::thread::sleep(second);
+        let used = cpu_over(pid, 2 * second);
+        assert!(
+            used < 0.3,
+            "{what}: the server used {used:.2} CPU seconds in the 2 s after the query stopped"
+        );
+    };
+
+    // Ctrl-C in a remote shell.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command
+        .args(["--remote", &address])
+        .env("STRATA_PASSWORD", "cancel-pw")
+        .env("STRATA_HISTORY", dir.path().join("history"))
+        .env("TERM", "xterm");
+    let mut s = rexpect::session::spawn_command(command, Some(30_000)).expect("spawn shell");
+    s.exp_string("strata> ").expect("prompt");
+    s.send_line(&format!("{join};")).unwrap();
+    std::thread::sleep(second);
+    busy_then_idle("Ctrl-C", &mut || {
+        s.send_control('c').unwrap();
+        s.exp_string("cancelled").expect("the query is cancelled");
+    });
+    s.exp_string("strata> ").unwrap();
+    type_line(&mut s, "SELECT 6 * 7 AS answer;", "42");
+    s.send_line("\\q").unwrap();
+    s.exp_eof().expect("the shell ends");
+
+    // A client that goes away mid-query.
+    let mut client = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--remote", &address, "-c", join])
+        .env("STRATA_PASSWORD", "cancel-pw")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(second);
+    busy_then_idle("a killed client", &mut || {
+        client.kill().unwrap();
+        client.wait().unwrap();
+    });
+
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let log = sql(
+        &w,
+        "SELECT status FROM system.query_log WHERE query_text LIKE 'SELECT count(*) FROM j a%' \
+         ORDER BY started_at",
+    );
+    assert!(log.starts_with("status\nCANCELLED\n"), "{log}");
+}
+
+/// The README's `openssl` recipe for a private CA and a server certificate it signs.
+fn make_certificates(dir: &std::path::Path) {
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl runs");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Strata test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=localhost",
+        "-keyout",
+        "key.pem",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "cert.pem",
+    ]);
+}
+
+#[test]
+fn remote_over_tls_trusts_the_ca_given_as_tls_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    make_certificates(d);
+    let mut server = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--warehouse", "wh", "--listen", "127.0.0.1:0"])
+        .args(["--tls-cert", "cert.pem", "--tls-key", "key.pem"])
+        .current_dir(d)
+        .env("STRATA_PASSWORD", "tls-pw")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = server.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let port = loop {
+        let line = lines.next().expect("the server announces itself").unwrap();
+        if let Some(rest) = line.split("grpc+tls://127.0.0.1:").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let remote = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["--remote", &format!("grpc+tls://localhost:{port}")])
+            .args(extra)
+            .args(["--format", "csv", "-c", "SELECT 42 AS answer"])
+            .current_dir(d)
+            .env("STRATA_PASSWORD", "tls-pw")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let trusted = remote(&["--tls-ca", "ca.pem"]);
+    let untrusted = remote(&[]);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+    assert_eq!(stdout(&trusted), "answer\n42\n");
+    // Without the CA the certificate is not trusted, and the error says what to do.
+    assert!(!untrusted.status.success());
+    let e = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(e.contains("--tls-ca"), "{e}");
 }
 
 #[path = "reliability/conflict_matrix.rs"]
@@ -1026,3 +1364,6 @@ fn a_query_on_a_mistyped_warehouse_path_says_so_instead_of_creating_one() {
     let other = other.to_str().unwrap();
     assert!(sql(other, "CREATE TABLE t (x INT); SELECT count(*) AS n FROM t").ends_with("n\n0\n"));
 }
+
+#[path = "docs/readme.rs"]
+mod readme;

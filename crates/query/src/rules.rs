@@ -8,6 +8,7 @@
 //!   operands' bounds prove none can overflow;
 //! - [`date_comparison`]: compares DATE with TIMESTAMP as dates, as warehouses do;
 //! - [`await_join_filters`]: makes scans below a hash join wait for its dynamic filter;
+//! - [`yield_after_joins`]: joins yield to the runtime, so a cancelled query stops;
 //! - [`date_dimension`]: the `date_dimension(start, end)` table function.
 
 pub(crate) mod await_join_filters;
@@ -16,6 +17,7 @@ pub(crate) mod date_dimension;
 pub(crate) mod decimal_arithmetic;
 pub(crate) mod fk_join;
 pub(crate) mod star_join;
+pub(crate) mod yield_after_joins;
 
 use std::sync::Arc;
 
@@ -39,7 +41,10 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
 
 /// Strata's physical optimizer rules, run after DataFusion's.
 pub(crate) fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
-    vec![Arc::new(await_join_filters::AwaitJoinFilters)]
+    vec![
+        Arc::new(await_join_filters::AwaitJoinFilters),
+        Arc::new(yield_after_joins::YieldAfterJoins),
+    ]
 }
 
 /// Registers Strata's table functions on a context.

@@ -206,8 +206,12 @@ impl Session {
             SqlStatement::Use(u) => self.use_(u)?,
             SqlStatement::ShowDatabases { .. } => self.show_databases(),
             SqlStatement::ShowSchemas { show_options, .. } => self.show_schemas(show_options)?,
-            SqlStatement::ShowTables { show_options, .. } => self.show_tables(show_options)?,
-            SqlStatement::ExplainTable { table_name, .. } => self.describe(table_name).await?,
+            SqlStatement::ShowTables { show_options, .. } => self.show_tables(show_options).await?,
+            SqlStatement::ExplainTable {
+                table_name,
+                hive_format,
+                ..
+            } => self.describe(table_name, hive_format.is_some()).await?,
             SqlStatement::CreateTable(c) => self.create_table(c, None).await?,
             SqlStatement::CreateView(v) if v.materialized => {
                 crate::mv::create::create(self, v, None).await?

@@ -34,8 +34,13 @@ use tokio::runtime::Runtime;
 
 use crate::backend::Backend;
 use crate::render::{self, Format};
-use complete::{Names, ShellHelper};
+use complete::{Names, ShellHelper, TableNames};
 use meta::Meta;
+
+/// The prompt for a statement's first line.
+const PROMPT: &str = "strata> ";
+/// The prompt for its later lines (as wide as [`PROMPT`], so the lines align).
+const CONTINUATION_PROMPT: &str = "   ...> ";
 
 /// Rows a table on the terminal shows; the rest are counted.
 const MAX_ROWS: usize = 40;
@@ -105,6 +110,8 @@ pub(crate) struct Shell {
     expanded: bool,
     output: Output,
     names: Arc<RwLock<Names>>,
+    /// The lines of a statement typed so far, until its `;`.
+    pending: Arc<RwLock<String>>,
     /// Rows of the running statement received so far, for the progress line.
     received: Arc<AtomicU64>,
 }
@@ -150,6 +157,7 @@ pub(crate) fn run(runtime: &Runtime, backend: Backend) -> anyhow::Result<()> {
         expanded: false,
         output: Output::Terminal,
         names: Arc::new(RwLock::new(Names::default())),
+        pending: Arc::default(),
         received: Arc::new(AtomicU64::new(0)),
     };
     runtime.block_on(shell.refresh_names());
@@ -160,7 +168,10 @@ pub(crate) fn run(runtime: &Runtime, backend: Backend) -> anyhow::Result<()> {
         .max_history_size(10_000)?
         .build();
     let mut editor: Editor<ShellHelper, FileHistory> = Editor::with_config(config)?;
-    editor.set_helper(Some(ShellHelper::new(Arc::clone(&shell.names))));
+    editor.set_helper(Some(ShellHelper::new(
+        Arc::clone(&shell.names),
+        Arc::clone(&shell.pending),
+    )));
     let history = history_path();
     if let Some(path) = &history {
         // A missing history file is a first run, not an error.
@@ -172,11 +183,17 @@ pub(crate) fn run(runtime: &Runtime, backend: Backend) -> anyhow::Result<()> {
         shell.backend.describe()
     );
     loop {
-        match editor.readline("strata> ") {
-            Ok(text) => {
-                if text.trim().is_empty() {
+        // A statement spans lines until its `;`; later lines get the continuation prompt.
+        let prompt = if shell.pending().is_empty() {
+            PROMPT
+        } else {
+            CONTINUATION_PROMPT
+        };
+        match editor.readline(prompt) {
+            Ok(line) => {
+                let Some(text) = shell.gather(&line) else {
                     continue;
-                }
+                };
                 editor.add_history_entry(text.as_str())?;
                 if let Some(path) = &history
                     && let Err(e) = editor.append_history(path)
@@ -187,8 +204,8 @@ pub(crate) fn run(runtime: &Runtime, backend: Backend) -> anyhow::Result<()> {
                     break;
                 }
             }
-            // Ctrl-C at the prompt drops the line being typed.
-            Err(ReadlineError::Interrupted) => continue,
+            // Ctrl-C at the prompt drops the statement being typed.
+            Err(ReadlineError::Interrupted) => shell.pending.write().expect("lock").clear(),
             Err(ReadlineError::Eof) => break,
             Err(e) => return Err(e.into()),
         }
@@ -197,6 +214,26 @@ pub(crate) fn run(runtime: &Runtime, backend: Backend) -> anyhow::Result<()> {
 }
 
 impl Shell {
+    /// The lines of the statement typed so far.
+    fn pending(&self) -> String {
+        self.pending.read().expect("pending lock").clone()
+    }
+
+    /// Adds a typed line to the statement being typed: the whole text once it is complete (a
+    /// meta command, or SQL ending with `;`), else `None` and the shell prompts for more.
+    fn gather(&mut self, line: &str) -> Option<String> {
+        let mut pending = self.pending.write().expect("pending lock");
+        if pending.is_empty() && (line.trim().is_empty() || meta::is_meta(line)) {
+            return (!line.trim().is_empty()).then(|| line.to_string());
+        }
+        pending.push_str(line);
+        if complete::ends_statement(&pending) {
+            return Some(std::mem::take(&mut *pending));
+        }
+        pending.push('\n');
+        None
+    }
+
     /// Handles one line (or several, for a multi-line statement) typed at the prompt.
     fn line(&mut self, runtime: &Runtime, text: &str) -> Next {
         if meta::is_meta(text) {
@@ -408,11 +445,7 @@ impl Shell {
             Meta::Quit => return Ok(Next::Quit),
             Meta::Help => print!("{}", meta::HELP),
             Meta::Tables => {
-                let sql = "SELECT table_schema AS schema, table_name AS name, \
-                           lower(table_type) AS kind FROM information_schema.tables \
-                           WHERE table_schema NOT IN ('information_schema', 'system') \
-                           ORDER BY 1, 2";
-                if self.internal_query(runtime, sql)? == 0 {
+                if self.internal_query(runtime, "SHOW TABLES IN DATABASE")? == 0 {
                     println!(
                         "no tables yet: CREATE TABLE, or `strata demo` for a sample warehouse"
                     );
@@ -425,23 +458,7 @@ impl Shell {
                      FROM information_schema.schemata ORDER BY 1, 2",
                 )?;
             }
-            Meta::Describe(name) => {
-                let parts = split_name(&name);
-                let mut conditions = Vec::new();
-                let columns = ["table_catalog", "table_schema", "table_name"];
-                for (part, column) in parts.iter().rev().zip(columns.iter().rev()) {
-                    conditions.push(format!("{column} = '{}'", part.replace('\'', "''")));
-                }
-                let sql = format!(
-                    "SELECT column_name AS column, data_type AS type, is_nullable AS nullable \
-                     FROM information_schema.columns WHERE {} ORDER BY table_catalog, \
-                     table_schema, ordinal_position",
-                    conditions.join(" AND ")
-                );
-                if self.internal_query(runtime, &sql)? == 0 {
-                    anyhow::bail!("no table or view named {name}");
-                }
-            }
+            Meta::Describe(name) => self.describe(runtime, &name)?,
             Meta::Timing(on) => {
                 self.timing = on.unwrap_or(!self.timing);
                 println!("timing is {}", if self.timing { "on" } else { "off" });
@@ -488,18 +505,58 @@ impl Shell {
         Ok(Next::Continue)
     }
 
+    /// `\d NAME`: the object NAME means in SQL (resolved as a statement would), its columns
+    /// with their SQL types and keys, then its keys, checks, partitioning and definition.
+    fn describe(&mut self, runtime: &Runtime, name: &str) -> anyhow::Result<()> {
+        let statements = strata_query::parser::parse(&format!("DESCRIBE EXTENDED {name}"))?;
+        let (_, batches) = runtime.block_on(self.backend.collect(&statements[0]))?;
+        let mut properties = Vec::new();
+        for batch in &batches {
+            let text = |i: usize| {
+                batch
+                    .column(i)
+                    .as_any()
+                    .downcast_ref::<arrow::array::StringArray>()
+                    .cloned()
+            };
+            let (Some(property), Some(value)) = (text(0), text(1)) else {
+                continue;
+            };
+            for row in 0..batch.num_rows() {
+                properties.push((
+                    property.value(row).to_string(),
+                    value.value(row).to_string(),
+                ));
+            }
+        }
+        let get = |p: &str| {
+            properties
+                .iter()
+                .find(|(name, _)| name == p)
+                .map_or("", |(_, v)| v.as_str())
+        };
+        println!("{} {}", get("kind"), get("name"));
+        self.internal_query(runtime, &format!("DESCRIBE {name}"))?;
+        for (property, value) in &properties {
+            if property != "name" && property != "kind" {
+                println!("{property}: {value}");
+            }
+        }
+        Ok(())
+    }
+
     /// Reloads the names completion offers from `information_schema`.
     async fn refresh_names(&mut self) {
         let sql = "SELECT table_catalog, table_schema, table_name, column_name \
-                   FROM information_schema.columns";
+                   FROM information_schema.columns \
+                   ORDER BY table_catalog, table_schema, table_name, ordinal_position";
         let Ok(statements) = strata_query::parser::parse(sql) else {
             return;
         };
         let Ok((_, batches)) = self.backend.collect(&statements[0]).await else {
             return;
         };
-        let mut words = Vec::new();
-        let mut tables = Vec::new();
+        let mut tables: Vec<TableNames> = Vec::new();
         for batch in &batches {
             let text = |i: usize| {
                 arrow::compute::cast(batch.column(i), &arrow::datatypes::DataType::Utf8).map(|a| {
@@ -514,38 +571,23 @@ impl Shell {
                 continue;
             };
             for row in 0..batch.num_rows() {
-                let (d, s, t, c) = (
-                    db.value(row),
-                    schema.value(row),
-                    table.value(row),
-                    column.value(row),
-                );
-                let qualified = [t.to_string(), format!("{s}.{t}"), format!("{d}.{s}.{t}")];
-                tables.extend(qualified.iter().cloned());
-                words.extend(qualified);
-                words.extend([d.to_string(), s.to_string(), c.to_string()]);
+                let (d, s, t) = (db.value(row), schema.value(row), table.value(row));
+                let same = tables
+                    .last()
+                    .is_some_and(|l| l.database == d && l.schema == s && l.name == t);
+                if !same {
+                    tables.push(TableNames {
+                        database: d.to_string(),
+                        schema: s.to_string(),
+                        name: t.to_string(),
+                        columns: Vec::new(),
+                    });
+                }
+                if let Some(last) = tables.last_mut() {
+                    last.columns.push(column.value(row).to_string());
+                }
             }
         }
-        words.sort();
-        words.dedup();
-        tables.sort();
-        tables.dedup();
-        let mut names = self.names.write().expect("names lock");
-        names.words = words;
-        names.tables = tables;
+        self.names.write().expect("names lock").tables = tables;
     }
-}
-
-/// The parts of a possibly qualified, possibly quoted name; unquoted parts are lower-cased,
-/// as SQL does.
-fn split_name(name: &str) -> Vec<String> {
-    name.split('.')
-        .map(|part| {
-            let part = part.trim();
-            match part.strip_prefix('"').and_then(|p| p.strip_suffix('"')) {
-                Some(quoted) => quoted.to_string(),
-                None => part.to_lowercase(),
-            }
-        })
-        .collect()
 }

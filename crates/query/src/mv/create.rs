@@ -15,7 +15,7 @@ use crate::catalog::materialized_view::{
 use crate::error::{Error, Result};
 use crate::mv::refresh::{self};
 use crate::parser::{self, PartitionClause};
-use crate::result::StatementResult;
+use crate::result::{StatementResult, count_of};
 use crate::session::Session;
 use crate::table::layout::partition_layout;
 use crate::table::write_batches;
@@ -144,7 +144,8 @@ pub(crate) async fn create(
         )
         .await?;
     Ok(StatementResult::status(format!(
-        "created materialized view {qualified} with {rows} rows"
+        "created materialized view {qualified} with {}",
+        count_of(rows as u64, "row")
     )))
 }
 

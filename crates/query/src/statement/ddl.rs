@@ -4,12 +4,12 @@
 use chrono::Utc;
 use datafusion::sql::sqlparser::ast::{
     ColumnOption, CreateTable, ObjectName, ObjectType, SchemaName, ShowStatementIn,
-    ShowStatementOptions, Statement as SqlStatement, Truncate, Use,
+    ShowStatementInParentType, ShowStatementOptions, Statement as SqlStatement, Truncate, Use,
 };
 use strata_storage::catalog::DatabaseEntry;
 use strata_storage::{
-    ColumnDef, DEFAULT_DATABASE, DEFAULT_SCHEMA, Error as StorageError, SchemaEntry, Snapshot,
-    TableLog, TableMetadata, Transaction, UpperBound,
+    ColumnDef, Constraint, DEFAULT_DATABASE, DEFAULT_SCHEMA, Error as StorageError, Interval,
+    KeyType, SchemaEntry, Snapshot, TableLog, TableMetadata, Transaction, UpperBound,
 };
 
 use crate::catalog::materialized_view::{Definition, HIDDEN_PREFIX};
@@ -130,24 +130,65 @@ impl Session {
         ))
     }
 
-    /// `SHOW TABLES [IN [db.]schema]`.
-    pub(crate) fn show_tables(&self, options: &ShowStatementOptions) -> Result<StatementResult> {
-        let (db, schema) = match parent(options) {
-            Some(n) => self.qualify_schema(n)?,
-            None => {
-                let (d, s) = self.current_schema();
-                (d.to_string(), s.to_string())
-            }
-        };
+    /// `SHOW TABLES [IN [db.]schema | IN DATABASE [db]]`: the tables, views and materialized
+    /// views of the current schema, another schema, or every schema of a database, with their
+    /// kind.
+    pub(crate) async fn show_tables(
+        &self,
+        options: &ShowStatementOptions,
+    ) -> Result<StatementResult> {
+        let in_database = matches!(
+            options.show_in,
+            Some(ShowStatementIn {
+                parent_type: Some(ShowStatementInParentType::Database),
+                ..
+            })
+        );
         let catalog = self.warehouse().catalog();
-        let rows = catalog
-            .schema(&db, &schema)?
-            .tables
-            .keys()
-            .map(|t| vec![db.clone(), schema.clone(), t.clone()])
-            .collect();
+        let (db, schemas) = if in_database {
+            let db = match parent(options) {
+                Some(name) => match name_parts(name).as_slice() {
+                    [db] => db.clone(),
+                    _ => return Err(Error::Plan(format!("invalid database name {name}"))),
+                },
+                None => self.current_schema().0.to_string(),
+            };
+            let schemas = catalog.database(&db)?.schemas.keys().cloned().collect();
+            (db, schemas)
+        } else {
+            let (db, schema) = match parent(options) {
+                Some(n) => self.qualify_schema(n)?,
+                None => {
+                    let (d, s) = self.current_schema();
+                    (d.to_string(), s.to_string())
+                }
+            };
+            (db, vec![schema])
+        };
+        let mut rows = Vec::new();
+        for schema in schemas {
+            let entry = catalog.schema(&db, &schema)?;
+            let mut objects: Vec<(String, &str)> = Vec::new();
+            for (table, t) in &entry.tables {
+                let log = self.warehouse().table_log(&t.id, table);
+                let snapshot = self.warehouse().snapshot(&log).await?;
+                let kind = if Definition::of(&snapshot.metadata).is_some() {
+                    "materialized view"
+                } else {
+                    "table"
+                };
+                objects.push((table.clone(), kind));
+            }
+            objects.extend(entry.views.keys().map(|v| (v.clone(), "view")));
+            objects.sort();
+            rows.extend(
+                objects
+                    .into_iter()
+                    .map(|(name, kind)| vec![db.clone(), schema.clone(), name, kind.to_string()]),
+            );
+        }
         Ok(StatementResult::strings(
-            &["database_name", "schema_name", "table_name"],
+            &["database_name", "schema_name", "table_name", "kind"],
             rows,
         ))
     }
@@ -391,19 +432,26 @@ impl Session {
         }))
     }
 
-    pub(crate) async fn describe(&self, name: &ObjectName) -> Result<StatementResult> {
-        let (_, snapshot, _) = match self.open_table(name).await {
+    /// `DESCRIBE name`: a row per column with its SQL type and the keys it belongs to.
+    /// `DESCRIBE EXTENDED name`: what the object is (its qualified name, kind, keys, checks,
+    /// partitioning, rows, definition), one property per row.
+    pub(crate) async fn describe(
+        &self,
+        name: &ObjectName,
+        extended: bool,
+    ) -> Result<StatementResult> {
+        let (_, snapshot, qualified) = match self.open_table(name).await {
             Ok(table) => table,
             // Not a stored table: a view or a system table has columns too.
-            Err(not_a_table) => return self.describe_relation(name, not_a_table).await,
+            Err(not_a_table) => {
+                return self.describe_relation(name, not_a_table, extended).await;
+            }
         };
-        let key = snapshot
-            .metadata
-            .partitioning
-            .as_ref()
-            .map(|p| p.column.clone());
-        let rows = snapshot
-            .metadata
+        if extended {
+            return Ok(describe_properties(table_properties(&qualified, &snapshot)));
+        }
+        let metadata = &snapshot.metadata;
+        let rows = metadata
             .columns
             .iter()
             .filter(|c| !c.name.starts_with(HIDDEN_PREFIX))
@@ -412,11 +460,7 @@ impl Session {
                     c.name.clone(),
                     sql_name(&c.data_type, c.sql_type.as_deref()),
                     if c.nullable { "YES" } else { "NO" }.to_string(),
-                    if key.as_deref() == Some(c.name.as_str()) {
-                        "RANGE PARTITION KEY".to_string()
-                    } else {
-                        String::new()
-                    },
+                    column_keys(metadata, &c.name),
                 ]
             })
             .collect();
@@ -428,12 +472,30 @@ impl Session {
         &self,
         name: &ObjectName,
         not_a_table: Error,
+        extended: bool,
     ) -> Result<StatementResult> {
         let (db, schema, table) = self.qualify_table(name)?;
+        let view = self
+            .warehouse()
+            .catalog()
+            .view(&db, &schema, &table)
+            .map(|v| v.query.clone());
+        let qualified = format!("{db}.{schema}.{table}");
         let reference = datafusion::common::TableReference::full(db, schema, table);
         let Ok(provider) = self.context().table_provider(reference).await else {
             return Err(not_a_table);
         };
+        if extended {
+            let mut properties = vec![("name", qualified)];
+            match view {
+                Some(query) => {
+                    properties.push(("kind", "view".to_string()));
+                    properties.push(("definition", query));
+                }
+                None => properties.push(("kind", "system table".to_string())),
+            }
+            return Ok(describe_properties(properties));
+        }
         let rows = provider
             .schema()
             .fields()
@@ -567,7 +629,10 @@ impl Session {
             )
             .await?;
         Ok(if create.query.is_some() {
-            StatementResult::status(format!("created table {qualified} with {rows} rows"))
+            StatementResult::status(format!(
+                "created table {qualified} with {}",
+                count_of(rows as u64, "row")
+            ))
         } else {
             StatementResult::status(format!("created table {qualified}"))
         })
@@ -663,4 +728,130 @@ fn parent(options: &ShowStatementOptions) -> Option<&ObjectName> {
 /// The result of `DESCRIBE`: a row per column.
 fn describe_result(rows: Vec<Vec<String>>) -> StatementResult {
     StatementResult::strings(&["column_name", "data_type", "is_nullable", "key"], rows)
+}
+
+/// The result of `DESCRIBE EXTENDED`: a row per property.
+fn describe_properties(properties: Vec<(&str, String)>) -> StatementResult {
+    let rows = properties
+        .into_iter()
+        .map(|(p, v)| vec![p.to_string(), v])
+        .collect();
+    StatementResult::strings(&["property", "value"], rows)
+}
+
+/// The keys column `name` belongs to, as `DESCRIBE` shows them: `PRIMARY KEY`, `UNIQUE`,
+/// `REFERENCES db.schema.table (column)`, `RANGE PARTITION KEY`.
+fn column_keys(metadata: &TableMetadata, name: &str) -> String {
+    let mut keys = Vec::new();
+    for constraint in &metadata.constraints {
+        match constraint {
+            Constraint::PrimaryKey { columns, .. } if columns.iter().any(|c| c == name) => {
+                keys.push("PRIMARY KEY".to_string());
+            }
+            Constraint::Unique { columns, .. } if columns.iter().any(|c| c == name) => {
+                keys.push("UNIQUE".to_string());
+            }
+            Constraint::ForeignKey {
+                columns,
+                references,
+                referenced_columns,
+                ..
+            } => {
+                if let Some(i) = columns.iter().position(|c| c == name) {
+                    let target = referenced_columns.get(i).map_or("", String::as_str);
+                    keys.push(format!("REFERENCES {} ({target})", references.join(".")));
+                }
+            }
+            _ => {}
+        }
+    }
+    if metadata
+        .partitioning
+        .as_ref()
+        .is_some_and(|p| p.column == name)
+    {
+        keys.push("RANGE PARTITION KEY".to_string());
+    }
+    keys.join(", ")
+}
+
+/// What `DESCRIBE EXTENDED` says about a stored table or materialized view.
+fn table_properties(qualified: &str, snapshot: &Snapshot) -> Vec<(&'static str, String)> {
+    let metadata = &snapshot.metadata;
+    let definition = Definition::of(metadata);
+    let mut properties = vec![
+        ("name", qualified.to_string()),
+        (
+            "kind",
+            if definition.is_some() {
+                "materialized view"
+            } else {
+                "table"
+            }
+            .to_string(),
+        ),
+    ];
+    let list = |columns: &[String]| columns.join(", ");
+    for constraint in &metadata.constraints {
+        properties.push(match constraint {
+            Constraint::PrimaryKey { name, columns } => {
+                ("primary key", format!("{name} ({})", list(columns)))
+            }
+            Constraint::Unique { name, columns } => {
+                ("unique", format!("{name} ({})", list(columns)))
+            }
+            Constraint::Check { name, expr } => ("check", format!("{name}: {expr}")),
+            Constraint::ForeignKey {
+                name,
+                columns,
+                references,
+                referenced_columns,
+            } => (
+                "foreign key",
+                format!(
+                    "{name} ({}) REFERENCES {} ({})",
+                    list(columns),
+                    references.join("."),
+                    list(referenced_columns)
+                ),
+            ),
+        });
+    }
+    if let Some(p) = &metadata.partitioning {
+        let interval = match (&p.interval, &p.key_type) {
+            (None, _) => String::new(),
+            (Some(Interval::Months(m)), _) if m % 12 == 0 => format!(" INTERVAL ({} YEAR)", m / 12),
+            (Some(Interval::Months(m)), _) => format!(" INTERVAL ({m} MONTH)"),
+            (Some(Interval::Width(w)), KeyType::Date) => format!(" INTERVAL ({w} DAY)"),
+            (Some(Interval::Width(w)), KeyType::Timestamp(unit)) => {
+                format!(" INTERVAL ({})", timestamp_width(*w, *unit))
+            }
+            (Some(Interval::Width(w)), KeyType::Integer) => format!(" INTERVAL ({w})"),
+        };
+        properties.push(("partitioned by", format!("RANGE ({}){interval}", p.column)));
+        properties.push(("partitions", p.partitions.len().to_string()));
+    }
+    properties.push(("rows", snapshot.row_count().to_string()));
+    if let Some(definition) = definition {
+        properties.push(("definition", definition.query));
+    }
+    properties
+}
+
+/// A TIMESTAMP partition width in `unit` ticks, in the largest whole unit of time.
+fn timestamp_width(width: i64, unit: arrow::datatypes::TimeUnit) -> String {
+    use arrow::datatypes::TimeUnit;
+    let per_second: i64 = match unit {
+        TimeUnit::Second => 1,
+        TimeUnit::Millisecond => 1_000,
+        TimeUnit::Microsecond => 1_000_000,
+        TimeUnit::Nanosecond => 1_000_000_000,
+    };
+    for (name, seconds) in [("WEEK", 604_800), ("DAY", 86_400), ("HOUR", 3_600)] {
+        let ticks = per_second.saturating_mul(seconds);
+        if width % ticks == 0 {
+            return format!("{} {name}", width / ticks);
+        }
+    }
+    format!("{width} ticks")
 }

@@ -292,7 +292,12 @@ impl CachedScan {
                 })
                 .boxed(),
         };
-        Box::pin(RecordBatchStreamAdapter::new(output, batches))
+        // Cached batches come from memory, never waiting on the runtime: spend its budget per
+        // batch, as DataFusion's own scans do, so a query over hot data still yields (and a
+        // cancelled one stops).
+        datafusion::physical_plan::coop::make_cooperative(Box::pin(RecordBatchStreamAdapter::new(
+            output, batches,
+        )))
     }
 
     async fn open(
