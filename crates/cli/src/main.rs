@@ -220,8 +220,10 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
     };
     let statements = strata_query::parser::parse(&sql)?;
     // Only queries, and no warehouse there: most likely a mistyped path. Creating an empty
-    // warehouse would answer "table not found" about the wrong place.
+    // warehouse would answer "table not found" about the wrong place. (A `memory://`
+    // warehouse is always new: there is no path to mistype.)
     if args.remote.is_none()
+        && !args.warehouse.starts_with("memory://")
         && statements.iter().all(strata_query::Session::is_query)
         && !Warehouse::exists(&args.warehouse).await?
     {

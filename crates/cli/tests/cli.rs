@@ -812,6 +812,11 @@ fn shell_completes_in_context_describes_as_sql_resolves_and_prints_plans() {
         type_line(&mut s, statement, "created");
     }
     type_line(&mut s, "INSERT INTO customer VALUES (1, 'Ada');", "1 row");
+    type_line(
+        &mut s,
+        "COMMENT ON TABLE orders IS 'One row per order';",
+        "comment on",
+    );
 
     // \d: the current database's objects with their kinds; the other database stays out.
     s.send_line("\\d").unwrap();
@@ -830,6 +835,7 @@ fn shell_completes_in_context_describes_as_sql_resolves_and_prints_plans() {
         "PRIMARY KEY",
         "REFERENCES main.public.customer (customer_id)",
         "partitioned by: RANGE (d) INTERVAL (1 MONTH)",
+        "comment: One row per order",
     ] {
         assert!(orders.contains(part), "{part} missing:\n{orders}");
     }
@@ -1363,6 +1369,8 @@ fn a_query_on_a_mistyped_warehouse_path_says_so_instead_of_creating_one() {
     let other = dir.path().join("other");
     let other = other.to_str().unwrap();
     assert!(sql(other, "CREATE TABLE t (x INT); SELECT count(*) AS n FROM t").ends_with("n\n0\n"));
+    // A memory warehouse is always new: queries run on it.
+    assert_eq!(sql("memory://", "SELECT 1 AS one"), "one\n1\n");
 }
 
 #[path = "docs/readme.rs"]

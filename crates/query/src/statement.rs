@@ -206,6 +206,15 @@ impl Session {
             SqlStatement::Use(u) => self.use_(u)?,
             SqlStatement::ShowDatabases { .. } => self.show_databases(),
             SqlStatement::ShowSchemas { show_options, .. } => self.show_schemas(show_options)?,
+            SqlStatement::Comment {
+                object_type,
+                object_name,
+                comment,
+                if_exists,
+            } => {
+                self.comment_on(*object_type, object_name, comment.as_deref(), *if_exists)
+                    .await?
+            }
             SqlStatement::ShowTables { show_options, .. } => self.show_tables(show_options).await?,
             SqlStatement::ExplainTable {
                 table_name,

@@ -3,7 +3,7 @@
 
 use chrono::Utc;
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, CreateTable, ObjectName, ObjectType, SchemaName, ShowStatementIn,
+    ColumnOption, CommentObject, CreateTable, ObjectName, ObjectType, SchemaName, ShowStatementIn,
     ShowStatementInParentType, ShowStatementOptions, Statement as SqlStatement, Truncate, Use,
 };
 use strata_storage::catalog::DatabaseEntry;
@@ -235,6 +235,48 @@ impl Session {
         Ok(StatementResult::status(format!(
             "added {} to {name}",
             count_of(partitions.len() as u64, "partition")
+        )))
+    }
+
+    /// `COMMENT ON TABLE|MATERIALIZED VIEW name IS 'text' | NULL`: the table's comment, kept in
+    /// its properties and shown by `DESCRIBE EXTENDED` (and `\d name` in the shell).
+    pub(crate) async fn comment_on(
+        &self,
+        object: CommentObject,
+        name: &ObjectName,
+        comment: Option<&str>,
+        if_exists: bool,
+    ) -> Result<StatementResult> {
+        if !matches!(
+            object,
+            CommentObject::Table | CommentObject::MaterializedView
+        ) {
+            return Err(Error::Unsupported(format!(
+                "COMMENT ON {object}: comments on tables and materialized views are supported"
+            )));
+        }
+        let (log, snapshot, qualified) = match self.open_table(name).await {
+            Ok(table) => table,
+            Err(_) if if_exists => {
+                return Ok(StatementResult::status(format!("{name} does not exist")));
+            }
+            Err(e) => return Err(e),
+        };
+        let mut metadata = snapshot.metadata.clone();
+        match comment {
+            Some(text) => metadata
+                .properties
+                .insert(COMMENT_PROPERTY.to_string(), text.to_string()),
+            None => metadata.properties.remove(COMMENT_PROPERTY),
+        };
+        let mut txn = Transaction::new("COMMENT");
+        txn.replace_metadata = Some(metadata);
+        self.warehouse()
+            .commit(&qualified, &log, &snapshot, &txn)
+            .await?;
+        Ok(StatementResult::status(format!(
+            "comment on {qualified} {}",
+            if comment.is_some() { "set" } else { "removed" }
         )))
     }
 
@@ -725,6 +767,9 @@ fn parent(options: &ShowStatementOptions) -> Option<&ObjectName> {
         .and_then(|ShowStatementIn { parent_name, .. }| parent_name.as_ref())
 }
 
+/// The table property holding its `COMMENT ON TABLE` text.
+const COMMENT_PROPERTY: &str = "comment";
+
 /// The result of `DESCRIBE`: a row per column.
 fn describe_result(rows: Vec<Vec<String>>) -> StatementResult {
     StatementResult::strings(&["column_name", "data_type", "is_nullable", "key"], rows)
@@ -832,6 +877,9 @@ fn table_properties(qualified: &str, snapshot: &Snapshot) -> Vec<(&'static str, 
         properties.push(("partitions", p.partitions.len().to_string()));
     }
     properties.push(("rows", snapshot.row_count().to_string()));
+    if let Some(comment) = metadata.properties.get(COMMENT_PROPERTY) {
+        properties.push(("comment", comment.clone()));
+    }
     if let Some(definition) = definition {
         properties.push(("definition", definition.query));
     }
