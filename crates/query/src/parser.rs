@@ -237,6 +237,7 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
         json_operator_precedence(&mut create);
         rewrite_time_travel(&mut create)?;
         microsecond_timestamps(&mut create);
+        quote_date_parts(&mut create);
         return Ok(Statement::CreatePartitioned {
             create: Box::new(create),
             partitioning: clause,
@@ -257,6 +258,7 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
                 rewrite_time_travel(&mut statement)?;
                 number_question_placeholders(&mut statement);
                 microsecond_timestamps(&mut statement);
+                quote_date_parts(&mut statement);
                 return Ok(Statement::Sql(Box::new(statement)));
             }
             Err(e) if name == preferred => preferred_error = Some(e),
@@ -741,6 +743,7 @@ fn parse_apply_changes(chunk: &[TokenWithSpan]) -> Result<Statement> {
     let mut query = SqlStatement::Query(source);
     rewrite_time_travel(&mut query)?;
     microsecond_timestamps(&mut query);
+    quote_date_parts(&mut query);
     let SqlStatement::Query(source) = query else {
         unreachable!("a query stays a query");
     };
@@ -961,6 +964,28 @@ fn microsecond_timestamps(statement: &mut SqlStatement) {
             Expr::Cast { data_type, .. } => micros(data_type),
             Expr::TypedString(t) => micros(&mut t.data_type),
             _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Quotes the bare date part that Snowflake and MySQL write as the first argument of date
+/// functions, `DATEADD(day, -30, d)` or `DATE_TRUNC(month, d)`, so that it reaches the
+/// function as the string `'day'` instead of naming a column. (The two-argument MySQL
+/// `DATEDIFF(a, b)` has no part and is left alone.)
+fn quote_date_parts(statement: &mut SqlStatement) {
+    use datafusion::sql::sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArguments};
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(statement, |expr| {
+        if let Expr::Function(f) = expr
+            && let Some(name) = f.name.0.last().and_then(|p| p.as_ident())
+            && crate::functions::DATE_PART_FIRST.contains(&name.value.to_lowercase().as_str())
+            && let FunctionArguments::List(list) = &mut f.args
+            && (list.args.len() == 3 || !name.value.eq_ignore_ascii_case("datediff"))
+            && let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(first))) = list.args.first_mut()
+            && let Expr::Identifier(part) = first
+            && part.quote_style.is_none()
+        {
+            *first = Expr::Value(Value::SingleQuotedString(part.value.to_lowercase()).into());
         }
         ControlFlow::<()>::Continue(())
     });

@@ -114,6 +114,7 @@ impl Session {
         datafusion_functions_json::register_all(&mut *ctx.state_ref().write())
             .expect("JSON functions register");
         rules::register_table_functions(&ctx);
+        crate::functions::register(&ctx);
         Self {
             warehouse,
             ctx,

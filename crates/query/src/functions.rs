@@ -1,0 +1,574 @@
+//! The functions people copy from Snowflake, MySQL and PostgreSQL, registered as DataFusion
+//! scalar functions on every session (so the DataFrame API has them too).
+//!
+//! Date arithmetic first: `DATEADD(day, -30, CURRENT_DATE)` (Snowflake) and its alias
+//! `TIMESTAMPADD`; `DATEDIFF(part, a, b)` (Snowflake: the number of `part` boundaries between
+//! `a` and `b`) and `DATEDIFF(a, b)` (MySQL: days from `b` to `a`); `TIMESTAMPDIFF(part, a, b)`
+//! (MySQL: whole `part`s elapsed). The parser turns a bare date part (`day`) into a string
+//! (see [`crate::parser`]), so both spellings reach these functions as `'day'`.
+//!
+//! Values are computed as calendar dates and microsecond timestamps with checked arithmetic: a
+//! result outside the timestamp range is an error naming the function and the value.
+//!
+//! Conditionals: `IFF(cond, a, b)` (Snowflake), `ZEROIFNULL(x)`, `NULLIFZERO(x)`. DataFusion
+//! already has `NVL`, `NVL2`, `IFNULL`, `GREATEST`, `LEAST`, `SPLIT_PART`, `LEFT`, `RIGHT`,
+//! `INITCAP`, `ANY_VALUE`, `MEDIAN`, `DATE_PART`, `TO_DATE`, `QUALIFY` and `GROUP BY ALL`.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, Date32Array, Int64Array, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Date32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
+use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveDateTime, TimeDelta, Timelike};
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    Volatility,
+};
+use datafusion::prelude::SessionContext;
+
+/// Registers the package on a session.
+pub(crate) fn register(ctx: &SessionContext) {
+    for function in [
+        DateFunction::new(Kind::Add, "dateadd", &["timestampadd"]),
+        DateFunction::new(Kind::Diff, "datediff", &[]),
+        DateFunction::new(Kind::Elapsed, "timestampdiff", &[]),
+    ] {
+        ctx.register_udf(ScalarUDF::new_from_impl(function));
+    }
+    for conditional in [
+        Conditional::Iff,
+        Conditional::ZeroIfNull,
+        Conditional::NullIfZero,
+    ] {
+        ctx.register_udf(ScalarUDF::new_from_impl(ConditionalFunction {
+            conditional,
+            signature: Signature::user_defined(Volatility::Immutable),
+        }));
+    }
+}
+
+/// The names of functions whose first argument is a date part, written bare (`day`) in
+/// Snowflake and MySQL; the parser quotes it.
+pub(crate) const DATE_PART_FIRST: &[&str] = &[
+    "dateadd",
+    "timestampadd",
+    "datediff",
+    "timestampdiff",
+    "date_part",
+    "datepart",
+    "date_trunc",
+];
+
+/// A unit of date arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Year,
+    Quarter,
+    Month,
+    Week,
+    Day,
+    Hour,
+    Minute,
+    Second,
+    Millisecond,
+    Microsecond,
+}
+
+impl Part {
+    /// A part by any of Snowflake's and MySQL's names for it.
+    fn parse(text: &str) -> Option<Self> {
+        Some(match text.trim().to_ascii_lowercase().as_str() {
+            "year" | "years" | "y" | "yy" | "yyy" | "yyyy" | "yr" | "yrs" => Part::Year,
+            "quarter" | "quarters" | "q" | "qtr" | "qtrs" => Part::Quarter,
+            "month" | "months" | "mm" | "mon" | "mons" => Part::Month,
+            "week" | "weeks" | "w" | "wk" | "weekofyear" | "woy" | "wy" => Part::Week,
+            "day" | "days" | "d" | "dd" | "dayofmonth" => Part::Day,
+            "hour" | "hours" | "h" | "hh" | "hr" | "hrs" => Part::Hour,
+            "minute" | "minutes" | "m" | "mi" | "min" | "mins" => Part::Minute,
+            "second" | "seconds" | "s" | "sec" | "secs" => Part::Second,
+            "millisecond" | "milliseconds" | "ms" | "msec" => Part::Millisecond,
+            "microsecond" | "microseconds" | "us" | "usec" => Part::Microsecond,
+            _ => return None,
+        })
+    }
+
+    /// The part's name, as errors show it.
+    fn name(self) -> &'static str {
+        match self {
+            Part::Year => "year",
+            Part::Quarter => "quarter",
+            Part::Month => "month",
+            Part::Week => "week",
+            Part::Day => "day",
+            Part::Hour => "hour",
+            Part::Minute => "minute",
+            Part::Second => "second",
+            Part::Millisecond => "millisecond",
+            Part::Microsecond => "microsecond",
+        }
+    }
+
+    /// Whole days or more: adding one to a DATE gives a DATE.
+    fn is_calendar(self) -> bool {
+        matches!(
+            self,
+            Part::Year | Part::Quarter | Part::Month | Part::Week | Part::Day
+        )
+    }
+
+    /// Microseconds in one unit of a fixed-length part.
+    fn micros(self) -> Option<i64> {
+        Some(match self {
+            Part::Week => 7 * 86_400_000_000,
+            Part::Day => 86_400_000_000,
+            Part::Hour => 3_600_000_000,
+            Part::Minute => 60_000_000,
+            Part::Second => 1_000_000,
+            Part::Millisecond => 1_000,
+            Part::Microsecond => 1,
+            Part::Year | Part::Quarter | Part::Month => return None,
+        })
+    }
+
+    /// Months in one unit of a calendar part.
+    fn months(self) -> Option<i64> {
+        match self {
+            Part::Year => Some(12),
+            Part::Quarter => Some(3),
+            Part::Month => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// `t` plus `n` parts, or `None` past the range of timestamps.
+fn add(part: Part, n: i64, t: NaiveDateTime) -> Option<NaiveDateTime> {
+    if let Some(per) = part.months() {
+        // Month arithmetic keeps the day, or the month's last day (Jan 31 + 1 month = Feb 29).
+        let months = n.checked_mul(per)?;
+        let m = Months::new(u32::try_from(months.unsigned_abs()).ok()?);
+        return if months >= 0 {
+            t.checked_add_months(m)
+        } else {
+            t.checked_sub_months(m)
+        };
+    }
+    let micros = n.checked_mul(part.micros()?)?;
+    t.checked_add_signed(TimeDelta::microseconds(micros))
+}
+
+/// Months since year 0 of `t`'s month.
+fn month_number(t: NaiveDateTime) -> i64 {
+    i64::from(t.year()) * 12 + i64::from(t.month0())
+}
+
+/// Snowflake's `DATEDIFF`: how many `part` boundaries lie between `a` and `b` (negative when
+/// `b` is earlier). Weeks start on Monday.
+fn boundaries(part: Part, a: NaiveDateTime, b: NaiveDateTime) -> i64 {
+    let floor = |t: NaiveDateTime, unit: i64| t.and_utc().timestamp_micros().div_euclid(unit);
+    match part {
+        Part::Year => i64::from(b.year()) - i64::from(a.year()),
+        Part::Quarter => month_number(b).div_euclid(3) - month_number(a).div_euclid(3),
+        Part::Month => month_number(b) - month_number(a),
+        Part::Week => {
+            let monday = |t: NaiveDateTime| {
+                t.date() - TimeDelta::days(t.weekday().num_days_from_monday().into())
+            };
+            (monday(b) - monday(a)).num_days().div_euclid(7)
+        }
+        Part::Day => (b.date() - a.date()).num_days(),
+        fixed => {
+            let unit = fixed.micros().unwrap_or(1);
+            floor(b, unit) - floor(a, unit)
+        }
+    }
+}
+
+/// MySQL's `TIMESTAMPDIFF`: how many whole `part`s have elapsed from `a` to `b` (negative when
+/// `b` is earlier).
+fn elapsed(part: Part, a: NaiveDateTime, b: NaiveDateTime) -> i64 {
+    if let Some(per) = part.months() {
+        let mut months = month_number(b) - month_number(a);
+        // A month is complete once the day and time of day have come round again.
+        let rest = |t: NaiveDateTime| (t.day(), t.num_seconds_from_midnight(), t.nanosecond());
+        if months > 0 && rest(b) < rest(a) {
+            months -= 1;
+        } else if months < 0 && rest(b) > rest(a) {
+            months += 1;
+        }
+        return months / per;
+    }
+    let unit = part.micros().unwrap_or(1);
+    (b - a).num_microseconds().map_or(0, |d| d / unit)
+}
+
+/// Which function a [`DateFunction`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    /// `DATEADD(part, n, value)`.
+    Add,
+    /// `DATEDIFF(part, a, b)` (boundaries) or `DATEDIFF(a, b)` (days).
+    Diff,
+    /// `TIMESTAMPDIFF(part, a, b)` (whole units elapsed).
+    Elapsed,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct DateFunction {
+    kind: Kind,
+    name: &'static str,
+    aliases: Vec<String>,
+    signature: Signature,
+}
+
+impl DateFunction {
+    fn new(kind: Kind, name: &'static str, aliases: &[&str]) -> Self {
+        Self {
+            kind,
+            name,
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            signature: Signature::user_defined(Volatility::Immutable),
+        }
+    }
+
+    /// What the function is called in errors, as users write it.
+    fn shown(&self) -> String {
+        self.name.to_ascii_uppercase()
+    }
+
+    /// The date part of argument `i`: a constant string naming a part.
+    fn part(&self, value: Option<&ScalarValue>) -> Result<Part> {
+        let text = match value {
+            Some(ScalarValue::Utf8(Some(t)))
+            | Some(ScalarValue::LargeUtf8(Some(t)))
+            | Some(ScalarValue::Utf8View(Some(t))) => t.clone(),
+            _ => {
+                return plan_err!(
+                    "{}: the first argument is a date part such as day, month or hour",
+                    self.shown()
+                );
+            }
+        };
+        match Part::parse(&text) {
+            Some(part) => Ok(part),
+            None => plan_err!(
+                "{}: unknown date part '{text}'; use year, quarter, month, week, day, hour, \
+                 minute, second, millisecond or microsecond",
+                self.shown()
+            ),
+        }
+    }
+
+    /// The type a date or timestamp argument is computed in.
+    fn temporal(&self, t: &DataType, keep_dates: bool) -> Result<DataType> {
+        Ok(match t {
+            DataType::Date32 | DataType::Date64 if keep_dates => DataType::Date32,
+            DataType::Date32 | DataType::Date64 | DataType::Null => {
+                DataType::Timestamp(TimeUnit::Microsecond, None)
+            }
+            DataType::Timestamp(_, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                DataType::Timestamp(TimeUnit::Microsecond, None)
+            }
+            other => {
+                return plan_err!(
+                    "{}: expected a date or timestamp, got {other}",
+                    self.shown()
+                );
+            }
+        })
+    }
+}
+
+/// A column of timestamps (or dates, at midnight) as microseconds.
+fn micros_of(array: &ArrayRef) -> Result<Vec<Option<i64>>> {
+    Ok(match array.data_type() {
+        DataType::Date32 => array
+            .as_primitive::<Date32Type>()
+            .iter()
+            .map(|d| d.and_then(|d| i64::from(d).checked_mul(86_400_000_000)))
+            .collect(),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => array
+            .as_primitive::<TimestampMicrosecondType>()
+            .iter()
+            .collect(),
+        other => return exec_err!("date arithmetic on {other}"),
+    })
+}
+
+fn datetime(micros: i64) -> Option<NaiveDateTime> {
+    DateTime::from_timestamp_micros(micros).map(|t| t.naive_utc())
+}
+
+impl ScalarUDFImpl for DateFunction {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn aliases(&self) -> &[String] {
+        &self.aliases
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        match (self.kind, args) {
+            (Kind::Add, [_, _, value]) => Ok(vec![
+                DataType::Utf8,
+                DataType::Int64,
+                self.temporal(value, true)?,
+            ]),
+            (Kind::Diff, [a, b]) => {
+                // MySQL's form counts days between the dates, ignoring the time of day.
+                self.temporal(a, true)?;
+                self.temporal(b, true)?;
+                Ok(vec![DataType::Date32, DataType::Date32])
+            }
+            (Kind::Diff | Kind::Elapsed, [_, a, b]) => {
+                self.temporal(a, false)?;
+                self.temporal(b, false)?;
+                let naive = DataType::Timestamp(TimeUnit::Microsecond, None);
+                Ok(vec![DataType::Utf8, naive.clone(), naive])
+            }
+            (Kind::Add, _) => plan_err!("DATEADD(part, n, value) takes three arguments"),
+            (Kind::Diff, _) => {
+                plan_err!("DATEDIFF takes (part, start, end) or, as MySQL, (end, start)")
+            }
+            (Kind::Elapsed, _) => {
+                plan_err!("TIMESTAMPDIFF(part, start, end) takes three arguments")
+            }
+        }
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        // The type depends on the date part: see `return_field_from_args`.
+        Ok(DataType::Int64)
+    }
+
+    fn return_field_from_args(&self, args: ReturnFieldArgs) -> Result<arrow::datatypes::FieldRef> {
+        let field = |t: DataType| Arc::new(arrow::datatypes::Field::new(self.name, t, true));
+        if self.kind != Kind::Add {
+            return Ok(field(DataType::Int64));
+        }
+        let part = self.part(args.scalar_arguments.first().copied().flatten())?;
+        let value = args.arg_fields.get(2).map(|f| f.data_type().clone());
+        Ok(field(match value {
+            Some(DataType::Date32) if part.is_calendar() => DataType::Date32,
+            Some(DataType::Timestamp(_, tz)) => DataType::Timestamp(TimeUnit::Microsecond, tz),
+            _ => DataType::Timestamp(TimeUnit::Microsecond, None),
+        }))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let rows = args.number_rows;
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let part = |i: usize| match &args.args[i] {
+            ColumnarValue::Scalar(s) => self.part(Some(s)),
+            ColumnarValue::Array(_) => self.part(None),
+        };
+        let out: ArrayRef = match (self.kind, arrays.as_slice()) {
+            (Kind::Add, [_, n, value]) => {
+                let part = part(0)?;
+                let n = n.as_primitive::<Int64Type>();
+                let values = micros_of(value)?;
+                let mut sums = Vec::with_capacity(rows);
+                for (n, t) in n.iter().zip(values) {
+                    let (Some(n), Some(t)) = (n, t) else {
+                        sums.push(None);
+                        continue;
+                    };
+                    let sum = datetime(t).and_then(|t| add(part, n, t));
+                    match sum {
+                        Some(sum) => sums.push(Some(sum)),
+                        None => {
+                            return exec_err!(
+                                "DATEADD({}, {n}, ...) is outside the range of timestamps",
+                                part.name()
+                            );
+                        }
+                    }
+                }
+                match args.return_field.data_type() {
+                    DataType::Date32 => {
+                        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+                        Arc::new(Date32Array::from_iter(sums.into_iter().map(|s| {
+                            s.and_then(|s| i32::try_from((s.date() - epoch).num_days()).ok())
+                        })))
+                    }
+                    DataType::Timestamp(_, tz) => Arc::new(
+                        TimestampMicrosecondArray::from_iter(
+                            sums.into_iter()
+                                .map(|s| s.map(|s| s.and_utc().timestamp_micros())),
+                        )
+                        .with_timezone_opt(tz.clone()),
+                    ),
+                    other => return exec_err!("DATEADD returning {other}"),
+                }
+            }
+            (Kind::Diff, [a, b]) => {
+                let a = a.as_primitive::<Date32Type>();
+                let b = b.as_primitive::<Date32Type>();
+                Arc::new(Int64Array::from_iter(
+                    a.iter()
+                        .zip(b.iter())
+                        .map(|(a, b)| Some(i64::from(a?) - i64::from(b?))),
+                ))
+            }
+            (kind, [_, a, b]) => {
+                let part = part(0)?;
+                let a = micros_of(a)?;
+                let b = micros_of(b)?;
+                Arc::new(Int64Array::from_iter(a.into_iter().zip(b).map(|(a, b)| {
+                    let (a, b) = (datetime(a?)?, datetime(b?)?);
+                    Some(match kind {
+                        Kind::Elapsed => elapsed(part, a, b),
+                        _ => boundaries(part, a, b),
+                    })
+                })))
+            }
+            _ => return exec_err!("{}: wrong number of arguments", self.shown()),
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// Snowflake's small conditionals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Conditional {
+    /// `IFF(cond, a, b)`: `a` where `cond` is true, else `b` (also where it is NULL).
+    Iff,
+    /// `ZEROIFNULL(x)`: 0 where `x` is NULL.
+    ZeroIfNull,
+    /// `NULLIFZERO(x)`: NULL where `x` is 0.
+    NullIfZero,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ConditionalFunction {
+    conditional: Conditional,
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for ConditionalFunction {
+    fn name(&self) -> &str {
+        match self.conditional {
+            Conditional::Iff => "iff",
+            Conditional::ZeroIfNull => "zeroifnull",
+            Conditional::NullIfZero => "nullifzero",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        use datafusion::logical_expr::type_coercion::binary::type_union_resolution;
+        match (self.conditional, args) {
+            (Conditional::Iff, [_, a, b]) => match type_union_resolution(&[a.clone(), b.clone()]) {
+                Some(t) => Ok(vec![DataType::Boolean, t.clone(), t]),
+                None => plan_err!("IFF: the two results have no common type ({a} and {b})"),
+            },
+            (Conditional::Iff, _) => plan_err!("IFF(condition, then, else) takes three arguments"),
+            (_, [DataType::Null]) => Ok(vec![DataType::Int64]),
+            (_, [x]) if x.is_numeric() => Ok(vec![x.clone()]),
+            (_, [x]) => plan_err!("{}: expected a number, got {x}", self.name().to_uppercase()),
+            _ => plan_err!("{} takes one argument", self.name().to_uppercase()),
+        }
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        let value = if self.conditional == Conditional::Iff {
+            1
+        } else {
+            0
+        };
+        match args.get(value) {
+            Some(t) => Ok(t.clone()),
+            None => plan_err!("{}: missing argument", self.name().to_uppercase()),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use arrow::compute::kernels::{cmp, nullif, zip};
+        let rows = args.number_rows;
+        let arrays = args
+            .args
+            .iter()
+            .map(|a| a.to_array(rows))
+            .collect::<Result<Vec<_>>>()?;
+        let out = match (self.conditional, arrays.as_slice()) {
+            (Conditional::Iff, [cond, a, b]) => {
+                // A NULL condition takes the ELSE branch, as CASE WHEN does.
+                let cond = cond.as_boolean();
+                let mask = match cond.nulls() {
+                    Some(_) => arrow::compute::prep_null_mask_filter(cond),
+                    None => cond.clone(),
+                };
+                zip::zip(&mask, a, b)?
+            }
+            (Conditional::ZeroIfNull, [x]) => {
+                let zero = ScalarValue::new_zero(x.data_type())?.to_array_of_size(rows)?;
+                let present = arrow::compute::is_not_null(x)?;
+                zip::zip(&present, x, &zero)?
+            }
+            (Conditional::NullIfZero, [x]) => {
+                let zero = ScalarValue::new_zero(x.data_type())?.to_array_of_size(rows)?;
+                let is_zero = cmp::eq(x, &zero)?;
+                nullif::nullif(x, &is_zero)?
+            }
+            _ => return exec_err!("{}: wrong number of arguments", self.name()),
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> NaiveDateTime {
+        NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").unwrap()
+    }
+
+    #[test]
+    fn month_arithmetic_keeps_the_last_day_of_the_month() {
+        assert_eq!(
+            add(Part::Month, 1, at("2024-01-31 10:00:00")),
+            Some(at("2024-02-29 10:00:00"))
+        );
+        assert_eq!(
+            add(Part::Year, -1, at("2024-02-29 00:00:00")),
+            Some(at("2023-02-28 00:00:00"))
+        );
+        assert_eq!(add(Part::Day, i64::MAX, at("2024-01-01 00:00:00")), None);
+    }
+
+    #[test]
+    fn snowflake_counts_boundaries_and_mysql_counts_whole_units() {
+        let (a, b) = (at("2023-12-31 23:59:00"), at("2024-01-01 00:01:00"));
+        assert_eq!(boundaries(Part::Year, a, b), 1);
+        assert_eq!(elapsed(Part::Year, a, b), 0);
+        assert_eq!(boundaries(Part::Hour, a, b), 1);
+        assert_eq!(elapsed(Part::Minute, a, b), 2);
+        assert_eq!(boundaries(Part::Month, b, a), -1);
+        let (a, b) = (at("2024-01-31 00:00:00"), at("2024-03-30 00:00:00"));
+        assert_eq!(elapsed(Part::Month, a, b), 1);
+        assert_eq!(boundaries(Part::Month, a, b), 2);
+        // 2024-01-07 is a Sunday, 2024-01-08 a Monday.
+        assert_eq!(
+            boundaries(
+                Part::Week,
+                at("2024-01-07 00:00:00"),
+                at("2024-01-08 00:00:00")
+            ),
+            1
+        );
+    }
+}
