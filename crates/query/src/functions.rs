@@ -10,7 +10,14 @@
 //! Values are computed as calendar dates and microsecond timestamps with checked arithmetic: a
 //! result outside the timestamp range is an error naming the function and the value.
 //!
-//! Conditionals: `IFF(cond, a, b)` (Snowflake), `ZEROIFNULL(x)`, `NULLIFZERO(x)`. DataFusion
+//! Calendar: `LAST_DAY`, `ADD_MONTHS`, `NEXT_DAY`, `DAYOFWEEK` (0 = Sunday, as Snowflake),
+//! `DAYOFYEAR`, `WEEKOFYEAR` (ISO weeks).
+//!
+//! Conditionals: `IFF(cond, a, b)` (Snowflake), `ZEROIFNULL(x)`, `NULLIFZERO(x)`.
+//!
+//! Aggregates: `COUNT_IF(cond)`; `APPROX_COUNT_DISTINCT` is DataFusion's `approx_distinct`
+//! under Snowflake's name; `LISTAGG(x, sep) WITHIN GROUP (ORDER BY y)` is planned as
+//! DataFusion's `string_agg(x, sep ORDER BY y)` (the parser rewrites it). DataFusion
 //! already has `NVL`, `NVL2`, `IFNULL`, `GREATEST`, `LEAST`, `SPLIT_PART`, `LEFT`, `RIGHT`,
 //! `INITCAP`, `ANY_VALUE`, `MEDIAN`, `DATE_PART`, `TO_DATE`, `QUALIFY` and `GROUP BY ALL`.
 
@@ -20,9 +27,12 @@ use arrow::array::{Array, ArrayRef, AsArray, Date32Array, Int64Array, TimestampM
 use arrow::datatypes::{DataType, Date32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveDateTime, TimeDelta, Timelike};
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::function::{AccumulatorArgs, StateFieldsArgs};
+use datafusion::logical_expr::utils::format_state_name;
 use datafusion::logical_expr::{
-    ColumnarValue, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
-    Volatility,
+    Accumulator, AggregateUDF, AggregateUDFImpl, ColumnarValue, ReturnFieldArgs,
+    ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::prelude::SessionContext;
 
@@ -34,6 +44,28 @@ pub(crate) fn register(ctx: &SessionContext) {
         DateFunction::new(Kind::Elapsed, "timestampdiff", &[]),
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(function));
+    }
+    for calendar in [
+        Calendar::LastDay,
+        Calendar::AddMonths,
+        Calendar::NextDay,
+        Calendar::DayOfWeek,
+        Calendar::DayOfYear,
+        Calendar::WeekOfYear,
+    ] {
+        ctx.register_udf(ScalarUDF::new_from_impl(CalendarFunction {
+            calendar,
+            signature: Signature::user_defined(Volatility::Immutable),
+        }));
+    }
+    ctx.register_udaf(AggregateUDF::new_from_impl(CountIf {
+        signature: Signature::exact(vec![DataType::Boolean], Volatility::Immutable),
+    }));
+    // Snowflake's names for functions DataFusion has under its own.
+    for (theirs, ours) in [("approx_count_distinct", "approx_distinct")] {
+        if let Ok(function) = ctx.udaf(ours) {
+            ctx.register_udaf(function.as_ref().clone().with_aliases([theirs]));
+        }
     }
     for conditional in [
         Conditional::Iff,
@@ -280,6 +312,14 @@ impl DateFunction {
     }
 }
 
+/// A function's arguments as columns of the batch's length (constants repeated).
+fn arrays(args: &ScalarFunctionArgs) -> Result<Vec<ArrayRef>> {
+    args.args
+        .iter()
+        .map(|a| a.to_array(args.number_rows))
+        .collect()
+}
+
 /// A column of timestamps (or dates, at midnight) as microseconds.
 fn micros_of(array: &ArrayRef) -> Result<Vec<Option<i64>>> {
     Ok(match array.data_type() {
@@ -363,11 +403,7 @@ impl ScalarUDFImpl for DateFunction {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let rows = args.number_rows;
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<Vec<_>>>()?;
+        let arrays = arrays(&args)?;
         let part = |i: usize| match &args.args[i] {
             ColumnarValue::Scalar(s) => self.part(Some(s)),
             ColumnarValue::Array(_) => self.part(None),
@@ -438,6 +474,270 @@ impl ScalarUDFImpl for DateFunction {
     }
 }
 
+/// Functions of a calendar date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Calendar {
+    /// `LAST_DAY(d)`: the last day of `d`'s month.
+    LastDay,
+    /// `ADD_MONTHS(d, n)`: as Snowflake, the last day of a month maps to the last day of the
+    /// result's month (Feb 29 + 1 month = Mar 31); other days clamp to the month's end.
+    AddMonths,
+    /// `NEXT_DAY(d, 'monday')`: the first such weekday after `d`.
+    NextDay,
+    /// `DAYOFWEEK(d)`: 0 (Sunday) to 6, as Snowflake.
+    DayOfWeek,
+    /// `DAYOFYEAR(d)`: 1 to 366.
+    DayOfYear,
+    /// `WEEKOFYEAR(d)`: the ISO week, 1 to 53.
+    WeekOfYear,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CalendarFunction {
+    calendar: Calendar,
+    signature: Signature,
+}
+
+impl CalendarFunction {
+    fn shown(&self) -> String {
+        self.name().to_uppercase()
+    }
+}
+
+/// `d` as a day number of Arrow's Date32, or `None` out of its range.
+fn day_number(d: NaiveDate) -> Option<i32> {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    i32::try_from((d - epoch).num_days()).ok()
+}
+
+fn date_of(days: i32) -> Option<NaiveDate> {
+    NaiveDate::from_ymd_opt(1970, 1, 1)?.checked_add_signed(TimeDelta::days(days.into()))
+}
+
+fn last_day(d: NaiveDate) -> Option<NaiveDate> {
+    let first = d.with_day(1)?;
+    first.checked_add_months(Months::new(1))?.pred_opt()
+}
+
+fn add_months(d: NaiveDate, n: i64) -> Option<NaiveDate> {
+    let m = Months::new(u32::try_from(n.unsigned_abs()).ok()?);
+    let moved = if n >= 0 {
+        d.checked_add_months(m)?
+    } else {
+        d.checked_sub_months(m)?
+    };
+    if last_day(d)? == d {
+        last_day(moved)
+    } else {
+        Some(moved)
+    }
+}
+
+fn weekday(name: &str) -> Option<chrono::Weekday> {
+    let lower = name.trim().to_ascii_lowercase();
+    let days = [
+        ("mo", chrono::Weekday::Mon),
+        ("tu", chrono::Weekday::Tue),
+        ("we", chrono::Weekday::Wed),
+        ("th", chrono::Weekday::Thu),
+        ("fr", chrono::Weekday::Fri),
+        ("sa", chrono::Weekday::Sat),
+        ("su", chrono::Weekday::Sun),
+    ];
+    days.iter()
+        .find(|(prefix, _)| lower.starts_with(prefix))
+        .map(|(_, day)| *day)
+}
+
+impl ScalarUDFImpl for CalendarFunction {
+    fn name(&self) -> &str {
+        match self.calendar {
+            Calendar::LastDay => "last_day",
+            Calendar::AddMonths => "add_months",
+            Calendar::NextDay => "next_day",
+            Calendar::DayOfWeek => "dayofweek",
+            Calendar::DayOfYear => "dayofyear",
+            Calendar::WeekOfYear => "weekofyear",
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        let date = |t: &DataType| match t {
+            DataType::Date32
+            | DataType::Date64
+            | DataType::Timestamp(_, _)
+            | DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Null => Ok(DataType::Date32),
+            other => plan_err!("{}: expected a date, got {other}", self.shown()),
+        };
+        match (self.calendar, args) {
+            (Calendar::AddMonths, [d, _]) => Ok(vec![date(d)?, DataType::Int64]),
+            (Calendar::NextDay, [d, _]) => Ok(vec![date(d)?, DataType::Utf8]),
+            (Calendar::AddMonths, _) => plan_err!("ADD_MONTHS(date, months) takes two arguments"),
+            (Calendar::NextDay, _) => plan_err!("NEXT_DAY(date, 'weekday') takes two arguments"),
+            (_, [d]) => Ok(vec![date(d)?]),
+            _ => plan_err!("{} takes one argument", self.shown()),
+        }
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(match self.calendar {
+            Calendar::LastDay | Calendar::AddMonths | Calendar::NextDay => DataType::Date32,
+            _ => DataType::Int64,
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = arrays(&args)?;
+        let Some(first) = arrays.first() else {
+            return exec_err!("{}: missing argument", self.shown());
+        };
+        let dates = first.as_primitive::<Date32Type>();
+        let out: ArrayRef = match self.calendar {
+            Calendar::LastDay => Arc::new(Date32Array::from_iter(
+                dates.iter().map(|d| day_number(last_day(date_of(d?)?)?)),
+            )),
+            Calendar::AddMonths => {
+                let months = arrays[1].as_primitive::<Int64Type>();
+                let mut out = Vec::with_capacity(dates.len());
+                for (d, n) in dates.iter().zip(months.iter()) {
+                    let (Some(d), Some(n)) = (d, n) else {
+                        out.push(None);
+                        continue;
+                    };
+                    match date_of(d)
+                        .and_then(|d| add_months(d, n))
+                        .and_then(day_number)
+                    {
+                        Some(day) => out.push(Some(day)),
+                        None => {
+                            return exec_err!("ADD_MONTHS(..., {n}) is outside the range of dates");
+                        }
+                    }
+                }
+                Arc::new(Date32Array::from(out))
+            }
+            Calendar::NextDay => {
+                let names = arrays[1].as_string::<i32>();
+                let mut out = Vec::with_capacity(dates.len());
+                for (d, name) in dates.iter().zip(names.iter()) {
+                    let (Some(d), Some(name)) = (d, name) else {
+                        out.push(None);
+                        continue;
+                    };
+                    let Some(target) = weekday(name) else {
+                        return exec_err!("NEXT_DAY: '{name}' is not a day of the week");
+                    };
+                    let next = date_of(d).and_then(|d| {
+                        let ahead = (7 + target.num_days_from_monday()
+                            - d.weekday().num_days_from_monday())
+                            % 7;
+                        let ahead = if ahead == 0 { 7 } else { ahead };
+                        d.checked_add_signed(TimeDelta::days(ahead.into()))
+                    });
+                    out.push(next.and_then(day_number));
+                }
+                Arc::new(Date32Array::from(out))
+            }
+            Calendar::DayOfWeek | Calendar::DayOfYear | Calendar::WeekOfYear => {
+                Arc::new(Int64Array::from_iter(dates.iter().map(|d| {
+                    let d = date_of(d?)?;
+                    Some(i64::from(match self.calendar {
+                        Calendar::DayOfWeek => d.weekday().num_days_from_sunday(),
+                        Calendar::DayOfYear => d.ordinal(),
+                        _ => d.iso_week().week(),
+                    }))
+                })))
+            }
+        };
+        Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// `COUNT_IF(condition)`: the rows where the condition is true (Snowflake, DuckDB).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CountIf {
+    signature: Signature,
+}
+
+impl AggregateUDFImpl for CountIf {
+    fn name(&self) -> &str {
+        "count_if"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int64)
+    }
+
+    fn is_nullable(&self) -> bool {
+        false
+    }
+
+    fn accumulator(&self, _args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(TrueCount(0)))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<arrow::datatypes::FieldRef>> {
+        Ok(vec![Arc::new(arrow::datatypes::Field::new(
+            format_state_name(args.name, "count"),
+            DataType::Int64,
+            false,
+        ))])
+    }
+
+    fn default_value(&self, _data_type: &DataType) -> Result<ScalarValue> {
+        Ok(ScalarValue::Int64(Some(0)))
+    }
+}
+
+/// How many true values [`CountIf`] has seen.
+#[derive(Debug)]
+struct TrueCount(i64);
+
+impl Accumulator for TrueCount {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        if let Some(conditions) = values.first() {
+            // True among the valid slots: a NULL condition does not count.
+            let count = conditions.as_boolean().true_count();
+            self.0 = self
+                .0
+                .saturating_add(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        if let Some(counts) = states.first() {
+            for count in counts.as_primitive::<Int64Type>().iter().flatten() {
+                self.0 = self.0.saturating_add(count);
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        Ok(vec![ScalarValue::Int64(Some(self.0))])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        Ok(ScalarValue::Int64(Some(self.0)))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+    }
+}
+
 /// Snowflake's small conditionals.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Conditional {
@@ -498,11 +798,7 @@ impl ScalarUDFImpl for ConditionalFunction {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         use arrow::compute::kernels::{cmp, nullif, zip};
         let rows = args.number_rows;
-        let arrays = args
-            .args
-            .iter()
-            .map(|a| a.to_array(rows))
-            .collect::<Result<Vec<_>>>()?;
+        let arrays = arrays(&args)?;
         let out = match (self.conditional, arrays.as_slice()) {
             (Conditional::Iff, [cond, a, b]) => {
                 // A NULL condition takes the ELSE branch, as CASE WHEN does.

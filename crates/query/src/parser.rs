@@ -236,8 +236,10 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
         }
         json_operator_precedence(&mut create);
         rewrite_time_travel(&mut create)?;
+        refuse_count_distinct_star(&create)?;
         microsecond_timestamps(&mut create);
         quote_date_parts(&mut create);
+        listagg_as_string_agg(&mut create);
         return Ok(Statement::CreatePartitioned {
             create: Box::new(create),
             partitioning: clause,
@@ -256,9 +258,11 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
                 json_operator_precedence(&mut statement);
                 name_literal_columns(&mut statement);
                 rewrite_time_travel(&mut statement)?;
+                refuse_count_distinct_star(&statement)?;
                 number_question_placeholders(&mut statement);
                 microsecond_timestamps(&mut statement);
                 quote_date_parts(&mut statement);
+                listagg_as_string_agg(&mut statement);
                 return Ok(Statement::Sql(Box::new(statement)));
             }
             Err(e) if name == preferred => preferred_error = Some(e),
@@ -742,8 +746,10 @@ fn parse_apply_changes(chunk: &[TokenWithSpan]) -> Result<Statement> {
     // The source gets the rewrites every query gets (time travel, microsecond timestamps).
     let mut query = SqlStatement::Query(source);
     rewrite_time_travel(&mut query)?;
+    refuse_count_distinct_star(&query)?;
     microsecond_timestamps(&mut query);
     quote_date_parts(&mut query);
+    listagg_as_string_agg(&mut query);
     let SqlStatement::Query(source) = query else {
         unreachable!("a query stays a query");
     };
@@ -969,6 +975,40 @@ fn microsecond_timestamps(statement: &mut SqlStatement) {
     });
 }
 
+/// Refuses `count(DISTINCT *)`, which DataFusion answers with 1; PostgreSQL, DuckDB and
+/// Snowflake reject it.
+fn refuse_count_distinct_star(statement: &SqlStatement) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::{
+        DuplicateTreatment, FunctionArg, FunctionArgExpr, FunctionArguments,
+    };
+    let found = datafusion::sql::sqlparser::ast::visit_expressions(statement, |expr| {
+        if let Expr::Function(f) = expr
+            && f.name.to_string().eq_ignore_ascii_case("count")
+            && let FunctionArguments::List(list) = &f.args
+            && list.duplicate_treatment == Some(DuplicateTreatment::Distinct)
+            && list.args.iter().any(|a| {
+                matches!(
+                    a,
+                    FunctionArg::Unnamed(
+                        FunctionArgExpr::Wildcard | FunctionArgExpr::QualifiedWildcard(_)
+                    )
+                )
+            })
+        {
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(())
+    });
+    if found.is_break() {
+        return Err(Error::Parse(
+            "count(DISTINCT *) is not valid SQL: name the columns, count(DISTINCT a, b), or \
+             count the rows, count(*)"
+                .to_string(),
+        ));
+    }
+    Ok(())
+}
+
 /// Quotes the bare date part that Snowflake and MySQL write as the first argument of date
 /// functions, `DATEADD(day, -30, d)` or `DATE_TRUNC(month, d)`, so that it reaches the
 /// function as the string `'day'` instead of naming a column. (The two-argument MySQL
@@ -986,6 +1026,43 @@ fn quote_date_parts(statement: &mut SqlStatement) {
             && part.quote_style.is_none()
         {
             *first = Expr::Value(Value::SingleQuotedString(part.value.to_lowercase()).into());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Plans Snowflake's `LISTAGG(x [, sep]) WITHIN GROUP (ORDER BY y)` as DataFusion's
+/// `string_agg(x, sep ORDER BY y)`; the separator defaults to `''`, as in Snowflake.
+fn listagg_as_string_agg(statement: &mut SqlStatement) {
+    use datafusion::sql::sqlparser::ast::{
+        FunctionArg, FunctionArgExpr, FunctionArgumentClause, FunctionArguments, Ident,
+        ObjectNamePart,
+    };
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(statement, |expr| {
+        if let Expr::Function(f) = expr
+            && f.name.0.len() == 1
+            && f.name
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .is_some_and(|i| i.value.eq_ignore_ascii_case("listagg"))
+            && let FunctionArguments::List(list) = &mut f.args
+        {
+            f.name.0 = vec![ObjectNamePart::Identifier(Ident::new("string_agg"))];
+            if list.args.len() == 1 {
+                list.args
+                    .push(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(
+                        Value::SingleQuotedString(String::new()).into(),
+                    ))));
+            }
+            // DataFusion's DISTINCT string_agg ignores ORDER BY: the WITHIN GROUP clause is
+            // left in place, and DataFusion refuses it, rather than return another order.
+            if list.duplicate_treatment.is_none() {
+                let order = std::mem::take(&mut f.within_group);
+                if !order.is_empty() {
+                    list.clauses.push(FunctionArgumentClause::OrderBy(order));
+                }
+            }
         }
         ControlFlow::<()>::Continue(())
     });

@@ -115,7 +115,8 @@ fn rewrite(e: Expr, schema: &DFSchema) -> Transformed<Expr> {
     }
 }
 
-/// The analyzer rules of a session: DataFusion's, with this one before type coercion.
+/// The analyzer rules of a session: DataFusion's, with this one before type coercion and
+/// [`CheckedIntegers`](super::checked_integers::CheckedIntegers) right after it.
 pub(crate) fn analyzer_rules() -> Vec<Arc<dyn AnalyzerRule + Send + Sync>> {
     let mut rules = datafusion::optimizer::Analyzer::new().rules;
     let at = rules
@@ -123,5 +124,7 @@ pub(crate) fn analyzer_rules() -> Vec<Arc<dyn AnalyzerRule + Send + Sync>> {
         .position(|r| r.name() == "type_coercion")
         .unwrap_or(0);
     rules.insert(at, Arc::new(DateTimestampComparison));
+    // Right after type coercion, so both sides of an operator have their final types.
+    rules.insert(at + 2, Arc::new(super::checked_integers::CheckedIntegers));
     rules
 }
