@@ -218,6 +218,9 @@ impl From<DataFusionError> for Error {
             },
             // A diagnostic only annotates the error it wraps (and prints as it).
             DataFusionError::Diagnostic(_, inner) => Error::from(*inner),
+            DataFusionError::Plan(message) if message.contains(NO_SIGNATURE) => {
+                Error::Plan(no_signature(&message))
+            }
             DataFusionError::Shared(shared) => match std::sync::Arc::try_unwrap(shared) {
                 Ok(inner) => Error::from(inner),
                 Err(shared) => Error::DataFusion(DataFusionError::Shared(shared)),
@@ -225,6 +228,74 @@ impl From<DataFusionError> for Error {
             other => Error::DataFusion(other),
         }
     }
+}
+
+/// What DataFusion says when no signature of a function takes the argument types given.
+const NO_SIGNATURE: &str = "No function matches the given name and argument types '";
+
+/// DataFusion's "Internal error: Function 'avg' failed to match any signature, ... This issue
+/// was likely caused by a bug in DataFusion's code ..." for a user's type mistake, said plainly:
+/// `avg(VARCHAR)` does not exist, the argument types it takes, and what to do.
+fn no_signature(message: &str) -> String {
+    // A function with its own coercion (Strata's) explains itself: keep its words.
+    if let Some(own) = message.split("user-defined coercion failed with: ").nth(1) {
+        let own = own.split(NO_SIGNATURE).next().unwrap_or(own);
+        let own = own.trim_start_matches("Error during planning: ");
+        let own = own
+            .trim_end()
+            .trim_end_matches(|c: char| c == '.' || c.is_whitespace());
+        return own.to_string();
+    }
+    let call = message
+        .split(NO_SIGNATURE)
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .unwrap_or("the function");
+    let name = call.split('(').next().unwrap_or(call);
+    let args = call
+        .strip_prefix(name)
+        .and_then(|a| a.strip_prefix('('))
+        .and_then(|a| a.strip_suffix(')'))
+        .unwrap_or("");
+    let shown: Vec<String> = args
+        .split(", ")
+        .filter(|a| !a.is_empty())
+        .map(sql_type_of_arrow_name)
+        .collect();
+    let candidates: Vec<&str> = message
+        .split("Candidate functions:")
+        .nth(1)
+        .map(|c| c.lines().map(str::trim).filter(|l| !l.is_empty()).collect())
+        .unwrap_or_default();
+    let mut text = format!("function {name}({}) does not exist", shown.join(", "));
+    if !candidates.is_empty() {
+        text.push_str(&format!("; {name} takes {}", candidates.join(", ")));
+    }
+    text.push_str("; cast the arguments to one of those types, CAST(x AS type)");
+    text
+}
+
+/// An Arrow type as DataFusion prints it in a signature (`Utf8`, `Int64`, `Decimal128(10, 2)`),
+/// by its SQL name.
+fn sql_type_of_arrow_name(name: &str) -> String {
+    let sql = match name {
+        "Utf8" | "LargeUtf8" | "Utf8View" => "VARCHAR",
+        "Int8" => "TINYINT",
+        "Int16" => "SMALLINT",
+        "Int32" => "INT",
+        "Int64" => "BIGINT",
+        "Float32" => "REAL",
+        "Float64" => "DOUBLE",
+        "Boolean" => "BOOLEAN",
+        "Date32" | "Date64" => "DATE",
+        "Null" => "NULL",
+        other if other.starts_with("Timestamp(") => "TIMESTAMP",
+        other if other.starts_with("Decimal128(") => {
+            return other.replace("Decimal128", "DECIMAL").replace(", ", ",");
+        }
+        other => other,
+    };
+    sql.to_string()
 }
 
 /// Our error, a storage error or a DataFusion error inside `External`, unwrapped.
@@ -299,6 +370,22 @@ mod tests {
             assert!(ours.is_retryable());
             assert_eq!(ours.to_string(), conflict().to_string());
         }
+    }
+
+    #[test]
+    fn a_type_mistake_in_a_call_is_a_plain_error_naming_the_types() {
+        let message = "Internal error: Function 'avg' failed to match any signature, errors: \
+            Error during planning: Function 'avg' requires Decimal, but received String.\n\
+            This issue was likely caused by a bug in DataFusion's code. No function matches the \
+            given name and argument types 'avg(Utf8)'. You might need to add explicit type \
+            casts.\n\tCandidate functions:\n\tavg(Decimal)\n\tavg(Float64)";
+        let e = Error::from(DataFusionError::Plan(message.into()));
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            e.to_string(),
+            "function avg(VARCHAR) does not exist; avg takes avg(Decimal), avg(Float64); cast \
+             the arguments to one of those types, CAST(x AS type)"
+        );
     }
 
     #[test]

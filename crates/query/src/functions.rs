@@ -91,6 +91,137 @@ pub(crate) const DATE_PART_FIRST: &[&str] = &[
     "date_trunc",
 ];
 
+/// Functions whose second argument is a format: Snowflake's (`'YYYY-MM-DD HH24:MI:SS'`) for
+/// `TO_DATE`, `TO_TIMESTAMP` and `TO_CHAR`; MySQL's (`'%Y-%m-%d %H:%i:%s'`) for `STR_TO_DATE`
+/// and `DATE_FORMAT`. The parser translates a constant format to chrono's, which DataFusion's
+/// `to_date`, `to_timestamp` and `to_char` read, and plans `STR_TO_DATE` and `DATE_FORMAT` as
+/// those.
+pub(crate) fn chrono_format(function: &str, format: &str) -> Option<String> {
+    match function {
+        "str_to_date" | "date_format" => Some(from_mysql_format(format)),
+        // A format already in chrono's words (DataFusion's own) is left as it is.
+        "to_date" | "to_timestamp" | "to_char" if !format.contains('%') => {
+            Some(from_snowflake_format(format))
+        }
+        _ => None,
+    }
+}
+
+/// Whether a MySQL format has a time of day in it (then `STR_TO_DATE` returns a timestamp).
+pub(crate) fn mysql_format_has_time(format: &str) -> bool {
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c == '%'
+            && let Some(spec) = chars.next()
+            && "HkhIlisSfpTr".contains(spec)
+        {
+            return true;
+        }
+    }
+    false
+}
+
+fn from_mysql_format(format: &str) -> String {
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let Some(spec) = chars.next() else {
+            out.push_str("%%");
+            break;
+        };
+        out.push_str(match spec {
+            'Y' => "%Y",
+            'y' => "%y",
+            'm' => "%m",
+            'c' => "%-m",
+            'd' => "%d",
+            'e' => "%-d",
+            'H' => "%H",
+            'k' => "%-H",
+            'h' | 'I' => "%I",
+            'l' => "%-I",
+            'i' => "%M",
+            's' | 'S' => "%S",
+            'f' => "%6f",
+            'p' => "%p",
+            'b' => "%b",
+            'M' => "%B",
+            'a' => "%a",
+            'W' => "%A",
+            'j' => "%j",
+            'T' => "%H:%M:%S",
+            'r' => "%I:%M:%S %p",
+            '%' => "%%",
+            other => {
+                out.push(other);
+                continue;
+            }
+        });
+    }
+    out
+}
+
+fn from_snowflake_format(format: &str) -> String {
+    // Longest tokens first, matched without regard to case.
+    const TOKENS: &[(&str, &str)] = &[
+        ("YYYY", "%Y"),
+        ("HH24", "%H"),
+        ("HH12", "%I"),
+        ("MMMM", "%B"),
+        ("TZH:TZM", "%:z"),
+        ("FF9", "%9f"),
+        ("FF6", "%6f"),
+        ("FF3", "%3f"),
+        ("MON", "%b"),
+        ("YY", "%y"),
+        ("MM", "%m"),
+        ("DD", "%d"),
+        ("DY", "%a"),
+        ("HH", "%H"),
+        ("MI", "%M"),
+        ("SS", "%S"),
+        ("FF", "%f"),
+        ("AM", "%p"),
+        ("PM", "%p"),
+    ];
+    let mut out = String::new();
+    let mut rest = format;
+    'outer: while let Some(c) = rest.chars().next() {
+        if c == '"' {
+            // "literal text", copied as it is.
+            let body = &rest[1..];
+            let (literal, after) = match body.find('"') {
+                Some(i) => (&body[..i], &body[i + 1..]),
+                None => (body, ""),
+            };
+            out.push_str(&literal.replace('%', "%%"));
+            rest = after;
+            continue;
+        }
+        for (token, chrono) in TOKENS {
+            if rest.len() >= token.len()
+                && rest.is_char_boundary(token.len())
+                && rest[..token.len()].eq_ignore_ascii_case(token)
+            {
+                out.push_str(chrono);
+                rest = &rest[token.len()..];
+                continue 'outer;
+            }
+        }
+        if c == '%' {
+            out.push_str("%%");
+        } else {
+            out.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
 /// A unit of date arithmetic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -831,6 +962,29 @@ mod tests {
 
     fn at(text: &str) -> NaiveDateTime {
         NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S").unwrap()
+    }
+
+    #[test]
+    fn formats_translate_to_chrono() {
+        assert_eq!(
+            chrono_format("to_timestamp", "YYYY-MM-DD HH24:MI:SS").as_deref(),
+            Some("%Y-%m-%d %H:%M:%S")
+        );
+        assert_eq!(
+            chrono_format("to_date", "dd/mm/yyyy").as_deref(),
+            Some("%d/%m/%Y")
+        );
+        assert_eq!(
+            chrono_format("to_char", "MON DD, YYYY \"at\" HH12 AM").as_deref(),
+            Some("%b %d, %Y at %I %p")
+        );
+        assert_eq!(chrono_format("to_date", "%Y-%m-%d"), None);
+        assert_eq!(
+            chrono_format("str_to_date", "%d/%m/%Y %H:%i:%s").as_deref(),
+            Some("%d/%m/%Y %H:%M:%S")
+        );
+        assert!(mysql_format_has_time("%Y-%m-%d %H:%i"));
+        assert!(!mysql_format_has_time("%Y-%m-%d"));
     }
 
     #[test]

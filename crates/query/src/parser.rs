@@ -240,6 +240,7 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
         microsecond_timestamps(&mut create);
         quote_date_parts(&mut create);
         listagg_as_string_agg(&mut create);
+        translate_date_formats(&mut create);
         return Ok(Statement::CreatePartitioned {
             create: Box::new(create),
             partitioning: clause,
@@ -263,6 +264,7 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
                 microsecond_timestamps(&mut statement);
                 quote_date_parts(&mut statement);
                 listagg_as_string_agg(&mut statement);
+                translate_date_formats(&mut statement);
                 return Ok(Statement::Sql(Box::new(statement)));
             }
             Err(e) if name == preferred => preferred_error = Some(e),
@@ -750,6 +752,7 @@ fn parse_apply_changes(chunk: &[TokenWithSpan]) -> Result<Statement> {
     microsecond_timestamps(&mut query);
     quote_date_parts(&mut query);
     listagg_as_string_agg(&mut query);
+    translate_date_formats(&mut query);
     let SqlStatement::Query(source) = query else {
         unreachable!("a query stays a query");
     };
@@ -972,6 +975,56 @@ fn microsecond_timestamps(statement: &mut SqlStatement) {
             _ => {}
         }
         ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Translates the constant format of `TO_DATE`, `TO_TIMESTAMP`, `TO_CHAR` (Snowflake's words)
+/// and `STR_TO_DATE`, `DATE_FORMAT` (MySQL's) to chrono's, and plans the MySQL functions as
+/// DataFusion's `to_timestamp` (cast to DATE when the format has no time of day) and `to_char`
+/// (see [`crate::functions::chrono_format`]).
+fn translate_date_formats(statement: &mut SqlStatement) {
+    use datafusion::sql::sqlparser::ast::{
+        CastKind, DataType as SqlType, FunctionArg, FunctionArgExpr, FunctionArguments, Ident,
+        ObjectNamePart,
+    };
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(statement, |expr| {
+        let Expr::Function(f) = expr else {
+            return ControlFlow::<()>::Continue(());
+        };
+        let name = f.name.to_string().to_lowercase();
+        let FunctionArguments::List(list) = &mut f.args else {
+            return ControlFlow::Continue(());
+        };
+        let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(format)))) =
+            list.args.get_mut(1)
+        else {
+            return ControlFlow::Continue(());
+        };
+        let Value::SingleQuotedString(text) = &mut format.value else {
+            return ControlFlow::Continue(());
+        };
+        let Some(chrono) = crate::functions::chrono_format(&name, text) else {
+            return ControlFlow::Continue(());
+        };
+        let date_only = name == "str_to_date" && !crate::functions::mysql_format_has_time(text);
+        *text = chrono;
+        let planned_as = match name.as_str() {
+            "str_to_date" => "to_timestamp",
+            "date_format" => "to_char",
+            _ => return ControlFlow::Continue(()),
+        };
+        f.name.0 = vec![ObjectNamePart::Identifier(Ident::new(planned_as))];
+        if date_only {
+            let call = std::mem::replace(expr, Expr::Value(Value::Null.into()));
+            *expr = Expr::Cast {
+                kind: CastKind::Cast,
+                expr: Box::new(call),
+                data_type: SqlType::Date,
+                array: false,
+                format: None,
+            };
+        }
+        ControlFlow::Continue(())
     });
 }
 
