@@ -232,6 +232,15 @@ fn truthy(v: &str) -> bool {
     matches!(v.to_ascii_uppercase().as_str(), "TRUE" | "1" | "YES")
 }
 
+/// A TRUE/FALSE option, strictly: a misspelt value is an error, not FALSE.
+fn boolean(key: &str, v: &str) -> Result<bool> {
+    match v.to_ascii_uppercase().as_str() {
+        "TRUE" | "1" | "YES" => Ok(true),
+        "FALSE" | "0" | "NO" => Ok(false),
+        _ => Err(Error::Plan(format!("{key} must be TRUE or FALSE, got {v}"))),
+    }
+}
+
 /// Runs a `COPY INTO` statement.
 pub(crate) async fn copy_into(
     session: &Session,
@@ -306,6 +315,25 @@ pub(crate) async fn copy_into(
                 }
             }
             "NULL_IF" => csv.null_if = values,
+            "EMPTY_FIELD_AS_NULL" => csv.empty_field_as_null = boolean(&key, &v)?,
+            "TRIM_SPACE" => csv.trim_space = boolean(&key, &v)?,
+            "ERROR_ON_COLUMN_COUNT_MISMATCH" => {
+                csv.error_on_column_count_mismatch = boolean(&key, &v)?
+            }
+            // The CSV reader always skips blank lines.
+            "SKIP_BLANK_LINES" if boolean(&key, &v)? => {}
+            "SKIP_BLANK_LINES" => {
+                return Err(Error::Unsupported(
+                    "SKIP_BLANK_LINES = FALSE: blank lines are always skipped".to_string(),
+                ));
+            }
+            "ENCODING" if ["UTF8", "UTF-8"].contains(&v.to_ascii_uppercase().as_str()) => {}
+            "ENCODING" => {
+                return Err(Error::Unsupported(format!(
+                    "ENCODING = {v}: files are read as UTF-8 (convert them first, for example \
+                     with iconv)"
+                )));
+            }
             "COMPRESSION" if v.eq_ignore_ascii_case("NONE") || v.eq_ignore_ascii_case("AUTO") => {}
             other => {
                 return Err(Error::Unsupported(format!("FILE_FORMAT option {other}")));

@@ -64,14 +64,20 @@ fn csv_options() -> impl Strategy<Value = CsvOptions> {
         prop::sample::select(vec![b'"', b'\'']),
         prop::option::of(Just(b'\\')),
         prop::collection::vec("[A-Z\\\\]{0,3}", 0..3),
+        (any::<bool>(), any::<bool>(), any::<bool>()),
     )
         .prop_map(
-            |(skip_header, delimiter, quote, escape, null_if)| CsvOptions {
-                skip_header,
-                delimiter,
-                quote,
-                escape,
-                null_if,
+            |(skip_header, delimiter, quote, escape, null_if, (empty_null, trim, strict))| {
+                CsvOptions {
+                    skip_header,
+                    delimiter,
+                    quote,
+                    escape,
+                    null_if,
+                    empty_field_as_null: empty_null,
+                    trim_space: trim,
+                    error_on_column_count_mismatch: strict,
+                }
             },
         )
 }

@@ -143,6 +143,11 @@ fn read_csv(
         .delimiter(options.delimiter)
         .quote(options.quote)
         .escape(options.escape)
+        .trim(if options.trim_space {
+            csv::Trim::Fields
+        } else {
+            csv::Trim::None
+        })
         .buffer_capacity(1 << 20)
         .from_reader(LineCounter {
             inner: reader,
@@ -164,7 +169,7 @@ fn read_csv(
         records += 1;
         let start = record.position().map_or(0, |p| p.byte());
         let line = newlines.borrow_mut().line_at(start) + skipped;
-        if let Err(error) = text.push(&record, line, schema, &null_if) {
+        if let Err(error) = text.push(&record, line, schema, &null_if, options) {
             errors.push(error);
             // In `Fail` mode this fails, with the bad record or an earlier bad value.
             if on_error == OnRowError::Fail {
@@ -259,9 +264,10 @@ impl TextRows {
         line: u64,
         schema: &SchemaRef,
         null_if: &[&[u8]],
+        options: &CsvOptions,
     ) -> Result<(), RowError> {
         let width = self.columns.len();
-        if record.len() != width {
+        if record.len() != width && options.error_on_column_count_mismatch {
             let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
             return Err(RowError {
                 line: Some(line),
@@ -289,9 +295,12 @@ impl TextRows {
                     Err(e) => return Err(invalid_utf8(line, field.name(), bytes, &e)),
                 },
             };
-            let empty_or_null = text.is_empty() || null_if.contains(&bytes);
-            texts.push((!empty_or_null).then_some(text));
+            let null = (text.is_empty() && options.empty_field_as_null) || null_if.contains(&bytes);
+            texts.push((!null).then_some(text));
         }
+        // Without ERROR_ON_COLUMN_COUNT_MISMATCH, missing fields are NULL (extra ones were
+        // left out by the zip above).
+        texts.resize(width, None);
         for (column, text) in self.columns.iter_mut().zip(texts) {
             match text {
                 Some(text) => column.append_value(text),

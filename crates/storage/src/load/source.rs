@@ -27,6 +27,15 @@ pub struct CsvOptions {
     pub escape: Option<u8>,
     /// Strings read as NULL (`NULL_IF`).
     pub null_if: Vec<String>,
+    /// An empty field is NULL (`EMPTY_FIELD_AS_NULL`, Snowflake's default); else an empty
+    /// string, which only a text column accepts.
+    pub empty_field_as_null: bool,
+    /// Spaces around each field are removed (`TRIM_SPACE`).
+    pub trim_space: bool,
+    /// A record with more or fewer fields than the table has columns is rejected
+    /// (`ERROR_ON_COLUMN_COUNT_MISMATCH`, the default); else missing fields are NULL and extra
+    /// ones ignored.
+    pub error_on_column_count_mismatch: bool,
 }
 
 impl Default for CsvOptions {
@@ -37,6 +46,9 @@ impl Default for CsvOptions {
             quote: b'"',
             escape: None,
             null_if: vec!["\\N".to_string()],
+            empty_field_as_null: true,
+            trim_space: false,
+            error_on_column_count_mismatch: true,
         }
     }
 }
