@@ -11,7 +11,10 @@
 //! result outside the timestamp range is an error naming the function and the value.
 //!
 //! Calendar: `LAST_DAY`, `ADD_MONTHS`, `NEXT_DAY`, `DAYOFWEEK` (0 = Sunday, as Snowflake),
-//! `DAYOFYEAR`, `WEEKOFYEAR` (ISO weeks).
+//! `DAYOFYEAR`, `WEEKOFYEAR` (ISO weeks), `MONTHS_BETWEEN`.
+//!
+//! Strings: `REGEXP_SUBSTR`. `DECODE(x, search, result, ..., default)` is planned as a `CASE`
+//! by the parser.
 //!
 //! Conditionals: `IFF(cond, a, b)` (Snowflake), `ZEROIFNULL(x)`, `NULLIFZERO(x)`.
 //!
@@ -52,12 +55,16 @@ pub(crate) fn register(ctx: &SessionContext) {
         Calendar::DayOfWeek,
         Calendar::DayOfYear,
         Calendar::WeekOfYear,
+        Calendar::MonthsBetween,
     ] {
         ctx.register_udf(ScalarUDF::new_from_impl(CalendarFunction {
             calendar,
             signature: Signature::user_defined(Volatility::Immutable),
         }));
     }
+    ctx.register_udf(ScalarUDF::new_from_impl(RegexpSubstr {
+        signature: Signature::user_defined(Volatility::Immutable),
+    }));
     ctx.register_udaf(AggregateUDF::new_from_impl(CountIf {
         signature: Signature::exact(vec![DataType::Boolean], Volatility::Immutable),
     }));
@@ -621,6 +628,9 @@ enum Calendar {
     DayOfYear,
     /// `WEEKOFYEAR(d)`: the ISO week, 1 to 53.
     WeekOfYear,
+    /// `MONTHS_BETWEEN(a, b)`: months from `b` to `a`, whole when both are the same day of the
+    /// month or both month ends, else with the day difference in 31sts (Snowflake, Oracle).
+    MonthsBetween,
 }
 
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -664,6 +674,17 @@ fn add_months(d: NaiveDate, n: i64) -> Option<NaiveDate> {
     }
 }
 
+fn months_between(a: NaiveDate, b: NaiveDate) -> f64 {
+    let month = |d: NaiveDate| i64::from(d.year()) * 12 + i64::from(d.month0());
+    let whole = (month(a) - month(b)) as f64;
+    let month_ends = last_day(a) == Some(a) && last_day(b) == Some(b);
+    if a.day() == b.day() || month_ends {
+        whole
+    } else {
+        whole + (f64::from(a.day()) - f64::from(b.day())) / 31.0
+    }
+}
+
 fn weekday(name: &str) -> Option<chrono::Weekday> {
     let lower = name.trim().to_ascii_lowercase();
     let days = [
@@ -689,6 +710,7 @@ impl ScalarUDFImpl for CalendarFunction {
             Calendar::DayOfWeek => "dayofweek",
             Calendar::DayOfYear => "dayofyear",
             Calendar::WeekOfYear => "weekofyear",
+            Calendar::MonthsBetween => "months_between",
         }
     }
 
@@ -710,6 +732,10 @@ impl ScalarUDFImpl for CalendarFunction {
         match (self.calendar, args) {
             (Calendar::AddMonths, [d, _]) => Ok(vec![date(d)?, DataType::Int64]),
             (Calendar::NextDay, [d, _]) => Ok(vec![date(d)?, DataType::Utf8]),
+            (Calendar::MonthsBetween, [a, b]) => Ok(vec![date(a)?, date(b)?]),
+            (Calendar::MonthsBetween, _) => {
+                plan_err!("MONTHS_BETWEEN(date, date) takes two arguments")
+            }
             (Calendar::AddMonths, _) => plan_err!("ADD_MONTHS(date, months) takes two arguments"),
             (Calendar::NextDay, _) => plan_err!("NEXT_DAY(date, 'weekday') takes two arguments"),
             (_, [d]) => Ok(vec![date(d)?]),
@@ -720,6 +746,7 @@ impl ScalarUDFImpl for CalendarFunction {
     fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
         Ok(match self.calendar {
             Calendar::LastDay | Calendar::AddMonths | Calendar::NextDay => DataType::Date32,
+            Calendar::MonthsBetween => DataType::Float64,
             _ => DataType::Int64,
         })
     }
@@ -776,6 +803,15 @@ impl ScalarUDFImpl for CalendarFunction {
                 }
                 Arc::new(Date32Array::from(out))
             }
+            Calendar::MonthsBetween => {
+                let other = arrays[1].as_primitive::<Date32Type>();
+                Arc::new(arrow::array::Float64Array::from_iter(
+                    dates.iter().zip(other.iter()).map(|(a, b)| {
+                        let (a, b) = (date_of(a?)?, date_of(b?)?);
+                        Some(months_between(a, b))
+                    }),
+                ))
+            }
             Calendar::DayOfWeek | Calendar::DayOfYear | Calendar::WeekOfYear => {
                 Arc::new(Int64Array::from_iter(dates.iter().map(|d| {
                     let d = date_of(d?)?;
@@ -788,6 +824,146 @@ impl ScalarUDFImpl for CalendarFunction {
             }
         };
         Ok(ColumnarValue::Array(out))
+    }
+}
+
+/// Snowflake's `REGEXP_SUBSTR(subject, pattern [, position [, occurrence [, parameters
+/// [, group]]]])`: the `occurrence`-th match of `pattern` in `subject` from character
+/// `position` (both from 1), or its `group`-th capture group; NULL when there is none.
+/// Parameters: `c` case-sensitive (default), `i` case-insensitive, `m` multi-line, `s` `.`
+/// matches newlines, `e` extract the first group. Patterns use the `regex` crate, which runs
+/// in linear time, so a hostile pattern cannot hang a query.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct RegexpSubstr {
+    signature: Signature,
+}
+
+impl RegexpSubstr {
+    fn compile(pattern: &str, parameters: &str) -> Result<regex::Regex> {
+        let mut builder = regex::RegexBuilder::new(pattern);
+        for flag in parameters.chars() {
+            match flag {
+                'c' => builder.case_insensitive(false),
+                'i' => builder.case_insensitive(true),
+                'm' => builder.multi_line(true),
+                's' => builder.dot_matches_new_line(true),
+                'e' => &mut builder,
+                other => {
+                    return plan_err!(
+                        "REGEXP_SUBSTR: unknown parameter '{other}'; use c, i, m, s or e"
+                    );
+                }
+            };
+        }
+        match builder.build() {
+            Ok(regex) => Ok(regex),
+            Err(e) => plan_err!("REGEXP_SUBSTR: invalid pattern '{pattern}': {e}"),
+        }
+    }
+}
+
+impl ScalarUDFImpl for RegexpSubstr {
+    fn name(&self) -> &str {
+        "regexp_substr"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, args: &[DataType]) -> Result<Vec<DataType>> {
+        const TYPES: [DataType; 6] = [
+            DataType::Utf8,
+            DataType::Utf8,
+            DataType::Int64,
+            DataType::Int64,
+            DataType::Utf8,
+            DataType::Int64,
+        ];
+        if !(2..=6).contains(&args.len()) {
+            return plan_err!(
+                "REGEXP_SUBSTR(subject, pattern [, position [, occurrence [, parameters [, \
+                 group]]]]) takes 2 to 6 arguments"
+            );
+        }
+        Ok(TYPES[..args.len()].to_vec())
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = arrays(&args)?;
+        let text = |i: usize| arrays.get(i).map(|a| a.as_string::<i32>());
+        let number = |i: usize| arrays.get(i).map(|a| a.as_primitive::<Int64Type>());
+        let (Some(subjects), Some(patterns)) = (text(0), text(1)) else {
+            return exec_err!("REGEXP_SUBSTR takes a subject and a pattern");
+        };
+        let (positions, occurrences, parameters, groups) =
+            (number(2), number(3), text(4), number(5));
+        let mut compiled: Option<(String, String, regex::Regex)> = None;
+        let mut out = Vec::with_capacity(subjects.len());
+        for row in 0..subjects.len() {
+            let value = |a: Option<&Int64Array>, default: i64| {
+                a.map_or(Some(default), |a| a.is_valid(row).then(|| a.value(row)))
+            };
+            let (Some(subject), Some(pattern)) = (
+                subjects.is_valid(row).then(|| subjects.value(row)),
+                patterns.is_valid(row).then(|| patterns.value(row)),
+            ) else {
+                out.push(None);
+                continue;
+            };
+            let flags = match parameters {
+                Some(p) if p.is_valid(row) => p.value(row),
+                Some(_) => {
+                    out.push(None);
+                    continue;
+                }
+                None => "c",
+            };
+            let (Some(position), Some(occurrence)) = (value(positions, 1), value(occurrences, 1))
+            else {
+                out.push(None);
+                continue;
+            };
+            let group = value(groups, i64::from(flags.contains('e')));
+            if position < 1 || occurrence < 1 || group.is_some_and(|g| g < 0) {
+                return exec_err!(
+                    "REGEXP_SUBSTR: position and occurrence count from 1, and group from 0"
+                );
+            }
+            if compiled
+                .as_ref()
+                .is_none_or(|(p, f, _)| p != pattern || f != flags)
+            {
+                compiled = Some((
+                    pattern.to_string(),
+                    flags.to_string(),
+                    Self::compile(pattern, flags)?,
+                ));
+            }
+            let Some((_, _, regex)) = &compiled else {
+                continue;
+            };
+            // Position counts characters; the regex works on byte offsets.
+            let skip = usize::try_from(position - 1).unwrap_or(usize::MAX);
+            let start = subject
+                .char_indices()
+                .nth(skip)
+                .map_or(subject.len(), |(i, _)| i);
+            let nth = usize::try_from(occurrence - 1).unwrap_or(usize::MAX);
+            let group = usize::try_from(group.unwrap_or(0)).unwrap_or(usize::MAX);
+            let found = regex
+                .captures_iter(&subject[start..])
+                .nth(nth)
+                .and_then(|c| c.get(group).map(|m| m.as_str().to_string()));
+            out.push(found);
+        }
+        Ok(ColumnarValue::Array(Arc::new(
+            arrow::array::StringArray::from(out),
+        )))
     }
 }
 

@@ -241,6 +241,7 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
         quote_date_parts(&mut create);
         listagg_as_string_agg(&mut create);
         translate_date_formats(&mut create);
+        decode_as_case(&mut create);
         return Ok(Statement::CreatePartitioned {
             create: Box::new(create),
             partitioning: clause,
@@ -265,6 +266,7 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
                 quote_date_parts(&mut statement);
                 listagg_as_string_agg(&mut statement);
                 translate_date_formats(&mut statement);
+                decode_as_case(&mut statement);
                 return Ok(Statement::Sql(Box::new(statement)));
             }
             Err(e) if name == preferred => preferred_error = Some(e),
@@ -753,6 +755,7 @@ fn parse_apply_changes(chunk: &[TokenWithSpan]) -> Result<Statement> {
     quote_date_parts(&mut query);
     listagg_as_string_agg(&mut query);
     translate_date_formats(&mut query);
+    decode_as_case(&mut query);
     let SqlStatement::Query(source) = query else {
         unreachable!("a query stays a query");
     };
@@ -1024,6 +1027,60 @@ fn translate_date_formats(statement: &mut SqlStatement) {
                 format: None,
             };
         }
+        ControlFlow::Continue(())
+    });
+}
+
+/// Plans Snowflake's and Oracle's `DECODE(x, search1, result1, ..., default)` as `CASE`, where
+/// a NULL search matches a NULL `x` (`IS NOT DISTINCT FROM`). `DECODE(bytes, 'hex')` with two
+/// arguments stays DataFusion's.
+fn decode_as_case(statement: &mut SqlStatement) {
+    use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
+    use datafusion::sql::sqlparser::ast::{
+        CaseWhen, FunctionArg, FunctionArgExpr, FunctionArguments,
+    };
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(statement, |expr| {
+        let Expr::Function(f) = expr else {
+            return ControlFlow::<()>::Continue(());
+        };
+        if !f.name.to_string().eq_ignore_ascii_case("decode") {
+            return ControlFlow::Continue(());
+        }
+        let FunctionArguments::List(list) = &f.args else {
+            return ControlFlow::Continue(());
+        };
+        let args: Option<Vec<Expr>> = list
+            .args
+            .iter()
+            .map(|a| match a {
+                FunctionArg::Unnamed(FunctionArgExpr::Expr(e)) => Some(e.clone()),
+                _ => None,
+            })
+            .collect();
+        let Some(args) = args.filter(|a| a.len() >= 3) else {
+            return ControlFlow::Continue(());
+        };
+        let subject = args[0].clone();
+        let pairs = &args[1..];
+        let conditions = pairs
+            .chunks(2)
+            .filter(|pair| pair.len() == 2)
+            .map(|pair| CaseWhen {
+                condition: Expr::IsNotDistinctFrom(
+                    Box::new(subject.clone()),
+                    Box::new(pair[0].clone()),
+                ),
+                result: pair[1].clone(),
+            })
+            .collect();
+        let else_result = (pairs.len() % 2 == 1).then(|| Box::new(pairs[pairs.len() - 1].clone()));
+        *expr = Expr::Case {
+            case_token: AttachedToken::empty(),
+            end_token: AttachedToken::empty(),
+            operand: None,
+            conditions,
+            else_result,
+        };
         ControlFlow::Continue(())
     });
 }
