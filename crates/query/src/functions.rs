@@ -18,7 +18,7 @@
 //!
 //! Conditionals: `IFF(cond, a, b)` (Snowflake), `ZEROIFNULL(x)`, `NULLIFZERO(x)`.
 //!
-//! Aggregates: `COUNT_IF(cond)`; `APPROX_COUNT_DISTINCT` is DataFusion's `approx_distinct`
+//! Aggregates: `COUNT_IF(cond)`, `MODE(x)`; `APPROX_COUNT_DISTINCT` is DataFusion's `approx_distinct`
 //! under Snowflake's name; `LISTAGG(x, sep) WITHIN GROUP (ORDER BY y)` is planned as
 //! DataFusion's `string_agg(x, sep ORDER BY y)` (the parser rewrites it). DataFusion
 //! already has `NVL`, `NVL2`, `IFNULL`, `GREATEST`, `LEAST`, `SPLIT_PART`, `LEFT`, `RIGHT`,
@@ -64,6 +64,9 @@ pub(crate) fn register(ctx: &SessionContext) {
     }
     ctx.register_udf(ScalarUDF::new_from_impl(RegexpSubstr {
         signature: Signature::user_defined(Volatility::Immutable),
+    }));
+    ctx.register_udaf(AggregateUDF::new_from_impl(Mode {
+        signature: Signature::any(1, Volatility::Immutable),
     }));
     ctx.register_udaf(AggregateUDF::new_from_impl(CountIf {
         signature: Signature::exact(vec![DataType::Boolean], Volatility::Immutable),
@@ -964,6 +967,134 @@ impl ScalarUDFImpl for RegexpSubstr {
         Ok(ColumnarValue::Array(Arc::new(
             arrow::array::StringArray::from(out),
         )))
+    }
+}
+
+/// `MODE(x)`: the most frequent non-NULL value (Snowflake, DuckDB); the smallest of those tied,
+/// so the answer does not depend on the order rows arrive in.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Mode {
+    signature: Signature,
+}
+
+impl AggregateUDFImpl for Mode {
+    fn name(&self) -> &str {
+        "mode"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, args: &[DataType]) -> Result<DataType> {
+        match args.first() {
+            Some(t) => Ok(t.clone()),
+            None => plan_err!("MODE takes one argument"),
+        }
+    }
+
+    fn accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
+        Ok(Box::new(Frequencies {
+            data_type: args.return_field.data_type().clone(),
+            counts: std::collections::HashMap::new(),
+        }))
+    }
+
+    fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<arrow::datatypes::FieldRef>> {
+        let value = args.return_field.data_type().clone();
+        let list = |t: DataType| {
+            DataType::List(Arc::new(arrow::datatypes::Field::new_list_field(t, true)))
+        };
+        Ok(vec![
+            Arc::new(arrow::datatypes::Field::new(
+                format_state_name(args.name, "values"),
+                list(value),
+                true,
+            )),
+            Arc::new(arrow::datatypes::Field::new(
+                format_state_name(args.name, "counts"),
+                list(DataType::Int64),
+                true,
+            )),
+        ])
+    }
+}
+
+/// How often [`Mode`] has seen each value.
+#[derive(Debug)]
+struct Frequencies {
+    data_type: DataType,
+    counts: std::collections::HashMap<ScalarValue, i64>,
+}
+
+impl Accumulator for Frequencies {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> Result<()> {
+        let Some(values) = values.first() else {
+            return Ok(());
+        };
+        for row in 0..values.len() {
+            if values.is_valid(row) {
+                let value = ScalarValue::try_from_array(values, row)?;
+                *self.counts.entry(value).or_insert(0) += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> Result<()> {
+        let (Some(values), Some(counts)) = (states.first(), states.get(1)) else {
+            return Ok(());
+        };
+        let (values, counts) = (values.as_list::<i32>(), counts.as_list::<i32>());
+        for row in 0..values.len() {
+            if values.is_null(row) || counts.is_null(row) {
+                continue;
+            }
+            let (v, c) = (values.value(row), counts.value(row));
+            let c = c.as_primitive::<Int64Type>();
+            for i in 0..v.len() {
+                let value = ScalarValue::try_from_array(&v, i)?;
+                let count = self.counts.entry(value).or_insert(0);
+                *count = count.saturating_add(c.value(i));
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&mut self) -> Result<Vec<ScalarValue>> {
+        let (values, counts): (Vec<ScalarValue>, Vec<ScalarValue>) = self
+            .counts
+            .iter()
+            .map(|(v, c)| (v.clone(), ScalarValue::Int64(Some(*c))))
+            .unzip();
+        Ok(vec![
+            ScalarValue::List(ScalarValue::new_list_nullable(&values, &self.data_type)),
+            ScalarValue::List(ScalarValue::new_list_nullable(&counts, &DataType::Int64)),
+        ])
+    }
+
+    fn evaluate(&mut self) -> Result<ScalarValue> {
+        let best = self
+            .counts
+            .iter()
+            .max_by(|(va, ca), (vb, cb)| {
+                ca.cmp(cb)
+                    .then_with(|| vb.partial_cmp(va).unwrap_or(std::cmp::Ordering::Equal))
+            })
+            .map(|(v, _)| v.clone());
+        match best {
+            Some(value) => Ok(value),
+            None => ScalarValue::try_from(&self.data_type),
+        }
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self)
+            + self
+                .counts
+                .keys()
+                .map(|k| k.size() + std::mem::size_of::<i64>())
+                .sum::<usize>()
     }
 }
 
