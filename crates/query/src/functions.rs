@@ -371,8 +371,10 @@ fn elapsed(part: Part, a: NaiveDateTime, b: NaiveDateTime) -> i64 {
         }
         return months / per;
     }
-    let unit = part.micros().unwrap_or(1);
-    (b - a).num_microseconds().map_or(0, |d| d / unit)
+    // In i128: the span between two timestamps may not fit in i64 microseconds.
+    let micros = |t: NaiveDateTime| i128::from(t.and_utc().timestamp_micros());
+    let units = (micros(b) - micros(a)) / i128::from(part.micros().unwrap_or(1));
+    i64::try_from(units).unwrap_or(if units < 0 { i64::MIN } else { i64::MAX })
 }
 
 /// Which function a [`DateFunction`] is.
@@ -467,8 +469,16 @@ fn micros_of(array: &ArrayRef) -> Result<Vec<Option<i64>>> {
         DataType::Date32 => array
             .as_primitive::<Date32Type>()
             .iter()
-            .map(|d| d.and_then(|d| i64::from(d).checked_mul(86_400_000_000)))
-            .collect(),
+            .map(|d| match d {
+                None => Ok(None),
+                Some(d) => match i64::from(d).checked_mul(86_400_000_000) {
+                    Some(micros) => Ok(Some(micros)),
+                    None => exec_err!(
+                        "date {d} days from 1970-01-01 is outside the range of timestamps"
+                    ),
+                },
+            })
+            .collect::<Result<_>>()?,
         DataType::Timestamp(TimeUnit::Microsecond, _) => array
             .as_primitive::<TimestampMicrosecondType>()
             .iter()

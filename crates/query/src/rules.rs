@@ -23,9 +23,53 @@ pub(crate) mod yield_after_joins;
 
 use std::sync::Arc;
 
+use datafusion::arrow::array::ArrayRef;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{DFSchema, Result, ScalarValue};
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
+use datafusion::logical_expr::{ColumnarValue, Expr, LogicalPlan};
 use datafusion::optimizer::{AnalyzerRule, OptimizerRule};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::prelude::SessionContext;
+
+/// Rewrites the expressions of one plan node bottom-up with `rewrite`, which sees the schema of
+/// the node's inputs (its own for a leaf), keeping each expression's output name so the nodes
+/// above still find it; the node's schema is recomputed when anything changed.
+pub(crate) fn rewrite_node_expressions(
+    node: LogicalPlan,
+    rewrite: impl Fn(Expr, &DFSchema) -> Result<Transformed<Expr>>,
+) -> Result<Transformed<LogicalPlan>> {
+    let mut schema = DFSchema::empty();
+    for input in node.inputs() {
+        schema.merge(input.schema());
+    }
+    if node.inputs().is_empty() {
+        schema.merge(node.schema());
+    }
+    let names = NamePreserver::new(&node);
+    let node = node.map_expressions(|e| {
+        let name = names.save(&e);
+        e.transform_up(|e| rewrite(e, &schema))
+            .map(|t| t.update_data(|e| name.restore(e)))
+    })?;
+    if node.transformed {
+        node.map_data(|p| p.recompute_schema())
+    } else {
+        Ok(node)
+    }
+}
+
+/// A binary function's result: a scalar when both arguments were scalars (constant folding
+/// expects one), else the column.
+pub(crate) fn binary_result(result: ArrayRef, both_scalars: bool) -> Result<ColumnarValue> {
+    if both_scalars {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
+            &result, 0,
+        )?))
+    } else {
+        Ok(ColumnarValue::Array(result))
+    }
+}
 
 /// DataFusion's analyzer rules with Strata's among them.
 pub(crate) fn analyzer_rules() -> Vec<Arc<dyn AnalyzerRule + Send + Sync>> {

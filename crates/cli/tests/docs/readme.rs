@@ -127,19 +127,6 @@ fn push_statement(out: &mut Vec<Statement>, chars: &[char], first_line: usize) {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 fn run(dir: &Path, script: &str) -> std::process::Output {
     let file = dir.join("statement.sql");
     std::fs::write(&file, script).unwrap();
@@ -163,7 +150,7 @@ fn every_sql_example_of_the_readme_runs_as_written() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&root.join("testdata/readme"), dir.path());
+    super::conflict_matrix::copy_dir(&root.join("testdata/readme"), dir.path());
 
     let blocks = sql_blocks(&readme);
     let (mut ran, mut failed_as_documented, mut not_run) = (0, 0, 0);

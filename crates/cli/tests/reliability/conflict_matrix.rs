@@ -104,7 +104,8 @@ fn statement(name: &str, partition: &str, dir: &Path) -> String {
         .replace("{dir}", &dir.display().to_string())
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+/// Copies a directory tree (test data into a test's own directory).
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
         let entry = entry.unwrap();

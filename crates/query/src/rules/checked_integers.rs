@@ -18,10 +18,9 @@ use datafusion::arrow::array::{Array, ArrayRef};
 use datafusion::arrow::compute::kernels::numeric;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{DFSchema, Result, ScalarValue, exec_err};
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{DFSchema, Result, exec_err};
 use datafusion::logical_expr::expr::{BinaryExpr, ScalarFunction};
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs, ScalarUDF,
     ScalarUDFImpl, Signature, Volatility,
@@ -38,27 +37,8 @@ impl AnalyzerRule for CheckedIntegers {
     }
 
     fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| {
-            let mut schema = DFSchema::empty();
-            for input in node.inputs() {
-                schema.merge(input.schema());
-            }
-            if node.inputs().is_empty() {
-                schema.merge(node.schema());
-            }
-            let names = NamePreserver::new(&node);
-            let node = node.map_expressions(|e| {
-                let name = names.save(&e);
-                e.transform_up(|e| rewrite(e, &schema))
-                    .map(|t| t.update_data(|e| name.restore(e)))
-            })?;
-            if node.transformed {
-                node.map_data(|p| p.recompute_schema())
-            } else {
-                Ok(node)
-            }
-        })
-        .map(|t| t.data)
+        plan.transform_up_with_subqueries(|node| super::rewrite_node_expressions(node, rewrite))
+            .map(|t| t.data)
     }
 }
 
@@ -260,13 +240,7 @@ impl ScalarUDFImpl for IntegerFunction {
             }
             Err(e) => return Err(e.into()),
         };
-        if both_scalars {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &result, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(result))
-        }
+        super::binary_result(result, both_scalars)
     }
 }
 

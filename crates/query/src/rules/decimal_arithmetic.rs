@@ -15,10 +15,9 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, new_nul
 use datafusion::arrow::compute::binary;
 use datafusion::arrow::compute::kernels::numeric;
 use datafusion::arrow::datatypes::{DECIMAL128_MAX_SCALE, DataType, Decimal128Type};
-use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{DFSchema, Result, ScalarValue, exec_err};
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{DFSchema, Result, exec_err};
 use datafusion::logical_expr::expr::{BinaryExpr, ScalarFunction};
-use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::type_coercion::binary::BinaryTypeCoercer;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprSchemable, LogicalPlan, Operator, ScalarFunctionArgs, ScalarUDF,
@@ -51,21 +50,7 @@ impl OptimizerRule for DecimalArithmetic {
         ) {
             return Ok(Transformed::no(plan));
         }
-        let mut schema = DFSchema::empty();
-        for input in plan.inputs() {
-            schema.merge(input.schema());
-        }
-        let names = NamePreserver::new(&plan);
-        let plan = plan.map_expressions(|e| {
-            let name = names.save(&e);
-            e.transform_up(|e| rewrite(e, &schema))
-                .map(|t| t.update_data(|e| name.restore(e)))
-        })?;
-        if plan.transformed {
-            plan.map_data(|p| p.recompute_schema())
-        } else {
-            Ok(plan)
-        }
+        super::rewrite_node_expressions(plan, rewrite)
     }
 }
 
@@ -195,13 +180,7 @@ impl ScalarUDFImpl for DecimalFunction {
         let out = args.return_type().clone();
         let both_scalars = matches!((l, r), (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)));
         let result = evaluate(self.op, l, r, &out)?;
-        if both_scalars {
-            Ok(ColumnarValue::Scalar(ScalarValue::try_from_array(
-                &result, 0,
-            )?))
-        } else {
-            Ok(ColumnarValue::Array(result))
-        }
+        super::binary_result(result, both_scalars)
     }
 }
 
@@ -305,6 +284,7 @@ mod tests {
     use super::*;
     use datafusion::arrow::array::Decimal128Array;
     use datafusion::arrow::datatypes::Field;
+    use datafusion::common::ScalarValue;
     use datafusion::common::config::ConfigOptions;
 
     fn decimals(values: &[Option<i128>], p: u8, s: i8) -> ColumnarValue {
