@@ -449,6 +449,42 @@ async fn metadata_for_object_browsers() {
     assert_eq!(table_schema.field(1).name(), "name");
     assert_eq!(table_schema.field(1).data_type(), &DataType::Utf8);
 
+    // A schema change shows at once.
+    client
+        .execute_update(
+            "ALTER TABLE dim_city RENAME COLUMN name TO city_name; \
+             ALTER TABLE dim_city ADD COLUMN population BIGINT"
+                .into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let info = client
+        .get_tables(CommandGetTables {
+            catalog: Some("main".into()),
+            db_schema_filter_pattern: Some("public".into()),
+            table_name_filter_pattern: Some("dim%".into()),
+            table_types: vec!["TABLE".into()],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let tables = fetch(&mut client, info).await;
+    let schema_column = tables[0]
+        .column_by_name("table_schema")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::BinaryArray>()
+        .unwrap();
+    let table_schema =
+        Schema::try_from(IpcMessage(schema_column.value(0).to_vec().into())).unwrap();
+    let names: Vec<&str> = table_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(names, ["city_id", "city_name", "population"]);
+
     let info = client.get_table_types().await.unwrap();
     assert!(text(&fetch(&mut client, info).await).contains("TABLE"));
 

@@ -278,6 +278,19 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
     ))
 }
 
+/// One SQL expression, as stored in metadata (a CHECK constraint).
+pub(crate) fn parse_expr(text: &str) -> Result<Expr> {
+    let mut parser = Parser::new(&GenericDialect)
+        .try_with_sql(text)
+        .map_err(|e| Error::Plan(format!("cannot parse expression {text}: {e}")))?;
+    let expr = parser
+        .parse_expr()
+        .map_err(|e| Error::Plan(format!("cannot parse expression {text}: {e}")))?;
+    expect_end(&mut parser)
+        .map_err(|e| Error::Plan(format!("cannot parse expression {text}: {e}")))?;
+    Ok(expr)
+}
+
 fn parse_text(dialect: &dyn Dialect, text: &str) -> Result<SqlStatement, ParserError> {
     let mut parser = Parser::new(dialect).try_with_sql(text)?;
     let statement = parser.parse_statement()?;

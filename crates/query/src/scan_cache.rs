@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::ArrayRef;
-use arrow::datatypes::{DataType, FieldRef};
+use arrow::datatypes::DataType;
 
 /// How long a cached file may go unread before a new file may take its place.
 pub(crate) const IDLE: Duration = Duration::from_secs(300);
@@ -106,13 +106,13 @@ impl ScanCache {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The file's row count and its columns `fields`, when all of them are cached.
-    pub(crate) fn get(&self, path: &str, fields: &[FieldRef]) -> Option<(usize, Vec<ArrayRef>)> {
+    /// The file's row count and its columns `keys`, when all of them are cached.
+    pub(crate) fn get(&self, path: &str, keys: &[ColumnKey]) -> Option<(usize, Vec<ArrayRef>)> {
         let mut state = self.state();
         let file = state.files.get_mut(path)?;
-        let columns = fields
+        let columns = keys
             .iter()
-            .map(|f| file.columns.get(&key(f)).cloned())
+            .map(|k| file.columns.get(k).cloned())
             .collect::<Option<Vec<_>>>()?;
         file.last_read = Instant::now();
         Some((file.rows, columns))
@@ -135,13 +135,13 @@ impl ScanCache {
         !state.full
     }
 
-    /// Adds the file's columns `fields` (`arrays`, of `rows` rows) that it does not hold yet,
+    /// Adds the file's columns `keys` (`arrays`, of `rows` rows) that it does not hold yet,
     /// if they fit (after dropping idle files); returns whether it holds them now.
     pub(crate) fn insert(
         &self,
         path: &str,
         rows: usize,
-        fields: &[FieldRef],
+        keys: &[ColumnKey],
         arrays: &[ArrayRef],
     ) -> bool {
         let mut state = self.state();
@@ -149,10 +149,10 @@ impl ScanCache {
         if present.is_some_and(|f| f.rows != rows) {
             return false;
         }
-        let new: Vec<(&FieldRef, &ArrayRef)> = fields
+        let new: Vec<(&ColumnKey, &ArrayRef)> = keys
             .iter()
             .zip(arrays)
-            .filter(|(f, _)| present.is_none_or(|p| !p.columns.contains_key(&key(f))))
+            .filter(|(k, _)| present.is_none_or(|p| !p.columns.contains_key(*k)))
             .collect();
         let bytes: usize = new.iter().map(|(_, a)| a.get_array_memory_size()).sum();
         if state.used + bytes > self.budget {
@@ -174,8 +174,8 @@ impl ScanCache {
             });
         file.bytes += bytes;
         file.last_read = Instant::now();
-        for (field, array) in new {
-            file.columns.insert(key(field), Arc::clone(array));
+        for (key, array) in new {
+            file.columns.insert(key.clone(), Arc::clone(array));
         }
         true
     }
@@ -202,6 +202,7 @@ impl State {
     }
 }
 
-fn key(field: &FieldRef) -> (String, DataType) {
-    (field.name().clone(), field.data_type().clone())
-}
+/// A decoded column of a file: the column's field id (its name, for a column read by name)
+/// and its type as read. The id, not the name, says what the column is: a renamed column keeps
+/// its cached values, a dropped and re-added name does not find the old column's.
+pub(crate) type ColumnKey = (String, DataType);

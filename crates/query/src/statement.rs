@@ -4,6 +4,7 @@
 //!  Session::sql(text) ─ parser ─► execute_with(statement)
 //!     │ dispatch by statement family:
 //!     ├── ddl            databases, schemas, tables, partitions, USE, SHOW, DESCRIBE, VACUUM
+//!     ├── alter          ALTER TABLE: columns (schema evolution), RENAME TO, SWAP WITH
 //!     ├── dml            UPDATE, DELETE, MERGE: copy-on-write of the affected files
 //!     ├── copy           COPY INTO with load history and rejected rows
 //!     ├── apply_changes  APPLY CHANGES INTO an SCD Type 2 table
@@ -17,6 +18,7 @@
 //! A statement that fails leaves the warehouse as it was: each handler commits at most once, at
 //! its end.
 
+pub(crate) mod alter;
 pub(crate) mod apply_changes;
 #[cfg(test)]
 mod cancel_sweep;
@@ -222,6 +224,7 @@ impl Session {
                 ..
             } => self.describe(table_name, hive_format.is_some()).await?,
             SqlStatement::CreateTable(c) => self.create_table(c, None).await?,
+            SqlStatement::AlterTable(a) => alter::alter_table(self, a).await?,
             SqlStatement::CreateView(v) if v.materialized => {
                 crate::mv::create::create(self, v, None).await?
             }

@@ -104,6 +104,9 @@ pub(crate) fn column_defs(fields: &arrow::datatypes::Fields) -> Vec<strata_stora
             data_type: storage_type(f.data_type()),
             nullable: true,
             sql_type: None,
+            field_id: 0,
+            default: None,
+            initial_default: None,
         })
         .collect()
 }

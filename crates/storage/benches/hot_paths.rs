@@ -69,10 +69,15 @@ fn open_log(c: &mut Criterion) {
                 data_type: DataType::Int64,
                 nullable: true,
                 sql_type: None,
+                field_id: 0,
+                default: None,
+                initial_default: None,
             }],
             partitioning: None,
             properties: BTreeMap::new(),
             constraints: Vec::new(),
+            last_field_id: 0,
+            name_mapping: BTreeMap::new(),
         };
         let mut snapshot = log.create(metadata, "CREATE TABLE").await.unwrap();
         for i in 0..10_000 {
@@ -83,6 +88,7 @@ fn open_log(c: &mut Criterion) {
                 rows: 1,
                 size_bytes: 100,
                 stats: BTreeMap::new(),
+                field_ids: Default::default(),
             });
             snapshot = log.commit(&snapshot, &txn).await.unwrap();
         }

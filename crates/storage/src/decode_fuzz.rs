@@ -25,12 +25,17 @@ fn metadata() -> TableMetadata {
             data_type: DataType::Int64,
             nullable: true,
             sql_type: None,
+            field_id: 0,
+            default: None,
+            initial_default: None,
         }],
         partitioning: Some(
             Partitioning::new("t", "k", &DataType::Int64, &[], Some(Interval::Width(10))).unwrap(),
         ),
         properties: BTreeMap::new(),
         constraints: Vec::new(),
+        last_field_id: 0,
+        name_mapping: Default::default(),
     }
 }
 
@@ -52,6 +57,7 @@ fn table() -> (Arc<dyn ObjectStore>, TableLog) {
                 rows: 1,
                 size_bytes: 1,
                 stats: BTreeMap::new(),
+                field_ids: Default::default(),
             };
             let mut txn = Transaction::new("INSERT");
             txn.add.push(file);

@@ -76,10 +76,44 @@ pub struct ColumnDef {
     /// The SQL type when it is not implied by the Arrow type (`JSON`, `VARCHAR(20)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sql_type: Option<String>,
+    /// The column's stable id, which data files carry as the Parquet field id: files are read
+    /// by it, so a renamed column reads its old files and a dropped and re-added name does not
+    /// bring old values back. 0 until the table is created or the column added, which assign
+    /// one ([`TableMetadata::assign_field_ids`]).
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub field_id: u32,
+    /// The value of the column in rows an `INSERT` writes without one, as text cast to its
+    /// type (Iceberg's write default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+    /// The value of the column in data files written before it was added (`ADD COLUMN ...
+    /// DEFAULT`), fixed when it was added (Iceberg's initial default); NULL if `None`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_default: Option<String>,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
+}
+
+impl ColumnDef {
+    /// A new column, without a field id or default.
+    pub fn new(name: impl Into<String>, data_type: DataType, nullable: bool) -> Self {
+        Self {
+            name: name.into(),
+            data_type,
+            nullable,
+            sql_type: None,
+            field_id: 0,
+            default: None,
+            initial_default: None,
+        }
+    }
 }
 
 /// Everything about a table that is not its data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "StoredMetadata")]
 pub struct TableMetadata {
     /// The columns, in order.
     pub columns: Vec<ColumnDef>,
@@ -92,6 +126,52 @@ pub struct TableMetadata {
     /// Declared keys and checks, enforced on every write (NOT NULL is `ColumnDef::nullable`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub constraints: Vec<Constraint>,
+    /// The highest field id given to a column so far: ids are never reused.
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
+    pub last_field_id: u32,
+    /// For data files written before tables had field ids: the id of each of their columns,
+    /// by name (Iceberg's name mapping).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub name_mapping: BTreeMap<String, u32>,
+}
+
+/// [`TableMetadata`] as stored; reading it gives the columns of a table from before field ids
+/// their ids (by position) and records the name mapping its files are read by.
+#[derive(Deserialize)]
+struct StoredMetadata {
+    columns: Vec<ColumnDef>,
+    #[serde(default)]
+    partitioning: Option<Partitioning>,
+    #[serde(default)]
+    properties: BTreeMap<String, String>,
+    #[serde(default)]
+    constraints: Vec<Constraint>,
+    #[serde(default)]
+    last_field_id: u32,
+    #[serde(default)]
+    name_mapping: BTreeMap<String, u32>,
+}
+
+impl From<StoredMetadata> for TableMetadata {
+    fn from(stored: StoredMetadata) -> Self {
+        let mut metadata = TableMetadata {
+            columns: stored.columns,
+            partitioning: stored.partitioning,
+            properties: stored.properties,
+            constraints: stored.constraints,
+            last_field_id: stored.last_field_id,
+            name_mapping: stored.name_mapping,
+        };
+        if metadata.last_field_id == 0 && metadata.columns.iter().all(|c| c.field_id == 0) {
+            metadata.assign_field_ids(None);
+            metadata.name_mapping = metadata
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.field_id))
+                .collect();
+        }
+        metadata
+    }
 }
 
 /// A table constraint, named as Postgres names them unless the DDL gave a name.
@@ -165,6 +245,81 @@ impl Constraint {
 }
 
 impl TableMetadata {
+    /// Metadata with `columns` and nothing else: no partitioning, properties or constraints.
+    pub fn new(columns: Vec<ColumnDef>) -> Self {
+        Self {
+            columns,
+            partitioning: None,
+            properties: BTreeMap::new(),
+            constraints: Vec::new(),
+            last_field_id: 0,
+            name_mapping: BTreeMap::new(),
+        }
+    }
+
+    /// Gives each column without a field id one: the id of the column of that name in `base`
+    /// (the metadata this replaces) if there is one, else a new id.
+    pub fn assign_field_ids(&mut self, base: Option<&TableMetadata>) {
+        if let Some(base) = base {
+            self.last_field_id = self.last_field_id.max(base.last_field_id);
+        }
+        for column in &mut self.columns {
+            if column.field_id != 0 {
+                continue;
+            }
+            let known = base
+                .and_then(|b| b.column(&column.name))
+                .map(|c| c.field_id);
+            column.field_id = match known {
+                Some(id) if id != 0 => id,
+                _ => {
+                    self.last_field_id += 1;
+                    self.last_field_id
+                }
+            };
+        }
+        let highest = self.columns.iter().map(|c| c.field_id).max().unwrap_or(0);
+        self.last_field_id = self.last_field_id.max(highest);
+    }
+
+    /// The column named `name`.
+    pub fn column(&self, name: &str) -> Option<&ColumnDef> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+
+    /// The statistics of column `name` in `file`, found by the column's field id: the file may
+    /// have been written under another name for it, or before it existed (no statistics).
+    pub fn stats_of<'a>(&self, file: &'a DataFile, name: &str) -> Option<&'a ColumnStats> {
+        let id = self.column(name)?.field_id;
+        let ids = if file.field_ids.is_empty() {
+            &self.name_mapping
+        } else {
+            &file.field_ids
+        };
+        let (in_file, _) = ids.iter().find(|(_, i)| **i == id)?;
+        file.stats.get(in_file)
+    }
+
+    /// The schema data files are written with: [`schema`](Self::schema), each field carrying
+    /// its column's field id as Parquet field id.
+    pub fn file_schema(&self) -> SchemaRef {
+        let schema = self.schema();
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .zip(&self.columns)
+            .map(|(f, c)| {
+                let mut metadata = f.metadata().clone();
+                metadata.insert(
+                    parquet::arrow::PARQUET_FIELD_ID_META_KEY.to_string(),
+                    c.field_id.to_string(),
+                );
+                f.as_ref().clone().with_metadata(metadata)
+            })
+            .collect();
+        Arc::new(Schema::new(fields))
+    }
+
     /// The Arrow schema of the table. JSON columns carry `strata.sql_type = JSON` metadata.
     pub fn schema(&self) -> SchemaRef {
         let fields: Vec<Field> = self
@@ -226,8 +381,12 @@ pub struct DataFile {
     pub rows: u64,
     /// Bytes of the file.
     pub size_bytes: u64,
-    /// Per column, by name.
+    /// Per column, by its name in the file.
     pub stats: BTreeMap<String, ColumnStats>,
+    /// The field id of each column of the file, by its name in the file; empty for files
+    /// written before field ids (read by the table's name mapping).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub field_ids: BTreeMap<String, u32>,
 }
 
 /// A source file that was loaded by `COPY INTO`, remembered so reloading skips it.
@@ -560,10 +719,24 @@ impl Transaction {
     /// The actions of this transaction on top of `base`, or the reason it conflicts.
     fn actions(&self, table: &str, base: &Snapshot) -> Result<Vec<Action>, String> {
         let mut actions = Vec::new();
-        let mut metadata = self
-            .replace_metadata
-            .clone()
-            .unwrap_or_else(|| base.metadata.clone());
+        let mut metadata = match &self.replace_metadata {
+            Some(m) => {
+                let mut m = m.clone();
+                m.assign_field_ids(Some(&base.metadata));
+                // Partitions a concurrent commit created stay (the key column may be renamed).
+                if let (Some(mine), Some(theirs)) =
+                    (&mut m.partitioning, &base.metadata.partitioning)
+                {
+                    for p in &theirs.partitions {
+                        if mine.partition(&p.name).is_none() {
+                            mine.ensure(p)?;
+                        }
+                    }
+                }
+                m
+            }
+            None => base.metadata.clone(),
+        };
         if !self.add_partitions.is_empty() || !self.drop_partitions.is_empty() {
             let layout = metadata
                 .partitioning
@@ -641,6 +814,19 @@ impl Transaction {
         if let Some(reason) = self.reads.conflict(base, newer) {
             return Some(reason);
         }
+        // New metadata was made from `base`'s: committed over another change, it would undo it.
+        let (b, n) = (&base.metadata, &newer.metadata);
+        if self.replace_metadata.is_some()
+            && (b.columns != n.columns
+                || b.constraints != n.constraints
+                || b.properties != n.properties
+                || b.last_field_id != n.last_field_id)
+        {
+            return Some(format!(
+                "a concurrent commit (version {}) changed the table's definition",
+                newer.version
+            ));
+        }
         if !self.add.is_empty() && newer.fences != base.fences {
             return Some(format!(
                 "a concurrent statement (version {}) is removing keys of a table this table \
@@ -682,7 +868,8 @@ impl TableLog {
     }
 
     /// Creates the table: writes version 0.
-    pub async fn create(&self, metadata: TableMetadata, operation: &str) -> Result<Snapshot> {
+    pub async fn create(&self, mut metadata: TableMetadata, operation: &str) -> Result<Snapshot> {
+        metadata.assign_field_ids(None);
         let commit = Commit {
             version: Version(0),
             txn_id: uuid::Uuid::new_v4().to_string(),
@@ -1017,10 +1204,15 @@ mod tests {
                 data_type: DataType::Int64,
                 nullable: true,
                 sql_type: None,
+                field_id: 0,
+                default: None,
+                initial_default: None,
             }],
             partitioning: None,
             properties: BTreeMap::new(),
             constraints: Vec::new(),
+            last_field_id: 0,
+            name_mapping: Default::default(),
         }
     }
 
@@ -1031,6 +1223,7 @@ mod tests {
             rows,
             size_bytes: 10,
             stats: BTreeMap::new(),
+            field_ids: Default::default(),
         }
     }
 
@@ -1044,6 +1237,148 @@ mod tests {
             add: vec![file(path, rows)],
             ..Transaction::new("INSERT")
         }
+    }
+
+    /// No change to a table's definition is undone by new metadata made from an older
+    /// snapshot (`ALTER TABLE`, `COMMENT`): for each kind of concurrent commit, the later
+    /// commit either keeps it (appends, new partitions) or conflicts (a definition change),
+    /// and the statement runs again on it.
+    #[tokio::test]
+    async fn new_metadata_never_undoes_a_concurrent_change() {
+        for concurrent in ["append", "new partition", "add column", "property"] {
+            let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+            let log = TableLog::new(store, TableId("t".into()), "t");
+            let mut md = metadata();
+            md.columns[0].data_type = DataType::Date32;
+            md.partitioning = Some(
+                Partitioning::new(
+                    "t",
+                    "x",
+                    &DataType::Date32,
+                    &[("p1".into(), crate::UpperBound::Value("2024-02-01".into()))],
+                    None,
+                )
+                .unwrap(),
+            );
+            let base = log.create(md, "CREATE TABLE").await.unwrap();
+            let theirs = match concurrent {
+                "append" => {
+                    let mut txn = append(&log, "a.parquet", 1).await;
+                    txn.add[0].partition = "p1".into();
+                    txn
+                }
+                "new partition" => {
+                    let mut p = base.metadata.partitioning.clone().unwrap();
+                    let mut txn = Transaction::new("ADD PARTITION");
+                    let next = Partitioning::new(
+                        "t",
+                        "x",
+                        &DataType::Date32,
+                        &[
+                            ("p1".into(), crate::UpperBound::Value("2024-02-01".into())),
+                            ("p2".into(), crate::UpperBound::Value("2024-03-01".into())),
+                        ],
+                        None,
+                    )
+                    .unwrap();
+                    let added = next.partition("p2").unwrap().clone();
+                    p.ensure(&added).unwrap();
+                    txn.add_partitions.push(added);
+                    txn
+                }
+                "add column" => {
+                    let mut m = base.metadata.clone();
+                    m.columns.push(ColumnDef::new("y", DataType::Int64, true));
+                    Transaction {
+                        replace_metadata: Some(m),
+                        ..Transaction::new("ALTER TABLE")
+                    }
+                }
+                _ => {
+                    let mut m = base.metadata.clone();
+                    m.properties.insert("comment".into(), "theirs".into());
+                    Transaction {
+                        replace_metadata: Some(m),
+                        ..Transaction::new("COMMENT")
+                    }
+                }
+            };
+            log.commit(&base, &theirs).await.unwrap();
+            let mut mine = base.metadata.clone();
+            mine.columns[0].name = "renamed".into();
+            mine.partitioning.as_mut().unwrap().column = "renamed".into();
+            let txn = Transaction {
+                replace_metadata: Some(mine),
+                ..Transaction::new("ALTER TABLE")
+            };
+            let outcome = log.commit(&base, &txn).await;
+            let latest = log.latest().await.unwrap();
+            match concurrent {
+                "append" | "new partition" => {
+                    outcome.unwrap_or_else(|e| panic!("{concurrent}: {e}"));
+                    assert_eq!(latest.metadata.columns[0].name, "renamed", "{concurrent}");
+                    let layout = latest.metadata.partitioning.as_ref().unwrap();
+                    assert_eq!(layout.column, "renamed");
+                    if concurrent == "new partition" {
+                        assert!(layout.partition("p2").is_some(), "the new partition stays");
+                    } else {
+                        assert_eq!(latest.files.len(), 1, "the appended file stays");
+                    }
+                }
+                _ => {
+                    let e = outcome.expect_err(concurrent);
+                    assert!(
+                        e.to_string().contains("changed the table's definition"),
+                        "{e}"
+                    );
+                    assert_eq!(latest.metadata.columns[0].name, "x", "{concurrent}");
+                }
+            }
+        }
+    }
+
+    /// Metadata written before field ids reads with ids by position and a name mapping for
+    /// the files of that time; metadata with ids reads as it was written.
+    #[test]
+    fn metadata_from_before_field_ids_gets_ids_and_a_name_mapping() {
+        let legacy = TableMetadata::new(vec![
+            ColumnDef::new("a", DataType::Int64, true),
+            ColumnDef::new("b", DataType::Utf8, true),
+        ]);
+        let json = serde_json::to_string(&legacy).unwrap();
+        assert!(!json.contains("field_id"), "{json}");
+        let read: TableMetadata = serde_json::from_str(&json).unwrap();
+        let ids: Vec<u32> = read.columns.iter().map(|c| c.field_id).collect();
+        assert_eq!(ids, vec![1, 2]);
+        assert_eq!(read.last_field_id, 2);
+        assert_eq!(read.name_mapping.get("b"), Some(&2));
+
+        let mut evolved = read.clone();
+        evolved.columns.remove(0);
+        evolved
+            .columns
+            .push(ColumnDef::new("a", DataType::Int64, true));
+        evolved.assign_field_ids(Some(&read));
+        let ids: Vec<u32> = evolved.columns.iter().map(|c| c.field_id).collect();
+        assert_eq!(
+            ids,
+            vec![2, 1],
+            "a column of a name the base has keeps its id"
+        );
+        let mut dropped = read.clone();
+        dropped.columns.remove(0);
+        let mut readded = dropped.clone();
+        readded
+            .columns
+            .push(ColumnDef::new("a", DataType::Int64, true));
+        readded.assign_field_ids(Some(&dropped));
+        assert_eq!(
+            readded.columns[1].field_id, 3,
+            "a re-added name gets a new id"
+        );
+        let again: TableMetadata =
+            serde_json::from_str(&serde_json::to_string(&readded).unwrap()).unwrap();
+        assert_eq!(again, readded);
     }
 
     #[tokio::test]

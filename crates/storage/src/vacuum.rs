@@ -254,10 +254,15 @@ mod tests {
                 data_type: DataType::Int64,
                 nullable: true,
                 sql_type: None,
+                field_id: 0,
+                default: None,
+                initial_default: None,
             }],
             partitioning: None,
             properties: BTreeMap::new(),
             constraints: Vec::new(),
+            last_field_id: 0,
+            name_mapping: Default::default(),
         }
     }
 
@@ -289,6 +294,7 @@ mod tests {
             rows: 1,
             size_bytes: 4,
             stats: BTreeMap::new(),
+            field_ids: Default::default(),
         };
         let v1 = log
             .commit(
@@ -341,6 +347,7 @@ mod tests {
                 rows: 1,
                 size_bytes: 4,
                 stats: BTreeMap::new(),
+                field_ids: Default::default(),
             }],
             ..Transaction::new("INSERT")
         };

@@ -100,12 +100,16 @@ pub struct EncodedFile {
     pub rows: u64,
     /// Per column statistics, by name.
     pub stats: BTreeMap<String, ColumnStats>,
+    /// The field id of each column, by name.
+    pub field_ids: BTreeMap<String, u32>,
 }
 
 /// Encodes rows for one table; see the module docs.
 pub struct TableWriter {
     table: String,
     schema: SchemaRef,
+    /// `schema` with the columns' field ids, as files are written.
+    file_schema: SchemaRef,
     layout: Option<Partitioning>,
     props: WriterProperties,
     options: WriteOptions,
@@ -174,6 +178,7 @@ impl TableWriter {
         Self {
             table: table.to_string(),
             schema: snapshot.metadata.schema(),
+            file_schema: snapshot.metadata.file_schema(),
             layout: snapshot.metadata.partitioning.clone(),
             props,
             options,
@@ -286,7 +291,7 @@ impl TableWriter {
             if !self.open.contains_key(name) {
                 let writer = ArrowWriter::try_new(
                     Vec::new(),
-                    Arc::clone(&self.schema),
+                    Arc::clone(&self.file_schema),
                     Some(file_properties(&self.props, slice)),
                 )?;
                 let stats = (0..self.schema.fields().len())
@@ -326,7 +331,8 @@ impl TableWriter {
             .collect();
         for name in full {
             let file = self.open.remove(&name).expect("full file is open");
-            self.finished.push(close_file(&self.schema, name, file)?);
+            self.finished
+                .push(close_file(&self.file_schema, name, file)?);
         }
         Ok(())
     }
@@ -422,11 +428,22 @@ fn close_file(schema: &SchemaRef, partition: String, file: OpenFile) -> Result<E
         .zip(stats)
         .map(|(f, s)| (f.name().clone(), s.finish()))
         .collect();
+    let field_ids = schema
+        .fields()
+        .iter()
+        .filter_map(|f| {
+            let id = f
+                .metadata()
+                .get(parquet::arrow::PARQUET_FIELD_ID_META_KEY)?;
+            Some((f.name().clone(), id.parse().ok()?))
+        })
+        .collect();
     Ok(EncodedFile {
         partition,
         bytes,
         rows,
         stats,
+        field_ids,
     })
 }
 
@@ -448,7 +465,7 @@ impl TableWriter {
                 })?;
         }
         let open: Vec<(String, OpenFile)> = self.open.drain().collect();
-        let schema = Arc::clone(&self.schema);
+        let schema = Arc::clone(&self.file_schema);
         let closed: Vec<EncodedFile> = open
             .into_par_iter()
             .map(|(name, file)| close_file(&schema, name, file))
@@ -545,6 +562,7 @@ async fn upload(
                     rows: f.rows,
                     size_bytes: size,
                     stats: f.stats,
+                    field_ids: f.field_ids,
                 })
             }
         })

@@ -233,6 +233,45 @@ pub(crate) async fn list(warehouse: &Warehouse) -> Result<Vec<([String; 3], Defi
     Ok(out)
 }
 
+/// Why the query of `def` no longer plans against its sources (a column dropped or renamed,
+/// a table dropped or renamed), if it does not.
+pub(crate) async fn invalid_reason(
+    warehouse: &Warehouse,
+    planner: &dyn Planner,
+    def: &Definition,
+) -> Option<String> {
+    let query = match parse_query(&def.query) {
+        Ok(q) => q,
+        Err(e) => return Some(e.to_string()),
+    };
+    match planner
+        .plan_stored(warehouse, &def.database, &def.schema, query)
+        .await
+    {
+        Ok(_) => None,
+        Err(e) => Some(plan_problem(&e)),
+    }
+}
+
+/// A planning error in one line: "column 'v' no longer exists (columns: s.k, s.value)" for
+/// DataFusion's "No field named v. Valid fields are ...".
+pub(crate) fn plan_problem(e: &Error) -> String {
+    let text = e.to_string();
+    let text = text.strip_prefix("Schema error: ").unwrap_or(&text);
+    if let Some(rest) = text.strip_prefix("No field named ") {
+        let (field, valid) = rest.split_once('.').unwrap_or((rest, ""));
+        let valid = valid
+            .trim()
+            .strip_prefix("Valid fields are ")
+            .map(|v| v.trim_end_matches('.').to_string());
+        return match valid {
+            Some(v) => format!("column {field} no longer exists (columns: {v})"),
+            None => format!("column {field} no longer exists"),
+        };
+    }
+    text.replace('\n', " ")
+}
+
 /// True when a source of `def` has changed its data since the version the view reflects
 /// (commits that only add partitions or record loads do not count), or a logical view its
 /// query reads has been redefined (or a table dropped) since.
@@ -318,21 +357,25 @@ pub(crate) async fn system_table(
         Field::new("rows", DataType::Int64, false),
         Field::new("sources", DataType::Utf8, false),
         Field::new("is_stale", DataType::Boolean, false),
+        Field::new("invalid_reason", DataType::Utf8, true),
     ]));
     struct Row {
         name: [String; 3],
         def: Definition,
         rows: u64,
         stale: bool,
+        invalid: Option<String>,
     }
     let mut rows = Vec::new();
     for (name, def, count) in list(warehouse).await? {
         let stale = is_stale(warehouse, planner, &def).await?;
+        let invalid = invalid_reason(warehouse, planner, &def).await;
         rows.push(Row {
             name,
             def,
             rows: count,
             stale,
+            invalid,
         });
     }
     let text = |f: &dyn Fn(&Row) -> Option<String>| {
@@ -374,6 +417,7 @@ pub(crate) async fn system_table(
             )
         }),
         Arc::new(rows.iter().map(|r| Some(r.stale)).collect::<BooleanArray>()),
+        text(&|r| r.invalid.clone()),
     ];
     let batch = arrow::array::RecordBatch::try_new(Arc::clone(&schema), columns)?;
     Ok(Arc::new(datafusion::datasource::MemTable::try_new(

@@ -106,6 +106,8 @@ pub(crate) async fn create(
         partitioning,
         properties: BTreeMap::new(),
         constraints: Vec::new(),
+        last_field_id: 0,
+        name_mapping: Default::default(),
     };
     definition.write_to(&mut metadata.properties);
     let warehouse = session.warehouse().clone();

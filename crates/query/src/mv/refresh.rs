@@ -44,7 +44,7 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
-use strata_storage::{DataFile, Partition, Reads, Snapshot, TableId, Transaction};
+use strata_storage::{DataFile, Partition, Reads, Snapshot, TableId, TableMetadata, Transaction};
 
 use crate::catalog::materialized_view::{
     Definition, LastRefresh, MaterializedViewTable, SourceVersion, avg_count_column,
@@ -277,6 +277,16 @@ enum Strategy {
     Full(String),
 }
 
+/// The error of a refresh whose query no longer plans: a source column was dropped or
+/// renamed, or a source table is gone.
+fn no_longer_plans(view: &str, e: &Error) -> Error {
+    Error::Plan(format!(
+        "materialized view {view} cannot be refreshed: its query no longer plans against its \
+         sources ({}); re-create it with CREATE OR REPLACE MATERIALIZED VIEW",
+        crate::catalog::materialized_view::plan_problem(e)
+    ))
+}
+
 async fn run(
     warehouse: &Warehouse,
     view: &StrataTable,
@@ -289,7 +299,8 @@ async fn run(
     session.set_schema(&definition.database, &definition.schema)?;
     let plan = session
         .plan_raw(parse_query(&definition.storage_query)?, None)
-        .await?;
+        .await
+        .map_err(|e| no_longer_plans(view.name(), &e))?;
     let storage = view.table_schema();
     if plan.schema().fields().len() != storage.fields().len() {
         return Err(Error::Plan(format!(
@@ -390,7 +401,7 @@ async fn run(
             let key_field = storage.field(key);
             let overlapping: Vec<DataFile> = all_files
                 .iter()
-                .filter(|f| file_overlaps(f, key_field, &ranges, nulls))
+                .filter(|f| file_overlaps(f, &view.snapshot().metadata, key_field, &ranges, nulls))
                 .cloned()
                 .collect();
             let keep: HashSet<String> = overlapping.iter().map(|f| f.path.clone()).collect();
@@ -993,8 +1004,14 @@ pub(crate) fn in_ranges(value: Expr, ranges: &[Range], nulls: bool) -> Expr {
 
 /// True unless the file's statistics show it holds no value of `field` in `ranges` (and, with
 /// `nulls`, no NULL).
-fn file_overlaps(file: &DataFile, field: &Field, ranges: &[Range], nulls: bool) -> bool {
-    let Some(stats) = file.stats.get(field.name()) else {
+fn file_overlaps(
+    file: &DataFile,
+    metadata: &TableMetadata,
+    field: &Field,
+    ranges: &[Range],
+    nulls: bool,
+) -> bool {
+    let Some(stats) = metadata.stats_of(file, field.name()) else {
         return true;
     };
     if nulls && stats.null_count > 0 {

@@ -590,9 +590,21 @@ impl Session {
                     data_type,
                     nullable: !not_null,
                     sql_type,
+                    field_id: 0,
+                    default: None,
+                    initial_default: None,
                 })
             })
             .collect::<Result<_>>()?;
+        for (column, declared) in columns.iter_mut().zip(&create.columns) {
+            for option in &declared.options {
+                if let ColumnOption::Default(value) = &option.option {
+                    column.default =
+                        super::alter::constant(self, &column.name, value, &column.data_type)
+                            .await?;
+                }
+            }
+        }
         let source = match &create.query {
             Some(q) => {
                 let plan = self.plan_raw(SqlStatement::Query(q.clone()), None).await?;
@@ -643,6 +655,8 @@ impl Session {
             partitioning,
             properties,
             constraints,
+            last_field_id: 0,
+            name_mapping: Default::default(),
         };
         let warehouse = &self.warehouse();
         let rows = warehouse

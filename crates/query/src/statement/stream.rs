@@ -312,6 +312,8 @@ impl Session {
                 partitioning: None,
                 properties: Default::default(),
                 constraints: Vec::new(),
+                last_field_id: 0,
+                name_mapping: Default::default(),
             };
             let warehouse = self.warehouse();
             let options = self.write_options();

@@ -1,6 +1,7 @@
 //! Scans served from the warehouse's scan cache ([`crate::scan_cache`]): a Parquet scan whose
 //! files are answered from cached decoded columns, filled on first read.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -32,7 +33,7 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::scan_cache::ScanCache;
+use crate::scan_cache::{ColumnKey, ScanCache};
 
 /// Files served from the cache and files read, per scan, shown by `EXPLAIN ANALYZE`.
 #[derive(Debug, Clone)]
@@ -57,6 +58,7 @@ impl CacheMetrics {
 pub(crate) fn cached_reader(
     cache: Arc<ScanCache>,
     input: &Arc<dyn ExecutionPlan>,
+    field_ids: &HashMap<String, u32>,
     dynamic_filters: &[Arc<dyn PhysicalExpr>],
     decodes_late: bool,
     batch_size: usize,
@@ -66,6 +68,7 @@ pub(crate) fn cached_reader(
         let reader = cached_reader(
             cache,
             repartition.input(),
+            field_ids,
             dynamic_filters,
             decodes_late,
             batch_size,
@@ -73,7 +76,14 @@ pub(crate) fn cached_reader(
         )?;
         return replace_children_if_necessary(Arc::clone(input), vec![reader]).ok();
     }
-    let scan = CachedScan::of(cache, input, dynamic_filters, decodes_late, batch_size)?;
+    let scan = CachedScan::of(
+        cache,
+        input,
+        field_ids,
+        dynamic_filters,
+        decodes_late,
+        batch_size,
+    )?;
     if !scan.cache.has_room()
         && !scan.planned.file_groups.iter().any(|group| {
             group
@@ -156,6 +166,8 @@ struct CachedScan {
     indices: Vec<usize>,
     /// The table columns the scan needs, and the projection from them to its output.
     fields: Vec<FieldRef>,
+    /// What the cache holds them by.
+    keys: Vec<ColumnKey>,
     needed: SchemaRef,
     projector: Projector,
     output: SchemaRef,
@@ -176,6 +188,7 @@ impl CachedScan {
     fn of(
         cache: Arc<ScanCache>,
         input: &Arc<dyn ExecutionPlan>,
+        field_ids: &HashMap<String, u32>,
         dynamic_filters: &[Arc<dyn PhysicalExpr>],
         decodes_late: bool,
         batch_size: usize,
@@ -211,6 +224,16 @@ impl CachedScan {
             .iter()
             .map(|&i| Arc::clone(&file_schema.fields()[i]))
             .collect();
+        let keys = fields
+            .iter()
+            .map(|f| {
+                let id = field_ids.get(f.name()).map(|id| format!("#{id}"));
+                (
+                    id.unwrap_or_else(|| f.name().clone()),
+                    f.data_type().clone(),
+                )
+            })
+            .collect();
         let needed = Arc::new(Schema::new(fields.clone()));
         let position = |i: usize| indices.iter().position(|&n| n == i);
         let projection = projection
@@ -239,6 +262,7 @@ impl CachedScan {
             reader_factory: source.parquet_file_reader_factory().cloned(),
             indices,
             fields,
+            keys,
             needed,
             projector,
             output: input.schema(),
@@ -322,7 +346,7 @@ impl CachedScan {
             return Ok(stream::empty().boxed());
         }
         let path = file.object_meta.location.to_string();
-        if let Some((n, columns)) = self.cache.get(&path, &self.fields) {
+        if let Some((n, columns)) = self.cache.get(&path, &self.keys) {
             metrics.files_cached.add(1);
             return Ok(self.serve(n, columns, rows));
         }
@@ -370,7 +394,7 @@ impl CachedScan {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.cache.insert(&path, n, &self.fields, &columns);
+        self.cache.insert(&path, n, &self.keys, &columns);
         Ok(self.serve(n, columns, rows))
     }
 

@@ -201,6 +201,8 @@ async fn validate(
         partitioning: None,
         properties: Default::default(),
         constraints: Vec::new(),
+        last_field_id: 0,
+        name_mapping: Default::default(),
     }
     .schema();
     let df_schema = DFSchema::try_from(schema)?;
@@ -783,8 +785,8 @@ impl KeySet {
         let options = state.config_options();
         let groups = balanced_groups(files, options.execution.target_partitions);
         let scan = parquet_scan(
-            options,
-            state.runtime_env(),
+            &state,
+            &snapshot.metadata,
             TableSchema::builder(schema).build(),
             groups,
             Some(&projection),

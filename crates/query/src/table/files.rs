@@ -1,13 +1,19 @@
 //! The Parquet scan of a set of a table's data files, as DataFusion runs it: the one place that
 //! builds a `DataSourceExec` over Strata's files, for table scans and for the key lookups of
 //! constraint checks.
+//!
+//! Files are never rewritten for a schema change, so one table holds files written under many
+//! schemas. [`FieldIdAdapterFactory`] reads each file by the columns' field ids (Iceberg's
+//! rule): a renamed column finds its old files, a dropped and re-added name does not find the
+//! old column's values, a column added later reads as its default, and a widened column is
+//! cast from its older type.
 
-use datafusion::execution::runtime_env::RuntimeEnv;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
 use datafusion::common::Statistics;
-use datafusion::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
@@ -15,6 +21,13 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
+use datafusion::physical_expr_adapter::{
+    DefaultPhysicalExprAdapter, PhysicalExprAdapter, PhysicalExprAdapterFactory,
+};
+use std::collections::HashMap;
+use strata_storage::TableMetadata;
 
 /// DataFusion's name for the warehouse's object store.
 pub(crate) const WAREHOUSE_STORE_URL: &str = "strata://warehouse";
@@ -53,16 +66,17 @@ pub(crate) fn balanced_groups(mut files: Vec<PartitionedFile>, n: usize) -> Vec<
 /// metadata cache: data files are immutable and uniquely named, so a cached footer never goes
 /// stale, and a hot query skips fetching and decoding the metadata of every file it touches.
 pub(crate) fn parquet_scan(
-    options: &ConfigOptions,
-    runtime: &RuntimeEnv,
+    session: &dyn datafusion::catalog::Session,
+    metadata: &TableMetadata,
     schema: TableSchema,
     groups: Vec<FileGroup>,
     projection: Option<&Vec<usize>>,
     limit: Option<usize>,
     statistics: Option<Statistics>,
 ) -> DfResult<Arc<DataSourceExec>> {
+    let runtime = session.runtime_env();
     let parquet_options = datafusion::config::TableParquetOptions {
-        global: options.execution.parquet.clone(),
+        global: session.config_options().execution.parquet.clone(),
         ..Default::default()
     };
     let store_url = ObjectStoreUrl::parse(WAREHOUSE_STORE_URL)?;
@@ -76,6 +90,7 @@ pub(crate) fn parquet_scan(
     let mut config = FileScanConfigBuilder::new(store_url, Arc::new(source))
         .with_file_groups(groups)
         .with_projection_indices(projection.cloned())?
+        .with_expr_adapter(Some(Arc::new(FieldIdAdapterFactory::new(metadata))))
         .with_limit(limit);
     if let Some(stats) = statistics {
         config = config.with_statistics(stats);
@@ -95,4 +110,248 @@ pub(crate) fn read_schema(metadata: &strata_storage::TableMetadata) -> SchemaRef
             .map(|f| f.as_ref().clone().with_nullable(true))
             .collect::<Vec<_>>(),
     ))
+}
+
+/// Where a table column comes from in a data file.
+#[derive(Debug)]
+struct ColumnSource {
+    field_id: u32,
+    /// Its name in files written before field ids.
+    legacy_name: Option<String>,
+    /// Its value in files written before it existed.
+    default: Option<ScalarValue>,
+}
+
+/// Reads each data file by field id; see the module docs.
+#[derive(Debug)]
+pub(crate) struct FieldIdAdapterFactory {
+    columns: Arc<HashMap<String, ColumnSource>>,
+}
+
+impl FieldIdAdapterFactory {
+    pub(crate) fn new(metadata: &TableMetadata) -> Self {
+        let columns = metadata
+            .columns
+            .iter()
+            .map(|c| {
+                let legacy_name = metadata
+                    .name_mapping
+                    .iter()
+                    .find(|(_, id)| **id == c.field_id)
+                    .map(|(name, _)| name.clone());
+                let default = c.initial_default.as_ref().and_then(|text| {
+                    ScalarValue::Utf8(Some(text.clone()))
+                        .cast_to(&c.data_type)
+                        .ok()
+                });
+                let source = ColumnSource {
+                    field_id: c.field_id,
+                    legacy_name,
+                    default,
+                };
+                (c.name.clone(), source)
+            })
+            .collect();
+        Self {
+            columns: Arc::new(columns),
+        }
+    }
+}
+
+impl PhysicalExprAdapterFactory for FieldIdAdapterFactory {
+    fn create(
+        &self,
+        logical_file_schema: SchemaRef,
+        physical_file_schema: SchemaRef,
+    ) -> DfResult<Arc<dyn PhysicalExprAdapter>> {
+        let by_id: HashMap<u32, usize> = physical_file_schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| {
+                let id = f
+                    .metadata()
+                    .get(parquet::arrow::PARQUET_FIELD_ID_META_KEY)?;
+                Some((id.parse().ok()?, i))
+            })
+            .collect();
+        Ok(Arc::new(FieldIdAdapter {
+            columns: Arc::clone(&self.columns),
+            by_id,
+            fallback: DefaultPhysicalExprAdapter::new(
+                Arc::clone(&logical_file_schema),
+                Arc::clone(&physical_file_schema),
+            ),
+            logical: logical_file_schema,
+            physical: physical_file_schema,
+        }))
+    }
+}
+
+/// [`FieldIdAdapterFactory`]'s rewrite for one file.
+#[derive(Debug)]
+struct FieldIdAdapter {
+    columns: Arc<HashMap<String, ColumnSource>>,
+    /// The file's columns by field id; empty for a file written before field ids.
+    by_id: HashMap<u32, usize>,
+    /// For columns that are not the table's (the row number of a row-id scan).
+    fallback: DefaultPhysicalExprAdapter,
+    logical: SchemaRef,
+    physical: SchemaRef,
+}
+
+impl FieldIdAdapter {
+    /// The index in the file of the table column `source`, if the file has it.
+    fn find(&self, source: &ColumnSource) -> Option<usize> {
+        if self.by_id.is_empty() {
+            let name = source.legacy_name.as_ref()?;
+            self.physical.index_of(name).ok()
+        } else {
+            self.by_id.get(&source.field_id).copied()
+        }
+    }
+
+    fn rewrite_column(&self, column: &Column) -> DfResult<Option<Arc<dyn PhysicalExpr>>> {
+        let Some(source) = self.columns.get(column.name()) else {
+            return Ok(None);
+        };
+        let logical = self.logical.field_with_name(column.name())?;
+        let Some(index) = self.find(source) else {
+            let value = match &source.default {
+                Some(v) => v.cast_to(logical.data_type())?,
+                None => ScalarValue::Null.cast_to(logical.data_type())?,
+            };
+            return Ok(Some(Arc::new(Literal::new(value))));
+        };
+        let physical = self.physical.field(index);
+        let read: Arc<dyn PhysicalExpr> = Arc::new(Column::new(physical.name(), index));
+        if physical.data_type() == logical.data_type() {
+            return Ok(Some(read));
+        }
+        Ok(Some(Arc::new(CastExpr::new_with_target_field(
+            read,
+            Arc::new(logical.clone()),
+            None,
+        ))))
+    }
+}
+
+impl PhysicalExprAdapter for FieldIdAdapter {
+    fn rewrite(&self, expr: Arc<dyn PhysicalExpr>) -> DfResult<Arc<dyn PhysicalExpr>> {
+        expr.transform(|e| {
+            let Some(column) = e.downcast_ref::<Column>() else {
+                return Ok(Transformed::no(e));
+            };
+            match self.rewrite_column(column)? {
+                Some(read) => Ok(Transformed::yes(read)),
+                None => Ok(Transformed::yes(self.fallback.rewrite(e)?)),
+            }
+        })
+        .data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use object_store::{ObjectStoreExt, PutPayload};
+    use parquet::arrow::ArrowWriter;
+    use strata_storage::{DataFile, Transaction};
+
+    use crate::Warehouse;
+
+    async fn rows(session: &mut crate::Session, sql: &str) -> String {
+        let results = session.sql(sql).await.unwrap();
+        arrow::util::pretty::pretty_format_batches(&results[0].batches)
+            .unwrap()
+            .to_string()
+    }
+
+    /// A table from before field ids: its files have plain column names, and its metadata a
+    /// name mapping (what reading the old metadata gives it). Renames and drops still read
+    /// those files right.
+    #[tokio::test]
+    async fn files_from_before_field_ids_are_read_by_the_name_mapping() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(dir.path().to_str().unwrap()).await.unwrap();
+        let mut session = warehouse.session();
+        session
+            .sql("CREATE TABLE t (a BIGINT, b VARCHAR)")
+            .await
+            .unwrap();
+        let entry = warehouse
+            .catalog()
+            .table("main", "public", "t")
+            .unwrap()
+            .clone();
+        let log = warehouse.table_log(&entry.id, "main.public.t");
+        let base = warehouse.snapshot(&log).await.unwrap();
+
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("a", DataType::Int64, true),
+            Field::new("b", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2])),
+                Arc::new(StringArray::from(vec!["x", "y"])),
+            ],
+        )
+        .unwrap();
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let path = strata_storage::store::paths::new_data_file(&entry.id, "", "legacy");
+        let size = bytes.len() as u64;
+        warehouse
+            .object_store()
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .unwrap();
+        let mut metadata = base.metadata.clone();
+        metadata.name_mapping = metadata
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.field_id))
+            .collect();
+        let mut txn = Transaction::new("INSERT");
+        txn.replace_metadata = Some(metadata);
+        txn.add.push(DataFile {
+            path: path.to_string(),
+            partition: String::new(),
+            rows: 2,
+            size_bytes: size,
+            stats: BTreeMap::new(),
+            field_ids: BTreeMap::new(),
+        });
+        warehouse
+            .commit("main.public.t", &log, &base, &txn)
+            .await
+            .unwrap();
+
+        session
+            .sql(
+                "ALTER TABLE t RENAME COLUMN a TO id; ALTER TABLE t DROP COLUMN b; \
+                 ALTER TABLE t ADD COLUMN b VARCHAR DEFAULT 'new'; \
+                 ALTER TABLE t ADD COLUMN a BIGINT; INSERT INTO t VALUES (3, 'z', 30)",
+            )
+            .await
+            .unwrap();
+        let got = rows(&mut session, "SELECT id, b, a FROM t ORDER BY id").await;
+        let expected = "\
++----+-----+----+
+| id | b   | a  |
++----+-----+----+
+| 1  | new |    |
+| 2  | new |    |
+| 3  | z   | 30 |
++----+-----+----+";
+        assert_eq!(got, expected);
+    }
 }

@@ -63,6 +63,8 @@ pub(crate) struct StrataTable {
     row_ids: bool,
     /// Where scans note what they read, for the commit's conflict check (DML statements).
     read_log: Option<ReadLog>,
+    /// What an `INSERT` that leaves a column out writes in it.
+    defaults: std::collections::HashMap<String, Expr>,
 }
 
 /// What the scans of one statement read from its target table: the [`Reads`] its commit
@@ -79,7 +81,20 @@ impl StrataTable {
         historical: bool,
     ) -> Self {
         let schema = read_schema(&snapshot.metadata);
+        let defaults = snapshot
+            .metadata
+            .columns
+            .iter()
+            .filter_map(|c| {
+                let text = c.default.as_ref()?;
+                let value = ScalarValue::Utf8(Some(text.clone()))
+                    .cast_to(&c.data_type)
+                    .ok()?;
+                Some((c.name.clone(), Expr::Literal(value, None)))
+            })
+            .collect();
         Self {
+            defaults,
             warehouse,
             name,
             log,
@@ -152,6 +167,7 @@ impl StrataTable {
             historical: self.historical,
             row_ids: false,
             read_log: self.read_log.clone(),
+            defaults: self.defaults.clone(),
         }
     }
 
@@ -242,6 +258,7 @@ impl StrataTable {
         // Files from statistics.
         let stats = FileStatistics {
             files: &candidates,
+            metadata: &self.snapshot.metadata,
             schema: &self.schema,
         };
         let kept: Vec<&DataFile> = match predicate.prune(&stats) {
@@ -270,7 +287,7 @@ impl StrataTable {
                 .fields()
                 .iter()
                 .map(|field| {
-                    let s = file.stats.get(field.name());
+                    let s = self.snapshot.metadata.stats_of(file, field.name());
                     let value = |v: Option<&strata_storage::StatValue>| {
                         v.and_then(|v| scalar(v, field.data_type()))
                             .map_or(Precision::Absent, Precision::Exact)
@@ -344,6 +361,7 @@ impl PruningStatistics for PartitionBounds<'_> {
 /// File statistics from the log as pruning statistics: one container per file.
 struct FileStatistics<'a> {
     files: &'a [&'a DataFile],
+    metadata: &'a strata_storage::TableMetadata,
     schema: &'a SchemaRef,
 }
 
@@ -359,8 +377,8 @@ impl FileStatistics<'_> {
             .files
             .iter()
             .map(|f| {
-                f.stats
-                    .get(&column.name)
+                self.metadata
+                    .stats_of(f, &column.name)
                     .and_then(&pick)
                     .and_then(|v| scalar(v, t))
                     .unwrap_or_else(|| null.clone())
@@ -387,7 +405,11 @@ impl PruningStatistics for FileStatistics<'_> {
         let counts: Option<Vec<u64>> = self
             .files
             .iter()
-            .map(|f| f.stats.get(&column.name).map(|s| s.null_count))
+            .map(|f| {
+                self.metadata
+                    .stats_of(f, &column.name)
+                    .map(|s| s.null_count)
+            })
             .collect();
         Some(Arc::new(UInt64Array::from(counts?)))
     }
@@ -411,6 +433,10 @@ impl TableProvider for StrataTable {
         } else {
             Arc::clone(&self.schema)
         }
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults.get(column)
     }
 
     fn table_type(&self) -> TableType {
@@ -484,16 +510,24 @@ impl TableProvider for StrataTable {
             state.config_options().execution.target_partitions,
         );
         let scan = parquet_scan(
-            state.config_options(),
-            state.runtime_env(),
+            state,
+            &self.snapshot.metadata,
             self.scan_schema(),
             groups,
             projection,
             limit,
             TableProvider::statistics(self),
         )?;
+        let field_ids = self
+            .snapshot
+            .metadata
+            .columns
+            .iter()
+            .map(|c| (c.name.clone(), c.field_id))
+            .collect();
         Ok(Arc::new(StrataScanExec::new(
             self.name.clone(),
+            Arc::new(field_ids),
             scan,
             figures,
         )))

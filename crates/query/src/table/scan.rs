@@ -6,7 +6,7 @@
 //! file, and serves hot files from the scan cache ([`super::cached_scan`]).
 
 use std::any::Any;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
@@ -74,6 +74,8 @@ impl ScanFigures {
 #[derive(Debug)]
 pub(crate) struct StrataScanExec {
     table: String,
+    /// The field id of each table column, by name: what the scan cache keys columns by.
+    field_ids: Arc<HashMap<String, u32>>,
     input: Arc<dyn ExecutionPlan>,
     figures: ScanFigures,
     /// Dynamic filters from joins and top-k above, applied to the scan's rows
@@ -97,7 +99,12 @@ impl StrataScanExec {
         &self.table
     }
 
-    pub(crate) fn new(table: String, input: Arc<dyn ExecutionPlan>, figures: ScanFigures) -> Self {
+    pub(crate) fn new(
+        table: String,
+        field_ids: Arc<HashMap<String, u32>>,
+        input: Arc<dyn ExecutionPlan>,
+        figures: ScanFigures,
+    ) -> Self {
         let metrics = ExecutionPlanMetricsSet::new();
         let set = |name: &'static str, value: usize| {
             MetricBuilder::new(&metrics).global_counter(name).add(value);
@@ -109,6 +116,7 @@ impl StrataScanExec {
         set("bytes_scanned", figures.bytes_scanned as usize);
         Self {
             table,
+            field_ids,
             input,
             figures,
             runtime_filters: Vec::new(),
@@ -144,6 +152,7 @@ impl StrataScanExec {
             .flatten();
         Some(Self {
             table: self.table.clone(),
+            field_ids: Arc::clone(&self.field_ids),
             decodes_late: late.is_some(),
             input: late.unwrap_or_else(|| Arc::clone(&self.input)),
             figures: self.figures,
@@ -170,6 +179,7 @@ impl StrataScanExec {
         crate::table::cached_scan::cached_reader(
             cache,
             &self.input,
+            &self.field_ids,
             &self.runtime_filters,
             self.decodes_late,
             config.batch_size(),
@@ -322,6 +332,7 @@ impl ExecutionPlan for StrataScanExec {
         let input = children.swap_remove(0);
         Ok(Arc::new(Self {
             table: self.table.clone(),
+            field_ids: Arc::clone(&self.field_ids),
             input,
             figures: self.figures,
             runtime_filters: self.runtime_filters.clone(),
@@ -436,6 +447,7 @@ impl ExecutionPlan for StrataScanExec {
         }
         let node = Self {
             table: self.table.clone(),
+            field_ids: Arc::clone(&self.field_ids),
             input: Arc::clone(&self.input),
             figures: self.figures,
             runtime_filters: runtime,

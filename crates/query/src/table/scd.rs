@@ -216,6 +216,9 @@ pub(crate) fn declare(
                 data_type: DataType::Timestamp(TimeUnit::Microsecond, None),
                 nullable: false,
                 sql_type: None,
+                field_id: 0,
+                default: None,
+                initial_default: None,
             }),
         }
     }
@@ -241,6 +244,9 @@ pub(crate) fn declare(
             data_type: DataType::Boolean,
             nullable: false,
             sql_type: None,
+            field_id: 0,
+            default: None,
+            initial_default: None,
         }),
     }
     columns.insert(
@@ -250,6 +256,9 @@ pub(crate) fn declare(
             data_type: DataType::Int64,
             nullable: false,
             sql_type: None,
+            field_id: 0,
+            default: None,
+            initial_default: None,
         },
     );
     let short = table.rsplit('.').next().unwrap_or(table);
