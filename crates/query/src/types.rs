@@ -81,6 +81,32 @@ pub(crate) fn arrow_type(sql: &SqlType, column: &str) -> Result<(DataType, Optio
     Ok((t, None))
 }
 
+/// Refuses a type a table column cannot have (nested and binary values), naming the column.
+pub(crate) fn check_storable(t: &DataType, column: &str) -> Result<()> {
+    use DataType::*;
+    match t {
+        Int8
+        | Int16
+        | Int32
+        | Int64
+        | UInt8
+        | UInt16
+        | UInt32
+        | UInt64
+        | Float32
+        | Float64
+        | Decimal128(_, _)
+        | Utf8
+        | Boolean
+        | Date32
+        | Timestamp(TimeUnit::Microsecond, _) => Ok(()),
+        other => Err(Error::Unsupported(format!(
+            "column '{column}' holds {other} values, which a table column cannot hold; add it \
+             yourself as JSON or VARCHAR (ALTER TABLE ... ADD COLUMN) and load it as text"
+        ))),
+    }
+}
+
 /// The storage type for a column computed by a query (`CREATE TABLE AS`).
 pub(crate) fn storage_type(t: &DataType) -> DataType {
     match t {

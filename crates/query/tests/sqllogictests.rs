@@ -195,6 +195,44 @@ fn write_parquet_fixtures(dir: &Path) {
     std::fs::write(dir.join("sales.parquet"), &bytes).expect("write sales.parquet");
     std::fs::write(dir.join("truncated.parquet"), &bytes[..bytes.len() / 2])
         .expect("write truncated.parquet");
+
+    // Schema drift: a day's file with upper-case names, and a later one with two more columns.
+    let drifted = |fields: Vec<(&str, arrow::array::ArrayRef)>, name: &str| {
+        let schema = Arc::new(Schema::new(
+            fields
+                .iter()
+                .map(|(n, a)| Field::new(*n, a.data_type().clone(), true))
+                .collect::<Vec<_>>(),
+        ));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            fields.into_iter().map(|(_, a)| a).collect(),
+        )
+        .expect("drift batch");
+        let mut bytes = Vec::new();
+        let mut writer =
+            parquet::arrow::ArrowWriter::try_new(&mut bytes, schema, None).expect("writer");
+        writer.write(&batch).expect("write drift");
+        writer.close().expect("close drift");
+        std::fs::create_dir_all(dir.join("drift")).expect("drift dir");
+        std::fs::write(dir.join("drift").join(name), &bytes).expect("write drift");
+    };
+    drifted(
+        vec![
+            ("ID", Arc::new(Int64Array::from(vec![1, 2]))),
+            ("Name", Arc::new(StringArray::from(vec!["ann", "bob"]))),
+        ],
+        "day1.parquet",
+    );
+    drifted(
+        vec![
+            ("name", Arc::new(StringArray::from(vec!["cy"]))),
+            ("id", Arc::new(Int64Array::from(vec![3]))),
+            ("score", Arc::new(Float64Array::from(vec![1.5]))),
+            ("Tier", Arc::new(StringArray::from(vec!["gold"]))),
+        ],
+        "day2.parquet",
+    );
 }
 
 fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) {

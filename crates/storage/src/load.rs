@@ -12,5 +12,5 @@ mod fuzz;
 mod read;
 mod source;
 
-pub use read::{OnRowError, RowError, SourceBatch, read_file};
+pub use read::{ColumnMatch, OnRowError, RowError, SourceBatch, file_columns, read_file};
 pub use source::{CsvOptions, FileFormat, SourceData, SourceFile, list_sources};

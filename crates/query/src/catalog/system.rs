@@ -398,15 +398,29 @@ async fn table_versions(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>>
         Field::new("operation", DataType::Utf8, false),
         Field::new("rows_added", DataType::UInt64, false),
         Field::new("rows_removed", DataType::UInt64, false),
+        Field::new("schema_change", DataType::Utf8, true),
     ]));
-    let mut s: Vec<StringBuilder> = (0..4).map(|_| StringBuilder::new()).collect();
+    let mut s: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
     let mut version = UInt64Builder::new();
     let mut at = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     let mut added = UInt64Builder::new();
     let mut removed = UInt64Builder::new();
     for (db, schema_name, table, id) in all_tables(warehouse) {
         let log = warehouse.table_log(&id, &table);
+        let mut before: Option<strata_storage::TableMetadata> = None;
         for c in log.history().await? {
+            let metadata = c.actions.iter().rev().find_map(|a| match a {
+                strata_storage::Action::Metadata(m) => Some(m.clone()),
+                _ => None,
+            });
+            let change = match (&before, &metadata) {
+                (Some(b), Some(m)) => schema_change(b, m),
+                _ => None,
+            };
+            s[4].append_option(change);
+            if metadata.is_some() {
+                before = metadata;
+            }
             s[0].append_value(&db);
             s[1].append_value(&schema_name);
             s[2].append_value(&table);
@@ -426,8 +440,46 @@ async fn table_versions(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>>
         Arc::new(s[3].finish()),
         Arc::new(added.finish()),
         Arc::new(removed.finish()),
+        Arc::new(s[4].finish()),
     ];
     mem_table(schema, columns)
+}
+
+/// What a commit changed in a table's columns, matched by field id: "added c BIGINT, renamed
+/// a to b, dropped d, x INT to BIGINT, y NOT NULL"; `None` when the columns are the same.
+fn schema_change(
+    before: &strata_storage::TableMetadata,
+    after: &strata_storage::TableMetadata,
+) -> Option<String> {
+    let type_of = |c: &strata_storage::ColumnDef| {
+        c.sql_type
+            .clone()
+            .unwrap_or_else(|| strata_storage::sql_type_name(&c.data_type))
+    };
+    let mut changes = Vec::new();
+    for c in &after.columns {
+        match before.columns.iter().find(|b| b.field_id == c.field_id) {
+            None => changes.push(format!("added {} {}", c.name, type_of(c))),
+            Some(b) => {
+                if b.name != c.name {
+                    changes.push(format!("renamed {} to {}", b.name, c.name));
+                }
+                if type_of(b) != type_of(c) {
+                    changes.push(format!("{} {} to {}", c.name, type_of(b), type_of(c)));
+                }
+                if b.nullable != c.nullable {
+                    let now = if c.nullable { "NULL" } else { "NOT NULL" };
+                    changes.push(format!("{} {now}", c.name));
+                }
+            }
+        }
+    }
+    for b in &before.columns {
+        if !after.columns.iter().any(|c| c.field_id == b.field_id) {
+            changes.push(format!("dropped {}", b.name));
+        }
+    }
+    (!changes.is_empty()).then(|| changes.join(", "))
 }
 
 /// The statements `viewer` may see: their own, or everyone's for an admin.

@@ -23,11 +23,11 @@ use datafusion::sql::sqlparser::ast::helpers::key_value_options::{
 };
 use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, Value};
 use strata_storage::load::{
-    self, CsvOptions, FileFormat, OnRowError, RowError, SourceData, SourceFile,
+    self, ColumnMatch, CsvOptions, FileFormat, OnRowError, RowError, SourceData, SourceFile,
 };
 use strata_storage::{
-    LoadErrors, LoadFailure, LoadedFile, Record, RejectedRow, Secrets, TableWriter, Transaction,
-    Uploads, run_cpu,
+    ColumnDef, LoadErrors, LoadFailure, LoadedFile, Record, RejectedRow, Secrets, TableWriter,
+    Transaction, Uploads, run_cpu,
 };
 
 use crate::error::{Error, Result};
@@ -343,10 +343,26 @@ pub(crate) async fn copy_into(
     let mut force = false;
     let mut on_error = None;
     let mut max_error_ratio = None;
+    let mut matching = ColumnMatch::Auto;
+    let mut evolve = false;
     for (key, values) in options(copy_options) {
         let v = values.first().cloned().unwrap_or_default();
         match key.as_str() {
             "FORCE" => force = truthy(&v),
+            "MATCH_BY_COLUMN_NAME" => {
+                matching = match v.to_ascii_uppercase().as_str() {
+                    "CASE_SENSITIVE" => ColumnMatch::CaseSensitive,
+                    "CASE_INSENSITIVE" => ColumnMatch::CaseInsensitive,
+                    "NONE" => ColumnMatch::Auto,
+                    _ => {
+                        return Err(Error::Plan(format!(
+                            "MATCH_BY_COLUMN_NAME must be CASE_SENSITIVE, CASE_INSENSITIVE or \
+                             NONE, got {v}"
+                        )));
+                    }
+                }
+            }
+            "ENABLE_SCHEMA_EVOLUTION" => evolve = boolean(&key, &v)?,
             "ON_ERROR" => on_error = Some(OnError::parse(&v)?),
             "MAX_ERROR_RATIO" => max_error_ratio = Some(ratio(&v)?),
             "ENDPOINT" => {
@@ -390,6 +406,39 @@ pub(crate) async fn copy_into(
     refuse_secrets_folder(session.warehouse(), &sources).await?;
 
     let (log, snapshot, table) = session.open_table_for_write(into).await?;
+    let csv_source = sources.iter().any(|s| {
+        let fmt = format
+            .clone()
+            .unwrap_or_else(|| FileFormat::from_extension(&s.display()));
+        matches!(fmt, FileFormat::Csv(_))
+    });
+    if matching != ColumnMatch::Auto && csv_source {
+        return Err(Error::Unsupported(
+            "MATCH_BY_COLUMN_NAME applies to Parquet and JSON files; CSV columns are matched by \
+             position"
+                .to_string(),
+        ));
+    }
+    let evolved = if evolve {
+        if matching == ColumnMatch::Auto {
+            return Err(Error::Plan(
+                "ENABLE_SCHEMA_EVOLUTION = TRUE needs MATCH_BY_COLUMN_NAME = CASE_SENSITIVE or \
+                 CASE_INSENSITIVE: new columns are found by name"
+                    .to_string(),
+            ));
+        }
+        let added = new_columns(&sources, format.as_ref(), &snapshot.metadata, matching).await?;
+        if added.is_empty() {
+            None
+        } else {
+            let mut metadata = snapshot.metadata.clone();
+            metadata.columns.extend(added);
+            metadata.assign_field_ids(Some(&snapshot.metadata));
+            Some(metadata)
+        }
+    } else {
+        None
+    };
     let (db, schema_name, table_name) = session.qualify_table(into)?;
     let warehouse = session.warehouse().clone();
     let write_options = session.write_options();
@@ -416,14 +465,22 @@ pub(crate) async fn copy_into(
 
     let store = warehouse.object_store();
     // A load removes nothing, so it has no fences to commit.
-    let prepared = constraints::prepare(&warehouse, &table, &log, &snapshot, &[]).await?;
+    // Rows are written in the table's new columns, if the files bring some; the commit is
+    // made on the snapshot read, with the new metadata in it.
+    let mut writing = snapshot.clone();
+    if let Some(metadata) = &evolved {
+        writing.metadata = metadata.clone();
+    }
+    let prepared = constraints::prepare(&warehouse, &table, &log, &writing, &[]).await?;
     let exclusive = prepared.exclusive;
     let mut table_writer =
-        TableWriter::new(&table, &snapshot, write_options).with_check(prepared.check);
+        TableWriter::new(&table, &writing, write_options).with_check(prepared.check);
     let uploads = Uploads::begin(&store, log.id()).await?;
     let loaded = async {
         let mut txn = Transaction::new("COPY INTO");
         txn.reject_loaded_twice = !force;
+        // The table's new columns commit with the rows that brought them.
+        txn.replace_metadata = evolved.clone();
         if exclusive {
             txn.reads = strata_storage::Reads::Table;
         }
@@ -458,7 +515,7 @@ pub(crate) async fn copy_into(
                     let src = source.clone();
                     let (w, outcome) = run_cpu(move || {
                         let mut w = table_writer;
-                        let outcome = load_file(&mut w, &src, data, &fmt, on_error);
+                        let outcome = load_file(&mut w, &src, data, &fmt, matching, on_error);
                         (w, outcome)
                     })
                     .await?;
@@ -620,11 +677,63 @@ impl FileLoad {
 
 /// Loads one file into `writer`. Bad records are left out and reported unless `on_error` is
 /// `AbortStatement`; an error ends the statement.
+/// The columns of the files `sources` that the table does not have (`ENABLE_SCHEMA_EVOLUTION`),
+/// as nullable columns in storage types, in the order the files first show them.
+async fn new_columns(
+    sources: &[SourceFile],
+    format: Option<&FileFormat>,
+    metadata: &strata_storage::TableMetadata,
+    matching: ColumnMatch,
+) -> Result<Vec<ColumnDef>> {
+    let mut added: Vec<ColumnDef> = Vec::new();
+    for source in sources {
+        let fmt = format
+            .cloned()
+            .unwrap_or_else(|| FileFormat::from_extension(&source.display()));
+        let data = source.open().await?;
+        let src = source.clone();
+        let fields = run_cpu(move || load::file_columns(&src, data, &fmt)).await??;
+        for field in fields {
+            let known = metadata
+                .columns
+                .iter()
+                .chain(&added)
+                .find(|c| matching.matches(field.name(), &c.name));
+            let data_type = crate::types::storage_type(field.data_type());
+            match known {
+                Some(c) if c.data_type == data_type || !added.iter().any(|a| a.name == c.name) => {}
+                Some(c) => {
+                    return Err(Error::Plan(format!(
+                        "{}: new column '{}' is {} here and {} in another file",
+                        source.display(),
+                        field.name(),
+                        strata_storage::sql_type_name(&data_type),
+                        strata_storage::sql_type_name(&c.data_type)
+                    )));
+                }
+                None => {
+                    crate::types::check_storable(&data_type, field.name())
+                        .map_err(|e| Error::Plan(format!("{}: {e}", source.display())))?;
+                    // Unquoted names fold to lower case: a column found regardless of case
+                    // gets the name a query would use for it.
+                    let name = match matching {
+                        ColumnMatch::CaseInsensitive => field.name().to_lowercase(),
+                        _ => field.name().clone(),
+                    };
+                    added.push(ColumnDef::new(name, data_type, true));
+                }
+            }
+        }
+    }
+    Ok(added)
+}
+
 fn load_file(
     writer: &mut TableWriter,
     source: &SourceFile,
     data: SourceData,
     format: &FileFormat,
+    matching: ColumnMatch,
     on_error: OnError,
 ) -> Result<FileLoad> {
     let schema = writer.schema();
@@ -647,39 +756,47 @@ fn load_file(
     // An error of the writer (not of the file) ends the statement whatever `on_error` says.
     let mut fatal = false;
     let mut seen = 0u64;
-    let read = load::read_file(source, data, format, &schema, read_mode, |batch| {
-        seen += (batch.rows.num_rows() + batch.errors.len()) as u64;
-        outcome.errors.extend(batch.errors);
-        let rows = batch.rows;
-        let rejected = writer.screen(&rows).inspect_err(|_| fatal = true)?;
-        let rows = if rejected.is_empty() {
-            rows
-        } else {
-            if on_error == OnError::AbortStatement {
-                let (row, error) = &rejected[0];
-                fatal = true;
-                return Err(strata_storage::Error::ConstraintViolation {
-                    table: table.clone(),
-                    reason: format!("line {} {}", batch.lines[*row], error.reason),
-                });
+    let read = load::read_file(
+        source,
+        data,
+        format,
+        matching,
+        &schema,
+        read_mode,
+        |batch| {
+            seen += (batch.rows.num_rows() + batch.errors.len()) as u64;
+            outcome.errors.extend(batch.errors);
+            let rows = batch.rows;
+            let rejected = writer.screen(&rows).inspect_err(|_| fatal = true)?;
+            let rows = if rejected.is_empty() {
+                rows
+            } else {
+                if on_error == OnError::AbortStatement {
+                    let (row, error) = &rejected[0];
+                    fatal = true;
+                    return Err(strata_storage::Error::ConstraintViolation {
+                        table: table.clone(),
+                        reason: format!("line {} {}", batch.lines[*row], error.reason),
+                    });
+                }
+                let mut keep = vec![true; rows.num_rows()];
+                for (row, mut error) in rejected {
+                    keep[row] = false;
+                    error.line = Some(batch.lines[row]);
+                    outcome.errors.push(error);
+                }
+                outcome.errors.sort_by_key(|e| e.line);
+                arrow::compute::filter_record_batch(&rows, &BooleanArray::from(keep))?
+            };
+            outcome.loaded += rows.num_rows() as u64;
+            if skipping {
+                held.push(rows);
+                Ok(())
+            } else {
+                writer.write_screened(rows).inspect_err(|_| fatal = true)
             }
-            let mut keep = vec![true; rows.num_rows()];
-            for (row, mut error) in rejected {
-                keep[row] = false;
-                error.line = Some(batch.lines[row]);
-                outcome.errors.push(error);
-            }
-            outcome.errors.sort_by_key(|e| e.line);
-            arrow::compute::filter_record_batch(&rows, &BooleanArray::from(keep))?
-        };
-        outcome.loaded += rows.num_rows() as u64;
-        if skipping {
-            held.push(rows);
-            Ok(())
-        } else {
-            writer.write_screened(rows).inspect_err(|_| fatal = true)
-        }
-    });
+        },
+    );
     match read {
         Ok(records) => outcome.records = records,
         Err(e) if fatal || on_error == OnError::AbortStatement => return Err(e.into()),

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use proptest::prelude::*;
 
-use super::{CsvOptions, FileFormat, OnRowError, SourceData, SourceFile, read_file};
+use super::{ColumnMatch, CsvOptions, FileFormat, OnRowError, SourceData, SourceFile, read_file};
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -30,10 +30,17 @@ fn schema() -> SchemaRef {
 fn read(bytes: Vec<u8>, format: &FileFormat, on_error: OnRowError) {
     let file = SourceFile::named("fuzz.input", bytes.len() as u64);
     let schema = schema();
+    // Every way of matching columns, drawn from the input.
+    let matching = match bytes.len() % 3 {
+        0 => ColumnMatch::Auto,
+        1 => ColumnMatch::CaseSensitive,
+        _ => ColumnMatch::CaseInsensitive,
+    };
     let outcome = read_file(
         &file,
         SourceData::Bytes(Bytes::from(bytes)),
         format,
+        matching,
         &schema,
         on_error,
         |batch| {

@@ -29,6 +29,31 @@ use crate::error::{Error, Result};
 /// Rows per batch read from a source file.
 const READ_BATCH_ROWS: usize = 64 * 1024;
 
+/// How the columns of a Parquet or JSON file are matched to the table's
+/// (`MATCH_BY_COLUMN_NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ColumnMatch {
+    /// Parquet: by name (any case) if the file has every table column, else by position if
+    /// the counts agree; JSON: by key.
+    #[default]
+    Auto,
+    /// By name, exactly; a table column the file lacks is NULL, a file column the table lacks
+    /// is left out.
+    CaseSensitive,
+    /// By name, in any case; otherwise as [`ColumnMatch::CaseSensitive`].
+    CaseInsensitive,
+}
+
+impl ColumnMatch {
+    /// Whether a file's column `name` is the table's column `column`.
+    pub fn matches(self, name: &str, column: &str) -> bool {
+        match self {
+            ColumnMatch::CaseSensitive => name == column,
+            ColumnMatch::Auto | ColumnMatch::CaseInsensitive => name.eq_ignore_ascii_case(column),
+        }
+    }
+}
+
 /// What a reader does with a bad record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnRowError {
@@ -81,6 +106,7 @@ pub fn read_file(
     file: &SourceFile,
     data: SourceData,
     format: &FileFormat,
+    matching: ColumnMatch,
     schema: &SchemaRef,
     on_error: OnRowError,
     mut sink: impl FnMut(SourceBatch) -> Result<()>,
@@ -112,11 +138,15 @@ pub fn read_file(
             let bytes = data
                 .bytes()
                 .map_err(|e| fail(format!("cannot read: {e}")))?;
+            let bytes = match matching {
+                ColumnMatch::CaseInsensitive => keys_as_columns(&bytes, schema),
+                _ => bytes,
+            };
             read_json(&bytes, schema, &mut deliver, &fail)
         }
         FileFormat::Parquet => match data {
-            SourceData::File(f) => read_parquet(f, schema, &mut deliver, &fail),
-            SourceData::Bytes(b) => read_parquet(b, schema, &mut deliver, &fail),
+            SourceData::File(f) => read_parquet(f, schema, matching, &mut deliver, &fail),
+            SourceData::Bytes(b) => read_parquet(b, schema, matching, &mut deliver, &fail),
         },
     });
     std::panic::catch_unwind(read).unwrap_or_else(|payload| {
@@ -125,6 +155,55 @@ pub fn read_file(
             crate::error::panic_message(payload.as_ref())
         )))
     })
+}
+
+/// The columns of a Parquet or JSON file (`ENABLE_SCHEMA_EVOLUTION`): the Parquet schema, or
+/// the types the JSON values of the whole file infer to. Blocking: call off the async runtime.
+pub fn file_columns(
+    file: &SourceFile,
+    data: SourceData,
+    format: &FileFormat,
+) -> Result<Vec<Field>> {
+    let fail = |reason: String| Error::Load {
+        file: file.display(),
+        reason,
+    };
+    fn parquet_fields<R: ChunkReader + 'static>(reader: R) -> Result<Vec<Field>, String> {
+        let builder = ParquetRecordBatchReaderBuilder::try_new(reader)
+            .map_err(|e| format!("not a readable Parquet file: {e}"))?;
+        Ok(builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect())
+    }
+    let read = std::panic::AssertUnwindSafe(|| -> Result<Vec<Field>, String> {
+        match format {
+            FileFormat::Parquet => match data {
+                SourceData::File(f) => parquet_fields(f),
+                SourceData::Bytes(b) => parquet_fields(b),
+            },
+            FileFormat::Json => {
+                let bytes = data.bytes().map_err(|e| format!("cannot read: {e}"))?;
+                let (schema, _) =
+                    arrow::json::reader::infer_json_schema(std::io::Cursor::new(&bytes[..]), None)
+                        .map_err(|e| format!("cannot infer the columns of the file: {e}"))?;
+                Ok(schema.fields().iter().map(|f| f.as_ref().clone()).collect())
+            }
+            FileFormat::Csv(_) => {
+                Err("new columns are found in Parquet and JSON files, not CSV".to_string())
+            }
+        }
+    });
+    std::panic::catch_unwind(read)
+        .unwrap_or_else(|payload| {
+            Err(format!(
+                "the file is damaged: its reader failed ({})",
+                crate::error::panic_message(payload.as_ref())
+            ))
+        })
+        .map_err(fail)
 }
 
 /// CSV: every field is read as text, then converted column by column (see [`conform_rows`]).
@@ -498,13 +577,21 @@ fn json_error(n: u64, line: &[u8], message: &str) -> RowError {
 fn read_parquet<R: ChunkReader + 'static>(
     reader: R,
     schema: &SchemaRef,
+    matching: ColumnMatch,
     deliver: &mut dyn FnMut(SourceBatch) -> Result<()>,
     fail: &dyn Fn(String) -> Error,
 ) -> Result<u64> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(reader)
         .map_err(|e| fail(format!("not a readable Parquet file: {e}")))?;
     let file_schema = Arc::clone(builder.schema());
-    let indices = match_columns(&file_schema, schema).map_err(fail)?;
+    let indices: Vec<Option<usize>> = match matching {
+        ColumnMatch::Auto => match_columns(&file_schema, schema)
+            .map_err(fail)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        _ => match_by_name(&file_schema, schema, matching).map_err(fail)?,
+    };
     let row_groups: Vec<i64> = builder
         .metadata()
         .row_groups()
@@ -524,12 +611,20 @@ fn read_parquet<R: ChunkReader + 'static>(
                 row_groups.len()
             ))
         })?;
-        let picked = batch.project(&indices)?;
-        let numbers = (rows + 1..=rows + picked.num_rows() as u64).collect();
-        rows += picked.num_rows() as u64;
+        let n = batch.num_rows();
+        let picked: Vec<ArrayRef> = indices
+            .iter()
+            .zip(schema.fields())
+            .map(|(i, field)| match i {
+                Some(i) => Arc::clone(batch.column(*i)),
+                None => arrow::array::new_null_array(field.data_type(), n),
+            })
+            .collect();
+        let numbers = (rows + 1..=rows + n as u64).collect();
+        rows += n as u64;
         let mut errors = Vec::new();
-        let (picked, numbers) = conform_rows(picked.columns(), schema, numbers, &mut errors)
-            .map_err(|e| fail(e.to_string()))?;
+        let (picked, numbers) =
+            conform_rows(&picked, schema, numbers, &mut errors).map_err(|e| fail(e.to_string()))?;
         errors.sort_by_key(|e| e.line);
         deliver(SourceBatch {
             rows: picked,
@@ -649,6 +744,71 @@ fn skip_lines(reader: &mut impl std::io::BufRead, n: usize) -> std::io::Result<(
 }
 
 /// Table columns in the file: by name when every table column is present, else by position.
+/// `MATCH_BY_COLUMN_NAME`: each table column's position in the file, if it has it. A file
+/// that shares no column with the table is an error: it is surely the wrong file.
+fn match_by_name(
+    file: &SchemaRef,
+    table: &SchemaRef,
+    matching: ColumnMatch,
+) -> Result<Vec<Option<usize>>, String> {
+    let indices: Vec<Option<usize>> = table
+        .fields()
+        .iter()
+        .map(|f| {
+            file.fields()
+                .iter()
+                .position(|ff| matching.matches(ff.name(), f.name()))
+        })
+        .collect();
+    if indices.iter().all(Option::is_none) {
+        let names: Vec<&str> = file.fields().iter().map(|f| f.name().as_str()).collect();
+        return Err(format!(
+            "no column of the file ({}) matches a column of the table by name",
+            names.join(", ")
+        ));
+    }
+    Ok(indices)
+}
+
+/// The lines of a JSON file with each key that names a table column in another case spelled
+/// as the column (`MATCH_BY_COLUMN_NAME = CASE_INSENSITIVE`). A line that is not an object is
+/// kept as it is, to be reported by the reader.
+fn keys_as_columns(bytes: &Bytes, schema: &SchemaRef) -> Bytes {
+    let mut out = Vec::with_capacity(bytes.len());
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if i > 0 {
+            out.push(b'\n');
+        }
+        let renamed = serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line)
+            .ok()
+            .filter(|object| {
+                object.keys().any(|k| {
+                    schema.field_with_name(k).is_err() && column_in_any_case(schema, k).is_some()
+                })
+            })
+            .map(|object| {
+                let object: serde_json::Map<String, serde_json::Value> = object
+                    .into_iter()
+                    .map(|(k, v)| match column_in_any_case(schema, &k) {
+                        Some(column) if schema.field_with_name(&k).is_err() => (column, v),
+                        _ => (k, v),
+                    })
+                    .collect();
+                serde_json::to_vec(&object).unwrap_or_else(|_| line.to_vec())
+            });
+        out.extend_from_slice(renamed.as_deref().unwrap_or(line));
+    }
+    Bytes::from(out)
+}
+
+fn column_in_any_case(schema: &SchemaRef, key: &str) -> Option<String> {
+    schema
+        .fields()
+        .iter()
+        .find(|f| f.name().eq_ignore_ascii_case(key))
+        .map(|f| f.name().clone())
+}
+
 fn match_columns(file: &SchemaRef, table: &SchemaRef) -> Result<Vec<usize>, String> {
     let by_name: Option<Vec<usize>> = table
         .fields()
@@ -712,12 +872,20 @@ mod tests {
         let file = &list_local(path.to_str().unwrap()).unwrap()[0];
         let data = SourceData::File(File::open(&path).unwrap());
         let (mut ids, mut lines, mut errors) = (Vec::new(), Vec::new(), Vec::new());
-        read_file(file, data, &format, &schema(), on_error, |b| {
-            ids.extend(b.rows.column(0).as_primitive::<Int64Type>().values());
-            lines.extend(b.lines);
-            errors.extend(b.errors);
-            Ok(())
-        })?;
+        read_file(
+            file,
+            data,
+            &format,
+            ColumnMatch::Auto,
+            &schema(),
+            on_error,
+            |b| {
+                ids.extend(b.rows.column(0).as_primitive::<Int64Type>().values());
+                lines.extend(b.lines);
+                errors.extend(b.errors);
+                Ok(())
+            },
+        )?;
         Ok((ids, lines, errors))
     }
 
