@@ -8,12 +8,14 @@
 //!   operands' bounds prove none can overflow;
 //! - [`date_comparison`]: compares DATE with TIMESTAMP as dates, as warehouses do;
 //! - [`checked_integers`]: integer `+ - *` fail on overflow instead of wrapping;
+//! - [`checked_sum`]: `SUM` over integers fails on overflow (a function, registered as `sum`);
 //! - [`await_join_filters`]: makes scans below a hash join wait for its dynamic filter;
 //! - [`yield_after_joins`]: joins yield to the runtime, so a cancelled query stops;
 //! - [`date_dimension`]: the `date_dimension(start, end)` table function.
 
 pub(crate) mod await_join_filters;
 pub(crate) mod checked_integers;
+pub(crate) mod checked_sum;
 pub(crate) mod date_comparison;
 pub(crate) mod date_dimension;
 pub(crate) mod decimal_arithmetic;

@@ -115,6 +115,7 @@ impl Session {
             .expect("JSON functions register");
         rules::register_table_functions(&ctx);
         crate::functions::register(&ctx);
+        crate::rules::checked_sum::register(&ctx);
         Self {
             warehouse,
             ctx,

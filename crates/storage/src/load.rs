@@ -13,4 +13,7 @@ mod read;
 mod source;
 
 pub use read::{ColumnMatch, OnRowError, RowError, SourceBatch, file_columns, read_file};
-pub use source::{CsvOptions, FileFormat, SourceData, SourceFile, list_sources};
+pub use source::{
+    Compression, CsvOptions, FileFormat, MAX_DECOMPRESSED_BYTES, SourceData, SourceFile,
+    list_sources,
+};

@@ -23,7 +23,8 @@ use datafusion::sql::sqlparser::ast::helpers::key_value_options::{
 };
 use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, Value};
 use strata_storage::load::{
-    self, ColumnMatch, CsvOptions, FileFormat, OnRowError, RowError, SourceData, SourceFile,
+    self, ColumnMatch, Compression, CsvOptions, FileFormat, OnRowError, RowError, SourceData,
+    SourceFile,
 };
 use strata_storage::{
     ColumnDef, LoadErrors, LoadFailure, LoadedFile, Record, RejectedRow, Secrets, TableWriter,
@@ -286,6 +287,8 @@ pub(crate) async fn copy_into(
     // Options.
     let mut format: Option<FileFormat> = None;
     let mut csv = CsvOptions::default();
+    // `None`: by each file's extension.
+    let mut compression: Option<Compression> = None;
     for (key, values) in options(file_format) {
         let v = values.first().cloned().unwrap_or_default();
         match key.as_str() {
@@ -317,6 +320,17 @@ pub(crate) async fn copy_into(
             "NULL_IF" => csv.null_if = values,
             "EMPTY_FIELD_AS_NULL" => csv.empty_field_as_null = boolean(&key, &v)?,
             "TRIM_SPACE" => csv.trim_space = boolean(&key, &v)?,
+            "DATE_FORMAT" | "TIMESTAMP_FORMAT" => {
+                // Snowflake's words (`DD/MM/YYYY`) or chrono's (`%d/%m/%Y`); AUTO is ISO 8601.
+                let format = (!v.eq_ignore_ascii_case("AUTO")).then(|| {
+                    crate::functions::chrono_format("to_date", &v).unwrap_or_else(|| v.clone())
+                });
+                if key == "DATE_FORMAT" {
+                    csv.date_format = format;
+                } else {
+                    csv.timestamp_format = format;
+                }
+            }
             "ERROR_ON_COLUMN_COUNT_MISMATCH" => {
                 csv.error_on_column_count_mismatch = boolean(&key, &v)?
             }
@@ -334,7 +348,7 @@ pub(crate) async fn copy_into(
                      with iconv)"
                 )));
             }
-            "COMPRESSION" if v.eq_ignore_ascii_case("NONE") || v.eq_ignore_ascii_case("AUTO") => {}
+            "COMPRESSION" => compression = Compression::parse(&v).map_err(Error::Unsupported)?,
             other => {
                 return Err(Error::Unsupported(format!("FILE_FORMAT option {other}")));
             }
@@ -510,8 +524,14 @@ pub(crate) async fn copy_into(
                     FileFormat::Csv(_) => FileFormat::Csv(csv.clone()),
                     other => other,
                 });
+            let codec =
+                compression.unwrap_or_else(|| Compression::from_extension(&source.display()));
             let outcome = match source.open().await {
                 Ok(data) => {
+                    let data = match codec {
+                        Compression::None => data,
+                        codec => data.decompress(codec),
+                    };
                     let src = source.clone();
                     let (w, outcome) = run_cpu(move || {
                         let mut w = table_writer;
@@ -690,7 +710,10 @@ async fn new_columns(
         let fmt = format
             .cloned()
             .unwrap_or_else(|| FileFormat::from_extension(&source.display()));
-        let data = source.open().await?;
+        let data = match Compression::from_extension(&source.display()) {
+            Compression::None => source.open().await?,
+            codec => source.open().await?.decompress(codec),
+        };
         let src = source.clone();
         let fields = run_cpu(move || load::file_columns(&src, data, &fmt)).await??;
         for field in fields {

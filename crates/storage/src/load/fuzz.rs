@@ -72,9 +72,10 @@ fn csv_options() -> impl Strategy<Value = CsvOptions> {
         prop::option::of(Just(b'\\')),
         prop::collection::vec("[A-Z\\\\]{0,3}", 0..3),
         (any::<bool>(), any::<bool>(), any::<bool>()),
+        prop::option::of(prop::sample::select(vec!["%d/%m/%Y", "%Y%m%d", "%e %b %Y"])),
     )
         .prop_map(
-            |(skip_header, delimiter, quote, escape, null_if, (empty_null, trim, strict))| {
+            |(skip_header, delimiter, quote, escape, null_if, (empty_null, trim, strict), date)| {
                 CsvOptions {
                     skip_header,
                     delimiter,
@@ -84,6 +85,8 @@ fn csv_options() -> impl Strategy<Value = CsvOptions> {
                     empty_field_as_null: empty_null,
                     trim_space: trim,
                     error_on_column_count_mismatch: strict,
+                    date_format: date.map(str::to_string),
+                    timestamp_format: None,
                 }
             },
         )

@@ -16,8 +16,11 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringBuilder};
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, RecordBatch, StringBuilder,
+    TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::Bytes;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -147,6 +150,7 @@ pub fn read_file(
         FileFormat::Parquet => match data {
             SourceData::File(f) => read_parquet(f, schema, matching, &mut deliver, &fail),
             SourceData::Bytes(b) => read_parquet(b, schema, matching, &mut deliver, &fail),
+            SourceData::Decompressed(_) => Err(compressed_parquet(&fail)),
         },
     });
     std::panic::catch_unwind(read).unwrap_or_else(|payload| {
@@ -183,6 +187,7 @@ pub fn file_columns(
             FileFormat::Parquet => match data {
                 SourceData::File(f) => parquet_fields(f),
                 SourceData::Bytes(b) => parquet_fields(b),
+                SourceData::Decompressed(_) => Err(COMPRESSED_PARQUET.to_string()),
             },
             FileFormat::Json => {
                 let bytes = data.bytes().map_err(|e| format!("cannot read: {e}"))?;
@@ -204,6 +209,13 @@ pub fn file_columns(
             ))
         })
         .map_err(fail)
+}
+
+const COMPRESSED_PARQUET: &str =
+    "a compressed Parquet file: Parquet compresses its pages itself; load the .parquet file";
+
+fn compressed_parquet(fail: &dyn Fn(String) -> Error) -> Error {
+    fail(COMPRESSED_PARQUET.to_string())
 }
 
 /// CSV: every field is read as text, then converted column by column (see [`conform_rows`]).
@@ -252,14 +264,14 @@ fn read_csv(
             errors.push(error);
             // In `Fail` mode this fails, with the bad record or an earlier bad value.
             if on_error == OnRowError::Fail {
-                text.flush(schema, &mut errors, deliver)?;
+                text.flush(schema, options, &mut errors, deliver)?;
             }
         }
         if text.lines.len() == READ_BATCH_ROWS {
-            text.flush(schema, &mut errors, deliver)?;
+            text.flush(schema, options, &mut errors, deliver)?;
         }
     }
-    text.flush(schema, &mut errors, deliver)?;
+    text.flush(schema, options, &mut errors, deliver)?;
     Ok(records)
 }
 
@@ -395,6 +407,7 @@ impl TextRows {
     fn flush(
         &mut self,
         schema: &SchemaRef,
+        options: &CsvOptions,
         errors: &mut Vec<RowError>,
         deliver: &mut dyn FnMut(SourceBatch) -> Result<()>,
     ) -> Result<()> {
@@ -414,7 +427,11 @@ impl TextRows {
             .map(|c| Arc::new(c.finish()) as ArrayRef)
             .collect();
         let lines = std::mem::take(&mut self.lines);
-        let (rows, lines) = conform_rows(&columns, schema, lines, errors)?;
+        let formats = TextFormats {
+            date: options.date_format.as_deref(),
+            timestamp: options.timestamp_format.as_deref(),
+        };
+        let (rows, lines) = conform_rows(&columns, schema, formats, lines, errors)?;
         errors.sort_by_key(|e| e.line);
         deliver(SourceBatch {
             rows,
@@ -476,7 +493,13 @@ fn read_json(
                 (batch, numbers)
             }
         };
-        let (rows, numbers) = conform_rows(batch.columns(), schema, numbers, &mut errors)?;
+        let (rows, numbers) = conform_rows(
+            batch.columns(),
+            schema,
+            TextFormats::default(),
+            numbers,
+            &mut errors,
+        )?;
         errors.sort_by_key(|e| e.line);
         deliver(SourceBatch {
             rows,
@@ -623,8 +646,14 @@ fn read_parquet<R: ChunkReader + 'static>(
         let numbers = (rows + 1..=rows + n as u64).collect();
         rows += n as u64;
         let mut errors = Vec::new();
-        let (picked, numbers) =
-            conform_rows(&picked, schema, numbers, &mut errors).map_err(|e| fail(e.to_string()))?;
+        let (picked, numbers) = conform_rows(
+            &picked,
+            schema,
+            TextFormats::default(),
+            numbers,
+            &mut errors,
+        )
+        .map_err(|e| fail(e.to_string()))?;
         errors.sort_by_key(|e| e.line);
         deliver(SourceBatch {
             rows: picked,
@@ -638,9 +667,55 @@ fn read_parquet<R: ChunkReader + 'static>(
 /// Converts `columns` (one per table column, any type) to `schema`. A row with a value that does
 /// not convert, or with NULL in a NOT NULL column, is left out and reported in `errors` (its
 /// first problem only). Returns the rows kept and their lines.
+/// Formats text is read in for DATE and TIMESTAMP columns (`DATE_FORMAT`, `TIMESTAMP_FORMAT`),
+/// in chrono's words; `None` reads ISO 8601 (and what Arrow's cast takes).
+#[derive(Debug, Clone, Copy, Default)]
+struct TextFormats<'a> {
+    date: Option<&'a str>,
+    timestamp: Option<&'a str>,
+}
+
+impl TextFormats<'_> {
+    /// `column` (text) read as `to` with the format for that type, if one is set; a value that
+    /// does not match the format is NULL.
+    fn parse(&self, column: &ArrayRef, to: &DataType) -> Option<(ArrayRef, &str)> {
+        let text = column.as_string_opt::<i32>()?;
+        match to {
+            DataType::Date32 => {
+                let format = self.date?;
+                let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+                let days = text.iter().map(|v| {
+                    let date = chrono::NaiveDate::parse_from_str(v?.trim(), format).ok()?;
+                    i32::try_from((date - epoch).num_days()).ok()
+                });
+                Some((Arc::new(Date32Array::from_iter(days)), format))
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+                let format = self.timestamp?;
+                let micros = text.iter().map(|v| {
+                    let v = v?.trim();
+                    let at = chrono::NaiveDateTime::parse_from_str(v, format)
+                        .ok()
+                        .or_else(|| {
+                            chrono::NaiveDate::parse_from_str(v, format)
+                                .ok()?
+                                .and_hms_opt(0, 0, 0)
+                        })?;
+                    Some(at.and_utc().timestamp_micros())
+                });
+                let array =
+                    TimestampMicrosecondArray::from_iter(micros).with_timezone_opt(tz.clone());
+                Some((Arc::new(array), format))
+            }
+            _ => None,
+        }
+    }
+}
+
 fn conform_rows(
     columns: &[ArrayRef],
     schema: &SchemaRef,
+    formats: TextFormats,
     lines: Vec<u64>,
     errors: &mut Vec<RowError>,
 ) -> Result<(RecordBatch, Vec<u64>)> {
@@ -654,6 +729,22 @@ fn conform_rows(
     for (field, column) in schema.fields().iter().zip(columns) {
         let converted = if column.data_type() == field.data_type() {
             Arc::clone(column)
+        } else if let Some((parsed, format)) = formats.parse(column, field.data_type()) {
+            for r in (0..rows).filter(|r| column.is_valid(*r) && parsed.is_null(*r)) {
+                if !std::mem::replace(&mut bad[r], true) {
+                    let value = text_of(column, r);
+                    errors.push(RowError {
+                        line: Some(lines[r]),
+                        column: Some(field.name().clone()),
+                        reason: format!(
+                            "cannot read '{value}' as {} in the format '{format}'",
+                            crate::log::sql_type_name(field.data_type())
+                        ),
+                        value: Some(value),
+                    });
+                }
+            }
+            parsed
         } else {
             match arrow::compute::cast_with_options(column, field.data_type(), &strict) {
                 Ok(c) => c,

@@ -36,6 +36,10 @@ pub struct CsvOptions {
     /// (`ERROR_ON_COLUMN_COUNT_MISMATCH`, the default); else missing fields are NULL and extra
     /// ones ignored.
     pub error_on_column_count_mismatch: bool,
+    /// How DATE fields are written, in chrono's words (`DATE_FORMAT`); ISO 8601 if `None`.
+    pub date_format: Option<String>,
+    /// How TIMESTAMP fields are written, in chrono's words (`TIMESTAMP_FORMAT`).
+    pub timestamp_format: Option<String>,
 }
 
 impl Default for CsvOptions {
@@ -49,6 +53,8 @@ impl Default for CsvOptions {
             empty_field_as_null: true,
             trim_space: false,
             error_on_column_count_mismatch: true,
+            date_format: None,
+            timestamp_format: None,
         }
     }
 }
@@ -64,10 +70,72 @@ pub enum FileFormat {
     Parquet,
 }
 
-impl FileFormat {
-    /// Guesses the format from a file extension; CSV otherwise.
+/// How a source file is compressed (`COMPRESSION =`, or its extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Not compressed.
+    None,
+    /// gzip (`.gz`).
+    Gzip,
+    /// Zstandard (`.zst`).
+    Zstd,
+    /// bzip2 (`.bz2`).
+    Bzip2,
+}
+
+/// Bytes a compressed JSON file may expand to (it is read whole): a bound against a file made
+/// to expand without end.
+pub const MAX_DECOMPRESSED_BYTES: u64 = 4 << 30;
+
+impl Compression {
+    const EXTENSIONS: [(&'static str, Compression); 5] = [
+        (".gz", Compression::Gzip),
+        (".gzip", Compression::Gzip),
+        (".zst", Compression::Zstd),
+        (".zstd", Compression::Zstd),
+        (".bz2", Compression::Bzip2),
+    ];
+
+    /// The compression a file name's extension says.
     pub fn from_extension(path: &str) -> Self {
         let lower = path.to_ascii_lowercase();
+        Self::EXTENSIONS
+            .iter()
+            .find(|(ext, _)| lower.ends_with(ext))
+            .map_or(Compression::None, |(_, c)| *c)
+    }
+
+    /// `COMPRESSION = ...`: `None` for `AUTO` (by extension).
+    pub fn parse(value: &str) -> std::result::Result<Option<Self>, String> {
+        Ok(Some(match value.to_ascii_uppercase().as_str() {
+            "AUTO" => return Ok(None),
+            "NONE" => Compression::None,
+            "GZIP" | "GZ" => Compression::Gzip,
+            "ZSTD" => Compression::Zstd,
+            "BZ2" | "BZIP2" => Compression::Bzip2,
+            other => {
+                return Err(format!(
+                    "COMPRESSION = {other} (use AUTO, NONE, GZIP, ZSTD or BZ2)"
+                ));
+            }
+        }))
+    }
+
+    /// The name without its compression extension (`orders.csv.gz` is a CSV file).
+    fn strip(path: &str) -> &str {
+        let lower = path.to_ascii_lowercase();
+        Self::EXTENSIONS
+            .iter()
+            .find(|(ext, _)| lower.ends_with(ext))
+            .map_or(path, |(ext, _)| &path[..path.len() - ext.len()])
+    }
+}
+
+impl FileFormat {
+    /// Guesses the format from a file extension (under a compression extension); CSV
+    /// otherwise.
+    pub fn from_extension(path: &str) -> Self {
+        let lower = Compression::strip(path).to_ascii_lowercase();
         if lower.ends_with(".parquet") {
             FileFormat::Parquet
         } else if lower.ends_with(".json")
@@ -116,16 +184,46 @@ enum Origin {
 }
 
 /// The bytes of a source file, ready to read: a local file, or a fetched remote object.
-#[derive(Debug)]
 pub enum SourceData {
     /// A local file.
     File(File),
     /// A remote object, fetched whole.
     Bytes(Bytes),
+    /// A compressed file, decompressed as it is read.
+    Decompressed(Box<dyn std::io::Read + Send>),
+}
+
+impl std::fmt::Debug for SourceData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SourceData::File(file) => write!(f, "File({file:?})"),
+            SourceData::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            SourceData::Decompressed(_) => f.write_str("Decompressed"),
+        }
+    }
 }
 
 impl SourceData {
-    /// All the bytes.
+    /// The data, decompressed as it is read with `compression`.
+    pub fn decompress(self, compression: Compression) -> Self {
+        let raw: Box<dyn std::io::Read + Send> = match self {
+            SourceData::File(f) => Box::new(f),
+            SourceData::Bytes(b) => Box::new(b.reader()),
+            SourceData::Decompressed(r) => r,
+        };
+        let reader: Box<dyn std::io::Read + Send> = match compression {
+            Compression::None => raw,
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+            Compression::Bzip2 => Box::new(bzip2::read::MultiBzDecoder::new(raw)),
+            Compression::Zstd => match zstd::stream::read::Decoder::new(raw) {
+                Ok(decoder) => Box::new(decoder),
+                Err(e) => Box::new(FailingReader(Some(e))),
+            },
+        };
+        SourceData::Decompressed(reader)
+    }
+
+    /// All the bytes (decompressed: at most [`MAX_DECOMPRESSED_BYTES`]).
     pub(crate) fn bytes(self) -> std::io::Result<Bytes> {
         match self {
             SourceData::File(mut f) => {
@@ -134,6 +232,18 @@ impl SourceData {
                 Ok(Bytes::from(buffer))
             }
             SourceData::Bytes(b) => Ok(b),
+            SourceData::Decompressed(r) => {
+                let mut buffer = Vec::new();
+                let mut bounded = std::io::Read::take(r, MAX_DECOMPRESSED_BYTES + 1);
+                let read = std::io::Read::read_to_end(&mut bounded, &mut buffer)?;
+                if read as u64 > MAX_DECOMPRESSED_BYTES {
+                    return Err(std::io::Error::other(format!(
+                        "it decompresses to more than {} GiB; split it into smaller files",
+                        MAX_DECOMPRESSED_BYTES >> 30
+                    )));
+                }
+                Ok(Bytes::from(buffer))
+            }
         }
     }
 
@@ -142,7 +252,20 @@ impl SourceData {
         match self {
             SourceData::File(f) => Box::new(BufReader::new(f)),
             SourceData::Bytes(b) => Box::new(b.reader()),
+            SourceData::Decompressed(r) => Box::new(BufReader::new(r)),
         }
+    }
+}
+
+/// A reader that fails with the error a decoder could not start with.
+struct FailingReader(Option<std::io::Error>);
+
+impl std::io::Read for FailingReader {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Err(self
+            .0
+            .take()
+            .unwrap_or_else(|| std::io::Error::other("not readable")))
     }
 }
 
