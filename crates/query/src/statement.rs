@@ -248,6 +248,9 @@ impl Session {
                 }
                 return Ok(result);
             }
+            SqlStatement::Insert(insert) if insert.partitioned.is_some() => {
+                dml::insert_partition(self, insert).await?
+            }
             SqlStatement::Update(update) if update.from.is_some() => {
                 let merge = dml::update_from_as_merge(update)?;
                 let (merged, _) = self.run_datafusion(merge, params).await?;

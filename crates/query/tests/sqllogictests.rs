@@ -6,6 +6,8 @@
 //! Pass a substring as the first argument to run only matching files, and `--complete` to
 //! rewrite the expected results from actual ones (review the diff).
 
+mod corpus;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -326,7 +328,15 @@ async fn main() -> std::process::ExitCode {
         }
     }
     println!("sqllogictest: {passed} passed, {failed} failed");
-    if failed == 0 && passed > 0 {
+    // SQLite's corpus: a fast subset by default, all of it with STRATA_SLT_CORPUS=all; not
+    // when running chosen files.
+    let corpus = std::env::var("STRATA_SLT_CORPUS").unwrap_or_default();
+    let corpus_ok = match (filter.is_some() || complete, corpus.as_str()) {
+        (_, "all") => corpus::run(true).await,
+        (true, _) | (_, "off") => true,
+        _ => corpus::run(false).await,
+    };
+    if failed == 0 && passed > 0 && corpus_ok {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::FAILURE

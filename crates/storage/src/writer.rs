@@ -43,6 +43,9 @@ pub struct WriteOptions {
     pub row_group_rows: usize,
     /// Interval partitions one statement may create.
     pub max_new_partitions: usize,
+    /// The one partition rows may go to (`INSERT ... PARTITION (p)`): a row of another is an
+    /// error.
+    pub only_partition: Option<String>,
 }
 
 /// Default of [`WriteOptions::max_new_partitions`].
@@ -54,6 +57,7 @@ impl Default for WriteOptions {
             target_file_size_bytes: DEFAULT_TARGET_FILE_SIZE_BYTES,
             row_group_rows: DEFAULT_ROW_GROUP_ROWS,
             max_new_partitions: DEFAULT_MAX_NEW_PARTITIONS,
+            only_partition: None,
         }
     }
 }
@@ -281,6 +285,19 @@ impl TableWriter {
                         },
                         other => other,
                     })?;
+                if let Some(only) = &self.options.only_partition
+                    && let Some((other, _)) = routed.parts.iter().find(|(name, _)| name != only)
+                {
+                    let other = match routed.created.iter().any(|p| &p.name == other) {
+                        true => format!("a new partition '{other}'"),
+                        false => format!("partition '{other}'"),
+                    };
+                    return Err(Error::InvalidArgument(format!(
+                        "table '{}': a row belongs to {other}: INSERT ... PARTITION ({only}) \
+                         takes only rows of partition '{only}'",
+                        self.table
+                    )));
+                }
                 self.created.extend(routed.created);
                 routed.parts
             }

@@ -146,6 +146,89 @@ pub(crate) fn update_from_as_merge(update: &ast::Update) -> Result<ast::Statemen
 }
 
 /// The `count` result of an `UPDATE ... FROM` run as `MERGE`.
+/// `INSERT [OVERWRITE | INTO] t PARTITION (p) SELECT ...`: rows of range partition `p` only
+/// (any other row is an error); with OVERWRITE they replace the partition's rows, the other
+/// partitions untouched, in one commit.
+pub(crate) async fn insert_partition(
+    session: &Session,
+    insert: &datafusion::sql::sqlparser::ast::Insert,
+) -> Result<StatementResult> {
+    use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, TableObject};
+    let name = match insert.partitioned.as_deref() {
+        Some([SqlExpr::Identifier(ident)]) => crate::parser::normalize(ident),
+        _ => {
+            return Err(Error::Plan(
+                "INSERT ... PARTITION (p) names one partition of the table, such as p2024_01"
+                    .to_string(),
+            ));
+        }
+    };
+    if !insert.columns.is_empty() {
+        return Err(Error::Unsupported(
+            "a column list with PARTITION (p): select every column of the table, in order"
+                .to_string(),
+        ));
+    }
+    let TableObject::TableName(table) = &insert.table else {
+        return Err(Error::Unsupported(
+            "INSERT INTO a table function".to_string(),
+        ));
+    };
+    let (log, snapshot, qualified) = session.open_table_for_write(table).await?;
+    let Some(layout) = snapshot.metadata.partitioning.as_ref() else {
+        return Err(Error::Plan(format!(
+            "{qualified} is not partitioned: INSERT ... PARTITION needs a range-partitioned table"
+        )));
+    };
+    if layout.partition(&name).is_none() {
+        let names: Vec<&str> = layout.partitions.iter().map(|p| p.name.as_str()).collect();
+        return Err(Error::Plan(format!(
+            "{qualified} has no partition '{name}' (partitions: {})",
+            names.join(", ")
+        )));
+    }
+    let Some(source) = &insert.source else {
+        return Err(Error::Plan(
+            "INSERT ... PARTITION (p) takes a SELECT or VALUES".to_string(),
+        ));
+    };
+    let plan = session
+        .plan(ast::Statement::Query(source.clone()), None)
+        .await?;
+    let columns = snapshot.metadata.columns.len();
+    if plan.schema().fields().len() != columns {
+        return Err(Error::Plan(format!(
+            "{qualified} has {columns} columns; the query returns {}",
+            plan.schema().fields().len()
+        )));
+    }
+    let df = session.context().execute_logical_plan(plan).await?;
+    let stream = session.progress().execute(df).await?;
+    let mut txn = Transaction::new(if insert.overwrite {
+        "INSERT OVERWRITE PARTITION"
+    } else {
+        "INSERT"
+    });
+    if insert.overwrite {
+        txn.remove = snapshot.files_in(&name).cloned().collect();
+        // Rows a concurrent statement adds to the partition would survive the overwrite.
+        txn.reads = Reads::Partitions([name.clone()].into_iter().collect());
+    }
+    let mut options = session.write_options();
+    options.only_partition = Some(name);
+    let (rows, _) = write_batches(
+        session.warehouse(),
+        options,
+        &qualified,
+        &log,
+        &snapshot,
+        stream,
+        txn,
+    )
+    .await?;
+    Ok(count_result(rows))
+}
+
 pub(crate) fn updated_rows(merge: &StatementResult) -> StatementResult {
     let updated = merge
         .batches
