@@ -16,7 +16,7 @@ use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
 use sqllogictest::{DBOutput, DefaultColumnType};
-use strata_query::{Session, Warehouse};
+use strata_query::{Session, StatementResult, Warehouse};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -79,6 +79,26 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, SltError> {
     Ok(out)
 }
 
+/// Runs `sql`; its last result and the names of that result's columns (`None`: no result).
+pub(crate) async fn last_result(
+    session: &mut Session,
+    sql: &str,
+) -> Result<Option<(StatementResult, Vec<String>)>, SltError> {
+    let results = session
+        .sql(sql)
+        .await
+        .map_err(|e| SltError(e.to_string()))?;
+    Ok(results.into_iter().last().map(|last| {
+        let names = last
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        (last, names)
+    }))
+}
+
 #[async_trait]
 impl sqllogictest::AsyncDB for StrataDb {
     type Error = SltError;
@@ -89,20 +109,10 @@ impl sqllogictest::AsyncDB for StrataDb {
             .replace("${TESTDATA}", &self.testdata)
             .replace("${FIXTURES}", &self.fixtures)
             .replace("${WAREHOUSE}", &self.warehouse_dir);
-        let results = self
-            .session
-            .sql(&sql)
-            .await
-            .map_err(|e| SltError(e.to_string()))?;
-        let Some(last) = results.last() else {
+        let Some((last, names)) = last_result(&mut self.session, &sql).await? else {
             return Ok(DBOutput::StatementComplete(0));
         };
-        let names: Vec<&str> = last
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         match names.as_slice() {
             ["status"] => Ok(DBOutput::StatementComplete(0)),
             ["count"] => {

@@ -111,20 +111,10 @@ impl sqllogictest::AsyncDB for CorpusDb {
     type ColumnType = DefaultColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SltError> {
-        let results = self
-            .session
-            .sql(sql)
-            .await
-            .map_err(|e| SltError(e.to_string()))?;
-        let Some(last) = results.last() else {
+        let Some((last, names)) = super::last_result(&mut self.session, sql).await? else {
             return Ok(DBOutput::StatementComplete(0));
         };
-        let names: Vec<&str> = last
-            .schema
-            .fields()
-            .iter()
-            .map(|f| f.name().as_str())
-            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
         if matches!(names.as_slice(), ["status"] | ["count"])
             && !sql.trim_start().to_ascii_uppercase().starts_with("SELECT")
         {
