@@ -283,6 +283,14 @@ fn no_such_column(table: &str, metadata: &TableMetadata, column: &str) -> Error 
     ))
 }
 
+/// A column named `""` could not be written back in SQL: refused.
+fn refuse_empty(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(Error::Plan("a column name cannot be empty".to_string()));
+    }
+    Ok(())
+}
+
 fn column_mut<'a>(metadata: &'a mut TableMetadata, name: &str) -> &'a mut ColumnDef {
     metadata
         .columns
@@ -300,6 +308,7 @@ async fn add_column(
     rows: u64,
 ) -> Result<String> {
     let name = parser::normalize(&def.name);
+    refuse_empty(&name)?;
     if metadata.column(&name).is_some() {
         if if_not_exists {
             return Ok(String::new());
@@ -445,6 +454,7 @@ fn rename_column(
 ) -> Result<String> {
     let old = existing(table, metadata, old)?;
     let new = parser::normalize(new);
+    refuse_empty(&new)?;
     if metadata.column(&new).is_some() {
         return Err(Error::Plan(format!(
             "column '{new}' already exists in {table}"
