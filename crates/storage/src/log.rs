@@ -1268,7 +1268,6 @@ mod tests {
                     txn
                 }
                 "new partition" => {
-                    let mut p = base.metadata.partitioning.clone().unwrap();
                     let mut txn = Transaction::new("ADD PARTITION");
                     let next = Partitioning::new(
                         "t",
@@ -1282,7 +1281,6 @@ mod tests {
                     )
                     .unwrap();
                     let added = next.partition("p2").unwrap().clone();
-                    p.ensure(&added).unwrap();
                     txn.add_partitions.push(added);
                     txn
                 }

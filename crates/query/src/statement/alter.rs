@@ -194,7 +194,7 @@ async fn alter_columns(
                         format!("dropped the default of {column}")
                     }
                     AlterColumnOperation::SetNotNull => {
-                        let nulls = count_nulls(session, &qualified, &column).await?;
+                        let nulls = count_nulls(session, name, &column).await?;
                         if nulls > 0 {
                             return Err(StorageError::ConstraintViolation {
                                 table: qualified,
@@ -227,9 +227,6 @@ async fn alter_columns(
                         return Err(Error::Unsupported(format!("ALTER COLUMN ... {other}")));
                     }
                 }
-            }
-            AlterTableOperation::RenameTable { .. } | AlterTableOperation::SwapWith { .. } => {
-                unreachable!("handled by alter_table")
             }
             other => {
                 return Err(Error::Unsupported(format!(
@@ -660,22 +657,18 @@ pub(crate) async fn constant(
     Ok(Some(text))
 }
 
-async fn count_nulls(session: &Session, table: &str, column: &str) -> Result<u64> {
-    let quoted: Vec<String> = table.split('.').map(|p| format!("\"{p}\"")).collect();
-    let sql = format!(
-        "SELECT count(*) FROM {} WHERE \"{column}\" IS NULL",
-        quoted.join(".")
-    );
-    let batches = session.context().sql(&sql).await?.collect().await?;
-    let count = batches
-        .first()
-        .and_then(|b| {
-            b.column(0)
-                .as_any()
-                .downcast_ref::<arrow::array::Int64Array>()
-        })
-        .map_or(0, |a| a.value(0));
-    Ok(count.max(0) as u64)
+/// Rows of `table` whose `column` is NULL (read through the DataFrame API: no SQL text to
+/// quote names into).
+async fn count_nulls(session: &Session, name: &ObjectName, column: &str) -> Result<u64> {
+    let (db, schema, table) = session.qualify_table(name)?;
+    let rows = session
+        .context()
+        .table(datafusion::common::TableReference::full(db, schema, table))
+        .await?
+        .filter(datafusion::prelude::col(datafusion::common::Column::from_name(column)).is_null())?
+        .count()
+        .await?;
+    Ok(rows as u64)
 }
 
 /// Refuses to rename or swap a table other tables' foreign keys name.

@@ -712,6 +712,33 @@ impl TextFormats<'_> {
     }
 }
 
+/// Marks bad (once each) the rows whose value in `column` did not read as `field`'s type
+/// (`read` is NULL where `column` is not), with an error naming line, column and value.
+fn reject_unread(
+    bad: &mut [bool],
+    errors: &mut Vec<RowError>,
+    lines: &[u64],
+    field: &Field,
+    column: &ArrayRef,
+    read: &ArrayRef,
+    how: &str,
+) {
+    for r in (0..read.len()).filter(|r| column.is_valid(*r) && read.is_null(*r)) {
+        if !std::mem::replace(&mut bad[r], true) {
+            let value = text_of(column, r);
+            errors.push(RowError {
+                line: Some(lines[r]),
+                column: Some(field.name().clone()),
+                reason: format!(
+                    "cannot read '{value}' as {}{how}",
+                    crate::log::sql_type_name(field.data_type())
+                ),
+                value: Some(value),
+            });
+        }
+    }
+}
+
 fn conform_rows(
     columns: &[ArrayRef],
     schema: &SchemaRef,
@@ -730,49 +757,21 @@ fn conform_rows(
         let converted = if column.data_type() == field.data_type() {
             Arc::clone(column)
         } else if let Some((parsed, format)) = formats.parse(column, field.data_type()) {
-            for r in (0..rows).filter(|r| column.is_valid(*r) && parsed.is_null(*r)) {
-                if !std::mem::replace(&mut bad[r], true) {
-                    let value = text_of(column, r);
-                    errors.push(RowError {
-                        line: Some(lines[r]),
-                        column: Some(field.name().clone()),
-                        reason: format!(
-                            "cannot read '{value}' as {} in the format '{format}'",
-                            crate::log::sql_type_name(field.data_type())
-                        ),
-                        value: Some(value),
-                    });
-                }
-            }
+            let how = format!(" in the format '{format}'");
+            reject_unread(&mut bad, errors, &lines, field, column, &parsed, &how);
             parsed
         } else {
             match arrow::compute::cast_with_options(column, field.data_type(), &strict) {
                 Ok(c) => c,
                 Err(e) => {
                     let lenient = arrow::compute::cast(column, field.data_type())?;
-                    let lost: Vec<usize> = (0..rows)
-                        .filter(|r| column.is_valid(*r) && lenient.is_null(*r))
-                        .collect();
-                    if lost.is_empty() {
+                    if !(0..rows).any(|r| column.is_valid(r) && lenient.is_null(r)) {
                         return Err(Error::InvalidArgument(format!(
                             "column '{}': {e}",
                             field.name()
                         )));
                     }
-                    for r in lost {
-                        if !std::mem::replace(&mut bad[r], true) {
-                            let value = text_of(column, r);
-                            errors.push(RowError {
-                                line: Some(lines[r]),
-                                column: Some(field.name().clone()),
-                                reason: format!(
-                                    "cannot read '{value}' as {}",
-                                    crate::log::sql_type_name(field.data_type())
-                                ),
-                                value: Some(value),
-                            });
-                        }
-                    }
+                    reject_unread(&mut bad, errors, &lines, field, column, &lenient, "");
                     lenient
                 }
             }
