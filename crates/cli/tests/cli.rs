@@ -290,7 +290,7 @@ fn memory_limit_spills_sorts_and_refuses_what_cannot_fit() {
     assert!(err.contains("Resources exhausted"), "{err}");
 }
 
-/// A Python with pyarrow, the ADBC Flight SQL driver and moto (a local S3): `$STRATA_TEST_VENV`,
+/// A Python with pyarrow, the ADBC Flight SQL driver, moto (a local S3) and DuckDB: `$STRATA_TEST_VENV`,
 /// or a venv under `~/.cache/strata-venv` created (once) with pip.
 fn python_with_flight_clients() -> std::path::PathBuf {
     let venv = std::env::var_os("STRATA_TEST_VENV")
@@ -304,7 +304,7 @@ fn python_with_flight_clients() -> std::path::PathBuf {
         Command::new(python)
             .args([
                 "-c",
-                "import pyarrow.flight, adbc_driver_flightsql.dbapi, moto.server, boto3",
+                "import pyarrow.flight, adbc_driver_flightsql.dbapi, moto.server, boto3, duckdb",
             ])
             .status()
             .is_ok_and(|s| s.success())
@@ -324,6 +324,7 @@ fn python_with_flight_clients() -> std::path::PathBuf {
                 "adbc-driver-flightsql",
                 "adbc-driver-manager",
                 "moto[server]",
+                "duckdb",
             ])
             .status()
             .expect("pip runs");
@@ -1375,3 +1376,162 @@ fn a_query_on_a_mistyped_warehouse_path_says_so_instead_of_creating_one() {
 
 #[path = "docs/readme.rs"]
 mod readme;
+
+/// The lake in and out on S3: a stage reached through a secret, `LIST`, a load through the
+/// stage, an unload partitioned by region, and an external table over the unloaded files; the
+/// files are read back by pyarrow from the same bucket, and the secret's key is nowhere in the
+/// warehouse but its secrets folder.
+#[test]
+fn stages_unloads_and_external_tables_on_s3() {
+    let (mut s3, settings) = local_s3();
+    let endpoint = settings
+        .iter()
+        .find(|(k, _)| *k == "AWS_ENDPOINT")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    // No AWS_* environment: the secret alone reaches the bucket.
+    let run = |sql: &str| strata(&w, &["--format", "csv", "-c", sql]);
+    let ok = |sql: &str| {
+        let o = run(sql);
+        assert!(
+            o.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout(&o)
+    };
+    ok(&format!(
+        "CREATE SECRET lake (TYPE = S3, KEY_ID = 'AKIALAKETEST', SECRET = 'lake-secret-never-logged', \
+         ENDPOINT = '{endpoint}', REGION = 'us-east-1')"
+    ));
+    ok(
+        "CREATE STAGE landing URL = 's3://landing/in/' CREDENTIALS = (SECRET = lake) \
+        FILE_FORMAT = (TYPE = CSV SKIP_HEADER = 1)",
+    );
+    let listed = ok("LIST @landing PATTERN = '.*sales_2024_0[12][.]csv'");
+    assert!(
+        listed.starts_with("name,size,last_modified\n")
+            && listed.contains("s3://landing/in/sales_2024_01.csv,")
+            && listed.contains("s3://landing/in/sales_2024_02.csv,")
+            && listed.lines().count() == 3,
+        "{listed}"
+    );
+    ok("CREATE TABLE sales (id INT, sale_date DATE, region VARCHAR, amount DECIMAL(10,2))");
+    let loaded = ok("COPY INTO sales FROM @landing PATTERN = '.*sales_2024_0[12][.]csv'");
+    assert!(
+        loaded.contains("s3://landing/in/sales_2024_01.csv,LOADED,3")
+            && loaded.contains("s3://landing/in/sales_2024_02.csv,LOADED,2"),
+        "{loaded}"
+    );
+    ok("CREATE STAGE lake_out URL = 's3://landing/out/' CREDENTIALS = (SECRET = lake)");
+    let unloaded = ok(
+        "COPY INTO @lake_out/sales/ FROM (SELECT id, amount, region FROM sales) \
+                       PARTITION BY (region)",
+    );
+    assert!(
+        unloaded.contains("s3://landing/out/sales/region=EMEA/data_")
+            && unloaded.lines().count() == 5,
+        "{unloaded}"
+    );
+    ok(
+        "CREATE EXTERNAL TABLE lake_sales PARTITION BY (region) LOCATION = @lake_out/sales/ \
+        FILE_FORMAT = (TYPE = PARQUET)",
+    );
+    let by_region = "SELECT region, count(*) AS n, sum(amount) AS total FROM {} GROUP BY region \
+                     ORDER BY region";
+    assert_eq!(
+        ok(&by_region.replace("{}", "lake_sales")),
+        ok(&by_region.replace("{}", "sales"))
+    );
+    // pyarrow reads the unloaded files, partitions included, from the bucket.
+    let python = python_with_flight_clients();
+    let read = Command::new(&python)
+        .args([
+            "-c",
+            "import sys, pyarrow.fs as fs, pyarrow.dataset as ds\n\
+             s3 = fs.S3FileSystem(endpoint_override=sys.argv[1], scheme='http', \
+             access_key='x', secret_key='y', region='us-east-1')\n\
+             t = ds.dataset('landing/out/sales', filesystem=s3, format='parquet', \
+             partitioning='hive').to_table()\n\
+             print(t.num_rows, sorted(set(t.column('region').to_pylist())))",
+            &endpoint,
+        ])
+        .output()
+        .unwrap();
+    s3.kill().unwrap();
+    s3.wait().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout).trim(),
+        "5 ['AMER', 'AMER, North', 'APAC', 'EMEA']",
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    // The key is kept in the secrets folder only: not in the catalog, logs or load history.
+    let mut leaked = Vec::new();
+    let mut todo = vec![std::path::PathBuf::from(&w)];
+    while let Some(path) = todo.pop() {
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "_secrets") {
+                continue;
+            }
+            todo.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if String::from_utf8_lossy(&std::fs::read(&path).unwrap())
+            .contains("lake-secret-never-logged")
+        {
+            leaked.push(path);
+        }
+    }
+    assert!(leaked.is_empty(), "{leaked:?}");
+}
+
+/// Files unloaded to a local directory read in DuckDB and pyarrow as they were written:
+/// Parquet with Hive folders (NULL as Hive's default partition), CSV with a header, gzipped
+/// JSON, and a single named file.
+#[test]
+fn unloaded_files_read_in_duckdb_and_pyarrow() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    let out = dir.path().join("out").display().to_string();
+    sql(
+        &w,
+        &format!(
+            "CREATE TABLE orders (day DATE, region VARCHAR, amount DOUBLE);
+             INSERT INTO orders VALUES ('2024-01-01', 'eu', 1.5), ('2024-01-01', 'us', 2.5),
+                 ('2024-01-02', 'eu', 3.0), ('2024-01-03', NULL, 4.0);
+             COPY INTO '{out}/hive/' FROM orders PARTITION BY (region);
+             COPY INTO '{out}/csv/' FROM orders FILE_FORMAT = (TYPE = CSV) HEADER = TRUE;
+             COPY INTO '{out}/json/' FROM orders FILE_FORMAT = (TYPE = JSON COMPRESSION = GZIP)
+                 MAX_FILE_SIZE = 64;
+             COPY INTO '{out}/one.parquet' FROM orders SINGLE = TRUE;"
+        ),
+    );
+    let python = python_with_flight_clients();
+    let read = Command::new(&python)
+        .current_dir(&out)
+        .args([
+            "-c",
+            "import duckdb, pyarrow.dataset as ds, pyarrow.parquet as pq\n\
+             q = lambda s: duckdb.sql(s).fetchall()\n\
+             print(q(\"select count(*), count(region), sum(amount) from \
+             read_parquet('hive/*/*.parquet', hive_partitioning=true)\"))\n\
+             print(q(\"select count(*), sum(amount) from read_csv('csv/*.csv', header=true)\"))\n\
+             print(q(\"select count(*), sum(amount) from read_json('json/*.json.gz')\"))\n\
+             print(pq.read_table('one.parquet').num_rows)\n\
+             print(ds.dataset('hive', format='parquet', partitioning='hive').to_table().num_rows)",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&read.stdout),
+        "[(4, 3, 11.0)]\n[(4, 11.0)]\n[(4, 11.0)]\n4\n4\n",
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    // MAX_FILE_SIZE: the JSON rows went to several files.
+    let json_files = std::fs::read_dir(dir.path().join("out/json"))
+        .unwrap()
+        .count();
+    assert!(json_files > 1, "{json_files}");
+}

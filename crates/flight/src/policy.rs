@@ -1,13 +1,16 @@
 //! What remote SQL may not do. A client of `strata serve` works on warehouse tables; it may not
 //! make the server read or write its own files (`COPY INTO` from a local path,
-//! `CREATE EXTERNAL TABLE ... LOCATION`, `COPY ... TO` a file) or change settings of the
+//! `CREATE EXTERNAL TABLE ... LOCATION`, `COPY ... TO` a file, `COPY INTO <location>`, stages)
+//! or change settings of the
 //! process (`SET datafusion.runtime.*`), delete files (`VACUUM`), or send signed requests to a
 //! host it picks (`COPY INTO ... ENDPOINT`), unless its user has the admin role. `COPY INTO`
 //! from the load locations the server is configured with (`load_locations` in `strata.toml`,
 //! e.g. a landing bucket), through the endpoints it lists (`load_endpoints`), is allowed to
 //! everyone.
 
-use datafusion::sql::sqlparser::ast::{ObjectName, Set, Statement as SqlStatement};
+use datafusion::sql::sqlparser::ast::{
+    CopyIntoSnowflakeKind, ObjectName, ObjectType, Set, Statement as SqlStatement,
+};
 use strata_query::parser::{ParsedStatement, Statement};
 use tonic::Status;
 
@@ -30,9 +33,33 @@ pub(crate) fn check(
         Statement::CreateSecret { .. } | Statement::DropSecret { .. } => {
             return Err(refusal("secrets are kept by admins"));
         }
+        Statement::CreateExternalTable(_) => {
+            return Err(refusal("an external table reads files on the server"));
+        }
         _ => return Ok(()),
     };
     let refused = match sql.as_ref() {
+        SqlStatement::CopyIntoSnowflake {
+            kind: CopyIntoSnowflakeKind::Location,
+            ..
+        } => Some("COPY INTO <location> writes files outside the warehouse"),
+        SqlStatement::CreateStage { .. }
+        | SqlStatement::Drop {
+            object_type: ObjectType::Stage,
+            ..
+        } => Some("stages name locations on the server; admins keep them"),
+        // A stage is a location an admin made: loading through it is allowed.
+        SqlStatement::CopyIntoSnowflake {
+            from_obj: Some(stage),
+            ..
+        } if stage
+            .0
+            .first()
+            .and_then(|p| p.as_ident())
+            .is_some_and(|i| i.value.starts_with('@')) =>
+        {
+            None
+        }
         SqlStatement::CopyIntoSnowflake { stage_params, .. }
             if stage_params
                 .endpoint
@@ -226,6 +253,11 @@ mod tests {
             "COPY INTO t FROM 's3://landing/in/x.csv' ENDPOINT = 'http://attacker:80'",
             "CREATE SECRET s (TYPE = S3, KEY_ID = 'k', SECRET = 'v')",
             "DROP SECRET s",
+            "CREATE STAGE s URL = '/etc/'",
+            "DROP STAGE s",
+            "COPY INTO '/tmp/out/' FROM (SELECT 1)",
+            "COPY INTO 's3://bucket/out/' FROM t",
+            "CREATE EXTERNAL TABLE e LOCATION = '/etc/' FILE_FORMAT = (TYPE = CSV)",
         ] {
             let e = verdict(sql, Role::User).unwrap_err();
             assert_eq!(e.code(), tonic::Code::PermissionDenied, "{sql}");
@@ -239,6 +271,12 @@ mod tests {
             "COPY INTO t FROM 's3://landing/in/2024-*.csv'",
             "COPY INTO t FROM 's3://landing/in' FILES = ('a.csv', 'b.csv')",
             "COPY INTO t FROM 's3://landing/in/x.csv' ENDPOINT = 'http://minio:9000'",
+            // Stages are the locations admins made; loading through one is allowed.
+            "COPY INTO t FROM @landing/2024/",
+            "COPY INTO t (a) FROM (SELECT $1 FROM @landing)",
+            "LIST @landing",
+            "CREATE FILE FORMAT f TYPE = CSV",
+            "ALTER EXTERNAL TABLE e REFRESH",
         ] {
             assert!(verdict(sql, Role::User).is_ok(), "{sql}");
         }

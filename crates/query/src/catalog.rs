@@ -27,6 +27,7 @@ use strata_storage::SYSTEM_SCHEMA;
 
 use crate::parser::{AsOf, split_time_travel};
 use crate::table::StrataTable;
+use crate::table::external::{ExternalFormat, ExternalTable};
 use crate::table::scd::ScdSpec;
 use crate::warehouse::Warehouse;
 use materialized_view::{Definition, MaterializedViewTable};
@@ -183,7 +184,14 @@ impl SchemaProvider for StrataSchema {
         self.warehouse
             .catalog()
             .schema(&self.database, &self.schema)
-            .map(|s| s.tables.keys().chain(s.views.keys()).cloned().collect())
+            .map(|s| {
+                s.tables
+                    .keys()
+                    .chain(s.views.keys())
+                    .chain(s.external_tables.keys())
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -200,6 +208,19 @@ impl SchemaProvider for StrataSchema {
         {
             let qualified = format!("{}.{}.{name}", self.database, self.schema);
             return views::provider(&self.warehouse, self.planner.as_ref(), &qualified, view)
+                .await
+                .map(Some)
+                .map_err(DataFusionError::from);
+        }
+        let external = self
+            .warehouse
+            .catalog()
+            .schema(&self.database, &self.schema)
+            .ok()
+            .and_then(|s| s.external_tables.get(name).cloned());
+        if let Some(entry) = external {
+            let qualified = format!("{}.{}.{name}", self.database, self.schema);
+            return external_table(&self.warehouse, qualified, entry)
                 .await
                 .map(Some)
                 .map_err(DataFusionError::from);
@@ -226,4 +247,20 @@ impl SchemaProvider for StrataSchema {
     fn table_exist(&self, name: &str) -> bool {
         self.table_names().iter().any(|t| t == name)
     }
+}
+
+/// The external table `name` as DataFusion reads it.
+async fn external_table(
+    warehouse: &Warehouse,
+    name: String,
+    entry: strata_storage::ExternalTableEntry,
+) -> crate::error::Result<Arc<dyn TableProvider>> {
+    let settings = match &entry.secret {
+        Some(secret) => warehouse.secret_settings(secret).await?,
+        None => Vec::new(),
+    };
+    let format = ExternalFormat::from_options(&entry.file_format)?;
+    Ok(Arc::new(ExternalTable::new(
+        name, entry, &settings, format,
+    )?))
 }

@@ -145,6 +145,7 @@ fn storage_kind(e: &StorageError) -> ErrorKind {
         | StorageError::SchemaNotFound { .. }
         | StorageError::TableNotFound { .. }
         | StorageError::ViewNotFound { .. }
+        | StorageError::ObjectNotFound { .. }
         | StorageError::PartitionNotFound { .. }
         | StorageError::VersionNotFound { .. }
         | StorageError::NoVersionAtTime { .. }

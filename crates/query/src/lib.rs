@@ -29,6 +29,7 @@ mod catalog;
 pub mod commit_gate;
 pub mod config;
 pub mod error;
+mod formats;
 mod functions;
 mod mv;
 pub mod parser;

@@ -106,6 +106,50 @@ pub enum Statement {
         /// `FULL`: recompute everything.
         full: bool,
     },
+    /// `CREATE [OR REPLACE] FILE FORMAT [IF NOT EXISTS] name TYPE = CSV option = value ...`.
+    CreateFileFormat {
+        /// The name.
+        name: ObjectName,
+        /// `OR REPLACE`.
+        or_replace: bool,
+        /// `IF NOT EXISTS`.
+        if_not_exists: bool,
+        /// The options (`COMMENT` among them), names upper case, in order.
+        options: Vec<(String, Vec<String>)>,
+    },
+    /// `DROP FILE FORMAT [IF EXISTS] name`.
+    DropFileFormat {
+        /// The name.
+        name: ObjectName,
+        /// `IF EXISTS`: a missing format is no error.
+        if_exists: bool,
+    },
+    /// `CREATE [OR REPLACE] EXTERNAL TABLE ...`.
+    CreateExternalTable(Box<ExternalTable>),
+}
+
+/// `CREATE [OR REPLACE] EXTERNAL TABLE [IF NOT EXISTS] name [(column type, ...)]
+/// [PARTITION BY (column, ...)] LOCATION = 'url' | @stage[/path] [FILE_FORMAT = (...)]
+/// [CREDENTIALS = (SECRET = name)]`, Snowflake's form, or DataFusion's: `... STORED AS PARQUET
+/// [PARTITIONED BY (...)] LOCATION 'url'`.
+#[derive(Debug, Clone)]
+pub struct ExternalTable {
+    /// The table.
+    pub name: ObjectName,
+    /// `OR REPLACE`.
+    pub or_replace: bool,
+    /// `IF NOT EXISTS`.
+    pub if_not_exists: bool,
+    /// The declared columns; none: read from the files.
+    pub columns: Vec<datafusion::sql::sqlparser::ast::ColumnDef>,
+    /// The columns whose values are `key=value` folder names.
+    pub partition_by: Vec<String>,
+    /// A URL, a local directory, or `@stage[/path]`.
+    pub location: String,
+    /// `FILE_FORMAT = (...)` (or `STORED AS f`, as `TYPE = f`).
+    pub file_format: Vec<(String, Vec<String>)>,
+    /// `CREDENTIALS = (SECRET = name)`.
+    pub credentials: Vec<(String, Vec<String>)>,
 }
 
 /// A change set applied to an SCD Type 2 table.
@@ -195,7 +239,7 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
     let words: Vec<String> = chunk
         .iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
-        .take(4)
+        .take(6)
         .map(|t| match &t.token {
             Token::Word(w) => w.value.to_ascii_uppercase(),
             other => other.to_string(),
@@ -217,6 +261,50 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
     if first == "DROP" && words.get(1).is_some_and(|w| w == "SECRET") {
         return parse_drop_secret(chunk);
     }
+    // The object a CREATE or DROP names, after `OR REPLACE`.
+    let object_at = if words.get(1).is_some_and(|w| w == "OR") {
+        3
+    } else {
+        1
+    };
+    let file_format = words.get(object_at).is_some_and(|w| w == "FILE")
+        && words.get(object_at + 1).is_some_and(|w| w == "FORMAT");
+    if first == "CREATE" && file_format {
+        return parse_create_file_format(chunk);
+    }
+    if first == "DROP" && file_format {
+        return parse_drop_file_format(chunk);
+    }
+    if first == "CREATE" && words.get(object_at).is_some_and(|w| w == "EXTERNAL") {
+        return parse_create_external_table(chunk);
+    }
+    if first == "DROP" && words.get(1).is_some_and(|w| w == "EXTERNAL") {
+        // `DROP EXTERNAL TABLE t` is `DROP TABLE t`: the catalog knows what `t` is.
+        let sig = significant(chunk);
+        let rest: Vec<TokenWithSpan> = chunk
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != sig[1])
+            .map(|(_, t)| t.clone())
+            .collect();
+        return Ok(Statement::Sql(Box::new(parse_tokens(rest)?)));
+    }
+    // `COPY INTO '/dir/' FROM (query)`: the Snowflake parser takes a quoted target for a
+    // location only when it is a URL.
+    let unload = if first == "COPY" {
+        local_unload_target(chunk)
+    } else {
+        None
+    };
+    let load_select = if first == "COPY" {
+        load_select_items(chunk)
+    } else {
+        None
+    };
+    let text = unload
+        .as_deref()
+        .or(load_select.as_ref().map(|(text, _)| text.as_str()))
+        .unwrap_or(text);
     if first == "ALTER" && words.get(1).is_some_and(|w| w == "TABLE") && has_partition_op(chunk) {
         return parse_alter_partition(chunk);
     }
@@ -257,8 +345,24 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
     for (name, dialect) in dialects() {
         match parse_text(dialect.as_ref(), text) {
             Ok(mut statement) => {
+                if let (
+                    Some((_, list)),
+                    SqlStatement::CopyIntoSnowflake {
+                        from_transformations: Some(items),
+                        ..
+                    },
+                ) = (&load_select, &mut statement)
+                {
+                    use datafusion::sql::sqlparser::ast::helpers::stmt_data_loading::StageLoadSelectItemKind;
+                    *items = list
+                        .iter()
+                        .cloned()
+                        .map(StageLoadSelectItemKind::SelectItem)
+                        .collect();
+                }
                 json_operator_precedence(&mut statement);
                 name_literal_columns(&mut statement);
+                unique_output_names(&mut statement);
                 rewrite_time_travel(&mut statement)?;
                 refuse_count_distinct_star(&statement)?;
                 number_question_placeholders(&mut statement);
@@ -715,6 +819,252 @@ fn parse_drop_secret(chunk: &[TokenWithSpan]) -> Result<Statement> {
     let name = p.parse_identifier().map_err(perr)?.value;
     expect_end(&mut p).map_err(perr)?;
     Ok(Statement::DropSecret { name, if_exists })
+}
+
+/// The select list of a transforming load (`COPY INTO t FROM (SELECT $1::INT * 10, ... FROM
+/// @stage)`) parsed as ordinary select items, and the statement's text with that list replaced
+/// by bare `$1`s: Snowflake's parser takes an item that starts with `$n` to be a bare file
+/// column and fails on what follows. `None` when the list does not parse so (`$1:name`, which
+/// Snowflake's parser alone reads).
+fn load_select_items(
+    chunk: &[TokenWithSpan],
+) -> Option<(String, Vec<datafusion::sql::sqlparser::ast::SelectItem>)> {
+    let sig = significant(chunk);
+    // Only a load: `COPY INTO table`, not `COPY INTO @stage` or `'location'` (an unload).
+    if !matches!(&chunk.get(*sig.get(2)?)?.token, Token::Word(w) if !w.value.starts_with('@')) {
+        return None;
+    }
+    let k = sig.windows(3).position(|w| {
+        is_word(&chunk[w[0]], "FROM")
+            && chunk[w[1]].token == Token::LParen
+            && is_word(&chunk[w[2]], "SELECT")
+    })?;
+    let start = sig[k + 2] + 1;
+    let mut depth = 0i32;
+    let mut end = None;
+    for (i, t) in chunk.iter().enumerate().skip(start) {
+        match &t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            _ if depth == 0 && is_word(t, "FROM") => {
+                end = Some(i);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let end = end?;
+    let mut p = parser_for(&chunk[start..end]);
+    let items = p.parse_comma_separated(Parser::parse_select_item).ok()?;
+    expect_end(&mut p).ok()?;
+    let mut text: String = chunk[..start].iter().map(|t| t.token.to_string()).collect();
+    text.push(' ');
+    text.push_str(&vec!["$1"; items.len()].join(", "));
+    text.push(' ');
+    text.extend(chunk[end..].iter().map(|t| t.token.to_string()));
+    Some((text, items))
+}
+
+/// `COPY INTO 'dir/' ...` with a local directory as the target: the statement's text with the
+/// target written as a `file://` URL.
+fn local_unload_target(chunk: &[TokenWithSpan]) -> Option<String> {
+    let sig = significant(chunk);
+    let target = *sig.get(2)?;
+    if !is_word(&chunk[*sig.get(1)?], "INTO") {
+        return None;
+    }
+    let Token::SingleQuotedString(path) = &chunk[target].token else {
+        return None;
+    };
+    if path.contains("://") {
+        return None;
+    }
+    let mut text = String::new();
+    for (i, t) in chunk.iter().enumerate() {
+        if i == target {
+            text.push_str(&Token::SingleQuotedString(format!("file://{path}")).to_string());
+        } else {
+            text.push_str(&t.token.to_string());
+        }
+    }
+    Some(text)
+}
+
+/// `name = value` options until the end, or inside parentheses: values are words, strings,
+/// numbers, or parenthesised lists of them (`NULL_IF = ('', 'NA')`).
+fn parse_options(p: &mut Parser, parenthesized: bool) -> Result<Vec<(String, Vec<String>)>> {
+    if parenthesized {
+        p.expect_token(&Token::LParen).map_err(perr)?;
+    }
+    let mut options = Vec::new();
+    loop {
+        let next = p.next_token();
+        let key = match next.token {
+            Token::RParen if parenthesized => break,
+            Token::EOF | Token::SemiColon if !parenthesized => break,
+            Token::Comma => continue,
+            Token::Word(w) => w.value.to_ascii_uppercase(),
+            other => {
+                return Err(Error::Parse(format!(
+                    "expected an option name, found: {other} at {}",
+                    next.span.start
+                )));
+            }
+        };
+        p.expect_token(&Token::Eq).map_err(perr)?;
+        let mut values = Vec::new();
+        if p.consume_token(&Token::LParen) {
+            while !p.consume_token(&Token::RParen) {
+                values.push(option_value(p)?);
+                let _ = p.consume_token(&Token::Comma);
+            }
+        } else {
+            values.push(option_value(p)?);
+        }
+        options.push((key, values));
+    }
+    Ok(options)
+}
+
+fn option_value(p: &mut Parser) -> Result<String> {
+    let next = p.next_token();
+    match next.token {
+        Token::SingleQuotedString(v) | Token::DoubleQuotedString(v) => Ok(v),
+        Token::Word(w) => Ok(w.value),
+        Token::Number(n, _) => Ok(n),
+        Token::Minus => match p.next_token().token {
+            Token::Number(n, _) => Ok(format!("-{n}")),
+            other => Err(Error::Parse(format!(
+                "expected a number after -, found {other}"
+            ))),
+        },
+        other => Err(Error::Parse(format!(
+            "expected an option value, found: {other} at {}",
+            next.span.start
+        ))),
+    }
+}
+
+fn parse_create_file_format(chunk: &[TokenWithSpan]) -> Result<Statement> {
+    let mut p = parser_for(chunk);
+    p.expect_keyword(Keyword::CREATE).map_err(perr)?;
+    let or_replace = p.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+    expect_word(&mut p, "FILE")?;
+    expect_word(&mut p, "FORMAT")?;
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = p.parse_object_name(false).map_err(perr)?;
+    let options = parse_options(&mut p, false)?;
+    Ok(Statement::CreateFileFormat {
+        name,
+        or_replace,
+        if_not_exists,
+        options,
+    })
+}
+
+fn parse_drop_file_format(chunk: &[TokenWithSpan]) -> Result<Statement> {
+    let mut p = parser_for(chunk);
+    p.expect_keyword(Keyword::DROP).map_err(perr)?;
+    expect_word(&mut p, "FILE")?;
+    expect_word(&mut p, "FORMAT")?;
+    let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let name = p.parse_object_name(false).map_err(perr)?;
+    expect_end(&mut p).map_err(perr)?;
+    Ok(Statement::DropFileFormat { name, if_exists })
+}
+
+/// A stage reference as one string: `@landing/2024/` or `@raw.landing/x`.
+fn stage_reference(p: &mut Parser) -> Result<String> {
+    let mut text = String::new();
+    loop {
+        let next = p.next_token_no_skip().cloned();
+        match next.map(|t| t.token) {
+            Some(Token::AtSign) => text.push('@'),
+            Some(Token::Word(w)) => text.push_str(&w.value),
+            Some(Token::Number(n, _)) => text.push_str(&n),
+            Some(Token::Div) => text.push('/'),
+            Some(Token::Period) => text.push('.'),
+            Some(Token::Minus) => text.push('-'),
+            Some(Token::Eq) => text.push('='),
+            // Consumed, not put back: putting back skips whitespace and would land before the
+            // reference.
+            Some(Token::Whitespace(_)) if text.is_empty() => {}
+            Some(Token::Whitespace(_)) => break,
+            Some(_) => {
+                p.prev_token();
+                break;
+            }
+            None => break,
+        }
+    }
+    Ok(text)
+}
+
+fn parse_create_external_table(chunk: &[TokenWithSpan]) -> Result<Statement> {
+    let mut p = parser_for(chunk);
+    p.expect_keyword(Keyword::CREATE).map_err(perr)?;
+    let or_replace = p.parse_keywords(&[Keyword::OR, Keyword::REPLACE]);
+    p.expect_keywords(&[Keyword::EXTERNAL, Keyword::TABLE])
+        .map_err(perr)?;
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = p.parse_object_name(false).map_err(perr)?;
+    let (columns, constraints) = if p.peek_token().token == Token::LParen {
+        p.parse_columns().map_err(perr)?
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    if !constraints.is_empty() {
+        return Err(Error::Unsupported(
+            "constraints on an external table: its files are not checked".to_string(),
+        ));
+    }
+    let mut table = ExternalTable {
+        name,
+        or_replace,
+        if_not_exists,
+        columns,
+        partition_by: Vec::new(),
+        location: String::new(),
+        file_format: Vec::new(),
+        credentials: Vec::new(),
+    };
+    loop {
+        if p.parse_keywords(&[Keyword::PARTITION, Keyword::BY])
+            || p.parse_keywords(&[Keyword::PARTITIONED, Keyword::BY])
+        {
+            p.expect_token(&Token::LParen).map_err(perr)?;
+            let names = p
+                .parse_comma_separated(|p| p.parse_identifier())
+                .map_err(perr)?;
+            p.expect_token(&Token::RParen).map_err(perr)?;
+            table.partition_by = names.iter().map(normalize).collect();
+        } else if p.parse_keyword(Keyword::LOCATION) {
+            let _ = p.consume_token(&Token::Eq);
+            table.location = match p.peek_token().token {
+                Token::AtSign => stage_reference(&mut p)?,
+                Token::Word(w) if w.value.starts_with('@') => stage_reference(&mut p)?,
+                _ => p.parse_literal_string().map_err(perr)?,
+            };
+        } else if p.parse_keyword(Keyword::FILE_FORMAT) {
+            p.expect_token(&Token::Eq).map_err(perr)?;
+            table.file_format = parse_options(&mut p, true)?;
+        } else if p.parse_keywords(&[Keyword::STORED, Keyword::AS]) {
+            let format = p.parse_identifier().map_err(perr)?.value;
+            table.file_format.push(("TYPE".to_string(), vec![format]));
+        } else if p.parse_keyword(Keyword::CREDENTIALS) {
+            p.expect_token(&Token::Eq).map_err(perr)?;
+            table.credentials = parse_options(&mut p, true)?;
+        } else {
+            break;
+        }
+    }
+    expect_end(&mut p).map_err(perr)?;
+    if table.location.is_empty() {
+        return Err(Error::Parse(
+            "CREATE EXTERNAL TABLE needs LOCATION = 's3://...' | '/dir' | @stage".to_string(),
+        ));
+    }
+    Ok(Statement::CreateExternalTable(Box::new(table)))
 }
 
 fn parse_apply_changes(chunk: &[TokenWithSpan]) -> Result<Statement> {
@@ -1305,6 +1655,102 @@ fn name_literals_in(body: &mut datafusion::sql::sqlparser::ast::SetExpr) {
         }
         // The first branch of a set operation names its columns.
         SetExpr::SetOperation { left, .. } => name_literals_in(left),
+        _ => {}
+    }
+}
+
+/// Marks a select item renamed to keep the output names of a query unique; [`visible_name`]
+/// takes the mark off the result's column names.
+pub(crate) const RENAMED_MARK: char = '\u{1}';
+
+/// A result column's name as the query wrote it: without the mark [`unique_output_names`] adds.
+pub(crate) fn visible_name(name: &str) -> &str {
+    name.split(RENAMED_MARK).next().unwrap_or(name)
+}
+
+/// Gives repeated output names of a query's select lists a unique alias, marked so that the
+/// result shows the name as written: `SELECT 1, 1`, `SELECT a AS x, b AS x` and `SELECT b AS a,
+/// a` are valid SQL (SQLite, PostgreSQL and DuckDB run them), which DataFusion's planner refuses
+/// ("Projections require unique expression names", "ambiguous"). Only a top-level query is
+/// rewritten: a view or a table made from a query keeps DataFusion's check, since its columns
+/// need names of their own.
+fn unique_output_names(statement: &mut SqlStatement) {
+    struct Renamer;
+    impl VisitorMut for Renamer {
+        type Break = ();
+        fn pre_visit_query(
+            &mut self,
+            query: &mut datafusion::sql::sqlparser::ast::Query,
+        ) -> ControlFlow<()> {
+            rename_repeated_in(&mut query.body);
+            ControlFlow::Continue(())
+        }
+    }
+    if matches!(statement, SqlStatement::Query(_)) {
+        let _ = VisitMut::visit(statement, &mut Renamer);
+    }
+}
+
+/// `expr` with each subquery replaced by a placeholder name, as DataFusion names it.
+fn subqueries_unnamed(expr: &Expr) -> Expr {
+    let mut expr = expr.clone();
+    let _ = datafusion::sql::sqlparser::ast::visit_expressions_mut(&mut expr, |e| {
+        if matches!(e, Expr::Subquery(_)) {
+            *e = Expr::Identifier(Ident::new("<subquery>"));
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    expr
+}
+
+fn rename_repeated_in(body: &mut datafusion::sql::sqlparser::ast::SetExpr) {
+    use datafusion::sql::sqlparser::ast::{SelectItem, SetExpr};
+    match body {
+        SetExpr::Select(select) => {
+            let mut seen = std::collections::HashSet::new();
+            for (n, item) in select.projection.iter_mut().enumerate() {
+                let (key, shown, expr) = match item {
+                    SelectItem::ExprWithAlias { expr, alias } => {
+                        (normalize(alias), alias.value.clone(), expr.clone())
+                    }
+                    SelectItem::UnnamedExpr(expr) => {
+                        let key = match &*expr {
+                            Expr::Identifier(i) => normalize(i),
+                            Expr::CompoundIdentifier(parts) => {
+                                parts.last().map(normalize).unwrap_or_default()
+                            }
+                            // DataFusion names every scalar subquery `(<subquery>)`.
+                            other => subqueries_unnamed(other)
+                                .to_string()
+                                .chars()
+                                .filter(|c| !matches!(c, '(' | ')' | ' '))
+                                .collect::<String>()
+                                .to_lowercase(),
+                        };
+                        let shown = match &*expr {
+                            Expr::Identifier(i) => i.value.clone(),
+                            Expr::CompoundIdentifier(parts) => {
+                                parts.last().map(|i| i.value.clone()).unwrap_or_default()
+                            }
+                            other => other.to_string(),
+                        };
+                        (key, shown, expr.clone())
+                    }
+                    _ => continue,
+                };
+                if !seen.insert(key) {
+                    *item = SelectItem::ExprWithAlias {
+                        expr,
+                        alias: Ident::with_quote('"', format!("{shown}{RENAMED_MARK}{n}")),
+                    };
+                }
+            }
+        }
+        SetExpr::SetOperation { left, right, .. } => {
+            rename_repeated_in(left);
+            rename_repeated_in(right);
+        }
+        SetExpr::Query(q) => rename_repeated_in(&mut q.body),
         _ => {}
     }
 }

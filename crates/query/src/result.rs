@@ -89,3 +89,33 @@ impl StatementResult {
         self.batches.iter().map(|b| b.num_rows()).sum()
     }
 }
+
+/// `schema` with the names a query wrote: without the marks that kept repeated names apart
+/// while DataFusion planned it (see [`crate::parser`]); `None` when no name carries one.
+pub(crate) fn visible_schema(schema: &SchemaRef) -> Option<SchemaRef> {
+    let marked = |f: &Field| f.name().contains(crate::parser::RENAMED_MARK);
+    if !schema.fields().iter().any(|f| marked(f)) {
+        return None;
+    }
+    Some(Arc::new(Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .clone()
+                    .with_name(crate::parser::visible_name(f.name()))
+            })
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    )))
+}
+
+/// `batch` under `schema`: the same columns, the names of [`visible_schema`].
+pub(crate) fn relabel(batch: RecordBatch, schema: &SchemaRef) -> arrow::error::Result<RecordBatch> {
+    RecordBatch::try_new_with_options(
+        Arc::clone(schema),
+        batch.columns().to_vec(),
+        &arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )
+}

@@ -7,6 +7,10 @@
 //!     ├── alter          ALTER TABLE: columns (schema evolution), RENAME TO, SWAP WITH
 //!     ├── dml            UPDATE, DELETE, MERGE: copy-on-write of the affected files
 //!     ├── copy           COPY INTO with load history and rejected rows
+//!     │   └ load_transform   COPY INTO t FROM (SELECT $1, f($2) FROM @stage)
+//!     ├── unload         COPY INTO 'location' FROM (query): Parquet, CSV or JSON files
+//!     ├── stages         CREATE / DROP STAGE, LIST @stage; file_formats: CREATE FILE FORMAT
+//!     ├── external       CREATE EXTERNAL TABLE, ALTER EXTERNAL TABLE ... REFRESH
 //!     ├── apply_changes  APPLY CHANGES INTO an SCD Type 2 table
 //!     ├── secrets        CREATE / DROP SECRET (admins)
 //!     ├── views          CREATE VIEW;   crate::mv: CREATE / REFRESH MATERIALIZED VIEW
@@ -25,15 +29,20 @@ mod cancel_sweep;
 pub(crate) mod copy;
 pub(crate) mod ddl;
 pub(crate) mod dml;
+pub(crate) mod external;
 #[cfg(test)]
 mod fault_sweep;
+pub(crate) mod file_formats;
 #[cfg(test)]
 mod fuzz;
 pub(crate) mod hooks;
+pub(crate) mod load_transform;
 pub(crate) mod plan;
 pub(crate) mod query_log;
 pub(crate) mod secrets;
+pub(crate) mod stages;
 pub(crate) mod stream;
+pub(crate) mod unload;
 pub(crate) mod views;
 
 use std::panic::AssertUnwindSafe;
@@ -44,7 +53,9 @@ use arrow::datatypes::SchemaRef;
 use chrono::Utc;
 use datafusion::common::ParamValues;
 use datafusion::physical_plan::{ExecutionPlan, collect};
-use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+use datafusion::sql::sqlparser::ast::{
+    AlterTableType, CopyIntoSnowflakeKind, ObjectType, Statement as SqlStatement,
+};
 use futures::FutureExt;
 
 use crate::config::parse_duration;
@@ -178,6 +189,26 @@ impl Session {
                     .await?
             }
             Statement::DropSecret { name, if_exists } => self.drop_secret(name, *if_exists).await?,
+            Statement::CreateFileFormat {
+                name,
+                or_replace,
+                if_not_exists,
+                options,
+            } => {
+                Box::pin(file_formats::create(
+                    self,
+                    name,
+                    *or_replace,
+                    *if_not_exists,
+                    options,
+                ))
+                .await?
+            }
+            Statement::DropFileFormat { name, if_exists } => {
+                file_formats::drop(self, name, *if_exists).await?
+            }
+            // Boxed: the futures of the rarer statements stay off the stack of every other.
+            Statement::CreateExternalTable(def) => Box::pin(external::create(self, def)).await?,
         };
         Ok((result, ScanFigures::default()))
     }
@@ -198,6 +229,12 @@ impl Session {
                 if_not_exists,
                 ..
             } => self.create_schema(schema_name, *if_not_exists).await?,
+            SqlStatement::Drop {
+                object_type: ObjectType::Stage,
+                if_exists,
+                names,
+                ..
+            } => stages::drop(self, names, *if_exists).await?,
             SqlStatement::Drop {
                 object_type,
                 if_exists,
@@ -224,12 +261,28 @@ impl Session {
                 ..
             } => self.describe(table_name, hive_format.is_some()).await?,
             SqlStatement::CreateTable(c) => self.create_table(c, None).await?,
+            SqlStatement::AlterTable(a) if a.table_type == Some(AlterTableType::External) => {
+                Box::pin(external::refresh(self, a)).await?
+            }
             SqlStatement::AlterTable(a) => alter::alter_table(self, a).await?,
+            SqlStatement::CreateStage { .. } => Box::pin(stages::create(self, s)).await?,
+            SqlStatement::List(command) => {
+                Box::pin(stages::list(
+                    self,
+                    &command.stage,
+                    command.pattern.as_deref(),
+                ))
+                .await?
+            }
             SqlStatement::CreateView(v) if v.materialized => {
                 crate::mv::create::create(self, v, None).await?
             }
             SqlStatement::CreateView(v) => views::create(self, v).await?,
-            SqlStatement::CopyIntoSnowflake { .. } => copy::copy_into(self, s).await?,
+            SqlStatement::CopyIntoSnowflake {
+                kind: CopyIntoSnowflakeKind::Location,
+                ..
+            } => Box::pin(unload::unload(self, s)).await?,
+            SqlStatement::CopyIntoSnowflake { .. } => Box::pin(copy::copy_into(self, s)).await?,
             SqlStatement::Truncate(t) => self.truncate(t).await?,
             SqlStatement::Set(_) => {
                 // DataFusion stores `SET strata.x = ...` as text; check it here, where a bad
@@ -279,6 +332,16 @@ impl Session {
         let batches = collect(Arc::clone(&physical), ctx.task_ctx()).await?;
         let figures = scan_figures(&physical);
         let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
+        let (schema, batches) = match crate::result::visible_schema(&schema) {
+            Some(visible) => {
+                let batches = batches
+                    .into_iter()
+                    .map(|b| crate::result::relabel(b, &visible))
+                    .collect::<std::result::Result<_, _>>()?;
+                (visible, batches)
+            }
+            None => (schema, batches),
+        };
         Ok((StatementResult { schema, batches }, figures))
     }
 }
@@ -344,5 +407,36 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(text.contains("| 2 |"), "{text}");
+    }
+
+    /// Repeated output names keep the names the query wrote, in collected and streamed
+    /// results alike.
+    #[tokio::test]
+    async fn repeated_output_names_are_shown_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let warehouse = Warehouse::open(dir.path().to_str().unwrap()).await.unwrap();
+        let mut session = warehouse.session();
+        session
+            .sql("CREATE TABLE t1 (a INT, b INT); INSERT INTO t1 VALUES (1, 2)")
+            .await
+            .unwrap();
+        let sql = "SELECT a AS x, b AS x, b AS a, a, 1, 1 FROM t1";
+        let names = |schema: &arrow::datatypes::SchemaRef| -> Vec<String> {
+            schema.fields().iter().map(|f| f.name().clone()).collect()
+        };
+        let expected = ["x", "x", "a", "a", "1", "1"];
+        let collected = session.sql(sql).await.unwrap();
+        assert_eq!(names(&collected[0].schema), expected);
+        assert_eq!(names(&collected[0].batches[0].schema()), expected);
+        let parsed = crate::parser::parse(sql).unwrap();
+        assert_eq!(
+            names(&session.query_schema(&parsed[0], None).await.unwrap()),
+            expected
+        );
+        let mut stream = session.execute_stream(&parsed[0], None).await.unwrap();
+        assert_eq!(names(&stream.schema()), expected);
+        use futures::StreamExt;
+        let batch = stream.next().await.unwrap().unwrap();
+        assert_eq!(names(&batch.schema()), expected);
     }
 }

@@ -8,12 +8,14 @@
 //!     │ write       StrataSink / write_batches: check → route → encode → upload → commit
 //!     │   └ constraints      keys, foreign keys and checks, enforced on every write
 //!  scd        SCD Type 2 declarations and layout       layout   PARTITION BY RANGE → layout
+//!  external   an external table's files, read in place, pruned by Hive folder values
 //! ```
 //!
 //! Nothing here plans SQL or names a session: the layers above hand in what they planned.
 
 pub(crate) mod cached_scan;
 pub(crate) mod constraints;
+pub(crate) mod external;
 pub(crate) mod files;
 pub(crate) mod layout;
 pub(crate) mod provider;

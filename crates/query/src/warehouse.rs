@@ -94,6 +94,32 @@ impl Warehouse {
         self.inner.store.local_root()
     }
 
+    /// The S3 settings (object_store's names) of the secret `name`: its keys, endpoint and
+    /// region. Never shown or logged.
+    pub(crate) async fn secret_settings(&self, name: &str) -> Result<Vec<(String, String)>> {
+        let secret = strata_storage::Secrets::new(self.object_store())
+            .get(name)
+            .await?;
+        let settings = [
+            ("aws_access_key_id", secret.key_id),
+            ("aws_secret_access_key", secret.secret),
+            ("aws_session_token", secret.session_token),
+            ("aws_endpoint", secret.endpoint),
+            ("aws_region", secret.region),
+        ];
+        let mut settings: Vec<(String, String)> = settings
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
+            .collect();
+        if settings
+            .iter()
+            .any(|(k, v)| k == "aws_endpoint" && v.starts_with("http://"))
+        {
+            settings.push(("aws_allow_http".to_string(), "true".to_string()));
+        }
+        Ok(settings)
+    }
+
     /// The store under the warehouse root.
     pub fn object_store(&self) -> Arc<dyn ObjectStore> {
         self.inner.store.object_store()
@@ -245,10 +271,10 @@ impl Warehouse {
         let (d, s, t) = (database.to_string(), schema.to_string(), name.to_string());
         self.update_catalog(move |c| {
             let entry = c.schema_mut(&d, &s)?;
-            if entry.views.contains_key(&t) {
+            if let Some(kind @ ("view" | "external table")) = entry.kind_of(&t) {
                 return Err(strata_storage::Error::NameTaken {
                     name: format!("{d}.{s}.{t}"),
-                    kind: "view",
+                    kind,
                 });
             }
             let tables = &mut entry.tables;

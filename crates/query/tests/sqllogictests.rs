@@ -2,7 +2,7 @@
 //!
 //! Each file gets its own warehouse directory and session. In SQL, `${TESTDATA}` is the
 //! repository's `testdata/` directory, `${FIXTURES}` a directory of generated Parquet fixtures
-//! and `${WAREHOUSE}` the file's warehouse directory.
+//! and `${WAREHOUSE}` the file's warehouse directory (`${WAREHOUSE}_out` is free for unloads).
 //! Pass a substring as the first argument to run only matching files, and `--complete` to
 //! rewrite the expected results from actual ones (review the diff).
 
@@ -28,6 +28,7 @@ struct StrataDb {
     fixtures: String,
     warehouse_dir: String,
     file_path: regex::Regex,
+    unload_id: regex::Regex,
     byte_counts: regex::Regex,
 }
 
@@ -132,6 +133,10 @@ impl sqllogictest::AsyncDB for StrataDb {
                         let indent = "-".repeat(line.len() - text.len());
                         let text = self.file_path.replace_all(text, "<file>");
                         let text = self.byte_counts.replace_all(&text, "bytes=<n>");
+                        // Files outside the warehouse (external tables) by the variable.
+                        let text = text
+                            .replace(self.warehouse_dir.trim_start_matches('/'), "${WAREHOUSE}");
+                        let text = self.unload_id.replace_all(&text, "data_<id>_");
                         out.push(vec![format!("{indent}{text}")]);
                     }
                 }
@@ -153,8 +158,12 @@ impl sqllogictest::AsyncDB for StrataDb {
                     .map(|row| {
                         row.into_iter()
                             .map(|v| {
-                                v.replace(&self.testdata, "${TESTDATA}")
+                                let v = v
+                                    .replace(&self.testdata, "${TESTDATA}")
                                     .replace(&self.fixtures, "${FIXTURES}")
+                                    .replace(&self.warehouse_dir, "${WAREHOUSE}");
+                                // Unloaded files carry the statement's random id.
+                                self.unload_id.replace_all(&v, "data_<id>_").into_owned()
                             })
                             .collect()
                     })
@@ -273,6 +282,7 @@ async fn main() -> std::process::ExitCode {
     let file_path =
         regex::Regex::new(r"tables/[0-9a-f-]+/data/[^ \],]+[.]parquet").expect("valid regex");
     let byte_counts = regex::Regex::new(r"bytes=\d+/\d+").expect("valid regex");
+    let unload_id = regex::Regex::new(r"data_[0-9a-f]{8}_").expect("valid regex");
     let mut files = Vec::new();
     slt_files(&root.join("sql"), &mut files);
     files.sort();
@@ -292,12 +302,14 @@ async fn main() -> std::process::ExitCode {
         let testdata = root.display().to_string();
         let fixtures_dir = fixtures_dir.clone();
         let (file_path, byte_counts) = (file_path.clone(), byte_counts.clone());
+        let unload_id = unload_id.clone();
         let mut runner = sqllogictest::Runner::new(move || {
             let location = location.clone();
             let testdata = testdata.clone();
             let fixtures = fixtures_dir.clone();
             let file_path = file_path.clone();
             let byte_counts = byte_counts.clone();
+            let unload_id = unload_id.clone();
             async move {
                 let warehouse = Warehouse::open(&location)
                     .await
@@ -308,6 +320,7 @@ async fn main() -> std::process::ExitCode {
                     fixtures,
                     warehouse_dir: location,
                     file_path,
+                    unload_id,
                     byte_counts,
                 })
             }

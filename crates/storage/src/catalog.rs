@@ -53,7 +53,84 @@ pub struct ViewEntry {
     pub created_at: DateTime<Utc>,
 }
 
-/// A schema: its tables and views (one namespace for both).
+/// File format options as written (`TYPE = CSV FIELD_DELIMITER = '|'`): names in upper case,
+/// in order; a list option (`NULL_IF = ('', 'NA')`) has several values. They are checked when
+/// the object that keeps them is created, and read by the statement that uses them.
+pub type FormatOptions = Vec<(String, Vec<String>)>;
+
+/// A named stage (`CREATE STAGE`): a location files are loaded from, with the secret that
+/// reaches it and the file format of its files. It holds no keys itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageEntry {
+    /// `s3://bucket/prefix/`, `file:///dir/` or a local directory.
+    pub url: String,
+    /// The secret whose keys, endpoint and region reach `url` (`CREDENTIALS = (SECRET = s)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// `FILE_FORMAT = (...)`: the stage's default format options.
+    #[serde(default)]
+    pub file_format: FormatOptions,
+    /// `COMMENT = '...'`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Who created it.
+    pub created_by: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A named file format (`CREATE FILE FORMAT`), used as `FILE_FORMAT = (FORMAT_NAME = f)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileFormatEntry {
+    /// The options, `TYPE` among them.
+    pub options: FormatOptions,
+    /// `COMMENT = '...'`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A file of an external table, as its last listing saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalFile {
+    /// The path under the table's location (`year=2024/part-0.parquet`).
+    pub path: String,
+    /// Its size.
+    pub size_bytes: u64,
+    /// Its modification time.
+    pub modified: DateTime<Utc>,
+}
+
+/// An external table (`CREATE EXTERNAL TABLE`): files read in place, never written. The files
+/// queries read are those of the last listing (at creation, then `ALTER EXTERNAL TABLE ...
+/// REFRESH`), so a query sees a stable set of files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExternalTableEntry {
+    /// Where the files are: `s3://bucket/prefix/`, `file:///dir/` or a local directory.
+    pub location: String,
+    /// The secret that reaches `location`, if it is on S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    /// The file format options (`TYPE` among them).
+    pub file_format: FormatOptions,
+    /// The columns, partition columns (read from `key=value` folders) last.
+    pub columns: Vec<crate::log::ColumnDef>,
+    /// `PARTITION BY (...)`: the columns whose values are folder names.
+    #[serde(default)]
+    pub partition_columns: Vec<String>,
+    /// The files of the last listing.
+    pub files: Vec<ExternalFile>,
+    /// When the files were last listed.
+    pub refreshed_at: DateTime<Utc>,
+    /// Who created it.
+    pub created_by: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// A schema: its tables, views and external tables (one namespace), its stages and its file
+/// formats.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SchemaEntry {
     /// When the schema was created.
@@ -63,6 +140,15 @@ pub struct SchemaEntry {
     /// Views by name.
     #[serde(default)]
     pub views: BTreeMap<String, ViewEntry>,
+    /// External tables by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_tables: BTreeMap<String, ExternalTableEntry>,
+    /// Stages by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stages: BTreeMap<String, StageEntry>,
+    /// File formats by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub file_formats: BTreeMap<String, FileFormatEntry>,
 }
 
 impl SchemaEntry {
@@ -72,17 +158,39 @@ impl SchemaEntry {
             created_at: Utc::now(),
             tables: BTreeMap::new(),
             views: BTreeMap::new(),
+            external_tables: BTreeMap::new(),
+            stages: BTreeMap::new(),
+            file_formats: BTreeMap::new(),
         }
     }
 
-    /// True when a table or a view is called `name`.
+    /// True when a table, a view or an external table is called `name`.
     pub fn contains(&self, name: &str) -> bool {
-        self.tables.contains_key(name) || self.views.contains_key(name)
+        self.tables.contains_key(name)
+            || self.views.contains_key(name)
+            || self.external_tables.contains_key(name)
     }
 
-    /// True when the schema holds no table and no view.
+    /// What `name` is in this schema ("table", "view", "external table"), if anything.
+    pub fn kind_of(&self, name: &str) -> Option<&'static str> {
+        if self.tables.contains_key(name) {
+            Some("table")
+        } else if self.views.contains_key(name) {
+            Some("view")
+        } else if self.external_tables.contains_key(name) {
+            Some("external table")
+        } else {
+            None
+        }
+    }
+
+    /// True when the schema holds no object.
     pub fn is_empty(&self) -> bool {
-        self.tables.is_empty() && self.views.is_empty()
+        self.tables.is_empty()
+            && self.views.is_empty()
+            && self.external_tables.is_empty()
+            && self.stages.is_empty()
+            && self.file_formats.is_empty()
     }
 }
 

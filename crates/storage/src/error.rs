@@ -104,7 +104,7 @@ pub enum Error {
     },
 
     /// The name is taken by an object of another kind.
-    #[error("'{name}' already exists as a {kind}")]
+    #[error("'{name}' already exists as {}", with_article(kind))]
     NameTaken {
         /// The object's qualified name.
         name: String,
@@ -126,6 +126,15 @@ pub enum Error {
     /// No view of that name.
     #[error("view '{name}' does not exist")]
     ViewNotFound {
+        /// The object's qualified name.
+        name: String,
+    },
+
+    /// No stage, file format or external table of that name.
+    #[error("{kind} '{name}' does not exist")]
+    ObjectNotFound {
+        /// What was looked for ("stage", "file format").
+        kind: &'static str,
         /// The object's qualified name.
         name: String,
     },
@@ -298,4 +307,13 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic without a message".to_string())
+}
+
+/// "a table", "an external table".
+fn with_article(noun: &str) -> String {
+    if noun.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {noun}")
+    } else {
+        format!("a {noun}")
+    }
 }

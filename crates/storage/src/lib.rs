@@ -50,8 +50,8 @@ pub mod vacuum;
 pub mod writer;
 
 pub use catalog::{
-    Catalog, CatalogState, DEFAULT_DATABASE, DEFAULT_SCHEMA, SYSTEM_SCHEMA, SchemaEntry,
-    TableEntry, ViewEntry,
+    Catalog, CatalogState, DEFAULT_DATABASE, DEFAULT_SCHEMA, ExternalFile, ExternalTableEntry,
+    FileFormatEntry, FormatOptions, SYSTEM_SCHEMA, SchemaEntry, StageEntry, TableEntry, ViewEntry,
 };
 pub use error::{Error, Result, panic_message};
 pub use faults::{Fault, FaultyStore};
@@ -65,7 +65,7 @@ pub use records::{
     LineageEdge, LoadErrors, LoadFailure, QueryLogEntry, Record, RejectedRow, SystemRecords,
 };
 pub use secrets::{Secret, Secrets};
-pub use store::WarehouseStore;
+pub use store::{Location, WarehouseStore};
 pub use writer::{
     BatchCheck, DEFAULT_MAX_NEW_PARTITIONS, TableWriter, Uploads, WriteOptions, run_cpu,
 };

@@ -12,8 +12,8 @@ mod fuzz;
 mod read;
 mod source;
 
-pub use read::{ColumnMatch, OnRowError, RowError, SourceBatch, file_columns, read_file};
+pub use read::{ColumnMatch, OnRowError, RowError, SourceBatch, conform, file_columns, read_file};
 pub use source::{
     Compression, CsvOptions, FileFormat, MAX_DECOMPRESSED_BYTES, SourceData, SourceFile,
-    list_sources,
+    list_sources, list_tree,
 };

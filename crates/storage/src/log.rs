@@ -65,7 +65,7 @@ pub fn sql_type_name(t: &DataType) -> String {
 }
 
 /// A column of a table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ColumnDef {
     /// The column's name.
     pub name: String,

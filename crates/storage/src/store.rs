@@ -181,6 +181,87 @@ pub fn open_s3(
     Ok((Arc::new(store), bucket_url, key.to_string()))
 }
 
+/// A location outside the warehouse that Strata reads in place or writes to (an external
+/// table's files, an unload's target): the store holding it, the URL DataFusion knows that store
+/// by, and the prefix of the location in it.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The bucket, or the local file system.
+    pub store: Arc<dyn ObjectStore>,
+    /// `s3://bucket` or `file://`.
+    pub store_url: String,
+    /// The location's prefix in `store` (no leading or trailing `/`).
+    pub prefix: Path,
+    /// The location as the user wrote it, for messages.
+    pub shown: String,
+}
+
+impl Location {
+    /// Opens `url`: `s3://bucket/prefix` (with `settings`, as [`open_s3`]), `file:///dir` or a
+    /// local directory (relative to the working directory; it need not exist yet).
+    pub fn open(url: &str, settings: &[(String, String)]) -> Result<Self> {
+        if is_s3(url) {
+            let (store, store_url, key) = open_s3(url, settings)?;
+            let prefix = Path::parse(key.trim_matches('/'))
+                .map_err(|e| Error::InvalidArgument(format!("'{url}': {e}")))?;
+            return Ok(Self {
+                store,
+                store_url,
+                prefix,
+                shown: url.to_string(),
+            });
+        }
+        let local = url.strip_prefix("file://").unwrap_or(url);
+        if local.contains("://") {
+            return Err(Error::InvalidArgument(format!(
+                "'{url}': use an s3:// URL, a file:// URL or a local directory"
+            )));
+        }
+        if local.is_empty() {
+            return Err(Error::InvalidArgument(
+                "an empty location names no directory".to_string(),
+            ));
+        }
+        let absolute = std::path::absolute(local).map_err(|source| Error::Io {
+            path: local.to_string(),
+            source,
+        })?;
+        let prefix = Path::from_absolute_path(&absolute)
+            .map_err(|e| Error::InvalidArgument(format!("'{url}': {e}")))?;
+        Ok(Self {
+            store: Arc::new(LocalFileSystem::new()),
+            store_url: "file://".to_string(),
+            prefix,
+            shown: url.to_string(),
+        })
+    }
+
+    /// The URL of the object at `path` (a path of [`Location::store`]), as users see it.
+    pub fn url_of(&self, path: &Path) -> String {
+        if self.store_url == "file://" {
+            format!("/{path}")
+        } else {
+            format!("{}/{path}", self.store_url)
+        }
+    }
+
+    /// Every object under the location (recursively), by path. A missing local directory
+    /// holds nothing.
+    pub async fn list(&self) -> Result<Vec<ObjectMeta>> {
+        use futures::TryStreamExt;
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        let listed: std::result::Result<Vec<ObjectMeta>, _> =
+            self.store.list(prefix).try_collect().await;
+        let mut objects = match listed {
+            Ok(objects) => objects,
+            Err(object_store::Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        objects.sort_by(|a, b| a.location.cmp(&b.location));
+        Ok(objects)
+    }
+}
+
 /// Typed paths of everything under a warehouse root.
 pub mod paths {
     use super::Path;

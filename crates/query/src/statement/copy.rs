@@ -18,103 +18,44 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use chrono::Utc;
-use datafusion::sql::sqlparser::ast::helpers::key_value_options::{
-    KeyValueOptionKind, KeyValueOptions,
-};
-use datafusion::sql::sqlparser::ast::{Statement as SqlStatement, Value};
+use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use strata_storage::load::{
-    self, ColumnMatch, Compression, CsvOptions, FileFormat, OnRowError, RowError, SourceData,
-    SourceFile,
+    self, ColumnMatch, Compression, FileFormat, OnRowError, RowError, SourceData, SourceFile,
 };
 use strata_storage::{
-    ColumnDef, LoadErrors, LoadFailure, LoadedFile, Record, RejectedRow, Secrets, TableWriter,
-    Transaction, Uploads, run_cpu,
+    ColumnDef, LoadErrors, LoadFailure, LoadedFile, Record, RejectedRow, TableWriter, Transaction,
+    Uploads, run_cpu,
 };
 
+use super::file_formats;
+use super::{load_transform, stages};
 use crate::error::{Error, Result};
+use crate::formats::{FormatSpec, boolean, key_values};
 use crate::result::StatementResult;
 use crate::session::Session;
 use crate::table::constraints;
 use crate::warehouse::Warehouse;
 
-fn option_text(kind: &KeyValueOptionKind) -> Option<Vec<String>> {
-    let text = |v: &Value| match v {
-        Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => s.clone(),
-        Value::Number(n, _) => n.clone(),
-        Value::Boolean(b) => b.to_string(),
-        Value::Placeholder(p) => p.clone(),
-        other => other.to_string(),
-    };
-    match kind {
-        KeyValueOptionKind::Single(v) => Some(vec![text(&v.value)]),
-        KeyValueOptionKind::Multi(vs) => Some(vs.iter().map(|v| text(&v.value)).collect()),
-        KeyValueOptionKind::KeyValueOptions(_) => None,
-    }
-}
-
-fn options(kv: &KeyValueOptions) -> Vec<(String, Vec<String>)> {
-    kv.options
-        .iter()
-        .filter_map(|o| {
-            option_text(&o.option_value).map(|v| (o.option_name.to_ascii_uppercase(), v))
-        })
-        .collect()
-}
-
-fn single_byte(name: &str, value: &str) -> Result<u8> {
-    let unescaped = match value {
-        "\\t" => "\t",
-        other => other,
-    };
-    match unescaped.as_bytes() {
-        [b] => Ok(*b),
-        _ => Err(Error::Plan(format!(
-            "{name} must be a single character, got '{value}'"
-        ))),
-    }
-}
-
 /// S3 settings from Snowflake's `CREDENTIALS = (AWS_KEY_ID = '..' AWS_SECRET_KEY = '..'
 /// [AWS_TOKEN = '..'])` and `ENDPOINT = '..'`, or from a named secret: `CREDENTIALS = (SECRET =
 /// name)` (see `CREATE SECRET`), which brings its own endpoint and region.
-async fn s3_settings(
-    warehouse: &Warehouse,
-    credentials: &KeyValueOptions,
+pub(crate) async fn s3_settings(
+    session: &Session,
+    credentials: &[(String, Vec<String>)],
     endpoint: Option<&str>,
 ) -> Result<Vec<(String, String)>> {
-    let given = options(credentials);
-    if let Some((_, name)) = given.iter().find(|(key, _)| key == "SECRET") {
-        if given.len() > 1 || endpoint.is_some() {
+    if let Some((_, name)) = credentials.iter().find(|(key, _)| key == "SECRET") {
+        if credentials.len() > 1 || endpoint.is_some() {
             return Err(Error::Plan(
                 "CREDENTIALS = (SECRET = name) takes its keys, endpoint and region from the \
                  secret; name nothing else with it"
                     .to_string(),
             ));
         }
-        let secret = Secrets::new(warehouse.object_store())
-            .get(&name.concat())
-            .await?;
-        let settings = [
-            ("aws_access_key_id", secret.key_id),
-            ("aws_secret_access_key", secret.secret),
-            ("aws_session_token", secret.session_token),
-            ("aws_endpoint", secret.endpoint),
-            ("aws_region", secret.region),
-        ];
-        let mut settings: Vec<(String, String)> = settings
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
-            .collect();
-        if settings
-            .iter()
-            .any(|(k, v)| k == "aws_endpoint" && v.starts_with("http://"))
-        {
-            settings.push(("aws_allow_http".to_string(), "true".to_string()));
-        }
-        return Ok(settings);
+        return session.secret_settings(&name.concat()).await;
     }
     let mut settings = Vec::new();
-    for (key, values) in given {
+    for (key, values) in credentials {
         let name = match key.as_str() {
             "AWS_KEY_ID" => "aws_access_key_id",
             "AWS_SECRET_KEY" => "aws_secret_access_key",
@@ -229,19 +170,6 @@ fn ratio(text: &str) -> Result<f64> {
     }
 }
 
-fn truthy(v: &str) -> bool {
-    matches!(v.to_ascii_uppercase().as_str(), "TRUE" | "1" | "YES")
-}
-
-/// A TRUE/FALSE option, strictly: a misspelt value is an error, not FALSE.
-fn boolean(key: &str, v: &str) -> Result<bool> {
-    match v.to_ascii_uppercase().as_str() {
-        "TRUE" | "1" | "YES" => Ok(true),
-        "FALSE" | "0" | "NO" => Ok(false),
-        _ => Err(Error::Plan(format!("{key} must be TRUE or FALSE, got {v}"))),
-    }
-}
-
 /// Runs a `COPY INTO` statement.
 pub(crate) async fn copy_into(
     session: &Session,
@@ -249,12 +177,12 @@ pub(crate) async fn copy_into(
 ) -> Result<StatementResult> {
     let SqlStatement::CopyIntoSnowflake {
         into,
+        into_columns,
         from_obj,
         files,
         pattern,
         file_format,
         copy_options,
-        from_query,
         from_transformations,
         stage_params,
         ..
@@ -262,107 +190,45 @@ pub(crate) async fn copy_into(
     else {
         return Err(Error::Plan("expected COPY INTO".to_string()));
     };
-    if from_query.is_some() || from_transformations.is_some() {
-        return Err(Error::Unsupported(
-            "COPY INTO with a transforming query; load the files, then INSERT ... SELECT".into(),
-        ));
-    }
     let location = from_obj
         .as_ref()
-        .and_then(|o| o.0.first())
-        .and_then(|p| p.as_ident())
-        .map(|i| i.value.clone())
-        .ok_or_else(|| Error::Plan("COPY INTO needs FROM '<path>'".to_string()))?;
-    if location.starts_with('@') {
-        return Err(Error::Unsupported(format!(
-            "stages ({location}); use a path, file:// or s3:// URL"
-        )));
-    }
-    let s3_settings = s3_settings(
-        session.warehouse(),
-        &stage_params.credentials,
-        stage_params.endpoint.as_deref(),
-    )
-    .await?;
-    // Options.
-    let mut format: Option<FileFormat> = None;
-    let mut csv = CsvOptions::default();
-    // `None`: by each file's extension.
-    let mut compression: Option<Compression> = None;
-    for (key, values) in options(file_format) {
-        let v = values.first().cloned().unwrap_or_default();
-        match key.as_str() {
-            "TYPE" | "FORMAT" => {
-                format = Some(match v.to_ascii_uppercase().as_str() {
-                    "CSV" => FileFormat::Csv(CsvOptions::default()),
-                    "JSON" | "NDJSON" => FileFormat::Json,
-                    "PARQUET" => FileFormat::Parquet,
-                    other => {
-                        return Err(Error::Unsupported(format!(
-                            "file format {other} (use CSV, JSON or PARQUET)"
-                        )));
-                    }
-                })
-            }
-            "SKIP_HEADER" => {
-                csv.skip_header = v
-                    .parse()
-                    .map_err(|_| Error::Plan(format!("SKIP_HEADER must be a number, got {v}")))?
-            }
-            "HEADER" | "PARSE_HEADER" => csv.skip_header = usize::from(truthy(&v)),
-            "FIELD_DELIMITER" | "DELIMITER" => csv.delimiter = single_byte(&key, &v)?,
-            "FIELD_OPTIONALLY_ENCLOSED_BY" | "QUOTE" => csv.quote = single_byte(&key, &v)?,
-            "ESCAPE" | "ESCAPE_UNENCLOSED_FIELD" => {
-                if !v.eq_ignore_ascii_case("NONE") {
-                    csv.escape = Some(single_byte(&key, &v)?)
-                }
-            }
-            "NULL_IF" => csv.null_if = values,
-            "EMPTY_FIELD_AS_NULL" => csv.empty_field_as_null = boolean(&key, &v)?,
-            "TRIM_SPACE" => csv.trim_space = boolean(&key, &v)?,
-            "DATE_FORMAT" | "TIMESTAMP_FORMAT" => {
-                // Snowflake's words (`DD/MM/YYYY`) or chrono's (`%d/%m/%Y`); AUTO is ISO 8601.
-                let format = (!v.eq_ignore_ascii_case("AUTO")).then(|| {
-                    crate::functions::chrono_format("to_date", &v).unwrap_or_else(|| v.clone())
-                });
-                if key == "DATE_FORMAT" {
-                    csv.date_format = format;
-                } else {
-                    csv.timestamp_format = format;
-                }
-            }
-            "ERROR_ON_COLUMN_COUNT_MISMATCH" => {
-                csv.error_on_column_count_mismatch = boolean(&key, &v)?
-            }
-            // The CSV reader always skips blank lines.
-            "SKIP_BLANK_LINES" if boolean(&key, &v)? => {}
-            "SKIP_BLANK_LINES" => {
-                return Err(Error::Unsupported(
-                    "SKIP_BLANK_LINES = FALSE: blank lines are always skipped".to_string(),
-                ));
-            }
-            "ENCODING" if ["UTF8", "UTF-8"].contains(&v.to_ascii_uppercase().as_str()) => {}
-            "ENCODING" => {
-                return Err(Error::Unsupported(format!(
-                    "ENCODING = {v}: files are read as UTF-8 (convert them first, for example \
-                     with iconv)"
-                )));
-            }
-            "COMPRESSION" => compression = Compression::parse(&v).map_err(Error::Unsupported)?,
-            other => {
-                return Err(Error::Unsupported(format!("FILE_FORMAT option {other}")));
-            }
+        .map(stages::reference_text)
+        .filter(|l| !l.is_empty())
+        .ok_or_else(|| Error::Plan("COPY INTO needs FROM '<path>' or FROM @stage".to_string()))?;
+    let credentials = key_values(&stage_params.credentials);
+    let mut format_options = file_formats::expand(session, key_values(file_format))?;
+    // A stage brings its location, secret and file format; the statement's format options
+    // override the stage's.
+    let (location, s3_settings, from_stage) = if location.starts_with('@') {
+        if !credentials.is_empty() || stage_params.endpoint.is_some() {
+            return Err(Error::Plan(format!(
+                "COPY INTO ... FROM {location}: the stage brings its credentials; name none here"
+            )));
         }
+        let stage = stages::resolve(session, &location).await?;
+        format_options = file_formats::overlay(&stage.file_format, format_options);
+        (stage.url, stage.settings, true)
+    } else {
+        let settings = s3_settings(session, &credentials, stage_params.endpoint.as_deref()).await?;
+        (location, settings, false)
+    };
+    let spec = FormatSpec::parse(&format_options)?;
+    if into_columns.is_some() && from_transformations.is_none() {
+        return Err(Error::Unsupported(
+            "COPY INTO t (columns) FROM files: name the columns with a transforming load, \
+             COPY INTO t (a, b) FROM (SELECT $1, $2 FROM @stage)"
+                .to_string(),
+        ));
     }
     let mut force = false;
     let mut on_error = None;
     let mut max_error_ratio = None;
     let mut matching = ColumnMatch::Auto;
     let mut evolve = false;
-    for (key, values) in options(copy_options) {
+    for (key, values) in key_values(copy_options) {
         let v = values.first().cloned().unwrap_or_default();
         match key.as_str() {
-            "FORCE" => force = truthy(&v),
+            "FORCE" => force = boolean(&key, &v)?,
             "MATCH_BY_COLUMN_NAME" => {
                 matching = match v.to_ascii_uppercase().as_str() {
                     "CASE_SENSITIVE" => ColumnMatch::CaseSensitive,
@@ -411,6 +277,8 @@ pub(crate) async fn copy_into(
             }
             out
         }
+        // A stage's files are everything under it, as in Snowflake.
+        None if from_stage => load::list_tree(&location, &s3_settings).await?,
         None => load::list_sources(&location, &s3_settings).await?,
     };
     if let Some(p) = pattern {
@@ -420,12 +288,25 @@ pub(crate) async fn copy_into(
     refuse_secrets_folder(session.warehouse(), &sources).await?;
 
     let (log, snapshot, table) = session.open_table_for_write(into).await?;
-    let csv_source = sources.iter().any(|s| {
-        let fmt = format
-            .clone()
-            .unwrap_or_else(|| FileFormat::from_extension(&s.display()));
-        matches!(fmt, FileFormat::Csv(_))
-    });
+    let transform = match from_transformations {
+        Some(items) if matching != ColumnMatch::Auto || evolve => {
+            let _ = items;
+            return Err(Error::Plan(
+                "a transforming load names its columns itself: MATCH_BY_COLUMN_NAME and \
+                 ENABLE_SCHEMA_EVOLUTION do not apply"
+                    .to_string(),
+            ));
+        }
+        Some(items) => Some(load_transform::Transform::new(
+            items,
+            into_columns.as_deref(),
+            &snapshot.metadata.columns,
+        )?),
+        None => None,
+    };
+    let csv_source = sources
+        .iter()
+        .any(|s| matches!(spec.format_of(&s.display()), FileFormat::Csv(_)));
     if matching != ColumnMatch::Auto && csv_source {
         return Err(Error::Unsupported(
             "MATCH_BY_COLUMN_NAME applies to Parquet and JSON files; CSV columns are matched by \
@@ -441,7 +322,7 @@ pub(crate) async fn copy_into(
                     .to_string(),
             ));
         }
-        let added = new_columns(&sources, format.as_ref(), &snapshot.metadata, matching).await?;
+        let added = new_columns(&sources, &spec, &snapshot.metadata, matching).await?;
         if added.is_empty() {
             None
         } else {
@@ -514,18 +395,19 @@ pub(crate) async fn copy_into(
         progress.load_planned(todo.len() as u64, todo.iter().map(|s| s.size_bytes).sum());
         let mut processed = Vec::new();
         for source in todo {
-            let fmt = format
-                .clone()
-                .map(|f| match f {
-                    FileFormat::Csv(_) => FileFormat::Csv(csv.clone()),
-                    other => other,
-                })
-                .unwrap_or_else(|| match FileFormat::from_extension(&source.display()) {
-                    FileFormat::Csv(_) => FileFormat::Csv(csv.clone()),
-                    other => other,
-                });
-            let codec =
-                compression.unwrap_or_else(|| Compression::from_extension(&source.display()));
+            let fmt = spec.format_of(&source.display());
+            let codec = spec.compression_of(&source.display());
+            let file_transform = match &transform {
+                Some(t) => match t.for_file(session, &source, &fmt, codec).await {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        let failed = failure(&source, "LOAD_FAILED", e.to_string());
+                        record(&warehouse, &failed).await;
+                        return Err(e);
+                    }
+                },
+                None => None,
+            };
             let outcome = match source.open().await {
                 Ok(data) => {
                     let data = match codec {
@@ -535,7 +417,15 @@ pub(crate) async fn copy_into(
                     let src = source.clone();
                     let (w, outcome) = run_cpu(move || {
                         let mut w = table_writer;
-                        let outcome = load_file(&mut w, &src, data, &fmt, matching, on_error);
+                        let outcome = load_file(
+                            &mut w,
+                            &src,
+                            data,
+                            &fmt,
+                            matching,
+                            on_error,
+                            file_transform.as_ref(),
+                        );
                         (w, outcome)
                     })
                     .await?;
@@ -701,16 +591,14 @@ impl FileLoad {
 /// as nullable columns in storage types, in the order the files first show them.
 async fn new_columns(
     sources: &[SourceFile],
-    format: Option<&FileFormat>,
+    spec: &FormatSpec,
     metadata: &strata_storage::TableMetadata,
     matching: ColumnMatch,
 ) -> Result<Vec<ColumnDef>> {
     let mut added: Vec<ColumnDef> = Vec::new();
     for source in sources {
-        let fmt = format
-            .cloned()
-            .unwrap_or_else(|| FileFormat::from_extension(&source.display()));
-        let data = match Compression::from_extension(&source.display()) {
+        let fmt = spec.format_of(&source.display());
+        let data = match spec.compression_of(&source.display()) {
             Compression::None => source.open().await?,
             codec => source.open().await?.decompress(codec),
         };
@@ -758,8 +646,16 @@ fn load_file(
     format: &FileFormat,
     matching: ColumnMatch,
     on_error: OnError,
+    transform: Option<&load_transform::FileTransform>,
 ) -> Result<FileLoad> {
     let schema = writer.schema();
+    // A transforming load reads the file in its own columns, then computes the table's.
+    let read_schema =
+        transform.map_or_else(|| Arc::clone(&schema), |t| Arc::clone(&t.source_schema));
+    let read_format = match (transform, format) {
+        (Some(t), FileFormat::Csv(_)) => FileFormat::Csv(t.csv.clone()),
+        _ => format.clone(),
+    };
     let table = writer.table().to_string();
     let skipping = matches!(on_error, OnError::SkipFile(_));
     let read_mode = match on_error {
@@ -779,15 +675,33 @@ fn load_file(
     // An error of the writer (not of the file) ends the statement whatever `on_error` says.
     let mut fatal = false;
     let mut seen = 0u64;
+    let mut transform_error = None;
     let read = load::read_file(
         source,
         data,
-        format,
+        &read_format,
         matching,
-        &schema,
+        &read_schema,
         read_mode,
         |batch| {
             seen += (batch.rows.num_rows() + batch.errors.len()) as u64;
+            let batch = match transform {
+                Some(t) => {
+                    let batch = t.apply(batch, &schema)?;
+                    if read_mode == OnRowError::Fail
+                        && let Some(first) = batch.errors.first()
+                    {
+                        fatal = true;
+                        transform_error = Some(first.to_string());
+                        return Err(strata_storage::Error::Load {
+                            file: source.display(),
+                            reason: first.to_string(),
+                        });
+                    }
+                    batch
+                }
+                None => batch,
+            };
             outcome.errors.extend(batch.errors);
             let rows = batch.rows;
             let rejected = writer.screen(&rows).inspect_err(|_| fatal = true)?;
@@ -820,6 +734,14 @@ fn load_file(
             }
         },
     );
+    if let Some(reason) = transform_error {
+        // The reader would name the file a second time.
+        return Err(strata_storage::Error::Load {
+            file: source.display(),
+            reason,
+        }
+        .into());
+    }
     match read {
         Ok(records) => outcome.records = records,
         Err(e) if fatal || on_error == OnError::AbortStatement => return Err(e.into()),

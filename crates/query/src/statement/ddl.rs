@@ -425,6 +425,12 @@ impl Session {
                             c.database_mut(d)?.schemas.remove(s);
                             dropped.push(format!("schema {d}.{s}"));
                         }
+                        _ if object_type == ObjectType::Table
+                            && c.schema(d, s)?.external_tables.contains_key(t) =>
+                        {
+                            c.schema_mut(d, s)?.external_tables.remove(t);
+                            dropped.push(format!("external table {d}.{s}.{t}"));
+                        }
                         _ => {
                             let name = format!("{d}.{s}.{t}");
                             let is = if c.view(d, s, t).is_some() {
@@ -562,7 +568,15 @@ impl Session {
         let (db, schema, table) = self.qualify_table(&create.name)?;
         let qualified = format!("{db}.{schema}.{table}");
         let catalog = self.warehouse().catalog();
-        catalog.schema(&db, &schema)?;
+        if let Some(kind @ ("view" | "external table")) =
+            catalog.schema(&db, &schema)?.kind_of(&table)
+        {
+            return Err(StorageError::NameTaken {
+                name: qualified,
+                kind,
+            }
+            .into());
+        }
         let exists = catalog.table(&db, &schema, &table).is_ok();
         if exists && create.if_not_exists {
             return Ok(StatementResult::status(format!(

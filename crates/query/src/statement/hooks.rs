@@ -128,6 +128,9 @@ fn changes_data(statement: &Statement) -> bool {
         | Statement::Vacuum { .. }
         | Statement::Refresh { .. }
         | Statement::CreateSecret { .. }
-        | Statement::DropSecret { .. } => false,
+        | Statement::DropSecret { .. }
+        | Statement::CreateFileFormat { .. }
+        | Statement::DropFileFormat { .. }
+        | Statement::CreateExternalTable(_) => false,
     }
 }

@@ -93,6 +93,11 @@ impl Session {
         }
     }
 
+    /// The S3 settings of the secret `name` (see [`crate::Warehouse`]).
+    pub(crate) async fn secret_settings(&self, name: &str) -> Result<Vec<(String, String)>> {
+        self.warehouse().secret_settings(name).await
+    }
+
     /// Fails unless this session's user has the admin role.
     pub(crate) fn require_admin(&self, what: &str) -> Result<()> {
         if self.is_admin() {

@@ -69,7 +69,8 @@ impl Session {
     ) -> Result<SchemaRef> {
         self.warehouse().refresh_catalog().await?;
         let plan = self.plan(sql_statement(statement)?, params).await?;
-        Ok(Arc::new(plan.schema().as_arrow().clone()))
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        Ok(crate::result::visible_schema(&schema).unwrap_or(schema))
     }
 
     /// The placeholders (`$1`, `?`) of a statement with the types DataFusion infers for them,
@@ -149,6 +150,18 @@ impl Session {
             let physical = df.create_physical_plan().await?;
             self.progress().watch(&physical);
             let stream = execute_stream(Arc::clone(&physical), self.context().task_ctx())?;
+            // Names kept apart while planning are shown as the query wrote them.
+            let stream: SendableRecordBatchStream =
+                match crate::result::visible_schema(&stream.schema()) {
+                    Some(visible) => {
+                        let schema = Arc::clone(&visible);
+                        Box::pin(RecordBatchStreamAdapter::new(
+                            schema,
+                            stream.map(move |batch| Ok(crate::result::relabel(batch?, &visible)?)),
+                        ))
+                    }
+                    None => stream,
+                };
             Ok::<_, Error>((physical, stream))
         };
         let planned = futures::FutureExt::catch_unwind(AssertUnwindSafe(planned))

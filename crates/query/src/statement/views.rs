@@ -78,10 +78,10 @@ pub(crate) async fn create(session: &mut Session, view: &CreateView) -> Result<S
         .warehouse()
         .update_catalog(|c| {
             let s = c.schema_mut(&db, &schema)?;
-            if s.tables.contains_key(&name) {
+            if let Some(kind @ ("table" | "external table")) = s.kind_of(&name) {
                 return Err(StorageError::NameTaken {
                     name: qualified.clone(),
-                    kind: "table",
+                    kind,
                 });
             }
             if s.views.contains_key(&name) && !replace {

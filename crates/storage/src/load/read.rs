@@ -739,6 +739,24 @@ fn reject_unread(
     }
 }
 
+/// Converts computed columns (one per table column, any type; a transforming load's results)
+/// to `schema` as a file's values are converted: a row with a value that does not convert, or
+/// with NULL in a NOT NULL column, is left out and reported in `errors`. Text is read in the
+/// CSV options' `DATE_FORMAT` and `TIMESTAMP_FORMAT`. Returns the rows kept and their lines.
+pub fn conform(
+    columns: &[ArrayRef],
+    schema: &SchemaRef,
+    csv: &CsvOptions,
+    lines: Vec<u64>,
+    errors: &mut Vec<RowError>,
+) -> Result<(RecordBatch, Vec<u64>)> {
+    let formats = TextFormats {
+        date: csv.date_format.as_deref(),
+        timestamp: csv.timestamp_format.as_deref(),
+    };
+    conform_rows(columns, schema, formats, lines, errors)
+}
+
 fn conform_rows(
     columns: &[ArrayRef],
     schema: &SchemaRef,

@@ -131,6 +131,28 @@ impl Compression {
     }
 }
 
+impl Compression {
+    /// `body` compressed (an unloaded CSV or JSON file); bzip2 is read, not written.
+    pub fn compress(self, body: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        use std::io::Write;
+        match self {
+            Compression::None => Ok(body),
+            Compression::Gzip => {
+                let mut e =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                e.write_all(&body)?;
+                e.finish()
+            }
+            Compression::Zstd => zstd::encode_all(&body[..], 3),
+            Compression::Bzip2 => {
+                let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+                e.write_all(&body)?;
+                e.finish()
+            }
+        }
+    }
+}
+
 impl FileFormat {
     /// Guesses the format from a file extension (under a compression extension); CSV
     /// otherwise.
@@ -316,6 +338,43 @@ pub async fn list_sources(
             .await
             .map_err(|e| Error::InvalidArgument(format!("listing files: {e}")))?
     }
+}
+
+/// Lists every file under `location` (a directory or prefix, recursively): how a stage's
+/// files are found (`COPY INTO t FROM @landing/2024/`).
+pub async fn list_tree(
+    location: &str,
+    s3_settings: &[(String, String)],
+) -> Result<Vec<SourceFile>> {
+    let at = crate::store::Location::open(location, s3_settings)?;
+    let local = at.store_url == "file://";
+    let files: Vec<SourceFile> = at
+        .list()
+        .await?
+        .into_iter()
+        .map(|o| {
+            let name = at.url_of(&o.location);
+            SourceFile {
+                size_bytes: o.size,
+                modified: Some(o.last_modified),
+                origin: if local {
+                    Origin::Local(PathBuf::from(&name))
+                } else {
+                    Origin::Remote {
+                        store: Arc::clone(&at.store),
+                        path: o.location,
+                    }
+                },
+                name,
+            }
+        })
+        .collect();
+    if files.is_empty() {
+        return Err(Error::NoFilesMatch {
+            pattern: location.to_string(),
+        });
+    }
+    Ok(files)
 }
 
 pub(crate) fn list_local(location: &str) -> Result<Vec<SourceFile>> {
