@@ -48,7 +48,8 @@ pub(crate) fn check(
             object_type: ObjectType::Stage,
             ..
         } => Some("stages name locations on the server; admins keep them"),
-        // A stage is a location an admin made: loading through it is allowed.
+        // A stage is a location an admin made: loading through it is allowed (the statement
+        // keeps `FILES` and paths under the stage).
         SqlStatement::CopyIntoSnowflake {
             from_obj: Some(stage),
             ..
@@ -258,6 +259,7 @@ mod tests {
             "COPY INTO '/tmp/out/' FROM (SELECT 1)",
             "COPY INTO 's3://bucket/out/' FROM t",
             "CREATE EXTERNAL TABLE e LOCATION = '/etc/' FILE_FORMAT = (TYPE = CSV)",
+            "CREATE EXTERNAL TABLE e STORED AS CSV LOCATION '/etc/'",
         ] {
             let e = verdict(sql, Role::User).unwrap_err();
             assert_eq!(e.code(), tonic::Code::PermissionDenied, "{sql}");

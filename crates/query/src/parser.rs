@@ -224,9 +224,14 @@ fn parse_statements(sql: &str) -> Result<Vec<ParsedStatement>> {
         let (Some(first), Some(last)) = (significant.first(), significant.last()) else {
             continue;
         };
-        let text = &sql[byte_offset(sql, &line_starts, first.span.start)
-            ..byte_offset(sql, &line_starts, last.span.end)];
-        let statement = parse_one(text, chunk)?;
+        let start = byte_offset(sql, &line_starts, first.span.start);
+        let text = &sql[start..byte_offset(sql, &line_starts, last.span.end)];
+        let spans = Spans {
+            sql,
+            line_starts: &line_starts,
+            start,
+        };
+        let statement = parse_one(text, chunk, &spans)?;
         out.push(ParsedStatement {
             text: text.to_string(),
             statement,
@@ -235,7 +240,24 @@ fn parse_statements(sql: &str) -> Result<Vec<ParsedStatement>> {
     Ok(out)
 }
 
-fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
+/// Where a statement's tokens are in its text.
+struct Spans<'a> {
+    sql: &'a str,
+    line_starts: &'a [usize],
+    /// The statement's first byte in `sql`.
+    start: usize,
+}
+
+impl Spans<'_> {
+    /// The byte range of `token` in the statement's text.
+    fn range(&self, token: &TokenWithSpan) -> std::ops::Range<usize> {
+        let at =
+            |l: Location| byte_offset(self.sql, self.line_starts, l).saturating_sub(self.start);
+        at(token.span.start)..at(token.span.end)
+    }
+}
+
+fn parse_one(text: &str, chunk: &[TokenWithSpan], spans: &Spans) -> Result<Statement> {
     let words: Vec<String> = chunk
         .iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
@@ -292,12 +314,12 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan]) -> Result<Statement> {
     // `COPY INTO '/dir/' FROM (query)`: the Snowflake parser takes a quoted target for a
     // location only when it is a URL.
     let unload = if first == "COPY" {
-        local_unload_target(chunk)
+        local_unload_target(text, chunk, spans)
     } else {
         None
     };
     let load_select = if first == "COPY" {
-        load_select_items(chunk)
+        load_select_items(text, chunk, spans)
     } else {
         None
     };
@@ -827,7 +849,9 @@ fn parse_drop_secret(chunk: &[TokenWithSpan]) -> Result<Statement> {
 /// column and fails on what follows. `None` when the list does not parse so (`$1:name`, which
 /// Snowflake's parser alone reads).
 fn load_select_items(
+    text: &str,
     chunk: &[TokenWithSpan],
+    spans: &Spans,
 ) -> Option<(String, Vec<datafusion::sql::sqlparser::ast::SelectItem>)> {
     let sig = significant(chunk);
     // Only a load: `COPY INTO table`, not `COPY INTO @stage` or `'location'` (an unload).
@@ -857,37 +881,38 @@ fn load_select_items(
     let mut p = parser_for(&chunk[start..end]);
     let items = p.parse_comma_separated(Parser::parse_select_item).ok()?;
     expect_end(&mut p).ok()?;
-    let mut text: String = chunk[..start].iter().map(|t| t.token.to_string()).collect();
-    text.push(' ');
-    text.push_str(&vec!["$1"; items.len()].join(", "));
-    text.push(' ');
-    text.extend(chunk[end..].iter().map(|t| t.token.to_string()));
+    // Spliced into the text as written: every other token stays as it was.
+    let (from, to) = (
+        spans.range(&chunk[start]).start,
+        spans.range(&chunk[end]).start,
+    );
+    let bare = vec!["$1"; items.len()].join(", ");
+    let text = format!("{} {bare} {}", text.get(..from)?, text.get(to..)?);
     Some((text, items))
 }
 
 /// `COPY INTO 'dir/' ...` with a local directory as the target: the statement's text with the
-/// target written as a `file://` URL.
-fn local_unload_target(chunk: &[TokenWithSpan]) -> Option<String> {
+/// target written as a `file://` URL (spliced into the text as written, so every other token,
+/// quotes and all, stays as it was).
+fn local_unload_target(text: &str, chunk: &[TokenWithSpan], spans: &Spans) -> Option<String> {
     let sig = significant(chunk);
-    let target = *sig.get(2)?;
+    let target = &chunk[*sig.get(2)?];
     if !is_word(&chunk[*sig.get(1)?], "INTO") {
         return None;
     }
-    let Token::SingleQuotedString(path) = &chunk[target].token else {
+    let Token::SingleQuotedString(path) = &target.token else {
         return None;
     };
     if path.contains("://") {
         return None;
     }
-    let mut text = String::new();
-    for (i, t) in chunk.iter().enumerate() {
-        if i == target {
-            text.push_str(&Token::SingleQuotedString(format!("file://{path}")).to_string());
-        } else {
-            text.push_str(&t.token.to_string());
-        }
-    }
-    Some(text)
+    let range = spans.range(target);
+    let url = format!("'file://{}'", path.replace('\'', "''"));
+    Some(format!(
+        "{}{url}{}",
+        text.get(..range.start)?,
+        text.get(range.end..)?
+    ))
 }
 
 /// `name = value` options until the end, or inside parentheses: values are words, strings,
@@ -1675,19 +1700,10 @@ pub(crate) fn visible_name(name: &str) -> &str {
 /// rewritten: a view or a table made from a query keeps DataFusion's check, since its columns
 /// need names of their own.
 fn unique_output_names(statement: &mut SqlStatement) {
-    struct Renamer;
-    impl VisitorMut for Renamer {
-        type Break = ();
-        fn pre_visit_query(
-            &mut self,
-            query: &mut datafusion::sql::sqlparser::ast::Query,
-        ) -> ControlFlow<()> {
-            rename_repeated_in(&mut query.body);
-            ControlFlow::Continue(())
-        }
-    }
-    if matches!(statement, SqlStatement::Query(_)) {
-        let _ = VisitMut::visit(statement, &mut Renamer);
+    // The result's select lists only: a derived table's names are referenced, and a repeated
+    // one there stays ambiguous.
+    if let SqlStatement::Query(query) = statement {
+        rename_repeated_in(&mut query.body);
     }
 }
 
@@ -1723,7 +1739,9 @@ fn rename_repeated_in(body: &mut datafusion::sql::sqlparser::ast::SetExpr) {
                             other => subqueries_unnamed(other)
                                 .to_string()
                                 .chars()
-                                .filter(|c| !matches!(c, '(' | ')' | ' '))
+                                // DataFusion drops parentheses and unary plus from names; dropping every `+`
+                                // only renames a few more than needed.
+                                .filter(|c| !matches!(c, '(' | ')' | ' ' | '+'))
                                 .collect::<String>()
                                 .to_lowercase(),
                         };

@@ -94,6 +94,50 @@ impl Warehouse {
         self.inner.store.local_root()
     }
 
+    /// Refuses a location outside the warehouse that overlaps it (`what` says what it would
+    /// be used for): an unload there could overwrite or delete the warehouse's files, an
+    /// external table or a stage there would read its secrets.
+    pub(crate) async fn refuse_overlap(
+        &self,
+        location: &strata_storage::Location,
+        what: &str,
+    ) -> Result<()> {
+        let target = location.url_of(&location.prefix);
+        let overlaps = match self.local_root() {
+            Some(root) if location.store_url == "file://" => {
+                let root = root.to_path_buf();
+                let target = std::path::PathBuf::from(&target);
+                tokio::task::spawn_blocking(move || {
+                    let (root, target) = (resolved(&root), resolved(&target));
+                    target.starts_with(&root) || root.starts_with(&target)
+                })
+                .await
+                .unwrap_or(true)
+            }
+            Some(_) => false,
+            None => {
+                let url = |u: &str| {
+                    u.replacen("s3a://", "s3://", 1)
+                        .trim_end_matches('/')
+                        .to_string()
+                };
+                let (root, target) = (url(self.location()), url(&target));
+                let (root, target) = (root.as_str(), target.as_str());
+                let inside = |outer: &str, inner: &str| {
+                    inner == outer || inner.starts_with(&format!("{outer}/"))
+                };
+                inside(root, target) || inside(target, root)
+            }
+        };
+        if overlaps {
+            return Err(crate::error::Error::PermissionDenied(format!(
+                "{what} may not use '{target}': it overlaps the warehouse ({})",
+                self.location()
+            )));
+        }
+        Ok(())
+    }
+
     /// The S3 settings (object_store's names) of the secret `name`: its keys, endpoint and
     /// region. Never shown or logged.
     pub(crate) async fn secret_settings(&self, name: &str) -> Result<Vec<(String, String)>> {
@@ -409,6 +453,27 @@ fn wrote_nothing(e: &strata_storage::Error) -> bool {
             | strata_storage::Error::Io { .. }
             | strata_storage::Error::Panicked { .. }
     )
+}
+
+/// `path` with its links resolved, as far as it exists (the rest appended as written).
+fn resolved(path: &std::path::Path) -> std::path::PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            return rest.into_iter().rev().fold(real, |p, part| p.join(part));
+        }
+        match (
+            existing.file_name().map(|n| n.to_os_string()),
+            existing.parent(),
+        ) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -273,6 +273,16 @@ pub(crate) async fn copy_into(
             let base = location.trim_end_matches('/');
             let mut out = Vec::new();
             for n in names {
+                // A file named under a stage stays under it.
+                if from_stage
+                    && (n.starts_with('/')
+                        || n.contains("://")
+                        || n.split(['/', '\\']).any(|segment| segment == ".."))
+                {
+                    return Err(Error::PermissionDenied(format!(
+                        "FILES = ('{n}'): a file of a stage is named by its path under the stage"
+                    )));
+                }
                 out.extend(load::list_sources(&format!("{base}/{n}"), &s3_settings).await?);
             }
             out
@@ -289,8 +299,7 @@ pub(crate) async fn copy_into(
 
     let (log, snapshot, table) = session.open_table_for_write(into).await?;
     let transform = match from_transformations {
-        Some(items) if matching != ColumnMatch::Auto || evolve => {
-            let _ = items;
+        Some(_) if matching != ColumnMatch::Auto || evolve => {
             return Err(Error::Plan(
                 "a transforming load names its columns itself: MATCH_BY_COLUMN_NAME and \
                  ENABLE_SCHEMA_EVOLUTION do not apply"

@@ -105,6 +105,10 @@ pub(crate) async fn create(session: &Session, def: &ExternalTable) -> Result<Sta
         ));
     }
     let location = Location::open(&url, &settings)?;
+    session
+        .warehouse()
+        .refuse_overlap(&location, "an external table")
+        .await?;
     let files = list(&location).await?;
     // The format: declared, or the first file's.
     let format = match &spec.format {
@@ -252,6 +256,13 @@ pub(crate) async fn refresh(session: &Session, alter: &AlterTable) -> Result<Sta
                     kind: "external table",
                     name: qualified.clone(),
                 })?;
+            // Replaced meanwhile (CREATE OR REPLACE): this listing is not of that table.
+            if e.location != entry.location || e.created_at != entry.created_at {
+                return Err(StorageError::InvalidArgument(format!(
+                    "external table {qualified} was replaced while it was refreshed; refresh it \
+                     again"
+                )));
+            }
             e.files = files.clone();
             e.refreshed_at = Utc::now();
             Ok(())

@@ -88,11 +88,18 @@ impl Transform {
                 )));
             }
         }
-        Ok(Self {
+        let transform = Self {
             items,
             sources,
             defaults: columns.iter().map(|c| c.default.clone()).collect(),
-        })
+        };
+        if transform.width() > MAX_FILE_COLUMN {
+            return Err(Error::Plan(format!(
+                "${}: file columns are $1 to ${MAX_FILE_COLUMN}",
+                transform.width()
+            )));
+        }
+        Ok(transform)
     }
 
     /// The highest `$n` the items use.
@@ -215,6 +222,9 @@ impl Transform {
     }
 }
 
+/// The highest `$n` a transforming load may name (a CSV record is read as that many fields).
+const MAX_FILE_COLUMN: usize = 10_000;
+
 /// `$n` as an expression (sqlparser reads it as a placeholder).
 fn position_of(e: &SqlExpr) -> Option<usize> {
     match e {
@@ -231,9 +241,12 @@ fn item(item: &StageLoadSelectItemKind) -> Result<Item> {
         StageLoadSelectItemKind::StageLoadSelectItem(i) => {
             let number = usize::try_from(i.file_col_num)
                 .ok()
-                .filter(|n| *n > 0)
+                .filter(|n| (1..=MAX_FILE_COLUMN).contains(n))
                 .ok_or_else(|| {
-                    Error::Plan(format!("${}: file columns count from $1", i.file_col_num))
+                    Error::Plan(format!(
+                        "${}: file columns are $1 to ${MAX_FILE_COLUMN}",
+                        i.file_col_num
+                    ))
                 })?;
             Ok(Item::Column(match &i.element {
                 Some(name) if number == 1 => FileColumn::Named(name.value.clone()),

@@ -144,11 +144,15 @@ pub(crate) async fn create(session: &Session, statement: &SqlStatement) -> Resul
         // The secret must exist now; its keys are read when the stage is used.
         session.secret_settings(secret).await?;
     }
+    let location = strata_storage::Location::open(&url, &[])?;
+    session
+        .warehouse()
+        .refuse_overlap(&location, "a stage")
+        .await?;
     let url = if strata_storage::store::is_s3(&url) {
         url
     } else {
         // A local directory is kept absolute: the stage means the same from any directory.
-        let location = strata_storage::Location::open(&url, &[])?;
         location.url_of(&location.prefix)
     };
     let file_format = file_formats::expand(session, key_values(file_format))?;

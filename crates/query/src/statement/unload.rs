@@ -40,12 +40,15 @@ use crate::session::Session;
 
 /// Snowflake's default `MAX_FILE_SIZE`.
 const DEFAULT_MAX_FILE_SIZE: u64 = 16 << 20;
-/// The largest `MAX_FILE_SIZE`: a file is built in memory before it is written.
+/// The largest `MAX_FILE_SIZE` (and `SINGLE` file): a file is built in memory before it is
+/// written.
 const LARGEST_MAX_FILE_SIZE: u64 = 1 << 30;
 /// Bytes buffered over all open files before the largest is closed early.
 const BUFFER_BUDGET: usize = 256 << 20;
 /// Folders one unload may write.
-const MAX_PARTITIONS: usize = 10_000;
+const MAX_PARTITIONS: usize = 1_000;
+/// Files open at once (each holds a Parquet writer's buffers).
+const MAX_OPEN_FILES: usize = 64;
 
 /// The format files are written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +211,10 @@ pub(crate) async fn unload(session: &Session, statement: &SqlStatement) -> Resul
     };
 
     let location = Location::open(&url, &settings)?;
+    session
+        .warehouse()
+        .refuse_overlap(&location, "COPY INTO <location>")
+        .await?;
     let existing = location.list().await?;
     if single && url.ends_with('/') {
         return Err(Error::Plan(
@@ -242,6 +249,7 @@ pub(crate) async fn unload(session: &Session, statement: &SqlStatement) -> Resul
         partitioning,
         open: HashMap::new(),
         counters: HashMap::new(),
+        folders: std::collections::HashSet::new(),
         written: Vec::new(),
     };
     let outcome = async {
@@ -259,8 +267,16 @@ pub(crate) async fn unload(session: &Session, statement: &SqlStatement) -> Resul
         }
         return Err(e);
     }
+    // OVERWRITE replaces what unloads wrote (or the SINGLE file); other files stay.
     let new: std::collections::HashSet<&Path> = writer.written.iter().map(|f| &f.path).collect();
-    for old in existing.iter().filter(|o| !new.contains(&o.location)) {
+    let unloaded =
+        regex::Regex::new(r"^data_[0-9a-f]{8}_[0-9]+[.](parquet|csv|json)([.](gz|zst|bz2))?$")
+            .map_err(|e| Error::Plan(e.to_string()))?;
+    let replaced = existing.iter().filter(|o| {
+        !new.contains(&o.location)
+            && (single || o.location.filename().is_some_and(|n| unloaded.is_match(n)))
+    });
+    for old in replaced {
         location
             .store
             .delete(&old.location)
@@ -332,6 +348,8 @@ struct Unloader<'a> {
     open: HashMap<String, OpenFile>,
     /// Files started per folder.
     counters: HashMap<String, u64>,
+    /// Every folder rows went to.
+    folders: std::collections::HashSet<String>,
     written: Vec<Written>,
 }
 
@@ -362,10 +380,7 @@ impl Unloader<'_> {
             })
             .collect();
         for (folder, rows) in parts {
-            if !self.open.contains_key(&folder)
-                && self.counters.len() >= MAX_PARTITIONS
-                && !self.counters.contains_key(&folder)
-            {
+            if self.folders.insert(folder.clone()) && self.folders.len() > MAX_PARTITIONS {
                 return Err(Error::Plan(format!(
                     "PARTITION BY gives more than {MAX_PARTITIONS} folders; partition by \
                      something coarser"
@@ -392,8 +407,22 @@ impl Unloader<'_> {
                 self.open.insert(folder, file);
             }
         }
-        // Bounded memory: close the largest open file when all of them hold too much.
-        while self.open.values().map(|f| f.body.size()).sum::<usize>() > BUFFER_BUDGET {
+        if self.single {
+            // One file, built whole: bounded by the largest file size.
+            let size = self.open.values().map(|f| f.body.size()).sum::<usize>();
+            if size as u64 > LARGEST_MAX_FILE_SIZE {
+                return Err(Error::Plan(format!(
+                    "SINGLE = TRUE: the file would pass {} MiB; unload to several files",
+                    LARGEST_MAX_FILE_SIZE >> 20
+                )));
+            }
+            return Ok(());
+        }
+        // Bounded memory: close the largest open file when all of them hold too much, or when
+        // too many are open.
+        while self.open.values().map(|f| f.body.size()).sum::<usize>() > BUFFER_BUDGET
+            || self.open.len() > MAX_OPEN_FILES
+        {
             let Some(largest) = self
                 .open
                 .iter()
@@ -583,11 +612,12 @@ fn folder(key: Option<&str>, partitioning: &Partitioning) -> Result<String> {
         Partitioning::Hive(column) => {
             // Hive's name for NULL, which Spark, pyarrow and DuckDB read back as NULL.
             let value = key.map_or_else(|| HIVE_NULL.to_string(), hive_escape);
-            Ok(format!("{column}={value}"))
+            Ok(format!("{}={value}", hive_escape(column)))
         }
         _ => {
+            // Not `_NULL_`: names starting with `_` are not data to Hive, Spark or Strata.
             let Some(key) = key else {
-                return Ok("_NULL_".to_string());
+                return Ok("NULL".to_string());
             };
             let segments: Vec<&str> = key.split('/').filter(|s| !s.is_empty()).collect();
             if segments.iter().any(|s| *s == "." || *s == "..") || segments.is_empty() {
@@ -607,8 +637,12 @@ const HIVE_NULL: &str = "__HIVE_DEFAULT_PARTITION__";
 fn hive_escape(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
-        if matches!(c, '/' | '=' | '%' | '\\' | '\n' | '\r' | '\t') || c.is_control() {
-            out.push_str(&format!("%{:02X}", c as u32));
+        if matches!(c, '/' | '=' | '%' | '\\') || c.is_control() {
+            // Each UTF-8 byte, as Hive and pyarrow encode.
+            let mut bytes = [0u8; 4];
+            for b in c.encode_utf8(&mut bytes).bytes() {
+                out.push_str(&format!("%{b:02X}"));
+            }
         } else {
             out.push(c);
         }

@@ -269,12 +269,25 @@ impl TableProvider for ExternalTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let store_url = ObjectStoreUrl::parse(&self.location.store_url)?;
-        if self.location.store_url != "file://" {
+        // A bucket is registered under a name of its own per location and secret: two tables
+        // on buckets of one name (AWS and MinIO, say) never read through each other's store.
+        let store_url = if self.location.store_url == "file://" {
+            ObjectStoreUrl::parse("file://")?
+        } else {
+            let key = format!(
+                "{}\n{}",
+                self.entry.location,
+                self.entry.secret.as_deref().unwrap_or_default()
+            );
+            let url = ObjectStoreUrl::parse(format!(
+                "strata-external://{:016x}",
+                strata_storage::records::stable_digest(&key)
+            ))?;
             state
                 .runtime_env()
-                .register_object_store(store_url.as_ref(), Arc::clone(&self.location.store));
-        }
+                .register_object_store(url.as_ref(), Arc::clone(&self.location.store));
+            url
+        };
         let prefix = self.location.prefix.as_ref();
         let files: Vec<PartitionedFile> = self
             .pruned_files(state, filters)?
