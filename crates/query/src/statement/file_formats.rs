@@ -4,7 +4,9 @@
 
 use chrono::Utc;
 use datafusion::sql::sqlparser::ast::ObjectName;
-use strata_storage::{Error as StorageError, FileFormatEntry, FormatOptions};
+use std::collections::BTreeMap;
+
+use strata_storage::{Error as StorageError, FileFormatEntry, FormatOptions, SchemaEntry};
 
 use crate::error::{Error, Result};
 use crate::formats::FormatSpec;
@@ -90,29 +92,55 @@ pub(crate) async fn create(
         comment,
         created_at: Utc::now(),
     };
+    let target = (db, schema, name);
+    enter(
+        session,
+        target,
+        "file format",
+        |s| &mut s.file_formats,
+        entry,
+        or_replace,
+        if_not_exists,
+    )
+    .await
+}
+
+/// Enters `entry` as the `kind` called `target` in its schema's map that `map` picks (stages,
+/// file formats), in one catalog commit: `IF NOT EXISTS` keeps an existing one, `OR REPLACE`
+/// replaces it, and otherwise its name is taken.
+pub(super) async fn enter<T: Clone>(
+    session: &Session,
+    (db, schema, name): (String, String, String),
+    kind: &'static str,
+    map: fn(&mut SchemaEntry) -> &mut BTreeMap<String, T>,
+    entry: T,
+    or_replace: bool,
+    if_not_exists: bool,
+) -> Result<StatementResult> {
+    let qualified = format!("{db}.{schema}.{name}");
     let mut existed = false;
     session
         .warehouse()
         .update_catalog(|c| {
-            let s = c.schema_mut(&db, &schema)?;
-            existed = s.file_formats.contains_key(&name);
+            let objects = map(c.schema_mut(&db, &schema)?);
+            existed = objects.contains_key(&name);
             if existed && if_not_exists {
                 return Ok(());
             }
             if existed && !or_replace {
                 return Err(StorageError::NameTaken {
                     name: qualified.clone(),
-                    kind: "file format",
+                    kind,
                 });
             }
-            s.file_formats.insert(name.clone(), entry.clone());
+            objects.insert(name.clone(), entry.clone());
             Ok(())
         })
         .await?;
     Ok(StatementResult::status(if existed && if_not_exists {
-        format!("file format {qualified} already exists")
+        format!("{kind} {qualified} already exists")
     } else {
-        format!("created file format {qualified}")
+        format!("created {kind} {qualified}")
     }))
 }
 

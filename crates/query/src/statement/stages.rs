@@ -165,31 +165,18 @@ pub(crate) async fn create(session: &Session, statement: &SqlStatement) -> Resul
         created_by: session.user_name(),
         created_at: Utc::now(),
     };
-    let mut existed = false;
-    let (or_replace, if_not_exists) = (*or_replace, *if_not_exists);
-    session
-        .warehouse()
-        .update_catalog(|c| {
-            let s = c.schema_mut(&db, &schema)?;
-            existed = s.stages.contains_key(&name);
-            if existed && if_not_exists {
-                return Ok(());
-            }
-            if existed && !or_replace {
-                return Err(StorageError::NameTaken {
-                    name: qualified.clone(),
-                    kind: "stage",
-                });
-            }
-            s.stages.insert(name.clone(), entry.clone());
-            Ok(())
-        })
-        .await?;
-    Ok(StatementResult::status(if existed && if_not_exists {
-        format!("stage {qualified} already exists")
-    } else {
-        format!("created stage {qualified}")
-    }))
+    let target = (db, schema, name);
+    let kind = "stage";
+    file_formats::enter(
+        session,
+        target,
+        kind,
+        |s| &mut s.stages,
+        entry,
+        *or_replace,
+        *if_not_exists,
+    )
+    .await
 }
 
 /// `DROP STAGE [IF EXISTS] a, b`: the stages go; their files stay.
