@@ -66,6 +66,11 @@ impl Session {
         let optimizer = &mut config.options_mut().optimizer;
         optimizer.hash_join_single_partition_threshold = 64 * 1024 * 1024;
         optimizer.hash_join_single_partition_threshold_rows = 4 * 1024 * 1024;
+        // DataFusion 55 prunes a global aggregate's input by the running MIN/MAX of its plain
+        // column arguments even when another aggregate (`MAX(a + 1)`, `MIN(-a)`) needs the
+        // rows pruned: wrong answers (apache/datafusion#24816, fixed after 55). Exact MIN/MAX
+        // come from file statistics anyway.
+        optimizer.enable_aggregate_dynamic_filter_pushdown = false;
         // A partial aggregation that keeps more than half of its input rows as groups (grouping
         // by order or customer keys) costs more in hash-table misses than it saves the final
         // one: pass its rows straight on. DataFusion's default gives up only above 80%.
