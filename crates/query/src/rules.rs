@@ -2,6 +2,8 @@
 //! functions. Each is a DataFusion extension point; the session installs them all
 //! (see [`crate::session`]).
 //!
+//! - [`correlated_subquery`]: plans the correlated subqueries DataFusion cannot (a non-equality
+//!   correlation, EXISTS / IN as a value) as joins;
 //! - [`star_join`]: orders a star join's dimensions by how selective their filters are;
 //! - [`fk_join`]: drops joins to a dimension that a foreign key proves lose and add no rows;
 //! - [`decimal_arithmetic`]: DECIMAL `+ - *` without per-row overflow checks when the
@@ -16,6 +18,7 @@
 pub(crate) mod await_join_filters;
 pub(crate) mod checked_integers;
 pub(crate) mod checked_sum;
+pub(crate) mod correlated_subquery;
 pub(crate) mod date_comparison;
 pub(crate) mod date_dimension;
 pub(crate) mod decimal_arithmetic;
@@ -81,6 +84,7 @@ pub(crate) fn analyzer_rules() -> Vec<Arc<dyn AnalyzerRule + Send + Sync>> {
 /// Strata's logical optimizer rules, run after DataFusion's.
 pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     vec![
+        Arc::new(correlated_subquery::CorrelatedSubqueries),
         Arc::new(star_join::StarJoinOrder),
         Arc::new(fk_join::ForeignKeyJoinElimination),
         Arc::new(decimal_arithmetic::DecimalArithmetic),
