@@ -126,6 +126,11 @@ pub enum Statement {
     },
     /// `CREATE [OR REPLACE] EXTERNAL TABLE ...`.
     CreateExternalTable(Box<ExternalTable>),
+    /// `SHOW INDEXES [ON | FROM | IN t]` (`SHOW INDEX`, `SHOW KEYS` too, as MySQL spells it).
+    ShowIndexes {
+        /// The table; every table of the current schema when absent.
+        table: Option<ObjectName>,
+    },
 }
 
 /// `CREATE [OR REPLACE] EXTERNAL TABLE [IF NOT EXISTS] name [(column type, ...)]
@@ -270,6 +275,13 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan], spans: &Spans) -> Result<State
     let first = words.first().map(String::as_str).unwrap_or_default();
     if first == "VACUUM" {
         return parse_vacuum(chunk);
+    }
+    if first == "SHOW"
+        && words
+            .get(1)
+            .is_some_and(|w| matches!(w.as_str(), "INDEXES" | "INDEX" | "KEYS"))
+    {
+        return parse_show_indexes(chunk);
     }
     if first == "APPLY" && words.get(1).is_some_and(|w| w == "CHANGES") {
         return parse_apply_changes(chunk);
@@ -985,6 +997,22 @@ fn parse_create_file_format(chunk: &[TokenWithSpan]) -> Result<Statement> {
         if_not_exists,
         options,
     })
+}
+
+fn parse_show_indexes(chunk: &[TokenWithSpan]) -> Result<Statement> {
+    let mut p = parser_for(chunk);
+    p.expect_keyword(Keyword::SHOW).map_err(perr)?;
+    p.next_token();
+    let table = if p
+        .parse_one_of_keywords(&[Keyword::ON, Keyword::FROM, Keyword::IN])
+        .is_some()
+    {
+        Some(p.parse_object_name(false).map_err(perr)?)
+    } else {
+        None
+    };
+    expect_end(&mut p).map_err(perr)?;
+    Ok(Statement::ShowIndexes { table })
 }
 
 fn parse_drop_file_format(chunk: &[TokenWithSpan]) -> Result<Statement> {

@@ -5,6 +5,8 @@
 //!     │ dispatch by statement family:
 //!     ├── ddl            databases, schemas, tables, partitions, USE, SHOW, DESCRIBE, VACUUM
 //!     ├── alter          ALTER TABLE: columns (schema evolution), RENAME TO, SWAP WITH
+//!     ├── indexes        CREATE / DROP INDEX, SHOW INDEXES: sort keys and bloom filters
+//!     ├── optimize       OPTIMIZE (compaction, ZORDER BY), ALTER TABLE ... CLUSTER BY
 //!     ├── dml            UPDATE, DELETE, MERGE: copy-on-write of the affected files
 //!     ├── copy           COPY INTO with load history and rejected rows
 //!     │   └ load_transform   COPY INTO t FROM (SELECT $1, f($2) FROM @stage)
@@ -36,7 +38,9 @@ pub(crate) mod file_formats;
 #[cfg(test)]
 mod fuzz;
 pub(crate) mod hooks;
+pub(crate) mod indexes;
 pub(crate) mod load_transform;
+pub(crate) mod optimize;
 pub(crate) mod plan;
 pub(crate) mod query_log;
 pub(crate) mod secrets;
@@ -204,6 +208,7 @@ impl Session {
                 ))
                 .await?
             }
+            Statement::ShowIndexes { table } => indexes::show(self, table.as_ref()).await?,
             Statement::DropFileFormat { name, if_exists } => {
                 file_formats::drop(self, name, *if_exists).await?
             }
@@ -229,6 +234,41 @@ impl Session {
                 if_not_exists,
                 ..
             } => self.create_schema(schema_name, *if_not_exists).await?,
+            SqlStatement::OptimizeTable {
+                name,
+                partition,
+                zorder,
+                predicate,
+                include_final,
+                deduplicate,
+                on_cluster,
+                ..
+            } => {
+                if predicate.is_some()
+                    || *include_final
+                    || deduplicate.is_some()
+                    || on_cluster.is_some()
+                {
+                    return Err(Error::Unsupported(
+                        "OPTIMIZE takes a table, PARTITION p and ZORDER BY (...)".to_string(),
+                    ));
+                }
+                Box::pin(optimize::optimize(
+                    self,
+                    name,
+                    partition.as_ref(),
+                    zorder.as_deref(),
+                ))
+                .await?
+            }
+            SqlStatement::CreateIndex(create) => Box::pin(indexes::create(self, create)).await?,
+            SqlStatement::Drop {
+                object_type: ObjectType::Index,
+                if_exists,
+                names,
+                table,
+                ..
+            } => indexes::drop(self, names, table.as_ref(), *if_exists).await?,
             SqlStatement::Drop {
                 object_type: ObjectType::Stage,
                 if_exists,

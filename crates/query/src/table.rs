@@ -9,11 +9,13 @@
 //!     │   └ constraints      keys, foreign keys and checks, enforced on every write
 //!  scd        SCD Type 2 declarations and layout       layout   PARTITION BY RANGE → layout
 //!  external   an external table's files, read in place, pruned by Hive folder values
+//!  clustering the order a rewrite gives rows: a sort key or a Z-order
 //! ```
 //!
 //! Nothing here plans SQL or names a session: the layers above hand in what they planned.
 
 pub(crate) mod cached_scan;
+pub(crate) mod clustering;
 pub(crate) mod constraints;
 pub(crate) mod external;
 pub(crate) mod files;

@@ -78,6 +78,8 @@ fn open_log(c: &mut Criterion) {
             constraints: Vec::new(),
             last_field_id: 0,
             name_mapping: BTreeMap::new(),
+            indexes: Vec::new(),
+            cluster_by: Vec::new(),
         };
         let mut snapshot = log.create(metadata, "CREATE TABLE").await.unwrap();
         for i in 0..10_000 {

@@ -36,6 +36,8 @@ fn metadata() -> TableMetadata {
         constraints: Vec::new(),
         last_field_id: 0,
         name_mapping: Default::default(),
+        indexes: Vec::new(),
+        cluster_by: Vec::new(),
     }
 }
 

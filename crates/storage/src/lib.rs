@@ -5,7 +5,7 @@
 //!     │
 //!  TableLog (tables/<id>/_log/<v>.json)  numbered commits, put-if-absent, checkpoints
 //!     │ Snapshot = metadata + live DataFiles with statistics
-//!  TableWriter                          route rows to range partitions → Parquet (rayon)
+//!  TableWriter                          route rows to range partitions → sort (index key) → Parquet (rayon)
 //!     │
 //!  object_store                         local disk (fsynced), memory://, s3://
 //! ```
@@ -42,6 +42,7 @@ pub mod partition;
 pub mod records;
 /// Named secrets (`CREATE SECRET`): the keys a load needs, kept out of scripts.
 pub mod secrets;
+pub mod sort;
 /// Opening a warehouse root as an object store, and the paths under it.
 pub mod store;
 /// Deleting files no snapshot within the retention period references.
@@ -57,8 +58,9 @@ pub use error::{Error, Result, panic_message};
 pub use faults::{Fault, FaultyStore};
 pub use id::{TableId, Version};
 pub use log::{
-    Action, ColumnDef, ColumnStats, Commit, Constraint, DataFile, FENCE_TTL_SECONDS, Fence,
-    LoadedFile, Reads, Snapshot, StatValue, TableLog, TableMetadata, Transaction, sql_type_name,
+    Action, ColumnDef, ColumnStats, Commit, Constraint, DataFile, FENCE_TTL_SECONDS, Fence, Index,
+    IndexKind, LoadedFile, Reads, Snapshot, StatValue, TableLog, TableMetadata, Transaction,
+    sql_type_name,
 };
 pub use partition::{Interval, KeyType, Partition, Partitioning, UpperBound};
 pub use records::{

@@ -133,6 +133,14 @@ pub struct TableMetadata {
     /// by name (Iceberg's name mapping).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub name_mapping: BTreeMap<String, u32>,
+    /// Indexes (`CREATE INDEX`): how data files are laid out, see [`Index`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub indexes: Vec<Index>,
+    /// The clustering key set by `ALTER TABLE t CLUSTER BY (...)`: data files are written
+    /// sorted by it (on one column) or by its Z-order (on several); it overrides the key of a
+    /// B-tree index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_by: Vec<String>,
 }
 
 /// [`TableMetadata`] as stored; reading it gives the columns of a table from before field ids
@@ -150,6 +158,10 @@ struct StoredMetadata {
     last_field_id: u32,
     #[serde(default)]
     name_mapping: BTreeMap<String, u32>,
+    #[serde(default)]
+    indexes: Vec<Index>,
+    #[serde(default)]
+    cluster_by: Vec<String>,
 }
 
 impl From<StoredMetadata> for TableMetadata {
@@ -161,6 +173,8 @@ impl From<StoredMetadata> for TableMetadata {
             constraints: stored.constraints,
             last_field_id: stored.last_field_id,
             name_mapping: stored.name_mapping,
+            indexes: stored.indexes,
+            cluster_by: stored.cluster_by,
         };
         if metadata.last_field_id == 0 && metadata.columns.iter().all(|c| c.field_id == 0) {
             metadata.assign_field_ids(None);
@@ -244,6 +258,45 @@ impl Constraint {
     }
 }
 
+/// An index (`CREATE INDEX`), mapped onto what a columnar file can do. A B-tree index (the
+/// default) sorts data files by its columns, so min/max statistics and the page index skip
+/// what a lookup or range on its leading columns does not need, and gives its leading column a
+/// bloom filter; a hash index gives its columns bloom filters, which skip row groups that
+/// cannot hold a looked-up value. `INCLUDE` columns are recorded: every column of a file has
+/// statistics, and a scan reads only the columns a query names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    /// The index's name, unique in its table.
+    pub name: String,
+    /// The indexed columns, in order.
+    pub columns: Vec<String>,
+    /// `INCLUDE (...)`: the covered columns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub include: Vec<String>,
+    /// B-tree or hash.
+    pub kind: IndexKind,
+}
+
+/// How an [`Index`] works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IndexKind {
+    /// A sort key, plus a bloom filter on the leading column.
+    BTree,
+    /// Bloom filters on the columns.
+    Hash,
+}
+
+impl IndexKind {
+    /// The SQL name (`USING BTREE`).
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            IndexKind::BTree => "BTREE",
+            IndexKind::Hash => "HASH",
+        }
+    }
+}
+
 impl TableMetadata {
     /// Metadata with `columns` and nothing else: no partitioning, properties or constraints.
     pub fn new(columns: Vec<ColumnDef>) -> Self {
@@ -254,7 +307,75 @@ impl TableMetadata {
             constraints: Vec::new(),
             last_field_id: 0,
             name_mapping: BTreeMap::new(),
+            indexes: Vec::new(),
+            cluster_by: Vec::new(),
         }
+    }
+
+    /// The columns data files are sorted by: the clustering key if one is set, else the
+    /// columns of the first B-tree index; empty when files keep the order rows came in.
+    pub fn sort_key(&self) -> &[String] {
+        if !self.cluster_by.is_empty() {
+            return &self.cluster_by;
+        }
+        self.indexes
+            .iter()
+            .find(|i| i.kind == IndexKind::BTree)
+            .map_or(&[], |i| &i.columns)
+    }
+
+    /// Whether the sort key is a Z-order curve over several columns (`CLUSTER BY` with more
+    /// than one) rather than a lexicographic order (a composite index).
+    pub fn sorts_by_curve(&self) -> bool {
+        self.cluster_by.len() > 1
+    }
+
+    /// The columns data files carry Parquet bloom filters for: every column of a hash index
+    /// and the leading column of a B-tree index.
+    pub fn bloom_filter_columns(&self) -> BTreeSet<&str> {
+        let mut columns = BTreeSet::new();
+        for index in &self.indexes {
+            match index.kind {
+                IndexKind::Hash => columns.extend(index.columns.iter().map(String::as_str)),
+                IndexKind::BTree => columns.extend(index.columns.first().map(String::as_str)),
+            }
+        }
+        columns
+    }
+
+    /// Indexes and the clustering key follow a column renamed `old` to `new`.
+    pub fn rename_in_layout(&mut self, old: &str, new: &str) {
+        let rename = |c: &mut String| {
+            if c == old {
+                *c = new.to_string();
+            }
+        };
+        for index in &mut self.indexes {
+            index.columns.iter_mut().for_each(rename);
+            index.include.iter_mut().for_each(rename);
+        }
+        self.cluster_by.iter_mut().for_each(rename);
+    }
+
+    /// Drops the indexes that use `column` (as PostgreSQL does when the column goes); returns
+    /// their names.
+    pub fn drop_indexes_on(&mut self, column: &str) -> Vec<String> {
+        let mut dropped = Vec::new();
+        self.indexes.retain(|i| {
+            let uses = i.columns.iter().chain(&i.include).any(|c| c == column);
+            if uses {
+                dropped.push(i.name.clone());
+            }
+            !uses
+        });
+        dropped
+    }
+
+    /// The index named `name` (case-insensitively, as SQL names are).
+    pub fn index(&self, name: &str) -> Option<&Index> {
+        self.indexes
+            .iter()
+            .find(|i| i.name.eq_ignore_ascii_case(name))
     }
 
     /// Gives each column without a field id one: the id of the column of that name in `base`
@@ -820,6 +941,8 @@ impl Transaction {
             && (b.columns != n.columns
                 || b.constraints != n.constraints
                 || b.properties != n.properties
+                || b.indexes != n.indexes
+                || b.cluster_by != n.cluster_by
                 || b.last_field_id != n.last_field_id)
         {
             return Some(format!(
@@ -1213,6 +1336,8 @@ mod tests {
             constraints: Vec::new(),
             last_field_id: 0,
             name_mapping: Default::default(),
+            indexes: Vec::new(),
+            cluster_by: Vec::new(),
         }
     }
 

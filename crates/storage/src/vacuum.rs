@@ -263,6 +263,8 @@ mod tests {
             constraints: Vec::new(),
             last_field_id: 0,
             name_mapping: Default::default(),
+            indexes: Vec::new(),
+            cluster_by: Vec::new(),
         }
     }
 

@@ -46,6 +46,9 @@ pub struct WriteOptions {
     /// The one partition rows may go to (`INSERT ... PARTITION (p)`): a row of another is an
     /// error.
     pub only_partition: Option<String>,
+    /// Rows arrive in the order files should keep (a rewrite sorted them already, or laid them
+    /// along a Z-order): the table's sort key is not applied again.
+    pub presorted: bool,
 }
 
 /// Default of [`WriteOptions::max_new_partitions`].
@@ -58,6 +61,7 @@ impl Default for WriteOptions {
             row_group_rows: DEFAULT_ROW_GROUP_ROWS,
             max_new_partitions: DEFAULT_MAX_NEW_PARTITIONS,
             only_partition: None,
+            presorted: false,
         }
     }
 }
@@ -125,7 +129,25 @@ pub struct TableWriter {
     numbering: (usize, usize),
     /// Constraints every batch must satisfy before it is written.
     check: Option<Box<dyn BatchCheck>>,
+    /// The columns (by position) files are sorted by, and whether by their Z-order; empty
+    /// when rows keep the order they came in.
+    sort_key: Vec<usize>,
+    curve: bool,
+    /// With a sort key: the rows of each partition not yet written, sorted and encoded as one
+    /// file when they reach the target file size (see [`SORT_BUFFER_FACTOR`]).
+    pending: HashMap<String, Pending>,
 }
+
+/// Rows of one partition waiting to be sorted into a file.
+#[derive(Default)]
+struct Pending {
+    batches: Vec<RecordBatch>,
+    bytes: usize,
+}
+
+/// A sorted table's rows are buffered until they fill a file; all partitions together hold at
+/// most this many target file sizes of buffered rows (the largest is written out first).
+const SORT_BUFFER_FACTOR: usize = 2;
 
 /// A check of rows before they are written: the table's constraints, which the query layer
 /// knows how to evaluate. Runs on the CPU pool with the writer.
@@ -172,18 +194,40 @@ impl std::fmt::Debug for TableWriter {
 impl TableWriter {
     /// A writer for `table` at `snapshot`.
     pub fn new(table: &str, snapshot: &Snapshot, options: WriteOptions) -> Self {
-        let props = WriterProperties::builder()
+        let metadata = &snapshot.metadata;
+        let mut props = WriterProperties::builder()
             // LZ4_RAW: files as small as Snappy's (TPC-H SF1: 360 vs 353 MB) that decode
             // faster (TPC-H SF1 hot geomean 0.071 s vs 0.079 s); BENCHMARKS.md has the figures.
             .set_compression(Compression::LZ4_RAW)
             .set_statistics_enabled(EnabledStatistics::Page)
-            .set_max_row_group_row_count(Some(options.row_group_rows))
-            .build();
+            .set_max_row_group_row_count(Some(options.row_group_rows));
+        // Indexed columns: a bloom filter per row group, sized for a row group of distinct
+        // values at the Parquet default of a 5% false-positive rate.
+        for column in metadata.bloom_filter_columns() {
+            let path = parquet::schema::types::ColumnPath::from(column);
+            props = props
+                .set_column_bloom_filter_enabled(path.clone(), true)
+                .set_column_bloom_filter_max_ndv(path, options.row_group_rows as u64);
+        }
+        let props = props.build();
+        let schema = metadata.schema();
+        let sort_key = if options.presorted {
+            Vec::new()
+        } else {
+            metadata
+                .sort_key()
+                .iter()
+                .filter_map(|c| schema.index_of(c).ok())
+                .collect()
+        };
         Self {
+            sort_key,
+            curve: metadata.sorts_by_curve(),
+            pending: HashMap::new(),
             table: table.to_string(),
-            schema: snapshot.metadata.schema(),
-            file_schema: snapshot.metadata.file_schema(),
-            layout: snapshot.metadata.partitioning.clone(),
+            schema,
+            file_schema: metadata.file_schema(),
+            layout: metadata.partitioning.clone(),
             props,
             options,
             open: HashMap::new(),
@@ -304,6 +348,9 @@ impl TableWriter {
             None => vec![(String::new(), batch.clone())],
         };
         self.rows_seen += batch.num_rows();
+        if !self.sort_key.is_empty() {
+            return self.buffer_sorted(parts);
+        }
         for (name, slice) in &parts {
             if !self.open.contains_key(name) {
                 let writer = ArrowWriter::try_new(
@@ -351,6 +398,80 @@ impl TableWriter {
             self.finished
                 .push(close_file(&self.file_schema, name, file)?);
         }
+        Ok(())
+    }
+}
+
+impl TableWriter {
+    /// Adds routed rows to their partitions' buffers, and writes out the buffers that fill a
+    /// file (or the largest ones, while all of them hold too much).
+    fn buffer_sorted(&mut self, parts: Vec<(String, RecordBatch)>) -> Result<()> {
+        for (name, slice) in parts {
+            let pending = self.pending.entry(name).or_default();
+            pending.bytes += slice.get_array_memory_size();
+            pending.batches.push(slice);
+        }
+        let target = self.options.target_file_size_bytes;
+        let mut full: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.bytes >= target)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut held: usize = self
+            .pending
+            .iter()
+            .filter(|(name, _)| !full.contains(name))
+            .map(|(_, p)| p.bytes)
+            .sum();
+        while held > SORT_BUFFER_FACTOR.saturating_mul(target) {
+            let Some((name, bytes)) = self
+                .pending
+                .iter()
+                .filter(|(name, _)| !full.contains(name))
+                .map(|(name, p)| (name.clone(), p.bytes))
+                .max_by_key(|(_, bytes)| *bytes)
+            else {
+                break;
+            };
+            held -= bytes;
+            full.push(name);
+        }
+        self.write_pending(full)
+    }
+
+    /// Sorts the buffered rows of `partitions` and encodes each as one file, in parallel.
+    fn write_pending(&mut self, partitions: Vec<String>) -> Result<()> {
+        let work: Vec<(String, Pending)> = partitions
+            .into_iter()
+            .filter_map(|name| self.pending.remove(&name).map(|p| (name, p)))
+            .collect();
+        let files = work
+            .into_par_iter()
+            .map(|(name, pending)| {
+                let rows = arrow::compute::concat_batches(&self.schema, &pending.batches)?;
+                let rows = crate::sort::sort_rows(&rows, &self.sort_key, self.curve)?;
+                let mut writer = ArrowWriter::try_new(
+                    Vec::new(),
+                    Arc::clone(&self.file_schema),
+                    Some(file_properties(&self.props, &rows)),
+                )?;
+                writer.write(&rows)?;
+                let mut stats: Vec<StatsAccumulator> = (0..self.schema.fields().len())
+                    .map(|_| StatsAccumulator::default())
+                    .collect();
+                for (acc, column) in stats.iter_mut().zip(rows.columns()) {
+                    acc.update(column);
+                }
+                let file = OpenFile {
+                    writer,
+                    rows: rows.num_rows() as u64,
+                    stats,
+                };
+                close_file(&self.file_schema, name, file)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.finished.extend(files);
         Ok(())
     }
 }
@@ -481,6 +602,8 @@ impl TableWriter {
                     reason,
                 })?;
         }
+        let pending: Vec<String> = self.pending.keys().cloned().collect();
+        self.write_pending(pending)?;
         let open: Vec<(String, OpenFile)> = self.open.drain().collect();
         let schema = Arc::clone(&self.file_schema);
         let closed: Vec<EncodedFile> = open

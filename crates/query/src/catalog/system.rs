@@ -25,8 +25,9 @@ use crate::error::Result;
 use crate::warehouse::Warehouse;
 
 /// The system tables.
-pub(crate) const SYSTEM_TABLES: [&str; 9] = [
+pub(crate) const SYSTEM_TABLES: [&str; 10] = [
     "partitions",
+    "indexes",
     "table_versions",
     "query_log",
     "load_history",
@@ -211,6 +212,7 @@ pub(crate) async fn system_table(
     warehouse.refresh_catalog().await?;
     Ok(Some(match name {
         "partitions" => partitions(warehouse).await?,
+        "indexes" => indexes(warehouse).await?,
         "table_versions" => table_versions(warehouse).await?,
         "query_log" => query_log(warehouse, &viewer.user()).await?,
         "load_history" => load_history(warehouse).await?,
@@ -386,6 +388,84 @@ async fn partitions(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
         .collect();
     columns.extend(nums.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     mem_table(schema, columns)
+}
+
+/// Every index: its table, kind, columns, and what it does to the table's files.
+async fn indexes(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("database_name", DataType::Utf8, false),
+        Field::new("schema_name", DataType::Utf8, false),
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("index_name", DataType::Utf8, false),
+        Field::new("index_type", DataType::Utf8, false),
+        Field::new("columns", DataType::Utf8, false),
+        Field::new("include_columns", DataType::Utf8, true),
+        Field::new("effect", DataType::Utf8, false),
+    ]));
+    let mut cols: Vec<StringBuilder> = (0..8).map(|_| StringBuilder::new()).collect();
+    for (db, schema_name, table, id) in all_tables(warehouse) {
+        let log = warehouse.table_log(&id, &table);
+        let metadata = warehouse.snapshot(&log).await?.metadata;
+        for index in &metadata.indexes {
+            cols[0].append_value(&db);
+            cols[1].append_value(&schema_name);
+            cols[2].append_value(&table);
+            cols[3].append_value(&index.name);
+            cols[4].append_value(index.kind.sql_name());
+            cols[5].append_value(index.columns.join(", "));
+            cols[6].append_option((!index.include.is_empty()).then(|| index.include.join(", ")));
+            cols[7].append_value(index_effect(&metadata, index));
+        }
+    }
+    let columns = cols
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    mem_table(schema, columns)
+}
+
+/// What `index` does to the files of a table with `metadata`, in words.
+pub(crate) fn index_effect(
+    metadata: &strata_storage::TableMetadata,
+    index: &strata_storage::Index,
+) -> String {
+    let mut effects = Vec::new();
+    if index.kind == strata_storage::IndexKind::BTree {
+        if metadata.sort_key().starts_with(&index.columns) && metadata.cluster_by.is_empty() {
+            effects.push(format!(
+                "files sorted by ({})",
+                metadata.sort_key().join(", ")
+            ));
+        } else if !metadata.cluster_by.is_empty() {
+            effects.push(format!(
+                "files clustered by ({}) instead",
+                metadata.cluster_by.join(", ")
+            ));
+        } else {
+            effects.push(format!(
+                "files sorted by ({}) instead",
+                metadata.sort_key().join(", ")
+            ));
+        }
+    }
+    let blooms = metadata.bloom_filter_columns();
+    let bloomed: Vec<&str> = index
+        .columns
+        .iter()
+        .map(String::as_str)
+        .filter(|c| blooms.contains(c))
+        .filter(|c| index.kind == strata_storage::IndexKind::Hash || *c == index.columns[0])
+        .collect();
+    if !bloomed.is_empty() {
+        effects.push(format!("bloom filters on ({})", bloomed.join(", ")));
+    }
+    if !index.include.is_empty() {
+        effects.push(format!(
+            "covers ({}) with statistics",
+            index.include.join(", ")
+        ));
+    }
+    effects.join("; ")
 }
 
 async fn table_versions(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {

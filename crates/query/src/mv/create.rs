@@ -108,6 +108,8 @@ pub(crate) async fn create(
         constraints: Vec::new(),
         last_field_id: 0,
         name_mapping: Default::default(),
+        indexes: Vec::new(),
+        cluster_by: Vec::new(),
     };
     definition.write_to(&mut metadata.properties);
     let warehouse = session.warehouse().clone();

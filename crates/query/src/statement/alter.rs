@@ -93,6 +93,17 @@ pub(crate) async fn alter_table(
         AlterTableOperation::SwapWith { table_name } => {
             swap_tables(session, [db, schema, table], table_name).await
         }
+        AlterTableOperation::ClusterBy { exprs } => {
+            Box::pin(crate::statement::optimize::cluster_by(
+                session,
+                &alter.name,
+                Some(exprs),
+            ))
+            .await
+        }
+        AlterTableOperation::DropClusteringKey => {
+            crate::statement::optimize::cluster_by(session, &alter.name, None).await
+        }
         _ => alter_columns(session, &alter.name, &alter.operations).await,
     }
 }
@@ -384,8 +395,21 @@ fn drop_column(
             "cannot drop column '{column}': it is the only column of {table}"
         )));
     }
+    if metadata.cluster_by.contains(&column) {
+        return Err(Error::Plan(format!(
+            "cannot drop column '{column}': {table} is clustered by it (ALTER TABLE ... DROP              CLUSTERING KEY first)"
+        )));
+    }
     metadata.columns.retain(|c| c.name != column);
-    Ok(format!("dropped column {column}"))
+    let indexes = metadata.drop_indexes_on(&column);
+    if indexes.is_empty() {
+        Ok(format!("dropped column {column}"))
+    } else {
+        Ok(format!(
+            "dropped column {column} and its indexes {}",
+            indexes.join(", ")
+        ))
+    }
 }
 
 /// Whether a CHECK constraint's expression reads `column`.
@@ -464,6 +488,7 @@ fn rename_column(
         )));
     }
     column_mut(metadata, &old).name = new.clone();
+    metadata.rename_in_layout(&old, &new);
     if let Some(p) = metadata.partitioning.as_mut()
         && p.column == old
     {

@@ -671,6 +671,8 @@ impl Session {
             constraints,
             last_field_id: 0,
             name_mapping: Default::default(),
+            indexes: Vec::new(),
+            cluster_by: Vec::new(),
         };
         let warehouse = &self.warehouse();
         let rows = warehouse

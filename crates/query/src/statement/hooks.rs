@@ -131,6 +131,7 @@ fn changes_data(statement: &Statement) -> bool {
         | Statement::DropSecret { .. }
         | Statement::CreateFileFormat { .. }
         | Statement::DropFileFormat { .. }
-        | Statement::CreateExternalTable(_) => false,
+        | Statement::CreateExternalTable(_)
+        | Statement::ShowIndexes { .. } => false,
     }
 }

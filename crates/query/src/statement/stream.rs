@@ -327,6 +327,8 @@ impl Session {
                 constraints: Vec::new(),
                 last_field_id: 0,
                 name_mapping: Default::default(),
+                indexes: Vec::new(),
+                cluster_by: Vec::new(),
             };
             let warehouse = self.warehouse();
             let options = self.write_options();

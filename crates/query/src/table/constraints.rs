@@ -203,6 +203,8 @@ async fn validate(
         constraints: Vec::new(),
         last_field_id: 0,
         name_mapping: Default::default(),
+        indexes: Vec::new(),
+        cluster_by: Vec::new(),
     }
     .schema();
     let df_schema = DFSchema::try_from(schema)?;

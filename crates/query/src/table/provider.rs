@@ -26,13 +26,13 @@ use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::dml::InsertOp;
-use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use parquet::arrow::RowNumber;
-use strata_storage::{DataFile, Reads, Snapshot, TableLog};
+use strata_storage::{DataFile, IndexKind, Reads, Snapshot, TableLog, TableMetadata};
 
 use crate::error::Result;
 use crate::parser::{AsOf, split_time_travel};
@@ -525,12 +525,11 @@ impl TableProvider for StrataTable {
             .iter()
             .map(|c| (c.name.clone(), c.field_id))
             .collect();
-        Ok(Arc::new(StrataScanExec::new(
-            self.name.clone(),
-            Arc::new(field_ids),
-            scan,
-            figures,
-        )))
+        let index = lookup_index(&self.snapshot.metadata, filters);
+        Ok(Arc::new(
+            StrataScanExec::new(self.name.clone(), Arc::new(field_ids), scan, figures)
+                .with_index(index),
+        ))
     }
 
     async fn insert_into(
@@ -578,6 +577,71 @@ impl TableProvider for StrataTable {
 fn micros_to_time(micros: i64) -> Result<chrono::DateTime<chrono::Utc>> {
     chrono::DateTime::from_timestamp_micros(micros)
         .ok_or_else(|| crate::Error::Plan(format!("time travel: timestamp {micros} out of range")))
+}
+
+/// The index a scan with `filters` looks rows up by, if any: an equality (or IN list) on a
+/// column with bloom filters, or a comparison on the leading column of the sort key. Its name
+/// is the index's (`cluster key` for `CLUSTER BY`).
+fn lookup_index(metadata: &TableMetadata, filters: &[Expr]) -> Option<String> {
+    let blooms = metadata.bloom_filter_columns();
+    let leading = metadata.sort_key().first();
+    let column_of = |e: &Expr| match e {
+        Expr::Column(c) => Some(c.name.clone()),
+        _ => None,
+    };
+    let literal = |e: &Expr| matches!(e, Expr::Literal(..));
+    for filter in filters.iter().flat_map(|f| split_conjunction(f)) {
+        let (column, equality) = match filter {
+            Expr::BinaryExpr(b)
+                if matches!(
+                    b.op,
+                    Operator::Eq | Operator::Lt | Operator::LtEq | Operator::Gt | Operator::GtEq
+                ) =>
+            {
+                let column = match (column_of(&b.left), column_of(&b.right)) {
+                    (Some(c), None) if literal(&b.right) => c,
+                    (None, Some(c)) if literal(&b.left) => c,
+                    _ => continue,
+                };
+                (column, b.op == Operator::Eq)
+            }
+            Expr::InList(list) if !list.negated && list.list.iter().all(literal) => {
+                match column_of(&list.expr) {
+                    Some(c) => (c, true),
+                    None => continue,
+                }
+            }
+            Expr::Between(b) if !b.negated && literal(&b.low) && literal(&b.high) => {
+                match column_of(&b.expr) {
+                    Some(c) => (c, false),
+                    None => continue,
+                }
+            }
+            _ => continue,
+        };
+        if equality && blooms.contains(column.as_str()) {
+            let index = metadata.indexes.iter().find(|i| match i.kind {
+                IndexKind::Hash => i.columns.contains(&column),
+                IndexKind::BTree => i.columns.first() == Some(&column),
+            });
+            if let Some(index) = index {
+                return Some(index.name.clone());
+            }
+        }
+        if leading == Some(&column) {
+            if !metadata.cluster_by.is_empty() {
+                return Some("cluster key".to_string());
+            }
+            let index = metadata
+                .indexes
+                .iter()
+                .find(|i| i.kind == IndexKind::BTree && i.columns.first() == Some(&column));
+            if let Some(index) = index {
+                return Some(index.name.clone());
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]

@@ -88,6 +88,11 @@ pub(crate) struct StrataScanExec {
     /// [`StrataScanExec::awaiting`]).
     decodes_late: bool,
     metrics: ExecutionPlanMetricsSet,
+    /// The index a lookup of this scan uses (an equality on a bloom-filtered column, or a
+    /// condition on the leading sort-key column): the scan then reads through the Parquet
+    /// reader, whose row-group and page pruning reads a sliver of each file, rather than fill
+    /// the scan cache with whole columns.
+    index: Option<String>,
     /// What the scan executes, chosen at its first execution: the input, or the input with
     /// its Parquet scan served from the scan cache (`true`).
     reader: OnceLock<(Arc<dyn ExecutionPlan>, bool)>,
@@ -123,8 +128,15 @@ impl StrataScanExec {
             awaited: Vec::new(),
             decodes_late: false,
             metrics,
+            index: None,
             reader: OnceLock::new(),
         }
+    }
+
+    /// This scan as a lookup through `index` (see [`StrataScanExec::index`]).
+    pub(crate) fn with_index(mut self, index: Option<String>) -> Self {
+        self.index = index;
+        self
     }
 
     /// What pruning left of the table.
@@ -159,6 +171,7 @@ impl StrataScanExec {
             runtime_filters: self.runtime_filters.clone(),
             awaited,
             metrics: self.metrics.clone(),
+            index: self.index.clone(),
             reader: OnceLock::new(),
         })
     }
@@ -173,7 +186,7 @@ impl StrataScanExec {
             .get::<StrataOptions>()
             .is_none_or(|o| o.scan_cache);
         let cache = config.get_extension::<ScanCache>()?;
-        if !enabled || cache.budget() == 0 {
+        if !enabled || cache.budget() == 0 || self.index.is_some() {
             return None;
         }
         crate::table::cached_scan::cached_reader(
@@ -282,6 +295,9 @@ impl DisplayAs for StrataScanExec {
                 if self.decodes_late {
                     write!(f, ", filters_while_decoding")?;
                 }
+                if let Some(index) = &self.index {
+                    write!(f, ", index={index}")?;
+                }
                 Ok(())
             }
             DisplayFormatType::TreeRender => write!(
@@ -339,6 +355,7 @@ impl ExecutionPlan for StrataScanExec {
             awaited: self.awaited.clone(),
             decodes_late: self.decodes_late,
             metrics: self.metrics.clone(),
+            index: self.index.clone(),
             reader: OnceLock::new(),
         }))
     }
@@ -454,6 +471,7 @@ impl ExecutionPlan for StrataScanExec {
             awaited: Vec::new(),
             decodes_late: false,
             metrics: self.metrics.clone(),
+            index: self.index.clone(),
             reader: OnceLock::new(),
         };
         Ok(

@@ -102,7 +102,16 @@ pub(crate) async fn write_batches(
         txn.reads = Reads::Table;
     }
     let (check, fences) = (prepared.check, prepared.fences);
-    let mut table_writer = TableWriter::new(name, snapshot, options).with_check(check);
+    // Rows are written under the metadata the commit installs (a new index's layout).
+    let writer_snapshot = match &txn.replace_metadata {
+        Some(metadata) => {
+            let mut s = snapshot.clone();
+            s.metadata = metadata.clone();
+            std::borrow::Cow::Owned(s)
+        }
+        None => std::borrow::Cow::Borrowed(snapshot),
+    };
+    let mut table_writer = TableWriter::new(name, &writer_snapshot, options).with_check(check);
     let uploads = Uploads::begin(&store, log.id()).await?;
     let written = async {
         let mut added: Vec<DataFile> = Vec::new();

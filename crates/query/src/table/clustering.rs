@@ -1,0 +1,112 @@
+//! The order a rewrite of a table's files (`CREATE INDEX`, `OPTIMIZE`, `CLUSTER BY`) gives its
+//! rows, so that consecutive files of a partition hold consecutive ranges and file statistics
+//! prune as well as row-group statistics do.
+//!
+//! The table writer sorts what it buffers for one file (see [`strata_storage::sort`]); a
+//! rewrite sorts all the rows at once, through DataFusion (which spills under the memory
+//! limit), and tells the writer they arrive in order. A lexicographic key is an `ORDER BY`; a
+//! Z-order ranks each column over all the rows (`PERCENT_RANK`), scales the ranks to the same
+//! number of bits and orders by their interleaving ([`ZOrderKey`]).
+
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, AsArray, UInt64Array};
+use arrow::datatypes::{DataType, Float64Type};
+use datafusion::common::{Column, Result as DfResult};
+use datafusion::functions_window::expr_fn::percent_rank;
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ExprFunctionExt, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
+};
+use strata_storage::sort::{interleave, z_bits};
+
+use crate::error::Result;
+
+/// `plan` (whose columns are the table's, named `columns`) ordered by `key`: lexicographically,
+/// or along the Z-order of its columns when `curve` holds and there are several; the output
+/// keeps exactly the table's columns.
+pub(crate) fn ordered(
+    plan: LogicalPlanBuilder,
+    columns: &[String],
+    key: &[String],
+    curve: bool,
+) -> Result<LogicalPlanBuilder> {
+    let column = |name: &str| Expr::Column(Column::new_unqualified(name));
+    if key.is_empty() {
+        return Ok(plan);
+    }
+    if !curve || key.len() < 2 {
+        let sort = key
+            .iter()
+            .map(|c| column(c).sort(true, false))
+            .collect::<Vec<_>>();
+        return Ok(plan.sort(sort)?);
+    }
+    // One window per column: a window node computes functions of one ordering.
+    let mut plan = plan;
+    for (i, c) in key.iter().enumerate() {
+        let rank = percent_rank()
+            .order_by(vec![column(c).sort(true, false)])
+            .build()?
+            .alias(format!("__strata_rank_{i}"));
+        plan = plan.window(vec![rank])?;
+    }
+    let rank_columns = (0..key.len())
+        .map(|i| column(&format!("__strata_rank_{i}")))
+        .collect();
+    let z = Expr::ScalarFunction(ScalarFunction::new_udf(
+        Arc::new(ScalarUDF::new_from_impl(ZOrderKey::new())),
+        rank_columns,
+    ));
+    let output: Vec<Expr> = columns.iter().map(|c| column(c)).collect();
+    Ok(plan.sort(vec![z.sort(true, false)])?.project(output)?)
+}
+
+/// `zorder_key(r1, r2, ...)`: the Z-order value of ranks in [0, 1] (`PERCENT_RANK`), each
+/// scaled to an equal share of 64 bits; NULL ranks count as 0.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(crate) struct ZOrderKey {
+    signature: Signature,
+}
+
+impl ZOrderKey {
+    fn new() -> Self {
+        Self {
+            signature: Signature::variadic(vec![DataType::Float64], Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ZOrderKey {
+    fn name(&self) -> &str {
+        "zorder_key"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> DfResult<DataType> {
+        Ok(DataType::UInt64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
+        let rows = args.number_rows;
+        let bits = z_bits(args.args.len());
+        let top = ((1u64 << bits) - 1) as f64;
+        let mut scaled = Vec::with_capacity(args.args.len());
+        for arg in &args.args {
+            let array = arg.to_array(rows)?;
+            let ranks = array.as_primitive::<Float64Type>();
+            scaled.push(
+                ranks
+                    .iter()
+                    .map(|r| (r.unwrap_or(0.0).clamp(0.0, 1.0) * top) as u64)
+                    .collect::<Vec<u64>>(),
+            );
+        }
+        let z: ArrayRef = Arc::new(UInt64Array::from(interleave(&scaled, bits)));
+        Ok(ColumnarValue::Array(z))
+    }
+}
