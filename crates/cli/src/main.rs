@@ -87,6 +87,11 @@ struct Args {
     #[arg(long, env = "STRATA_SCAN_CACHE", value_parser = strata_query::parse_byte_size)]
     scan_cache: Option<usize>,
 
+    /// A setting for every session, as `SET` takes it: `--set strata.auto_compact_min_files=0`
+    /// (repeatable).
+    #[arg(long = "set", global = true, value_name = "NAME=VALUE", value_parser = setting)]
+    settings: Vec<(String, String)>,
+
     /// Log filter, e.g. `info` or `strata_query=debug`.
     #[arg(long, env = "STRATA_LOG", default_value = "warn")]
     log_filter: String,
@@ -123,7 +128,18 @@ fn options(args: &Args) -> WarehouseOptions {
         scan_cache_bytes: args
             .scan_cache
             .unwrap_or_else(strata_query::default_scan_cache_bytes),
+        settings: args.settings.clone(),
         ..WarehouseOptions::default()
+    }
+}
+
+/// `name=value`, for `--set`.
+fn setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err(format!("'{text}' is not NAME=VALUE")),
     }
 }
 

@@ -52,6 +52,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 720)]
     token_lifetime_mins: u64,
 
+    /// Seconds between passes of table maintenance: partition retention, and compaction of
+    /// partitions with `strata.auto_compact_min_files` small files.
+    #[arg(long, default_value_t = 60)]
+    maintenance_interval_secs: u64,
+
     /// Largest gRPC message accepted or sent (e.g. 64MiB).
     #[arg(long, default_value = "64MiB", value_parser = strata_query::parse_byte_size)]
     max_message_size: usize,
@@ -135,6 +140,7 @@ pub(crate) async fn run(
         max_message_size: args.max_message_size,
         load_locations,
         load_endpoints,
+        maintenance_tick: Duration::from_secs(args.maintenance_interval_secs.max(1)),
     };
     let listener = strata_flight::bind(args.listen).await?;
     let address = listener.local_addr().unwrap_or(args.listen);

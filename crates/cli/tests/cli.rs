@@ -342,8 +342,14 @@ fn python_with_flight_clients() -> std::path::PathBuf {
 
 /// `strata serve` on an ephemeral port; returns the process and its `grpc://` address.
 fn serve(warehouse: &str, password: &str) -> (std::process::Child, String) {
+    serve_with(warehouse, password, &[])
+}
+
+/// [`serve`] with more arguments (global options first, then `serve`'s).
+fn serve_with(warehouse: &str, password: &str, extra: &[&str]) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["serve", "--warehouse", warehouse, "--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("STRATA_PASSWORD", password)
         .stderr(Stdio::piped())
         .spawn()
@@ -416,6 +422,53 @@ fn serve_refreshes_scheduled_materialized_views() {
     server.kill().unwrap();
     server.wait().unwrap();
     assert_eq!(seen, "s\n6\n", "the server did not refresh the view");
+}
+
+#[test]
+fn serve_compacts_small_files_and_applies_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    sql(
+        &w,
+        "CREATE TABLE ev (at DATE, v INT) PARTITION BY RANGE (at) INTERVAL (1 MONTH);
+         INSERT INTO ev VALUES ('2001-01-01', 0);
+         INSERT INTO ev VALUES (CURRENT_DATE, 1);
+         INSERT INTO ev VALUES (CURRENT_DATE, 2);
+         INSERT INTO ev VALUES (CURRENT_DATE, 3);
+         ALTER TABLE ev SET (partition_retention = '1 year');",
+    );
+    let (mut server, _) = serve_with(
+        &w,
+        "upkeep-test-pw",
+        &[
+            "--maintenance-interval-secs",
+            "1",
+            "--set",
+            "strata.auto_compact_min_files=3",
+        ],
+    );
+    let check = "SELECT count(*) AS partitions, sum(file_count) AS files, sum(row_count) AS rows \
+                 FROM system.partitions WHERE table_name = 'ev'";
+    let mut seen = String::new();
+    for _ in 0..80 {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        seen = sql(&w, check);
+        if seen == "partitions,files,rows\n1,1,3\n" {
+            break;
+        }
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(
+        seen, "partitions,files,rows\n1,1,3\n",
+        "the server did not do its upkeep"
+    );
+    let operations = sql(
+        &w,
+        "SELECT operation FROM system.table_versions WHERE table_name = 'ev' \
+         AND operation IN ('APPLY RETENTION', 'OPTIMIZE') ORDER BY operation",
+    );
+    assert_eq!(operations, "operation\nAPPLY RETENTION\nOPTIMIZE\n");
 }
 
 #[test]

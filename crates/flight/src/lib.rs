@@ -55,6 +55,8 @@ pub struct ServeOptions {
     pub load_locations: Vec<String>,
     /// S3 endpoints users without the admin role may name in `COPY INTO ... ENDPOINT`.
     pub load_endpoints: Vec<String>,
+    /// How often partition retention and automatic compaction look at every table.
+    pub maintenance_tick: std::time::Duration,
 }
 
 impl ServeOptions {
@@ -67,6 +69,7 @@ impl ServeOptions {
             max_message_size: 64 * 1024 * 1024,
             load_locations: Vec::new(),
             load_endpoints: Vec::new(),
+            maintenance_tick: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -97,6 +100,7 @@ pub async fn serve(
             });
     // Materialized views with `refresh = 'every ...'` refresh in the background, inside the
     // same query slots and timeout as clients' statements.
+    let warehouse_for_maintenance = warehouse.clone();
     let scheduler = tokio::spawn(strata_query::run_scheduler(
         warehouse,
         std::time::Duration::from_secs(1),
@@ -107,6 +111,13 @@ pub async fn serve(
     ));
     // Stops with the server, however it ends.
     let _scheduler = AbortOnDrop(scheduler);
+    // Partition retention and automatic compaction, also inside the query slots.
+    let maintenance = tokio::spawn(strata_query::run_maintenance(
+        warehouse_for_maintenance,
+        options.maintenance_tick,
+        Some(service.query_slots()),
+    ));
+    let _maintenance = AbortOnDrop(maintenance);
     let flight = FlightServiceServer::new(service)
         .max_decoding_message_size(options.max_message_size)
         .max_encoding_message_size(options.max_message_size);

@@ -39,6 +39,9 @@ datafusion::common::extensions_options! {
         /// files that time travel to recent versions, and writers still running, need. Set to
         /// false to allow it.
         pub vacuum_retention_check: bool, default = true
+        /// `strata serve` compacts a partition (an `OPTIMIZE` of it) once it holds this many
+        /// small files (under 3/4 of the target file size); 0 turns automatic compaction off.
+        pub auto_compact_min_files: u32, default = 16
     }
 }
 

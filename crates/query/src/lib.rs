@@ -54,6 +54,7 @@ pub use mv::{RefreshLimits, run_scheduler};
 pub use progress::{Progress, ProgressFigures};
 pub use result::StatementResult;
 pub use session::Session;
+pub use statement::maintenance::run_maintenance;
 pub use statement::stream::IngestMode;
 pub use strata_storage::Constraint;
 pub use table::{ScanFigures, scan_figures};

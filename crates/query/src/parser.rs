@@ -126,6 +126,11 @@ pub enum Statement {
     },
     /// `CREATE [OR REPLACE] EXTERNAL TABLE ...`.
     CreateExternalTable(Box<ExternalTable>),
+    /// `ALTER TABLE t APPLY RETENTION`: drop the partitions its `partition_retention` expired.
+    ApplyRetention {
+        /// The table.
+        table: ObjectName,
+    },
     /// `SHOW INDEXES [ON | FROM | IN t]` (`SHOW INDEX`, `SHOW KEYS` too, as MySQL spells it).
     ShowIndexes {
         /// The table; every table of the current schema when absent.
@@ -339,6 +344,34 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan], spans: &Spans) -> Result<State
         .as_deref()
         .or(load_select.as_ref().map(|(text, _)| text.as_str()))
         .unwrap_or(text);
+    let last_words: Vec<String> = chunk
+        .iter()
+        .rev()
+        .filter(|t| {
+            !matches!(
+                t.token,
+                Token::Whitespace(_) | Token::SemiColon | Token::EOF
+            )
+        })
+        .take(2)
+        .map(|t| match &t.token {
+            Token::Word(w) => w.value.to_ascii_uppercase(),
+            other => other.to_string(),
+        })
+        .collect();
+    if first == "ALTER"
+        && words.get(1).is_some_and(|w| w == "TABLE")
+        && last_words == ["RETENTION", "APPLY"]
+    {
+        let mut p = parser_for(chunk);
+        p.expect_keywords(&[Keyword::ALTER, Keyword::TABLE])
+            .map_err(perr)?;
+        let table = p.parse_object_name(false).map_err(perr)?;
+        expect_word(&mut p, "APPLY")?;
+        expect_word(&mut p, "RETENTION")?;
+        expect_end(&mut p).map_err(perr)?;
+        return Ok(Statement::ApplyRetention { table });
+    }
     if first == "ALTER" && words.get(1).is_some_and(|w| w == "TABLE") && has_partition_op(chunk) {
         return parse_alter_partition(chunk);
     }

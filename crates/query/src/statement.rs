@@ -7,6 +7,7 @@
 //!     ├── alter          ALTER TABLE: columns (schema evolution), RENAME TO, SWAP WITH
 //!     ├── indexes        CREATE / DROP INDEX, SHOW INDEXES: sort keys and bloom filters
 //!     ├── optimize       OPTIMIZE (compaction, ZORDER BY), ALTER TABLE ... CLUSTER BY
+//!     ├── maintenance    partition retention; serve's automatic compaction and retention
 //!     ├── dml            UPDATE, DELETE, MERGE: copy-on-write of the affected files
 //!     ├── copy           COPY INTO with load history and rejected rows
 //!     │   └ load_transform   COPY INTO t FROM (SELECT $1, f($2) FROM @stage)
@@ -40,6 +41,7 @@ mod fuzz;
 pub(crate) mod hooks;
 pub(crate) mod indexes;
 pub(crate) mod load_transform;
+pub(crate) mod maintenance;
 pub(crate) mod optimize;
 pub(crate) mod plan;
 pub(crate) mod query_log;
@@ -174,7 +176,13 @@ impl Session {
                 table,
                 names,
                 if_exists,
-            } => self.drop_partitions(table, names, *if_exists).await?,
+            } => {
+                self.drop_partitions(table, names, *if_exists, "DROP PARTITION")
+                    .await?
+            }
+            Statement::ApplyRetention { table } => {
+                Box::pin(maintenance::apply_retention(self, table)).await?
+            }
             Statement::Vacuum {
                 table,
                 retain_hours,
@@ -208,7 +216,9 @@ impl Session {
                 ))
                 .await?
             }
-            Statement::ShowIndexes { table } => indexes::show(self, table.as_ref()).await?,
+            Statement::ShowIndexes { table } => {
+                Box::pin(indexes::show(self, table.as_ref())).await?
+            }
             Statement::DropFileFormat { name, if_exists } => {
                 file_formats::drop(self, name, *if_exists).await?
             }
@@ -268,7 +278,7 @@ impl Session {
                 names,
                 table,
                 ..
-            } => indexes::drop(self, names, table.as_ref(), *if_exists).await?,
+            } => Box::pin(indexes::drop(self, names, table.as_ref(), *if_exists)).await?,
             SqlStatement::Drop {
                 object_type: ObjectType::Stage,
                 if_exists,
@@ -304,7 +314,7 @@ impl Session {
             SqlStatement::AlterTable(a) if a.table_type == Some(AlterTableType::External) => {
                 Box::pin(external::refresh(self, a)).await?
             }
-            SqlStatement::AlterTable(a) => alter::alter_table(self, a).await?,
+            SqlStatement::AlterTable(a) => Box::pin(alter::alter_table(self, a)).await?,
             SqlStatement::CreateStage { .. } => Box::pin(stages::create(self, s)).await?,
             SqlStatement::List(command) => {
                 Box::pin(stages::list(
@@ -478,5 +488,19 @@ mod tests {
         use futures::StreamExt;
         let batch = stream.next().await.unwrap().unwrap();
         assert_eq!(names(&batch.schema()), expected);
+    }
+}
+#[cfg(test)]
+mod future_size_probe {
+    #[tokio::test]
+    async fn probe() {
+        let warehouse = crate::Warehouse::open("memory://").await.unwrap();
+        let mut session = warehouse.session();
+        let parsed = crate::parser::parse("SELECT 1").unwrap();
+        let f = session.execute(&parsed[0]);
+        eprintln!("PROBE execute future: {}", std::mem::size_of_val(&f));
+        drop(f);
+        let f = session.sql("SELECT 1");
+        eprintln!("PROBE sql future: {}", std::mem::size_of_val(&f));
     }
 }

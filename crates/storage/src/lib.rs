@@ -62,7 +62,7 @@ pub use log::{
     IndexKind, LoadedFile, Reads, Snapshot, StatValue, TableLog, TableMetadata, Transaction,
     sql_type_name,
 };
-pub use partition::{Interval, KeyType, Partition, Partitioning, UpperBound};
+pub use partition::{Interval, KeyType, Partition, Partitioning, Retention, UpperBound};
 pub use records::{
     LineageEdge, LoadErrors, LoadFailure, QueryLogEntry, Record, RejectedRow, SystemRecords,
 };

@@ -174,6 +174,135 @@ pub enum UpperBound {
     MaxValue,
 }
 
+/// How long a time-partitioned table keeps a partition: `partition_retention = '13 months'`.
+/// A partition expires once the retention has passed since its upper bound (its newest
+/// possible row); `ALTER TABLE ... APPLY RETENTION`, and `strata serve` on its own, drop the
+/// partitions that have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    amount: u32,
+    unit: RetentionUnit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RetentionUnit {
+    Hours,
+    Days,
+    Months,
+    Years,
+}
+
+impl Retention {
+    /// The table property that holds a retention.
+    pub const PROPERTY: &'static str = "partition_retention";
+
+    /// Parses `'13 months'`, `'90 days'`, `'2 years'`, `'36 hours'` (singular too).
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || {
+            Error::InvalidArgument(format!(
+                "partition_retention '{text}' is not a period such as '13 months' (hours, days, \
+                 weeks, months, years)"
+            ))
+        };
+        let mut words = text.split_whitespace();
+        let amount: u32 = words.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
+        let unit = words.next().ok_or_else(bad)?.to_ascii_lowercase();
+        if words.next().is_some() || amount == 0 {
+            return Err(bad());
+        }
+        let (amount, unit) = match unit.trim_end_matches('s') {
+            "hour" => (amount, RetentionUnit::Hours),
+            "day" => (amount, RetentionUnit::Days),
+            "week" => (amount.checked_mul(7).ok_or_else(bad)?, RetentionUnit::Days),
+            "month" => (amount, RetentionUnit::Months),
+            "year" => (amount, RetentionUnit::Years),
+            _ => return Err(bad()),
+        };
+        Ok(Self { amount, unit })
+    }
+
+    /// `time` moved forward (`forward`) or back by the retention; `None` out of range.
+    fn shift(&self, time: DateTime<chrono::Utc>, forward: bool) -> Option<DateTime<chrono::Utc>> {
+        let n = self.amount;
+        match self.unit {
+            RetentionUnit::Hours | RetentionUnit::Days => {
+                let hours = if self.unit == RetentionUnit::Days {
+                    i64::from(n).checked_mul(24)?
+                } else {
+                    i64::from(n)
+                };
+                let delta = chrono::Duration::try_hours(hours)?;
+                if forward {
+                    time.checked_add_signed(delta)
+                } else {
+                    time.checked_sub_signed(delta)
+                }
+            }
+            RetentionUnit::Months | RetentionUnit::Years => {
+                let months = if self.unit == RetentionUnit::Years {
+                    n.checked_mul(12)?
+                } else {
+                    n
+                };
+                let months = chrono::Months::new(months);
+                if forward {
+                    time.checked_add_months(months)
+                } else {
+                    time.checked_sub_months(months)
+                }
+            }
+        }
+    }
+
+    /// When a partition of `layout` whose exclusive upper bound is `upper` expires: the
+    /// retention after that bound. `None` for a partition without an upper bound, or a key
+    /// that is not a date or time.
+    pub fn expires_at(
+        &self,
+        layout: &Partitioning,
+        upper: Option<i64>,
+    ) -> Option<DateTime<chrono::Utc>> {
+        let upper = upper?;
+        let bound = match layout.key_type {
+            KeyType::Integer => return None,
+            KeyType::Date => date_of_days(upper)?.and_hms_opt(0, 0, 0)?.and_utc(),
+            KeyType::Timestamp(unit) => {
+                let per_sec = KeyType::ticks_per_second(unit);
+                let secs = upper.div_euclid(per_sec);
+                let nanos = upper.rem_euclid(per_sec) * (1_000_000_000 / per_sec);
+                DateTime::from_timestamp(secs, u32::try_from(nanos).ok()?)?
+            }
+        };
+        self.shift(bound, true)
+    }
+
+    /// The partitions of `layout` expired at `now`.
+    pub fn expired<'a>(
+        &self,
+        layout: &'a Partitioning,
+        now: DateTime<chrono::Utc>,
+    ) -> Vec<&'a Partition> {
+        layout
+            .partitions
+            .iter()
+            .filter(|p| self.expires_at(layout, p.upper).is_some_and(|at| at <= now))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.unit {
+            RetentionUnit::Hours => "hour",
+            RetentionUnit::Days => "day",
+            RetentionUnit::Months => "month",
+            RetentionUnit::Years => "year",
+        };
+        let s = if self.amount == 1 { "" } else { "s" };
+        write!(f, "{} {unit}{s}", self.amount)
+    }
+}
+
 impl Partitioning {
     /// Builds a layout from MySQL-style `PARTITION p VALUES LESS THAN (...)` clauses, in order.
     pub fn new(
@@ -611,6 +740,59 @@ pub fn route(
 
 #[cfg(test)]
 mod tests {
+    /// Monthly partitions expire the retention after their upper bound, calendar months and
+    /// all; a partition without an upper bound never does.
+    #[test]
+    fn retention_expires_partitions_after_their_upper_bound() {
+        use chrono::TimeZone;
+        let retention = Retention::parse("13 months").expect("parses");
+        assert_eq!(retention.to_string(), "13 months");
+        assert_eq!(
+            Retention::parse("2 weeks").expect("parses").to_string(),
+            "14 days"
+        );
+        for bad in ["", "13", "0 days", "3 fortnights", "1 day ago", "-1 days"] {
+            assert!(Retention::parse(bad).is_err(), "{bad}");
+        }
+        let layout = Partitioning {
+            column: "at".into(),
+            key_type: KeyType::Date,
+            interval: None,
+            partitions: vec![
+                Partition {
+                    name: "jan".into(),
+                    lower: None,
+                    upper: KeyType::Date.parse("2024-02-01"),
+                },
+                Partition {
+                    name: "feb".into(),
+                    lower: KeyType::Date.parse("2024-02-01"),
+                    upper: KeyType::Date.parse("2024-03-01"),
+                },
+                Partition {
+                    name: "rest".into(),
+                    lower: KeyType::Date.parse("2024-03-01"),
+                    upper: None,
+                },
+            ],
+        };
+        let at = |y, m, d| chrono::Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap();
+        assert_eq!(
+            retention.expires_at(&layout, layout.partitions[0].upper),
+            Some(at(2025, 3, 1))
+        );
+        let names = |now| -> Vec<String> {
+            retention
+                .expired(&layout, now)
+                .into_iter()
+                .map(|p| p.name.clone())
+                .collect()
+        };
+        assert!(names(at(2025, 2, 28)).is_empty());
+        assert_eq!(names(at(2025, 3, 1)), ["jan"]);
+        assert_eq!(names(at(2099, 1, 1)), ["jan", "feb"]);
+    }
+
     use super::*;
     use arrow::array::{Date32Array, Int64Array};
     use arrow::datatypes::{Field, Schema, TimeUnit};

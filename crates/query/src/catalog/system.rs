@@ -336,28 +336,41 @@ async fn partitions(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
         Field::new("row_count", DataType::UInt64, false),
         Field::new("file_count", DataType::UInt64, false),
         Field::new("size_bytes", DataType::UInt64, false),
+        ts_field("expires_at"),
     ]));
     let mut cols: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
     let mut nums: Vec<UInt64Builder> = (0..3).map(|_| UInt64Builder::new()).collect();
+    let mut expires = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     for (db, schema_name, table, id) in all_tables(warehouse) {
         let log = warehouse.table_log(&id, &table);
         let snapshot = warehouse.snapshot(&log).await?;
-        let parts: Vec<(String, Option<String>, Option<String>)> =
-            match &snapshot.metadata.partitioning {
-                Some(l) => l
-                    .partitions
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.name.clone(),
-                            p.lower.map(|k| l.key_type.format(k)),
-                            p.upper.map(|k| l.key_type.format(k)),
-                        )
-                    })
-                    .collect(),
-                None => vec![(String::new(), None, None)],
-            };
-        for (name, lower, upper) in parts {
+        let retention = snapshot
+            .metadata
+            .properties
+            .get(strata_storage::Retention::PROPERTY)
+            .and_then(|text| strata_storage::Retention::parse(text).ok());
+        // Name, lower and upper bound as text, and when it expires (microseconds).
+        type Row = (String, Option<String>, Option<String>, Option<i64>);
+        let parts: Vec<Row> = match &snapshot.metadata.partitioning {
+            Some(l) => l
+                .partitions
+                .iter()
+                .map(|p| {
+                    let expires = retention
+                        .and_then(|r| r.expires_at(l, p.upper))
+                        .map(|t| t.timestamp_micros());
+                    (
+                        p.name.clone(),
+                        p.lower.map(|k| l.key_type.format(k)),
+                        p.upper.map(|k| l.key_type.format(k)),
+                        expires,
+                    )
+                })
+                .collect(),
+            None => vec![(String::new(), None, None, None)],
+        };
+        for (name, lower, upper, expires_at) in parts {
+            expires.append_option(expires_at);
             let files: Vec<_> = snapshot.files_in(&name).collect();
             cols[0].append_value(&db);
             cols[1].append_value(&schema_name);
@@ -387,6 +400,7 @@ async fn partitions(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
         .map(|b| Arc::new(b.finish()) as ArrayRef)
         .collect();
     columns.extend(nums.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    columns.push(Arc::new(expires.finish()));
     mem_table(schema, columns)
 }
 

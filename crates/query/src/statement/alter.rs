@@ -101,8 +101,24 @@ pub(crate) async fn alter_table(
             ))
             .await
         }
+        AlterTableOperation::SetOptionsParens { options }
+        | AlterTableOperation::SetTblProperties {
+            table_properties: options,
+        } => {
+            Box::pin(crate::statement::maintenance::set_options(
+                session,
+                &alter.name,
+                options,
+            ))
+            .await
+        }
         AlterTableOperation::DropClusteringKey => {
-            crate::statement::optimize::cluster_by(session, &alter.name, None).await
+            Box::pin(crate::statement::optimize::cluster_by(
+                session,
+                &alter.name,
+                None,
+            ))
+            .await
         }
         _ => alter_columns(session, &alter.name, &alter.operations).await,
     }

@@ -286,6 +286,7 @@ impl Session {
         table: &ObjectName,
         names: &[String],
         if_exists: bool,
+        operation: &str,
     ) -> Result<StatementResult> {
         let (log, snapshot, name) = self.open_table_for_write(table).await?;
         let layout = snapshot
@@ -293,7 +294,7 @@ impl Session {
             .partitioning
             .as_ref()
             .ok_or_else(|| Error::Plan(format!("table '{name}' is not partitioned")))?;
-        let mut txn = Transaction::new("DROP PARTITION");
+        let mut txn = Transaction::new(operation);
         for n in names {
             if layout.partition(n).is_none() {
                 if if_exists {

@@ -122,7 +122,9 @@ fn changes_data(statement: &Statement) -> bool {
                     | SqlStatement::Drop { .. }
             ) || matches!(s.as_ref(), SqlStatement::CreateTable(c) if c.or_replace)
         }
-        Statement::DropPartitions { .. } | Statement::ApplyChanges(_) => true,
+        Statement::DropPartitions { .. }
+        | Statement::ApplyChanges(_)
+        | Statement::ApplyRetention { .. } => true,
         Statement::CreatePartitioned { .. }
         | Statement::AddPartitions { .. }
         | Statement::Vacuum { .. }
