@@ -227,7 +227,12 @@ pub(crate) async fn rewrite(
         None => (metadata.sort_key().to_vec(), metadata.sorts_by_curve()),
     };
     let plan = LogicalPlanBuilder::scan(qualified, provider_as_source(Arc::new(table)), None)?;
-    let plan = ordered(plan, &columns, &key, curve)?.build()?;
+    let partition_by = snapshot
+        .metadata
+        .partitioning
+        .as_ref()
+        .map(|p| p.column.as_str());
+    let plan = ordered(plan, &columns, partition_by, &key, curve)?.build()?;
     let stream = session
         .context()
         .execute_logical_plan(plan)

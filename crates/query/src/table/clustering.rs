@@ -25,10 +25,13 @@ use crate::error::Result;
 
 /// `plan` (whose columns are the table's, named `columns`) ordered by `key`: lexicographically,
 /// or along the Z-order of its columns when `curve` holds and there are several; the output
-/// keeps exactly the table's columns.
+/// keeps exactly the table's columns. With a partition column `partition_by`, rows are
+/// ordered by it first: partitions reach the writer one after the other, so it holds one
+/// partition's file open at a time.
 pub(crate) fn ordered(
     plan: LogicalPlanBuilder,
     columns: &[String],
+    partition_by: Option<&str>,
     key: &[String],
     curve: bool,
 ) -> Result<LogicalPlanBuilder> {
@@ -36,11 +39,13 @@ pub(crate) fn ordered(
     if key.is_empty() {
         return Ok(plan);
     }
+    let mut sort: Vec<_> = partition_by
+        .filter(|p| key.first().map(String::as_str) != Some(*p))
+        .map(|p| column(p).sort(true, false))
+        .into_iter()
+        .collect();
     if !curve || key.len() < 2 {
-        let sort = key
-            .iter()
-            .map(|c| column(c).sort(true, false))
-            .collect::<Vec<_>>();
+        sort.extend(key.iter().map(|c| column(c).sort(true, false)));
         return Ok(plan.sort(sort)?);
     }
     // One window per column: a window node computes functions of one ordering.
@@ -60,7 +65,8 @@ pub(crate) fn ordered(
         rank_columns,
     ));
     let output: Vec<Expr> = columns.iter().map(|c| column(c)).collect();
-    Ok(plan.sort(vec![z.sort(true, false)])?.project(output)?)
+    sort.push(z.sort(true, false));
+    Ok(plan.sort(sort)?.project(output)?)
 }
 
 /// `zorder_key(r1, r2, ...)`: the Z-order value of ranks in [0, 1] (`PERCENT_RANK`), each
