@@ -81,14 +81,25 @@ pub(crate) fn analyzer_rules() -> Vec<Arc<dyn AnalyzerRule + Send + Sync>> {
     date_comparison::analyzer_rules()
 }
 
-/// Strata's logical optimizer rules, run after DataFusion's.
+/// DataFusion's logical optimizer rules with Strata's among them: the correlated-subquery rule
+/// right after DataFusion's own subquery rules (before filter pushdown moves a subquery's
+/// filter below the alias its outer references name), the others after all of DataFusion's.
 pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
-    vec![
+    let mut rules = datafusion::optimizer::Optimizer::new().rules;
+    let after_subqueries = rules
+        .iter()
+        .position(|r| r.name() == "decorrelate_lateral_join")
+        .map_or(rules.len(), |i| i + 1);
+    rules.insert(
+        after_subqueries,
         Arc::new(correlated_subquery::CorrelatedSubqueries),
-        Arc::new(star_join::StarJoinOrder),
+    );
+    rules.extend([
+        Arc::new(star_join::StarJoinOrder) as Arc<dyn OptimizerRule + Send + Sync>,
         Arc::new(fk_join::ForeignKeyJoinElimination),
         Arc::new(decimal_arithmetic::DecimalArithmetic),
-    ]
+    ]);
+    rules
 }
 
 /// Strata's physical optimizer rules, run after DataFusion's.

@@ -107,10 +107,8 @@ impl Session {
                 viewer.clone(),
             )))
             .with_object_store(&url, warehouse.object_store());
-        // Strata's optimizer rules run after DataFusion's own (the builder appends them).
-        for rule in rules::logical_rules() {
-            state = state.with_optimizer_rule(rule);
-        }
+        // DataFusion's optimizer rules with Strata's among them (see `rules::logical_rules`).
+        state = state.with_optimizer_rules(rules::logical_rules());
         for rule in rules::physical_rules() {
             state = state.with_physical_optimizer_rule(rule);
         }

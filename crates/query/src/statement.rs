@@ -490,17 +490,3 @@ mod tests {
         assert_eq!(names(&batch.schema()), expected);
     }
 }
-#[cfg(test)]
-mod future_size_probe {
-    #[tokio::test]
-    async fn probe() {
-        let warehouse = crate::Warehouse::open("memory://").await.unwrap();
-        let mut session = warehouse.session();
-        let parsed = crate::parser::parse("SELECT 1").unwrap();
-        let f = session.execute(&parsed[0]);
-        eprintln!("PROBE execute future: {}", std::mem::size_of_val(&f));
-        drop(f);
-        let f = session.sql("SELECT 1");
-        eprintln!("PROBE sql future: {}", std::mem::size_of_val(&f));
-    }
-}

@@ -260,9 +260,9 @@ impl Constraint {
 
 /// An index (`CREATE INDEX`), mapped onto what a columnar file can do. A B-tree index (the
 /// default) sorts data files by its columns, so min/max statistics and the page index skip
-/// what a lookup or range on its leading columns does not need, and gives its leading column a
-/// bloom filter; a hash index gives its columns bloom filters, which skip row groups that
-/// cannot hold a looked-up value. `INCLUDE` columns are recorded: every column of a file has
+/// what a lookup or range on its leading columns does not need; a hash index gives its columns
+/// bloom filters, which skip row groups that cannot hold a looked-up value (sorted columns
+/// need none: on SSB lineorder the bloom filters were most of what a lookup read). `INCLUDE` columns are recorded: every column of a file has
 /// statistics, and a scan reads only the columns a query names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Index {
@@ -281,7 +281,7 @@ pub struct Index {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IndexKind {
-    /// A sort key, plus a bloom filter on the leading column.
+    /// A sort key.
     BTree,
     /// Bloom filters on the columns.
     Hash,
@@ -330,17 +330,13 @@ impl TableMetadata {
         self.cluster_by.len() > 1
     }
 
-    /// The columns data files carry Parquet bloom filters for: every column of a hash index
-    /// and the leading column of a B-tree index.
+    /// The columns data files carry Parquet bloom filters for: every column of a hash index.
     pub fn bloom_filter_columns(&self) -> BTreeSet<&str> {
-        let mut columns = BTreeSet::new();
-        for index in &self.indexes {
-            match index.kind {
-                IndexKind::Hash => columns.extend(index.columns.iter().map(String::as_str)),
-                IndexKind::BTree => columns.extend(index.columns.first().map(String::as_str)),
-            }
-        }
-        columns
+        self.indexes
+            .iter()
+            .filter(|i| i.kind == IndexKind::Hash)
+            .flat_map(|i| i.columns.iter().map(String::as_str))
+            .collect()
     }
 
     /// Indexes and the clustering key follow a column renamed `old` to `new`.

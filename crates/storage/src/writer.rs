@@ -145,8 +145,9 @@ struct Pending {
     bytes: usize,
 }
 
-/// A sorted table's rows are buffered until they fill a file; all partitions together hold at
-/// most this many target file sizes of buffered rows (the largest is written out first).
+/// A sorted table's rows are buffered per partition until they take this many times the
+/// target file size in memory (about a file's worth, encoded); all partitions together hold
+/// at most twice that (the largest buffer is written out first).
 const SORT_BUFFER_FACTOR: usize = 2;
 
 /// A check of rows before they are written: the table's constraints, which the query layer
@@ -408,10 +409,21 @@ impl TableWriter {
     fn buffer_sorted(&mut self, parts: Vec<(String, RecordBatch)>) -> Result<()> {
         for (name, slice) in parts {
             let pending = self.pending.entry(name).or_default();
-            pending.bytes += slice.get_array_memory_size();
+            // The slice's own bytes: routed slices share their batch's buffers.
+            let bytes: usize = slice
+                .columns()
+                .iter()
+                .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+                .sum();
+            pending.bytes = pending.bytes.saturating_add(bytes);
             pending.batches.push(slice);
         }
-        let target = self.options.target_file_size_bytes;
+        // Rows in memory take a few times the bytes they encode to: a buffer of this many
+        // fills about a file of the target size.
+        let target = self
+            .options
+            .target_file_size_bytes
+            .saturating_mul(SORT_BUFFER_FACTOR);
         let mut full: Vec<String> = self
             .pending
             .iter()
@@ -424,7 +436,7 @@ impl TableWriter {
             .filter(|(name, _)| !full.contains(name))
             .map(|(_, p)| p.bytes)
             .sum();
-        while held > SORT_BUFFER_FACTOR.saturating_mul(target) {
+        while held > target.saturating_mul(2) {
             let Some((name, bytes)) = self
                 .pending
                 .iter()
@@ -980,5 +992,82 @@ mod tests {
         let small = batch.slice(0, 100);
         let chosen = encodings(file_properties(&base, &small), &small);
         assert!(chosen.iter().all(dictionary), "{chosen:?}");
+    }
+
+    /// A table sorted by an index writes one sorted file per partition however its rows
+    /// arrive: batches spread over 300 partitions (routed into slices that share the batch's
+    /// buffers) are buffered, not flushed as hundreds of tiny files, and every file is sorted.
+    #[test]
+    fn sorted_writes_make_one_sorted_file_per_partition() {
+        use crate::log::{ColumnDef, Index, IndexKind, TableMetadata};
+        let mut metadata = TableMetadata::new(vec![
+            ColumnDef::new("p", DataType::Int64, false),
+            ColumnDef::new("k", DataType::Int64, false),
+        ]);
+        metadata.partitioning = Some(Partitioning {
+            column: "p".into(),
+            key_type: crate::partition::KeyType::Integer,
+            interval: Some(crate::partition::Interval::Width(10)),
+            partitions: Vec::new(),
+        });
+        metadata.indexes.push(Index {
+            name: "k_idx".into(),
+            columns: vec!["k".into()],
+            include: Vec::new(),
+            kind: IndexKind::BTree,
+        });
+        metadata.assign_field_ids(None);
+        let snapshot = Snapshot {
+            version: crate::id::Version(0),
+            committed_at: chrono::Utc::now(),
+            metadata,
+            files: Default::default(),
+            loaded: Default::default(),
+            fences: Default::default(),
+        };
+        let mut writer = TableWriter::new("t", &snapshot, WriteOptions::default());
+        let rows = 3000i64;
+        for b in 0..10i64 {
+            let batch = RecordBatch::try_new(
+                writer.schema(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values((0..rows).map(|i| i % 3000))),
+                    Arc::new(Int64Array::from_iter_values(
+                        (0..rows).map(|i| (i * 7919 + b) % 10007),
+                    )),
+                ],
+            )
+            .expect("batch");
+            writer.write(batch).expect("write");
+            assert!(writer.take_finished().is_empty(), "batch {b} flushed files");
+        }
+        let (files, created) = writer.finish().expect("finish");
+        assert_eq!(created.len(), 300);
+        assert_eq!(files.len(), 300);
+        for file in &files {
+            let reader = SerializedFileReader::new(file.bytes.clone()).expect("read back");
+            let mut keys = Vec::new();
+            for batch in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+                file.bytes.clone(),
+                1024,
+            )
+            .expect("reader")
+            {
+                let batch = batch.expect("batch");
+                keys.extend(
+                    batch
+                        .column(1)
+                        .as_primitive::<Int64Type>()
+                        .values()
+                        .iter()
+                        .copied(),
+                );
+            }
+            assert_eq!(reader.metadata().file_metadata().num_rows(), 100);
+            assert!(
+                keys.windows(2).all(|w| w[0] <= w[1]),
+                "not sorted: {keys:?}"
+            );
+        }
     }
 }

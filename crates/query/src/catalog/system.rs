@@ -468,7 +468,6 @@ pub(crate) fn index_effect(
         .iter()
         .map(String::as_str)
         .filter(|c| blooms.contains(c))
-        .filter(|c| index.kind == strata_storage::IndexKind::Hash || *c == index.columns[0])
         .collect();
     if !bloomed.is_empty() {
         effects.push(format!("bloom filters on ({})", bloomed.join(", ")));

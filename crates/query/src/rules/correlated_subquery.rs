@@ -22,8 +22,12 @@
 //! 4. The outer rows are left-joined to the result on D's columns (NULL equal to NULL), and
 //!    the subquery is replaced by the result's column.
 //!
-//! Subqueries with a correlated LIMIT, a correlated window, union or outer join, or references
-//! to a query two levels out are left as they are (and fail as before).
+//! It runs right after DataFusion's subquery rules, before filter pushdown moves a subquery's
+//! correlated filter below the alias its outer references name. The outer query runs twice
+//! (for the domain and for its rows), so an outer query with a volatile function or a LIMIT,
+//! which may give other rows the second time, is left alone; so are subqueries with a
+//! correlated LIMIT, window, union or outer join, and references to a query two levels out.
+//! Those fail as before, with an error.
 
 use std::sync::Arc;
 
@@ -72,7 +76,7 @@ impl OptimizerRule for CorrelatedSubqueries {
                     // The column keeps its name (`a IN (<subquery>)`), unique in the projection.
                     let name = expr.schema_name().to_string();
                     let (expr, new_input, rewritten) =
-                        rewrite_expression(expr, joined, input.schema(), config)?;
+                        rewrite_expression(expr, &input, joined, config)?;
                     joined = new_input;
                     changed |= rewritten;
                     exprs.push(match expr {
@@ -95,7 +99,7 @@ impl OptimizerRule for CorrelatedSubqueries {
             LogicalPlan::Filter(filter) => {
                 let input = Arc::clone(&filter.input);
                 let (predicate, joined, rewritten) =
-                    rewrite_expression(filter.predicate, (*input).clone(), input.schema(), config)?;
+                    rewrite_expression(filter.predicate, &input, (*input).clone(), config)?;
                 if !rewritten {
                     let filter = Filter::try_new(predicate, input)?;
                     return Ok(Transformed::no(LogicalPlan::Filter(filter)));
@@ -123,13 +127,14 @@ impl OptimizerRule for CorrelatedSubqueries {
 /// joined, and whether anything changed.
 fn rewrite_expression(
     expr: Expr,
+    input: &LogicalPlan,
     outer: LogicalPlan,
-    schema: &DFSchema,
     config: &dyn OptimizerConfig,
 ) -> Result<(Expr, LogicalPlan, bool)> {
     if !expr.exists(|e| Ok(is_subquery(e)))? {
         return Ok((expr, outer, false));
     }
+    let schema = input.schema().as_ref();
     let mut outer = Some(outer);
     let mut changed = false;
     let expr = expr
@@ -151,7 +156,7 @@ fn rewrite_expression(
                 e => return Ok(Transformed::no(e)),
             };
             let current = outer.take().expect("outer plan present");
-            match decorrelate(&subquery, &current, config)? {
+            match decorrelate(&subquery, input, &current, config)? {
                 Some((joined, value)) => {
                     outer = Some(joined);
                     changed = true;
@@ -314,6 +319,7 @@ fn one_row(plan: &LogicalPlan) -> bool {
 /// value; `None` when the subquery's shape is not one this rule handles.
 fn decorrelate(
     subquery: &Subquery,
+    input: &LogicalPlan,
     outer: &LogicalPlan,
     config: &dyn OptimizerConfig,
 ) -> Result<Option<(LogicalPlan, Expr)>> {
@@ -321,33 +327,22 @@ fn decorrelate(
     let Some(references) = outer_references(plan)? else {
         return Ok(None);
     };
-    if references.is_empty() || !one_row(plan) || plan.schema().fields().len() != 1 {
+    if references.is_empty()
+        || !one_row(plan)
+        || plan.schema().fields().len() != 1
+        || !references.iter().all(|c| input.schema().has_column(c))
+        || !repeatable(input)?
+    {
         return Ok(None);
     }
-    // Where each reference is in `outer`. DataFusion pushes a filter below the alias its
-    // subquery names (`x.a` is then `t1.a` below `SubqueryAlias: x`): a name that is unique
-    // in `outer` is that column.
-    let mut keys = Vec::with_capacity(references.len());
-    for reference in &references {
-        if outer.schema().has_column(reference) {
-            keys.push(reference.clone());
-            continue;
-        }
-        let mut named = outer
-            .schema()
-            .columns()
-            .into_iter()
-            .filter(|c| c.name == reference.name);
-        match (named.next(), named.next()) {
-            (Some(column), None) => keys.push(column),
-            _ => return Ok(None),
-        }
-    }
+    let keys = references.clone();
     let prefix = config.alias_generator().next("__strata_corr");
     let names: Vec<String> = (0..references.len())
         .map(|i| format!("{prefix}_{i}"))
         .collect();
-    let domain = LogicalPlanBuilder::from(outer.clone())
+    // The domain comes from the node's own input: `outer` may hold the joins of other
+    // subqueries of the same node already.
+    let domain = LogicalPlanBuilder::from(input.clone())
         .project(
             keys.iter()
                 .zip(&names)
@@ -388,6 +383,20 @@ fn decorrelate(
 
 fn unqualified(name: &str) -> Expr {
     Expr::Column(Column::new_unqualified(name))
+}
+
+/// Whether `plan` gives the same rows each time it runs, as the domain and the outer rows
+/// (two runs of it) must: no volatile function (`random()`), no LIMIT that may keep other rows
+/// on another run.
+fn repeatable(plan: &LogicalPlan) -> Result<bool> {
+    let unrepeatable = plan.exists(|node| {
+        Ok(match node {
+            LogicalPlan::Limit(_) => true,
+            LogicalPlan::Sort(sort) => sort.fetch.is_some(),
+            _ => node.expressions().iter().any(Expr::is_volatile),
+        })
+    })?;
+    Ok(!unrepeatable)
 }
 
 /// The domain of a correlated subquery: the distinct values of the outer columns it refers to

@@ -4,7 +4,7 @@
 //! - `CREATE INDEX i ON t (a)` and a composite `(a, b)` (B-tree, the default) make `(a, b)` the
 //!   table's sort key, unless a clustering key or an earlier B-tree index already is: data
 //!   files are written sorted by it, so min/max statistics of files, row groups and pages skip
-//!   what a lookup or range on `a` does not need. Its leading column gets a bloom filter.
+//!   what a lookup or range on `a` does not need.
 //! - `USING HASH (a)` gives `a` a bloom filter in every row group: an equality lookup skips
 //!   the row groups that cannot hold its value.
 //! - `INCLUDE (x, y)` records the covered columns; every column keeps statistics, and a scan

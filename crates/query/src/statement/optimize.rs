@@ -232,7 +232,8 @@ pub(crate) async fn rewrite(
         .partitioning
         .as_ref()
         .map(|p| p.column.as_str());
-    let plan = ordered(plan, &columns, partition_by, &key, curve)?.build()?;
+    let rows = files.iter().map(|f| f.rows).sum();
+    let plan = ordered(plan, &columns, partition_by, &key, curve, rows)?.build()?;
     let stream = session
         .context()
         .execute_logical_plan(plan)

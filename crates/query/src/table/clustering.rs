@@ -5,19 +5,20 @@
 //! The table writer sorts what it buffers for one file (see [`strata_storage::sort`]); a
 //! rewrite sorts all the rows at once, through DataFusion (which spills under the memory
 //! limit), and tells the writer they arrive in order. A lexicographic key is an `ORDER BY`; a
-//! Z-order ranks each column over all the rows (`PERCENT_RANK`), scales the ranks to the same
-//! number of bits and orders by their interleaving ([`ZOrderKey`]).
+//! Z-order ranks each column over all the rows (`RANK`, which streams over a sort, so it too
+//! spills), scales the ranks by the row count to the same number of bits and orders by their
+//! interleaving ([`ZOrderKey`]).
 
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, UInt64Array};
-use arrow::datatypes::{DataType, Float64Type};
-use datafusion::common::{Column, Result as DfResult};
-use datafusion::functions_window::expr_fn::percent_rank;
+use arrow::datatypes::{DataType, UInt64Type};
+use datafusion::common::{Column, Result as DfResult, ScalarValue};
+use datafusion::functions_window::expr_fn::rank;
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ExprFunctionExt, LogicalPlanBuilder, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, Volatility,
+    ScalarUDFImpl, Signature, Volatility, lit,
 };
 use strata_storage::sort::{interleave, z_bits};
 
@@ -27,50 +28,55 @@ use crate::error::Result;
 /// or along the Z-order of its columns when `curve` holds and there are several; the output
 /// keeps exactly the table's columns. With a partition column `partition_by`, rows are
 /// ordered by it first: partitions reach the writer one after the other, so it holds one
-/// partition's file open at a time.
+/// partition's file open at a time. `rows` is about how many rows there are (it scales a
+/// Z-order's ranks).
 pub(crate) fn ordered(
     plan: LogicalPlanBuilder,
     columns: &[String],
     partition_by: Option<&str>,
     key: &[String],
     curve: bool,
+    rows: u64,
 ) -> Result<LogicalPlanBuilder> {
     let column = |name: &str| Expr::Column(Column::new_unqualified(name));
     if key.is_empty() {
         return Ok(plan);
     }
+    let curve = curve && key.len() > 1;
+    // A lexicographic key led by the partition column already groups partitions.
     let mut sort: Vec<_> = partition_by
-        .filter(|p| key.first().map(String::as_str) != Some(*p))
+        .filter(|p| curve || key.first().map(String::as_str) != Some(*p))
         .map(|p| column(p).sort(true, false))
         .into_iter()
         .collect();
-    if !curve || key.len() < 2 {
+    if !curve {
         sort.extend(key.iter().map(|c| column(c).sort(true, false)));
         return Ok(plan.sort(sort)?);
     }
     // One window per column: a window node computes functions of one ordering.
     let mut plan = plan;
     for (i, c) in key.iter().enumerate() {
-        let rank = percent_rank()
+        let rank = rank()
             .order_by(vec![column(c).sort(true, false)])
             .build()?
             .alias(format!("__strata_rank_{i}"));
         plan = plan.window(vec![rank])?;
     }
-    let rank_columns = (0..key.len())
+    let mut arguments: Vec<Expr> = (0..key.len())
         .map(|i| column(&format!("__strata_rank_{i}")))
         .collect();
+    arguments.push(lit(rows.max(1)));
     let z = Expr::ScalarFunction(ScalarFunction::new_udf(
         Arc::new(ScalarUDF::new_from_impl(ZOrderKey::new())),
-        rank_columns,
+        arguments,
     ));
     let output: Vec<Expr> = columns.iter().map(|c| column(c)).collect();
     sort.push(z.sort(true, false));
     Ok(plan.sort(sort)?.project(output)?)
 }
 
-/// `zorder_key(r1, r2, ...)`: the Z-order value of ranks in [0, 1] (`PERCENT_RANK`), each
-/// scaled to an equal share of 64 bits; NULL ranks count as 0.
+/// `zorder_key(r1, r2, ..., rows)`: the Z-order value of ranks from 1 to `rows` (`RANK`), each
+/// scaled to an equal share of 64 bits; NULL ranks count as the first.
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub(crate) struct ZOrderKey {
     signature: Signature,
@@ -79,7 +85,7 @@ pub(crate) struct ZOrderKey {
 impl ZOrderKey {
     fn new() -> Self {
         Self {
-            signature: Signature::variadic(vec![DataType::Float64], Volatility::Immutable),
+            signature: Signature::variadic(vec![DataType::UInt64], Volatility::Immutable),
         }
     }
 }
@@ -98,17 +104,29 @@ impl ScalarUDFImpl for ZOrderKey {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> DfResult<ColumnarValue> {
-        let rows = args.number_rows;
-        let bits = z_bits(args.args.len());
-        let top = ((1u64 << bits) - 1) as f64;
-        let mut scaled = Vec::with_capacity(args.args.len());
-        for arg in &args.args {
-            let array = arg.to_array(rows)?;
-            let ranks = array.as_primitive::<Float64Type>();
+        let n = args.number_rows;
+        let Some((total, ranks)) = args.args.split_last() else {
+            return Ok(ColumnarValue::Array(Arc::new(UInt64Array::from(vec![
+                0u64;
+                n
+            ]))));
+        };
+        let total = match total {
+            ColumnarValue::Scalar(ScalarValue::UInt64(Some(t))) => (*t).max(1),
+            _ => return datafusion::common::exec_err!("zorder_key: the row count is a constant"),
+        };
+        let bits = z_bits(ranks.len());
+        let mut scaled = Vec::with_capacity(ranks.len());
+        for arg in ranks {
+            let array = arg.to_array(n)?;
+            let ranks = array.as_primitive::<UInt64Type>();
             scaled.push(
                 ranks
                     .iter()
-                    .map(|r| (r.unwrap_or(0.0).clamp(0.0, 1.0) * top) as u64)
+                    .map(|r| {
+                        let r = r.unwrap_or(1).saturating_sub(1).min(total - 1);
+                        ((u128::from(r) << bits) / u128::from(total)) as u64
+                    })
                     .collect::<Vec<u64>>(),
             );
         }

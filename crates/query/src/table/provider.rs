@@ -620,10 +620,10 @@ fn lookup_index(metadata: &TableMetadata, filters: &[Expr]) -> Option<String> {
             _ => continue,
         };
         if equality && blooms.contains(column.as_str()) {
-            let index = metadata.indexes.iter().find(|i| match i.kind {
-                IndexKind::Hash => i.columns.contains(&column),
-                IndexKind::BTree => i.columns.first() == Some(&column),
-            });
+            let index = metadata
+                .indexes
+                .iter()
+                .find(|i| i.kind == IndexKind::Hash && i.columns.contains(&column));
             if let Some(index) = index {
                 return Some(index.name.clone());
             }
