@@ -26,14 +26,15 @@ use crate::error::Result;
 
 /// `plan` (whose columns are the table's, named `columns`) ordered by `key`: lexicographically,
 /// or along the Z-order of its columns when `curve` holds and there are several; the output
-/// keeps exactly the table's columns. With a partition column `partition_by`, rows are
-/// ordered by it first: partitions reach the writer one after the other, so it holds one
-/// partition's file open at a time. `rows` is about how many rows there are (it scales a
+/// keeps exactly the table's columns. `rows` is about how many rows there are (it scales a
 /// Z-order's ranks).
+///
+/// The order is over all the rows, not partition by partition: the writer routes them and
+/// keeps one file open per partition, each receiving its rows in order. (Ordering by the
+/// partition column first would order a month's partition by day, then key: no range pruning.)
 pub(crate) fn ordered(
     plan: LogicalPlanBuilder,
     columns: &[String],
-    partition_by: Option<&str>,
     key: &[String],
     curve: bool,
     rows: u64,
@@ -42,15 +43,8 @@ pub(crate) fn ordered(
     if key.is_empty() {
         return Ok(plan);
     }
-    let curve = curve && key.len() > 1;
-    // A lexicographic key led by the partition column already groups partitions.
-    let mut sort: Vec<_> = partition_by
-        .filter(|p| curve || key.first().map(String::as_str) != Some(*p))
-        .map(|p| column(p).sort(true, false))
-        .into_iter()
-        .collect();
-    if !curve {
-        sort.extend(key.iter().map(|c| column(c).sort(true, false)));
+    if !curve || key.len() < 2 {
+        let sort: Vec<_> = key.iter().map(|c| column(c).sort(true, false)).collect();
         return Ok(plan.sort(sort)?);
     }
     // One window per column: a window node computes functions of one ordering.
@@ -71,8 +65,7 @@ pub(crate) fn ordered(
         arguments,
     ));
     let output: Vec<Expr> = columns.iter().map(|c| column(c)).collect();
-    sort.push(z.sort(true, false));
-    Ok(plan.sort(sort)?.project(output)?)
+    Ok(plan.sort(vec![z.sort(true, false)])?.project(output)?)
 }
 
 /// `zorder_key(r1, r2, ..., rows)`: the Z-order value of ranks from 1 to `rows` (`RANK`), each
