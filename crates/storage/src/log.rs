@@ -261,8 +261,9 @@ impl Constraint {
 /// An index (`CREATE INDEX`), mapped onto what a columnar file can do. A B-tree index (the
 /// default) sorts data files by its columns, so min/max statistics and the page index skip
 /// what a lookup or range on its leading columns does not need; a hash index gives its columns
-/// bloom filters, which skip row groups that cannot hold a looked-up value (sorted columns
-/// need none: on SSB lineorder the bloom filters were most of what a lookup read). `INCLUDE` columns are recorded: every column of a file has
+/// bloom filters, which skip row groups that cannot hold a looked-up value. Sorted columns
+/// need none: their min/max statistics and page index narrow a lookup to a page, smaller than
+/// the bloom filter of one row group (about 400 KB for 512 Ki distinct values). `INCLUDE` columns are recorded: every column of a file has
 /// statistics, and a scan reads only the columns a query names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Index {
