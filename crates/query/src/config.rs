@@ -42,6 +42,10 @@ datafusion::common::extensions_options! {
         /// `strata serve` compacts a partition (an `OPTIMIZE` of it) once it holds this many
         /// small files (under 3/4 of the target file size); 0 turns automatic compaction off.
         pub auto_compact_min_files: u32, default = 16
+        /// `UPDATE`, `DELETE`, `MERGE` and `APPLY CHANGES` rewrite a data file without its
+        /// deleted rows when more than this share of them is deleted; below it they mark the
+        /// rows in the file's deletion vector. 0 always rewrites (copy-on-write), 1 never.
+        pub dml_rewrite_share: f64, default = 0.5
     }
 }
 

@@ -339,7 +339,19 @@ impl Session {
                 // value can be refused, rather than in the next query.
                 let before = self.strata_options();
                 let result = self.run_datafusion(s.clone(), params).await?;
-                if let Err(e) = parse_duration(&self.strata_options().max_staleness) {
+                let options = self.strata_options();
+                let checked = parse_duration(&options.max_staleness).and_then(|_| {
+                    let share = options.dml_rewrite_share;
+                    if (0.0..=1.0).contains(&share) {
+                        Ok(())
+                    } else {
+                        Err(Error::Plan(format!(
+                            "strata.dml_rewrite_share = {share}: it is a share of a file's \
+                             rows, from 0 (always rewrite) to 1 (never rewrite)"
+                        )))
+                    }
+                });
+                if let Err(e) = checked {
                     let state = self.context().state_ref();
                     state
                         .write()

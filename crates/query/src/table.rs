@@ -17,6 +17,7 @@
 pub(crate) mod cached_scan;
 pub(crate) mod clustering;
 pub(crate) mod constraints;
+pub(crate) mod deletes;
 pub(crate) mod external;
 pub(crate) mod files;
 pub(crate) mod layout;

@@ -15,12 +15,17 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use object_store::ObjectStore;
 use strata_storage::records::{self, QueryLogEntry, SystemRecords};
 use strata_storage::{
-    Catalog, CatalogState, Snapshot, TableId, TableLog, TableMetadata, WarehouseStore, WriteOptions,
+    Catalog, CatalogState, DataFile, DeletionVectorCache, Snapshot, TableId, TableLog,
+    TableMetadata, WarehouseStore, WriteOptions,
 };
 
 use crate::config::WarehouseOptions;
 use crate::error::Result;
 use crate::scan_cache::ScanCache;
+
+/// Bytes of deletion vectors kept in memory: a vector marking 1% of a million-row file is
+/// about 20 KB.
+const DELETION_VECTOR_CACHE_BYTES: usize = 64 << 20;
 
 /// An open warehouse; cheap to clone.
 #[derive(Debug, Clone)]
@@ -39,6 +44,7 @@ struct Inner {
     options: WarehouseOptions,
     runtime: Arc<RuntimeEnv>,
     scan_cache: Arc<ScanCache>,
+    deletion_vectors: DeletionVectorCache,
 }
 
 impl Warehouse {
@@ -71,6 +77,7 @@ impl Warehouse {
                 snapshots: Mutex::new(HashMap::new()),
                 creating: Mutex::new(Default::default()),
                 scan_cache: Arc::new(ScanCache::new(options.scan_cache_bytes)),
+                deletion_vectors: DeletionVectorCache::new(DELETION_VECTOR_CACHE_BYTES),
                 options,
                 runtime,
             }),
@@ -172,6 +179,22 @@ impl Warehouse {
     /// The cache of decoded columns the warehouse's scans share.
     pub fn scan_cache(&self) -> Arc<ScanCache> {
         Arc::clone(&self.inner.scan_cache)
+    }
+
+    /// The rows of `file` its deletion vector marks deleted, `None` when it has none.
+    pub(crate) async fn deleted_rows(
+        &self,
+        file: &DataFile,
+    ) -> Result<Option<Arc<roaring::RoaringBitmap>>> {
+        let Some(vector) = &file.deletion_vector else {
+            return Ok(None);
+        };
+        let rows = self
+            .inner
+            .deletion_vectors
+            .deleted_rows(&self.object_store(), vector, &file.path, file.rows)
+            .await?;
+        Ok(Some(rows))
     }
 
     /// Options of this warehouse.

@@ -91,6 +91,7 @@ fn open_log(c: &mut Criterion) {
                 size_bytes: 100,
                 stats: BTreeMap::new(),
                 field_ids: Default::default(),
+                deletion_vector: None,
             });
             snapshot = log.commit(&snapshot, &txn).await.unwrap();
         }

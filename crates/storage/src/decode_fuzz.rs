@@ -60,6 +60,7 @@ fn table() -> (Arc<dyn ObjectStore>, TableLog) {
                 size_bytes: 1,
                 stats: BTreeMap::new(),
                 field_ids: Default::default(),
+                deletion_vector: None,
             };
             let mut txn = Transaction::new("INSERT");
             txn.add.push(file);

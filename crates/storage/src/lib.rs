@@ -5,6 +5,7 @@
 //!     │
 //!  TableLog (tables/<id>/_log/<v>.json)  numbered commits, put-if-absent, checkpoints
 //!     │ Snapshot = metadata + live DataFiles with statistics
+//!     │ DataFile (+ DeletionVector: rows deleted since, a roaring bitmap beside the file)
 //!  TableWriter                          route rows to range partitions → sort (index key) → Parquet (rayon)
 //!     │
 //!  object_store                         local disk (fsynced), memory://, s3://
@@ -27,6 +28,8 @@
 pub mod catalog;
 #[cfg(test)]
 mod decode_fuzz;
+/// Deletion vectors: rows of a data file deleted without rewriting it.
+pub mod deletion;
 /// The one error type of the storage layer.
 pub mod error;
 mod faults;
@@ -54,6 +57,7 @@ pub use catalog::{
     Catalog, CatalogState, DEFAULT_DATABASE, DEFAULT_SCHEMA, ExternalFile, ExternalTableEntry,
     FileFormatEntry, FormatOptions, SYSTEM_SCHEMA, SchemaEntry, StageEntry, TableEntry, ViewEntry,
 };
+pub use deletion::{DeletionVector, DeletionVectorCache};
 pub use error::{Error, Result, panic_message};
 pub use faults::{Fault, FaultyStore};
 pub use id::{TableId, Version};

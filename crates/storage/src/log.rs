@@ -27,6 +27,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 
+use crate::deletion::DeletionVector;
 use crate::error::{Error, Result};
 use crate::faults;
 use crate::id::{TableId, Version};
@@ -505,6 +506,29 @@ pub struct DataFile {
     /// written before field ids (read by the table's name mapping).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub field_ids: BTreeMap<String, u32>,
+    /// The rows of the file that later changes deleted, if any (merge-on-read: the file stays,
+    /// its deleted rows are marked; see [`crate::deletion`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_vector: Option<DeletionVector>,
+}
+
+impl DataFile {
+    /// Rows of the file that are live: its rows less those its deletion vector marks.
+    pub fn live_rows(&self) -> u64 {
+        self.rows.saturating_sub(self.deleted_rows())
+    }
+
+    /// Rows its deletion vector marks deleted.
+    pub fn deleted_rows(&self) -> u64 {
+        self.deletion_vector.as_ref().map_or(0, |d| d.cardinality)
+    }
+
+    /// Whether `other` is this very file in the same state: same path, same deleted rows.
+    pub fn same_version(&self, other: &DataFile) -> bool {
+        self.path == other.path
+            && self.deletion_vector.as_ref().map(|d| &d.path)
+                == other.deletion_vector.as_ref().map(|d| &d.path)
+    }
 }
 
 /// A source file that was loaded by `COPY INTO`, remembered so reloading skips it.
@@ -607,26 +631,45 @@ pub struct Commit {
 }
 
 impl Commit {
-    /// Rows added by this commit.
+    /// Rows added by this commit. A file that the commit removes and adds back (its deletion
+    /// vector changed) counts only as the rows it lost.
     pub fn rows_added(&self) -> u64 {
-        self.actions
-            .iter()
-            .map(|a| match a {
-                Action::Add(f) => f.rows,
-                _ => 0,
-            })
-            .sum()
+        self.row_changes().0
     }
 
-    /// Rows removed by this commit.
+    /// Rows removed by this commit (see [`Commit::rows_added`]).
     pub fn rows_removed(&self) -> u64 {
-        self.actions
+        self.row_changes().1
+    }
+
+    fn row_changes(&self) -> (u64, u64) {
+        let removed: BTreeMap<&str, u64> = self
+            .actions
             .iter()
-            .map(|a| match a {
-                Action::Remove { rows, .. } => *rows,
-                _ => 0,
+            .filter_map(|a| match a {
+                Action::Remove { path, rows } => Some((path.as_str(), *rows)),
+                _ => None,
             })
-            .sum()
+            .collect();
+        let (mut added, mut gone) = (0u64, 0u64);
+        let mut marked = BTreeSet::new();
+        for a in &self.actions {
+            if let Action::Add(f) = a {
+                match removed.get(f.path.as_str()) {
+                    Some(before) => {
+                        marked.insert(f.path.as_str());
+                        gone = gone.saturating_add(before.saturating_sub(f.live_rows()));
+                    }
+                    None => added = added.saturating_add(f.live_rows()),
+                }
+            }
+        }
+        for (path, rows) in removed {
+            if !marked.contains(path) {
+                gone = gone.saturating_add(rows);
+            }
+        }
+        (added, gone)
     }
 }
 
@@ -698,7 +741,7 @@ impl Snapshot {
 
     /// Total rows of the live files.
     pub fn row_count(&self) -> u64 {
-        self.files.values().map(|f| f.rows).sum()
+        self.files.values().map(|f| f.live_rows()).sum()
     }
 
     /// Live files of one partition.
@@ -795,10 +838,14 @@ impl Reads {
             .files
             .values()
             .find(|f| !base.files.contains_key(&f.path) && changed(f));
-        let removed = base
-            .files
-            .values()
-            .find(|f| !newer.files.contains_key(&f.path) && changed(f));
+        // A file gone, or still there with rows deleted since (a new deletion vector).
+        let removed = base.files.values().find(|f| {
+            newer
+                .files
+                .get(&f.path)
+                .is_none_or(|now| !now.same_version(f))
+                && changed(f)
+        });
         let what = match (added, removed) {
             (Some(f), _) => format!("added rows to {}", partition_label(&f.partition)),
             (None, Some(f)) => format!("removed rows from {}", partition_label(&f.partition)),
@@ -888,12 +935,20 @@ impl Transaction {
             }
         }
         for f in remove {
-            if !base.files.contains_key(&f.path) {
-                return Err(format!("file {} was removed by another statement", f.path));
+            match base.files.get(&f.path) {
+                None => return Err(format!("file {} was removed by another statement", f.path)),
+                // Its deletion vector changed: rows this statement keeps were deleted meanwhile.
+                Some(now) if !now.same_version(f) => {
+                    return Err(format!(
+                        "rows of file {} were deleted by another statement",
+                        f.path
+                    ));
+                }
+                Some(_) => {}
             }
             actions.push(Action::Remove {
                 path: f.path.clone(),
-                rows: f.rows,
+                rows: f.live_rows(),
             });
         }
         for f in &self.add {
@@ -1256,7 +1311,13 @@ impl TableLog {
     /// Fails if a data file this transaction uploaded is gone: a VACUUM with a retention
     /// shorter than the statement's run took it. Committing would point at a missing file.
     async fn check_uploaded(&self, base: &Snapshot, files: &[DataFile]) -> Result<()> {
-        let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let paths: Vec<String> = files
+            .iter()
+            .flat_map(|f| {
+                std::iter::once(f.path.clone())
+                    .chain(f.deletion_vector.as_ref().map(|d| d.path.clone()))
+            })
+            .collect();
         let missing = futures::stream::iter(paths)
             .map(|path| {
                 let store = Arc::clone(&self.store);
@@ -1346,6 +1407,7 @@ mod tests {
             size_bytes: 10,
             stats: BTreeMap::new(),
             field_ids: Default::default(),
+            deletion_vector: None,
         }
     }
 

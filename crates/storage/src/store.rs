@@ -324,6 +324,13 @@ pub mod paths {
         }
     }
 
+    /// A new deletion vector of a data file in `partition`, uploaded by the statement `uploads`;
+    /// beside the data files, so VACUUM treats both alike.
+    pub fn new_deletion_vector(table: &TableId, partition: &str, uploads: &str) -> Path {
+        let file = new_data_file(table, partition, uploads);
+        Path::from(format!("{}.dv", file.as_ref().trim_end_matches(".parquet")))
+    }
+
     /// The markers of statements uploading to a table.
     pub fn inflight_dir(table: &TableId) -> Path {
         Path::from(format!("tables/{}/_inflight", table.0))

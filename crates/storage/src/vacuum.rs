@@ -12,7 +12,7 @@
 //! (`_inflight/<id>`, see [`crate::writer::Uploads`]) is there. A writer also checks that its
 //! files are still there before it commits ([`crate::TableLog::commit`]).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
@@ -58,17 +58,27 @@ pub async fn vacuum_table(
     let mut live: HashSet<String> = HashSet::new();
     let mut keep: HashSet<String> = HashSet::new();
     let mut named: HashSet<String> = HashSet::new();
+    // The deletion vector each live data file has, by the data file's path.
+    let mut vectors: HashMap<String, String> = HashMap::new();
     for commit in log.history().await? {
         for action in &commit.actions {
             match action {
                 Action::Add(f) => {
                     named.insert(f.path.clone());
                     live.insert(f.path.clone());
+                    if let Some(dv) = &f.deletion_vector {
+                        named.insert(dv.path.clone());
+                        live.insert(dv.path.clone());
+                        vectors.insert(f.path.clone(), dv.path.clone());
+                    }
                 }
                 Action::Remove { path, .. } => {
-                    live.remove(path);
-                    if commit.committed_at > cutoff {
-                        keep.insert(path.clone());
+                    let vector = vectors.remove(path);
+                    for gone in std::iter::once(path).chain(vector.as_ref()) {
+                        live.remove(gone);
+                        if commit.committed_at > cutoff {
+                            keep.insert(gone.clone());
+                        }
                     }
                 }
                 Action::Metadata(_) | Action::Load(_) | Action::Fence(_) | Action::Fenced(_) => {}
@@ -297,6 +307,7 @@ mod tests {
             size_bytes: 4,
             stats: BTreeMap::new(),
             field_ids: Default::default(),
+            deletion_vector: None,
         };
         let v1 = log
             .commit(
@@ -350,6 +361,7 @@ mod tests {
                 size_bytes: 4,
                 stats: BTreeMap::new(),
                 field_ids: Default::default(),
+                deletion_vector: None,
             }],
             ..Transaction::new("INSERT")
         };
@@ -359,5 +371,94 @@ mod tests {
             "{err}"
         );
         assert_eq!(log.latest().await.unwrap().version, v0.version);
+    }
+
+    /// A deletion vector lives as long as the version of its data file that names it: a newer
+    /// vector retires it (kept for time travel within the retention), and the removal of its
+    /// data file retires both.
+    #[tokio::test]
+    async fn deletion_vectors_are_kept_while_a_version_names_them() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let id = TableId::random();
+        let log = TableLog::new(Arc::clone(&store), id.clone(), "t");
+        let v0 = log.create(metadata(), "CREATE TABLE").await.unwrap();
+        let path = format!("{}/f.parquet", paths::table_data_dir(&id));
+        store
+            .put(&Path::from(path.as_str()), PutPayload::from_static(b"rows"))
+            .await
+            .unwrap();
+        let file = DataFile {
+            path: path.clone(),
+            partition: String::new(),
+            rows: 10,
+            size_bytes: 4,
+            stats: BTreeMap::new(),
+            field_ids: Default::default(),
+            deletion_vector: None,
+        };
+        let mut snapshot = log
+            .commit(
+                &v0,
+                &Transaction {
+                    add: vec![file.clone()],
+                    ..Transaction::new("INSERT")
+                },
+            )
+            .await
+            .unwrap();
+        let mut vectors = Vec::new();
+        for rows in [vec![1u32], vec![1, 2]] {
+            let dv_path = Path::from(format!(
+                "{}/f-{}.dv",
+                paths::table_data_dir(&id),
+                rows.len()
+            ));
+            let dv =
+                crate::DeletionVector::write(&store, dv_path.clone(), rows.into_iter().collect())
+                    .await
+                    .unwrap();
+            let current = snapshot.files[&path].clone();
+            let marked = DataFile {
+                deletion_vector: Some(dv),
+                ..current.clone()
+            };
+            snapshot = log
+                .commit(
+                    &snapshot,
+                    &Transaction {
+                        remove: vec![current],
+                        add: vec![marked],
+                        ..Transaction::new("DELETE")
+                    },
+                )
+                .await
+                .unwrap();
+            vectors.push(dv_path);
+        }
+        assert_eq!(snapshot.files[&path].live_rows(), 8);
+        let kept = vacuum_table(&store, &log, Duration::days(7)).await.unwrap();
+        assert_eq!(
+            kept.files_deleted, 0,
+            "the first vector is still in retention"
+        );
+        let retired = vacuum_table(&store, &log, Duration::zero()).await.unwrap();
+        assert_eq!(retired.files_deleted, 1);
+        assert!(
+            store.head(&vectors[0]).await.is_err(),
+            "the retired vector went"
+        );
+        assert!(store.head(&vectors[1]).await.is_ok(), "the live one stays");
+        assert!(store.head(&Path::from(path.as_str())).await.is_ok());
+        log.commit(
+            &snapshot,
+            &Transaction {
+                remove: vec![snapshot.files[&path].clone()],
+                ..Transaction::new("DELETE")
+            },
+        )
+        .await
+        .unwrap();
+        let gone = vacuum_table(&store, &log, Duration::zero()).await.unwrap();
+        assert_eq!(gone.files_deleted, 2, "the data file and its vector");
     }
 }

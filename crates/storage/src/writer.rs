@@ -685,6 +685,16 @@ impl Uploads {
         upload(&self.store, &self.table, &self.id, files).await
     }
 
+    /// Uploads the deletion vector `rows` of a data file in `partition`.
+    pub async fn upload_deletion_vector(
+        &self,
+        partition: &str,
+        rows: roaring::RoaringBitmap,
+    ) -> Result<crate::DeletionVector> {
+        let path = paths::new_deletion_vector(&self.table, partition, &self.id);
+        crate::DeletionVector::write(&self.store, path, rows).await
+    }
+
     /// Ends the uploads, committed or not: removes the marker. A failure only delays VACUUM.
     pub async fn finish(self) {
         let marker = paths::inflight_marker(&self.table, &self.id);
@@ -715,6 +725,7 @@ async fn upload(
                     size_bytes: size,
                     stats: f.stats,
                     field_ids: f.field_ids,
+                    deletion_vector: None,
                 })
             }
         })

@@ -336,10 +336,12 @@ async fn partitions(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
         Field::new("row_count", DataType::UInt64, false),
         Field::new("file_count", DataType::UInt64, false),
         Field::new("size_bytes", DataType::UInt64, false),
+        // Rows deletion vectors mark in the partition's files: OPTIMIZE folds them away.
+        Field::new("deleted_row_count", DataType::UInt64, false),
         ts_field("expires_at"),
     ]));
     let mut cols: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
-    let mut nums: Vec<UInt64Builder> = (0..3).map(|_| UInt64Builder::new()).collect();
+    let mut nums: Vec<UInt64Builder> = (0..4).map(|_| UInt64Builder::new()).collect();
     let mut expires = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     for (db, schema_name, table, id) in all_tables(warehouse) {
         let log = warehouse.table_log(&id, &table);
@@ -390,9 +392,10 @@ async fn partitions(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
                     .as_ref()
                     .map(|_| "MAXVALUE".to_string())
             }));
-            nums[0].append_value(files.iter().map(|f| f.rows).sum());
+            nums[0].append_value(files.iter().map(|f| f.live_rows()).sum());
             nums[1].append_value(files.len() as u64);
             nums[2].append_value(files.iter().map(|f| f.size_bytes).sum());
+            nums[3].append_value(files.iter().map(|f| f.deleted_rows()).sum());
         }
     }
     let mut columns: Vec<ArrayRef> = cols

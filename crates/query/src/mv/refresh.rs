@@ -546,18 +546,14 @@ async fn change<'a>(
     })
 }
 
-/// The files `new` has and `old` has not, and the reverse.
+/// The files `new` has and `old` has not, and the reverse. A file whose deletion vector
+/// changed is in both: its old version went, its new one (fewer rows) came.
 fn file_diff<'a>(old: &'a Snapshot, new: &'a Snapshot) -> (Vec<&'a DataFile>, Vec<&'a DataFile>) {
-    let added = new
-        .files
-        .values()
-        .filter(|f| !old.files.contains_key(&f.path))
-        .collect();
-    let removed = old
-        .files
-        .values()
-        .filter(|f| !new.files.contains_key(&f.path))
-        .collect();
+    let changed = |f: &DataFile, other: &Snapshot| {
+        other.files.get(&f.path).is_none_or(|o| !o.same_version(f))
+    };
+    let added = new.files.values().filter(|f| changed(f, old)).collect();
+    let removed = old.files.values().filter(|f| changed(f, new)).collect();
     (added, removed)
 }
 
@@ -636,7 +632,7 @@ async fn choose(
     }
     let safe = delta_safe(plan, &source.id);
     if removed.is_empty() && safe && fold_shape(plan, &view.table_schema()).is_some() {
-        let rows: u64 = added.iter().map(|f| f.rows).sum();
+        let rows: u64 = added.iter().map(|f| f.live_rows()).sum();
         return Ok(Strategy::Fold {
             source: source.id.clone(),
             added: added.iter().map(|f| f.path.clone()).collect(),

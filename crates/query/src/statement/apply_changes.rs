@@ -23,7 +23,7 @@
 //! out the same are not touched; the files holding the others are rewritten in one commit, as a
 //! `MERGE` would.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -37,16 +37,17 @@ use datafusion::catalog::default_table_source::provider_as_source;
 use datafusion::common::Column;
 use datafusion::datasource::MemTable;
 use datafusion::functions_aggregate::expr_fn::max;
-use datafusion::logical_expr::{Expr, JoinType, LogicalPlanBuilder, col};
-use strata_storage::{DataFile, Transaction};
+use datafusion::logical_expr::{JoinType, LogicalPlanBuilder, col};
+use strata_storage::Transaction;
 
 use crate::error::{Error, Result};
 use crate::parser::ApplyChanges;
 use crate::result::StatementResult;
 use crate::session::Session;
+use crate::table::deletes::{RowDeletes, plan_file_changes};
 use crate::table::provider::{FILE_COLUMN, ROW_COLUMN, StrataTable};
 use crate::table::scd::{Layout, NEXT_KEY, STRICT, ScdSpec};
-use crate::table::write::write_batches;
+use crate::table::write::TableWrite;
 
 /// Runs `APPLY CHANGES INTO`.
 pub(crate) async fn apply_changes(
@@ -99,54 +100,19 @@ pub(crate) async fn apply_changes(
     if folded.replaced.is_empty() && folded.rows.num_rows() == 0 {
         return Ok(result(counts.0, counts.1, counts.2));
     }
-    // Rewrite the files that hold replaced versions: their other rows, and the new versions.
-    let files: HashSet<String> = folded.replaced.iter().map(|(f, _)| f.clone()).collect();
-    let replaced = RecordBatch::try_new(
-        Arc::new(Schema::new(vec![
-            Field::new("__replaced_file", DataType::Utf8, false),
-            Field::new("__replaced_row", DataType::Int64, false),
-        ])),
-        vec![
-            Arc::new(StringArray::from_iter_values(
-                folded.replaced.iter().map(|(f, _)| f),
-            )),
-            Arc::new(Int64Array::from_iter_values(
-                folded.replaced.iter().map(|(_, r)| *r),
-            )),
-        ],
-    )?;
-    let kept = LogicalPlanBuilder::scan(
-        name.as_str(),
-        provider_as_source(Arc::new(table.with_row_ids(Some(&files)))),
-        None,
-    )?
-    .join(
-        memory_plan(replaced)?.build()?,
-        JoinType::LeftAnti,
-        (
-            vec![
-                Column::from_name(FILE_COLUMN),
-                Column::from_name(ROW_COLUMN),
-            ],
-            vec![
-                Column::from_name("__replaced_file"),
-                Column::from_name("__replaced_row"),
-            ],
-        ),
-        None,
-    )?
-    .project(
-        layout
-            .schema
-            .fields()
-            .iter()
-            .map(|f| Expr::Column(Column::new(Some(name.as_str()), f.name())))
-            .collect::<Vec<_>>(),
-    )?
-    .build()?;
-    let output = LogicalPlanBuilder::from(kept)
-        .union(memory_plan(folded.rows)?.build()?)?
-        .build()?;
+    // The replaced versions leave their files (deletion vectors, or rewrites by the cost
+    // rule); the new versions go to new files.
+    let mut deletes = RowDeletes::default();
+    let replaced_files = StringArray::from_iter_values(folded.replaced.iter().map(|(f, _)| f));
+    let replaced_rows = Int64Array::from_iter_values(folded.replaced.iter().map(|(_, r)| *r));
+    if deletes.add(&replaced_files, &replaced_rows, None)?.is_err() {
+        return Err(Error::Plan(format!(
+            "APPLY CHANGES INTO {name}: a version was replaced twice"
+        )));
+    }
+    let warehouse = session.warehouse();
+    let share = session.strata_options().dml_rewrite_share;
+    let changes = plan_file_changes(warehouse, &snapshot, deletes, share).await?;
     let mut txn = Transaction::new("APPLY CHANGES");
     // The current versions it closed, and the surrogate keys it numbered, were read from the
     // whole table.
@@ -156,27 +122,36 @@ pub(crate) async fn apply_changes(
         .properties
         .insert(NEXT_KEY.to_string(), folded.next_key.to_string());
     txn.replace_metadata = Some(metadata);
-    txn.remove = files
-        .iter()
-        .filter_map(|path| snapshot.files.get(path))
-        .cloned()
-        .collect::<Vec<DataFile>>();
     let stream = session
         .context()
-        .execute_logical_plan(output)
+        .execute_logical_plan(memory_plan(folded.rows)?.build()?)
         .await?
         .execute_stream()
         .await?;
-    write_batches(
-        session.warehouse(),
+    let mut write = TableWrite::begin(
+        warehouse,
         session.write_options(),
         &name,
         &log,
         &snapshot,
-        stream,
         txn,
+        Some(&changes),
     )
     .await?;
+    let written = async {
+        write.write(stream).await?;
+        write.apply(changes).await
+    }
+    .await;
+    match written {
+        Ok(()) => {
+            write.commit().await?;
+        }
+        Err(e) => {
+            write.abort().await;
+            return Err(e);
+        }
+    }
     Ok(result(counts.0, counts.1, counts.2))
 }
 

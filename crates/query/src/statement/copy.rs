@@ -375,7 +375,7 @@ pub(crate) async fn copy_into(
     if let Some(metadata) = &evolved {
         writing.metadata = metadata.clone();
     }
-    let prepared = constraints::prepare(&warehouse, &table, &log, &writing, &[]).await?;
+    let prepared = constraints::prepare(&warehouse, &table, &log, &writing, &[], &[]).await?;
     let exclusive = prepared.exclusive;
     let mut table_writer =
         TableWriter::new(&table, &writing, write_options).with_check(prepared.check);

@@ -309,7 +309,7 @@ impl Session {
             txn.drop_partitions.push(n.clone());
             txn.remove.extend(snapshot.files_in(n).cloned());
         }
-        let rows: u64 = txn.remove.iter().map(|f| f.rows).sum();
+        let rows: u64 = txn.remove.iter().map(|f| f.live_rows()).sum();
         self.commit_removal(&name, &log, &snapshot, &txn).await?;
         Ok(StatementResult::status(format!(
             "dropped {} of {name} ({})",

@@ -1,55 +1,69 @@
-//! `UPDATE`, `DELETE` and `MERGE INTO`: copy-on-write of only the data files that hold affected
-//! rows, in one commit.
+//! `UPDATE`, `DELETE` and `MERGE INTO`: one pass over the affected rows, one commit.
 //!
 //! DataFusion plans the statement (names, types, subqueries, `UPDATE ... FROM`, the `USING`
-//! source); this module runs that plan against the table's snapshot in two passes over a scan
-//! that tags each row with its data file and its row number in that file
-//! ([`StrataTable::with_row_ids`]):
+//! source); this module runs that plan against the table's snapshot over a scan that tags each
+//! row with its data file and its row number in that file ([`StrataTable::with_row_ids`]). The
+//! statement's own matching logic (`WHERE`, the join of `FROM`, `ON` and the `WHEN` clauses)
+//! gives a *change plan* ([`Target::change_plan`]): per affected row, its new value, its file
+//! and row number, and whether the old row goes and the new one is written. Running it
+//! streams the new rows into the table writer (routing, constraints) while it gathers the rows
+//! deleted per file; those leave their files by deletion vectors, or by rewriting the file
+//! when most of it is deleted ([`crate::table::deletes`]). A target row matched by several
+//! source rows is an error (as in Snowflake), found when its row is deleted twice.
 //!
-//! 1. **Find** the affected rows with the statement's own matching logic (`WHERE`, the join of
-//!    `FROM`, `ON` and the `WHEN` clauses). This gives the files to rewrite and the counts, and
-//!    catches a target row matched by several source rows, which is an error (as in Snowflake).
-//! 2. **Rewrite** those files: the new values of updated rows, the inserted rows, and the
-//!    untouched rows of the affected files (an anti join on file and row number). They are
-//!    written through the table writer (routing, constraints) and committed in one transaction
-//!    that also removes the old files.
+//! A table with constraints runs the plan twice: new rows are checked against the table
+//! without the rows the statement deletes, which must be known first.
 //!
-//! Partition and file pruning apply to both passes through the scan's filters. A concurrent
-//! commit that removed one of the same files makes the statement fail with a conflict; nothing
-//! is written. Files that hold no affected row are never read twice nor rewritten.
+//! Partition and file pruning apply through the scan's filters. A concurrent commit that
+//! removed or deleted rows of the same files makes the statement fail with a conflict (and
+//! run again); nothing is written. `EXPLAIN ANALYZE` runs the statement and says how its rows
+//! went.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, AsArray, Int64Array, RecordBatch, UInt64Array};
+use arrow::array::{Array, AsArray, RecordBatch, RecordBatchOptions, StringArray, UInt64Array};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::Int64Type;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::TableProvider;
 use datafusion::catalog::default_table_source::{provider_as_source, source_as_provider};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, ScalarValue, TableReference};
-use datafusion::functions_aggregate::expr_fn::{count, count_distinct, sum};
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::conditional_expressions::CaseBuilder;
 use datafusion::logical_expr::dml::{MergeIntoAction, MergeIntoClause, MergeIntoClauseKind};
 use datafusion::logical_expr::{
     DmlStatement, Expr, ExprSchemable, JoinType, LogicalPlan, LogicalPlanBuilder, WriteOp, lit,
     when,
 };
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
-use strata_storage::{DataFile, Reads, Transaction};
+use futures::StreamExt;
+use strata_storage::{Reads, Transaction};
 
 use crate::catalog::materialized_view::{MaterializedViewTable, read_only};
 use crate::error::{Error, Result};
 use crate::result::StatementResult;
 use crate::session::Session;
+use crate::table::deletes::{RowDeletes, plan_file_changes};
 use crate::table::provider::{FILE_COLUMN, ROW_COLUMN, ReadLog, StrataTable};
-use crate::table::write::write_batches;
+use crate::table::write::{TableWrite, write_batches};
 
 /// Runs a DataFusion-planned `UPDATE`, `DELETE` or `MERGE INTO` on a Strata table; `None` for
 /// any other plan.
+///
+/// `EXPLAIN ANALYZE` of one runs it too, and returns how its rows went instead of its count.
 pub(crate) async fn run(session: &Session, plan: &LogicalPlan) -> Result<Option<StatementResult>> {
-    let LogicalPlan::Dml(dml) = plan else {
-        return Ok(None);
+    let (dml, analyze) = match plan {
+        LogicalPlan::Dml(dml) => (dml, false),
+        LogicalPlan::Analyze(a) => match a.input.as_ref() {
+            LogicalPlan::Dml(dml) => (dml, true),
+            _ => return Ok(None),
+        },
+        _ => return Ok(None),
     };
     if !matches!(
         dml.op,
@@ -86,6 +100,7 @@ pub(crate) async fn run(session: &Session, plan: &LogicalPlan) -> Result<Option<
         table,
         reference: dml.table_name.clone(),
         reads: Arc::new(Mutex::new(reads)),
+        outcome: Mutex::new(None),
     };
     let result = match &dml.op {
         WriteOp::Delete => target.delete(dml).await?,
@@ -93,7 +108,21 @@ pub(crate) async fn run(session: &Session, plan: &LogicalPlan) -> Result<Option<
         WriteOp::MergeInto(op) => target.merge(dml, &op.on, &op.clauses).await?,
         _ => unreachable!("checked above"),
     };
-    Ok(Some(result))
+    if !analyze {
+        return Ok(Some(result));
+    }
+    let report = target
+        .outcome
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or_else(|| {
+            vec![format!(
+                "{} {}: every row deleted, every file removed",
+                dml.op.name(),
+                table.name()
+            )]
+        });
+    Ok(Some(explain_result(&report)))
 }
 
 /// `UPDATE t SET ... FROM s WHERE cond` (Postgres) as the `MERGE` it means:
@@ -276,13 +305,13 @@ struct Target<'a> {
     table: &'a StrataTable,
     reference: TableReference,
     reads: ReadLog,
+    /// The report of the change, once committed (`EXPLAIN ANALYZE`).
+    outcome: Mutex<Option<Vec<String>>>,
 }
 
-/// What the first pass of `MERGE` found.
+/// What a `MERGE` did.
 #[derive(Debug, Default)]
 struct Affected {
-    /// Files holding rows to update or delete.
-    files: HashSet<String>,
     updated: u64,
     deleted: u64,
     inserted: u64,
@@ -290,6 +319,45 @@ struct Affected {
 
 /// Kinds of change, as numbered in the `__strata_change` column of `MERGE`.
 const KEEP: i64 = 0;
+
+/// The columns a change plan ([`Target::apply`]) ends with, after the new row's columns.
+const REMOVES_COLUMN: &str = "__strata_removes";
+const WRITES_COLUMN: &str = "__strata_writes";
+
+/// What a change plan did: rows per `__strata_change` value, and the rows it deletes.
+#[derive(Debug, Default)]
+struct Tally {
+    by_change: HashMap<i64, u64>,
+    deletes: RowDeletes,
+}
+
+/// How a change went, for the statement's result and `EXPLAIN ANALYZE`.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    by_change: HashMap<i64, u64>,
+    /// Rows written (new versions and inserts, plus the rows rewritten files keep).
+    rows_written: u64,
+    /// How deleted rows went, file by file.
+    changes: String,
+    /// Times the change plan ran (twice when the table has constraints: they are checked
+    /// against the table without the deleted rows).
+    passes: u32,
+}
+
+impl Outcome {
+    /// Lines for `EXPLAIN ANALYZE`.
+    pub(crate) fn report(&self, operation: &str, table: &str) -> Vec<String> {
+        let changed: u64 = self.by_change.values().sum();
+        vec![
+            format!(
+                "{operation} {table}: {changed} rows changed in {} passes",
+                self.passes
+            ),
+            format!("rows written: {}", self.rows_written),
+            self.changes.clone(),
+        ]
+    }
+}
 
 impl Target<'_> {
     async fn delete(&self, dml: &DmlStatement) -> Result<StatementResult> {
@@ -305,9 +373,10 @@ impl Target<'_> {
                 .await?;
             return Ok(count_result(snapshot.row_count()));
         }
-        let (files, deleted) = self.find(&dml.input).await?;
-        self.rewrite(&dml.input, None, &files, "DELETE").await?;
-        Ok(count_result(deleted))
+        let plan = self.with_row_ids(&dml.input)?;
+        let changes = self.change_plan(plan, None, lit(1i64), lit(true), lit(false))?;
+        let outcome = self.apply(changes, "DELETE").await?;
+        Ok(count_result(outcome.by_change.values().sum()))
     }
 
     async fn update(&self, dml: &DmlStatement) -> Result<StatementResult> {
@@ -320,50 +389,16 @@ impl Target<'_> {
         };
         let matching = &projection.input;
         reject_limit(matching)?;
-        let (files, updated) = self.find(matching).await?;
-        let new_rows = projection.expr.clone();
-        self.rewrite(matching, Some(new_rows), &files, "UPDATE")
-            .await?;
-        Ok(count_result(updated))
-    }
-
-    /// Pass 1 of `UPDATE`/`DELETE`: the files holding matching rows, and how many rows match.
-    /// (Each target row is scanned once: `UPDATE ... FROM` runs as `MERGE`.)
-    async fn find(&self, matching: &Arc<LogicalPlan>) -> Result<(HashSet<String>, u64)> {
-        let plan = self.with_row_ids(matching, None)?;
-        let file = tagged(plan.schema(), FILE_COLUMN)?;
-        let per_file = LogicalPlanBuilder::from(plan)
-            .aggregate(vec![file], vec![count(lit(1))])?
-            .build()?;
-        let mut files = HashSet::new();
-        let mut rows = 0;
-        for batch in self.collect(per_file).await? {
-            files.extend(string_column(&batch, 0)?);
-            rows += int_column(&batch, 1)?.iter().sum::<u64>();
-        }
-        Ok((files, rows))
-    }
-
-    /// Pass 2 of `UPDATE`/`DELETE`: rewrites the affected files without the matching rows,
-    /// plus `new_rows` (the projection of new values over the matching rows), in one commit.
-    async fn rewrite(
-        &self,
-        matching: &Arc<LogicalPlan>,
-        new_rows: Option<Vec<Expr>>,
-        files: &HashSet<String>,
-        operation: &str,
-    ) -> Result<()> {
-        if files.is_empty() {
-            return Ok(());
-        }
-        let plan = self.with_row_ids(matching, Some(files))?;
-        let changed = self.row_ids_of(plan.clone())?;
-        let mut output = self.untouched_rows(files, changed)?;
-        if let Some(exprs) = new_rows {
-            let updated = LogicalPlanBuilder::from(plan).project(exprs)?.build()?;
-            output = LogicalPlanBuilder::from(updated).union(output)?.build()?;
-        }
-        self.commit(output, files, operation).await
+        let plan = self.with_row_ids(matching)?;
+        let changes = self.change_plan(
+            plan,
+            Some(projection.expr.clone()),
+            lit(1i64),
+            lit(true),
+            lit(true),
+        )?;
+        let outcome = self.apply(changes, "UPDATE").await?;
+        Ok(count_result(outcome.by_change.values().sum()))
     }
 
     async fn merge(
@@ -372,10 +407,8 @@ impl Target<'_> {
         on: &Expr,
         clauses: &[MergeIntoClause],
     ) -> Result<StatementResult> {
-        let joined = self.merge_join(&dml.input, on, clauses, None)?;
+        let joined = self.merge_join(&dml.input, on, clauses)?;
         let change = tagged(joined.schema(), CHANGE_COLUMN)?;
-        let file = tagged(joined.schema(), FILE_COLUMN)?;
-        let row = tagged(joined.schema(), ROW_COLUMN)?;
         let is = |kind: fn(&MergeIntoAction) -> bool| -> Expr {
             let ids: Vec<Expr> = clauses
                 .iter()
@@ -389,67 +422,6 @@ impl Target<'_> {
                 change.clone().in_list(ids, false)
             }
         };
-        let one_if = |e: Expr| when(e, lit(1i64)).otherwise(lit(0i64));
-        let (updates, deletes, inserts) = (
-            one_if(is(is_update))?,
-            one_if(is(is_delete))?,
-            one_if(is(is_insert))?,
-        );
-        // Pass 1: per file (NULL for inserted rows), how many rows change and how.
-        let per_file = LogicalPlanBuilder::from(joined)
-            .filter(change.clone().not_eq(lit(KEEP)))?
-            .aggregate(
-                vec![file],
-                vec![
-                    count(lit(1)).alias("n"),
-                    count_distinct(row).alias("distinct_rows"),
-                    sum(updates).alias("updated"),
-                    sum(deletes).alias("deleted"),
-                    sum(inserts).alias("inserted"),
-                ],
-            )?
-            .build()?;
-        let mut affected = Affected::default();
-        for batch in self.collect(per_file).await? {
-            let files = batch.column(0).as_string_opt::<i32>().ok_or_else(|| {
-                Error::Plan("MERGE: unexpected type of the file column".to_string())
-            })?;
-            let n = int_column(&batch, 1)?;
-            let distinct = int_column(&batch, 2)?;
-            let (updated, deleted, inserted) = (
-                int_column(&batch, 3)?,
-                int_column(&batch, 4)?,
-                int_column(&batch, 5)?,
-            );
-            for i in 0..batch.num_rows() {
-                affected.inserted += inserted[i];
-                if files.is_null(i) {
-                    continue;
-                }
-                if n[i] != distinct[i] {
-                    return Err(Error::Plan(format!(
-                        "a row of {} matches several rows of the source (USING or FROM), so \
-                         its new value is ambiguous; make the source match at most one row per \
-                         target row",
-                        self.table.name()
-                    )));
-                }
-                affected.updated += updated[i];
-                affected.deleted += deleted[i];
-                affected.files.insert(files.value(i).to_string());
-            }
-        }
-        let result = merge_result(&affected);
-        if affected.files.is_empty() && affected.inserted == 0 {
-            return Ok(result);
-        }
-
-        // Pass 2: new and inserted rows from the join, untouched rows of affected files. Without
-        // inserts, only the affected files matter: whether a target row matches depends on
-        // the source alone.
-        let inserts = clauses.iter().any(|c| is_insert(&c.action));
-        let target_files = (!inserts).then_some(&affected.files);
-        let joined = self.merge_join(&dml.input, on, clauses, target_files)?;
         let columns = self.table.table_schema();
         let mut new_values = Vec::with_capacity(columns.fields().len());
         for (position, field) in columns.fields().iter().enumerate() {
@@ -488,37 +460,222 @@ impl Target<'_> {
             };
             new_values.push(value.alias(field.name()));
         }
-        let new_rows = LogicalPlanBuilder::from(joined.clone())
-            .filter(is(writes_row))?
-            .project(new_values)?
+        let changed = LogicalPlanBuilder::from(joined)
+            .filter(change.clone().not_eq(lit(KEEP)))?
             .build()?;
-        let changed_rows = LogicalPlanBuilder::from(joined)
-            .filter(is(removes_row))?
-            .build()?;
-        let changed = self.row_ids_of(changed_rows)?;
-        let output = if affected.files.is_empty() {
-            new_rows
-        } else {
-            let untouched = self.untouched_rows(&affected.files, changed)?;
-            LogicalPlanBuilder::from(new_rows)
-                .union(untouched)?
-                .build()?
-        };
-        self.commit(output, &affected.files, "MERGE").await?;
-        Ok(result)
+        let (removes, writes) = (is(removes_row), is(writes_row));
+        let plan = self.change_plan(changed, Some(new_values), change, removes, writes)?;
+        let outcome = self.apply(plan, "MERGE").await?;
+        let mut affected = Affected::default();
+        for (&clause, &rows) in &outcome.by_change {
+            let Some(c) = usize::try_from(clause - 1)
+                .ok()
+                .and_then(|i| clauses.get(i))
+            else {
+                continue;
+            };
+            let counter = match c.action {
+                MergeIntoAction::Update(_) => &mut affected.updated,
+                MergeIntoAction::Delete => &mut affected.deleted,
+                MergeIntoAction::Insert { .. } => &mut affected.inserted,
+            };
+            *counter += rows;
+        }
+        Ok(merge_result(&affected))
     }
 
-    /// The target (every row of `files`, all when `None`, tagged with file and row number)
-    /// joined with the `USING` source on `on`, plus `__strata_change`: the number (from 1) of
+    /// The plan of a change over `plan` (rows of the row-id scan, possibly joined): the new
+    /// row (`new_values`, the table's columns; none for `DELETE`), then the row's file and row
+    /// number, `change` (a number saying what happens to it), whether the target row goes
+    /// (`removes`) and whether the new row is written (`writes`).
+    fn change_plan(
+        &self,
+        plan: LogicalPlan,
+        new_values: Option<Vec<Expr>>,
+        change: Expr,
+        removes: Expr,
+        writes: Expr,
+    ) -> Result<LogicalPlan> {
+        let file = tagged(plan.schema(), FILE_COLUMN)?;
+        let row = tagged(plan.schema(), ROW_COLUMN)?;
+        let mut columns = new_values.unwrap_or_default();
+        columns.extend([
+            file.alias(FILE_COLUMN),
+            row.alias(ROW_COLUMN),
+            change.alias(CHANGE_COLUMN),
+            removes.alias(REMOVES_COLUMN),
+            writes.alias(WRITES_COLUMN),
+        ]);
+        Ok(LogicalPlanBuilder::from(plan).project(columns)?.build()?)
+    }
+
+    /// Runs the change `plan` ([`Target::change_plan`]) and commits it in one transaction: the
+    /// rows it removes leave their files (deletion vectors or rewrites, by the cost rule of
+    /// [`crate::table::deletes`]), the rows it writes go to new files.
+    async fn apply(&self, plan: LogicalPlan, operation: &str) -> Result<Outcome> {
+        let warehouse = self.session.warehouse();
+        let snapshot = self.table.snapshot();
+        // Checked by SET to be in 0..=1.
+        let share = self.session.strata_options().dml_rewrite_share;
+        let writes = plan.schema().fields().len() > 5;
+        // With constraints, the new rows are checked against the table without the rows the
+        // statement deletes: those must be known first.
+        let known = if snapshot.metadata.constraints.is_empty() {
+            None
+        } else {
+            let (stream, tally) = self.split(plan.clone()).await?;
+            drain(stream).await?;
+            let tally = take(&tally);
+            let changes = plan_file_changes(warehouse, snapshot, tally.deletes, share).await?;
+            Some((tally.by_change, changes))
+        };
+        let mut write = TableWrite::begin(
+            warehouse,
+            self.session.write_options(),
+            self.table.name(),
+            self.table.log(),
+            snapshot,
+            Transaction::new(operation),
+            known.as_ref().map(|(_, changes)| changes),
+        )
+        .await?;
+        let written = async {
+            let mut passes = 1;
+            let (by_change, changes) = match known {
+                Some(known) => {
+                    if writes {
+                        passes += 1;
+                        let (stream, _) = self.split(plan).await?;
+                        write.write(stream).await?;
+                    }
+                    known
+                }
+                None => {
+                    let (stream, tally) = self.split(plan).await?;
+                    if writes {
+                        write.write(stream).await?;
+                    } else {
+                        drain(stream).await?;
+                    }
+                    let tally = take(&tally);
+                    let changes =
+                        plan_file_changes(warehouse, snapshot, tally.deletes, share).await?;
+                    (tally.by_change, changes)
+                }
+            };
+            let summary = changes.to_string();
+            write.apply(changes).await?;
+            Ok::<_, Error>((by_change, summary, passes))
+        }
+        .await;
+        let (by_change, changes, passes) = match written {
+            Ok(done) if !done.0.is_empty() => done,
+            Ok((_, changes, passes)) => {
+                // Nothing matched: nothing to commit.
+                write.abort().await;
+                let outcome = Outcome {
+                    by_change: HashMap::new(),
+                    rows_written: 0,
+                    changes,
+                    passes,
+                };
+                *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some(outcome.report(operation, self.table.name()));
+                return Ok(outcome);
+            }
+            Err(e) => {
+                write.abort().await;
+                return Err(e);
+            }
+        };
+        write.read(self.reads.lock().unwrap_or_else(|e| e.into_inner()).clone());
+        let (rows_written, _) = write.commit().await?;
+        let outcome = Outcome {
+            by_change,
+            rows_written,
+            changes,
+            passes,
+        };
+        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(outcome.report(operation, self.table.name()));
+        Ok(outcome)
+    }
+
+    /// Executes the change `plan`: a stream of the rows it writes (as table rows), and the
+    /// tally it fills as the stream is read.
+    async fn split(
+        &self,
+        plan: LogicalPlan,
+    ) -> Result<(SendableRecordBatchStream, Arc<Mutex<Tally>>)> {
+        let stream = self
+            .session
+            .context()
+            .execute_logical_plan(plan)
+            .await?
+            .execute_stream()
+            .await?;
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let columns = stream.schema().fields().len() - 5;
+        // A DELETE writes no rows: its change plan has no table columns.
+        let schema = if columns == 0 {
+            Arc::new(Schema::empty())
+        } else {
+            self.table.table_schema()
+        };
+        let output = Arc::clone(&schema);
+        let name = self.table.name().to_string();
+        let noted = Arc::clone(&tally);
+        let rows = stream.map(move |batch| {
+            let batch = batch?;
+            let mut tally = noted.lock().unwrap_or_else(|e| e.into_inner());
+            let change = batch.column(columns + 2).as_primitive_opt::<Int64Type>();
+            let removes = batch.column(columns + 3).as_boolean_opt();
+            let writes = batch.column(columns + 4).as_boolean_opt();
+            let (Some(change), Some(removes), Some(writes)) = (change, removes, writes) else {
+                return Err(DataFusionError::Internal(
+                    "unexpected types in a change plan".to_string(),
+                ));
+            };
+            for c in change.iter().flatten() {
+                *tally.by_change.entry(c).or_default() += 1;
+            }
+            let added = tally
+                .deletes
+                .add(
+                    batch.column(columns).as_ref(),
+                    batch.column(columns + 1).as_ref(),
+                    Some(removes),
+                )
+                .map_err(DataFusionError::from)?;
+            if added.is_err() {
+                return Err(DataFusionError::from(Error::Plan(format!(
+                    "a row of {name} matches several rows of the source (USING or FROM), so \
+                     its new value is ambiguous; make the source match at most one row per \
+                     target row"
+                ))));
+            }
+            let kept = filter_record_batch(&batch, writes)?;
+            let options = RecordBatchOptions::new().with_row_count(Some(kept.num_rows()));
+            Ok(RecordBatch::try_new_with_options(
+                Arc::clone(&output),
+                kept.columns()[..columns].to_vec(),
+                &options,
+            )?)
+        });
+        let stream: SendableRecordBatchStream =
+            Box::pin(RecordBatchStreamAdapter::new(schema, rows));
+        Ok((stream, tally))
+    }
+
+    /// The target (every row, tagged with file and row number) joined with the `USING` source on `on`, plus `__strata_change`: the number (from 1) of
     /// the first `WHEN` clause that applies to the row, or 0.
     fn merge_join(
         &self,
         source: &Arc<LogicalPlan>,
         on: &Expr,
         clauses: &[MergeIntoClause],
-        files: Option<&HashSet<String>>,
     ) -> Result<LogicalPlan> {
-        let target = self.row_id_scan(files)?;
+        let target = self.row_id_scan()?;
         let source = with_column(source.as_ref().clone(), lit(true), SOURCE_COLUMN)?;
         let kinds = |f: fn(&MergeIntoClauseKind) -> bool| clauses.iter().any(|c| f(&c.kind));
         let inserts = kinds(|k| k.is_not_matched_by_target());
@@ -562,10 +719,10 @@ impl Target<'_> {
     }
 
     /// A scan of the target table with row ids, named as the statement names it.
-    fn row_id_scan(&self, files: Option<&HashSet<String>>) -> Result<LogicalPlan> {
+    fn row_id_scan(&self) -> Result<LogicalPlan> {
         let provider: Arc<dyn TableProvider> = Arc::new(
             self.table
-                .with_row_ids(files)
+                .with_row_ids(None)
                 .with_read_log(Arc::clone(&self.reads)),
         );
         Ok(
@@ -575,13 +732,9 @@ impl Target<'_> {
     }
 
     /// `plan` with its scan of the target table (outside subqueries, which see the whole
-    /// table) replaced by a row-id scan of `files`.
-    fn with_row_ids(
-        &self,
-        plan: &Arc<LogicalPlan>,
-        files: Option<&HashSet<String>>,
-    ) -> Result<LogicalPlan> {
-        let scan = self.row_id_scan(files)?;
+    /// table) replaced by a row-id scan.
+    fn with_row_ids(&self, plan: &Arc<LogicalPlan>) -> Result<LogicalPlan> {
+        let scan = self.row_id_scan()?;
         let mut replaced = 0;
         let plan = plan
             .as_ref()
@@ -603,96 +756,18 @@ impl Target<'_> {
         }
         Ok(plan)
     }
+}
 
-    /// The file and row number of every row of `plan`, for the anti join.
-    fn row_ids_of(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
-        let file = tagged(plan.schema(), FILE_COLUMN)?;
-        let row = tagged(plan.schema(), ROW_COLUMN)?;
-        Ok(LogicalPlanBuilder::from(plan)
-            .project(vec![
-                file.alias("__changed_file"),
-                row.alias("__changed_row"),
-            ])?
-            .build()?)
+/// Reads `stream` to its end.
+async fn drain(mut stream: SendableRecordBatchStream) -> Result<()> {
+    while let Some(batch) = stream.next().await {
+        batch?;
     }
+    Ok(())
+}
 
-    /// The rows of `files` not in `changed`, as table columns.
-    fn untouched_rows(&self, files: &HashSet<String>, changed: LogicalPlan) -> Result<LogicalPlan> {
-        let scan = self.row_id_scan(Some(files))?;
-        let columns: Vec<Expr> = self
-            .table
-            .table_schema()
-            .fields()
-            .iter()
-            .map(|f| Expr::Column(Column::new(Some(self.reference.clone()), f.name())))
-            .collect();
-        let keys = |q: Option<TableReference>| {
-            vec![
-                Column::new(q.clone(), FILE_COLUMN),
-                Column::new(q, ROW_COLUMN),
-            ]
-        };
-        Ok(LogicalPlanBuilder::from(scan)
-            .join(
-                changed,
-                JoinType::LeftAnti,
-                (
-                    keys(Some(self.reference.clone())),
-                    vec![
-                        Column::from_name("__changed_file"),
-                        Column::from_name("__changed_row"),
-                    ],
-                ),
-                None,
-            )?
-            .project(columns)?
-            .build()?)
-    }
-
-    /// Writes the rows of `output` and commits them, removing `files`.
-    async fn commit(
-        &self,
-        output: LogicalPlan,
-        files: &HashSet<String>,
-        operation: &str,
-    ) -> Result<()> {
-        let snapshot = self.table.snapshot();
-        let mut txn = Transaction::new(operation);
-        txn.reads = self.reads.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        txn.remove = files
-            .iter()
-            .filter_map(|path| snapshot.files.get(path))
-            .cloned()
-            .collect::<Vec<DataFile>>();
-        let stream = self
-            .session
-            .context()
-            .execute_logical_plan(output)
-            .await?
-            .execute_stream()
-            .await?;
-        write_batches(
-            self.session.warehouse(),
-            self.session.write_options(),
-            self.table.name(),
-            self.table.log(),
-            snapshot,
-            stream,
-            txn,
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn collect(&self, plan: LogicalPlan) -> Result<Vec<RecordBatch>> {
-        Ok(self
-            .session
-            .context()
-            .execute_logical_plan(plan)
-            .await?
-            .collect()
-            .await?)
-    }
+fn take(tally: &Mutex<Tally>) -> Tally {
+    std::mem::take(&mut *tally.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// The column the `MERGE` source gets so the join tells matched from unmatched rows.
@@ -740,21 +815,6 @@ fn tagged(schema: &datafusion::common::DFSchema, name: &str) -> Result<Expr> {
     Ok(Expr::Column(Column::new(qualifier.cloned(), field.name())))
 }
 
-fn string_column(batch: &RecordBatch, i: usize) -> Result<Vec<String>> {
-    let column = arrow::compute::cast(batch.column(i), &DataType::Utf8)?;
-    Ok(column
-        .as_string::<i32>()
-        .iter()
-        .map(|s| s.unwrap_or_default().to_string())
-        .collect())
-}
-
-fn int_column(batch: &RecordBatch, i: usize) -> Result<Vec<u64>> {
-    let column = arrow::compute::cast(batch.column(i), &DataType::Int64)?;
-    let values: &Int64Array = column.as_primitive();
-    Ok(values.iter().map(|v| v.unwrap_or(0) as u64).collect())
-}
-
 /// The result of `UPDATE`/`DELETE`: the number of rows changed, as DataFusion reports DML.
 fn count_result(rows: u64) -> StatementResult {
     let schema: SchemaRef = Arc::new(Schema::new(vec![Field::new(
@@ -767,6 +827,27 @@ fn count_result(rows: u64) -> StatementResult {
         vec![Arc::new(UInt64Array::from(vec![rows]))],
     )
     .expect("count batch matches its schema");
+    StatementResult {
+        schema,
+        batches: vec![batch],
+    }
+}
+
+/// The result of `EXPLAIN ANALYZE` of a change: DataFusion's two columns, the report as the
+/// plan's text.
+fn explain_result(lines: &[String]) -> StatementResult {
+    let schema: SchemaRef = Arc::new(Schema::new(vec![
+        Field::new("plan_type", DataType::Utf8, false),
+        Field::new("plan", DataType::Utf8, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(StringArray::from(vec!["Plan with Metrics"])),
+            Arc::new(StringArray::from(vec![lines.join("\n")])),
+        ],
+    )
+    .expect("explain batch matches its schema");
     StatementResult {
         schema,
         batches: vec![batch],

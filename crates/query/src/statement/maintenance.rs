@@ -6,8 +6,9 @@
 //!   the ones that expired, in one commit (`APPLY RETENTION` in `system.table_versions`), and
 //!   `system.partitions.expires_at` shows when each will.
 //! - [`run_maintenance`], started by `strata serve`, applies retention and compacts every
-//!   partition that gathered `strata.auto_compact_min_files` small files (an `OPTIMIZE` of that
-//!   partition, recorded as `AUTO OPTIMIZE`), each inside the server's query slots. Several
+//!   partition that gathered `strata.auto_compact_min_files` small files, or whose deletion
+//!   vectors mark over a fifth of its rows (an `OPTIMIZE` of that partition, recorded as
+//!   `AUTO OPTIMIZE`), each inside the server's query slots. Several
 //!   servers on one warehouse may do the same at once: the commits conflict, the loser runs
 //!   again and finds nothing left to do.
 
@@ -129,6 +130,10 @@ pub(crate) async fn apply_retention(
         .await
 }
 
+/// `strata serve` rewrites a partition (an `OPTIMIZE` of it) once deletion vectors mark more
+/// than this share of its rows: every scan of it reads them for nothing.
+const FOLD_DELETED_SHARE: f64 = 0.2;
+
 /// Applies partition retention and compacts partitions with many small files, on every table,
 /// every `tick`, until the task is dropped (`strata serve` runs it). Each piece of work is one
 /// statement run inside `slots`; failures are logged and tried again at the next tick.
@@ -180,12 +185,18 @@ pub(crate) async fn maintain(
                 if min_files == 0 || Definition::of(metadata).is_some() {
                     continue;
                 }
-                let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-                for file in snapshot.files.values().filter(|f| f.size_bytes < small) {
-                    *counts.entry(&file.partition).or_default() += 1;
+                // Per partition: small files, rows, and rows deletion vectors mark.
+                let mut counts: BTreeMap<&str, (usize, u64, u64)> = BTreeMap::new();
+                for file in snapshot.files.values() {
+                    let entry = counts.entry(&file.partition).or_default();
+                    entry.0 += usize::from(file.size_bytes < small);
+                    entry.1 += file.rows;
+                    entry.2 += file.deleted_rows();
                 }
-                for (partition, count) in counts {
-                    if count >= min_files as usize {
+                for (partition, (small_files, rows, deleted)) in counts {
+                    if small_files >= min_files as usize
+                        || deleted as f64 > FOLD_DELETED_SHARE * rows as f64
+                    {
                         work.push(if partition.is_empty() {
                             format!("OPTIMIZE {name}")
                         } else {

@@ -4,14 +4,15 @@
 //! Small inserts, streaming and deletes leave many small files; each costs an object-store
 //! request and a footer to read. `OPTIMIZE` rewrites every partition's small files (under
 //! [`SMALL_FILE_SHARE`] of the target file size) into files of the target size, sorted by the
-//! table's key, in one commit; `ZORDER BY` lays all of a partition's rows along the Z-order of
+//! table's key, in one commit, and rewrites every file with deleted rows without them (folding
+//! its deletion vector away); `ZORDER BY` lays all of a partition's rows along the Z-order of
 //! the columns given instead (once, as Delta's `OPTIMIZE ... ZORDER BY`). `CLUSTER BY` makes a
 //! key the table's own (Snowflake's clustering key): rewritten now, kept by every later write
 //! (a Z-order for several columns).
 //!
 //! A rewrite reads nothing it could conflict over: concurrent appends go on, and a concurrent
-//! statement that removed one of the files being rewritten (a DELETE) makes the commit fail
-//! and the statement run again on the newer files.
+//! statement that removed one of the files being rewritten, or deleted rows of it (a DELETE),
+//! makes the commit fail and the statement run again on the newer files.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -83,20 +84,23 @@ pub(crate) async fn optimize(
         let chosen: Vec<&DataFile> = if zorder.is_some() {
             group.clone()
         } else {
+            // Small files, and files with deleted rows (their deletion vectors fold away).
             group
                 .iter()
                 .copied()
-                .filter(|f| f.size_bytes < small)
+                .filter(|f| f.size_bytes < small || f.deletion_vector.is_some())
                 .collect()
         };
-        if chosen.len() > 1 || (zorder.is_some() && !chosen.is_empty()) {
+        let folds = chosen.iter().any(|f| f.deletion_vector.is_some());
+        if chosen.len() > 1 || ((zorder.is_some() || folds) && !chosen.is_empty()) {
             partitions += 1;
             files.extend(chosen.into_iter().cloned());
         }
     }
     if files.is_empty() {
         return Ok(StatementResult::status(format!(
-            "{qualified} is already optimized: no partition has more than one small file"
+            "{qualified} is already optimized: no partition has more than one small file, \
+             and no file has deleted rows"
         )));
     }
     let removed = files.len();
@@ -227,7 +231,7 @@ pub(crate) async fn rewrite(
         None => (metadata.sort_key().to_vec(), metadata.sorts_by_curve()),
     };
     let plan = LogicalPlanBuilder::scan(qualified, provider_as_source(Arc::new(table)), None)?;
-    let rows = files.iter().map(|f| f.rows).sum();
+    let rows = files.iter().map(|f| f.live_rows()).sum();
     let plan = ordered(plan, &columns, &key, curve, rows)?.build()?;
     let stream = session
         .context()

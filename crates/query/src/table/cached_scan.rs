@@ -5,8 +5,10 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions, new_empty_array};
-use arrow::compute::concat;
+use arrow::array::{
+    ArrayRef, BooleanArray, BooleanBufferBuilder, RecordBatch, RecordBatchOptions, new_empty_array,
+};
+use arrow::compute::{concat, filter_record_batch};
 use arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use datafusion::common::plan_err;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -33,7 +35,10 @@ use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, Pla
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 
+use roaring::RoaringBitmap;
+
 use crate::scan_cache::{ColumnKey, ScanCache};
+use crate::table::files::DeletedRows;
 
 /// Files served from the cache and files read, per scan, shown by `EXPLAIN ANALYZE`.
 #[derive(Debug, Clone)]
@@ -346,9 +351,10 @@ impl CachedScan {
             return Ok(stream::empty().boxed());
         }
         let path = file.object_meta.location.to_string();
+        let deleted = file.extension::<DeletedRows>().map(|d| Arc::clone(&d.0));
         if let Some((n, columns)) = self.cache.get(&path, &self.keys) {
             metrics.files_cached.add(1);
-            return Ok(self.serve(n, columns, rows));
+            return Ok(self.serve(n, columns, deleted, rows));
         }
         metrics.files_read.add(1);
         if !self.cache.has_room() {
@@ -366,6 +372,11 @@ impl CachedScan {
         if let Some(factory) = &self.reader_factory {
             source = source.with_parquet_file_reader_factory(Arc::clone(factory));
         }
+        // The cache holds every row of the file; deleted ones are left out as it serves them.
+        let file = PartitionedFile {
+            extensions: Default::default(),
+            ..file
+        };
         let one =
             FileScanConfigBuilder::new(self.planned.object_store_url.clone(), Arc::new(source))
                 .with_projection_indices(Some(self.indices.clone()))?
@@ -395,7 +406,7 @@ impl CachedScan {
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.cache.insert(&path, n, &self.keys, &columns);
-        Ok(self.serve(n, columns, rows))
+        Ok(self.serve(n, columns, deleted, rows))
     }
 
     /// Whether the dynamic filters, as they stand, rule out every row of `file` by its
@@ -410,11 +421,12 @@ impl CachedScan {
         }
     }
 
-    /// `columns` (of `n` rows) as the scan's output batches.
+    /// `columns` (of `n` rows) as the scan's output batches, without the `deleted` rows.
     fn serve(
         self: Arc<Self>,
         n: usize,
         columns: Vec<ArrayRef>,
+        deleted: Option<Arc<RoaringBitmap>>,
         rows: Count,
     ) -> BoxStream<'static, DfResult<RecordBatch>> {
         let size = self.batch_size.max(1);
@@ -422,10 +434,14 @@ impl CachedScan {
             let len = size.min(n - offset);
             let sliced = columns.iter().map(|c| c.slice(offset, len)).collect();
             let options = RecordBatchOptions::new().with_row_count(Some(len));
-            let batch =
+            let mut batch =
                 RecordBatch::try_new_with_options(Arc::clone(&self.needed), sliced, &options)?;
+            if let Some(deleted) = &deleted {
+                batch = without_deleted(batch, deleted, offset)?;
+            }
             let projected = self.projector.project_batch(&batch)?;
-            rows.add(len);
+            let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+            rows.add(batch.num_rows());
             Ok(RecordBatch::try_new_with_options(
                 Arc::clone(&self.output),
                 projected.columns().to_vec(),
@@ -434,6 +450,27 @@ impl CachedScan {
         }))
         .boxed()
     }
+}
+
+/// `batch`, the rows of a file from row `offset` on, without the rows in `deleted`.
+fn without_deleted(
+    batch: RecordBatch,
+    deleted: &RoaringBitmap,
+    offset: usize,
+) -> DfResult<RecordBatch> {
+    let start = u32::try_from(offset).unwrap_or(u32::MAX);
+    let end = u32::try_from(offset + batch.num_rows()).unwrap_or(u32::MAX);
+    let mut gone = deleted.range(start..end).peekable();
+    if gone.peek().is_none() {
+        return Ok(batch);
+    }
+    let mut keep = BooleanBufferBuilder::new(batch.num_rows());
+    keep.append_n(batch.num_rows(), true);
+    for row in gone {
+        keep.set_bit((row - start) as usize, false);
+    }
+    let keep = BooleanArray::new(keep.finish(), None);
+    Ok(filter_record_batch(&batch, &keep)?)
 }
 
 /// The conjunction of `filters` (on the scan's output columns, which are the table's columns

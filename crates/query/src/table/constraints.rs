@@ -38,7 +38,9 @@ use strata_storage::{
 
 use crate::error::{Error, Result};
 use crate::parser::{self, name_parts};
-use crate::table::files::{balanced_groups, parquet_scan, read_schema};
+use crate::table::files::{
+    balanced_groups, deleted_rows_of, parquet_scan, partitioned_file, read_schema,
+};
 use crate::warehouse::Warehouse;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::table_schema::TableSchema;
@@ -277,13 +279,16 @@ pub(crate) struct Prepared {
 }
 
 /// The check for writes to `snapshot` of table `name` (whose log is `log`) that replace the
-/// files `removed`, whether the write must commit exclusively, and its fences.
+/// files `removed`, some of them by the versions `marked` (the same files with more rows
+/// deleted, their deletion vectors in memory), whether the write must commit exclusively, and
+/// its fences.
 pub(crate) async fn prepare(
     warehouse: &Warehouse,
     name: &str,
     log: &TableLog,
     snapshot: &Snapshot,
     removed: &[DataFile],
+    marked: &[DataFile],
 ) -> Result<Prepared> {
     let constraints = &snapshot.metadata.constraints;
     let fences = Fences::default();
@@ -306,6 +311,9 @@ pub(crate) async fn prepare(
     let mut remaining = snapshot.clone();
     for f in removed {
         remaining.files.remove(&f.path);
+    }
+    for f in marked {
+        remaining.files.insert(f.path.clone(), f.clone());
     }
     let mut check = ConstraintCheck {
         checks: Vec::new(),
@@ -332,7 +340,8 @@ pub(crate) async fn prepare(
             }
             Constraint::PrimaryKey { .. } | Constraint::Unique { .. } => {
                 let types = column_types(snapshot, name, c.columns())?;
-                let set = KeySet::of(&ctx, remaining.clone(), c.columns(), &types).await?;
+                let set =
+                    KeySet::of(warehouse, &ctx, remaining.clone(), c.columns(), &types).await?;
                 check
                     .keys
                     .push(KeyCheck::new(c, KeyRule::Unique, set, &position)?);
@@ -352,7 +361,7 @@ pub(crate) async fn prepare(
                     parent_after_fences(warehouse, snapshot, &parent_log).await?
                 };
                 let types = column_types(&parent, &parent_name, referenced_columns)?;
-                let set = KeySet::of(&ctx, parent, referenced_columns, &types).await?;
+                let set = KeySet::of(warehouse, &ctx, parent, referenced_columns, &types).await?;
                 let rule = KeyRule::References {
                     table: parent_name,
                     columns: referenced_columns.clone(),
@@ -362,7 +371,8 @@ pub(crate) async fn prepare(
         }
     }
     if !removed.is_empty() {
-        restrict_removals(&ctx, warehouse, name, log, snapshot, removed, &mut check).await?;
+        let gone = gone_rows(warehouse, snapshot, removed, marked).await?;
+        restrict_removals(&ctx, warehouse, name, log, snapshot, gone, &mut check).await?;
     }
     let exclusive = check.keys.iter().any(|k| matches!(k.rule, KeyRule::Unique));
     Ok(Prepared {
@@ -372,20 +382,51 @@ pub(crate) async fn prepare(
     })
 }
 
-/// Adds to `check` the keys in `removed` files of table `name` that other tables reference.
+/// The rows of `snapshot` that a write removing `removed` (some replaced by their `marked`
+/// versions) takes away: `snapshot` with only those files, a marked one reading as just the
+/// rows its new deletion vector adds.
+async fn gone_rows(
+    warehouse: &Warehouse,
+    snapshot: &Snapshot,
+    removed: &[DataFile],
+    marked: &[DataFile],
+) -> Result<Snapshot> {
+    let mut gone = snapshot.clone();
+    gone.files
+        .retain(|path, _| removed.iter().any(|f| &f.path == path));
+    for new in marked {
+        let Some(old) = gone.files.get_mut(&new.path) else {
+            continue;
+        };
+        let before = warehouse.deleted_rows(old).await?;
+        let after = warehouse.deleted_rows(new).await?;
+        let rows = u32::try_from(old.rows)
+            .map_err(|_| Error::Plan(format!("data file {} has too many rows", old.path)))?;
+        // Every row but those deleted now: the rows deleted before, and the rows kept.
+        let mut hidden = roaring::RoaringBitmap::new();
+        hidden.insert_range(0..rows);
+        if let Some(after) = after {
+            hidden -= after.as_ref();
+        }
+        if let Some(before) = before {
+            hidden |= before.as_ref();
+        }
+        old.deletion_vector = Some(strata_storage::DeletionVector::in_memory(hidden));
+    }
+    Ok(gone)
+}
+
+/// Adds to `check` the keys in the `gone` rows of table `name` that other tables reference.
 async fn restrict_removals(
     ctx: &SessionContext,
     warehouse: &Warehouse,
     name: &str,
     log: &TableLog,
     snapshot: &Snapshot,
-    removed: &[DataFile],
+    gone: Snapshot,
     check: &mut ConstraintCheck,
 ) -> Result<()> {
     let this: Vec<&str> = name.split('.').collect();
-    let mut gone = snapshot.clone();
-    gone.files
-        .retain(|path, _| removed.iter().any(|f| &f.path == path));
     for (child, constraints) in warehouse.constraints().await? {
         for c in constraints {
             let Constraint::ForeignKey {
@@ -412,7 +453,8 @@ async fn restrict_removals(
                 continue;
             };
             let types = column_types(snapshot, name, &referenced_columns)?;
-            let candidates = KeySet::of(ctx, gone.clone(), &referenced_columns, &types).await?;
+            let candidates =
+                KeySet::of(warehouse, ctx, gone.clone(), &referenced_columns, &types).await?;
             if candidates.keys.is_empty() {
                 continue;
             }
@@ -424,7 +466,7 @@ async fn restrict_removals(
             if child_log.id() != log.id() {
                 check.fences.add_target(&child_log, &child_snapshot);
             }
-            let referencing = KeySet::of(ctx, child_snapshot, &columns, &types).await?;
+            let referencing = KeySet::of(warehouse, ctx, child_snapshot, &columns, &types).await?;
             let keys: HashSet<Vec<u8>> = candidates
                 .keys
                 .intersection(&referencing.keys)
@@ -454,7 +496,7 @@ pub(crate) async fn refuse_orphans(
     snapshot: &Snapshot,
     removed: &[DataFile],
 ) -> Result<Fences> {
-    let prepared = prepare(warehouse, name, log, snapshot, removed).await?;
+    let prepared = prepare(warehouse, name, log, snapshot, removed, &[]).await?;
     if let Some(mut check) = prepared.check {
         check.finish().map_err(|reason| {
             Error::Storage(strata_storage::Error::ConstraintViolation {
@@ -747,13 +789,14 @@ impl KeySet {
     /// The keys `columns` of every row of `snapshot` of table `name`, cast to `types` (the
     /// columns' own types, or a referenced table's to compare with its keys).
     async fn of(
+        warehouse: &Warehouse,
         ctx: &SessionContext,
         snapshot: Snapshot,
         columns: &[String],
         types: &[DataType],
     ) -> Result<Self> {
         let mut set = KeySet::new(types)?;
-        set.load(ctx, &snapshot, columns).await?;
+        set.load(warehouse, ctx, &snapshot, columns).await?;
         Ok(set)
     }
 
@@ -769,6 +812,7 @@ impl KeySet {
     /// Adds the keys `columns` of every row of `snapshot`, read straight from its data files.
     async fn load(
         &mut self,
+        warehouse: &Warehouse,
         ctx: &SessionContext,
         snapshot: &Snapshot,
         columns: &[String],
@@ -778,10 +822,11 @@ impl KeySet {
             .iter()
             .map(|c| schema.index_of(c))
             .collect::<Result<Vec<_>, _>>()?;
-        let files: Vec<PartitionedFile> = snapshot
-            .files
-            .values()
-            .map(|f| PartitionedFile::new(f.path.clone(), f.size_bytes))
+        let data: Vec<&DataFile> = snapshot.files.values().collect();
+        let deleted = deleted_rows_of(warehouse, &data).await?;
+        let files: Vec<PartitionedFile> = data
+            .iter()
+            .map(|f| partitioned_file(f, deleted.get(&f.path)))
             .collect();
         let state = ctx.state();
         let options = state.config_options();

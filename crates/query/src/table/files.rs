@@ -16,6 +16,7 @@ use datafusion::common::Statistics;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::parquet::ParquetRowSelection;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
@@ -26,11 +27,87 @@ use datafusion::physical_expr::expressions::{CastExpr, Column, Literal};
 use datafusion::physical_expr_adapter::{
     DefaultPhysicalExprAdapter, PhysicalExprAdapter, PhysicalExprAdapterFactory,
 };
+use futures::{StreamExt, TryStreamExt};
+use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use roaring::RoaringBitmap;
 use std::collections::HashMap;
-use strata_storage::TableMetadata;
+use strata_storage::{DataFile, TableMetadata};
 
 /// DataFusion's name for the warehouse's object store.
 pub(crate) const WAREHOUSE_STORE_URL: &str = "strata://warehouse";
+
+/// The rows of a data file its deletion vector marks deleted, attached to the file's
+/// [`PartitionedFile`] for the scan cache, which reads files whole and drops these rows as it
+/// serves them.
+#[derive(Debug, Clone)]
+pub(crate) struct DeletedRows(pub(crate) Arc<RoaringBitmap>);
+
+/// `file` as DataFusion scans it: with the rows its deletion vector marks (`deleted`) left
+/// out by a row selection, which the Parquet reader applies before decoding.
+pub(crate) fn partitioned_file(
+    file: &DataFile,
+    deleted: Option<&Arc<RoaringBitmap>>,
+) -> PartitionedFile {
+    let scanned = PartitionedFile::new(file.path.clone(), file.size_bytes);
+    match deleted {
+        Some(rows) if !rows.is_empty() => scanned
+            .with_extension(ParquetRowSelection::new(live_selection(rows, file.rows)))
+            .with_extension(DeletedRows(Arc::clone(rows))),
+        _ => scanned,
+    }
+}
+
+/// The rows of a file of `rows` rows that are not in `deleted`, as a Parquet row selection.
+fn live_selection(deleted: &RoaringBitmap, rows: u64) -> RowSelection {
+    let mut selectors = Vec::new();
+    // The next row not yet covered by a selector, and the run of deleted rows being gathered.
+    let mut next = 0u64;
+    let mut run: Option<(u64, u64)> = None;
+    let mut flush = |(start, end): (u64, u64), next: &mut u64| {
+        if start > *next {
+            selectors.push(RowSelector::select((start - *next) as usize));
+        }
+        selectors.push(RowSelector::skip((end - start) as usize));
+        *next = end;
+    };
+    for row in deleted.iter().map(u64::from).take_while(|r| *r < rows) {
+        run = match run {
+            Some((start, end)) if row == end => Some((start, end + 1)),
+            Some(done) => {
+                flush(done, &mut next);
+                Some((row, row + 1))
+            }
+            None => Some((row, row + 1)),
+        };
+    }
+    if let Some(done) = run {
+        flush(done, &mut next);
+    }
+    if rows > next {
+        selectors.push(RowSelector::select((rows - next) as usize));
+    }
+    RowSelection::from(selectors)
+}
+
+/// Loads the deletion vectors of `files` (those that have one), by data file path.
+pub(crate) async fn deleted_rows_of(
+    warehouse: &crate::warehouse::Warehouse,
+    files: &[&DataFile],
+) -> crate::Result<HashMap<String, Arc<RoaringBitmap>>> {
+    let mut loads = Vec::new();
+    for file in files.iter().filter(|f| f.deletion_vector.is_some()) {
+        let (warehouse, file) = (warehouse.clone(), (*file).clone());
+        loads.push(async move {
+            let rows = warehouse.deleted_rows(&file).await?;
+            Ok::<_, crate::Error>(rows.map(|r| (file.path, r)))
+        });
+    }
+    let loaded: Vec<_> = futures::stream::iter(loads)
+        .buffer_unordered(16)
+        .try_collect()
+        .await?;
+    Ok(loaded.into_iter().flatten().collect())
+}
 
 /// Splits files into `n` groups of similar byte size (largest first, into the lightest group).
 pub(crate) fn balanced_groups(mut files: Vec<PartitionedFile>, n: usize) -> Vec<FileGroup> {
@@ -329,6 +406,7 @@ mod tests {
             size_bytes: size,
             stats: BTreeMap::new(),
             field_ids: BTreeMap::new(),
+            deletion_vector: None,
         });
         warehouse
             .commit("main.public.t", &log, &base, &txn)

@@ -36,7 +36,9 @@ use strata_storage::{DataFile, IndexKind, Reads, Snapshot, TableLog, TableMetada
 
 use crate::error::Result;
 use crate::parser::{AsOf, split_time_travel};
-use crate::table::files::{balanced_groups, parquet_scan, read_schema};
+use crate::table::files::{
+    balanced_groups, deleted_rows_of, parquet_scan, partitioned_file, read_schema,
+};
 use crate::table::scan::{ScanFigures, StrataScanExec};
 use crate::table::scd::ScdSpec;
 use crate::table::write::StrataSink;
@@ -279,8 +281,17 @@ impl StrataTable {
     }
 
     fn file_statistics(&self, file: &DataFile) -> Statistics {
+        // With rows deleted, a column's bounds and null count may be those of deleted rows.
+        let exact = file.deletion_vector.is_none();
+        let known = |value: ScalarValue| {
+            if exact {
+                Precision::Exact(value)
+            } else {
+                Precision::Inexact(value)
+            }
+        };
         Statistics {
-            num_rows: Precision::Exact(file.rows as usize),
+            num_rows: Precision::Exact(file.live_rows() as usize),
             total_byte_size: Precision::Inexact(file.size_bytes as usize),
             column_statistics: self
                 .schema
@@ -290,12 +301,17 @@ impl StrataTable {
                     let s = self.snapshot.metadata.stats_of(file, field.name());
                     let value = |v: Option<&strata_storage::StatValue>| {
                         v.and_then(|v| scalar(v, field.data_type()))
-                            .map_or(Precision::Absent, Precision::Exact)
+                            .map_or(Precision::Absent, known)
+                    };
+                    let nulls = |n: u64| {
+                        if exact {
+                            Precision::Exact(n as usize)
+                        } else {
+                            Precision::Inexact(n as usize)
+                        }
                     };
                     ColumnStatistics {
-                        null_count: s.map_or(Precision::Absent, |s| {
-                            Precision::Exact(s.null_count as usize)
-                        }),
+                        null_count: s.map_or(Precision::Absent, |s| nulls(s.null_count)),
                         min_value: value(s.and_then(|s| s.min.as_ref())),
                         max_value: value(s.and_then(|s| s.max.as_ref())),
                         ..Default::default()
@@ -491,10 +507,13 @@ impl TableProvider for StrataTable {
             let mut noted = log.lock().unwrap_or_else(|e| e.into_inner());
             *noted = std::mem::take(&mut *noted).union(reads);
         }
+        let deleted = deleted_rows_of(&self.warehouse, &files)
+            .await
+            .map_err(DataFusionError::from)?;
         let partitioned: Vec<PartitionedFile> = files
             .iter()
             .map(|f| {
-                let file = PartitionedFile::new(f.path.clone(), f.size_bytes);
+                let file = partitioned_file(f, deleted.get(&f.path));
                 if self.row_ids {
                     PartitionedFile {
                         partition_values: vec![ScalarValue::Utf8(Some(f.path.clone()))],
