@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Copy-on-write DML on a 10M-row table range-partitioned by month (120 partitions):
-#   - MERGE of 1% of the rows spread over 73 of the 120 months (their files are rewritten),
-#   - MERGE of a third of one month's rows (only that month's files are rewritten),
+# DML on a 10M-row table range-partitioned by month (120 partitions):
+#   - MERGE of 1% of the rows spread over every month,
+#   - MERGE of a third of one month's rows,
 #   - UPDATE and DELETE of one day.
-# Prints each statement's wall time, and the rows and bytes it rewrote against the table's.
+# Prints each statement's wall time, and the rows and bytes it wrote (data files and deletion
+# vectors) against the table's. `STRATA_DML_REWRITE_SHARE=0` runs them copy-on-write.
 #
 # Usage: benches/dml_bench.sh [path/to/strata] [rows]   (a release build: cargo build --release)
 set -euo pipefail
@@ -11,7 +12,8 @@ strata=${1:-target/release/strata}
 rows=${2:-10000000}
 wh=$(mktemp -d)
 trap 'rm -rf "$wh"' EXIT
-run() { "$strata" --warehouse "$wh" --format csv -c "$1"; }
+share=${STRATA_DML_REWRITE_SHARE:-0.5}
+run() { "$strata" --warehouse "$wh" --format csv --set "strata.dml_rewrite_share=$share" -c "$1"; }
 timed() {
   local label=$1 sql=$2 start end
   touch "$wh/marker"
@@ -20,7 +22,7 @@ timed() {
   run "$sql" > /dev/null
   end=$(date +%s.%N)
   local written
-  written=$(find "$wh/tables" -name '*.parquet' -newer "$wh/marker" -printf '%s\n' | awk '{s+=$1} END {print s+0}')
+  written=$(find "$wh/tables" \( -name '*.parquet' -o -name '*.dv' \) -newer "$wh/marker" -printf '%s\n' | awk '{s+=$1} END {print s+0}')
   local total
   total=$(run "SELECT sum(size_bytes) AS b FROM system.partitions WHERE table_name = 'facts'" | tail -1)
   local change

@@ -15,7 +15,7 @@ changes=${3:-100000}
 wh=$(mktemp -d)
 trap 'rm -rf "$wh"' EXIT
 run() { "$strata" --warehouse "$wh" --format csv -c "$1"; }
-size() { find "$wh/tables" -name '*.parquet' -newer "$1" -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
+size() { find "$wh/tables" \( -name '*.parquet' -o -name '*.dv' \) -newer "$1" -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
 timed() {
   local label=$1 sql=$2 start end out
   touch "$wh/marker"
