@@ -277,6 +277,10 @@ pub struct Index {
     pub include: Vec<String>,
     /// B-tree or hash.
     pub kind: IndexKind,
+    /// Data files written before the index that a background build (`CREATE INDEX
+    /// CONCURRENTLY`) has still to rewrite under it; empty once the index is ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
 }
 
 /// How an [`Index`] works.
@@ -367,6 +371,27 @@ impl TableMetadata {
             !uses
         });
         dropped
+    }
+
+    /// The data files that background index builds have still to rewrite, of those `live`
+    /// accepts (files removed since need no rewrite).
+    pub fn pending_files(&self, live: impl Fn(&str) -> bool) -> BTreeSet<&str> {
+        self.indexes
+            .iter()
+            .flat_map(|i| i.pending.iter().map(String::as_str))
+            .filter(|p| live(p))
+            .collect()
+    }
+
+    /// Records that the files `rewritten` were written again under this metadata, and that
+    /// only files `live` accepts remain: background builds have nothing left to do for the
+    /// others.
+    pub fn rewrote(&mut self, rewritten: &BTreeSet<&str>, live: impl Fn(&str) -> bool) {
+        for index in &mut self.indexes {
+            index
+                .pending
+                .retain(|p| !rewritten.contains(p.as_str()) && live(p));
+        }
     }
 
     /// The index named `name` (case-insensitively, as SQL names are).
@@ -628,6 +653,14 @@ pub struct Commit {
     pub operation: String,
     /// What it changes.
     pub actions: Vec<Action>,
+    /// It rewrote files without changing a row (`OPTIMIZE`, `CREATE INDEX`, `CLUSTER BY`):
+    /// what was computed from the table before it still holds (Delta's `dataChange = false`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub rewrite_only: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 impl Commit {
@@ -781,6 +814,8 @@ pub struct Transaction {
     pub fence: Option<Fence>,
     /// The fence this commit's removal was announced by.
     pub fenced: Option<String>,
+    /// The files it adds hold exactly the rows of those it removes ([`Commit::rewrite_only`]).
+    pub rewrite_only: bool,
 }
 
 /// What a statement read from the table it writes, so that its commit can check that no
@@ -1051,6 +1086,7 @@ impl TableLog {
             committed_at: Utc::now(),
             operation: operation.to_string(),
             actions: vec![Action::Metadata(metadata)],
+            rewrite_only: false,
         };
         if !self.put_commit(&commit).await? {
             return Err(Error::TableExists {
@@ -1283,6 +1319,7 @@ impl TableLog {
                 committed_at: Utc::now().max(snapshot.committed_at),
                 operation: txn.operation.clone(),
                 actions,
+                rewrite_only: txn.rewrite_only,
             };
             faults::failpoint("before_commit");
             if self.put_commit(&commit).await? {
@@ -1420,6 +1457,67 @@ mod tests {
         Transaction {
             add: vec![file(path, rows)],
             ..Transaction::new("INSERT")
+        }
+    }
+
+    /// Deleted rows are never brought back: for every way a statement can take a file out of
+    /// the snapshot (a rewrite that reads nothing, a re-mark with a bigger deletion vector)
+    /// racing every way another can delete rows of it (a re-mark, a removal), the later commit
+    /// conflicts instead of undoing the earlier one.
+    #[tokio::test]
+    async fn a_file_whose_deleted_rows_changed_is_never_replaced_blindly() {
+        let vector = |path: &str, rows: u64| crate::DeletionVector {
+            path: path.to_string(),
+            cardinality: rows,
+            size_bytes: 8,
+            rows: None,
+        };
+        for first in ["re-mark", "remove"] {
+            for second in ["rewrite", "re-mark"] {
+                let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+                let log = TableLog::new(Arc::clone(&store), TableId("t".into()), "t");
+                let v0 = log.create(metadata(), "CREATE TABLE").await.unwrap();
+                let v1 = log.commit(&v0, &append(&log, "a", 10).await).await.unwrap();
+                let base = v1.files["a"].clone();
+                for dv in ["a.1.dv", "a.2.dv"] {
+                    store
+                        .put(&Path::from(dv), PutPayload::from_static(b"vector"))
+                        .await
+                        .unwrap();
+                }
+                let marked = |dv: &str, rows: u64| DataFile {
+                    deletion_vector: Some(vector(dv, rows)),
+                    ..base.clone()
+                };
+                let txn = |kind: &str, dv: &str| match kind {
+                    "re-mark" => Transaction {
+                        remove: vec![base.clone()],
+                        add: vec![marked(dv, 2)],
+                        ..Transaction::new("DELETE")
+                    },
+                    "remove" => Transaction {
+                        remove: vec![base.clone()],
+                        ..Transaction::new("DELETE")
+                    },
+                    _ => Transaction {
+                        remove: vec![base.clone()],
+                        add: vec![file("b", 10)],
+                        ..Transaction::new("OPTIMIZE")
+                    },
+                };
+                store
+                    .put(&Path::from("b"), PutPayload::from_static(b"data"))
+                    .await
+                    .unwrap();
+                log.commit(&v1, &txn(first, "a.1.dv")).await.unwrap();
+                let lost = log.commit(&v1, &txn(second, "a.2.dv")).await;
+                assert!(
+                    matches!(lost, Err(Error::CommitConflict { .. })),
+                    "{first} then {second}: {lost:?}"
+                );
+                let now = log.latest().await.unwrap();
+                assert_eq!(now.version.0, 2, "{first} then {second}");
+            }
         }
     }
 

@@ -1026,6 +1026,7 @@ mod tests {
             columns: vec!["k".into()],
             include: Vec::new(),
             kind: IndexKind::BTree,
+            pending: Vec::new(),
         });
         metadata.assign_field_ids(None);
         let snapshot = Snapshot {

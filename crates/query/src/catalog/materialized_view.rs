@@ -316,12 +316,13 @@ pub(crate) async fn sources_changed(warehouse: &Warehouse, def: &Definition) -> 
             let Some(commit) = log.read_commit(strata_storage::Version(v)).await? else {
                 return Ok(true);
             };
-            let changes_data = commit.actions.iter().any(|a| {
-                matches!(
-                    a,
-                    strata_storage::Action::Add(_) | strata_storage::Action::Remove { .. }
-                )
-            });
+            let changes_data = !commit.rewrite_only
+                && commit.actions.iter().any(|a| {
+                    matches!(
+                        a,
+                        strata_storage::Action::Add(_) | strata_storage::Action::Remove { .. }
+                    )
+                });
             if changes_data {
                 return Ok(true);
             }

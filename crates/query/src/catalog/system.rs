@@ -418,12 +418,20 @@ async fn indexes(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
         Field::new("columns", DataType::Utf8, false),
         Field::new("include_columns", DataType::Utf8, true),
         Field::new("effect", DataType::Utf8, false),
+        // `ready`, or how many files a background build (CREATE INDEX CONCURRENTLY) has left.
+        Field::new("status", DataType::Utf8, false),
     ]));
-    let mut cols: Vec<StringBuilder> = (0..8).map(|_| StringBuilder::new()).collect();
+    let mut cols: Vec<StringBuilder> = (0..9).map(|_| StringBuilder::new()).collect();
     for (db, schema_name, table, id) in all_tables(warehouse) {
         let log = warehouse.table_log(&id, &table);
-        let metadata = warehouse.snapshot(&log).await?.metadata;
+        let snapshot = warehouse.snapshot(&log).await?;
+        let metadata = &snapshot.metadata;
         for index in &metadata.indexes {
+            let left = index
+                .pending
+                .iter()
+                .filter(|p| snapshot.files.contains_key(p.as_str()))
+                .count();
             cols[0].append_value(&db);
             cols[1].append_value(&schema_name);
             cols[2].append_value(&table);
@@ -431,7 +439,12 @@ async fn indexes(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
             cols[4].append_value(index.kind.sql_name());
             cols[5].append_value(index.columns.join(", "));
             cols[6].append_option((!index.include.is_empty()).then(|| index.include.join(", ")));
-            cols[7].append_value(index_effect(&metadata, index));
+            cols[7].append_value(index_effect(metadata, index));
+            cols[8].append_value(if left == 0 {
+                "ready".to_string()
+            } else {
+                format!("building: {left} files to rewrite")
+            });
         }
     }
     let columns = cols

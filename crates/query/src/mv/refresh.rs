@@ -546,6 +546,24 @@ async fn change<'a>(
     })
 }
 
+/// Whether every commit of `source` after version `old` up to `new` only rewrote files
+/// (`OPTIMIZE`, `CREATE INDEX`, `CLUSTER BY`): the view's rows still follow from it.
+async fn rewrites_only(
+    warehouse: &Warehouse,
+    source: &Source,
+    old: strata_storage::Version,
+    new: strata_storage::Version,
+) -> Result<bool> {
+    let log = warehouse.table_log(&source.id, &source.name);
+    for v in old.0 + 1..=new.0 {
+        match log.read_commit(strata_storage::Version(v)).await? {
+            Some(commit) if commit.rewrite_only => {}
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
 /// The files `new` has and `old` has not, and the reverse. A file whose deletion vector
 /// changed is in both: its old version went, its new one (fewer rows) came.
 fn file_diff<'a>(old: &'a Snapshot, new: &'a Snapshot) -> (Vec<&'a DataFile>, Vec<&'a DataFile>) {
@@ -627,7 +645,9 @@ async fn choose(
         Change::One { source, old, new } => (source, old, new),
     };
     let (added, removed) = file_diff(&old, &new);
-    if added.is_empty() && removed.is_empty() {
+    if (added.is_empty() && removed.is_empty())
+        || rewrites_only(warehouse, source, old.version, new.version).await?
+    {
         return Ok(Strategy::Versions);
     }
     let safe = delta_safe(plan, &source.id);

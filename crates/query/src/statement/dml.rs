@@ -38,7 +38,9 @@ use datafusion::logical_expr::{
     DmlStatement, Expr, ExprSchemable, JoinType, LogicalPlan, LogicalPlanBuilder, WriteOp, lit,
     when,
 };
+use datafusion::physical_plan::display::DisplayableExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::sql::sqlparser::ast;
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use futures::StreamExt;
@@ -55,12 +57,13 @@ use crate::table::write::{TableWrite, write_batches};
 /// Runs a DataFusion-planned `UPDATE`, `DELETE` or `MERGE INTO` on a Strata table; `None` for
 /// any other plan.
 ///
-/// `EXPLAIN ANALYZE` of one runs it too, and returns how its rows went instead of its count.
+/// `EXPLAIN ANALYZE` of one runs it too, and returns how its rows went instead of its count
+/// (`VERBOSE`: and the physical plan of its pass, with metrics).
 pub(crate) async fn run(session: &Session, plan: &LogicalPlan) -> Result<Option<StatementResult>> {
-    let (dml, analyze) = match plan {
-        LogicalPlan::Dml(dml) => (dml, false),
+    let (dml, analyze, verbose) = match plan {
+        LogicalPlan::Dml(dml) => (dml, false, false),
         LogicalPlan::Analyze(a) => match a.input.as_ref() {
-            LogicalPlan::Dml(dml) => (dml, true),
+            LogicalPlan::Dml(dml) => (dml, true, a.verbose),
             _ => return Ok(None),
         },
         _ => return Ok(None),
@@ -101,6 +104,7 @@ pub(crate) async fn run(session: &Session, plan: &LogicalPlan) -> Result<Option<
         reference: dml.table_name.clone(),
         reads: Arc::new(Mutex::new(reads)),
         outcome: Mutex::new(None),
+        physical: Mutex::new(None),
     };
     let result = match &dml.op {
         WriteOp::Delete => target.delete(dml).await?,
@@ -111,7 +115,11 @@ pub(crate) async fn run(session: &Session, plan: &LogicalPlan) -> Result<Option<
     if !analyze {
         return Ok(Some(result));
     }
-    let report = target
+    let physical = target
+        .physical
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    let mut report = target
         .outcome
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
@@ -122,6 +130,14 @@ pub(crate) async fn run(session: &Session, plan: &LogicalPlan) -> Result<Option<
                 table.name()
             )]
         });
+    if let Some(plan) = physical.filter(|_| verbose) {
+        report.push(String::new());
+        report.push(
+            DisplayableExecutionPlan::with_metrics(plan.as_ref())
+                .indent(true)
+                .to_string(),
+        );
+    }
     Ok(Some(explain_result(&report)))
 }
 
@@ -307,6 +323,8 @@ struct Target<'a> {
     reads: ReadLog,
     /// The report of the change, once committed (`EXPLAIN ANALYZE`).
     outcome: Mutex<Option<Vec<String>>>,
+    /// The physical plan of the change's last pass.
+    physical: Mutex<Option<Arc<dyn ExecutionPlan>>>,
 }
 
 /// What a `MERGE` did.
@@ -607,13 +625,15 @@ impl Target<'_> {
         &self,
         plan: LogicalPlan,
     ) -> Result<(SendableRecordBatchStream, Arc<Mutex<Tally>>)> {
-        let stream = self
-            .session
-            .context()
+        let ctx = self.session.context();
+        let physical = ctx
             .execute_logical_plan(plan)
             .await?
-            .execute_stream()
+            .create_physical_plan()
             .await?;
+        let stream = execute_stream(Arc::clone(&physical), ctx.task_ctx())?;
+        // The last pass's plan, with its metrics once it ran, for EXPLAIN ANALYZE.
+        *self.physical.lock().unwrap_or_else(|e| e.into_inner()) = Some(physical);
         let tally = Arc::new(Mutex::new(Tally::default()));
         let columns = stream.schema().fields().len() - 5;
         // A DELETE writes no rows: its change plan has no table columns.

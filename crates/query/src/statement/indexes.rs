@@ -12,7 +12,11 @@
 //!
 //! Creating an index rewrites the table's files under it in one commit (sorted by the key and
 //! with the bloom filters), so it applies to the rows already there; a concurrent change to
-//! the same files makes the statement run again on them. Dropping one changes no file: files
+//! the same files makes the statement run again on them. `CREATE INDEX CONCURRENTLY` (as in
+//! PostgreSQL) commits only the definition: files written from then on follow it, and the
+//! older ones, listed in the index as pending, are rewritten in the background by `OPTIMIZE`
+//! (which `strata serve` runs on partitions with pending files); `system.indexes.status`
+//! says how many are left. Dropping one changes no file: files
 //! written after it simply lack its sort order and bloom filters.
 
 use datafusion::sql::sqlparser::ast::{CreateIndex, Expr as SqlExpr, IndexType, ObjectName};
@@ -105,22 +109,49 @@ pub(crate) async fn create(session: &Session, create: &CreateIndex) -> Result<St
             existing.name
         )));
     }
-    let index = Index {
+    let mut index = Index {
         name: name.clone(),
         columns,
         include,
         kind,
+        pending: Vec::new(),
     };
     let mut changed = metadata.clone();
     changed.indexes.push(index.clone());
     let effect = index_effect(&changed, &index);
     let relayout = changed.sort_key() != metadata.sort_key()
         || changed.bloom_filter_columns() != metadata.bloom_filter_columns();
-    let files: Vec<DataFile> = if relayout {
+    let mut files: Vec<DataFile> = if relayout {
         snapshot.files.values().cloned().collect()
     } else {
         Vec::new()
     };
+    if create.concurrently && !files.is_empty() {
+        // Only the definition now; the files are rewritten in the background (OPTIMIZE, or
+        // `strata serve`'s upkeep), partition by partition.
+        index.pending = files.iter().map(|f| f.path.clone()).collect();
+        changed.indexes.pop();
+        changed.indexes.push(index);
+        let pending = files.len();
+        files.clear();
+        rewrite(
+            session,
+            &qualified,
+            &log,
+            &snapshot,
+            changed,
+            files,
+            None,
+            "CREATE INDEX",
+        )
+        .await?;
+        return Ok(StatementResult::status(format!(
+            "created index {name} on {qualified}: {effect}; building in the background: \
+             {} to rewrite (OPTIMIZE {qualified} finishes it now; system.indexes shows the \
+             status)",
+            files_word(pending)
+        )));
+    }
     let (rows, written) = rewrite(
         session,
         &qualified,

@@ -6,8 +6,9 @@
 //!   the ones that expired, in one commit (`APPLY RETENTION` in `system.table_versions`), and
 //!   `system.partitions.expires_at` shows when each will.
 //! - [`run_maintenance`], started by `strata serve`, applies retention and compacts every
-//!   partition that gathered `strata.auto_compact_min_files` small files, or whose deletion
-//!   vectors mark over a fifth of its rows (an `OPTIMIZE` of that partition, recorded as
+//!   partition that gathered `strata.auto_compact_min_files` small files, whose deletion
+//!   vectors mark over a fifth of its rows, or that holds files a `CREATE INDEX CONCURRENTLY`
+//!   has still to rewrite (an `OPTIMIZE` of that partition, recorded as
 //!   `AUTO OPTIMIZE`), each inside the server's query slots. Several
 //!   servers on one warehouse may do the same at once: the commits conflict, the loser runs
 //!   again and finds nothing left to do.
@@ -185,17 +186,21 @@ pub(crate) async fn maintain(
                 if min_files == 0 || Definition::of(metadata).is_some() {
                     continue;
                 }
-                // Per partition: small files, rows, and rows deletion vectors mark.
-                let mut counts: BTreeMap<&str, (usize, u64, u64)> = BTreeMap::new();
+                // Per partition: small files, rows, rows deletion vectors mark, and files a
+                // background index build has still to rewrite.
+                let pending = metadata.pending_files(|p| snapshot.files.contains_key(p));
+                let mut counts: BTreeMap<&str, (usize, u64, u64, usize)> = BTreeMap::new();
                 for file in snapshot.files.values() {
                     let entry = counts.entry(&file.partition).or_default();
                     entry.0 += usize::from(file.size_bytes < small);
                     entry.1 += file.rows;
                     entry.2 += file.deleted_rows();
+                    entry.3 += usize::from(pending.contains(file.path.as_str()));
                 }
-                for (partition, (small_files, rows, deleted)) in counts {
+                for (partition, (small_files, rows, deleted, unindexed)) in counts {
                     if small_files >= min_files as usize
                         || deleted as f64 > FOLD_DELETED_SHARE * rows as f64
+                        || unindexed > 0
                     {
                         work.push(if partition.is_empty() {
                             format!("OPTIMIZE {name}")

@@ -78,21 +78,24 @@ pub(crate) async fn optimize(
             by_partition.entry(&file.partition).or_default().push(file);
         }
     }
+    let pending = metadata.pending_files(|p| snapshot.files.contains_key(p));
     let mut files = Vec::new();
     let mut partitions = 0;
     for group in by_partition.values() {
+        // Small files, files with deleted rows (their deletion vectors fold away), and files a
+        // background index build has still to rewrite.
+        let must = |f: &DataFile| f.deletion_vector.is_some() || pending.contains(f.path.as_str());
         let chosen: Vec<&DataFile> = if zorder.is_some() {
             group.clone()
         } else {
-            // Small files, and files with deleted rows (their deletion vectors fold away).
             group
                 .iter()
                 .copied()
-                .filter(|f| f.size_bytes < small || f.deletion_vector.is_some())
+                .filter(|f| f.size_bytes < small || must(f))
                 .collect()
         };
-        let folds = chosen.iter().any(|f| f.deletion_vector.is_some());
-        if chosen.len() > 1 || ((zorder.is_some() || folds) && !chosen.is_empty()) {
+        let needed = chosen.iter().any(|f| must(f));
+        if chosen.len() > 1 || ((zorder.is_some() || needed) && !chosen.is_empty()) {
             partitions += 1;
             files.extend(chosen.into_iter().cloned());
         }
@@ -105,15 +108,11 @@ pub(crate) async fn optimize(
     }
     let removed = files.len();
     let order = zorder.as_deref().map(|columns| (columns, true));
+    let mut after = metadata.clone();
+    let rewritten = files.iter().map(|f| f.path.as_str()).collect();
+    after.rewrote(&rewritten, |p| snapshot.files.contains_key(p));
     let (rows, written) = rewrite(
-        session,
-        &qualified,
-        &log,
-        &snapshot,
-        metadata.clone(),
-        files,
-        order,
-        "OPTIMIZE",
+        session, &qualified, &log, &snapshot, after, files, order, "OPTIMIZE",
     )
     .await?;
     Ok(StatementResult::status(format!(
@@ -245,6 +244,7 @@ pub(crate) async fn rewrite(
     }
     txn.remove = files;
     txn.reads = Reads::Nothing;
+    txn.rewrite_only = true;
     let mut options = session.write_options();
     options.presorted = true;
     let (rows, committed) = write_batches(

@@ -468,19 +468,26 @@ impl TableProvider for StrataTable {
     }
 
     fn statistics(&self) -> Option<Statistics> {
-        if self.row_ids {
-            return None;
-        }
         let files: Vec<Statistics> = self
             .snapshot
             .files
             .values()
             .map(|f| self.file_statistics(f))
             .collect();
-        if files.is_empty() {
-            return Some(Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(0)));
+        let mut merged = if files.is_empty() {
+            Statistics::new_unknown(&self.schema).with_num_rows(Precision::Exact(0))
+        } else {
+            Statistics::try_merge_iter(files.iter(), &self.schema).ok()?
+        };
+        if self.row_ids {
+            // The file and row columns: unknown. The row count still lets a join of a DML
+            // statement build its hash table on the smaller side (its source, usually).
+            merged.column_statistics.extend([
+                ColumnStatistics::new_unknown(),
+                ColumnStatistics::new_unknown(),
+            ]);
         }
-        Statistics::try_merge_iter(files.iter(), &self.schema).ok()
+        Some(merged)
     }
 
     async fn scan(
