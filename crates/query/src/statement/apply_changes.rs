@@ -339,9 +339,10 @@ async fn read_history(
     let schema = Arc::new(df.schema().as_arrow().clone());
     let history = concat_batches(&schema, &df.collect().await?)?;
     let surrogate_key = layout.schema.field(layout.surrogate_key).name();
+    // The plain table: without deleted rows in its files, file statistics answer this.
     let highest = session
         .context()
-        .read_table(Arc::new(table.with_row_ids(None)))?
+        .read_table(Arc::new(table.with_files(|_| true)))?
         .aggregate(
             vec![],
             vec![max(col(format!("\"{surrogate_key}\""))).alias("m")],
@@ -445,7 +446,8 @@ fn fold(
     let open = layout.open();
 
     // Rows of each key, in change-set order.
-    let mut groups: HashMap<&[u8], (Vec<usize>, Vec<usize>)> = HashMap::new();
+    let mut groups: HashMap<&[u8], (Vec<usize>, Vec<usize>), ahash::RandomState> =
+        HashMap::default();
     let mut order = Vec::new();
     for j in 0..changes.num_rows() {
         let entry = groups.entry(keys.row(existing + j).data()).or_default();

@@ -46,6 +46,9 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::physical_plan::collect;
 
+/// Keys in arrow's row format, hashed with ahash (SipHash was most of a big key check).
+type EncodedKeys = HashSet<Vec<u8>, ahash::RandomState>;
+
 /// The constraints `create` declares for table `db.schema.name` with `columns`, validated;
 /// marks primary-key columns NOT NULL. `qualify` resolves a referenced table's name.
 pub(crate) async fn declared(
@@ -467,7 +470,7 @@ async fn restrict_removals(
                 check.fences.add_target(&child_log, &child_snapshot);
             }
             let referencing = KeySet::of(warehouse, ctx, child_snapshot, &columns, &types).await?;
-            let keys: HashSet<Vec<u8>> = candidates
+            let keys: EncodedKeys = candidates
                 .keys
                 .intersection(&referencing.keys)
                 .cloned()
@@ -711,7 +714,7 @@ struct ConstraintCheck {
     restricts: Vec<Restrict>,
     /// Keys in the files the statement replaces that other tables may reference, by index in
     /// `keys` of the unique key they belong to: if one is gone at the end, fences are due.
-    removable: Vec<(usize, HashSet<Vec<u8>>)>,
+    removable: Vec<(usize, EncodedKeys)>,
     fences: Fences,
 }
 
@@ -725,7 +728,7 @@ struct Restrict {
     child_columns: Vec<String>,
     /// Index in `keys` of this table's unique key on the referenced columns.
     unique: usize,
-    keys: HashSet<Vec<u8>>,
+    keys: EncodedKeys,
 }
 
 #[derive(Debug)]
@@ -782,7 +785,7 @@ enum KeyRule {
 struct KeySet {
     types: Vec<DataType>,
     converter: RowConverter,
-    keys: HashSet<Vec<u8>>,
+    keys: EncodedKeys,
 }
 
 impl KeySet {
@@ -805,7 +808,7 @@ impl KeySet {
         Ok(Self {
             types: types.to_vec(),
             converter: RowConverter::new(fields)?,
-            keys: HashSet::new(),
+            keys: EncodedKeys::default(),
         })
     }
 
