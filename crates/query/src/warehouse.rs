@@ -15,8 +15,8 @@ use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use object_store::ObjectStore;
 use strata_storage::records::{self, QueryLogEntry, SystemRecords};
 use strata_storage::{
-    Catalog, CatalogState, DataFile, DeletionVectorCache, Snapshot, TableId, TableLog,
-    TableMetadata, WarehouseStore, WriteOptions,
+    Catalog, CatalogState, DataFile, DeletionVector, DeletionVectorCache, Snapshot, TableId,
+    TableLog, TableMetadata, WarehouseStore, WriteOptions,
 };
 
 use crate::config::WarehouseOptions;
@@ -186,15 +186,24 @@ impl Warehouse {
         &self,
         file: &DataFile,
     ) -> Result<Option<Arc<roaring::RoaringBitmap>>> {
-        let Some(vector) = &file.deletion_vector else {
-            return Ok(None);
-        };
-        let rows = self
+        match &file.deletion_vector {
+            Some(vector) => Ok(Some(self.vector_rows(vector, &file.path, file.rows).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The rows `vector` marks deleted in the data file `path` of `rows` rows.
+    pub(crate) async fn vector_rows(
+        &self,
+        vector: &DeletionVector,
+        path: &str,
+        rows: u64,
+    ) -> Result<Arc<roaring::RoaringBitmap>> {
+        Ok(self
             .inner
             .deletion_vectors
-            .deleted_rows(&self.object_store(), vector, &file.path, file.rows)
-            .await?;
-        Ok(Some(rows))
+            .deleted_rows(&self.object_store(), vector, path, rows)
+            .await?)
     }
 
     /// Options of this warehouse.

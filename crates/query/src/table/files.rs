@@ -95,18 +95,22 @@ pub(crate) async fn deleted_rows_of(
     files: &[&DataFile],
 ) -> crate::Result<HashMap<String, Arc<RoaringBitmap>>> {
     let mut loads = Vec::new();
-    for file in files.iter().filter(|f| f.deletion_vector.is_some()) {
-        let (warehouse, file) = (warehouse.clone(), (*file).clone());
+    for file in files {
+        let Some(vector) = file.deletion_vector.clone() else {
+            continue;
+        };
+        // Only what the load needs: a file's statistics are not worth a copy per scan.
+        let (warehouse, path, rows) = (warehouse.clone(), file.path.clone(), file.rows);
         loads.push(async move {
-            let rows = warehouse.deleted_rows(&file).await?;
-            Ok::<_, crate::Error>(rows.map(|r| (file.path, r)))
+            let deleted = warehouse.vector_rows(&vector, &path, rows).await?;
+            Ok::<_, crate::Error>((path, deleted))
         });
     }
     let loaded: Vec<_> = futures::stream::iter(loads)
         .buffer_unordered(16)
         .try_collect()
         .await?;
-    Ok(loaded.into_iter().flatten().collect())
+    Ok(loaded.into_iter().collect())
 }
 
 /// Splits files into `n` groups of similar byte size (largest first, into the lightest group).
