@@ -77,13 +77,14 @@ struct Args {
     #[arg(long, value_enum, default_value = "table")]
     format: Format,
 
-    /// Memory all queries may hold together (e.g. 2GiB); sorts, aggregations and joins that
-    /// can spill go to disk beyond it.
+    /// Memory the process may use (e.g. 2GiB): queries, the scan cache and metadata together.
+    /// The scan cache gives memory back to queries; sorts, aggregations and joins that can
+    /// spill go to disk beyond it.
     #[arg(long, env = "STRATA_MEMORY_LIMIT", value_parser = strata_query::parse_byte_size)]
     memory_limit: Option<usize>,
 
-    /// Memory for decoded columns of hot data files (e.g. 4GiB; 0 turns the cache off), on
-    /// top of --memory-limit [default: a quarter of the machine's memory].
+    /// Memory for decoded columns of hot data files (e.g. 4GiB; 0 turns the cache off), within
+    /// --memory-limit when one is set [default: a quarter of the machine's memory].
     #[arg(long, env = "STRATA_SCAN_CACHE", value_parser = strata_query::parse_byte_size)]
     scan_cache: Option<usize>,
 

@@ -18,8 +18,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, short = 'w')]
     warehouse: Option<String>,
 
-    /// Memory all queries may hold together (overrides the global --memory-limit)
-    /// [default: half of the machine's memory].
+    /// Memory the server may use: queries, scan cache and metadata (overrides the global
+    /// --memory-limit) [default: three quarters of the machine's memory].
     #[arg(long, value_parser = strata_query::parse_byte_size)]
     memory_limit: Option<usize>,
 
@@ -82,7 +82,7 @@ pub(crate) async fn run(
         .memory_limit
         .get_or_insert_with(strata_query::default_server_memory_limit);
     eprintln!(
-        "memory limit {} MiB for all queries (--memory-limit to change)",
+        "memory limit {} MiB for queries, scan cache and metadata (--memory-limit to change)",
         memory_limit >> 20
     );
     let config = args.config.clone().or_else(|| {

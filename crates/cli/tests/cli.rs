@@ -509,8 +509,9 @@ fn serve_without_users_generates_a_password_and_stays_on_loopback() {
         seen.contains("generated a password for user 'strata'"),
         "{seen}"
     );
-    // A server always runs under a memory limit, half the machine's memory by default.
-    let limit = regex::Regex::new(r"memory limit (\d+) MiB for all queries").unwrap();
+    // A server always runs under a memory limit, three quarters of the machine's by default.
+    let limit =
+        regex::Regex::new(r"memory limit (\d+) MiB for queries, scan cache and metadata").unwrap();
     let mib: u64 = limit.captures(&seen).unwrap_or_else(|| panic!("{seen}"))[1]
         .parse()
         .unwrap();

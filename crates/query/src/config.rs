@@ -102,17 +102,19 @@ pub struct WarehouseOptions {
     pub write: WriteOptions,
     /// Days of `system.query_log` kept; older days are deleted when the warehouse opens.
     pub query_log_retention_days: u32,
-    /// Memory all running queries may hold together, in bytes; `None` for no limit. Operators
-    /// that can spill (sort, hash aggregate, sort-merge join) spill to the OS temp directory
-    /// when their fair share is used up.
+    /// Memory the warehouse may use, in bytes: running queries, the scan cache and the
+    /// metadata caches together (see [`crate::memory`]); `None` for no limit. Operators that
+    /// can spill (sort, hash aggregate, sort-merge join) spill to the OS temp directory when
+    /// their fair share is used up, after the scan cache has given its memory back.
     pub memory_limit: Option<usize>,
     /// How many partitions (and so threads) a query runs on; `None` for one per CPU core.
     pub target_partitions: Option<usize>,
     /// Settings every session starts with, as if it ran `SET name = value` first
     /// (e.g. `datafusion.execution.batch_size`, `strata.late_materialization`).
     pub settings: Vec<(String, String)>,
-    /// Memory for decoded columns of hot data files, in bytes, shared by all sessions and
-    /// outside `memory_limit` (see [`crate::scan_cache`]); 0 turns the cache off.
+    /// Memory for decoded columns of hot data files, in bytes, shared by all sessions (see
+    /// [`crate::scan_cache`]); 0 turns the cache off. Under `memory_limit` it is part of the
+    /// limit, at most three quarters of what queries may hold, and gives memory back to them.
     pub scan_cache_bytes: usize,
 }
 
@@ -122,11 +124,11 @@ pub fn default_scan_cache_bytes() -> usize {
     machine_memory().map_or(1 << 30, |bytes| bytes / 4)
 }
 
-/// The default memory limit of `strata serve`: half of the machine's memory (with the scan
-/// cache's quarter, three quarters in all), or 4 GiB where the memory cannot be read. A
-/// server without a limit lets one large query take the memory of every session.
+/// The default memory limit of `strata serve`: three quarters of the machine's memory, scan
+/// cache included, or 4 GiB where the memory cannot be read. A server without a limit lets
+/// one large query take the memory of every session.
 pub fn default_server_memory_limit() -> usize {
-    machine_memory().map_or(4 << 30, |bytes| bytes / 2)
+    machine_memory().map_or(4 << 30, |bytes| bytes / 4 * 3)
 }
 
 /// The machine's memory, from `/proc/meminfo`.

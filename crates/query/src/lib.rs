@@ -15,8 +15,8 @@
 //!     │        implements | optimizer and analyzer rules, table functions
 //!  table       StrataTable: prune, scan (runtime filters, scan cache), write, constraints
 //!     │
-//!  warehouse config parser types progress result scan_cache error      (state and leaves)
-//!  redact commit_gate
+//!  warehouse config parser types progress result scan_cache memory     (state and leaves)
+//!  error redact commit_gate
 //!     │
 //!  strata-storage   catalog, table logs, partitions, Parquet I/O, loaders, system records
 //! ```
@@ -31,6 +31,7 @@ pub mod config;
 pub mod error;
 mod formats;
 mod functions;
+mod memory;
 mod mv;
 pub mod parser;
 pub mod progress;

@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use object_store::ObjectStore;
 use strata_storage::records::{self, QueryLogEntry, SystemRecords};
@@ -21,11 +22,8 @@ use strata_storage::{
 
 use crate::config::WarehouseOptions;
 use crate::error::Result;
+use crate::memory::{Budget, Reclaim, WarehousePool};
 use crate::scan_cache::ScanCache;
-
-/// Bytes of deletion vectors kept in memory: a vector marking 1% of a million-row file is
-/// about 20 KB.
-const DELETION_VECTOR_CACHE_BYTES: usize = 64 << 20;
 
 /// An open warehouse; cheap to clone.
 #[derive(Debug, Clone)]
@@ -64,11 +62,23 @@ impl Warehouse {
         crate::config::check_settings(&options.settings)?;
         let catalog = Catalog::new(store.object_store());
         let state = catalog.latest().await?;
-        let mut runtime = RuntimeEnvBuilder::new();
-        if let Some(limit) = options.memory_limit {
-            runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+        let budget = Budget::split(options.memory_limit, options.scan_cache_bytes);
+        let pool: Arc<dyn MemoryPool> = Arc::new(WarehousePool::new(budget.pool));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::clone(&pool))
+            .with_cache_manager(
+                CacheManagerConfig::default().with_metadata_cache_limit(budget.file_metadata),
+            )
+            .build_arc()?;
+        let scan_cache = Arc::new(ScanCache::new(budget.scan_cache));
+        if budget.pool.is_some() {
+            let reclaimer: Arc<dyn Reclaim> = Arc::clone(&scan_cache) as Arc<dyn Reclaim>;
+            if let Some(reservation) =
+                WarehousePool::register_reclaimer(&pool, Arc::downgrade(&reclaimer))
+            {
+                scan_cache.reserve_in(reservation);
+            }
         }
-        let runtime = runtime.build_arc()?;
         let warehouse = Self {
             inner: Arc::new(Inner {
                 store,
@@ -76,8 +86,8 @@ impl Warehouse {
                 catalog_state: RwLock::new(state),
                 snapshots: Mutex::new(HashMap::new()),
                 creating: Mutex::new(Default::default()),
-                scan_cache: Arc::new(ScanCache::new(options.scan_cache_bytes)),
-                deletion_vectors: DeletionVectorCache::new(DELETION_VECTOR_CACHE_BYTES),
+                scan_cache,
+                deletion_vectors: DeletionVectorCache::new(budget.deletion_vectors),
                 options,
                 runtime,
             }),

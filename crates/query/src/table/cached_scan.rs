@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanArray, BooleanBufferBuilder, RecordBatch, RecordBatchOptions, new_empty_array,
+    BooleanArray, BooleanBufferBuilder, RecordBatch, RecordBatchOptions, new_empty_array,
 };
 use arrow::compute::{concat, filter_record_batch};
 use arrow::datatypes::{FieldRef, Schema, SchemaRef};
@@ -37,7 +37,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use roaring::RoaringBitmap;
 
-use crate::scan_cache::{ColumnKey, ScanCache};
+use crate::scan_cache::{ColumnKey, CompactColumn, ScanCache};
 use crate::table::files::DeletedRows;
 
 /// Files served from the cache and files read, per scan, shown by `EXPLAIN ANALYZE`.
@@ -182,6 +182,17 @@ struct CachedScan {
     batch_size: usize,
     /// The planned scan's own metrics, which count the rows served from the cache too.
     source_metrics: ExecutionPlanMetricsSet,
+    /// How each file is read, once decided ([`CachedScan::way_of`]).
+    ways: std::sync::Mutex<HashMap<String, Way>>,
+}
+
+/// How a cached scan reads one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Way {
+    /// From the cache, or whole into it.
+    Cache,
+    /// By the planned Parquet scan, with its pruning.
+    Planned,
 }
 
 impl CachedScan {
@@ -274,6 +285,7 @@ impl CachedScan {
             file_schema,
             batch_size,
             source_metrics: source.metrics().clone(),
+            ways: Default::default(),
         })
     }
 
@@ -336,28 +348,18 @@ impl CachedScan {
         metrics: CacheMetrics,
         rows: Count,
     ) -> DfResult<BoxStream<'static, DfResult<RecordBatch>>> {
-        // DataFusion splits big files into byte ranges over the partitions; the cached scan
-        // reads a file whole in the partition that has its first range, and nothing in the
-        // others.
-        let file = match &file.range {
-            Some(range) if range.start > 0 => return Ok(stream::empty().boxed()),
-            Some(_) => PartitionedFile {
-                range: None,
-                ..file
-            },
-            None => file,
-        };
         if self.pruned(&file)? {
             return Ok(stream::empty().boxed());
         }
         let path = file.object_meta.location.to_string();
-        let deleted = file.extension::<DeletedRows>().map(|d| Arc::clone(&d.0));
-        if let Some((n, columns)) = self.cache.get(&path, &self.keys) {
-            metrics.files_cached.add(1);
-            return Ok(self.serve(n, columns, deleted, rows));
-        }
-        metrics.files_read.add(1);
-        if !self.cache.has_room() {
+        // DataFusion splits big files into byte ranges over the partitions. A file read by the
+        // planned scan is read range by range as planned; a file served from the cache or read
+        // whole into it is handled by the partition with its first range, the others skip it.
+        let first_range = file.range.as_ref().is_none_or(|r| r.start == 0);
+        if self.way_of(&path) == Way::Planned {
+            if first_range {
+                metrics.files_read.add(1);
+            }
             let one = FileScanConfigBuilder::from(self.planned.clone())
                 .with_file_groups(vec![FileGroup::new(vec![file])])
                 .build();
@@ -365,6 +367,19 @@ impl CachedScan {
                 .execute(0, context)?
                 .boxed());
         }
+        if !first_range {
+            return Ok(stream::empty().boxed());
+        }
+        let file = PartitionedFile {
+            range: None,
+            ..file
+        };
+        let deleted = file.extension::<DeletedRows>().map(|d| Arc::clone(&d.0));
+        if let Some((n, columns)) = self.cache.get(&path, &self.keys) {
+            metrics.files_cached.add(1);
+            return Ok(self.serve(n, columns, deleted, rows));
+        }
+        metrics.files_read.add(1);
         // A source of its own (a clone would share its metrics), so that the bytes it read can
         // be added to the planned scan's figures.
         let mut source = ParquetSource::new(TableSchema::from(Arc::clone(&self.file_schema)))
@@ -406,7 +421,25 @@ impl CachedScan {
             })
             .collect::<Result<Vec<_>, _>>()?;
         self.cache.insert(&path, n, &self.keys, &columns);
+        let columns = columns
+            .into_iter()
+            .map(|c| Arc::new(CompactColumn::Plain(c)))
+            .collect();
         Ok(self.serve(n, columns, deleted, rows))
+    }
+
+    /// How this scan reads the file `path`, decided once for all its partitions (each may
+    /// hold a range of it): from the cache or whole into it when the cache holds the file or
+    /// admits it now, else by the planned scan.
+    fn way_of(&self, path: &str) -> Way {
+        let mut ways = self.ways.lock().unwrap_or_else(|e| e.into_inner());
+        *ways.entry(path.to_string()).or_insert_with(|| {
+            if self.cache.holds(path) || (self.cache.has_room() && self.cache.admits(path)) {
+                Way::Cache
+            } else {
+                Way::Planned
+            }
+        })
     }
 
     /// Whether the dynamic filters, as they stand, rule out every row of `file` by its
@@ -425,7 +458,7 @@ impl CachedScan {
     fn serve(
         self: Arc<Self>,
         n: usize,
-        columns: Vec<ArrayRef>,
+        columns: Vec<Arc<CompactColumn>>,
         deleted: Option<Arc<RoaringBitmap>>,
         rows: Count,
     ) -> BoxStream<'static, DfResult<RecordBatch>> {
@@ -562,9 +595,14 @@ mod tests {
             .sql("SET strata.scan_cache = true")
             .await
             .expect("set");
+        // The first read only remembers the files; the second caches them.
+        assert_eq!(cache_figures(&mut session, sql, "t").await, (0, 2));
+        assert_eq!(warehouse.scan_cache().files(), 0);
         assert_eq!(cache_figures(&mut session, sql, "t").await, (0, 2));
         assert_eq!(warehouse.scan_cache().files(), 2);
-        assert!(warehouse.scan_cache().used() > 30000 * 8);
+        // Narrow integers and a dictionary: k in 1 byte a row, v in 2, s in 1.
+        let used = warehouse.scan_cache().used();
+        assert!(used > 30000 * 3 && used < 30000 * 5, "{used}");
         assert_eq!(cache_figures(&mut session, sql, "t").await, (2, 0));
         assert_eq!(run(&mut session, sql).await, read);
         let budget = crate::config::default_scan_cache_bytes();
@@ -577,7 +615,7 @@ mod tests {
         )
         .await;
         assert!(
-            held.contains("| t          | 2     | 3       | 30000 | true | true   |"),
+            held.contains("| t          | 2     | 3       | 30000 | false | true   |"),
             "{held}"
         );
 
@@ -619,8 +657,9 @@ mod tests {
     /// served.
     #[tokio::test]
     async fn files_that_do_not_fit_the_budget_are_read() {
-        // Columns k and v: 120 KB in the second file, 240 KB in the first.
-        let budget = 300 * 1024;
+        // Columns k and v, compact (1 and 2 bytes a row): 30 KB in the second file, 60 KB in
+        // the first.
+        let budget = 50 * 1024;
         let options = WarehouseOptions {
             scan_cache_bytes: budget,
             ..Default::default()
@@ -643,10 +682,64 @@ mod tests {
         let cache = warehouse.scan_cache();
         assert_eq!(cache.files(), 1);
         assert!(
-            cache.used() > 100 * 1024 && cache.used() <= budget,
+            cache.used() > 20 * 1024 && cache.used() <= budget,
             "{}",
             cache.used()
         );
+    }
+
+    /// Under a memory limit the cache lives in the query pool: it fills only what queries
+    /// leave, and a query that needs more memory makes it give files back, so the answer is
+    /// the one without a cache and the pool never holds more than the limit's share.
+    #[tokio::test]
+    async fn queries_take_memory_back_from_the_cache() {
+        let limit = 24 << 20;
+        let options = WarehouseOptions {
+            memory_limit: Some(limit),
+            ..Default::default()
+        };
+        let warehouse = Warehouse::open_with("memory://", options)
+            .await
+            .expect("warehouse");
+        let mut session = warehouse.session();
+        session
+            .sql("CREATE TABLE t (id BIGINT, x DOUBLE)")
+            .await
+            .expect("create");
+        for part in 0..4 {
+            let (from, to) = (part * 400_000 + 1, (part + 1) * 400_000);
+            session
+                .sql(&format!(
+                    "INSERT INTO t SELECT value, CAST(value AS DOUBLE) / 7 \
+                     FROM generate_series({from}, {to})"
+                ))
+                .await
+                .expect("insert");
+        }
+        let warm = "SELECT count(*) AS n, sum(id) AS ids FROM t WHERE x > 1";
+        for _ in 0..2 {
+            let answer = run(&mut session, warm).await;
+            assert!(answer.contains("| 1599993 |"), "{answer}");
+        }
+        let cache = warehouse.scan_cache();
+        let filled = cache.used();
+        assert!(filled > 0 && filled <= cache.budget(), "{filled}");
+        let pool = std::sync::Arc::clone(&warehouse.runtime().memory_pool);
+        assert_eq!(pool.reserved(), filled, "the cache's bytes are in the pool");
+
+        // 1.6M groups need more than the pool has left beside the cache.
+        let heavy = "SELECT count(*) AS groups, sum(n) AS n FROM \
+                     (SELECT x, count(*) AS n FROM t GROUP BY x)";
+        let answer = run(&mut session, heavy).await;
+        assert!(answer.contains("| 1600000 | 1600000 |"), "{answer}");
+        assert!(cache.used() < filled, "{} of {filled}", cache.used());
+        assert_eq!(pool.reserved(), cache.used());
+        let served = run(&mut session, warm).await;
+        session
+            .sql("SET strata.scan_cache = false")
+            .await
+            .expect("set");
+        assert_eq!(run(&mut session, warm).await, served);
     }
 
     /// A cached scan below a join skips the files the join's filter rules out by their
