@@ -26,6 +26,7 @@ use arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
     UInt32Type,
 };
+use arrow::error::ArrowError;
 
 /// A cached column of one data file, in its compact form.
 #[derive(Debug)]
@@ -101,8 +102,8 @@ impl CompactColumn {
     }
 
     /// Rows `offset..offset + len`, decoded.
-    pub(crate) fn slice(&self, offset: usize, len: usize) -> ArrayRef {
-        match self {
+    pub(crate) fn slice(&self, offset: usize, len: usize) -> Result<ArrayRef, ArrowError> {
+        Ok(match self {
             Self::Plain(a) => a.slice(offset, len),
             Self::Narrow {
                 offsets,
@@ -111,9 +112,9 @@ impl CompactColumn {
             } => {
                 let offsets = offsets.slice(offset, len);
                 match offsets.data_type() {
-                    DataType::UInt8 => widen::<UInt8Type>(&offsets, *base, data_type),
-                    DataType::UInt16 => widen::<UInt16Type>(&offsets, *base, data_type),
-                    _ => widen::<UInt32Type>(&offsets, *base, data_type),
+                    DataType::UInt8 => widen::<UInt8Type>(&offsets, *base, data_type)?,
+                    DataType::UInt16 => widen::<UInt16Type>(&offsets, *base, data_type)?,
+                    _ => widen::<UInt32Type>(&offsets, *base, data_type)?,
                 }
             }
             Self::Dictionary { keys, values } => {
@@ -126,11 +127,10 @@ impl CompactColumn {
                         gather_views(keys.as_primitive::<UInt16Type>(), values.as_string_view())
                     }
                     // Offsets and bytes are copied: `take` does it as well as anything.
-                    _ => arrow::compute::take(values, &keys, None)
-                        .expect("keys index the column's own values"),
+                    _ => arrow::compute::take(values, &keys, None)?,
                 }
             }
-        }
+        })
     }
 }
 
@@ -159,14 +159,14 @@ where
 }
 
 /// `offsets` (of type `N`) plus `base`, as an array of `data_type`.
-fn widen<N>(offsets: &ArrayRef, base: i128, data_type: &DataType) -> ArrayRef
+fn widen<N>(offsets: &ArrayRef, base: i128, data_type: &DataType) -> Result<ArrayRef, ArrowError>
 where
     N: ArrowPrimitiveType,
     N::Native: Into<i64>,
 {
     let offsets = offsets.as_primitive::<N>();
     // Every value was `base + offset` of the target type, so the sums cannot overflow it.
-    match data_type {
+    Ok(match data_type {
         DataType::Int64 => {
             let base = base as i64;
             Arc::new(offsets.unary::<_, Int64Type>(|v| base.wrapping_add(v.into())))
@@ -187,12 +187,15 @@ where
             let base = base as i64;
             let values = offsets
                 .unary::<_, Decimal128Type>(|v| i128::from(base.wrapping_add(v.into())))
-                .with_precision_and_scale(*precision, *scale)
-                .expect("the column's own precision and scale");
+                .with_precision_and_scale(*precision, *scale)?;
             Arc::new(values)
         }
-        other => unreachable!("narrowed only integer-like columns, not {other}"),
-    }
+        other => {
+            return Err(ArrowError::InvalidArgumentError(format!(
+                "a cached column of type {other} is not narrowed"
+            )));
+        }
+    })
 }
 
 /// `array` (`original`) as keys into its distinct values, when it has few enough.
@@ -280,7 +283,7 @@ mod tests {
         let column = CompactColumn::encode(&array);
         for (offset, len) in [(0, array.len()), (1, array.len() - 1), (2, array.len() - 3)] {
             assert_eq!(
-                column.slice(offset, len).as_ref(),
+                column.slice(offset, len).expect("decoded").as_ref(),
                 array.slice(offset, len).as_ref(),
                 "{offset}+{len} of {array:?}"
             );

@@ -465,7 +465,10 @@ impl CachedScan {
         let size = self.batch_size.max(1);
         stream::iter((0..n).step_by(size).map(move |offset| {
             let len = size.min(n - offset);
-            let sliced = columns.iter().map(|c| c.slice(offset, len)).collect();
+            let sliced = columns
+                .iter()
+                .map(|c| c.slice(offset, len))
+                .collect::<Result<Vec<_>, _>>()?;
             let options = RecordBatchOptions::new().with_row_count(Some(len));
             let mut batch =
                 RecordBatch::try_new_with_options(Arc::clone(&self.needed), sliced, &options)?;
