@@ -88,6 +88,8 @@ pub(crate) struct WarehousePool {
 /// The least the cache is asked to free at once: a few files' columns, so that a query growing
 /// batch by batch does not evict once per batch.
 const MIN_RECLAIM: usize = 16 << 20;
+/// The most rounds of eviction one reservation waits for.
+const MAX_RECLAIM_ROUNDS: usize = 1024;
 
 impl WarehousePool {
     /// A pool of `size` bytes, or without a limit.
@@ -169,8 +171,12 @@ impl MemoryPool for WarehousePool {
         let Some(cache) = self.reclaimer_for(reservation) else {
             return Err(refused);
         };
-        // Each round evicts at least one file, so the loop ends when the cache is empty.
-        while cache.reclaim(additional.max(MIN_RECLAIM)) > 0 {
+        // Each round evicts at least one file; scans refilling the cache meanwhile cannot keep
+        // the loop going past a bound.
+        for _ in 0..MAX_RECLAIM_ROUNDS {
+            if cache.reclaim(additional.max(MIN_RECLAIM)) == 0 {
+                break;
+            }
             if self.inner.try_grow(reservation, additional).is_ok() {
                 return Ok(());
             }

@@ -76,7 +76,7 @@ struct State {
 }
 
 /// How many files read once the cache remembers.
-const MAX_SEEN: usize = 1 << 20;
+const MAX_SEEN: usize = 1 << 16;
 
 /// The cached columns of one data file.
 #[derive(Debug)]
@@ -162,6 +162,14 @@ impl ScanCache {
         }
         state.seen.insert(path.to_string());
         false
+    }
+
+    /// Whether it holds all the columns `keys` of the file.
+    pub(crate) fn holds_all(&self, path: &str, keys: &[ColumnKey]) -> bool {
+        self.state()
+            .files
+            .get(path)
+            .is_some_and(|f| keys.iter().all(|k| f.columns.contains_key(k)))
     }
 
     /// Whether it holds columns of the file.

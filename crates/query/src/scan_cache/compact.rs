@@ -54,7 +54,7 @@ const SAMPLE_DISTINCT: usize = 1024;
 impl CompactColumn {
     /// `array` in the most compact encoding that fits it.
     pub(crate) fn encode(array: &ArrayRef) -> Self {
-        let narrow = match array.data_type() {
+        let compact = match array.data_type() {
             DataType::Int64 => narrow(array.as_primitive::<Int64Type>()),
             DataType::Int32 => narrow(array.as_primitive::<Int32Type>()),
             DataType::Int16 => narrow(array.as_primitive::<Int16Type>()),
@@ -62,32 +62,14 @@ impl CompactColumn {
             DataType::Decimal128(precision, _) if *precision <= 18 => {
                 narrow(array.as_primitive::<Decimal128Type>())
             }
-            DataType::Utf8View => {
-                return dictionary(array.as_string_view(), array)
-                    .unwrap_or_else(|| Self::Plain(Arc::clone(array)));
-            }
-            DataType::Utf8 => {
-                return dictionary(array.as_string::<i32>(), array)
-                    .unwrap_or_else(|| Self::Plain(Arc::clone(array)));
-            }
-            DataType::LargeUtf8 => {
-                return dictionary(array.as_string::<i64>(), array)
-                    .unwrap_or_else(|| Self::Plain(Arc::clone(array)));
-            }
+            DataType::Utf8View => dictionary(array.as_string_view(), array),
+            DataType::Utf8 => dictionary(array.as_string::<i32>(), array),
+            DataType::LargeUtf8 => dictionary(array.as_string::<i64>(), array),
             _ => None,
         };
-        match narrow {
-            Some((offsets, base))
-                if offsets.get_array_memory_size() < array.get_array_memory_size() =>
-            {
-                Self::Narrow {
-                    offsets,
-                    base,
-                    data_type: array.data_type().clone(),
-                }
-            }
-            _ => Self::Plain(Arc::clone(array)),
-        }
+        compact
+            .filter(|c| c.memory_size() < array.get_array_memory_size())
+            .unwrap_or_else(|| Self::Plain(Arc::clone(array)))
     }
 
     /// The bytes it holds.
@@ -136,13 +118,16 @@ impl CompactColumn {
 
 /// The values of `array` as offsets from their minimum, in the narrowest unsigned type that
 /// holds their span; `None` when the span needs more than 32 bits or there are no values.
-fn narrow<T>(array: &PrimitiveArray<T>) -> Option<(ArrayRef, i128)>
+fn narrow<T>(array: &PrimitiveArray<T>) -> Option<CompactColumn>
 where
     T: ArrowPrimitiveType,
     T::Native: Into<i128>,
 {
     let min: i128 = arrow::compute::min(array)?.into();
     let max: i128 = arrow::compute::max(array)?.into();
+    // Decoding adds in 64 bits: a decimal past its precision stays as it is.
+    i64::try_from(min).ok()?;
+    i64::try_from(max).ok()?;
     let span = max.checked_sub(min)?;
     // Null slots hold any value: their offsets wrap, and stay null.
     let offset = |v: T::Native| -> i128 { v.into().wrapping_sub(min) };
@@ -155,7 +140,11 @@ where
     } else {
         return None;
     };
-    Some((offsets, min))
+    Some(CompactColumn::Narrow {
+        offsets,
+        base: min,
+        data_type: array.data_type().clone(),
+    })
 }
 
 /// `offsets` (of type `N`) plus `base`, as an array of `data_type`.
@@ -248,8 +237,7 @@ where
         DataType::LargeUtf8 => Arc::new(LargeStringArray::from_iter_values(distinct)),
         _ => Arc::new(StringArray::from_iter_values(distinct)),
     };
-    let column = CompactColumn::Dictionary { keys, values };
-    (column.memory_size() < original.get_array_memory_size()).then_some(column)
+    Some(CompactColumn::Dictionary { keys, values })
 }
 
 /// The views of `values` at `keys`: a string view array sharing `values`' buffers.

@@ -434,7 +434,11 @@ impl CachedScan {
     fn way_of(&self, path: &str) -> Way {
         let mut ways = self.ways.lock().unwrap_or_else(|e| e.into_inner());
         *ways.entry(path.to_string()).or_insert_with(|| {
-            if self.cache.holds(path) || (self.cache.has_room() && self.cache.admits(path)) {
+            // A file with some columns cached was read before: the rest join it if they fit.
+            let cache = &self.cache;
+            if cache.holds_all(path, &self.keys)
+                || (cache.has_room() && (cache.holds(path) || cache.admits(path)))
+            {
                 Way::Cache
             } else {
                 Way::Planned
