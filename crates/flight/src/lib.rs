@@ -17,6 +17,7 @@
 /// Users, password hashes and bearer tokens.
 pub mod auth;
 mod error;
+mod framing;
 /// Flight SQL metadata answers (catalogs, schemas, tables, keys, SQL info).
 pub mod metadata;
 mod policy;

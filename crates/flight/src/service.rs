@@ -55,6 +55,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Authenticator, Identity, Role};
 use crate::error::{status, stream_status};
+use crate::framing;
 use crate::metadata::{
     self, ForeignKeys, SQL_INFO, SYSTEM_TABLE, TABLE, XDBC_TYPES, foreign_keys_schema,
     primary_keys_schema,
@@ -458,7 +459,7 @@ impl StrataFlightSql {
             fired.store(true, std::sync::atomic::Ordering::Relaxed);
         };
         let timeout = self.limits.query_timeout;
-        let limited = Abortable::new(converted, registration).take_until(timer);
+        let limited = Abortable::new(framing::frame(converted), registration).take_until(timer);
         let ending = futures::stream::once(async move {
             let _guard = guard;
             if abort.is_aborted() {
@@ -477,8 +478,11 @@ impl StrataFlightSql {
             }
         })
         .filter_map(futures::future::ready);
+        // Batches arrive message-sized: the encoder must not cut them again by their buffers'
+        // capacity (see `framing`).
         let stream = FlightDataEncoderBuilder::new()
             .with_schema(schema)
+            .with_max_flight_data_size(usize::MAX / 2)
             .build(limited.chain(ending))
             .map_err(Status::from);
         Response::new(Box::pin(stream))

@@ -1123,3 +1123,35 @@ async fn a_script_streams_its_last_query_after_running_the_rest() {
     let again = text(&query(&mut client, "SELECT count(*) AS n FROM steps").await);
     assert!(again.contains("| 5 |"), "{again}");
 }
+
+/// Results travel in messages of about a megabyte, whatever size of batch the query produced:
+/// a client pays per message (ADBC's Go driver spent two cores on 12,000 small ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_travel_in_few_messages_in_order() {
+    let address = start(Limits::default()).await;
+    let mut client = login(address, "strata", PASSWORD).await;
+    // 1M rows of two 8-byte columns: DataFusion makes 123 batches of 8,192 rows (128 KB).
+    let batches = query(
+        &mut client,
+        "SELECT value, value * 2 AS twice FROM generate_series(1, 1000000) ORDER BY value",
+    )
+    .await;
+    assert_eq!(rows(&batches), 1_000_000);
+    assert!(
+        (8..=20).contains(&batches.len()),
+        "16 MB should arrive in about 16 messages, not {}",
+        batches.len()
+    );
+    let mut expected = 1i64;
+    for batch in &batches {
+        let values = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        for v in values.values() {
+            assert_eq!(*v, expected);
+            expected += 1;
+        }
+    }
+}
