@@ -31,7 +31,16 @@ fn args(action: Action, suite: Suite, data: &Path, answers: PathBuf, results: &P
 }
 
 fn answers_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("answers")
+    manifest_dir().join("answers")
+}
+
+/// This package's directory. Read when the test runs (cargo sets it then), so that a test
+/// binary built by another clone sharing the target directory still finds this clone's files.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || env!("CARGO_MANIFEST_DIR").into(),
+        std::path::PathBuf::from,
+    )
 }
 
 /// Runs on a thread with the main thread's 8 MiB of stack, as `strata` does: DataFusion's

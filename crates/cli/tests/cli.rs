@@ -376,12 +376,10 @@ fn real_flight_sql_clients_adbc_and_pyarrow() {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("wh").display().to_string();
     let (mut server, address) = serve(&w, "client-test-pw");
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/flight_sql_clients.py"
-    );
+    let script = manifest_dir().join("tests/clients/flight_sql_clients.py");
     let run = Command::new(&python)
-        .args([script, &address, "client-test-pw"])
+        .arg(&script)
+        .args([&address, "client-test-pw"])
         .output()
         .expect("python runs");
     server.kill().unwrap();
@@ -544,9 +542,11 @@ fn local_s3() -> (std::process::Child, Vec<(&'static str, String)>) {
     }
     let fixture = Command::new(&python)
         .args([
-            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/s3_fixture.py"),
-            &endpoint,
-            concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/load"),
+            manifest_dir()
+                .join("tests/clients/s3_fixture.py")
+                .as_os_str(),
+            std::ffi::OsStr::new(&endpoint),
+            manifest_dir().join("../../testdata/load").as_os_str(),
         ])
         .output()
         .unwrap();
@@ -1588,4 +1588,13 @@ fn unloaded_files_read_in_duckdb_and_pyarrow() {
         .unwrap()
         .count();
     assert!(json_files > 1, "{json_files}");
+}
+
+/// This package's directory. Read when the test runs (cargo sets it then), so that a test
+/// binary built by another clone sharing the target directory still finds this clone's files.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || env!("CARGO_MANIFEST_DIR").into(),
+        std::path::PathBuf::from,
+    )
 }

@@ -270,9 +270,18 @@ fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// This package's directory. Read when the test runs (cargo sets it then), so that a test
+/// binary built by another clone sharing the target directory still finds this clone's files.
+pub(crate) fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || env!("CARGO_MANIFEST_DIR").into(),
+        std::path::PathBuf::from,
+    )
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
+    let root = manifest_dir().join("../../testdata");
     let root = root.canonicalize().expect("testdata directory exists");
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let complete = std::env::args().any(|a| a == "--complete");

@@ -154,7 +154,7 @@ fn one_value_per_line(
 
 /// Where the corpus is: `../shared/sqllogictest/test` beside the repository.
 fn corpus_dir() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/sqllogictest/test");
+    let dir = super::manifest_dir().join("../../../shared/sqllogictest/test");
     dir.canonicalize().ok()
 }
 
