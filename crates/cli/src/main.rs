@@ -26,12 +26,7 @@ use futures::StreamExt;
 use render::Format;
 use strata_query::{Warehouse, WarehouseOptions};
 
-/// mimalloc instead of glibc's malloc: query execution allocates and frees many short-lived
-/// batch buffers from several threads, and glibc spent about 7% of TPC-H's CPU in
-/// malloc/free (see BENCHMARKS.md). Embedders of `strata-query` choose their own allocator.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
+mod allocator;
 mod backend;
 mod demo;
 mod render;
@@ -268,6 +263,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    allocator::configure();
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_filter))
