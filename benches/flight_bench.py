@@ -97,7 +97,7 @@ def main():
             flight.FlightDescriptor.for_command(statement_query(a.sql)), options
         )
         # Every endpoint holds part of the result: read them all, side by side.
-        with ThreadPoolExecutor(max_workers=len(info.endpoints)) as pool:
+        with ThreadPoolExecutor(max_workers=max(1, len(info.endpoints))) as pool:
             parts = list(pool.map(lambda e: read_endpoint(client, e, options), info.endpoints))
         rows, nbytes = sum(p[0] for p in parts), sum(p[1] for p in parts)
         runs.append((rows, nbytes, time.perf_counter() - start))

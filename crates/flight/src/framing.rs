@@ -6,15 +6,19 @@
 //! costs a client a decode, an allocation and a callback (ADBC's Go driver spent two cores on
 //! 12,000 messages for 10M rows). So batches are measured by the bytes they really hold,
 //! small ones are joined and large ones sliced (zero-copy), and the encoder is told not to cut
-//! them again.
+//! them again. A batch waits for others to join it at most [`MAX_HOLD`]: a query whose rows
+//! trickle still shows them as they come.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use arrow::array::{Array, RecordBatch};
 use arrow::compute::concat_batches;
 use arrow::error::ArrowError;
 use futures::Stream;
+use tokio::time::Sleep;
 
 /// The most a message carries (rows are never split, so one very wide row may exceed it).
 /// Clients accept 4 MiB by default (gRPC's default receive limit); this leaves room.
@@ -22,6 +26,12 @@ pub(crate) const MAX_MESSAGE_BYTES: usize = 2 << 20;
 
 /// Batches smaller than this are joined with their neighbours until they reach it.
 const JOIN_BELOW_BYTES: usize = 1 << 20;
+
+/// The most rows joined into one message, whatever their size (columns of nulls hold none).
+const MAX_JOINED_ROWS: usize = 1 << 20;
+
+/// The longest a batch waits for the query to produce more to join it.
+const MAX_HOLD: Duration = Duration::from_millis(20);
 
 /// The bytes a batch's columns hold within their slices (what IPC will write).
 fn slice_bytes(batch: &RecordBatch) -> usize {
@@ -41,6 +51,7 @@ fn slice_bytes(batch: &RecordBatch) -> usize {
 struct Framer {
     pending: Vec<RecordBatch>,
     pending_bytes: usize,
+    pending_rows: usize,
 }
 
 impl Framer {
@@ -52,9 +63,10 @@ impl Framer {
         let bytes = slice_bytes(&batch);
         let mut out = Vec::new();
         if bytes < JOIN_BELOW_BYTES {
+            self.pending_rows += batch.num_rows();
             self.pending.push(batch);
             self.pending_bytes += bytes;
-            if self.pending_bytes >= JOIN_BELOW_BYTES {
+            if self.pending_bytes >= JOIN_BELOW_BYTES || self.pending_rows >= MAX_JOINED_ROWS {
                 out.extend(self.flush()?);
             }
             return Ok(out);
@@ -75,6 +87,7 @@ impl Framer {
     /// The batches held back, joined into one message.
     fn flush(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
         self.pending_bytes = 0;
+        self.pending_rows = 0;
         match self.pending.len() {
             0 => Ok(None),
             1 => Ok(self.pending.pop()),
@@ -98,6 +111,7 @@ where
         inner: batches,
         framer: Framer::default(),
         ready: std::collections::VecDeque::new(),
+        hold: None,
         failed: None,
         done: false,
     }
@@ -108,6 +122,8 @@ pub(crate) struct Framed<S, E> {
     inner: S,
     framer: Framer,
     ready: std::collections::VecDeque<RecordBatch>,
+    /// When the batches held back go out even if nothing joins them.
+    hold: Option<Pin<Box<Sleep>>>,
     /// The error the input ended with, sent after the rows before it.
     failed: Option<E>,
     done: bool,
@@ -130,11 +146,30 @@ where
                 return Poll::Ready(this.failed.take().map(Err));
             }
             match Pin::new(&mut this.inner).poll_next(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(batch))) => match this.framer.push(batch) {
-                    Ok(messages) => this.ready.extend(messages),
-                    Err(e) => return Poll::Ready(Some(Err(e.into()))),
-                },
+                Poll::Pending => {
+                    let Some(hold) = this.hold.as_mut() else {
+                        return Poll::Pending;
+                    };
+                    if hold.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    this.hold = None;
+                    match this.framer.flush() {
+                        Ok(held) => this.ready.extend(held),
+                        Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                    }
+                }
+                Poll::Ready(Some(Ok(batch))) => {
+                    match this.framer.push(batch) {
+                        Ok(messages) => this.ready.extend(messages),
+                        Err(e) => return Poll::Ready(Some(Err(e.into()))),
+                    }
+                    if this.framer.pending.is_empty() {
+                        this.hold = None;
+                    } else if this.hold.is_none() {
+                        this.hold = Some(Box::pin(tokio::time::sleep(MAX_HOLD)));
+                    }
+                }
                 Poll::Ready(end) => {
                     // Rows before an error still go out, then the error ends the stream.
                     this.done = true;
@@ -222,6 +257,33 @@ mod tests {
                 .as_ref()
                 .is_err_and(|e| e.to_string().contains("boom"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_not_held_while_the_query_produces_nothing() {
+        let trickle = futures::stream::iter([Ok::<_, ArrowError>(ints(0, 3))])
+            .chain(futures::stream::pending());
+        let mut framed = frame(Box::pin(trickle));
+        let first = tokio::time::timeout(Duration::from_secs(10), framed.next())
+            .await
+            .expect("the held batch goes out")
+            .unwrap()
+            .unwrap();
+        assert_eq!(values(&[first]), vec![0, 1, 2]);
+    }
+
+    #[tokio::test]
+    async fn rows_without_bytes_are_joined_to_a_bound() {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Null, true)]));
+        let nulls = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(arrow::array::NullArray::new(8192))],
+        )
+        .unwrap();
+        let out = framed(vec![nulls; 300]).await;
+        assert_eq!(out.iter().map(|b| b.num_rows()).sum::<usize>(), 300 * 8192);
+        assert!(out.len() >= 2, "{} messages", out.len());
+        assert!(out.iter().all(|b| b.num_rows() <= MAX_JOINED_ROWS + 8192));
     }
 
     #[tokio::test]
