@@ -8,11 +8,13 @@
 //! Names come from the warehouse's cached catalog, refreshed before each statement; tables are
 //! resolved (their snapshot read) when a statement is planned.
 
+pub(crate) mod data_tests;
 pub(crate) mod lineage;
 pub(crate) mod materialized_view;
 pub(crate) mod planner;
 pub(crate) mod scd;
 pub(crate) mod system;
+pub(crate) mod system_parts;
 pub(crate) mod viewer;
 pub(crate) mod views;
 

@@ -72,6 +72,25 @@ pub enum Error {
         /// The first rejected row and why.
         first: String,
     },
+
+    /// A write to a table with `test_on_load = true` failed one of its ERROR data tests.
+    #[error(
+        "{operation} into {table} committed nothing: data test '{test}' failed on {failing_rows} \
+         row(s) of the table as the write would leave it. First failing rows: {sample}. Every \
+         result is in system.data_test_results"
+    )]
+    DataTestFailed {
+        /// The table.
+        table: String,
+        /// The write (`INSERT`, `COPY INTO`, ...).
+        operation: String,
+        /// The test that failed (the first, when several did).
+        test: String,
+        /// How many rows it returned.
+        failing_rows: u64,
+        /// The first of them, as JSON.
+        sample: String,
+    },
 }
 
 /// `; did you mean 'x'?` for a non-empty list of suggestions.
@@ -124,6 +143,7 @@ impl Error {
                 ErrorKind::InvalidArgument
             }
             Error::TableNotFound { .. } => ErrorKind::NotFound,
+            Error::DataTestFailed { .. } => ErrorKind::ConstraintViolation,
             Error::Unsupported(_) => ErrorKind::Unsupported,
             Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Error::Cancelled => ErrorKind::Cancelled,

@@ -30,10 +30,16 @@ use datafusion::sql::sqlparser::dialect::{
 };
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
-use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
 use strata_storage::UpperBound;
 
 use crate::error::{Error, Result};
+
+mod data_tests;
+mod tokens;
+pub use data_tests::{DataTestDef, DataTestStatement, GENERIC_TESTS, TestSpec, TestTarget};
+pub use tokens::normalize;
+use tokens::{Spans, byte_offset, expect_end, expect_word, is_word, line_starts, parser_for, perr};
 
 /// A parsed statement and its source text (for the query log).
 #[derive(Debug, Clone)]
@@ -136,6 +142,8 @@ pub enum Statement {
         /// The table; every table of the current schema when absent.
         table: Option<ObjectName>,
     },
+    /// `ALTER TABLE t ADD | DROP TEST`, `CREATE | DROP DATA TEST`, `RUN DATA TESTS`.
+    DataTest(Box<DataTestStatement>),
 }
 
 /// `CREATE [OR REPLACE] EXTERNAL TABLE [IF NOT EXISTS] name [(column type, ...)]
@@ -250,23 +258,6 @@ fn parse_statements(sql: &str) -> Result<Vec<ParsedStatement>> {
     Ok(out)
 }
 
-/// Where a statement's tokens are in its text.
-struct Spans<'a> {
-    sql: &'a str,
-    line_starts: &'a [usize],
-    /// The statement's first byte in `sql`.
-    start: usize,
-}
-
-impl Spans<'_> {
-    /// The byte range of `token` in the statement's text.
-    fn range(&self, token: &TokenWithSpan) -> std::ops::Range<usize> {
-        let at =
-            |l: Location| byte_offset(self.sql, self.line_starts, l).saturating_sub(self.start);
-        at(token.span.start)..at(token.span.end)
-    }
-}
-
 fn parse_one(text: &str, chunk: &[TokenWithSpan], spans: &Spans) -> Result<Statement> {
     let words: Vec<String> = chunk
         .iter()
@@ -294,6 +285,15 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan], spans: &Spans) -> Result<State
     if first == "REFRESH" {
         return parse_refresh(chunk);
     }
+    if first == "RUN" && words.get(1).is_some_and(|w| w == "DATA") {
+        return data_tests::parse_run_data_tests(chunk).map(|s| Statement::DataTest(Box::new(s)));
+    }
+    if first == "ALTER"
+        && words.get(1).is_some_and(|w| w == "TABLE")
+        && data_tests::is_alter_test(chunk)
+    {
+        return data_tests::parse_alter_test(chunk).map(|s| Statement::DataTest(Box::new(s)));
+    }
     if first == "CREATE" && words.iter().skip(1).take(3).any(|w| w == "SECRET") {
         return parse_create_secret(chunk);
     }
@@ -308,6 +308,15 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan], spans: &Spans) -> Result<State
     };
     let file_format = words.get(object_at).is_some_and(|w| w == "FILE")
         && words.get(object_at + 1).is_some_and(|w| w == "FORMAT");
+    let data_test = words.get(object_at).is_some_and(|w| w == "DATA")
+        && words.get(object_at + 1).is_some_and(|w| w == "TEST");
+    if first == "CREATE" && data_test {
+        return data_tests::parse_create_data_test(text, chunk, spans)
+            .map(|s| Statement::DataTest(Box::new(s)));
+    }
+    if first == "DROP" && data_test {
+        return data_tests::parse_drop_data_test(chunk).map(|s| Statement::DataTest(Box::new(s)));
+    }
     if first == "CREATE" && file_format {
         return parse_create_file_format(chunk);
     }
@@ -492,40 +501,6 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>) -> Result<SqlStatement> {
     ))
 }
 
-fn expect_end(parser: &mut Parser) -> Result<(), ParserError> {
-    let _ = parser.consume_token(&Token::SemiColon);
-    let next = parser.peek_token();
-    if next.token == Token::EOF {
-        Ok(())
-    } else {
-        Err(ParserError::ParserError(format!(
-            "expected end of statement, found: {} at {}",
-            next.token, next.span.start
-        )))
-    }
-}
-
-fn line_starts(sql: &str) -> Vec<usize> {
-    let mut v = vec![0];
-    v.extend(sql.match_indices('\n').map(|(i, _)| i + 1));
-    v
-}
-
-fn byte_offset(sql: &str, line_starts: &[usize], loc: Location) -> usize {
-    let Some(start) = line_starts.get((loc.line.max(1) - 1) as usize) else {
-        return sql.len();
-    };
-    sql[*start..]
-        .char_indices()
-        .nth((loc.column.max(1) - 1) as usize)
-        .map(|(i, _)| start + i)
-        .unwrap_or(sql.len())
-}
-
-fn is_word(t: &TokenWithSpan, word: &str) -> bool {
-    matches!(&t.token, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
-}
-
 /// Significant token indices of a chunk.
 fn significant(chunk: &[TokenWithSpan]) -> Vec<usize> {
     (0..chunk.len())
@@ -567,27 +542,6 @@ fn has_partition_op(chunk: &[TokenWithSpan]) -> bool {
         (is_word(&chunk[w[0]], "ADD") || is_word(&chunk[w[0]], "DROP"))
             && is_word(&chunk[w[1]], "PARTITION")
     })
-}
-
-fn parser_for(tokens: &[TokenWithSpan]) -> Parser<'static> {
-    static DIALECT: GenericDialect = GenericDialect;
-    Parser::new(&DIALECT).with_tokens_with_locations(tokens.to_vec())
-}
-
-fn expect_word(parser: &mut Parser, word: &str) -> Result<()> {
-    let t = parser.next_token();
-    if is_word(&t, word) {
-        Ok(())
-    } else {
-        Err(Error::Parse(format!(
-            "expected {word}, found: {} at {}",
-            t.token, t.span.start
-        )))
-    }
-}
-
-fn perr(e: ParserError) -> Error {
-    Error::Parse(e.to_string())
 }
 
 fn parse_partition_clause(tokens: &[TokenWithSpan]) -> Result<PartitionClause> {
@@ -1215,15 +1169,6 @@ fn parse_apply_changes(chunk: &[TokenWithSpan]) -> Result<Statement> {
         sequence_by,
         delete_when,
     })))
-}
-
-/// An identifier as DataFusion resolves it: unquoted names are lower-cased.
-pub fn normalize(ident: &Ident) -> String {
-    if ident.quote_style.is_some() {
-        ident.value.clone()
-    } else {
-        ident.value.to_lowercase()
-    }
 }
 
 /// The parts of an object name, normalised.

@@ -16,6 +16,7 @@
 //!     ├── external       CREATE EXTERNAL TABLE, ALTER EXTERNAL TABLE ... REFRESH
 //!     ├── apply_changes  APPLY CHANGES INTO an SCD Type 2 table
 //!     ├── secrets        CREATE / DROP SECRET (admins)
+//!     ├── data_tests     ADD TEST, CREATE DATA TEST, RUN DATA TESTS; the test_on_load gate
 //!     ├── views          CREATE VIEW;   crate::mv: CREATE / REFRESH MATERIALIZED VIEW
 //!     ├── stream         Flight ingest and streamed queries
 //!     └── anything else: plan (then MV rewrite) ─► DataFusion
@@ -30,6 +31,7 @@ pub(crate) mod apply_changes;
 #[cfg(test)]
 mod cancel_sweep;
 pub(crate) mod copy;
+pub(crate) mod data_tests;
 pub(crate) mod ddl;
 pub(crate) mod dml;
 pub(crate) mod external;
@@ -99,6 +101,7 @@ impl Session {
         let started_at = Utc::now();
         let clock = Instant::now();
         self.progress().reset();
+        data_tests::install(self.warehouse());
         // A statement that lost a commit race wrote nothing: run it again, planned on the
         // newer snapshot, a bounded number of times.
         let max_retries = self.strata_options().max_statement_retries;
@@ -224,6 +227,9 @@ impl Session {
             }
             // Boxed: the futures of the rarer statements stay off the stack of every other.
             Statement::CreateExternalTable(def) => Box::pin(external::create(self, def)).await?,
+            Statement::DataTest(statement) => {
+                Box::pin(data_tests::execute(self, statement)).await?
+            }
         };
         Ok((result, ScanFigures::default()))
     }

@@ -29,6 +29,30 @@ use crate::scan_cache::ScanCache;
 #[derive(Debug, Clone)]
 pub struct Warehouse {
     inner: Arc<Inner>,
+    /// A table read at a snapshot that is not (yet) its newest: see [`Warehouse::with_snapshot`].
+    overlay: Option<Arc<(TableId, Snapshot)>>,
+}
+
+/// The table option that makes every write to a table run its data tests first.
+pub(crate) const TEST_ON_LOAD: &str = "test_on_load";
+
+/// A check a write must pass before it commits: the data-test gate of tables with
+/// `test_on_load = true`. The warehouse calls it from [`Warehouse::commit`], so every write
+/// path (INSERT, COPY INTO, MERGE, APPLY CHANGES, ingest) passes it; the statement layer,
+/// which can run SQL, implements it and installs it with [`Warehouse::install_write_check`].
+#[async_trait::async_trait]
+pub(crate) trait WriteCheck: Send + Sync + std::fmt::Debug {
+    /// Checks `txn` as it would commit on `base` of table `name`. Returns what else the check
+    /// read (the whole table, when a test looked past the rows the write adds), which the
+    /// commit adds to what the write read, or an error that stops the commit.
+    async fn check(
+        &self,
+        warehouse: &Warehouse,
+        name: &str,
+        log: &TableLog,
+        base: &Snapshot,
+        txn: &strata_storage::Transaction,
+    ) -> Result<strata_storage::Reads>;
 }
 
 #[derive(Debug)]
@@ -43,6 +67,7 @@ struct Inner {
     runtime: Arc<RuntimeEnv>,
     scan_cache: Arc<ScanCache>,
     deletion_vectors: DeletionVectorCache,
+    write_check: std::sync::OnceLock<Arc<dyn WriteCheck>>,
 }
 
 impl Warehouse {
@@ -90,7 +115,9 @@ impl Warehouse {
                 deletion_vectors: DeletionVectorCache::new(budget.deletion_vectors),
                 options,
                 runtime,
+                write_check: std::sync::OnceLock::new(),
             }),
+            overlay: None,
         };
         warehouse.expire_query_log().await;
         Ok(warehouse)
@@ -394,6 +421,14 @@ impl Warehouse {
         if let Err(e) = self.records().expire::<QueryLogEntry>(&oldest_kept).await {
             tracing::warn!(error = %e, "expiring the query log failed");
         }
+        // Data test results are kept as long as the statements that ran them.
+        let expired = self
+            .records()
+            .expire::<strata_storage::DataTestResult>(&oldest_kept)
+            .await;
+        if let Err(e) = expired {
+            tracing::warn!(error = %e, "expiring data test results failed");
+        }
     }
 
     /// The log of table `id`.
@@ -401,8 +436,29 @@ impl Warehouse {
         TableLog::new(self.object_store(), id.clone(), name)
     }
 
+    /// This warehouse with table `id` read at `snapshot` instead of its newest version, by
+    /// every session opened on the returned handle: how a write check's queries see the rows
+    /// a write is about to commit.
+    pub(crate) fn with_snapshot(&self, id: &TableId, snapshot: Snapshot) -> Warehouse {
+        Warehouse {
+            inner: Arc::clone(&self.inner),
+            overlay: Some(Arc::new((id.clone(), snapshot))),
+        }
+    }
+
+    /// Installs the check writes pass before they commit (once per warehouse; later calls
+    /// keep the first).
+    pub(crate) fn install_write_check(&self, check: impl FnOnce() -> Arc<dyn WriteCheck>) {
+        self.inner.write_check.get_or_init(check);
+    }
+
     /// The newest snapshot of a table, reading only commits newer than the cached one.
     pub(crate) async fn snapshot(&self, log: &TableLog) -> Result<Snapshot> {
+        if let Some((id, snapshot)) = self.overlay.as_deref()
+            && id == log.id()
+        {
+            return Ok(snapshot.clone());
+        }
         let cached = self
             .inner
             .snapshots
@@ -437,6 +493,17 @@ impl Warehouse {
         base: &Snapshot,
         txn: &strata_storage::Transaction,
     ) -> Result<Snapshot> {
+        let checked;
+        let txn = match self.inner.write_check.get() {
+            Some(check) if needs_check(&base.metadata, txn) => {
+                let reads = check.check(self, name, log, base, txn).await?;
+                let mut with_reads = txn.clone();
+                with_reads.reads = std::mem::take(&mut with_reads.reads).union(reads);
+                checked = with_reads;
+                &checked
+            }
+            _ => txn,
+        };
         let ticket = crate::commit_gate::begin_commit()?;
         let snapshot = match log.commit(base, txn).await {
             Ok(snapshot) => snapshot,
@@ -488,6 +555,18 @@ impl Warehouse {
 
 /// Whether a failed commit surely wrote nothing: it lost a race, or refused the change before
 /// writing. A failed put may have landed (its answer lost), so a storage fault is not this.
+/// Whether a write to a table with `metadata` must pass the write check: it changes rows
+/// (compaction only moves them), and the table has tests and `test_on_load = true`.
+fn needs_check(metadata: &TableMetadata, txn: &strata_storage::Transaction) -> bool {
+    txn.changes_rows()
+        && !txn.rewrite_only
+        && !metadata.tests.is_empty()
+        && metadata
+            .properties
+            .get(TEST_ON_LOAD)
+            .is_some_and(|v| v == "true")
+}
+
 fn wrote_nothing(e: &strata_storage::Error) -> bool {
     !matches!(
         e,

@@ -80,6 +80,7 @@ fn open_log(c: &mut Criterion) {
             name_mapping: BTreeMap::new(),
             indexes: Vec::new(),
             cluster_by: Vec::new(),
+            tests: Vec::new(),
         };
         let mut snapshot = log.create(metadata, "CREATE TABLE").await.unwrap();
         for i in 0..10_000 {

@@ -38,6 +38,7 @@ fn metadata() -> TableMetadata {
         name_mapping: Default::default(),
         indexes: Vec::new(),
         cluster_by: Vec::new(),
+        tests: Vec::new(),
     }
 }
 

@@ -26,6 +26,8 @@
 
 /// Databases, schemas and names of tables and views, as a log of catalog versions.
 pub mod catalog;
+/// Data tests a table keeps, and the record of each run.
+pub mod data_test;
 #[cfg(test)]
 mod decode_fuzz;
 /// Deletion vectors: rows of a data file deleted without rewriting it.
@@ -57,6 +59,7 @@ pub use catalog::{
     Catalog, CatalogState, DEFAULT_DATABASE, DEFAULT_SCHEMA, ExternalFile, ExternalTableEntry,
     FileFormatEntry, FormatOptions, SYSTEM_SCHEMA, SchemaEntry, StageEntry, TableEntry, ViewEntry,
 };
+pub use data_test::{DataTest, DataTestResult, Severity, TestCheck};
 pub use deletion::{DeletionVector, DeletionVectorCache};
 pub use error::{Error, Result, panic_message};
 pub use faults::{Fault, FaultyStore};

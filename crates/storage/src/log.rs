@@ -142,6 +142,9 @@ pub struct TableMetadata {
     /// B-tree index.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cluster_by: Vec<String>,
+    /// Data tests (`ALTER TABLE t ADD TEST`, `CREATE DATA TEST ... ON t`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tests: Vec<crate::data_test::DataTest>,
 }
 
 /// [`TableMetadata`] as stored; reading it gives the columns of a table from before field ids
@@ -163,6 +166,8 @@ struct StoredMetadata {
     indexes: Vec<Index>,
     #[serde(default)]
     cluster_by: Vec<String>,
+    #[serde(default)]
+    tests: Vec<crate::data_test::DataTest>,
 }
 
 impl From<StoredMetadata> for TableMetadata {
@@ -176,6 +181,7 @@ impl From<StoredMetadata> for TableMetadata {
             name_mapping: stored.name_mapping,
             indexes: stored.indexes,
             cluster_by: stored.cluster_by,
+            tests: stored.tests,
         };
         if metadata.last_field_id == 0 && metadata.columns.iter().all(|c| c.field_id == 0) {
             metadata.assign_field_ids(None);
@@ -315,6 +321,7 @@ impl TableMetadata {
             name_mapping: BTreeMap::new(),
             indexes: Vec::new(),
             cluster_by: Vec::new(),
+            tests: Vec::new(),
         }
     }
 
@@ -916,6 +923,33 @@ impl Transaction {
         }
     }
 
+    /// Whether this transaction adds or removes rows (not only metadata, loads or fences).
+    pub fn changes_rows(&self) -> bool {
+        !self.add.is_empty() || !self.remove.is_empty() || !self.drop_partitions.is_empty()
+    }
+
+    /// The snapshot this transaction would make of `base` if it committed now: what a check
+    /// that must see the rows about to be committed (a data-test gate) reads.
+    pub fn preview(&self, table: &str, base: &Snapshot) -> Result<Snapshot> {
+        let actions = self
+            .actions(table, base)
+            .map_err(|reason| Error::CommitConflict {
+                table: table.to_string(),
+                version: base.version,
+                reason,
+            })?;
+        let mut snapshot = base.clone();
+        snapshot.apply(&Commit {
+            version: Version(base.version.0.saturating_add(1)),
+            txn_id: String::new(),
+            committed_at: Utc::now().max(base.committed_at),
+            operation: self.operation.clone(),
+            actions,
+            rewrite_only: self.rewrite_only,
+        });
+        Ok(snapshot)
+    }
+
     /// The actions of this transaction on top of `base`, or the reason it conflicts.
     fn actions(&self, table: &str, base: &Snapshot) -> Result<Vec<Action>, String> {
         let mut actions = Vec::new();
@@ -1030,6 +1064,7 @@ impl Transaction {
                 || b.properties != n.properties
                 || b.indexes != n.indexes
                 || b.cluster_by != n.cluster_by
+                || b.tests != n.tests
                 || b.last_field_id != n.last_field_id)
         {
             return Some(format!(
@@ -1433,6 +1468,7 @@ mod tests {
             name_mapping: Default::default(),
             indexes: Vec::new(),
             cluster_by: Vec::new(),
+            tests: Vec::new(),
         }
     }
 

@@ -275,6 +275,7 @@ mod tests {
             name_mapping: Default::default(),
             indexes: Vec::new(),
             cluster_by: Vec::new(),
+            tests: Vec::new(),
         }
     }
 

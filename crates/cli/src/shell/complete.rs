@@ -114,6 +114,11 @@ const KEYWORDS: &[&str] = &[
     "CREDENTIALS",
     "STAGE",
     "PARTITIONS",
+    "TEST",
+    "TESTS",
+    "DATA",
+    "RUN",
+    "SEVERITY",
 ];
 
 /// A table or view completion knows, with its columns.

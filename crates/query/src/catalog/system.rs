@@ -1,6 +1,6 @@
 //! The `system` schema: partitions, table versions, the query log, load history, the rows
-//! loads rejected, materialized views, lineage, the scan cache and the names of secrets; and
-//! the constraint views of `information_schema`.
+//! loads rejected, materialized views, lineage, the scan cache, the names of secrets and data
+//! tests ([`data_tests`]); and the constraint views of `information_schema`.
 //!
 //! Every table here is computed when a statement names it, from the catalog, the table logs
 //! and records under `_system/` in the warehouse, so they survive restarts and show the work
@@ -11,21 +11,21 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
+    ArrayRef, Int64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt64Builder,
 };
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
-use datafusion::datasource::MemTable;
 use strata_storage::{LoadErrors, LoadFailure, QueryLogEntry};
 
 use crate::catalog::planner::Planner;
+use crate::catalog::system_parts::{all_tables, mem_table, ts_field};
 use crate::catalog::viewer::{User, Viewer};
-use crate::catalog::{lineage, materialized_view};
+use crate::catalog::{data_tests, lineage, materialized_view};
 use crate::error::Result;
 use crate::warehouse::Warehouse;
 
 /// The system tables.
-pub(crate) const SYSTEM_TABLES: [&str; 10] = [
+pub(crate) const SYSTEM_TABLES: [&str; 12] = [
     "partitions",
     "indexes",
     "table_versions",
@@ -36,20 +36,9 @@ pub(crate) const SYSTEM_TABLES: [&str; 10] = [
     "lineage",
     "scan_cache",
     "secrets",
+    "data_tests",
+    "data_test_results",
 ];
-
-fn ts_field(name: &str) -> Field {
-    Field::new(
-        name,
-        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        true,
-    )
-}
-
-fn mem_table(schema: SchemaRef, columns: Vec<ArrayRef>) -> Result<Arc<dyn TableProvider>> {
-    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-    Ok(Arc::new(MemTable::try_new(schema, vec![vec![batch]])?))
-}
 
 /// The views of `information_schema` that describe constraints (DataFusion has the others).
 pub(crate) const CONSTRAINT_VIEWS: [&str; 3] =
@@ -221,22 +210,10 @@ pub(crate) async fn system_table(
         "lineage" => lineage::system_table(warehouse).await?,
         "scan_cache" => scan_cache(warehouse)?,
         "secrets" => secrets(warehouse).await?,
+        "data_tests" => data_tests::data_tests(warehouse).await?,
+        "data_test_results" => data_tests::data_test_results(warehouse).await?,
         _ => return Ok(None),
     }))
-}
-
-/// Every table of the catalog: (database, schema, table, id).
-fn all_tables(warehouse: &Warehouse) -> Vec<(String, String, String, strata_storage::TableId)> {
-    let catalog = warehouse.catalog();
-    let mut out = Vec::new();
-    for (db, d) in &catalog.databases {
-        for (schema, s) in &d.schemas {
-            for (table, t) in &s.tables {
-                out.push((db.clone(), schema.clone(), table.clone(), t.id.clone()));
-            }
-        }
-    }
-    out
 }
 
 /// The named secrets, without what they hold: name, type, endpoint, region, whether they carry

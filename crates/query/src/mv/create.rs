@@ -110,6 +110,7 @@ pub(crate) async fn create(
         name_mapping: Default::default(),
         indexes: Vec::new(),
         cluster_by: Vec::new(),
+        tests: Vec::new(),
     };
     definition.write_to(&mut metadata.properties);
     let warehouse = session.warehouse().clone();

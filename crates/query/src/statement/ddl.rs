@@ -674,6 +674,7 @@ impl Session {
             name_mapping: Default::default(),
             indexes: Vec::new(),
             cluster_by: Vec::new(),
+            tests: Vec::new(),
         };
         let warehouse = &self.warehouse();
         let rows = warehouse

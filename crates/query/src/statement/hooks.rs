@@ -134,6 +134,7 @@ fn changes_data(statement: &Statement) -> bool {
         | Statement::CreateFileFormat { .. }
         | Statement::DropFileFormat { .. }
         | Statement::CreateExternalTable(_)
-        | Statement::ShowIndexes { .. } => false,
+        | Statement::ShowIndexes { .. }
+        | Statement::DataTest(_) => false,
     }
 }

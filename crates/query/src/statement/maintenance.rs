@@ -26,10 +26,11 @@ use crate::parser;
 use crate::result::StatementResult;
 use crate::session::Session;
 use crate::statement::optimize::SMALL_FILE_SHARE;
-use crate::warehouse::Warehouse;
+use crate::warehouse::{TEST_ON_LOAD, Warehouse};
 
 /// Runs `ALTER TABLE t SET (option = value, ...)`: the table options that can change after
-/// creation (`partition_retention`; `NONE` removes it).
+/// creation (`partition_retention`, `NONE` removes it; `test_on_load = true | false`, the
+/// data-test gate of [`crate::statement::data_tests`]).
 pub(crate) async fn set_options(
     session: &Session,
     name: &ObjectName,
@@ -45,10 +46,10 @@ pub(crate) async fn set_options(
             )));
         };
         let key = parser::normalize(key);
-        if key != Retention::PROPERTY {
+        if key != Retention::PROPERTY && key != TEST_ON_LOAD {
             return Err(Error::Unsupported(format!(
-                "ALTER TABLE ... SET ({key} = ...): the option that can change is \
-                 partition_retention"
+                "ALTER TABLE ... SET ({key} = ...): the options that can change are \
+                 partition_retention and test_on_load"
             )));
         }
         let text = match value {
@@ -60,6 +61,26 @@ pub(crate) async fn set_options(
             SqlExpr::Identifier(i) => i.value.clone(),
             other => other.to_string(),
         };
+        if key == TEST_ON_LOAD {
+            let on = match text.to_ascii_lowercase().as_str() {
+                "true" | "on" | "1" => true,
+                "false" | "off" | "0" | "none" => false,
+                _ => {
+                    return Err(Error::Plan(format!(
+                        "test_on_load = {text}: expected true or false"
+                    )));
+                }
+            };
+            if on {
+                metadata
+                    .properties
+                    .insert(TEST_ON_LOAD.to_string(), "true".to_string());
+            } else {
+                metadata.properties.remove(TEST_ON_LOAD);
+            }
+            notes.push(format!("test_on_load {on}"));
+            continue;
+        }
         if text.eq_ignore_ascii_case("none") {
             metadata.properties.remove(Retention::PROPERTY);
             notes.push("no partition retention".to_string());

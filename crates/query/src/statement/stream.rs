@@ -143,6 +143,7 @@ impl Session {
         let started_at = Utc::now();
         let clock = Instant::now();
         self.progress().reset();
+        super::data_tests::install(self.warehouse());
         let planned = async {
             self.warehouse().refresh_catalog().await?;
             let plan = self.plan(sql_statement(statement)?, params).await?;
@@ -292,6 +293,7 @@ impl Session {
         mode: IngestMode,
         data: SendableRecordBatchStream,
     ) -> Result<u64> {
+        super::data_tests::install(self.warehouse());
         self.warehouse().refresh_catalog().await?;
         let object = datafusion::sql::sqlparser::ast::ObjectName::from(
             name.iter()
@@ -329,6 +331,7 @@ impl Session {
                 name_mapping: Default::default(),
                 indexes: Vec::new(),
                 cluster_by: Vec::new(),
+                tests: Vec::new(),
             };
             let warehouse = self.warehouse();
             let options = self.write_options();

@@ -210,6 +210,7 @@ async fn validate(
         name_mapping: Default::default(),
         indexes: Vec::new(),
         cluster_by: Vec::new(),
+        tests: Vec::new(),
     }
     .schema();
     let df_schema = DFSchema::try_from(schema)?;
