@@ -24,7 +24,7 @@ QUERY_LAYERS = [
     ["session"],
     ["catalog", "rules"],
     ["table"],
-    ["warehouse", "config", "parser", "types", "progress", "result", "scan_cache", "memory", "error",
+    ["warehouse", "config", "parser", "types", "progress", "result", "scan_cache", "schedule", "memory", "error",
      "redact", "commit_gate", "functions", "formats"],
 ]
 

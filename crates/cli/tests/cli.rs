@@ -469,6 +469,95 @@ fn serve_compacts_small_files_and_applies_retention() {
     assert_eq!(operations, "operation\nAPPLY RETENTION\nOPTIMIZE\n");
 }
 
+/// The shipped `examples/daily_pipeline.sql` runs under `strata serve` on its schedule (made
+/// every 2 s here): extract, transform, test and refresh in order. Then a landing file with a
+/// row that breaks a data test arrives: the gate refuses the transform's MERGE, the task is
+/// retried and fails again, the tasks after it are skipped, and `orders` keeps its rows.
+#[test]
+fn serve_runs_the_daily_pipeline_on_schedule_and_its_gate_refuses_a_bad_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    let landing = dir.path().join("landing");
+    std::fs::create_dir(&landing).unwrap();
+    let header = "order_id,customer_id,status,amount,updated_at\n";
+    std::fs::write(
+        landing.join("orders_1.csv"),
+        format!(
+            "{header}1,10,placed,20.00,2026-01-01 10:00:00\n2,11,placed,5.50,2026-01-01 11:00:00\n\
+             1,10,shipped,20.00,2026-01-01 12:00:00\n"
+        ),
+    )
+    .unwrap();
+    let pipeline =
+        std::fs::read_to_string(manifest_dir().join("../../examples/daily_pipeline.sql"))
+            .unwrap()
+            .replace(
+                "URL = 'landing/'",
+                &format!("URL = '{}/'", landing.display()),
+            )
+            .replace("'USING CRON 0 2 * * * UTC'", "'2 SECONDS'")
+            .replace("RETRY_DELAY = '1 minute'", "RETRY_DELAY = '1 second'");
+    let file = dir.path().join("pipeline.sql");
+    std::fs::write(&file, pipeline).unwrap();
+    let o = strata(&w, &["-f", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (mut server, _) = serve(&w, "task-test-pw");
+    let runs = "SELECT task, status FROM system.task_runs ORDER BY started_at, attempt";
+    let wait_for = |done: &dyn Fn(&str) -> bool| -> String {
+        let mut seen = String::new();
+        for _ in 0..120 {
+            std::thread::sleep(std::time::Duration::from_millis(250));
+            seen = sql(&w, runs);
+            if done(&seen) {
+                break;
+            }
+        }
+        seen
+    };
+    let seen = wait_for(&|s| s.contains("main.public.refresh,SUCCEEDED"));
+    assert!(
+        seen.starts_with(
+            "task,status\nmain.public.extract,SUCCEEDED\nmain.public.transform,SUCCEEDED\n\
+             main.public.test,SUCCEEDED\nmain.public.refresh,SUCCEEDED\n"
+        ),
+        "{seen}"
+    );
+    assert_eq!(
+        sql(&w, "SELECT order_id, status FROM orders ORDER BY order_id"),
+        "order_id,status\n1,shipped\n2,placed\n"
+    );
+    assert_eq!(
+        sql(&w, "SELECT revenue, orders FROM daily_revenue"),
+        "revenue,orders\n25.50,2\n"
+    );
+    // A bad file: a row without a customer.
+    std::fs::write(
+        landing.join("orders_2.csv"),
+        format!("{header}3,,placed,1.00,2026-01-02 10:00:00\n"),
+    )
+    .unwrap();
+    let seen = wait_for(&|s| s.contains("main.public.refresh,SKIPPED"));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let failed_run = &seen[seen.rfind("main.public.extract,SUCCEEDED").unwrap()..];
+    assert!(
+        failed_run.starts_with(
+            "main.public.extract,SUCCEEDED\nmain.public.transform,FAILED\n\
+             main.public.transform,FAILED\nmain.public.test,SKIPPED\nmain.public.refresh,SKIPPED\n"
+        ),
+        "{seen}"
+    );
+    let error = sql(
+        &w,
+        "SELECT error FROM system.task_runs WHERE status = 'FAILED' LIMIT 1",
+    );
+    assert!(
+        error.contains("data test 'not_null_orders_customer_id' failed on 1 row"),
+        "{error}"
+    );
+    assert_eq!(sql(&w, "SELECT count(*) AS n FROM orders"), "n\n2\n");
+}
+
 #[test]
 fn serve_without_users_generates_a_password_and_stays_on_loopback() {
     let dir = tempfile::tempdir().unwrap();

@@ -102,6 +102,7 @@ pub async fn serve(
     // Materialized views with `refresh = 'every ...'` refresh in the background, inside the
     // same query slots and timeout as clients' statements.
     let warehouse_for_maintenance = warehouse.clone();
+    let warehouse_for_tasks = warehouse.clone();
     let scheduler = tokio::spawn(strata_query::run_scheduler(
         warehouse,
         std::time::Duration::from_secs(1),
@@ -119,6 +120,17 @@ pub async fn serve(
         Some(service.query_slots()),
     ));
     let _maintenance = AbortOnDrop(maintenance);
+    // Scheduled tasks (`CREATE TASK ... SCHEDULE`), also inside the query slots; a task's own
+    // TIMEOUT overrides the server's.
+    let tasks = tokio::spawn(strata_query::run_task_scheduler(
+        warehouse_for_tasks,
+        std::time::Duration::from_secs(1),
+        strata_query::TaskLimits {
+            slots: Some(service.query_slots()),
+            timeout,
+        },
+    ));
+    let _tasks = AbortOnDrop(tasks);
     let flight = FlightServiceServer::new(service)
         .max_decoding_message_size(options.max_message_size)
         .max_encoding_message_size(options.max_message_size);

@@ -36,8 +36,10 @@ use strata_storage::UpperBound;
 use crate::error::{Error, Result};
 
 mod data_tests;
+mod tasks;
 mod tokens;
 pub use data_tests::{DataTestDef, DataTestStatement, GENERIC_TESTS, TestSpec, TestTarget};
+pub use tasks::{CreateTask, TaskStatement};
 pub use tokens::normalize;
 use tokens::{Spans, byte_offset, expect_end, expect_word, is_word, line_starts, parser_for, perr};
 
@@ -144,6 +146,8 @@ pub enum Statement {
     },
     /// `ALTER TABLE t ADD | DROP TEST`, `CREATE | DROP DATA TEST`, `RUN DATA TESTS`.
     DataTest(Box<DataTestStatement>),
+    /// `CREATE | ALTER | EXECUTE | DROP TASK`, `SHOW TASKS`.
+    Task(Box<TaskStatement>),
 }
 
 /// `CREATE [OR REPLACE] EXTERNAL TABLE [IF NOT EXISTS] name [(column type, ...)]
@@ -234,7 +238,7 @@ fn parse_statements(sql: &str) -> Result<Vec<ParsedStatement>> {
         .map_err(|e| Error::Parse(e.to_string()))?;
     let line_starts = line_starts(sql);
     let mut out = Vec::new();
-    for chunk in tokens.split(|t| t.token == Token::SemiColon) {
+    for chunk in tasks::split_statements(&tokens) {
         let significant: Vec<&TokenWithSpan> = chunk
             .iter()
             .filter(|t| !matches!(t.token, Token::Whitespace(_) | Token::EOF))
@@ -269,6 +273,9 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan], spans: &Spans) -> Result<State
         })
         .collect();
     let first = words.first().map(String::as_str).unwrap_or_default();
+    if let Some(task) = tasks::parse(&words, text, chunk, spans) {
+        return task.map(|t| Statement::Task(Box::new(t)));
+    }
     if first == "VACUUM" {
         return parse_vacuum(chunk);
     }

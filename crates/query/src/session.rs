@@ -41,6 +41,8 @@ pub struct Session {
     progress: Progress,
     /// Who runs the statements: logged with each, and deciding what `system.query_log` shows.
     viewer: Viewer,
+    /// The query log id of the last statement run to its end.
+    last_query_id: Option<String>,
 }
 
 impl std::fmt::Debug for Session {
@@ -127,7 +129,17 @@ impl Session {
             schema: DEFAULT_SCHEMA.to_string(),
             progress: Progress::default(),
             viewer,
+            last_query_id: None,
         }
+    }
+
+    /// The `system.query_log` id of the last statement this session ran (not streamed).
+    pub fn last_query_id(&self) -> Option<&str> {
+        self.last_query_id.as_deref()
+    }
+
+    pub(crate) fn set_last_query_id(&mut self, id: String) {
+        self.last_query_id = Some(id);
     }
 
     /// Runs this session's statements as `name`: they are logged under it, and

@@ -17,6 +17,7 @@
 //!     ├── apply_changes  APPLY CHANGES INTO an SCD Type 2 table
 //!     ├── secrets        CREATE / DROP SECRET (admins)
 //!     ├── data_tests     ADD TEST, CREATE DATA TEST, RUN DATA TESTS; the test_on_load gate
+//!     ├── tasks          CREATE / ALTER / EXECUTE / DROP TASK; task_runs: graphs, the scheduler
 //!     ├── views          CREATE VIEW;   crate::mv: CREATE / REFRESH MATERIALIZED VIEW
 //!     ├── stream         Flight ingest and streamed queries
 //!     └── anything else: plan (then MV rewrite) ─► DataFusion
@@ -50,6 +51,8 @@ pub(crate) mod query_log;
 pub(crate) mod secrets;
 pub(crate) mod stages;
 pub(crate) mod stream;
+pub(crate) mod task_runs;
+pub(crate) mod tasks;
 pub(crate) mod unload;
 pub(crate) mod views;
 
@@ -133,7 +136,7 @@ impl Session {
             Ok(_) => ("SUCCESS", None),
             Err(e) => ("FAILED", Some(e.to_string())),
         };
-        query_log::record(
+        let query_id = query_log::record(
             self.warehouse(),
             query_log::Entry {
                 session_id: self.id(),
@@ -149,6 +152,7 @@ impl Session {
             },
         )
         .await;
+        self.set_last_query_id(query_id);
         crate::commit_gate::statement_finished();
         outcome.map(|(r, _)| r)
     }
@@ -230,6 +234,7 @@ impl Session {
             Statement::DataTest(statement) => {
                 Box::pin(data_tests::execute(self, statement)).await?
             }
+            Statement::Task(statement) => Box::pin(tasks::execute(self, statement)).await?,
         };
         Ok((result, ScanFigures::default()))
     }

@@ -149,6 +149,9 @@ pub struct SchemaEntry {
     /// File formats by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub file_formats: BTreeMap<String, FileFormatEntry>,
+    /// Tasks by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tasks: BTreeMap<String, crate::task::TaskEntry>,
 }
 
 impl SchemaEntry {
@@ -161,6 +164,7 @@ impl SchemaEntry {
             external_tables: BTreeMap::new(),
             stages: BTreeMap::new(),
             file_formats: BTreeMap::new(),
+            tasks: BTreeMap::new(),
         }
     }
 
@@ -191,6 +195,7 @@ impl SchemaEntry {
             && self.external_tables.is_empty()
             && self.stages.is_empty()
             && self.file_formats.is_empty()
+            && self.tasks.is_empty()
     }
 }
 
@@ -250,6 +255,19 @@ impl CatalogState {
             .ok_or_else(|| Error::DatabaseNotFound {
                 name: name.to_string(),
             })
+    }
+
+    /// Every task of every schema: `db.schema.task` and its entry.
+    pub fn tasks(&self) -> Vec<(String, crate::task::TaskEntry)> {
+        let mut out = Vec::new();
+        for (db, d) in &self.databases {
+            for (schema, s) in &d.schemas {
+                for (name, task) in &s.tasks {
+                    out.push((format!("{db}.{schema}.{name}"), task.clone()));
+                }
+            }
+        }
+        out
     }
 
     /// The schema `database.schema`.

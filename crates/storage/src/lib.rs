@@ -50,6 +50,8 @@ pub mod secrets;
 pub mod sort;
 /// Opening a warehouse root as an object store, and the paths under it.
 pub mod store;
+/// Scheduled tasks, their runs and the leases of their slots.
+pub mod task;
 /// Deleting files no snapshot within the retention period references.
 pub mod vacuum;
 /// Turning batches into Parquet data files of a table.
@@ -75,6 +77,7 @@ pub use records::{
 };
 pub use secrets::{Secret, Secrets};
 pub use store::{Location, WarehouseStore};
+pub use task::{TaskEntry, TaskLease, TaskRun};
 pub use writer::{
     BatchCheck, DEFAULT_MAX_NEW_PARTITIONS, TableWriter, Uploads, WriteOptions, run_cpu,
 };

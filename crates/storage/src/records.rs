@@ -59,6 +59,28 @@ impl SystemRecords {
         Ok(())
     }
 
+    /// Writes `record` only if no record of the same kind, bucket and id exists (put-if-absent,
+    /// as commits are written): true when this call wrote it, false when another writer had.
+    pub async fn claim<R: Record>(&self, record: &R) -> Result<bool> {
+        let path = paths::system_record(R::KIND, &record.bucket(), &record.id());
+        let body = serde_json::to_vec(record).map_err(|e| {
+            crate::Error::InvalidArgument(format!("{} record does not serialise: {e}", R::KIND))
+        })?;
+        let options = object_store::PutOptions {
+            mode: object_store::PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(body), options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Every readable record of kind `R`, in no particular order.
     pub async fn read_all<R: Record>(&self) -> Result<Vec<R>> {
         let paths: Vec<Path> = self

@@ -1,6 +1,6 @@
 //! The `system` schema: partitions, table versions, the query log, load history, the rows
-//! loads rejected, materialized views, lineage, the scan cache, the names of secrets and data
-//! tests ([`data_tests`]); and the constraint views of `information_schema`.
+//! loads rejected, materialized views, lineage, the scan cache, the names of secrets, data
+//! tests ([`data_tests`]) and task runs ([`tasks`]); and the constraint views of `information_schema`.
 //!
 //! Every table here is computed when a statement names it, from the catalog, the table logs
 //! and records under `_system/` in the warehouse, so they survive restarts and show the work
@@ -20,12 +20,12 @@ use strata_storage::{LoadErrors, LoadFailure, QueryLogEntry};
 use crate::catalog::planner::Planner;
 use crate::catalog::system_parts::{all_tables, mem_table, ts_field};
 use crate::catalog::viewer::{User, Viewer};
-use crate::catalog::{data_tests, lineage, materialized_view};
+use crate::catalog::{data_tests, lineage, materialized_view, tasks};
 use crate::error::Result;
 use crate::warehouse::Warehouse;
 
 /// The system tables.
-pub(crate) const SYSTEM_TABLES: [&str; 12] = [
+pub(crate) const SYSTEM_TABLES: [&str; 14] = [
     "partitions",
     "indexes",
     "table_versions",
@@ -38,6 +38,8 @@ pub(crate) const SYSTEM_TABLES: [&str; 12] = [
     "secrets",
     "data_tests",
     "data_test_results",
+    "task_runs",
+    "task_graph",
 ];
 
 /// The views of `information_schema` that describe constraints (DataFusion has the others).
@@ -212,6 +214,8 @@ pub(crate) async fn system_table(
         "secrets" => secrets(warehouse).await?,
         "data_tests" => data_tests::data_tests(warehouse).await?,
         "data_test_results" => data_tests::data_test_results(warehouse).await?,
+        "task_runs" => tasks::task_runs(warehouse).await?,
+        "task_graph" => tasks::task_graph(warehouse).await?,
         _ => return Ok(None),
     }))
 }

@@ -1,6 +1,6 @@
 //! The data-test statements, which no sqlparser dialect knows:
 //!
-//! - `ALTER TABLE t ADD TEST [name] unique(c, ...) | not_null(c) | accepted_values(c, (v, ...))
+//! - `ALTER TABLE t ADD TEST [IF NOT EXISTS] [name] unique(c, ...) | not_null(c) | accepted_values(c, (v, ...))
 //!   | relationships(c, other(c)) | freshness(c, '1 day') | row_count(> 0) [SEVERITY = ERROR |
 //!   WARN]`, after dbt's generic tests;
 //! - `ALTER TABLE t DROP TEST [IF EXISTS] name`;
@@ -141,7 +141,15 @@ pub(super) fn is_alter_test(chunk: &[TokenWithSpan]) -> bool {
             is_word(sig[i], word) && sig.get(i + 1).is_some_and(|t| is_word(t, "TEST"))
         };
         if op("ADD") {
-            kind_call(i + 2) || (matches!(at(i + 2), Some(Token::Word(_))) && kind_call(i + 3))
+            let mut j = i + 2;
+            let if_not_exists = ["IF", "NOT", "EXISTS"]
+                .iter()
+                .enumerate()
+                .all(|(k, w)| sig.get(j + k).is_some_and(|t| is_word(t, w)));
+            if if_not_exists {
+                j += 3;
+            }
+            kind_call(j) || (matches!(at(j), Some(Token::Word(_))) && kind_call(j + 1))
         } else if op("DROP") {
             // DROP TEST name, DROP TEST IF EXISTS name: the statement ends there.
             let rest = sig.len() - (i + 2);
@@ -172,6 +180,7 @@ pub(super) fn parse_alter_test(chunk: &[TokenWithSpan]) -> Result<DataTestStatem
     }
     p.expect_keyword(Keyword::ADD).map_err(perr)?;
     expect_word(&mut p, "TEST")?;
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
     let name = match p.peek_nth_token(1).token {
         Token::LParen => None,
         _ => Some(normalize(&p.parse_identifier().map_err(perr)?)),
@@ -185,7 +194,7 @@ pub(super) fn parse_alter_test(chunk: &[TokenWithSpan]) -> Result<DataTestStatem
         spec,
         severity,
         or_replace: false,
-        if_not_exists: false,
+        if_not_exists,
     }))
 }
 
@@ -443,6 +452,9 @@ mod tests {
             def.spec,
             TestSpec::Relationships { ref referenced_column, .. } if referenced_column == "id"
         ));
+        let def = test_def("ALTER TABLE o ADD TEST IF NOT EXISTS n not_null(c)");
+        assert!(def.if_not_exists);
+        assert_eq!(def.name.as_deref(), Some("n"));
     }
 
     #[test]

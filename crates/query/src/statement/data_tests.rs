@@ -271,6 +271,27 @@ async fn run(session: &Session, target: &TestTarget) -> Result<StatementResult> 
     Ok(results_table(&results))
 }
 
+/// The tests of a `RUN DATA TESTS` result whose status is `FAIL` or `ERROR`.
+pub(crate) fn failed_tests(result: &StatementResult) -> Vec<String> {
+    let mut failed = Vec::new();
+    for batch in &result.batches {
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        };
+        let (Some(names), Some(statuses)) = (column("test_name"), column("status")) else {
+            continue;
+        };
+        for (name, status) in names.iter().zip(statuses.iter()) {
+            if matches!(status, Some("FAIL" | "ERROR")) {
+                failed.push(name.unwrap_or_default().to_string());
+            }
+        }
+    }
+    failed
+}
+
 /// The rows `RUN DATA TESTS` returns (how long each took is in `system.data_test_results`).
 fn results_table(results: &[DataTestResult]) -> StatementResult {
     let text = |f: &dyn Fn(&DataTestResult) -> String| -> ArrayRef {

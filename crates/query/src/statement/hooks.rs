@@ -136,5 +136,7 @@ fn changes_data(statement: &Statement) -> bool {
         | Statement::CreateExternalTable(_)
         | Statement::ShowIndexes { .. }
         | Statement::DataTest(_) => false,
+        // A task's own statements run their hooks as they finish.
+        Statement::Task(_) => false,
     }
 }

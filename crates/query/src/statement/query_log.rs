@@ -49,9 +49,11 @@ impl Entry<'_> {
     }
 }
 
-/// Records one statement. Failure to record is logged, never fatal.
-pub(crate) async fn record(warehouse: &Warehouse, entry: Entry<'_>) {
-    write(warehouse, &entry.record()).await;
+/// Records one statement and returns its query id. Failure to record is logged, never fatal.
+pub(crate) async fn record(warehouse: &Warehouse, entry: Entry<'_>) -> String {
+    let record = entry.record();
+    write(warehouse, &record).await;
+    record.query_id
 }
 
 /// Writes a query-log record. Failure to record is logged, never fatal.
