@@ -15,6 +15,7 @@ pub(crate) mod planner;
 pub(crate) mod scd;
 pub(crate) mod system;
 pub(crate) mod system_parts;
+pub(crate) mod tables;
 pub(crate) mod tasks;
 pub(crate) mod viewer;
 pub(crate) mod views;

@@ -36,9 +36,11 @@ use strata_storage::UpperBound;
 use crate::error::{Error, Result};
 
 mod data_tests;
+mod tags;
 mod tasks;
 mod tokens;
 pub use data_tests::{DataTestDef, DataTestStatement, GENERIC_TESTS, TestSpec, TestTarget};
+pub use tags::TagChange;
 pub use tasks::{CreateTask, TaskStatement};
 pub use tokens::normalize;
 use tokens::{Spans, byte_offset, expect_end, expect_word, is_word, line_starts, parser_for, perr};
@@ -148,6 +150,8 @@ pub enum Statement {
     DataTest(Box<DataTestStatement>),
     /// `CREATE | ALTER | EXECUTE | DROP TASK`, `SHOW TASKS`.
     Task(Box<TaskStatement>),
+    /// `ALTER TABLE t [MODIFY COLUMN c] SET | UNSET TAG ...`.
+    SetTags(Box<TagChange>),
 }
 
 /// `CREATE [OR REPLACE] EXTERNAL TABLE [IF NOT EXISTS] name [(column type, ...)]
@@ -294,6 +298,10 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan], spans: &Spans) -> Result<State
     }
     if first == "RUN" && words.get(1).is_some_and(|w| w == "DATA") {
         return data_tests::parse_run_data_tests(chunk).map(|s| Statement::DataTest(Box::new(s)));
+    }
+    if first == "ALTER" && words.get(1).is_some_and(|w| w == "TABLE") && tags::is_tag_change(chunk)
+    {
+        return tags::parse_tag_change(chunk).map(|c| Statement::SetTags(Box::new(c)));
     }
     if first == "ALTER"
         && words.get(1).is_some_and(|w| w == "TABLE")
@@ -1230,9 +1238,19 @@ impl VisitorMut for TimeTravelRewriter {
     type Break = ();
 
     fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
-        let TableFactor::Table { name, version, .. } = factor else {
+        let TableFactor::Table {
+            name,
+            version,
+            args,
+            ..
+        } = factor
+        else {
             return ControlFlow::Continue(());
         };
+        // `system.search('x')`: DataFusion names a table function by its first part only.
+        if args.is_some() && name_parts(name) == ["system", "search"] {
+            name.0.remove(0);
+        }
         let Some(v) = version.take() else {
             return ControlFlow::Continue(());
         };

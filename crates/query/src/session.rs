@@ -119,6 +119,12 @@ impl Session {
         datafusion_functions_json::register_all(&mut *ctx.state_ref().write())
             .expect("JSON functions register");
         rules::register_table_functions(&ctx);
+        ctx.register_udtf(
+            "search",
+            Arc::new(crate::catalog::tables::Search {
+                warehouse: warehouse.clone(),
+            }),
+        );
         crate::functions::register(&ctx);
         crate::rules::checked_sum::register(&ctx);
         Self {

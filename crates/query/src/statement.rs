@@ -18,6 +18,7 @@
 //!     ├── secrets        CREATE / DROP SECRET (admins)
 //!     ├── data_tests     ADD TEST, CREATE DATA TEST, RUN DATA TESTS; the test_on_load gate
 //!     ├── tasks          CREATE / ALTER / EXECUTE / DROP TASK; task_runs: graphs, the scheduler
+//!     ├── metadata       COMMENT ON, SET / UNSET TAG, OWNER TO
 //!     ├── views          CREATE VIEW;   crate::mv: CREATE / REFRESH MATERIALIZED VIEW
 //!     ├── stream         Flight ingest and streamed queries
 //!     └── anything else: plan (then MV rewrite) ─► DataFusion
@@ -45,6 +46,7 @@ pub(crate) mod hooks;
 pub(crate) mod indexes;
 pub(crate) mod load_transform;
 pub(crate) mod maintenance;
+pub(crate) mod metadata;
 pub(crate) mod optimize;
 pub(crate) mod plan;
 pub(crate) mod query_log;
@@ -235,6 +237,7 @@ impl Session {
                 Box::pin(data_tests::execute(self, statement)).await?
             }
             Statement::Task(statement) => Box::pin(tasks::execute(self, statement)).await?,
+            Statement::SetTags(change) => Box::pin(metadata::set_tags(self, change)).await?,
         };
         Ok((result, ScanFigures::default()))
     }
@@ -312,8 +315,14 @@ impl Session {
                 comment,
                 if_exists,
             } => {
-                self.comment_on(*object_type, object_name, comment.as_deref(), *if_exists)
-                    .await?
+                metadata::comment_on(
+                    self,
+                    *object_type,
+                    object_name,
+                    comment.as_deref(),
+                    *if_exists,
+                )
+                .await?
             }
             SqlStatement::ShowTables { show_options, .. } => self.show_tables(show_options).await?,
             SqlStatement::ExplainTable {

@@ -28,6 +28,11 @@ pub(crate) mod scd;
 pub(crate) mod write;
 
 pub(crate) use files::WAREHOUSE_STORE_URL;
+
+/// The table property holding its comment (`COMMENT ON TABLE`, `COMMENT = '...'`).
+pub(crate) const COMMENT_PROPERTY: &str = "comment";
+/// The table property holding its owner: who created it, or `ALTER TABLE ... OWNER TO`.
+pub(crate) const OWNER_PROPERTY: &str = "owner";
 pub(crate) use provider::StrataTable;
 pub use scan::{ScanFigures, scan_figures};
 pub(crate) use write::write_batches;

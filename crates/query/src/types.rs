@@ -133,6 +133,8 @@ pub(crate) fn column_defs(fields: &arrow::datatypes::Fields) -> Vec<strata_stora
             field_id: 0,
             default: None,
             initial_default: None,
+            comment: None,
+            tags: Default::default(),
         })
         .collect()
 }

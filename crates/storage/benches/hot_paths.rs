@@ -72,6 +72,8 @@ fn open_log(c: &mut Criterion) {
                 field_id: 0,
                 default: None,
                 initial_default: None,
+                comment: None,
+                tags: Default::default(),
             }],
             partitioning: None,
             properties: BTreeMap::new(),
@@ -81,6 +83,7 @@ fn open_log(c: &mut Criterion) {
             indexes: Vec::new(),
             cluster_by: Vec::new(),
             tests: Vec::new(),
+            tags: Default::default(),
         };
         let mut snapshot = log.create(metadata, "CREATE TABLE").await.unwrap();
         for i in 0..10_000 {

@@ -51,6 +51,12 @@ pub struct ViewEntry {
     pub upstream: Vec<String>,
     /// When the view was created.
     pub created_at: DateTime<Utc>,
+    /// `COMMENT ON VIEW`, or `COMMENT = '...'` in its definition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The user who created it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub owner: String,
 }
 
 /// File format options as written (`TYPE = CSV FIELD_DELIMITER = '|'`): names in upper case,
@@ -152,6 +158,9 @@ pub struct SchemaEntry {
     /// Tasks by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tasks: BTreeMap<String, crate::task::TaskEntry>,
+    /// `COMMENT ON SCHEMA`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 impl SchemaEntry {
@@ -165,6 +174,7 @@ impl SchemaEntry {
             stages: BTreeMap::new(),
             file_formats: BTreeMap::new(),
             tasks: BTreeMap::new(),
+            comment: None,
         }
     }
 
@@ -212,6 +222,9 @@ pub struct DatabaseEntry {
     pub created_at: DateTime<Utc>,
     /// Schemas by name.
     pub schemas: BTreeMap<String, SchemaEntry>,
+    /// `COMMENT ON DATABASE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// One version of the catalog.
@@ -239,6 +252,7 @@ impl CatalogState {
             DatabaseEntry {
                 created_at: now,
                 schemas,
+                comment: None,
             },
         );
         Self {
@@ -345,7 +359,17 @@ impl Catalog {
     async fn read(&self, version: Version) -> Result<Option<CatalogState>> {
         let path = paths::catalog_commit(version);
         match self.store.get(&path).await {
-            Ok(r) => Ok(Some(parse(&path, &r.bytes().await?)?)),
+            Ok(r) => {
+                let state: CatalogState = parse(&path, &r.bytes().await?)?;
+                // A damaged file naming another version would make `refresh` read it forever.
+                if state.version != version {
+                    return Err(Error::CorruptMetadata {
+                        path: path.to_string(),
+                        reason: format!("the file says it is version {}", state.version),
+                    });
+                }
+                Ok(Some(state))
+            }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -462,6 +486,7 @@ mod tests {
                     DatabaseEntry {
                         created_at: Utc::now(),
                         schemas: BTreeMap::new(),
+                        comment: None,
                     },
                 );
                 Ok(())

@@ -28,6 +28,8 @@ fn metadata() -> TableMetadata {
             field_id: 0,
             default: None,
             initial_default: None,
+            comment: None,
+            tags: Default::default(),
         }],
         partitioning: Some(
             Partitioning::new("t", "k", &DataType::Int64, &[], Some(Interval::Width(10))).unwrap(),
@@ -39,6 +41,7 @@ fn metadata() -> TableMetadata {
         indexes: Vec::new(),
         cluster_by: Vec::new(),
         tests: Vec::new(),
+        tags: Default::default(),
     }
 }
 

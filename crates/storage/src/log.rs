@@ -91,6 +91,12 @@ pub struct ColumnDef {
     /// DEFAULT`), fixed when it was added (Iceberg's initial default); NULL if `None`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_default: Option<String>,
+    /// `COMMENT ON COLUMN`, or `COMMENT '...'` in the column's definition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// `ALTER TABLE t MODIFY COLUMN c SET TAG name = 'value'`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 fn is_zero_u32(n: &u32) -> bool {
@@ -108,6 +114,8 @@ impl ColumnDef {
             field_id: 0,
             default: None,
             initial_default: None,
+            comment: None,
+            tags: BTreeMap::new(),
         }
     }
 }
@@ -145,6 +153,9 @@ pub struct TableMetadata {
     /// Data tests (`ALTER TABLE t ADD TEST`, `CREATE DATA TEST ... ON t`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tests: Vec<crate::data_test::DataTest>,
+    /// `ALTER TABLE t SET TAG name = 'value'`: the table's tags (its columns' are on them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// [`TableMetadata`] as stored; reading it gives the columns of a table from before field ids
@@ -168,6 +179,8 @@ struct StoredMetadata {
     cluster_by: Vec<String>,
     #[serde(default)]
     tests: Vec<crate::data_test::DataTest>,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
 }
 
 impl From<StoredMetadata> for TableMetadata {
@@ -182,6 +195,7 @@ impl From<StoredMetadata> for TableMetadata {
             indexes: stored.indexes,
             cluster_by: stored.cluster_by,
             tests: stored.tests,
+            tags: stored.tags,
         };
         if metadata.last_field_id == 0 && metadata.columns.iter().all(|c| c.field_id == 0) {
             metadata.assign_field_ids(None);
@@ -322,6 +336,7 @@ impl TableMetadata {
             indexes: Vec::new(),
             cluster_by: Vec::new(),
             tests: Vec::new(),
+            tags: BTreeMap::new(),
         }
     }
 
@@ -1065,6 +1080,7 @@ impl Transaction {
                 || b.indexes != n.indexes
                 || b.cluster_by != n.cluster_by
                 || b.tests != n.tests
+                || b.tags != n.tags
                 || b.last_field_id != n.last_field_id)
         {
             return Some(format!(
@@ -1165,7 +1181,15 @@ impl TableLog {
         match self.store.get(&path).await {
             Ok(r) => {
                 let bytes = r.bytes().await?;
-                Ok(Some(parse(&path, &bytes)?))
+                let commit: Commit = parse(&path, &bytes)?;
+                // A damaged file naming another version would replay in a loop or skip one.
+                if commit.version != version {
+                    return Err(Error::CorruptMetadata {
+                        path: path.to_string(),
+                        reason: format!("the file says it is version {}", commit.version),
+                    });
+                }
+                Ok(Some(commit))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e.into()),
@@ -1460,6 +1484,8 @@ mod tests {
                 field_id: 0,
                 default: None,
                 initial_default: None,
+                comment: None,
+                tags: Default::default(),
             }],
             partitioning: None,
             properties: BTreeMap::new(),
@@ -1469,6 +1495,7 @@ mod tests {
             indexes: Vec::new(),
             cluster_by: Vec::new(),
             tests: Vec::new(),
+            tags: Default::default(),
         }
     }
 

@@ -267,6 +267,8 @@ mod tests {
                 field_id: 0,
                 default: None,
                 initial_default: None,
+                comment: None,
+                tags: Default::default(),
             }],
             partitioning: None,
             properties: BTreeMap::new(),
@@ -276,6 +278,7 @@ mod tests {
             indexes: Vec::new(),
             cluster_by: Vec::new(),
             tests: Vec::new(),
+            tags: Default::default(),
         }
     }
 

@@ -20,12 +20,12 @@ use strata_storage::{LoadErrors, LoadFailure, QueryLogEntry};
 use crate::catalog::planner::Planner;
 use crate::catalog::system_parts::{all_tables, mem_table, ts_field};
 use crate::catalog::viewer::{User, Viewer};
-use crate::catalog::{data_tests, lineage, materialized_view, tasks};
+use crate::catalog::{data_tests, lineage, materialized_view, tables, tasks};
 use crate::error::Result;
 use crate::warehouse::Warehouse;
 
 /// The system tables.
-pub(crate) const SYSTEM_TABLES: [&str; 14] = [
+pub(crate) const SYSTEM_TABLES: [&str; 16] = [
     "partitions",
     "indexes",
     "table_versions",
@@ -40,6 +40,8 @@ pub(crate) const SYSTEM_TABLES: [&str; 14] = [
     "data_test_results",
     "task_runs",
     "task_graph",
+    "tables",
+    "columns",
 ];
 
 /// The views of `information_schema` that describe constraints (DataFusion has the others).
@@ -216,6 +218,8 @@ pub(crate) async fn system_table(
         "data_test_results" => data_tests::data_test_results(warehouse).await?,
         "task_runs" => tasks::task_runs(warehouse).await?,
         "task_graph" => tasks::task_graph(warehouse).await?,
+        "tables" => tables::tables(warehouse).await?,
+        "columns" => tables::columns(warehouse).await?,
         _ => return Ok(None),
     }))
 }

@@ -111,6 +111,7 @@ pub(crate) async fn create(
         indexes: Vec::new(),
         cluster_by: Vec::new(),
         tests: Vec::new(),
+        tags: Default::default(),
     };
     definition.write_to(&mut metadata.properties);
     let warehouse = session.warehouse().clone();

@@ -112,6 +112,14 @@ pub(crate) async fn alter_table(
             ))
             .await
         }
+        AlterTableOperation::OwnerTo { new_owner } => {
+            Box::pin(crate::statement::metadata::owner_to(
+                session,
+                &alter.name,
+                new_owner,
+            ))
+            .await
+        }
         AlterTableOperation::DropClusteringKey => {
             Box::pin(crate::statement::optimize::cluster_by(
                 session,

@@ -3,8 +3,9 @@
 
 use chrono::Utc;
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, CommentObject, CreateTable, ObjectName, ObjectType, SchemaName, ShowStatementIn,
-    ShowStatementInParentType, ShowStatementOptions, Statement as SqlStatement, Truncate, Use,
+    ColumnOption, CommentDef, CreateTable, CreateTableOptions, ObjectName, ObjectType, SchemaName,
+    ShowStatementFilter, ShowStatementFilterPosition, ShowStatementIn, ShowStatementInParentType,
+    ShowStatementOptions, SqlOption, Statement as SqlStatement, Truncate, Use,
 };
 use strata_storage::catalog::DatabaseEntry;
 use strata_storage::{
@@ -20,7 +21,7 @@ use crate::session::Session;
 use crate::table::constraints::{self, refuse_drop, refuse_orphans};
 use crate::table::layout::partition_layout;
 use crate::table::scd;
-use crate::table::write_batches;
+use crate::table::{COMMENT_PROPERTY, OWNER_PROPERTY, write_batches};
 use crate::types::{arrow_type, column_defs, sql_name};
 
 impl Session {
@@ -49,6 +50,7 @@ impl Session {
                     n.clone(),
                     DatabaseEntry {
                         created_at: Utc::now(),
+                        comment: None,
                         schemas,
                     },
                 );
@@ -165,6 +167,28 @@ impl Session {
             };
             (db, vec![schema])
         };
+        // `LIKE '%revenue%'` matches names, comments and tags, case-insensitive (as
+        // Snowflake's SHOW ... LIKE is).
+        let like = match &options.filter_position {
+            None => None,
+            Some(
+                ShowStatementFilterPosition::Infix(filter)
+                | ShowStatementFilterPosition::Suffix(filter),
+            ) => match filter {
+                ShowStatementFilter::Like(p) | ShowStatementFilter::ILike(p) => {
+                    Some(like_regex(p)?)
+                }
+                other => {
+                    return Err(Error::Unsupported(format!(
+                        "SHOW TABLES {other}: filter with LIKE '...'"
+                    )));
+                }
+            },
+        };
+        let matches = |texts: &[&str]| {
+            like.as_ref()
+                .is_none_or(|r| texts.iter().any(|t| r.is_match(t)))
+        };
         let mut rows = Vec::new();
         for schema in schemas {
             let entry = catalog.schema(&db, &schema)?;
@@ -172,14 +196,35 @@ impl Session {
             for (table, t) in &entry.tables {
                 let log = self.warehouse().table_log(&t.id, table);
                 let snapshot = self.warehouse().snapshot(&log).await?;
-                let kind = if Definition::of(&snapshot.metadata).is_some() {
+                let metadata = &snapshot.metadata;
+                let comment = metadata
+                    .properties
+                    .get(COMMENT_PROPERTY)
+                    .map_or("", String::as_str);
+                let mut texts = vec![table.as_str(), comment];
+                texts.extend(
+                    metadata
+                        .tags
+                        .iter()
+                        .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+                );
+                if !matches(&texts) {
+                    continue;
+                }
+                let kind = if Definition::of(metadata).is_some() {
                     "materialized view"
                 } else {
                     "table"
                 };
                 objects.push((table.clone(), kind));
             }
-            objects.extend(entry.views.keys().map(|v| (v.clone(), "view")));
+            objects.extend(
+                entry
+                    .views
+                    .iter()
+                    .filter(|(v, e)| matches(&[v.as_str(), e.comment.as_deref().unwrap_or("")]))
+                    .map(|(v, _)| (v.clone(), "view")),
+            );
             objects.sort();
             rows.extend(
                 objects
@@ -235,48 +280,6 @@ impl Session {
         Ok(StatementResult::status(format!(
             "added {} to {name}",
             count_of(partitions.len() as u64, "partition")
-        )))
-    }
-
-    /// `COMMENT ON TABLE|MATERIALIZED VIEW name IS 'text' | NULL`: the table's comment, kept in
-    /// its properties and shown by `DESCRIBE EXTENDED` (and `\d name` in the shell).
-    pub(crate) async fn comment_on(
-        &self,
-        object: CommentObject,
-        name: &ObjectName,
-        comment: Option<&str>,
-        if_exists: bool,
-    ) -> Result<StatementResult> {
-        if !matches!(
-            object,
-            CommentObject::Table | CommentObject::MaterializedView
-        ) {
-            return Err(Error::Unsupported(format!(
-                "COMMENT ON {object}: comments on tables and materialized views are supported"
-            )));
-        }
-        let (log, snapshot, qualified) = match self.open_table(name).await {
-            Ok(table) => table,
-            Err(_) if if_exists => {
-                return Ok(StatementResult::status(format!("{name} does not exist")));
-            }
-            Err(e) => return Err(e),
-        };
-        let mut metadata = snapshot.metadata.clone();
-        match comment {
-            Some(text) => metadata
-                .properties
-                .insert(COMMENT_PROPERTY.to_string(), text.to_string()),
-            None => metadata.properties.remove(COMMENT_PROPERTY),
-        };
-        let mut txn = Transaction::new("COMMENT");
-        txn.replace_metadata = Some(metadata);
-        self.warehouse()
-            .commit(&qualified, &log, &snapshot, &txn)
-            .await?;
-        Ok(StatementResult::status(format!(
-            "comment on {qualified} {}",
-            if comment.is_some() { "set" } else { "removed" }
         )))
     }
 
@@ -608,6 +611,11 @@ impl Session {
                     field_id: 0,
                     default: None,
                     initial_default: None,
+                    comment: c.options.iter().find_map(|o| match &o.option {
+                        ColumnOption::Comment(text) => Some(text.clone()),
+                        _ => None,
+                    }),
+                    tags: Default::default(),
                 })
             })
             .collect::<Result<_>>()?;
@@ -661,7 +669,23 @@ impl Session {
             self.warehouse(),
         )
         .await?;
-        let properties = scd::declare(create, &table, &mut columns, &mut constraints)?;
+        let mut properties = scd::declare(create, &table, &mut columns, &mut constraints)?;
+        // `COMMENT = '...'`: sqlparser keeps it with the table options or on its own.
+        let plain = match &create.table_options {
+            CreateTableOptions::Plain(options) => options.as_slice(),
+            _ => &[],
+        };
+        let comment = create
+            .comment
+            .iter()
+            .chain(plain.iter().filter_map(|o| match o {
+                SqlOption::Comment(c) => Some(c),
+                _ => None,
+            }));
+        if let Some(CommentDef::WithEq(text) | CommentDef::WithoutEq(text)) = comment.last() {
+            properties.insert(COMMENT_PROPERTY.to_string(), text.clone());
+        }
+        properties.insert(OWNER_PROPERTY.to_string(), self.user_name());
         let partitioning = partitioning
             .map(|p| partition_layout(&qualified, p, &columns))
             .transpose()?;
@@ -675,6 +699,7 @@ impl Session {
             indexes: Vec::new(),
             cluster_by: Vec::new(),
             tests: Vec::new(),
+            tags: Default::default(),
         };
         let warehouse = &self.warehouse();
         let rows = warehouse
@@ -792,15 +817,26 @@ fn single(name: &ObjectName, what: &str) -> Result<String> {
     }
 }
 
+/// A SQL `LIKE` pattern (`%` any text, `_` one character) as a case-insensitive regex.
+fn like_regex(pattern: &str) -> Result<regex::Regex> {
+    let mut re = String::from("(?is)^");
+    for c in pattern.chars() {
+        match c {
+            '%' => re.push_str(".*"),
+            '_' => re.push('.'),
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re).map_err(|e| Error::Plan(format!("LIKE '{pattern}': {e}")))
+}
+
 fn parent(options: &ShowStatementOptions) -> Option<&ObjectName> {
     options
         .show_in
         .as_ref()
         .and_then(|ShowStatementIn { parent_name, .. }| parent_name.as_ref())
 }
-
-/// The table property holding its `COMMENT ON TABLE` text.
-const COMMENT_PROPERTY: &str = "comment";
 
 /// The result of `DESCRIBE`: a row per column.
 fn describe_result(rows: Vec<Vec<String>>) -> StatementResult {

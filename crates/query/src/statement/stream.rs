@@ -332,6 +332,7 @@ impl Session {
                 indexes: Vec::new(),
                 cluster_by: Vec::new(),
                 tests: Vec::new(),
+                tags: Default::default(),
             };
             let warehouse = self.warehouse();
             let options = self.write_options();

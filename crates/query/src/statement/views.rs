@@ -72,6 +72,8 @@ pub(crate) async fn create(session: &mut Session, view: &CreateView) -> Result<S
         columns,
         upstream,
         created_at: Utc::now(),
+        comment: view.comment.clone(),
+        owner: session.user_name(),
     };
     let replace = view.or_replace;
     session

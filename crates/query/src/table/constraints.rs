@@ -211,6 +211,7 @@ async fn validate(
         indexes: Vec::new(),
         cluster_by: Vec::new(),
         tests: Vec::new(),
+        tags: Default::default(),
     }
     .schema();
     let df_schema = DFSchema::try_from(schema)?;

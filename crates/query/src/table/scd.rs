@@ -89,6 +89,12 @@ pub(crate) fn declare(
     let options: &[SqlOption] = match &create.table_options {
         CreateTableOptions::None => &[],
         CreateTableOptions::With(options) => options,
+        // `COMMENT = '...'`, which the statement layer reads.
+        CreateTableOptions::Plain(options)
+            if options.iter().all(|o| matches!(o, SqlOption::Comment(_))) =>
+        {
+            &[]
+        }
         other => {
             return Err(Error::Unsupported(format!(
                 "table options {other}; Strata takes WITH (scd = 2, natural_key = '...', ...)"
@@ -219,6 +225,8 @@ pub(crate) fn declare(
                 field_id: 0,
                 default: None,
                 initial_default: None,
+                comment: None,
+                tags: Default::default(),
             }),
         }
     }
@@ -247,6 +255,8 @@ pub(crate) fn declare(
             field_id: 0,
             default: None,
             initial_default: None,
+            comment: None,
+            tags: Default::default(),
         }),
     }
     columns.insert(
@@ -259,6 +269,8 @@ pub(crate) fn declare(
             field_id: 0,
             default: None,
             initial_default: None,
+            comment: None,
+            tags: Default::default(),
         },
     );
     let short = table.rsplit('.').next().unwrap_or(table);
