@@ -30,6 +30,8 @@ pub(crate) enum Schedule {
     },
 }
 
+/// The longest interval of a schedule (about 100 years): slots stay within chrono's dates.
+const MAX_INTERVAL_DAYS: i64 = 36_500;
 /// How far back the latest cron slot is looked for, widening window by window, so that a
 /// minute-by-minute expression and a yearly one both take few steps.
 const CRON_WINDOWS_DAYS: [i64; 4] = [1, 31, 400, 3_000];
@@ -74,11 +76,11 @@ impl Schedule {
         })?;
         let every = Duration::from_std(every)
             .ok()
-            .filter(|d| *d >= Duration::seconds(1))
+            .filter(|d| *d >= Duration::seconds(1) && *d <= Duration::days(MAX_INTERVAL_DAYS))
             .ok_or_else(|| {
                 Error::Plan(format!(
-                    "SCHEDULE = '{text}': the interval must be between a second and a few \
-                     centuries"
+                    "SCHEDULE = '{text}': the interval must be between a second and \
+                     {MAX_INTERVAL_DAYS} days"
                 ))
             })?;
         Ok(Schedule::Every(every))
@@ -104,12 +106,14 @@ impl Schedule {
                 if k < 1 {
                     return None;
                 }
-                anchor + Duration::milliseconds(k.checked_mul(step)?)
+                anchor.checked_add_signed(Duration::milliseconds(k.checked_mul(step)?))?
             }
             Schedule::Cron { cron, zone } => {
                 let mut found = None;
                 for days in CRON_WINDOWS_DAYS {
-                    let start = (now - Duration::days(days)).max(after);
+                    let start = now
+                        .checked_sub_signed(Duration::days(days))
+                        .map_or(after, |s| s.max(after));
                     found = latest_cron_slot(cron, *zone, start, now);
                     if found.is_some() || start == after {
                         break;
@@ -132,7 +136,7 @@ impl Schedule {
                 let step = every.num_milliseconds().max(1);
                 let elapsed = (t.max(anchor) - anchor).num_milliseconds();
                 let k = elapsed / step + 1;
-                Some(anchor + Duration::milliseconds(k.checked_mul(step)?))
+                anchor.checked_add_signed(Duration::milliseconds(k.checked_mul(step)?))
             }
             Schedule::Cron { cron, zone } => cron
                 .find_next_occurrence(&t.max(anchor).with_timezone(zone), false)
@@ -228,6 +232,7 @@ mod tests {
             "USING CRON 0 2 * * * Mars/Olympus",
             "soon",
             "0 SECONDS",
+            "100000000 DAYS",
         ] {
             let err = Schedule::parse(text).unwrap_err().to_string();
             assert!(err.contains("SCHEDULE"), "{text}: {err}");

@@ -62,7 +62,7 @@ pub(crate) async fn data_tests(warehouse: &Warehouse) -> Result<Arc<dyn TablePro
                 table.as_str(),
                 test.name.as_str(),
                 test.check.kind(),
-                &test.check.definition(),
+                &crate::redact::redact(&test.check.definition()),
                 test.severity.sql_name(),
                 test.created_by.as_str(),
             ]) {
@@ -86,13 +86,12 @@ pub(crate) async fn data_tests(warehouse: &Warehouse) -> Result<Arc<dyn TablePro
             }
         }
     }
-    let mut columns: Vec<ArrayRef> = Vec::new();
-    let mut text = text.into_iter();
-    for _ in 0..7 {
-        columns.push(Arc::new(text.next().expect("eight columns").finish()));
-    }
-    columns.push(Arc::new(on_load.finish()));
-    columns.push(Arc::new(text.next().expect("eight columns").finish()));
+    let mut columns: Vec<ArrayRef> = text
+        .iter_mut()
+        .map(|b| Arc::new(b.finish()) as ArrayRef)
+        .collect();
+    // After the seven texts of the test: whether writes are gated, then who created it.
+    columns.insert(7, Arc::new(on_load.finish()));
     columns.push(Arc::new(created_at.finish()));
     columns.push(Arc::new(last_status.finish()));
     columns.push(Arc::new(last_run_at.finish()));

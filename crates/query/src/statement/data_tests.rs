@@ -81,9 +81,10 @@ async fn add(session: &Session, def: &DataTestDef) -> Result<StatementResult> {
     };
     // Planned now, so that a wrong name or type fails here and not at the first run.
     let (db, sc) = home_schema(&test.check, &database, &schema);
+    let user = session.user_name();
     plan_test(
         session.warehouse(),
-        session,
+        (&user, session.is_admin()),
         &db,
         &sc,
         &failing_rows_sql(&qualified, &test.check),
@@ -254,11 +255,12 @@ async fn run(session: &Session, target: &TestTarget) -> Result<StatementResult> 
         }
     }
     let run_id = uuid::Uuid::new_v4().to_string();
+    let user = session.user_name();
     let mut results = Vec::with_capacity(selected.len());
     for (table, test) in &selected {
         let result = evaluate(
             session.warehouse(),
-            Some(session),
+            (&user, session.is_admin()),
             table,
             test,
             &run_id,
@@ -495,16 +497,22 @@ pub(crate) fn failing_rows_sql(table: &str, check: &TestCheck) -> String {
     }
 }
 
-/// Plans `sql` (one query) in `database.schema` of `warehouse`, as `user`'s session would.
+/// Who runs a test: a user's name and whether they are an admin.
+type Runner<'a> = (&'a str, bool);
+
+/// A gate checks a write's rows for the warehouse, as an admin.
+const GATE_RUNNER: Runner<'static> = ("system", true);
+
+/// Plans `sql` (one query) in `database.schema` of `warehouse`, as `user` would.
 async fn plan_test(
     warehouse: &Warehouse,
-    user: &Session,
+    (user, admin): Runner<'_>,
     database: &str,
     schema: &str,
     sql: &str,
 ) -> Result<datafusion::dataframe::DataFrame> {
     let mut session = warehouse.session();
-    session.set_user(&user.user_name(), user.is_admin());
+    session.set_user(user, admin);
     session.set_schema(database, schema)?;
     let parsed = parser::parse(sql)?;
     let [statement] = parsed.as_slice() else {
@@ -522,7 +530,7 @@ async fn plan_test(
 /// counts the rows it returns and keeps the first few.
 async fn evaluate(
     warehouse: &Warehouse,
-    user: Option<&Session>,
+    user: Runner<'_>,
     table: &str,
     test: &DataTest,
     run_id: &str,
@@ -533,16 +541,6 @@ async fn evaluate(
     let [database, schema, _] = split_qualified(table);
     let (db, sc) = home_schema(&test.check, &database, &schema);
     let sql = failing_rows_sql(table, &test.check);
-    let gate_user;
-    let user = match user {
-        Some(u) => u,
-        None => {
-            // A gate runs inside a write and checks its rows for the warehouse, as an admin.
-            gate_user = warehouse.session();
-            gate_user.set_user("system", true);
-            &gate_user
-        }
-    };
     let outcome = async {
         let frame = plan_test(warehouse, user, &db, &sc, &sql).await?;
         let mut stream = frame.execute_stream().await?;
@@ -572,7 +570,12 @@ async fn evaluate(
             sample,
             None,
         ),
-        Err(e) => ("ERROR", 0, "[]".to_string(), Some(e.to_string())),
+        Err(e) => (
+            "ERROR",
+            0,
+            "[]".to_string(),
+            Some(crate::redact::redact(&e.to_string())),
+        ),
     };
     DataTestResult {
         run_id: run_id.to_string(),
@@ -585,7 +588,7 @@ async fn evaluate(
         sample,
         error,
         trigger: trigger.to_string(),
-        user_name: user.user_name(),
+        user_name: user.0.to_string(),
         started_at,
         elapsed_ms: u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX),
     }
@@ -648,7 +651,7 @@ impl WriteCheck for DataTestGate {
                 preview.clone()
             };
             let view = warehouse.with_snapshot(log.id(), snapshot);
-            let result = evaluate(&view, None, name, test, &run_id, &txn.operation).await;
+            let result = evaluate(&view, GATE_RUNNER, name, test, &run_id, &txn.operation).await;
             record(warehouse, &result).await;
             let blocks = test.severity == Severity::Error && result.status != "PASS";
             if blocks && failed.is_none() {

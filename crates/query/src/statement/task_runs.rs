@@ -28,6 +28,7 @@ use tokio::sync::Semaphore;
 use crate::commit_gate::CommitGate;
 use crate::error::{Error, Result};
 use crate::parser::{self, DataTestStatement, Statement};
+use crate::redact::redact;
 use crate::result::StatementResult;
 use crate::schedule::Schedule;
 use crate::statement::data_tests;
@@ -179,7 +180,8 @@ async fn run_task(
                 0,
                 None,
             ),
-            Err((status, e)) => (status, Some(e.to_string()), 0, None),
+            // Errors quote statements, which may carry keys.
+            Err((status, e)) => (status, Some(redact(&e.to_string())), 0, None),
         };
         let run = TaskRun {
             task: name.to_string(),

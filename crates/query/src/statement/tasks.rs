@@ -12,6 +12,7 @@ use strata_storage::{Error as StorageError, TaskEntry};
 use crate::config::parse_duration;
 use crate::error::{Error, Result};
 use crate::parser::{self, CreateTask, TaskStatement};
+use crate::redact::redact;
 use crate::result::StatementResult;
 use crate::schedule::Schedule;
 use crate::session::Session;
@@ -261,8 +262,9 @@ async fn show(session: &Session) -> Result<StatementResult> {
             if task.resumed { "started" } else { "suspended" }.to_string(),
             task.schedule.clone().unwrap_or_default(),
             task.after.join(", "),
-            task.condition.clone().unwrap_or_default(),
-            task.body.clone(),
+            // A body may carry keys (`COPY ... CREDENTIALS = (...)`): shown redacted.
+            task.condition.as_deref().map(redact).unwrap_or_default(),
+            redact(&task.body),
             next,
             task.comment.clone().unwrap_or_default(),
         ]);
