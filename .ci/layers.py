@@ -25,7 +25,7 @@ QUERY_LAYERS = [
     ["catalog", "rules"],
     ["table"],
     ["warehouse", "config", "parser", "types", "progress", "result", "scan_cache", "schedule", "memory", "error",
-     "redact", "commit_gate", "functions", "formats"],
+     "redact", "commit_gate", "functions", "formats", "telemetry"],
 ]
 
 # Crates that must not depend on a crate directly (they reach it through the one in between).

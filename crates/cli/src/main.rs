@@ -92,8 +92,22 @@ struct Args {
     #[arg(long, env = "STRATA_LOG", default_value = "warn")]
     log_filter: String,
 
+    /// Log lines as `text`, or as `json` objects (one per line, with the statement's
+    /// `query_id` on every line logged while a statement runs).
+    #[arg(long, env = "STRATA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command_name: Option<Command>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -265,12 +279,21 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     allocator::configure();
     let args = Args::parse();
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_filter))
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    match args.log_format {
         // Colour codes only for a terminal: logs redirected to a file stay plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The fields of the enclosing spans (the statement's query_id) are flattened into
+        // each line, as log pipelines (Loki, Datadog, Vector) index them.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

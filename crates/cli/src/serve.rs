@@ -61,6 +61,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value = "64MiB", value_parser = strata_query::parse_byte_size)]
     max_message_size: usize,
 
+    /// Serve Prometheus `/metrics`, `/healthz` and `/readyz` over HTTP on this address
+    /// (e.g. 127.0.0.1:9464). The page has no authentication: keep it on loopback or a
+    /// private network.
+    #[arg(long, env = "STRATA_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+
     /// Turn authentication off. Anyone who reaches the port can read and change the
     /// warehouse: for local experiments only.
     #[arg(long)]
@@ -143,6 +149,21 @@ pub(crate) async fn run(
         maintenance_tick: Duration::from_secs(args.maintenance_interval_secs.max(1)),
     };
     let listener = strata_flight::bind(args.listen).await?;
+    // Metrics: the recorder is installed before anything runs, so no event goes uncounted.
+    let _metrics = match args.metrics_listen {
+        Some(address) => {
+            let handle = strata_flight::monitoring::install()?;
+            let metrics_listener = strata_flight::bind(address).await?;
+            let bound = metrics_listener.local_addr().unwrap_or(address);
+            eprintln!("Prometheus metrics on http://{bound}/metrics (/healthz, /readyz)");
+            Some(AbortOnDrop(tokio::spawn(strata_flight::monitoring::serve(
+                metrics_listener,
+                warehouse.clone(),
+                handle,
+            ))))
+        }
+        None => None,
+    };
     let address = listener.local_addr().unwrap_or(args.listen);
     let scheme = if serve_options.tls.is_some() {
         "grpc+tls"
@@ -160,4 +181,13 @@ pub(crate) async fn run(
         strata_flight::serve(warehouse, listener, serve_options, std::future::pending()).await;
     served?;
     Ok(())
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

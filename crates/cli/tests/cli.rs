@@ -290,7 +290,8 @@ fn memory_limit_spills_sorts_and_refuses_what_cannot_fit() {
     assert!(err.contains("Resources exhausted"), "{err}");
 }
 
-/// A Python with pyarrow, the ADBC Flight SQL driver, moto (a local S3) and DuckDB: `$STRATA_TEST_VENV`,
+/// A Python with pyarrow, the ADBC Flight SQL driver, moto (a local S3), DuckDB and
+/// prometheus_client (its text-format parser): `$STRATA_TEST_VENV`,
 /// or a venv under `~/.cache/strata-venv` created (once) with pip.
 fn python_with_flight_clients() -> std::path::PathBuf {
     let venv = std::env::var_os("STRATA_TEST_VENV")
@@ -304,7 +305,8 @@ fn python_with_flight_clients() -> std::path::PathBuf {
         Command::new(python)
             .args([
                 "-c",
-                "import pyarrow.flight, adbc_driver_flightsql.dbapi, moto.server, boto3, duckdb",
+                "import pyarrow.flight, adbc_driver_flightsql.dbapi, moto.server, boto3, duckdb, \
+                 prometheus_client.parser",
             ])
             .status()
             .is_ok_and(|s| s.success())
@@ -325,6 +327,7 @@ fn python_with_flight_clients() -> std::path::PathBuf {
                 "adbc-driver-manager",
                 "moto[server]",
                 "duckdb",
+                "prometheus-client",
             ])
             .status()
             .expect("pip runs");
@@ -368,6 +371,80 @@ fn serve_with(warehouse: &str, password: &str, extra: &[&str]) -> (std::process:
     // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     (child, address)
+}
+
+/// A server process, killed when dropped: a failing test must not leave it running (it holds
+/// the test's output pipes open).
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// [`serve_with`] with `--metrics-listen` on an ephemeral port; also returns the metrics URL
+/// (`http://host:port`).
+fn serve_monitored(
+    warehouse: &str,
+    password: &str,
+    extra: &[&str],
+) -> (KillOnDrop, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(extra)
+        .args(["serve", "--warehouse", warehouse, "--listen", "127.0.0.1:0"])
+        .args(["--metrics-listen", "127.0.0.1:0"])
+        .env("STRATA_PASSWORD", password)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strata serve starts");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut metrics = None;
+    let address = loop {
+        let line = lines
+            .next()
+            .expect("strata serve announces its addresses")
+            .unwrap();
+        if let Some(rest) = line.split("http://").nth(1) {
+            let address = rest.split('/').next().unwrap();
+            metrics = Some(format!("http://{address}"));
+        }
+        if let Some(rest) = line.split("grpc://").nth(1) {
+            break format!("grpc://{}", rest.split_whitespace().next().unwrap());
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    (
+        KillOnDrop(child),
+        address,
+        metrics.expect("serve announces its metrics URL"),
+    )
+}
+
+/// The samples of a Prometheus page, as `name{label=value,...}` → value, read by
+/// prometheus_client's parser.
+fn scrape(url: &str) -> std::collections::HashMap<String, f64> {
+    let python = python_with_flight_clients();
+    let run = Command::new(&python)
+        .arg(manifest_dir().join("tests/clients/scrape_metrics.py"))
+        .arg(url)
+        .output()
+        .expect("python runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8(run.stdout)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            Some((name.to_string(), value.parse().ok()?))
+        })
+        .collect()
 }
 
 #[test]
@@ -501,7 +578,7 @@ fn serve_runs_the_daily_pipeline_on_schedule_and_its_gate_refuses_a_bad_load() {
     std::fs::write(&file, pipeline).unwrap();
     let o = strata(&w, &["-f", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (mut server, _) = serve(&w, "task-test-pw");
+    let (server, _, metrics) = serve_monitored(&w, "task-test-pw", &[]);
     let runs = "SELECT task, status FROM system.task_runs ORDER BY started_at, attempt";
     let wait_for = |done: &dyn Fn(&str) -> bool| -> String {
         let mut seen = String::new();
@@ -530,6 +607,44 @@ fn serve_runs_the_daily_pipeline_on_schedule_and_its_gate_refuses_a_bad_load() {
         sql(&w, "SELECT revenue, orders FROM daily_revenue"),
         "revenue,orders\n25.50,2\n"
     );
+    let before = scrape(&format!("{metrics}/metrics"));
+    let value =
+        |m: &std::collections::HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    assert!(
+        value(&before, "strata_task_runs_total{status=SUCCEEDED}") >= 4.0,
+        "{before:?}"
+    );
+    assert!(
+        value(&before, "strata_commits_total{}") >= 3.0,
+        "{before:?}"
+    );
+    assert!(
+        value(&before, "strata_rows_loaded_total{}") >= 3.0,
+        "{before:?}"
+    );
+    assert!(
+        value(
+            &before,
+            "strata_statement_duration_seconds_count{kind=MERGE}"
+        ) >= 1.0,
+        "{before:?}"
+    );
+    assert_eq!(
+        value(&before, "strata_data_test_failures_total{severity=ERROR}"),
+        0.0
+    );
+    // Health checks answer beside the metrics.
+    let health = Command::new(python_with_flight_clients())
+        .args([
+            "-c",
+            "import sys, urllib.request as u\n\
+             for p in ('/healthz', '/readyz'):\n\
+             \x20   print(u.urlopen(sys.argv[1] + p, timeout=30).status)",
+        ])
+        .arg(&metrics)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&health.stdout), "200\n200\n");
     // A bad file: a row without a customer.
     std::fs::write(
         landing.join("orders_2.csv"),
@@ -537,8 +652,25 @@ fn serve_runs_the_daily_pipeline_on_schedule_and_its_gate_refuses_a_bad_load() {
     )
     .unwrap();
     let seen = wait_for(&|s| s.contains("main.public.refresh,SKIPPED"));
-    server.kill().unwrap();
-    server.wait().unwrap();
+    // The counters moved: two failed attempts, two skips, data tests failing in the gate.
+    let after = scrape(&format!("{metrics}/metrics"));
+    assert!(
+        value(&after, "strata_task_runs_total{status=FAILED}") >= 2.0,
+        "{after:?}"
+    );
+    assert!(
+        value(&after, "strata_task_runs_total{status=SKIPPED}") >= 2.0,
+        "{after:?}"
+    );
+    assert!(
+        value(&after, "strata_data_test_failures_total{severity=ERROR}") >= 1.0,
+        "{after:?}"
+    );
+    assert!(
+        value(&after, "strata_statements_total{kind=MERGE,status=FAILED}") >= 1.0,
+        "{after:?}"
+    );
+    drop(server);
     let failed_run = &seen[seen.rfind("main.public.extract,SUCCEEDED").unwrap()..];
     assert!(
         failed_run.starts_with(

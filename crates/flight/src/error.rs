@@ -34,6 +34,10 @@ pub enum Error {
     #[error("TLS: {0}")]
     Tls(String),
 
+    /// The metrics recorder could not be installed.
+    #[error("metrics: {0}")]
+    Monitoring(String),
+
     /// The gRPC server failed.
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),

@@ -9,8 +9,9 @@
 //! ```
 //!
 //! Modules: [`service`] (the Flight SQL RPCs), [`auth`] (users, passwords, tokens),
-//! [`metadata`] (what object browsers ask for), `policy` (what remote SQL may not do), `wire`
-//! (Arrow types every client reads).
+//! [`metadata`] (what object browsers ask for), [`monitoring`] (Prometheus metrics and health
+//! checks over HTTP), `policy` (what remote SQL may not do), `wire` (Arrow types every client
+//! reads).
 
 #![warn(missing_docs)]
 
@@ -20,6 +21,8 @@ mod error;
 mod framing;
 /// Flight SQL metadata answers (catalogs, schemas, tables, keys, SQL info).
 pub mod metadata;
+/// `--metrics-listen`: Prometheus `/metrics`, `/healthz` and `/readyz`.
+pub mod monitoring;
 mod policy;
 /// The Flight SQL service: auth, headers, tickets, streaming.
 pub mod service;

@@ -17,8 +17,8 @@ use arrow_flight::sql::{
     SqlSupportedTransaction, SupportedSqlGrammar, XdbcDataType,
 };
 use datafusion::catalog::CatalogProviderList;
-use strata_query::Constraint;
 use strata_query::Session;
+use strata_query::{Comments, Constraint};
 use tonic::Status;
 
 use crate::wire::{WireTypes, wire_schema};
@@ -58,12 +58,24 @@ pub(crate) fn db_schemas(
     builder.build().map_err(|e| Status::internal(e.to_string()))
 }
 
-/// Rows of `GetTables`, with each table's Arrow schema (as sent on the wire) when asked.
+/// Field (and schema) metadata key of a comment, which the Flight SQL JDBC driver and ADBC show
+/// as a column's `REMARKS`.
+pub(crate) const REMARKS: &str = "ARROW:FLIGHT:SQL:REMARKS";
+
+/// Rows of `GetTables`, with each table's Arrow schema (as sent on the wire) when asked; the
+/// schema carries the table's and its columns' comments as [`REMARKS`].
 pub(crate) async fn tables(
     session: &Session,
     mut builder: GetTablesBuilder,
 ) -> Result<RecordBatch, Status> {
     let list = Arc::clone(session.context().state().catalog_list());
+    let comments = if builder.include_schema() {
+        strata_query::comments(session.warehouse())
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+    } else {
+        Default::default()
+    };
     for (catalog_name, schema_name) in schema_names(list.as_ref()) {
         let Some(schema) = list
             .catalog(&catalog_name)
@@ -81,7 +93,10 @@ pub(crate) async fn tables(
         for name in names {
             let table_schema = if builder.include_schema() {
                 match schema.table(&name).await {
-                    Ok(Some(t)) => wire_schema(&t.schema(), WireTypes::Classic),
+                    Ok(Some(t)) => with_remarks(
+                        &wire_schema(&t.schema(), WireTypes::Classic),
+                        comments.get(&[catalog_name.clone(), schema_name.clone(), name.clone()]),
+                    ),
                     Ok(None) => continue,
                     Err(e) => return Err(Status::internal(e.to_string())),
                 }
@@ -94,6 +109,30 @@ pub(crate) async fn tables(
         }
     }
     builder.build().map_err(|e| Status::internal(e.to_string()))
+}
+
+/// `schema` with `comments` as [`REMARKS`] metadata on the schema and its fields.
+fn with_remarks(schema: &SchemaRef, comments: Option<&Comments>) -> SchemaRef {
+    let Some(comments) = comments else {
+        return Arc::clone(schema);
+    };
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match comments.columns.get(f.name()) {
+            Some(c) => {
+                let mut metadata = f.metadata().clone();
+                metadata.insert(REMARKS.to_string(), c.clone());
+                f.as_ref().clone().with_metadata(metadata)
+            }
+            None => f.as_ref().clone(),
+        })
+        .collect();
+    let mut metadata = schema.metadata().clone();
+    if let Some(c) = &comments.object {
+        metadata.insert(REMARKS.to_string(), c.clone());
+    }
+    Arc::new(Schema::new_with_metadata(fields, metadata))
 }
 
 fn schema_names(list: &dyn CatalogProviderList) -> Vec<(String, String)> {

@@ -203,11 +203,13 @@ impl StrataFlightSql {
                 None => true,
             });
         }
-        Arc::clone(sessions.entry(who.session_key.clone()).or_insert_with(|| {
+        let session = Arc::clone(sessions.entry(who.session_key.clone()).or_insert_with(|| {
             let session = self.warehouse.session();
             session.set_user(&who.user, who.role == Role::Admin);
             Arc::new(AsyncMutex::new(session))
-        }))
+        }));
+        metrics::gauge!(strata_query::telemetry::SESSIONS_ACTIVE).set(sessions.len() as f64);
+        session
     }
 
     fn keep(&self, pending: Pending) -> String {

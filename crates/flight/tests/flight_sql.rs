@@ -484,6 +484,51 @@ async fn metadata_for_object_browsers() {
         .map(|f| f.name().as_str())
         .collect();
     assert_eq!(names, ["city_id", "city_name", "population"]);
+    assert!(table_schema.metadata().is_empty());
+
+    // Comments travel as REMARKS, which the JDBC driver shows in getColumns.
+    client
+        .execute_update(
+            "COMMENT ON TABLE dim_city IS 'Cities we sell in'; \
+             COMMENT ON COLUMN dim_city.population IS 'Residents, last census'"
+                .into(),
+            None,
+        )
+        .await
+        .unwrap();
+    let info = client
+        .get_tables(CommandGetTables {
+            catalog: Some("main".into()),
+            db_schema_filter_pattern: Some("public".into()),
+            table_name_filter_pattern: Some("dim%".into()),
+            table_types: vec!["TABLE".into()],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    let tables = fetch(&mut client, info).await;
+    let schema_column = tables[0]
+        .column_by_name("table_schema")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::BinaryArray>()
+        .unwrap();
+    let table_schema =
+        Schema::try_from(IpcMessage(schema_column.value(0).to_vec().into())).unwrap();
+    let remarks = "ARROW:FLIGHT:SQL:REMARKS";
+    assert_eq!(
+        table_schema.metadata().get(remarks).map(String::as_str),
+        Some("Cities we sell in")
+    );
+    assert_eq!(
+        table_schema
+            .field(2)
+            .metadata()
+            .get(remarks)
+            .map(String::as_str),
+        Some("Residents, last census")
+    );
+    assert!(table_schema.field(0).metadata().get(remarks).is_none());
 
     let info = client.get_table_types().await.unwrap();
     assert!(text(&fetch(&mut client, info).await).contains("TABLE"));

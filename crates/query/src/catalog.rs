@@ -8,6 +8,7 @@
 //! Names come from the warehouse's cached catalog, refreshed before each statement; tables are
 //! resolved (their snapshot read) when a statement is planned.
 
+pub(crate) mod column_lineage;
 pub(crate) mod data_tests;
 pub(crate) mod lineage;
 pub(crate) mod materialized_view;
@@ -26,6 +27,7 @@ use async_trait::async_trait;
 use datafusion::catalog::information_schema::{INFORMATION_SCHEMA, InformationSchemaProvider};
 use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider, TableProvider};
 use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::prelude::SessionContext;
 
 use strata_storage::SYSTEM_SCHEMA;
 
@@ -139,7 +141,8 @@ impl CatalogProvider for StrataDatabase {
 }
 
 /// `information_schema`: DataFusion's views (`tables`, `columns`, `views`, `df_settings`, ...)
-/// plus the constraint views it lacks (see [`system::CONSTRAINT_VIEWS`]). Sessions turn
+/// plus the constraint views it lacks (see [`system::CONSTRAINT_VIEWS`]), and a `comment`
+/// column on `tables` and `columns` (Snowflake's name) so BI tools show comments. Sessions turn
 /// DataFusion's own off so that this one answers.
 #[derive(Debug)]
 struct InformationSchema {
@@ -161,12 +164,83 @@ impl SchemaProvider for InformationSchema {
                 .await
                 .map_err(DataFusionError::from);
         }
-        self.inner.table(name).await
+        let inner = self.inner.table(name).await?;
+        match inner {
+            Some(inner) if name == "tables" || name == "columns" => {
+                with_comments(&self.warehouse, inner, name == "columns")
+                    .await
+                    .map(Some)
+                    .map_err(DataFusionError::from)
+            }
+            other => Ok(other),
+        }
     }
 
     fn table_exist(&self, name: &str) -> bool {
         CONSTRAINT_VIEWS.contains(&name) || self.inner.table_exist(name)
     }
+}
+
+/// DataFusion's `information_schema.tables` (or `.columns`, when `columns`) with a `comment`
+/// column appended: the object's (or column's) comment.
+async fn with_comments(
+    warehouse: &Warehouse,
+    inner: Arc<dyn TableProvider>,
+    columns: bool,
+) -> crate::error::Result<Arc<dyn TableProvider>> {
+    use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringBuilder};
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    let comments = tables::comments(warehouse).await?;
+    let batches = SessionContext::new()
+        .read_table(Arc::clone(&inner))?
+        .collect()
+        .await?;
+    let mut fields: Vec<Arc<Field>> = inner.schema().fields().iter().cloned().collect();
+    fields.push(Arc::new(Field::new("comment", DataType::Utf8, true)));
+    let schema = Arc::new(Schema::new(fields));
+    let mut out = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let text = |name: &str| -> crate::error::Result<ArrayRef> {
+            let column = batch.column_by_name(name).ok_or_else(|| {
+                crate::error::Error::Plan(format!("information_schema has no {name}"))
+            })?;
+            Ok(arrow::compute::cast(column, &DataType::Utf8)?)
+        };
+        let keys = [
+            text("table_catalog")?,
+            text("table_schema")?,
+            text("table_name")?,
+        ];
+        let column_names = if columns {
+            Some(text("column_name")?)
+        } else {
+            None
+        };
+        let mut comment = StringBuilder::new();
+        for row in 0..batch.num_rows() {
+            let key = keys.clone().map(|k| {
+                let k = k.as_string::<i32>();
+                if k.is_null(row) {
+                    String::new()
+                } else {
+                    k.value(row).to_string()
+                }
+            });
+            let found = comments.get(&key).and_then(|c| match &column_names {
+                Some(names) => c.columns.get(names.as_string::<i32>().value(row)).cloned(),
+                None => c.object.clone(),
+            });
+            comment.append_option(found);
+        }
+        let mut arrays = batch.columns().to_vec();
+        arrays.push(Arc::new(comment.finish()));
+        out.push(RecordBatch::try_new(Arc::clone(&schema), arrays)?);
+    }
+    Ok(Arc::new(datafusion::datasource::MemTable::try_new(
+        schema,
+        vec![out],
+    )?))
 }
 
 /// One schema (or the `system` schema).

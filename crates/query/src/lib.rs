@@ -43,9 +43,11 @@ mod schedule;
 mod session;
 mod statement;
 mod table;
+pub mod telemetry;
 mod types;
 mod warehouse;
 
+pub use catalog::tables::{Comments, comments};
 pub use commit_gate::CommitGate;
 pub use config::{
     StrataOptions, WarehouseOptions, default_scan_cache_bytes, default_server_memory_limit,
@@ -57,6 +59,7 @@ pub use progress::{Progress, ProgressFigures};
 pub use result::StatementResult;
 pub use session::Session;
 pub use statement::maintenance::run_maintenance;
+pub use statement::monitoring::observe;
 pub use statement::stream::IngestMode;
 pub use statement::task_runs::{TaskLimits, run_task_scheduler};
 pub use strata_storage::Constraint;

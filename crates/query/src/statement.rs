@@ -19,6 +19,7 @@
 //!     ├── data_tests     ADD TEST, CREATE DATA TEST, RUN DATA TESTS; the test_on_load gate
 //!     ├── tasks          CREATE / ALTER / EXECUTE / DROP TASK; task_runs: graphs, the scheduler
 //!     ├── metadata       COMMENT ON, SET / UNSET TAG, OWNER TO
+//!     ├── monitoring     the gauges /metrics reads off the warehouse (crate::telemetry counts)
 //!     ├── views          CREATE VIEW;   crate::mv: CREATE / REFRESH MATERIALIZED VIEW
 //!     ├── stream         Flight ingest and streamed queries
 //!     └── anything else: plan (then MV rewrite) ─► DataFusion
@@ -47,6 +48,7 @@ pub(crate) mod indexes;
 pub(crate) mod load_transform;
 pub(crate) mod maintenance;
 pub(crate) mod metadata;
+pub(crate) mod monitoring;
 pub(crate) mod optimize;
 pub(crate) mod plan;
 pub(crate) mod query_log;
@@ -70,6 +72,7 @@ use datafusion::sql::sqlparser::ast::{
     AlterTableType, CopyIntoSnowflakeKind, ObjectType, Statement as SqlStatement,
 };
 use futures::FutureExt;
+use tracing::Instrument;
 
 use crate::config::parse_duration;
 use crate::error::{Error, Result};
@@ -103,8 +106,23 @@ impl Session {
         statement: &ParsedStatement,
         params: Option<&ParamValues>,
     ) -> Result<StatementResult> {
+        let query_id = query_log::new_query_id();
+        let span = query_log::span(&query_id, self.id());
+        self.execute_logged(statement, params, query_id)
+            .instrument(span)
+            .await
+    }
+
+    /// [`Session::execute_with`] under the query id its log lines and record carry.
+    async fn execute_logged(
+        &mut self,
+        statement: &ParsedStatement,
+        params: Option<&ParamValues>,
+        query_id: String,
+    ) -> Result<StatementResult> {
         let started_at = Utc::now();
         let clock = Instant::now();
+        let _running = crate::telemetry::QueryGuard::start();
         self.progress().reset();
         data_tests::install(self.warehouse());
         // A statement that lost a commit race wrote nothing: run it again, planned on the
@@ -141,6 +159,7 @@ impl Session {
         let query_id = query_log::record(
             self.warehouse(),
             query_log::Entry {
+                query_id,
                 session_id: self.id(),
                 user_name: self.user_name(),
                 text: &statement.text,

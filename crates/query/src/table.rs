@@ -33,6 +33,9 @@ pub(crate) use files::WAREHOUSE_STORE_URL;
 pub(crate) const COMMENT_PROPERTY: &str = "comment";
 /// The table property holding its owner: who created it, or `ALTER TABLE ... OWNER TO`.
 pub(crate) const OWNER_PROPERTY: &str = "owner";
+/// The table property of `ALTER TABLE t SET (freshness_sla = '1 hour')`: how long a table may
+/// go without new rows before `system.freshness` reports it in breach.
+pub(crate) const FRESHNESS_SLA_PROPERTY: &str = "freshness_sla";
 pub(crate) use provider::StrataTable;
 pub use scan::{ScanFigures, scan_figures};
 pub(crate) use write::write_batches;

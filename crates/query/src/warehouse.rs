@@ -506,8 +506,14 @@ impl Warehouse {
         };
         let ticket = crate::commit_gate::begin_commit()?;
         let snapshot = match log.commit(base, txn).await {
-            Ok(snapshot) => snapshot,
+            Ok(snapshot) => {
+                crate::telemetry::commit(true);
+                snapshot
+            }
             Err(e) => {
+                if matches!(e, strata_storage::Error::CommitConflict { .. }) {
+                    crate::telemetry::commit(false);
+                }
                 if wrote_nothing(&e) {
                     ticket.wrote_nothing();
                 }

@@ -73,7 +73,8 @@ pub use log::{
 };
 pub use partition::{Interval, KeyType, Partition, Partitioning, Retention, UpperBound};
 pub use records::{
-    LineageEdge, LoadErrors, LoadFailure, QueryLogEntry, Record, RejectedRow, SystemRecords,
+    ColumnLineageEdge, LineageEdge, LoadErrors, LoadFailure, QueryLogEntry, Record, RejectedRow,
+    SystemRecords,
 };
 pub use secrets::{Secret, Secrets};
 pub use store::{Location, WarehouseStore};

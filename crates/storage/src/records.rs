@@ -308,6 +308,39 @@ impl Record for LineageEdge {
     }
 }
 
+/// A column lineage edge: values of `source_column` in `source_table` went into
+/// `target_column` of `target_table` through `via` (a statement kind), computed or copied.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ColumnLineageEdge {
+    /// `db.schema.table` written.
+    pub target_table: String,
+    /// The column written.
+    pub target_column: String,
+    /// `db.schema.table` read.
+    pub source_table: String,
+    /// The column read.
+    pub source_column: String,
+    /// The statement kind (`INSERT ... SELECT`, `MERGE`, `VIEW`, ...).
+    pub via: String,
+}
+
+impl Record for ColumnLineageEdge {
+    const KIND: &'static str = "column_lineage";
+
+    fn bucket(&self) -> String {
+        "edges".to_string()
+    }
+
+    /// Equal edges share a file, so repeating a load adds nothing.
+    fn id(&self) -> String {
+        let key = format!(
+            "{}\n{}\n{}\n{}\n{}",
+            self.target_table, self.target_column, self.source_table, self.source_column, self.via
+        );
+        format!("{:016x}", stable_digest(&key))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;

@@ -298,23 +298,32 @@ pub(crate) async fn is_stale(
 /// True when a source of `def` has changed its data since the version the view reflects
 /// (commits that only add partitions or record loads do not count), or is gone.
 pub(crate) async fn sources_changed(warehouse: &Warehouse, def: &Definition) -> Result<bool> {
+    Ok(changed_since(warehouse, def).await?.is_some())
+}
+
+/// When the view's sources first changed after the versions it reflects: the time of the
+/// first data-changing commit of any source, or of its last refresh if a source is gone or
+/// replaced; `None` while nothing changed.
+async fn changed_since(warehouse: &Warehouse, def: &Definition) -> Result<Option<DateTime<Utc>>> {
     let catalog = warehouse.catalog();
+    let gone = Some(def.refreshed_at.unwrap_or_else(Utc::now));
+    let mut first: Option<DateTime<Utc>> = None;
     for (name, reflected) in &def.sources {
         let parts: Vec<&str> = name.splitn(3, '.').collect();
         let [d, s, t] = parts.as_slice() else {
-            return Ok(true);
+            return Ok(gone);
         };
         let Ok(entry) = catalog.table(d, s, t) else {
-            return Ok(true);
+            return Ok(gone);
         };
         if entry.id.0 != reflected.id {
-            return Ok(true);
+            return Ok(gone);
         }
         let log = warehouse.table_log(&entry.id, name);
         let current = warehouse.snapshot(&log).await?;
         for v in reflected.version + 1..=current.version.0 {
             let Some(commit) = log.read_commit(strata_storage::Version(v)).await? else {
-                return Ok(true);
+                return Ok(gone);
             };
             let changes_data = !commit.rewrite_only
                 && commit.actions.iter().any(|a| {
@@ -324,11 +333,31 @@ pub(crate) async fn sources_changed(warehouse: &Warehouse, def: &Definition) -> 
                     )
                 });
             if changes_data {
-                return Ok(true);
+                first = Some(first.map_or(commit.committed_at, |f| f.min(commit.committed_at)));
+                break;
             }
         }
     }
-    Ok(false)
+    Ok(first)
+}
+
+/// Seconds the view is behind its sources: `None` when fresh; else since the first change it
+/// does not reflect (or since its last refresh, when its query changed).
+pub(crate) async fn staleness_seconds(
+    warehouse: &Warehouse,
+    planner: &dyn Planner,
+    def: &Definition,
+) -> Result<Option<f64>> {
+    if !is_stale(warehouse, planner, def).await? {
+        return Ok(None);
+    }
+    let since = changed_since(warehouse, def)
+        .await?
+        .or(def.refreshed_at)
+        .unwrap_or_else(Utc::now);
+    Ok(Some(
+        (Utc::now() - since).num_milliseconds().max(0) as f64 / 1000.0,
+    ))
 }
 
 /// `system.materialized_views`.
@@ -359,6 +388,7 @@ pub(crate) async fn system_table(
         Field::new("sources", DataType::Utf8, false),
         Field::new("is_stale", DataType::Boolean, false),
         Field::new("invalid_reason", DataType::Utf8, true),
+        Field::new("staleness_seconds", DataType::Float64, false),
     ]));
     struct Row {
         name: [String; 3],
@@ -366,17 +396,19 @@ pub(crate) async fn system_table(
         rows: u64,
         stale: bool,
         invalid: Option<String>,
+        staleness: Option<f64>,
     }
     let mut rows = Vec::new();
     for (name, def, count) in list(warehouse).await? {
-        let stale = is_stale(warehouse, planner, &def).await?;
+        let staleness = staleness_seconds(warehouse, planner, &def).await?;
         let invalid = invalid_reason(warehouse, planner, &def).await;
         rows.push(Row {
             name,
             def,
             rows: count,
-            stale,
+            stale: staleness.is_some(),
             invalid,
+            staleness,
         });
     }
     let text = |f: &dyn Fn(&Row) -> Option<String>| {
@@ -419,6 +451,11 @@ pub(crate) async fn system_table(
         }),
         Arc::new(rows.iter().map(|r| Some(r.stale)).collect::<BooleanArray>()),
         text(&|r| r.invalid.clone()),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.staleness.unwrap_or(0.0))
+                .collect::<arrow::array::Float64Array>(),
+        ),
     ];
     let batch = arrow::array::RecordBatch::try_new(Arc::clone(&schema), columns)?;
     Ok(Arc::new(datafusion::datasource::MemTable::try_new(

@@ -20,12 +20,12 @@ use strata_storage::{LoadErrors, LoadFailure, QueryLogEntry};
 use crate::catalog::planner::Planner;
 use crate::catalog::system_parts::{all_tables, mem_table, ts_field};
 use crate::catalog::viewer::{User, Viewer};
-use crate::catalog::{data_tests, lineage, materialized_view, tables, tasks};
+use crate::catalog::{column_lineage, data_tests, lineage, materialized_view, tables, tasks};
 use crate::error::Result;
 use crate::warehouse::Warehouse;
 
 /// The system tables.
-pub(crate) const SYSTEM_TABLES: [&str; 16] = [
+pub(crate) const SYSTEM_TABLES: [&str; 18] = [
     "partitions",
     "indexes",
     "table_versions",
@@ -34,6 +34,7 @@ pub(crate) const SYSTEM_TABLES: [&str; 16] = [
     "load_errors",
     "materialized_views",
     "lineage",
+    "column_lineage",
     "scan_cache",
     "secrets",
     "data_tests",
@@ -42,6 +43,7 @@ pub(crate) const SYSTEM_TABLES: [&str; 16] = [
     "task_graph",
     "tables",
     "columns",
+    "freshness",
 ];
 
 /// The views of `information_schema` that describe constraints (DataFusion has the others).
@@ -212,6 +214,7 @@ pub(crate) async fn system_table(
         "load_errors" => load_errors(warehouse).await?,
         "materialized_views" => materialized_view::system_table(warehouse, planner).await?,
         "lineage" => lineage::system_table(warehouse).await?,
+        "column_lineage" => column_lineage::system_table(warehouse, planner).await?,
         "scan_cache" => scan_cache(warehouse)?,
         "secrets" => secrets(warehouse).await?,
         "data_tests" => data_tests::data_tests(warehouse).await?,
@@ -220,6 +223,7 @@ pub(crate) async fn system_table(
         "task_graph" => tasks::task_graph(warehouse).await?,
         "tables" => tables::tables(warehouse).await?,
         "columns" => tables::columns(warehouse).await?,
+        "freshness" => tables::freshness_table(warehouse).await?,
         _ => return Ok(None),
     }))
 }

@@ -8,7 +8,7 @@
 //! - `system.search('text')`: the tables, views and columns whose name, comment or tags hold
 //!   the text (case-insensitive), best matches (names) first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -29,7 +29,7 @@ use strata_storage::{ColumnDef, sql_type_name};
 use crate::catalog::materialized_view::Definition;
 use crate::catalog::system_parts::{mem_table, ts_field};
 use crate::error::Result;
-use crate::table::{COMMENT_PROPERTY, OWNER_PROPERTY};
+use crate::table::{COMMENT_PROPERTY, FRESHNESS_SLA_PROPERTY, OWNER_PROPERTY};
 use crate::warehouse::Warehouse;
 
 /// One object of the catalog, as `system.tables` shows it.
@@ -48,6 +48,8 @@ struct Object {
     last_modified_at: Option<DateTime<Utc>>,
     last_loaded_at: Option<DateTime<Utc>>,
     columns: Vec<ColumnDef>,
+    /// `freshness_sla` as written.
+    freshness_sla: Option<String>,
 }
 
 /// Every table, materialized view, view and external table, with what is known of it.
@@ -96,6 +98,7 @@ async fn objects(warehouse: &Warehouse, with_history: bool) -> Result<Vec<Object
                     last_modified_at: Some(snapshot.committed_at),
                     last_loaded_at,
                     columns: metadata.columns.clone(),
+                    freshness_sla: metadata.properties.get(FRESHNESS_SLA_PROPERTY).cloned(),
                 });
             }
             for (name, v) in &s.views {
@@ -114,6 +117,7 @@ async fn objects(warehouse: &Warehouse, with_history: bool) -> Result<Vec<Object
                     last_modified_at: Some(v.created_at),
                     last_loaded_at: None,
                     columns: Vec::new(),
+                    freshness_sla: None,
                 });
             }
             for (name, e) in &s.external_tables {
@@ -132,8 +136,41 @@ async fn objects(warehouse: &Warehouse, with_history: bool) -> Result<Vec<Object
                     last_modified_at: Some(e.refreshed_at),
                     last_loaded_at: Some(e.refreshed_at),
                     columns: e.columns.clone(),
+                    freshness_sla: None,
                 });
             }
+        }
+    }
+    Ok(out)
+}
+
+/// What a BI tool shows beside a name: an object's comment and its columns' comments.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Comments {
+    /// The table's, view's or materialized view's comment.
+    pub object: Option<String>,
+    /// Column name to comment, for the columns that have one.
+    pub columns: HashMap<String, String>,
+}
+
+/// The comments of every object, by `[database, schema, name]`; objects without any have no
+/// entry. `information_schema` and Flight's `GetTables` show them.
+pub async fn comments(warehouse: &Warehouse) -> Result<HashMap<[String; 3], Comments>> {
+    let mut out = HashMap::new();
+    for o in objects(warehouse, false).await? {
+        let columns: HashMap<String, String> = o
+            .columns
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), c.comment.clone()?)))
+            .collect();
+        if o.comment.is_some() || !columns.is_empty() {
+            out.insert(
+                [o.database, o.schema, o.name],
+                Comments {
+                    object: o.comment,
+                    columns,
+                },
+            );
         }
     }
     Ok(out)
@@ -201,6 +238,93 @@ pub(crate) async fn tables(warehouse: &Warehouse) -> Result<Arc<dyn TableProvide
     columns.extend(times.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
     columns.push(Arc::new(freshness.finish()));
     mem_table(schema, columns)
+}
+
+/// One table's freshness: how long since rows last arrived, against its SLA.
+#[derive(Debug, Clone)]
+pub(crate) struct Freshness {
+    /// `db.schema.name`.
+    pub(crate) table: String,
+    pub(crate) kind: &'static str,
+    /// The SLA as written (`'1 hour'`).
+    pub(crate) sla: Option<String>,
+    pub(crate) sla_seconds: Option<i64>,
+    pub(crate) last_loaded_at: Option<DateTime<Utc>>,
+    /// Seconds since rows last arrived (since the table was created, if they never did).
+    pub(crate) lag_seconds: i64,
+    /// The lag is over the SLA.
+    pub(crate) breach: bool,
+}
+
+/// The freshness of every table and materialized view.
+pub(crate) async fn freshness(warehouse: &Warehouse) -> Result<Vec<Freshness>> {
+    let now = Utc::now();
+    let mut out = Vec::new();
+    for o in objects(warehouse, true).await? {
+        if o.kind != "TABLE" && o.kind != "MATERIALIZED VIEW" {
+            continue;
+        }
+        let since = o.last_loaded_at.unwrap_or(o.created_at);
+        let lag_seconds = (now - since).num_seconds().max(0);
+        // Set through ALTER TABLE, which checked it; a damaged value counts as no SLA.
+        let sla_seconds = o
+            .freshness_sla
+            .as_deref()
+            .and_then(|s| crate::config::parse_duration(s).ok())
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        out.push(Freshness {
+            table: format!("{}.{}.{}", o.database, o.schema, o.name),
+            kind: o.kind,
+            sla: o.freshness_sla,
+            sla_seconds,
+            last_loaded_at: o.last_loaded_at,
+            lag_seconds,
+            breach: sla_seconds.is_some_and(|sla| lag_seconds > sla),
+        });
+    }
+    Ok(out)
+}
+
+/// `system.freshness`: each table's lag and whether it breaches its `freshness_sla`.
+pub(crate) async fn freshness_table(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
+    let rows = freshness(warehouse).await?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("table_name", DataType::Utf8, false),
+        Field::new("kind", DataType::Utf8, false),
+        Field::new("freshness_sla", DataType::Utf8, true),
+        Field::new("sla_seconds", DataType::Int64, true),
+        ts_field("last_loaded_at"),
+        Field::new("lag_seconds", DataType::Int64, false),
+        Field::new("breach", DataType::Boolean, false),
+    ]));
+    let mut table = StringBuilder::new();
+    let mut kind = StringBuilder::new();
+    let mut sla = StringBuilder::new();
+    let mut sla_seconds = Int64Builder::new();
+    let mut loaded = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    let mut lag = Int64Builder::new();
+    let mut breach = BooleanBuilder::new();
+    for r in &rows {
+        table.append_value(&r.table);
+        kind.append_value(r.kind);
+        sla.append_option(r.sla.as_deref());
+        sla_seconds.append_option(r.sla_seconds);
+        loaded.append_option(r.last_loaded_at.map(|t| t.timestamp_micros()));
+        lag.append_value(r.lag_seconds);
+        breach.append_value(r.breach);
+    }
+    mem_table(
+        schema,
+        vec![
+            Arc::new(table.finish()),
+            Arc::new(kind.finish()),
+            Arc::new(sla.finish()),
+            Arc::new(sla_seconds.finish()),
+            Arc::new(loaded.finish()),
+            Arc::new(lag.finish()),
+            Arc::new(breach.finish()),
+        ],
+    )
 }
 
 /// `system.columns`.

@@ -536,6 +536,7 @@ pub(crate) async fn copy_into(
             record(&warehouse, &errors).await;
         }
         tracing::info!(table = %table, rows = parsed - bad, rejected = bad, "COPY INTO committed");
+        crate::telemetry::loaded(parsed.saturating_sub(bad), bad);
         if report.len() > 1 {
             let total = FileReport::total(&report);
             report.push(total);

@@ -26,10 +26,12 @@ use crate::parser;
 use crate::result::StatementResult;
 use crate::session::Session;
 use crate::statement::optimize::SMALL_FILE_SHARE;
+use crate::table::FRESHNESS_SLA_PROPERTY;
 use crate::warehouse::{TEST_ON_LOAD, Warehouse};
 
 /// Runs `ALTER TABLE t SET (option = value, ...)`: the table options that can change after
-/// creation (`partition_retention`, `NONE` removes it; `test_on_load = true | false`, the
+/// creation (`partition_retention`, `NONE` removes it; `freshness_sla = '1 hour'`;
+/// `test_on_load = true | false`, the
 /// data-test gate of [`crate::statement::data_tests`]).
 pub(crate) async fn set_options(
     session: &Session,
@@ -46,10 +48,10 @@ pub(crate) async fn set_options(
             )));
         };
         let key = parser::normalize(key);
-        if key != Retention::PROPERTY && key != TEST_ON_LOAD {
+        if key != Retention::PROPERTY && key != TEST_ON_LOAD && key != FRESHNESS_SLA_PROPERTY {
             return Err(Error::Unsupported(format!(
                 "ALTER TABLE ... SET ({key} = ...): the options that can change are \
-                 partition_retention and test_on_load"
+                 partition_retention, test_on_load and freshness_sla"
             )));
         }
         let text = match value {
@@ -79,6 +81,24 @@ pub(crate) async fn set_options(
                 metadata.properties.remove(TEST_ON_LOAD);
             }
             notes.push(format!("test_on_load {on}"));
+            continue;
+        }
+        if key == FRESHNESS_SLA_PROPERTY {
+            if text.eq_ignore_ascii_case("none") {
+                metadata.properties.remove(FRESHNESS_SLA_PROPERTY);
+                notes.push("no freshness SLA".to_string());
+                continue;
+            }
+            let sla = crate::config::parse_duration(&text)?;
+            if sla.is_zero() {
+                return Err(Error::Plan(format!(
+                    "freshness_sla = '{text}': the SLA must be longer than zero"
+                )));
+            }
+            metadata
+                .properties
+                .insert(FRESHNESS_SLA_PROPERTY.to_string(), text.clone());
+            notes.push(format!("freshness SLA {text}"));
             continue;
         }
         if text.eq_ignore_ascii_case("none") {

@@ -11,6 +11,8 @@ use crate::warehouse::Warehouse;
 /// What the query log keeps of one statement.
 #[derive(Debug)]
 pub(crate) struct Entry<'a> {
+    /// From [`new_query_id`], made when the statement started.
+    pub(crate) query_id: String,
     pub(crate) session_id: &'a str,
     pub(crate) user_name: String,
     pub(crate) text: &'a str,
@@ -27,11 +29,28 @@ pub(crate) struct Entry<'a> {
 }
 
 impl Entry<'_> {
-    /// The stored record.
+    /// The stored record; the statement counts in the metrics as it is made.
     pub(crate) fn record(self) -> QueryLogEntry {
         let figures = self.figures;
+        let scanned = crate::telemetry::Scanned {
+            rows: figures.rows_scanned,
+            rows_total: figures.rows_total,
+            bytes: figures.bytes_scanned,
+            bytes_total: figures.bytes_total,
+            partitions: figures.partitions_scanned as u64,
+            partitions_total: figures.partitions_total as u64,
+        };
+        crate::telemetry::statement_finished(self.text, self.status, self.elapsed, scanned);
+        tracing::info!(
+            kind = crate::telemetry::statement_kind(self.text),
+            status = self.status,
+            elapsed_ms = u64::try_from(self.elapsed.as_millis()).unwrap_or(u64::MAX),
+            rows = self.rows,
+            bytes_scanned = figures.bytes_scanned,
+            "statement finished"
+        );
         QueryLogEntry {
-            query_id: uuid::Uuid::new_v4().to_string(),
+            query_id: self.query_id,
             session_id: self.session_id.to_string(),
             user_name: self.user_name,
             query_text: redact(self.text),
@@ -47,6 +66,17 @@ impl Entry<'_> {
             retries: self.retries,
         }
     }
+}
+
+/// A new statement's query id.
+pub(crate) fn new_query_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The span a statement runs in: every line logged while it runs carries its query id (with
+/// `--log-format json`, in the line's `spans`).
+pub(crate) fn span(query_id: &str, session_id: &str) -> tracing::Span {
+    tracing::info_span!("statement", query_id = %query_id, session_id = %session_id)
 }
 
 /// Records one statement and returns its query id. Failure to record is logged, never fatal.

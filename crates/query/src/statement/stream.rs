@@ -29,6 +29,7 @@ use datafusion::physical_plan::{ExecutionPlan, RecordBatchStream, execute_stream
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use futures::{Stream, StreamExt};
 use strata_storage::{Error as StorageError, QueryLogEntry, Transaction};
+use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::parser::{ParsedStatement, Statement};
@@ -142,6 +143,8 @@ impl Session {
         }
         let started_at = Utc::now();
         let clock = Instant::now();
+        let query_id = query_log::new_query_id();
+        let span = query_log::span(&query_id, self.id());
         self.progress().reset();
         super::data_tests::install(self.warehouse());
         let planned = async {
@@ -165,9 +168,10 @@ impl Session {
                 };
             Ok::<_, Error>((physical, stream))
         };
-        let planned = futures::FutureExt::catch_unwind(AssertUnwindSafe(planned))
-            .await
-            .unwrap_or_else(|payload| Err(super::panicked(payload.as_ref())));
+        let planned =
+            futures::FutureExt::catch_unwind(AssertUnwindSafe(planned.instrument(span.clone())))
+                .await
+                .unwrap_or_else(|payload| Err(super::panicked(payload.as_ref())));
         let log = QueryLog {
             warehouse: self.warehouse().clone(),
             session_id: self.id().to_string(),
@@ -175,6 +179,9 @@ impl Session {
             text: statement.text.clone(),
             started_at,
             clock,
+            query_id,
+            span,
+            _running: crate::telemetry::QueryGuard::start(),
         };
         match planned {
             Ok((plan, inner)) => Ok(Box::pin(LoggedStream {
@@ -268,6 +275,7 @@ impl Session {
         };
         let text = format!("{} -- {} parameter rows", statement.text, rows.len());
         let entry = query_log::Entry {
+            query_id: query_log::new_query_id(),
             session_id: self.id(),
             user_name: self.user_name(),
             text: &text,
@@ -453,6 +461,11 @@ struct QueryLog {
     text: String,
     started_at: DateTime<Utc>,
     clock: Instant,
+    query_id: String,
+    /// The query's span, entered while its stream is polled.
+    span: tracing::Span,
+    /// Counts the query as running until its entry is written.
+    _running: crate::telemetry::QueryGuard,
 }
 
 impl QueryLog {
@@ -465,6 +478,7 @@ impl QueryLog {
         plan: Option<&Arc<dyn ExecutionPlan>>,
     ) -> QueryLogEntry {
         query_log::Entry {
+            query_id: self.query_id.clone(),
             session_id: &self.session_id,
             user_name: self.user_name.clone(),
             text: &self.text,
@@ -527,6 +541,8 @@ impl Stream for LoggedStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        let span = this.log.as_ref().map(|l| l.span.clone());
+        let _entered = span.as_ref().map(|s| s.enter());
         if this.ended {
             return Poll::Ready(None);
         }

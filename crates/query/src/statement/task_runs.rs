@@ -322,6 +322,7 @@ fn rows_of(result: &StatementResult) -> u64 {
 
 /// Writes a run record; a failure to record is logged, never the run's failure.
 async fn record(warehouse: &Warehouse, run: &TaskRun) {
+    crate::telemetry::task_run(&run.status);
     if let Err(e) = warehouse.records().put(run).await {
         tracing::warn!(task = %run.task, error = %e, "task run not recorded");
     }

@@ -50,6 +50,10 @@ pub struct ScanFigures {
     pub bytes_total: u64,
     /// Bytes of the files left after pruning.
     pub bytes_scanned: u64,
+    /// Rows of all data files.
+    pub rows_total: u64,
+    /// Rows of the files left after pruning.
+    pub rows_scanned: u64,
 }
 
 impl ScanFigures {
@@ -66,6 +70,8 @@ impl ScanFigures {
             files_scanned: kept.len(),
             bytes_total: all.iter().map(|f| f.size_bytes).sum(),
             bytes_scanned: kept.iter().map(|f| f.size_bytes).sum(),
+            rows_total: all.iter().map(|f| f.rows).sum(),
+            rows_scanned: kept.iter().map(|f| f.rows).sum(),
         }
     }
 }
@@ -493,6 +499,8 @@ pub fn scan_figures(plan: &Arc<dyn ExecutionPlan>) -> ScanFigures {
             total.files_scanned += f.files_scanned;
             total.bytes_total += f.bytes_total;
             total.bytes_scanned += f.bytes_scanned;
+            total.rows_total += f.rows_total;
+            total.rows_scanned += f.rows_scanned;
         }
         for child in plan.children() {
             walk(child, total);
