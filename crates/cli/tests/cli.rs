@@ -447,6 +447,123 @@ fn scrape(url: &str) -> std::collections::HashMap<String, f64> {
         .collect()
 }
 
+/// An alert under `strata serve`: every 2 s it checks for readings over 100; once one arrives
+/// it posts to a local HTTP listener, which fails the first attempt (the post is retried) and
+/// takes the second. `system.alert_history` keeps every check, fired or not, and neither it
+/// nor SHOW ALERTS shows the webhook's secret path.
+#[test]
+fn serve_fires_an_alert_webhook_and_retries_it() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook = format!(
+        "http://{}/hooks/s3cret-token",
+        listener.local_addr().unwrap()
+    );
+    let (sender, bodies) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            // Read the head, then the body its Content-Length announces.
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            let body = loop {
+                let n = stream.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break String::new();
+                }
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break format!("{}\n{body}", head.lines().next().unwrap_or_default());
+                    }
+                }
+            };
+            let status = if i == 0 {
+                "500 Internal Server Error"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(stream, "HTTP/1.1 {status}\r\ncontent-length: 0\r\n\r\n");
+            let _ = sender.send(body);
+        }
+    });
+    let setup = format!(
+        "CREATE TABLE readings (sensor VARCHAR, value DOUBLE);
+         CREATE ALERT too_hot SCHEDULE = '2 SECONDS'
+           IF (EXISTS (SELECT sensor, value FROM readings WHERE value > 100))
+           THEN NOTIFY WEBHOOK '{hook}';
+         ALTER ALERT too_hot RESUME;"
+    );
+    let o = strata(&w, &["-c", &setup]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (server, _, metrics) = serve_monitored(&w, "alert-test-pw", &[]);
+    // Checks that find nothing are recorded, and post nothing.
+    let mut seen = String::new();
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        seen = sql(&w, "SELECT status FROM system.alert_history");
+        if seen.contains("NOT_FIRED") {
+            break;
+        }
+    }
+    assert!(seen.contains("NOT_FIRED"), "{seen}");
+    assert!(bodies.try_recv().is_err());
+    sql(
+        &w,
+        "INSERT INTO readings VALUES ('boiler', 130.5), ('fan', 20)",
+    );
+    let first = bodies
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the webhook is called");
+    let second = bodies
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the failed post is retried");
+    assert!(first.starts_with("POST /hooks/s3cret-token"), "{first}");
+    assert!(
+        second.contains("\"alert\":\"main.public.too_hot\""),
+        "{second}"
+    );
+    assert!(second.contains("\"rows\":1"), "{second}");
+    assert!(second.contains("\"sensor\":\"boiler\""), "{second}");
+    let mut fired = String::new();
+    for _ in 0..40 {
+        fired = sql(
+            &w,
+            "SELECT status, rows, attempts, action FROM system.alert_history \
+             WHERE status = 'FIRED' LIMIT 1",
+        );
+        if fired.lines().count() > 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    assert!(fired.contains("FIRED,1,2,"), "{fired}");
+    let scraped = scrape(&format!("{metrics}/metrics"));
+    assert!(
+        scraped
+            .get("strata_alert_checks_total{status=FIRED}")
+            .is_some_and(|v| *v >= 1.0),
+        "{scraped:?}"
+    );
+    drop(server);
+    let shown = sql(&w, "SHOW ALERTS") + &sql(&w, "SELECT * FROM system.alert_history");
+    assert!(!shown.contains("s3cret"), "{shown}");
+}
+
 #[test]
 fn real_flight_sql_clients_adbc_and_pyarrow() {
     let python = python_with_flight_clients();

@@ -35,10 +35,12 @@ use strata_storage::UpperBound;
 
 use crate::error::{Error, Result};
 
+mod alerts;
 mod data_tests;
 mod tags;
 mod tasks;
 mod tokens;
+pub use alerts::{AlertStatement, CreateAlert};
 pub use data_tests::{DataTestDef, DataTestStatement, GENERIC_TESTS, TestSpec, TestTarget};
 pub use tags::TagChange;
 pub use tasks::{CreateTask, TaskStatement};
@@ -150,6 +152,8 @@ pub enum Statement {
     DataTest(Box<DataTestStatement>),
     /// `CREATE | ALTER | EXECUTE | DROP TASK`, `SHOW TASKS`.
     Task(Box<TaskStatement>),
+    /// `CREATE | ALTER | EXECUTE | DROP ALERT`, `SHOW ALERTS`.
+    Alert(Box<AlertStatement>),
     /// `ALTER TABLE t [MODIFY COLUMN c] SET | UNSET TAG ...`.
     SetTags(Box<TagChange>),
 }
@@ -279,6 +283,9 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan], spans: &Spans) -> Result<State
     let first = words.first().map(String::as_str).unwrap_or_default();
     if let Some(task) = tasks::parse(&words, text, chunk, spans) {
         return task.map(|t| Statement::Task(Box::new(t)));
+    }
+    if let Some(alert) = alerts::parse(&words, text, chunk, spans) {
+        return alert.map(|a| Statement::Alert(Box::new(a)));
     }
     if first == "VACUUM" {
         return parse_vacuum(chunk);

@@ -17,7 +17,9 @@
 //!     ├── apply_changes  APPLY CHANGES INTO an SCD Type 2 table
 //!     ├── secrets        CREATE / DROP SECRET (admins)
 //!     ├── data_tests     ADD TEST, CREATE DATA TEST, RUN DATA TESTS; the test_on_load gate
-//!     ├── tasks          CREATE / ALTER / EXECUTE / DROP TASK; task_runs: graphs, the scheduler
+//!     ├── tasks          CREATE / ALTER / EXECUTE / DROP TASK; task_runs: graphs, attempts
+//!     ├── scheduler      serve's scheduler of tasks and alerts
+//!     ├── alerts         CREATE / ALTER / EXECUTE / DROP ALERT: a query checked on a schedule
 //!     ├── metadata       COMMENT ON, SET / UNSET TAG, OWNER TO
 //!     ├── monitoring     the gauges /metrics reads off the warehouse (crate::telemetry counts)
 //!     ├── views          CREATE VIEW;   crate::mv: CREATE / REFRESH MATERIALIZED VIEW
@@ -29,6 +31,7 @@
 //! A statement that fails leaves the warehouse as it was: each handler commits at most once, at
 //! its end.
 
+pub(crate) mod alerts;
 pub(crate) mod alter;
 pub(crate) mod apply_changes;
 #[cfg(test)]
@@ -52,6 +55,7 @@ pub(crate) mod monitoring;
 pub(crate) mod optimize;
 pub(crate) mod plan;
 pub(crate) mod query_log;
+pub(crate) mod scheduler;
 pub(crate) mod secrets;
 pub(crate) mod stages;
 pub(crate) mod stream;
@@ -256,6 +260,7 @@ impl Session {
                 Box::pin(data_tests::execute(self, statement)).await?
             }
             Statement::Task(statement) => Box::pin(tasks::execute(self, statement)).await?,
+            Statement::Alert(statement) => Box::pin(alerts::execute(self, statement)).await?,
             Statement::SetTags(change) => Box::pin(metadata::set_tags(self, change)).await?,
         };
         Ok((result, ScanFigures::default()))

@@ -54,6 +54,8 @@ pub const LOAD_ERRORS: &str = "strata_load_errors_total";
 pub const TASK_RUNS: &str = "strata_task_runs_total";
 /// Data tests that failed, by `severity`.
 pub const DATA_TEST_FAILURES: &str = "strata_data_test_failures_total";
+/// Alert checks, by `status`.
+pub const ALERT_CHECKS: &str = "strata_alert_checks_total";
 /// Statements running now.
 pub const QUERIES_ACTIVE: &str = "strata_queries_active";
 /// Client sessions open now.
@@ -93,6 +95,7 @@ pub fn describe() {
     describe_counter!(LOAD_ERRORS, "Rows loads rejected.");
     describe_counter!(TASK_RUNS, "Task runs, by status.");
     describe_counter!(DATA_TEST_FAILURES, "Data tests that failed, by severity.");
+    describe_counter!(ALERT_CHECKS, "Alert checks, by status.");
     describe_gauge!(QUERIES_ACTIVE, "Statements running now.");
     describe_gauge!(SESSIONS_ACTIVE, "Client sessions open now.");
     describe_gauge!(
@@ -184,6 +187,18 @@ pub(crate) fn task_run(status: &str) {
 pub(crate) fn data_test_failed(severity_error: bool) {
     let severity = if severity_error { "ERROR" } else { "WARN" };
     counter!(DATA_TEST_FAILURES, "severity" => severity).increment(1);
+}
+
+/// Records an alert check that ended with `status`.
+pub(crate) fn alert_checked(status: &str) {
+    let status = match status {
+        "FIRED" => "FIRED",
+        "NOT_FIRED" => "NOT_FIRED",
+        "CONDITION_FAILED" => "CONDITION_FAILED",
+        "ACTION_FAILED" => "ACTION_FAILED",
+        _ => "OTHER",
+    };
+    counter!(ALERT_CHECKS, "status" => status).increment(1);
 }
 
 /// Statements running in this process; [`QueryGuard`] keeps it and the gauge.

@@ -158,6 +158,9 @@ pub struct SchemaEntry {
     /// Tasks by name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tasks: BTreeMap<String, crate::task::TaskEntry>,
+    /// Alerts by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub alerts: BTreeMap<String, crate::task::AlertEntry>,
     /// `COMMENT ON SCHEMA`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
@@ -174,6 +177,7 @@ impl SchemaEntry {
             stages: BTreeMap::new(),
             file_formats: BTreeMap::new(),
             tasks: BTreeMap::new(),
+            alerts: BTreeMap::new(),
             comment: None,
         }
     }
@@ -278,6 +282,19 @@ impl CatalogState {
             for (schema, s) in &d.schemas {
                 for (name, task) in &s.tasks {
                     out.push((format!("{db}.{schema}.{name}"), task.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every alert, as `db.schema.alert`.
+    pub fn alerts(&self) -> Vec<(String, crate::task::AlertEntry)> {
+        let mut out = Vec::new();
+        for (db, d) in &self.databases {
+            for (schema, s) in &d.schemas {
+                for (name, alert) in &s.alerts {
+                    out.push((format!("{db}.{schema}.{name}"), alert.clone()));
                 }
             }
         }

@@ -78,7 +78,7 @@ pub use records::{
 };
 pub use secrets::{Secret, Secrets};
 pub use store::{Location, WarehouseStore};
-pub use task::{TaskEntry, TaskLease, TaskRun};
+pub use task::{AlertEntry, AlertRun, TaskEntry, TaskLease, TaskRun};
 pub use writer::{
     BatchCheck, DEFAULT_MAX_NEW_PARTITIONS, TableWriter, Uploads, WriteOptions, run_cpu,
 };

@@ -1,5 +1,5 @@
-//! Scheduled tasks as the catalog keeps them, the record of each run, and the lease that makes
-//! each scheduled run happen once among the servers sharing a warehouse.
+//! Scheduled tasks and alerts as the catalog keeps them, the record of each run or check, and
+//! the lease that makes each scheduled run happen once among the servers sharing a warehouse.
 //!
 //! A task is a schema object (`CREATE TASK`), so it lives in the catalog next to stages and
 //! file formats: its schedule, its upstream tasks, its retry and timeout policy, its condition
@@ -125,6 +125,83 @@ impl Record for TaskLease {
             "{:016x}-{}",
             stable_digest(&self.task),
             self.scheduled_at.timestamp_micros()
+        )
+    }
+}
+
+/// An alert (`CREATE ALERT`): on its schedule, a query is run; when it returns rows, the
+/// action runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertEntry {
+    /// `SCHEDULE = '...'`, as for tasks.
+    pub schedule: String,
+    /// The query of `IF (EXISTS (<query>))`.
+    pub condition: String,
+    /// `THEN <action>` as written: `NOTIFY WEBHOOK 'url'`, or a statement (`EXECUTE TASK t`,
+    /// `INSERT ...`).
+    pub action: String,
+    /// The database and schema unqualified names resolve in.
+    pub database: String,
+    /// See `database`.
+    pub schema: String,
+    /// Whether the scheduler checks it (`ALTER ALERT ... RESUME`); alerts start suspended.
+    pub resumed: bool,
+    /// When it was last resumed: its schedule counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<DateTime<Utc>>,
+    /// `COMMENT = '...'`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Who created it; the condition and action run as this user.
+    pub owner: String,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One check of one alert, kept under `_system/alert_history/<day>/`: every check leaves one,
+/// fired or not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertRun {
+    /// The alert: `db.schema.alert`.
+    pub alert: String,
+    /// The slot checked (the time of `EXECUTE ALERT`, for a manual check).
+    pub scheduled_at: DateTime<Utc>,
+    /// When the check started.
+    pub checked_at: DateTime<Utc>,
+    /// When the check and its action ended.
+    pub finished_at: DateTime<Utc>,
+    /// `FIRED` (the condition returned rows and the action ran), `NOT_FIRED`,
+    /// `CONDITION_FAILED` or `ACTION_FAILED`.
+    pub status: String,
+    /// Rows the condition returned.
+    pub rows: u64,
+    /// The action, with secrets in it (a webhook's path) hidden.
+    pub action: String,
+    /// Attempts the action took (webhooks are retried).
+    pub attempts: u32,
+    /// Why the condition or the action failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The query log id of the condition's query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query_id: Option<String>,
+    /// What started it: `SCHEDULE` or `EXECUTE ALERT`.
+    pub trigger: String,
+}
+
+impl Record for AlertRun {
+    const KIND: &'static str = "alert_history";
+
+    fn bucket(&self) -> String {
+        day(&self.checked_at)
+    }
+
+    fn id(&self) -> String {
+        format!(
+            "{:016x}-{}-{}",
+            stable_digest(&self.alert),
+            self.scheduled_at.timestamp_micros(),
+            self.checked_at.timestamp_micros()
         )
     }
 }

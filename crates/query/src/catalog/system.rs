@@ -25,7 +25,7 @@ use crate::error::Result;
 use crate::warehouse::Warehouse;
 
 /// The system tables.
-pub(crate) const SYSTEM_TABLES: [&str; 18] = [
+pub(crate) const SYSTEM_TABLES: [&str; 19] = [
     "partitions",
     "indexes",
     "table_versions",
@@ -41,6 +41,7 @@ pub(crate) const SYSTEM_TABLES: [&str; 18] = [
     "data_test_results",
     "task_runs",
     "task_graph",
+    "alert_history",
     "tables",
     "columns",
     "freshness",
@@ -221,6 +222,7 @@ pub(crate) async fn system_table(
         "data_test_results" => data_tests::data_test_results(warehouse).await?,
         "task_runs" => tasks::task_runs(warehouse).await?,
         "task_graph" => tasks::task_graph(warehouse).await?,
+        "alert_history" => tasks::alert_history(warehouse).await?,
         "tables" => tables::tables(warehouse).await?,
         "columns" => tables::columns(warehouse).await?,
         "freshness" => tables::freshness_table(warehouse).await?,

@@ -316,6 +316,6 @@ fn changes_data(statement: &Statement) -> bool {
         | Statement::ShowIndexes { .. }
         | Statement::DataTest(_) => false,
         // A task's own statements run their hooks as they finish.
-        Statement::Task(_) | Statement::SetTags(_) => false,
+        Statement::Task(_) | Statement::Alert(_) | Statement::SetTags(_) => false,
     }
 }

@@ -10,7 +10,7 @@
 //!   hour). A `WHEN` condition that is not true skips the run. A `RUN DATA TESTS` in the body
 //!   fails the attempt when an ERROR test fails, as `dbt test` exits non-zero. Every attempt and skip is a
 //!   [`TaskRun`] record, read by `system.task_runs`.
-//! - **The scheduler** ([`run_task_scheduler`]) looks every tick for the latest slot of each
+//! - **The scheduler** ([`super::scheduler::run_task_scheduler`]) looks every tick for the latest slot of each
 //!   resumed scheduled task that came after the last one it handled. It claims the slot with a
 //!   put-if-absent lease ([`TaskLease`]), as commits are written, so with several servers on
 //!   one warehouse each slot runs once. Missed slots (the server was down) are not run one by
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use strata_storage::{TaskEntry, TaskLease, TaskRun};
+use strata_storage::{TaskEntry, TaskRun};
 use tokio::sync::Semaphore;
 
 use crate::commit_gate::CommitGate;
@@ -30,7 +30,6 @@ use crate::error::{Error, Result};
 use crate::parser::{self, DataTestStatement, Statement};
 use crate::redact::redact;
 use crate::result::StatementResult;
-use crate::schedule::Schedule;
 use crate::statement::data_tests;
 use crate::warehouse::Warehouse;
 
@@ -328,168 +327,9 @@ async fn record(warehouse: &Warehouse, run: &TaskRun) {
     }
 }
 
-/// Runs resumed scheduled tasks on their schedules, checking every `tick`, until dropped (see
-/// the module's docs for the catch-up and overlap rules). Each attempt runs inside `limits`.
-pub async fn run_task_scheduler(warehouse: Warehouse, tick: Duration, limits: TaskLimits) {
-    let holder = format!(
-        "pid {} on {}",
-        std::process::id(),
-        std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_string())
-    );
-    // Task → the last slot this server handled (ran, or found claimed).
-    let mut handled: HashMap<String, DateTime<Utc>> = HashMap::new();
-    // Tasks whose graph run is still going here.
-    let running: Arc<std::sync::Mutex<HashSet<String>>> = Arc::default();
-    loop {
-        tokio::time::sleep(tick).await;
-        let Ok(catalog) = warehouse.refresh_catalog().await else {
-            continue;
-        };
-        let now = Utc::now();
-        for (name, task) in catalog.tasks() {
-            let (Some(text), true, Some(anchor)) = (&task.schedule, task.resumed, task.resumed_at)
-            else {
-                handled.remove(&name);
-                continue;
-            };
-            let Ok(schedule) = Schedule::parse(text) else {
-                continue;
-            };
-            let after = handled.get(&name).copied().unwrap_or(anchor);
-            let Some(slot) = schedule.latest_slot(anchor, after, now) else {
-                continue;
-            };
-            if running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&name)
-            {
-                continue;
-            }
-            handled.insert(name.clone(), slot);
-            let lease = TaskLease {
-                task: name.clone(),
-                scheduled_at: slot,
-                holder: holder.clone(),
-                claimed_at: now,
-            };
-            match warehouse.records().claim(&lease).await {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    tracing::warn!(task = %name, error = %e, "could not claim a task slot");
-                    handled.remove(&name);
-                    continue;
-                }
-            }
-            running
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(name.clone());
-            let (warehouse, limits, running) =
-                (warehouse.clone(), limits.clone(), Arc::clone(&running));
-            tokio::spawn(async move {
-                let outcome =
-                    Box::pin(run_graph(&warehouse, &name, slot, "SCHEDULE", &limits)).await;
-                if let Err(e) = outcome {
-                    tracing::warn!(task = %name, error = %e, "task graph did not run");
-                }
-                running
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&name);
-            });
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Rows of a query as text, one string per row.
-    async fn rows(warehouse: &Warehouse, sql: &str) -> Vec<String> {
-        let results = warehouse.session().sql(sql).await.unwrap();
-        let text = arrow::util::pretty::pretty_format_batches(&results[0].batches)
-            .unwrap()
-            .to_string();
-        text.lines()
-            .skip(3)
-            .filter(|l| l.starts_with('|'))
-            .map(str::to_string)
-            .collect()
-    }
-
-    /// Two servers share a warehouse whose task runs every 2 s with another task after it.
-    /// After 5 s of downtime, the missed slots make one catch-up run, not two; then each slot
-    /// runs once (one server claims it), and the downstream task always starts after the
-    /// upstream one has finished.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn two_servers_run_each_slot_once_in_order_and_catch_up_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().to_str().unwrap();
-        let first = Warehouse::open(root).await.unwrap();
-        let second = Warehouse::open(root).await.unwrap();
-        first
-            .session()
-            .sql(
-                "CREATE TABLE hits (n INT); CREATE TABLE follows (n BIGINT);
-                 CREATE TASK tick SCHEDULE = '2 SECONDS' AS INSERT INTO hits VALUES (1);
-                 CREATE TASK follow AFTER tick AS INSERT INTO follows SELECT count(*) FROM hits;
-                 ALTER TASK tick RESUME",
-            )
-            .await
-            .unwrap();
-        // No server runs while two slots pass.
-        tokio::time::sleep(Duration::from_millis(5_000)).await;
-        let tick = Duration::from_millis(100);
-        let started = Utc::now();
-        let servers = [
-            tokio::spawn(run_task_scheduler(
-                first.clone(),
-                tick,
-                TaskLimits::default(),
-            )),
-            tokio::spawn(run_task_scheduler(
-                second.clone(),
-                tick,
-                TaskLimits::default(),
-            )),
-        ];
-        tokio::time::sleep(Duration::from_millis(4_500)).await;
-        for server in servers {
-            server.abort();
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let slots = rows(
-            &first,
-            "SELECT CAST(scheduled_at AS BIGINT) FROM system.task_runs \
-             WHERE task = 'main.public.tick' ORDER BY 1",
-        )
-        .await;
-        let slots: Vec<i64> = slots
-            .iter()
-            .filter_map(|l| l.trim_matches(|c| c == '|' || c == ' ').parse().ok())
-            .collect();
-        let distinct: HashSet<i64> = slots.iter().copied().collect();
-        assert_eq!(distinct.len(), slots.len(), "a slot ran twice: {slots:?}");
-        // The slots missed while no server ran (two of them) make one run.
-        let started_micros = started.timestamp_micros();
-        let missed = slots.iter().filter(|s| **s <= started_micros).count();
-        assert_eq!(missed, 1, "{slots:?} (servers started at {started_micros})");
-        assert!(slots.len() >= 2, "the schedule went on: {slots:?}");
-        let out_of_order = rows(
-            &first,
-            "SELECT count(*) FROM system.task_runs f JOIN system.task_runs t \
-             ON f.graph_run_id = t.graph_run_id \
-             WHERE f.task = 'main.public.follow' AND t.task = 'main.public.tick' \
-             AND (f.started_at < t.finished_at OR f.status <> 'SUCCEEDED')",
-        )
-        .await;
-        assert_eq!(out_of_order, ["| 0        |"]);
-        let follows = rows(&first, "SELECT count(*) FROM follows").await;
-        assert_eq!(follows, [format!("| {:<8} |", slots.len())]);
-    }
 
     #[test]
     fn script_bodies_lose_begin_and_end() {
