@@ -36,10 +36,17 @@ static URL_PASSWORD: LazyLock<Regex> = LazyLock::new(|| {
         .expect("the URL pattern is valid")
 });
 
+/// The URL of `NOTIFY WEBHOOK 'url'`: services keep the token in its path or query.
+static WEBHOOK_URL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)(\bwebhook\s+'[a-z][a-z0-9+.-]*://[^/'?#]*)[^']*'")
+        .expect("the webhook pattern is valid")
+});
+
 /// `text` with every secret it carries replaced by [`HIDDEN`].
 pub fn redact(text: &str) -> String {
+    let text = WEBHOOK_URL.replace_all(text, |c: &regex::Captures| format!("{}/{HIDDEN}'", &c[1]));
     let text =
-        SECRET_OPTION.replace_all(text, |c: &regex::Captures| format!("{}'{HIDDEN}'", &c[1]));
+        SECRET_OPTION.replace_all(&text, |c: &regex::Captures| format!("{}'{HIDDEN}'", &c[1]));
     let text =
         PASSWORD_CLAUSE.replace_all(&text, |c: &regex::Captures| format!("{}'{HIDDEN}'", &c[1]));
     URL_PASSWORD
@@ -50,6 +57,19 @@ pub fn redact(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::redact;
+
+    #[test]
+    fn webhook_paths_are_hidden() {
+        let sql = "CREATE ALERT a SCHEDULE = '1 minute' IF (EXISTS (SELECT 1)) \
+                   THEN NOTIFY WEBHOOK 'https://hooks.slack.com/services/T0/B1/s3cret?x=1'";
+        let out = redact(sql);
+        assert!(!out.contains("s3cret"), "{out}");
+        assert!(
+            out.ends_with("NOTIFY WEBHOOK 'https://hooks.slack.com/***'"),
+            "{out}"
+        );
+        assert_eq!(redact("notify webhook 'x"), "notify webhook 'x");
+    }
 
     #[test]
     fn credentials_in_copy_options_are_hidden() {

@@ -139,7 +139,7 @@ impl Session {
         }
     }
 
-    /// The `system.query_log` id of the last statement this session ran (not streamed).
+    /// The `system.query_log` id of the last statement this session ran or started streaming.
     pub fn last_query_id(&self) -> Option<&str> {
         self.last_query_id.as_deref()
     }

@@ -9,7 +9,6 @@
 //! Labels are bounded sets (statement kinds, statuses, severities) or the names of catalog
 //! objects, never user values.
 
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use metrics::{
@@ -201,25 +200,21 @@ pub(crate) fn alert_checked(status: &str) {
     counter!(ALERT_CHECKS, "status" => status).increment(1);
 }
 
-/// Statements running in this process; [`QueryGuard`] keeps it and the gauge.
-static QUERIES: AtomicI64 = AtomicI64::new(0);
-
-/// Counts a running statement in [`QUERIES_ACTIVE`] until dropped.
+/// Counts a running statement in [`QUERIES_ACTIVE`] until dropped (the recorder adds and
+/// subtracts atomically, so statements ending together cannot leave a stale count).
 #[derive(Debug)]
 pub(crate) struct QueryGuard(());
 
 impl QueryGuard {
     pub(crate) fn start() -> Self {
-        let now = QUERIES.fetch_add(1, Ordering::Relaxed) + 1;
-        gauge!(QUERIES_ACTIVE).set(now as f64);
+        gauge!(QUERIES_ACTIVE).increment(1.0);
         Self(())
     }
 }
 
 impl Drop for QueryGuard {
     fn drop(&mut self) {
-        let now = QUERIES.fetch_sub(1, Ordering::Relaxed) - 1;
-        gauge!(QUERIES_ACTIVE).set(now as f64);
+        gauge!(QUERIES_ACTIVE).decrement(1.0);
     }
 }
 

@@ -429,6 +429,22 @@ impl Warehouse {
         if let Err(e) = expired {
             tracing::warn!(error = %e, "expiring data test results failed");
         }
+        // So are task runs, the leases of their slots and alert checks.
+        let records = self.records();
+        let expired = [
+            records
+                .expire::<strata_storage::TaskRun>(&oldest_kept)
+                .await,
+            records
+                .expire::<strata_storage::TaskLease>(&oldest_kept)
+                .await,
+            records
+                .expire::<strata_storage::AlertRun>(&oldest_kept)
+                .await,
+        ];
+        for e in expired.into_iter().filter_map(|r| r.err()) {
+            tracing::warn!(error = %e, "expiring task and alert records failed");
+        }
     }
 
     /// The log of table `id`.

@@ -3,7 +3,8 @@
 //!
 //! [`sources`] reads it off a logical plan as written. DataFusion inlines a view the plan reads
 //! under an alias of the view's name; that alias counts as the view, so lineage stops at the
-//! view (whose own lineage says what is under it). A scan's columns are
+//! view (whose own lineage says what is under it); a CTE or an alias named like a view of the
+//! same schema is taken for the view. A scan's columns are
 //! themselves; a projection's or an aggregate's output is what its expression references; a
 //! join, a filter, a sort or an alias passes its inputs' columns through; a union merges its
 //! inputs column by column. Only what flows into a value counts, not what filters or joins
@@ -23,7 +24,7 @@ use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::utils::grouping_set_to_exprlist;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::{Distinct, Expr, LogicalPlan};
 use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
 use strata_storage::{CatalogState, ColumnLineageEdge};
 
@@ -113,9 +114,21 @@ fn walk(plan: &LogicalPlan, scope: Scope<'_>, depth: usize) -> Vec<BTreeSet<Sour
         ),
         LogicalPlan::Projection(p) => of_exprs(&p.expr.iter().collect::<Vec<_>>(), &p.input),
         LogicalPlan::Aggregate(a) => {
-            let mut exprs = grouping_set_to_exprlist(&a.group_expr).unwrap_or_default();
-            exprs.extend(a.aggr_expr.iter());
-            of_exprs(&exprs, &a.input)
+            let groups = grouping_set_to_exprlist(&a.group_expr).unwrap_or_default();
+            let columns = walk(&a.input, scope, depth + 1);
+            let sources = |e: &Expr| expr_sources(e, &a.input, &columns, scope, depth);
+            let mut out: Vec<BTreeSet<SourceColumn>> = groups.iter().map(|e| sources(e)).collect();
+            // GROUPING SETS, ROLLUP and CUBE add DataFusion's `__grouping_id` column after the
+            // groups: it comes from no column.
+            if matches!(a.group_expr.as_slice(), [Expr::GroupingSet(_)]) {
+                out.push(BTreeSet::new());
+            }
+            out.extend(a.aggr_expr.iter().map(sources));
+            out.resize(width, BTreeSet::new());
+            out
+        }
+        LogicalPlan::Distinct(Distinct::On(on)) => {
+            of_exprs(&on.select_expr.iter().collect::<Vec<_>>(), &on.input)
         }
         LogicalPlan::Window(w) => {
             let columns = walk(&w.input, scope, depth + 1);

@@ -53,7 +53,19 @@ struct Object {
 }
 
 /// Every table, materialized view, view and external table, with what is known of it.
-async fn objects(warehouse: &Warehouse, with_history: bool) -> Result<Vec<Object>> {
+/// Which tables' logs [`objects`] reads back to their last load (reading a log's history is the
+/// costly part).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum History {
+    /// None: `last_loaded_at` stays empty.
+    None,
+    /// Only tables with a `freshness_sla`.
+    WithSla,
+    /// Every table.
+    All,
+}
+
+async fn objects(warehouse: &Warehouse, history: History) -> Result<Vec<Object>> {
     let catalog = warehouse.refresh_catalog().await?;
     let mut out = Vec::new();
     for (db, d) in &catalog.databases {
@@ -64,12 +76,18 @@ async fn objects(warehouse: &Warehouse, with_history: bool) -> Result<Vec<Object
                 let snapshot = warehouse.snapshot(&log).await?;
                 let metadata = &snapshot.metadata;
                 // The last commit that added rows: an INSERT, COPY, MERGE, refresh...
-                let last_loaded_at = if with_history {
+                let wanted = match history {
+                    History::None => false,
+                    History::WithSla => metadata.properties.contains_key(FRESHNESS_SLA_PROPERTY),
+                    History::All => true,
+                };
+                let last_loaded_at = if wanted {
                     log.history()
                         .await?
                         .iter()
                         .rev()
-                        .find(|c| c.rows_added() > 0)
+                        // OPTIMIZE rewrites rows; it loads none.
+                        .find(|c| !c.rewrite_only && c.rows_added() > 0)
                         .map(|c| c.committed_at)
                 } else {
                     None
@@ -157,7 +175,7 @@ pub struct Comments {
 /// entry. `information_schema` and Flight's `GetTables` show them.
 pub async fn comments(warehouse: &Warehouse) -> Result<HashMap<[String; 3], Comments>> {
     let mut out = HashMap::new();
-    for o in objects(warehouse, false).await? {
+    for o in objects(warehouse, History::None).await? {
         let columns: HashMap<String, String> = o
             .columns
             .iter()
@@ -183,7 +201,7 @@ fn tags_json(tags: &BTreeMap<String, String>) -> Option<String> {
 
 /// `system.tables`.
 pub(crate) async fn tables(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
-    let objects = objects(warehouse, true).await?;
+    let objects = objects(warehouse, History::All).await?;
     let now = Utc::now();
     let schema = Arc::new(Schema::new(vec![
         Field::new("database_name", DataType::Utf8, false),
@@ -256,11 +274,12 @@ pub(crate) struct Freshness {
     pub(crate) breach: bool,
 }
 
-/// The freshness of every table and materialized view.
-pub(crate) async fn freshness(warehouse: &Warehouse) -> Result<Vec<Freshness>> {
+/// The freshness of every table and materialized view (`History::WithSla`: of those with an
+/// SLA, as `/metrics` needs, without reading the others' logs).
+pub(crate) async fn freshness(warehouse: &Warehouse, history: History) -> Result<Vec<Freshness>> {
     let now = Utc::now();
     let mut out = Vec::new();
-    for o in objects(warehouse, true).await? {
+    for o in objects(warehouse, history).await? {
         if o.kind != "TABLE" && o.kind != "MATERIALIZED VIEW" {
             continue;
         }
@@ -287,7 +306,7 @@ pub(crate) async fn freshness(warehouse: &Warehouse) -> Result<Vec<Freshness>> {
 
 /// `system.freshness`: each table's lag and whether it breaches its `freshness_sla`.
 pub(crate) async fn freshness_table(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
-    let rows = freshness(warehouse).await?;
+    let rows = freshness(warehouse, History::All).await?;
     let schema = Arc::new(Schema::new(vec![
         Field::new("table_name", DataType::Utf8, false),
         Field::new("kind", DataType::Utf8, false),
@@ -329,7 +348,7 @@ pub(crate) async fn freshness_table(warehouse: &Warehouse) -> Result<Arc<dyn Tab
 
 /// `system.columns`.
 pub(crate) async fn columns(warehouse: &Warehouse) -> Result<Arc<dyn TableProvider>> {
-    let objects = objects(warehouse, false).await?;
+    let objects = objects(warehouse, History::None).await?;
     let schema = Arc::new(Schema::new(vec![
         Field::new("database_name", DataType::Utf8, false),
         Field::new("schema_name", DataType::Utf8, false),
@@ -408,7 +427,7 @@ async fn search_rows(warehouse: &Warehouse, text: &str) -> Result<RecordBatch> {
             .map(|(k, v)| (2, "tag", format!("{k} = {v}")))
     };
     let mut hits = Vec::new();
-    for o in objects(warehouse, false).await? {
+    for o in objects(warehouse, History::None).await? {
         let at = [o.database.clone(), o.schema.clone(), o.name.clone()];
         if let Some((rank, matched_on, matched)) =
             first_match(&o.name, o.comment.as_deref(), &o.tags)

@@ -175,6 +175,12 @@ async fn create(session: &Session, def: &CreateAlert) -> Result<StatementResult>
             "CREATE ALERT {qualified}: the condition is one query"
         )));
     };
+    if !Session::is_query(condition) {
+        return Err(Error::Plan(format!(
+            "CREATE ALERT {qualified}: the condition is a query (SELECT ...), which changes \
+             nothing"
+        )));
+    }
     session.query_schema(condition, None).await?;
     match Action::parse(&def.action)? {
         Action::Webhook(_) if !session.is_admin() => {
@@ -452,6 +458,11 @@ async fn condition(session: &mut Session, query: &str, timeout: Option<Duration>
     let [statement] = statements.as_slice() else {
         return Err(Error::Plan("the condition is one query".to_string()));
     };
+    if !Session::is_query(statement) {
+        return Err(Error::Plan(
+            "the condition is a query (SELECT ...)".to_string(),
+        ));
+    }
     let run = async {
         let mut stream = session.execute_stream(statement, None).await?;
         let mut rows: u64 = 0;

@@ -336,7 +336,7 @@ fn results_table(results: &[DataTestResult]) -> StatementResult {
 /// Writes a result record; a failure to record is logged, never the test's failure.
 async fn record(warehouse: &Warehouse, result: &DataTestResult) {
     if result.status != "PASS" {
-        crate::telemetry::data_test_failed(result.status != "WARN");
+        crate::telemetry::data_test_failed(result.severity == Severity::Error);
     }
     if let Err(e) = warehouse.records().put(result).await {
         tracing::warn!(table = %result.table, test = %result.test, error = %e, "data test result not recorded");

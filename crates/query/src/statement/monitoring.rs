@@ -23,7 +23,7 @@ pub async fn observe(warehouse: &Warehouse) -> Result<()> {
         gauge!(MV_STALENESS, "view" => name.join(".")).set(staleness.unwrap_or(0.0));
     }
     let mut breaches = 0u32;
-    for table in tables::freshness(warehouse).await? {
+    for table in tables::freshness(warehouse, tables::History::WithSla).await? {
         if table.sla_seconds.is_none() {
             continue;
         }

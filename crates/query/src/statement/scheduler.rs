@@ -44,12 +44,10 @@ pub async fn run_task_scheduler(warehouse: Warehouse, tick: Duration, limits: Ta
             else {
                 continue;
             };
-            let (warehouse, limits, running) = (
-                warehouse.clone(),
-                limits.clone(),
-                Arc::clone(&slots.running),
-            );
+            let running = Running(Arc::clone(&slots.running), name.clone());
+            let (warehouse, limits) = (warehouse.clone(), limits.clone());
             tokio::spawn(async move {
+                let _running = running;
                 let outcome = Box::pin(task_runs::run_graph(
                     &warehouse, &name, slot, "SCHEDULE", &limits,
                 ))
@@ -57,10 +55,6 @@ pub async fn run_task_scheduler(warehouse: Warehouse, tick: Duration, limits: Ta
                 if let Err(e) = outcome {
                     tracing::warn!(task = %name, error = %e, "task graph did not run");
                 }
-                running
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&name);
             });
         }
         // Alerts are checked by the same rules, under their own names in the leases.
@@ -73,22 +67,29 @@ pub async fn run_task_scheduler(warehouse: Warehouse, tick: Duration, limits: Ta
             else {
                 continue;
             };
-            let (warehouse, limits, running) = (
-                warehouse.clone(),
-                limits.clone(),
-                Arc::clone(&slots.running),
-            );
+            let running = Running(Arc::clone(&slots.running), key);
+            let (warehouse, limits) = (warehouse.clone(), limits.clone());
             tokio::spawn(async move {
+                let _running = running;
                 Box::pin(alerts::check(
                     &warehouse, &name, &alert, slot, "SCHEDULE", &limits,
                 ))
                 .await;
-                running
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&key);
             });
         }
+    }
+}
+
+/// Marks a task or alert as running here until dropped: when its run ends, and also when the
+/// run panics or is aborted, so it is never stuck as running.
+struct Running(Arc<std::sync::Mutex<HashSet<String>>>, String);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
     }
 }
 

@@ -145,6 +145,7 @@ impl Session {
         let clock = Instant::now();
         let query_id = query_log::new_query_id();
         let span = query_log::span(&query_id, self.id());
+        self.set_last_query_id(query_id.clone());
         self.progress().reset();
         super::data_tests::install(self.warehouse());
         let planned = async {
@@ -195,7 +196,10 @@ impl Session {
             Err(e) => {
                 // No stream yet: write the entry before answering, so a process that exits on
                 // the error does not lose it.
-                let entry = log.entry("FAILED", Some(e.to_string()), 0, None);
+                let entry = {
+                    let _in_statement = log.span.enter();
+                    log.entry("FAILED", Some(e.to_string()), 0, None)
+                };
                 query_log::write(&log.warehouse, &entry).await;
                 Err(e)
             }
@@ -373,6 +377,7 @@ impl Session {
             Transaction::new("INGEST"),
         )
         .await?;
+        crate::telemetry::loaded(rows, 0);
         crate::mv::scheduler::refresh_on_commit(self.warehouse()).await;
         Ok(rows)
     }
