@@ -350,26 +350,7 @@ fn serve(warehouse: &str, password: &str) -> (std::process::Child, String) {
 
 /// [`serve`] with more arguments (global options first, then `serve`'s).
 fn serve_with(warehouse: &str, password: &str, extra: &[&str]) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["serve", "--warehouse", warehouse, "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .env("STRATA_PASSWORD", password)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("strata serve starts");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let address = loop {
-        let line = lines
-            .next()
-            .expect("strata serve announces its address")
-            .unwrap();
-        if let Some(rest) = line.split("grpc://").nth(1) {
-            break format!("grpc://{}", rest.split_whitespace().next().unwrap());
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
+    let (child, address, _) = spawn_server(warehouse, password, extra, false);
     (child, address)
 }
 
@@ -391,36 +372,53 @@ fn serve_monitored(
     password: &str,
     extra: &[&str],
 ) -> (KillOnDrop, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(extra)
+    let (child, address, metrics) = spawn_server(warehouse, password, extra, true);
+    (
+        KillOnDrop(child),
+        address,
+        metrics.expect("serve announces its metrics URL"),
+    )
+}
+
+/// Starts `strata serve` on ephemeral ports; returns the process, its `grpc://` address and,
+/// with `metrics`, its `http://` metrics address.
+fn spawn_server(
+    warehouse: &str,
+    password: &str,
+    extra: &[&str],
+    metrics: bool,
+) -> (std::process::Child, String, Option<String>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+    command
         .args(["serve", "--warehouse", warehouse, "--listen", "127.0.0.1:0"])
-        .args(["--metrics-listen", "127.0.0.1:0"])
+        .args(extra);
+    if metrics {
+        command.args(["--metrics-listen", "127.0.0.1:0"]);
+    }
+    let mut child = command
         .env("STRATA_PASSWORD", password)
         .stderr(Stdio::piped())
         .spawn()
         .expect("strata serve starts");
     let stderr = child.stderr.take().unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let mut metrics = None;
+    let mut metrics_url = None;
     let address = loop {
         let line = lines
             .next()
-            .expect("strata serve announces its addresses")
+            .expect("strata serve announces its address")
             .unwrap();
         if let Some(rest) = line.split("http://").nth(1) {
             let address = rest.split('/').next().unwrap();
-            metrics = Some(format!("http://{address}"));
+            metrics_url = Some(format!("http://{address}"));
         }
         if let Some(rest) = line.split("grpc://").nth(1) {
             break format!("grpc://{}", rest.split_whitespace().next().unwrap());
         }
     };
+    // Keep draining stderr so the server never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    (
-        KillOnDrop(child),
-        address,
-        metrics.expect("serve announces its metrics URL"),
-    )
+    (child, address, metrics_url)
 }
 
 /// The samples of a Prometheus page, as `name{label=value,...}` → value, read by

@@ -397,6 +397,32 @@ async fn bulk_ingest_creates_appends_and_replaces() {
     assert_eq!(rows(&query(&mut client, "SELECT * FROM events").await), 5);
 }
 
+/// `GetTables` of the `dim%` tables of `main.public`, with their schemas.
+async fn dim_tables(client: &mut FlightSqlServiceClient<Channel>) -> Vec<RecordBatch> {
+    let info = client
+        .get_tables(CommandGetTables {
+            catalog: Some("main".into()),
+            db_schema_filter_pattern: Some("public".into()),
+            table_name_filter_pattern: Some("dim%".into()),
+            table_types: vec!["TABLE".into()],
+            include_schema: true,
+        })
+        .await
+        .unwrap();
+    fetch(client, info).await
+}
+
+/// The Arrow schema in the first row of a `GetTables` answer.
+fn first_table_schema(tables: &[RecordBatch]) -> Schema {
+    let schema_column = tables[0]
+        .column_by_name("table_schema")
+        .unwrap()
+        .as_any()
+        .downcast_ref::<arrow::array::BinaryArray>()
+        .unwrap();
+    Schema::try_from(IpcMessage(schema_column.value(0).to_vec().into())).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_for_object_browsers() {
     let address = start(Limits::default()).await;
@@ -426,26 +452,9 @@ async fn metadata_for_object_browsers() {
     assert_eq!(rows(&schemas), 1);
     assert!(text(&schemas).contains("public"));
 
-    let info = client
-        .get_tables(CommandGetTables {
-            catalog: Some("main".into()),
-            db_schema_filter_pattern: Some("public".into()),
-            table_name_filter_pattern: Some("dim%".into()),
-            table_types: vec!["TABLE".into()],
-            include_schema: true,
-        })
-        .await
-        .unwrap();
-    let tables = fetch(&mut client, info).await;
+    let tables = dim_tables(&mut client).await;
     assert_eq!(rows(&tables), 1);
-    let schema_column = tables[0]
-        .column_by_name("table_schema")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<arrow::array::BinaryArray>()
-        .unwrap();
-    let table_schema =
-        Schema::try_from(IpcMessage(schema_column.value(0).to_vec().into())).unwrap();
+    let table_schema = first_table_schema(&tables);
     assert_eq!(table_schema.field(1).name(), "name");
     assert_eq!(table_schema.field(1).data_type(), &DataType::Utf8);
 
@@ -459,25 +468,8 @@ async fn metadata_for_object_browsers() {
         )
         .await
         .unwrap();
-    let info = client
-        .get_tables(CommandGetTables {
-            catalog: Some("main".into()),
-            db_schema_filter_pattern: Some("public".into()),
-            table_name_filter_pattern: Some("dim%".into()),
-            table_types: vec!["TABLE".into()],
-            include_schema: true,
-        })
-        .await
-        .unwrap();
-    let tables = fetch(&mut client, info).await;
-    let schema_column = tables[0]
-        .column_by_name("table_schema")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<arrow::array::BinaryArray>()
-        .unwrap();
-    let table_schema =
-        Schema::try_from(IpcMessage(schema_column.value(0).to_vec().into())).unwrap();
+    let tables = dim_tables(&mut client).await;
+    let table_schema = first_table_schema(&tables);
     let names: Vec<&str> = table_schema
         .fields()
         .iter()
@@ -496,25 +488,8 @@ async fn metadata_for_object_browsers() {
         )
         .await
         .unwrap();
-    let info = client
-        .get_tables(CommandGetTables {
-            catalog: Some("main".into()),
-            db_schema_filter_pattern: Some("public".into()),
-            table_name_filter_pattern: Some("dim%".into()),
-            table_types: vec!["TABLE".into()],
-            include_schema: true,
-        })
-        .await
-        .unwrap();
-    let tables = fetch(&mut client, info).await;
-    let schema_column = tables[0]
-        .column_by_name("table_schema")
-        .unwrap()
-        .as_any()
-        .downcast_ref::<arrow::array::BinaryArray>()
-        .unwrap();
-    let table_schema =
-        Schema::try_from(IpcMessage(schema_column.value(0).to_vec().into())).unwrap();
+    let tables = dim_tables(&mut client).await;
+    let table_schema = first_table_schema(&tables);
     let remarks = "ARROW:FLIGHT:SQL:REMARKS";
     assert_eq!(
         table_schema.metadata().get(remarks).map(String::as_str),

@@ -10,7 +10,9 @@ use datafusion::sql::sqlparser::ast::{Expr, ObjectName};
 use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
-use super::tokens::{Spans, expect_end, expect_word, is_word, parser_for, perr};
+use super::tokens::{
+    Spans, expect_word, is_word, parse_named, parse_resume, parser_for, perr, string_option,
+};
 use crate::error::{Error, Result};
 
 /// An alert statement.
@@ -74,9 +76,18 @@ pub(super) fn parse(
         | (Some("CREATE"), Some("OR"), Some("REPLACE"), Some("ALERT")) => {
             Some(parse_create(text, chunk, spans).map(AlertStatement::Create))
         }
-        (Some("ALTER"), Some("ALERT"), ..) => Some(parse_alter(chunk)),
-        (Some("EXECUTE"), Some("ALERT"), ..) => Some(parse_named(chunk, "EXECUTE")),
-        (Some("DROP"), Some("ALERT"), ..) => Some(parse_drop(chunk)),
+        (Some("ALTER"), Some("ALERT"), ..) => Some(
+            parse_resume(chunk, "ALERT")
+                .map(|(name, resume)| AlertStatement::Resume { name, resume }),
+        ),
+        (Some("EXECUTE"), Some("ALERT"), ..) => Some(
+            parse_named(chunk, "EXECUTE", "ALERT")
+                .map(|(name, _)| AlertStatement::Execute { name }),
+        ),
+        (Some("DROP"), Some("ALERT"), ..) => Some(
+            parse_named(chunk, "DROP", "ALERT")
+                .map(|(name, if_exists)| AlertStatement::Drop { name, if_exists }),
+        ),
         (Some("SHOW"), Some("ALERTS"), ..) => Some(Ok(AlertStatement::Show)),
         _ => None,
     }
@@ -161,59 +172,6 @@ fn parse_create(text: &str, chunk: &[TokenWithSpan], spans: &Spans) -> Result<Cr
         condition: subquery.to_string(),
         action: action.to_string(),
     })
-}
-
-/// `NAME = 'text'`.
-fn string_option(p: &mut datafusion::sql::sqlparser::parser::Parser, name: &str) -> Result<String> {
-    let _ = p.consume_token(&Token::Eq);
-    let next = p.next_token();
-    match next.token {
-        Token::SingleQuotedString(s) => Ok(s),
-        other => Err(Error::Parse(format!(
-            "{name} = '...': expected a quoted string, found {other} at {}",
-            next.span.start
-        ))),
-    }
-}
-
-fn parse_alter(chunk: &[TokenWithSpan]) -> Result<AlertStatement> {
-    let mut p = parser_for(chunk);
-    p.expect_keyword(Keyword::ALTER).map_err(perr)?;
-    expect_word(&mut p, "ALERT")?;
-    let _ = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-    let name = p.parse_object_name(false).map_err(perr)?;
-    let next = p.next_token();
-    let resume = if is_word(&next, "RESUME") {
-        true
-    } else if is_word(&next, "SUSPEND") {
-        false
-    } else {
-        return Err(Error::Parse(format!(
-            "ALTER ALERT {name}: expected RESUME or SUSPEND, found {} at {}",
-            next.token, next.span.start
-        )));
-    };
-    expect_end(&mut p).map_err(perr)?;
-    Ok(AlertStatement::Resume { name, resume })
-}
-
-fn parse_named(chunk: &[TokenWithSpan], verb: &str) -> Result<AlertStatement> {
-    let mut p = parser_for(chunk);
-    expect_word(&mut p, verb)?;
-    expect_word(&mut p, "ALERT")?;
-    let name = p.parse_object_name(false).map_err(perr)?;
-    expect_end(&mut p).map_err(perr)?;
-    Ok(AlertStatement::Execute { name })
-}
-
-fn parse_drop(chunk: &[TokenWithSpan]) -> Result<AlertStatement> {
-    let mut p = parser_for(chunk);
-    p.expect_keyword(Keyword::DROP).map_err(perr)?;
-    expect_word(&mut p, "ALERT")?;
-    let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-    let name = p.parse_object_name(false).map_err(perr)?;
-    expect_end(&mut p).map_err(perr)?;
-    Ok(AlertStatement::Drop { name, if_exists })
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan};
 
-use super::tokens::{Spans, expect_end, expect_word, is_word, parser_for, perr};
+use super::tokens::{
+    Spans, expect_word, is_word, parse_named, parse_resume, parser_for, perr, string_option,
+};
 use crate::error::{Error, Result};
 
 /// A task statement.
@@ -126,9 +128,17 @@ pub(super) fn parse(
         | (Some("CREATE"), Some("OR"), Some("REPLACE"), Some("TASK")) => {
             Some(parse_create(text, chunk, spans).map(TaskStatement::Create))
         }
-        (Some("ALTER"), Some("TASK"), ..) => Some(parse_alter(chunk)),
-        (Some("EXECUTE"), Some("TASK"), ..) => Some(parse_execute(chunk)),
-        (Some("DROP"), Some("TASK"), ..) => Some(parse_drop(chunk)),
+        (Some("ALTER"), Some("TASK"), ..) => Some(
+            parse_resume(chunk, "TASK")
+                .map(|(name, resume)| TaskStatement::Resume { name, resume }),
+        ),
+        (Some("EXECUTE"), Some("TASK"), ..) => Some(
+            parse_named(chunk, "EXECUTE", "TASK").map(|(name, _)| TaskStatement::Execute { name }),
+        ),
+        (Some("DROP"), Some("TASK"), ..) => Some(
+            parse_named(chunk, "DROP", "TASK")
+                .map(|(name, if_exists)| TaskStatement::Drop { name, if_exists }),
+        ),
         (Some("SHOW"), Some("TASKS"), ..) => Some(Ok(TaskStatement::Show)),
         _ => None,
     }
@@ -217,19 +227,6 @@ fn parse_create(text: &str, chunk: &[TokenWithSpan], spans: &Spans) -> Result<Cr
     }
 }
 
-/// `NAME = 'text'`.
-fn string_option(p: &mut Parser, name: &str) -> Result<String> {
-    let _ = p.consume_token(&Token::Eq);
-    let next = p.next_token();
-    match next.token {
-        Token::SingleQuotedString(s) => Ok(s),
-        other => Err(Error::Parse(format!(
-            "{name} = '...': expected a quoted string, found {other} at {}",
-            next.span.start
-        ))),
-    }
-}
-
 /// `NAME = n`.
 fn number_option(p: &mut Parser, name: &str) -> Result<u64> {
     let _ = p.consume_token(&Token::Eq);
@@ -244,46 +241,6 @@ fn number_option(p: &mut Parser, name: &str) -> Result<u64> {
             next.token, next.span.start
         ))
     })
-}
-
-fn parse_alter(chunk: &[TokenWithSpan]) -> Result<TaskStatement> {
-    let mut p = parser_for(chunk);
-    p.expect_keyword(Keyword::ALTER).map_err(perr)?;
-    expect_word(&mut p, "TASK")?;
-    let _ = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-    let name = p.parse_object_name(false).map_err(perr)?;
-    let next = p.next_token();
-    let resume = if is_word(&next, "RESUME") {
-        true
-    } else if is_word(&next, "SUSPEND") {
-        false
-    } else {
-        return Err(Error::Parse(format!(
-            "ALTER TASK {name}: expected RESUME or SUSPEND, found {} at {}",
-            next.token, next.span.start
-        )));
-    };
-    expect_end(&mut p).map_err(perr)?;
-    Ok(TaskStatement::Resume { name, resume })
-}
-
-fn parse_execute(chunk: &[TokenWithSpan]) -> Result<TaskStatement> {
-    let mut p = parser_for(chunk);
-    expect_word(&mut p, "EXECUTE")?;
-    expect_word(&mut p, "TASK")?;
-    let name = p.parse_object_name(false).map_err(perr)?;
-    expect_end(&mut p).map_err(perr)?;
-    Ok(TaskStatement::Execute { name })
-}
-
-fn parse_drop(chunk: &[TokenWithSpan]) -> Result<TaskStatement> {
-    let mut p = parser_for(chunk);
-    p.expect_keyword(Keyword::DROP).map_err(perr)?;
-    expect_word(&mut p, "TASK")?;
-    let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
-    let name = p.parse_object_name(false).map_err(perr)?;
-    expect_end(&mut p).map_err(perr)?;
-    Ok(TaskStatement::Drop { name, if_exists })
 }
 
 #[cfg(test)]

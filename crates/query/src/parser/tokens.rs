@@ -1,8 +1,9 @@
 //! Token-level helpers of Strata's own statement parsers: where a token is in the text, and
 //! the small steps (`expect_word`, `expect_end`) sqlparser's `Parser` lacks.
 
-use datafusion::sql::sqlparser::ast::Ident;
+use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::{Parser, ParserError};
 use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan};
 
@@ -74,6 +75,58 @@ pub(super) fn expect_word(parser: &mut Parser, word: &str) -> Result<()> {
             t.token, t.span.start
         )))
     }
+}
+
+/// `NAME = 'text'` (the `=` optional), after NAME.
+pub(super) fn string_option(p: &mut Parser, name: &str) -> Result<String> {
+    let _ = p.consume_token(&Token::Eq);
+    let next = p.next_token();
+    match next.token {
+        Token::SingleQuotedString(s) => Ok(s),
+        other => Err(Error::Parse(format!(
+            "{name} = '...': expected a quoted string, found {other} at {}",
+            next.span.start
+        ))),
+    }
+}
+
+/// `ALTER <kind> [IF EXISTS] name RESUME | SUSPEND` (tasks, alerts): the name, and whether
+/// it resumes.
+pub(super) fn parse_resume(chunk: &[TokenWithSpan], kind: &str) -> Result<(ObjectName, bool)> {
+    let mut p = parser_for(chunk);
+    p.expect_keyword(Keyword::ALTER).map_err(perr)?;
+    expect_word(&mut p, kind)?;
+    let _ = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let name = p.parse_object_name(false).map_err(perr)?;
+    let next = p.next_token();
+    let resume = if is_word(&next, "RESUME") {
+        true
+    } else if is_word(&next, "SUSPEND") {
+        false
+    } else {
+        return Err(Error::Parse(format!(
+            "ALTER {kind} {name}: expected RESUME or SUSPEND, found {} at {}",
+            next.token, next.span.start
+        )));
+    };
+    expect_end(&mut p).map_err(perr)?;
+    Ok((name, resume))
+}
+
+/// `<verb> <kind> [IF EXISTS] name` (`DROP TASK`, `EXECUTE ALERT`): the name, and whether
+/// `IF EXISTS` was written.
+pub(super) fn parse_named(
+    chunk: &[TokenWithSpan],
+    verb: &str,
+    kind: &str,
+) -> Result<(ObjectName, bool)> {
+    let mut p = parser_for(chunk);
+    expect_word(&mut p, verb)?;
+    expect_word(&mut p, kind)?;
+    let if_exists = p.parse_keywords(&[Keyword::IF, Keyword::EXISTS]);
+    let name = p.parse_object_name(false).map_err(perr)?;
+    expect_end(&mut p).map_err(perr)?;
+    Ok((name, if_exists))
 }
 
 pub(super) fn perr(e: ParserError) -> Error {
