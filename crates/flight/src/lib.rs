@@ -5,10 +5,12 @@
 //!  client ──gRPC/TLS──► auth (Basic → bearer token, checked on every call)
 //!                        └─► StrataFlightSql ──► per-caller strata_query::Session
 //!                              ├─ statements, prepared statements, ingest, cancel
+//!                              ├─ ingest channels: exactly-once appends, group commit
 //!                              └─ metadata: catalogs, schemas, tables, SQL info, types
 //! ```
 //!
-//! Modules: [`service`] (the Flight SQL RPCs), [`auth`] (users, passwords, tokens),
+//! Modules: [`service`] (the Flight SQL RPCs), [`ingest`] (ingest channels), [`auth`] (users,
+//! passwords, tokens),
 //! [`metadata`] (what object browsers ask for), [`monitoring`] (Prometheus metrics and health
 //! checks over HTTP), `policy` (what remote SQL may not do), `wire` (Arrow types every client
 //! reads).
@@ -19,6 +21,8 @@
 pub mod auth;
 mod error;
 mod framing;
+/// Exactly-once ingest channels: DoPut `["strata.ingest", table, channel, offset_token]`.
+pub mod ingest;
 /// Flight SQL metadata answers (catalogs, schemas, tables, keys, SQL info).
 pub mod metadata;
 /// `--metrics-listen`: Prometheus `/metrics`, `/healthz` and `/readyz`.

@@ -4,7 +4,8 @@
 //!  GetFlightInfo(statement) ──► parse, check policy ──► query: plan only, schema + ticket
 //!                                                   └─► other: run now, result kept for the ticket
 //!  DoGet(ticket) ──► query: DataFusion stream ──► wire types ──► Arrow IPC, batch by batch
-//!  DoPut(update | ingest | prepared parameters)       DoAction(prepare, close, cancel)
+//!  DoPut(update | ingest | prepared parameters | ingest channel: see `ingest`)
+//!  DoAction(prepare, close, cancel, strata.channel_status)
 //! ```
 //!
 //! Each authenticated caller (token, or user for Basic-on-every-call) has its own SQL session,
@@ -48,7 +49,7 @@ use futures::stream::{AbortHandle, Abortable, BoxStream};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use strata_query::parser::ParsedStatement;
-use strata_query::{CommitGate, IngestMode, Session, StatementResult, Warehouse};
+use strata_query::{CommitGate, IngestChannels, IngestMode, Session, StatementResult, Warehouse};
 use tokio::sync::{Mutex as AsyncMutex, OwnedSemaphorePermit, Semaphore};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
@@ -56,6 +57,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::auth::{Authenticator, Identity, Role};
 use crate::error::{status, stream_status};
 use crate::framing;
+use crate::ingest;
 use crate::metadata::{
     self, ForeignKeys, SQL_INFO, SYSTEM_TABLE, TABLE, XDBC_TYPES, foreign_keys_schema,
     primary_keys_schema,
@@ -146,6 +148,8 @@ pub struct StrataFlightSql {
     query_slots: Arc<Semaphore>,
     /// Where users without the admin role may `COPY INTO` from.
     load: LoadPolicy,
+    /// Exactly-once ingest channels (DoPut `["strata.ingest", ...]`).
+    channels: IngestChannels,
 }
 
 impl std::fmt::Debug for StrataFlightSql {
@@ -162,7 +166,6 @@ impl StrataFlightSql {
     pub fn new(warehouse: Warehouse, auth: Arc<Authenticator>, limits: Limits) -> Self {
         let slots = limits.max_concurrent_queries.max(1);
         Self {
-            warehouse,
             auth,
             limits,
             sessions: Mutex::new(HashMap::new()),
@@ -171,6 +174,8 @@ impl StrataFlightSql {
             running: Arc::new(Mutex::new(HashMap::new())),
             query_slots: Arc::new(Semaphore::new(slots)),
             load: LoadPolicy::default(),
+            channels: IngestChannels::new(warehouse.clone()),
+            warehouse,
         }
     }
 
@@ -977,10 +982,42 @@ impl FlightSqlService for StrataFlightSql {
         Ok(ActionCancelQueryResult { result })
     }
 
+    async fn do_put_fallback(
+        &self,
+        mut request: Request<PeekableFlightDataStream>,
+        message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
+        // Numbered before anything of the stream is read: a reopen after this refuses it.
+        let stream_number = IngestChannels::stream_number();
+        let who = self.caller(&request)?;
+        let Some(command) = ingest::target(&message, request.get_mut()).await? else {
+            return Err(Status::unimplemented(format!(
+                "DoPut of an unknown command '{}'",
+                message.type_url
+            )));
+        };
+        let acks = ingest::append(
+            &self.channels,
+            &who,
+            command,
+            stream_number,
+            request.into_inner(),
+        )
+        .await?;
+        Ok(Response::new(acks))
+    }
+
     async fn do_action_fallback(
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        if request.get_ref().r#type == ingest::CHANNEL_STATUS {
+            self.caller(&request)?;
+            let reply = ingest::channel_status(&self.channels, &request.get_ref().body).await?;
+            return Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
+                reply,
+            )]))));
+        }
         if request.get_ref().r#type != CANCEL_FLIGHT_INFO {
             return Err(Status::invalid_argument(format!(
                 "unknown action '{}'",
@@ -1005,12 +1042,22 @@ impl FlightSqlService for StrataFlightSql {
     }
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
-        Some(vec![Ok(ActionType {
-            r#type: CANCEL_FLIGHT_INFO.to_string(),
-            description: "Cancels a running query.\nRequest Message: CancelFlightInfoRequest\n\
-                          Response Message: CancelFlightInfoResult"
-                .to_string(),
-        })])
+        Some(vec![
+            Ok(ActionType {
+                r#type: CANCEL_FLIGHT_INFO.to_string(),
+                description: "Cancels a running query.\nRequest Message: \
+                              CancelFlightInfoRequest\nResponse Message: CancelFlightInfoResult"
+                    .to_string(),
+            }),
+            Ok(ActionType {
+                r#type: ingest::CHANNEL_STATUS.to_string(),
+                description: "The last committed offset token of an ingest channel.\nRequest: \
+                              {\"table\": \"db.schema.table\", \"channel\": \"name\"} (JSON)\n\
+                              Response: {\"table\", \"channel\", \"offset_token\", \"rows\", \
+                              \"commits\"} (JSON)"
+                    .to_string(),
+            }),
+        ])
     }
 
     // Metadata: FlightInfo carries the command back as the ticket.

@@ -10,6 +10,7 @@
 
 pub(crate) mod column_lineage;
 pub(crate) mod data_tests;
+pub(crate) mod ingest_channels;
 pub(crate) mod lineage;
 pub(crate) mod materialized_view;
 pub(crate) mod planner;

@@ -65,33 +65,34 @@ pub(crate) fn check_settings(settings: &[(String, String)]) -> Result<()> {
     Ok(())
 }
 
-/// Parses a duration such as `5 minutes`, `1 hour`, `30 seconds`, `2 days` (singular or plural,
-/// `sec` and `min` too).
+/// Parses a duration such as `5 minutes`, `1 hour`, `30 seconds`, `2 days`, `200 ms`
+/// (singular or plural, `sec`, `min` and `milliseconds` too).
 pub fn parse_duration(text: &str) -> Result<Duration> {
     let bad = || {
         Error::Plan(format!(
-            "'{text}' is not a duration such as '5 minutes' (seconds, minutes, hours, days)"
+            "'{text}' is not a duration such as '5 minutes' (milliseconds, seconds, minutes, \
+             hours, days)"
         ))
     };
     let mut words = text.split_whitespace();
     let n: u64 = words.next().and_then(|n| n.parse().ok()).ok_or_else(bad)?;
-    let unit = match words
-        .next()
-        .ok_or_else(bad)?
-        .to_ascii_lowercase()
-        .trim_end_matches('s')
-    {
-        "second" | "sec" => 1,
-        "minute" | "min" => 60,
-        "hour" => 3_600,
-        "day" => 86_400,
-        _ => return Err(bad()),
+    let unit = words.next().ok_or_else(bad)?.to_ascii_lowercase();
+    let millis = match unit.as_str() {
+        "ms" | "msec" | "msecs" => 1,
+        _ => match unit.trim_end_matches('s') {
+            "millisecond" => 1,
+            "second" | "sec" => 1_000,
+            "minute" | "min" => 60_000,
+            "hour" => 3_600_000,
+            "day" => 86_400_000,
+            _ => return Err(bad()),
+        },
     };
     if words.next().is_some() {
         return Err(bad());
     }
-    n.checked_mul(unit)
-        .map(Duration::from_secs)
+    n.checked_mul(millis)
+        .map(Duration::from_millis)
         .ok_or_else(|| Error::Plan(format!("'{text}' is too long a duration")))
 }
 

@@ -58,6 +58,7 @@ pub use mv::{RefreshLimits, run_scheduler};
 pub use progress::{Progress, ProgressFigures};
 pub use result::StatementResult;
 pub use session::Session;
+pub use statement::channels::{Appended, ChannelStatus, ChannelWriter, IngestChannels};
 pub use statement::maintenance::run_maintenance;
 pub use statement::monitoring::observe;
 pub use statement::scheduler::run_task_scheduler;

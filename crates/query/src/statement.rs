@@ -36,6 +36,7 @@ pub(crate) mod alter;
 pub(crate) mod apply_changes;
 #[cfg(test)]
 mod cancel_sweep;
+pub(crate) mod channels;
 pub(crate) mod copy;
 pub(crate) mod data_tests;
 pub(crate) mod ddl;

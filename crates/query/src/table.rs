@@ -36,6 +36,11 @@ pub(crate) const OWNER_PROPERTY: &str = "owner";
 /// The table property of `ALTER TABLE t SET (freshness_sla = '1 hour')`: how long a table may
 /// go without new rows before `system.freshness` reports it in breach.
 pub(crate) const FRESHNESS_SLA_PROPERTY: &str = "freshness_sla";
+/// The table property of `ALTER TABLE t SET (ingest_commit_interval = '500 ms')`: how long
+/// ingest channels gather appends into one commit.
+pub(crate) const COMMIT_INTERVAL_PROPERTY: &str = "ingest_commit_interval";
+/// The longest `ingest_commit_interval` a table may set.
+pub(crate) const MAX_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 pub(crate) use provider::StrataTable;
 pub use scan::{ScanFigures, scan_figures};
 pub(crate) use write::write_batches;

@@ -67,9 +67,9 @@ pub use error::{Error, Result, panic_message};
 pub use faults::{Fault, FaultyStore};
 pub use id::{TableId, Version};
 pub use log::{
-    Action, ColumnDef, ColumnStats, Commit, Constraint, DataFile, FENCE_TTL_SECONDS, Fence, Index,
-    IndexKind, LoadedFile, Reads, Snapshot, StatValue, TableLog, TableMetadata, Transaction,
-    sql_type_name,
+    Action, Channel, ChannelAdvance, ChannelOffset, ColumnDef, ColumnStats, Commit, Constraint,
+    DataFile, FENCE_TTL_SECONDS, Fence, Index, IndexKind, LoadedFile, Reads, Snapshot, StatValue,
+    TableLog, TableMetadata, Transaction, sql_type_name,
 };
 pub use partition::{Interval, KeyType, Partition, Partitioning, Retention, UpperBound};
 pub use records::{

@@ -633,6 +633,50 @@ pub enum Action {
     Fence(Fence),
     /// This commit is the removal that [`Fence`] `id` announced.
     Fenced(String),
+    /// An ingest channel's append: its offset token, committed with the rows it carried.
+    Channel(ChannelOffset),
+}
+
+/// One append of an ingest channel, recorded in the commit that holds its rows: the table
+/// and the channel's offset token change together or not at all, which is what makes ingest
+/// exactly-once (a producer that reopens a channel resumes after the token the table holds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelOffset {
+    /// The channel's name, unique within the table.
+    pub channel: String,
+    /// The client's opaque token for the data appended so far (a Kafka offset, a file
+    /// position).
+    pub offset_token: String,
+    /// Rows this commit appended through the channel.
+    pub rows: u64,
+    /// Who appended.
+    pub owner: String,
+}
+
+/// An ingest channel as a snapshot knows it: the last committed token and totals.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channel {
+    /// The offset token of the channel's last committed append.
+    pub offset_token: String,
+    /// Rows appended through the channel, over all its commits.
+    pub rows: u64,
+    /// Commits that advanced the channel.
+    pub commits: u64,
+    /// When the channel last advanced.
+    pub last_commit_at: DateTime<Utc>,
+    /// Who opened the channel (made its first append).
+    pub owner: String,
+}
+
+/// A channel advance in a [`Transaction`]: the append's offset, and the token the channel
+/// must hold when it commits (`None`: the channel must not exist yet). A commit that finds
+/// another token there conflicts: another producer moved the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelAdvance {
+    /// The append.
+    pub offset: ChannelOffset,
+    /// The token it follows.
+    pub previous: Option<String>,
 }
 
 /// The announcement, in a referencing (child) table's log, that a statement is about to remove
@@ -744,6 +788,9 @@ pub struct Snapshot {
     /// The latest [`Fence`] per referenced table, by the parent's id.
     #[serde(default)]
     pub fences: BTreeMap<String, Fence>,
+    /// Ingest channels by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub channels: BTreeMap<String, Channel>,
 }
 
 impl Snapshot {
@@ -766,6 +813,19 @@ impl Snapshot {
                     self.fences.insert(f.parent.clone(), f.clone());
                 }
                 Action::Fenced(_) => {}
+                Action::Channel(c) => {
+                    let channel = self.channels.entry(c.channel.clone()).or_insert(Channel {
+                        offset_token: String::new(),
+                        rows: 0,
+                        commits: 0,
+                        last_commit_at: commit.committed_at,
+                        owner: c.owner.clone(),
+                    });
+                    channel.offset_token = c.offset_token.clone();
+                    channel.rows = channel.rows.saturating_add(c.rows);
+                    channel.commits = channel.commits.saturating_add(1);
+                    channel.last_commit_at = commit.committed_at;
+                }
             }
         }
     }
@@ -789,6 +849,7 @@ impl Snapshot {
             files: BTreeMap::new(),
             loaded: BTreeMap::new(),
             fences: BTreeMap::new(),
+            channels: BTreeMap::new(),
         };
         snapshot.apply(commit);
         Ok(snapshot)
@@ -838,6 +899,8 @@ pub struct Transaction {
     pub fenced: Option<String>,
     /// The files it adds hold exactly the rows of those it removes ([`Commit::rewrite_only`]).
     pub rewrite_only: bool,
+    /// Ingest channels this commit advances, with the rows it adds.
+    pub channels: Vec<ChannelAdvance>,
 }
 
 /// What a statement read from the table it writes, so that its commit can check that no
@@ -1060,6 +1123,20 @@ impl Transaction {
         }
         if let Some(id) = &self.fenced {
             actions.push(Action::Fenced(id.clone()));
+        }
+        for advance in &self.channels {
+            let name = &advance.offset.channel;
+            let now = base.channels.get(name).map(|c| &c.offset_token);
+            if now != advance.previous.as_ref() {
+                return Err(match now {
+                    Some(token) => format!(
+                        "ingest channel '{name}' was moved to offset token '{token}' by another \
+                         producer"
+                    ),
+                    None => format!("ingest channel '{name}' was dropped by another statement"),
+                });
+            }
+            actions.push(Action::Channel(advance.offset.clone()));
         }
         Ok(actions)
     }
@@ -1734,6 +1811,59 @@ mod tests {
         assert_eq!(s.version, Version(2));
         assert_eq!(s.row_count(), 3);
         assert_eq!(log.latest().await.unwrap(), s);
+    }
+
+    /// A channel's token moves only with the commit that carries its rows: two producers
+    /// advancing the same channel from the same token cannot both commit (the second
+    /// conflicts whatever order they race in), producers on different channels never
+    /// conflict, and the channel's totals survive checkpoints.
+    #[tokio::test]
+    async fn a_channel_advances_once_per_token_it_follows() {
+        let advance = |channel: &str, previous: Option<&str>, token: &str| ChannelAdvance {
+            offset: ChannelOffset {
+                channel: channel.into(),
+                offset_token: token.into(),
+                rows: 1,
+                owner: "u".into(),
+            },
+            previous: previous.map(str::to_string),
+        };
+        let log = TableLog::new(Arc::new(InMemory::new()), TableId::random(), "t");
+        let v0 = log.create(metadata(), "CREATE TABLE").await.unwrap();
+        let with = |mut txn: Transaction, a: ChannelAdvance| {
+            txn.channels.push(a);
+            txn
+        };
+        let txn = with(append(&log, "a", 1).await, advance("c", None, "1"));
+        let v1 = log.commit(&v0, &txn).await.unwrap();
+        // A second producer that also saw no channel loses, and commits nothing.
+        let txn = with(append(&log, "b", 1).await, advance("c", None, "1"));
+        let err = log.commit(&v0, &txn).await.unwrap_err();
+        assert!(matches!(err, Error::CommitConflict { .. }), "{err}");
+        assert!(err.to_string().contains("offset token '1'"), "{err}");
+        // Another channel, from a stale snapshot: no conflict, it lands on top.
+        let txn = with(append(&log, "d", 1).await, advance("other", None, "x"));
+        let v2 = log.commit(&v0, &txn).await.unwrap();
+        assert_eq!(v2.row_count(), 2);
+        let mut s = v2;
+        for i in 2..(CHECKPOINT_INTERVAL + 3) {
+            let previous = (i - 1).to_string();
+            let txn = with(
+                append(&log, &format!("f{i}"), 1).await,
+                advance("c", Some(&previous), &i.to_string()),
+            );
+            s = log.commit(&s, &txn).await.unwrap();
+        }
+        let latest = log.latest().await.unwrap();
+        assert_eq!(latest, s);
+        let c = &latest.channels["c"];
+        assert_eq!(c.offset_token, (CHECKPOINT_INTERVAL + 2).to_string());
+        assert_eq!(
+            (c.rows, c.commits),
+            (CHECKPOINT_INTERVAL + 2, CHECKPOINT_INTERVAL + 2)
+        );
+        assert_eq!(latest.channels["other"].offset_token, "x");
+        assert_eq!(v1.channels["c"].offset_token, "1");
     }
 
     #[tokio::test]

@@ -81,7 +81,11 @@ pub async fn vacuum_table(
                         }
                     }
                 }
-                Action::Metadata(_) | Action::Load(_) | Action::Fence(_) | Action::Fenced(_) => {}
+                Action::Metadata(_)
+                | Action::Load(_)
+                | Action::Fence(_)
+                | Action::Fenced(_)
+                | Action::Channel(_) => {}
             }
         }
     }

@@ -1044,6 +1044,7 @@ mod tests {
             files: Default::default(),
             loaded: Default::default(),
             fences: Default::default(),
+            channels: Default::default(),
         };
         let mut writer = TableWriter::new("t", &snapshot, WriteOptions::default());
         let rows = 3000i64;

@@ -5,6 +5,7 @@ Usage: python flight_sql_clients.py grpc://127.0.0.1:PORT PASSWORD
 Exits non-zero (with a traceback) on the first failed check.
 """
 
+import json
 import sys
 
 import adbc_driver_flightsql.dbapi as flightsql
@@ -131,6 +132,49 @@ info = client.get_flight_info(flight.FlightDescriptor.for_command(query), option
 result = client.do_get(info.endpoints[0].ticket, options).read_all()
 assert result.schema == info.schema, (result.schema, info.schema)
 assert result.to_pydict() == {"id": [1, 2], "region": ["EU", "US"]}, result
+
+# An ingest channel with plain pyarrow.flight: one DoPut whose rows end at the path's offset
+# token. Sending it again (a retry after a lost acknowledgment) is acknowledged as a duplicate
+# and writes nothing; the typed command (strata.CommandIngestChannel) does the same.
+assert "strata.channel_status" in actions, actions
+readings = pa.table({"id": [6, 7], "region": ["EU", "US"], "amount": [1.0, 2.0]})
+for attempt in range(2):
+    path = flight.FlightDescriptor.for_path("strata.ingest", "main.public.sales", "file-feed", "f1")
+    writer, reader = client.do_put(path, readings.schema, options)
+    writer.write_table(readings)
+    writer.done_writing()
+    ack = json.loads(reader.read().to_pybytes())
+    writer.close()
+    assert ack["offset_token"] == "f1" and ack["duplicate"] == (attempt == 1), ack
+    assert ack["rows"] == (2 if attempt == 0 else 0), ack
+typed = field(1, b"main.public.sales") + field(2, b"typed-feed") + field(3, b"t1")
+typed = field(1, b"type.googleapis.com/strata.CommandIngestChannel") + field(2, typed)
+writer, reader = client.do_put(flight.FlightDescriptor.for_command(typed), readings.schema, options)
+writer.write_table(readings.slice(0, 1))
+writer.done_writing()
+assert json.loads(reader.read().to_pybytes())["rows"] == 1
+writer.close()
+status = flight.Action(
+    "strata.channel_status", json.dumps({"table": "sales", "channel": "file-feed"}).encode()
+)
+(reply,) = list(client.do_action(status, options))
+state = json.loads(reply.body.to_pybytes())
+assert state == {
+    "table": "main.public.sales",
+    "channel": "file-feed",
+    "offset_token": "f1",
+    "rows": 2,
+    "commits": 1,
+}, state
+try:
+    bad = flight.FlightDescriptor.for_path("strata.ingest", "main.public.nope", "c", "1")
+    writer, _ = client.do_put(bad, readings.schema, options)
+    writer.write_table(readings)
+    writer.close()
+except Exception as e:  # NOT_FOUND arrives as pyarrow's ArrowKeyError
+    assert "nope" in str(e), e
+else:
+    raise AssertionError("an append to a missing table was accepted")
 
 unauthenticated = flight.FlightClient(URI)
 try:

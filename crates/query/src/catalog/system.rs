@@ -17,6 +17,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::catalog::TableProvider;
 use strata_storage::{LoadErrors, LoadFailure, QueryLogEntry};
 
+use crate::catalog::ingest_channels;
 use crate::catalog::planner::Planner;
 use crate::catalog::system_parts::{all_tables, mem_table, ts_field};
 use crate::catalog::viewer::{User, Viewer};
@@ -25,7 +26,7 @@ use crate::error::Result;
 use crate::warehouse::Warehouse;
 
 /// The system tables.
-pub(crate) const SYSTEM_TABLES: [&str; 19] = [
+pub(crate) const SYSTEM_TABLES: [&str; 20] = [
     "partitions",
     "indexes",
     "table_versions",
@@ -45,6 +46,7 @@ pub(crate) const SYSTEM_TABLES: [&str; 19] = [
     "tables",
     "columns",
     "freshness",
+    "ingest_channels",
 ];
 
 /// The views of `information_schema` that describe constraints (DataFusion has the others).
@@ -226,6 +228,7 @@ pub(crate) async fn system_table(
         "tables" => tables::tables(warehouse).await?,
         "columns" => tables::columns(warehouse).await?,
         "freshness" => tables::freshness_table(warehouse).await?,
+        "ingest_channels" => ingest_channels::ingest_channels(warehouse).await?,
         _ => return Ok(None),
     }))
 }

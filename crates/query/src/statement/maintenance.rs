@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, ObjectName, SqlOption, Value};
-use strata_storage::{Retention, Transaction};
+use strata_storage::{Retention, Snapshot, Transaction};
 
 use crate::catalog::materialized_view::Definition;
 use crate::error::{Error, Result};
@@ -26,13 +26,13 @@ use crate::parser;
 use crate::result::StatementResult;
 use crate::session::Session;
 use crate::statement::optimize::SMALL_FILE_SHARE;
-use crate::table::FRESHNESS_SLA_PROPERTY;
+use crate::table::{COMMIT_INTERVAL_PROPERTY, FRESHNESS_SLA_PROPERTY, MAX_COMMIT_INTERVAL};
 use crate::warehouse::{TEST_ON_LOAD, Warehouse};
 
 /// Runs `ALTER TABLE t SET (option = value, ...)`: the table options that can change after
 /// creation (`partition_retention`, `NONE` removes it; `freshness_sla = '1 hour'`;
-/// `test_on_load = true | false`, the
-/// data-test gate of [`crate::statement::data_tests`]).
+/// `test_on_load = true | false`, the data-test gate of [`crate::statement::data_tests`];
+/// `ingest_commit_interval = '200 ms'`, the group commit of [`crate::statement::channels`]).
 pub(crate) async fn set_options(
     session: &Session,
     name: &ObjectName,
@@ -48,10 +48,17 @@ pub(crate) async fn set_options(
             )));
         };
         let key = parser::normalize(key);
-        if key != Retention::PROPERTY && key != TEST_ON_LOAD && key != FRESHNESS_SLA_PROPERTY {
+        if ![
+            Retention::PROPERTY,
+            TEST_ON_LOAD,
+            FRESHNESS_SLA_PROPERTY,
+            COMMIT_INTERVAL_PROPERTY,
+        ]
+        .contains(&key.as_str())
+        {
             return Err(Error::Unsupported(format!(
                 "ALTER TABLE ... SET ({key} = ...): the options that can change are \
-                 partition_retention, test_on_load and freshness_sla"
+                 partition_retention, test_on_load, freshness_sla and ingest_commit_interval"
             )));
         }
         let text = match value {
@@ -81,6 +88,25 @@ pub(crate) async fn set_options(
                 metadata.properties.remove(TEST_ON_LOAD);
             }
             notes.push(format!("test_on_load {on}"));
+            continue;
+        }
+        if key == COMMIT_INTERVAL_PROPERTY {
+            if text.eq_ignore_ascii_case("none") {
+                metadata.properties.remove(COMMIT_INTERVAL_PROPERTY);
+                notes.push("default ingest commit interval".to_string());
+                continue;
+            }
+            let interval = crate::config::parse_duration(&text)?;
+            if interval > MAX_COMMIT_INTERVAL {
+                return Err(Error::Plan(format!(
+                    "ingest_commit_interval = '{text}': at most {} seconds",
+                    MAX_COMMIT_INTERVAL.as_secs()
+                )));
+            }
+            metadata
+                .properties
+                .insert(COMMIT_INTERVAL_PROPERTY.to_string(), text.clone());
+            notes.push(format!("ingest commit interval {text}"));
             continue;
         }
         if key == FRESHNESS_SLA_PROPERTY {
@@ -192,6 +218,54 @@ pub async fn run_maintenance(
     }
 }
 
+/// The partitions of a table that maintenance compacts: those holding `min_files` files
+/// under `small` bytes (none when `min_files` is 0), or whose deletion vectors mark a large
+/// share of their rows, or with files a background index build has still to rewrite.
+pub(crate) fn partitions_to_compact(
+    snapshot: &Snapshot,
+    min_files: u32,
+    small: u64,
+) -> Vec<String> {
+    if min_files == 0 {
+        return Vec::new();
+    }
+    let metadata = &snapshot.metadata;
+    // Per partition: small files, rows, rows deletion vectors mark, and files a background
+    // index build has still to rewrite.
+    let pending = metadata.pending_files(|p| snapshot.files.contains_key(p));
+    let mut counts: BTreeMap<&str, (usize, u64, u64, usize)> = BTreeMap::new();
+    for file in snapshot.files.values() {
+        let entry = counts.entry(&file.partition).or_default();
+        entry.0 += usize::from(file.size_bytes < small);
+        entry.1 += file.rows;
+        entry.2 += file.deleted_rows();
+        entry.3 += usize::from(pending.contains(file.path.as_str()));
+    }
+    counts
+        .into_iter()
+        .filter(|(_, (small_files, rows, deleted, unindexed))| {
+            *small_files >= min_files as usize
+                || *deleted as f64 > FOLD_DELETED_SHARE * *rows as f64
+                || *unindexed > 0
+        })
+        .map(|(partition, _)| partition.to_string())
+        .collect()
+}
+
+/// `OPTIMIZE` of one partition of `table` (quoted), or of the table when it is unpartitioned.
+pub(crate) fn optimize_statement(table: &str, partition: &str) -> String {
+    if partition.is_empty() {
+        format!("OPTIMIZE {table}")
+    } else {
+        format!("OPTIMIZE {table} PARTITION {}", quote(partition))
+    }
+}
+
+/// `name` as a double-quoted identifier.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// One pass of [`run_maintenance`]: each piece of work is a statement (`ALTER TABLE ...
 /// APPLY RETENTION`, `OPTIMIZE ... PARTITION p`), so it is retried after a lost commit race
 /// and recorded in the query log like any other.
@@ -204,7 +278,6 @@ pub(crate) async fn maintain(
     let min_files = session.strata_options().auto_compact_min_files;
     let target = session.write_options().target_file_size_bytes;
     let small = (target as f64 * SMALL_FILE_SHARE) as u64;
-    let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
     let mut work = Vec::new();
     let catalog = warehouse.catalog();
     for (db, d) in &catalog.databases {
@@ -224,32 +297,14 @@ pub(crate) async fn maintain(
                 {
                     work.push(format!("ALTER TABLE {name} APPLY RETENTION"));
                 }
-                if min_files == 0 || Definition::of(metadata).is_some() {
+                if Definition::of(metadata).is_some() {
                     continue;
                 }
-                // Per partition: small files, rows, rows deletion vectors mark, and files a
-                // background index build has still to rewrite.
-                let pending = metadata.pending_files(|p| snapshot.files.contains_key(p));
-                let mut counts: BTreeMap<&str, (usize, u64, u64, usize)> = BTreeMap::new();
-                for file in snapshot.files.values() {
-                    let entry = counts.entry(&file.partition).or_default();
-                    entry.0 += usize::from(file.size_bytes < small);
-                    entry.1 += file.rows;
-                    entry.2 += file.deleted_rows();
-                    entry.3 += usize::from(pending.contains(file.path.as_str()));
-                }
-                for (partition, (small_files, rows, deleted, unindexed)) in counts {
-                    if small_files >= min_files as usize
-                        || deleted as f64 > FOLD_DELETED_SHARE * rows as f64
-                        || unindexed > 0
-                    {
-                        work.push(if partition.is_empty() {
-                            format!("OPTIMIZE {name}")
-                        } else {
-                            format!("OPTIMIZE {name} PARTITION {}", quote(partition))
-                        });
-                    }
-                }
+                work.extend(
+                    partitions_to_compact(&snapshot, min_files, small)
+                        .iter()
+                        .map(|p| optimize_statement(&name, p)),
+                );
             }
         }
     }

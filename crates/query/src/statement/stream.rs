@@ -412,7 +412,9 @@ fn conform(
     Box::pin(RecordBatchStreamAdapter::new(schema, stream))
 }
 
-fn conform_batch(
+/// Casts `batch` onto `target`'s columns by name; an error names `table`, the column and the
+/// rows (counted from `first_row`).
+pub(super) fn conform_batch(
     batch: &RecordBatch,
     target: &SchemaRef,
     table: &str,

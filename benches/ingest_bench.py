@@ -1,0 +1,166 @@
+"""Ingest-channel throughput of a running `strata serve`, and DuckDB's rate for the same batches.
+
+Producers are pyarrow.flight clients, each on a channel of its own, streaming SSB lineorder-shaped
+batches of --batch-rows rows for --seconds in one DoPut, every batch its own offset token
+(app_metadata). Reported: rows acknowledged per second (an acknowledgment means committed and
+durable), commits, and the table's files at the end. Then the peer: DuckDB inserting the same
+batches one by one into its native format (`INSERT INTO lineorder SELECT * FROM batch`).
+
+    strata serve --warehouse /tmp/wh &        # STRATA_PASSWORD set
+    python benches/ingest_bench.py --uri grpc://127.0.0.1:32010 --password "$STRATA_PASSWORD" \
+        --seconds 60 --channels 1
+"""
+
+import argparse
+import json
+import tempfile
+import threading
+import time
+
+import adbc_driver_flightsql.dbapi as flightsql
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.flight as flight
+
+LINEORDER = """CREATE TABLE IF NOT EXISTS lineorder (
+    lo_orderkey BIGINT, lo_linenumber INT, lo_custkey INT, lo_partkey INT, lo_suppkey INT,
+    lo_orderdate INT, lo_orderpriority VARCHAR, lo_shippriority INT, lo_quantity INT,
+    lo_extendedprice INT, lo_ordtotalprice INT, lo_discount INT, lo_revenue INT,
+    lo_supplycost INT, lo_tax INT, lo_commitdate INT, lo_shipmode VARCHAR)"""
+
+
+def lineorder_batch(rows):
+    i = range(rows)
+    ints = lambda f: pa.array([f(k) for k in i], pa.int32())  # noqa: E731
+    return pa.RecordBatch.from_pydict(
+        {
+            "lo_orderkey": pa.array(i, pa.int64()),
+            "lo_linenumber": ints(lambda k: k % 7 + 1),
+            "lo_custkey": ints(lambda k: k % 30000 + 1),
+            "lo_partkey": ints(lambda k: k % 200000 + 1),
+            "lo_suppkey": ints(lambda k: k % 2000 + 1),
+            "lo_orderdate": ints(lambda k: 19920101 + k % 28),
+            "lo_orderpriority": pa.array(["1-URGENT", "2-HIGH", "3-MEDIUM"][k % 3] for k in i),
+            "lo_shippriority": ints(lambda k: 0),
+            "lo_quantity": ints(lambda k: k % 50 + 1),
+            "lo_extendedprice": ints(lambda k: k % 100000 + 90000),
+            "lo_ordtotalprice": ints(lambda k: k % 300000 + 100000),
+            "lo_discount": ints(lambda k: k % 11),
+            "lo_revenue": ints(lambda k: k % 100000 + 80000),
+            "lo_supplycost": ints(lambda k: k % 1000 + 60000),
+            "lo_tax": ints(lambda k: k % 9),
+            "lo_commitdate": ints(lambda k: 19920201 + k % 28),
+            "lo_shipmode": pa.array(["AIR", "MAIL", "RAIL", "SHIP", "TRUCK"][k % 5] for k in i),
+        }
+    )
+
+
+def produce(args, channel, template, until, out):
+    client = flight.FlightClient(args.uri)
+    options = flight.FlightCallOptions(
+        headers=[client.authenticate_basic_token("strata", args.password)]
+    )
+    path = flight.FlightDescriptor.for_path("strata.ingest", "main.public.lineorder", channel, "")
+    writer, reader = client.do_put(path, template.schema, options)
+    acked = {"rows": 0, "acks": 0}
+
+    def read_acks():
+        while (buf := reader.read()) is not None:
+            ack = json.loads(buf.to_pybytes())
+            acked["rows"] += ack["rows"]
+            acked["acks"] += 1
+
+    thread = threading.Thread(target=read_acks, daemon=True)
+    thread.start()
+    base = template.column(0)
+    columns = template.columns
+    n = 0
+    while time.monotonic() < until:
+        columns[0] = pc.add(base, n * template.num_rows)
+        batch = pa.RecordBatch.from_arrays(columns, schema=template.schema)
+        writer.write_with_metadata(batch, pa.py_buffer(str(n).encode()))
+        n += 1
+    writer.done_writing()
+    thread.join()
+    writer.close()
+    out[channel] = acked
+
+
+def strata_run(args, template):
+    with flightsql.connect(
+        args.uri, db_kwargs={"username": "strata", "password": args.password}
+    ) as conn, conn.cursor() as cur:
+        cur.execute(LINEORDER)
+    until = time.monotonic() + args.seconds
+    out = {}
+    start = time.monotonic()
+    threads = [
+        threading.Thread(target=produce, args=(args, f"bench-{c}", template, until, out))
+        for c in range(args.channels)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - start
+    rows = sum(o["rows"] for o in out.values())
+    with flightsql.connect(
+        args.uri, db_kwargs={"username": "strata", "password": args.password}
+    ) as conn, conn.cursor() as cur:
+        cur.execute("SELECT sum(commits) FROM system.ingest_channels")
+        commits = cur.fetchone()[0]
+        cur.execute(
+            "SELECT partition_name, file_count FROM system.partitions WHERE table_name = 'lineorder'"
+        )
+        files = cur.fetchall()
+    print(
+        f"strata: {args.channels} channel(s), {args.batch_rows}-row batches, {elapsed:.1f} s: "
+        f"{rows:,} rows acknowledged, {rows / elapsed:,.0f} rows/s; "
+        f"{commits} commits in all; files per partition now {files}"
+    )
+    return rows / elapsed
+
+
+def duckdb_run(args, template):
+    import duckdb
+
+    with tempfile.TemporaryDirectory() as d:
+        con = duckdb.connect(f"{d}/peer.duckdb")
+        con.execute(LINEORDER.replace("IF NOT EXISTS ", ""))
+        until = time.monotonic() + args.seconds
+        base = template.column(0)
+        columns = template.columns
+        n = 0
+        start = time.monotonic()
+        while time.monotonic() < until:
+            columns[0] = pc.add(base, n * template.num_rows)
+            batch = pa.RecordBatch.from_arrays(columns, schema=template.schema)  # noqa: F841
+            con.execute("INSERT INTO lineorder SELECT * FROM batch")
+            n += 1
+        con.execute("CHECKPOINT")
+        elapsed = time.monotonic() - start
+        rows = n * template.num_rows
+        print(
+            f"duckdb: one connection, {args.batch_rows}-row batches, {elapsed:.1f} s: "
+            f"{rows:,} rows, {rows / elapsed:,.0f} rows/s"
+        )
+        return rows / elapsed
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--uri", default="grpc://127.0.0.1:32010")
+    parser.add_argument("--password", required=True)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument("--batch-rows", type=int, default=1000)
+    parser.add_argument("--no-peer", action="store_true")
+    args = parser.parse_args()
+    template = lineorder_batch(args.batch_rows)
+    ours = strata_run(args, template)
+    if not args.no_peer:
+        peer = duckdb_run(args, template)
+        print(f"ratio strata / duckdb: {ours / peer:.2f}")
+
+
+main()
