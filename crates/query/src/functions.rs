@@ -18,6 +18,8 @@
 //!
 //! Conditionals: `IFF(cond, a, b)` (Snowflake), `ZEROIFNULL(x)`, `NULLIFZERO(x)`.
 //!
+//! Windows: `TIME_BUCKET(interval, ts[, origin])` (TimescaleDB) is DataFusion's `date_bin`.
+//!
 //! Aggregates: `COUNT_IF(cond)`, `MODE(x)`; `APPROX_COUNT_DISTINCT` is DataFusion's `approx_distinct`
 //! under Snowflake's name; `LISTAGG(x, sep) WITHIN GROUP (ORDER BY y)` is planned as
 //! DataFusion's `string_agg(x, sep ORDER BY y)` (the parser rewrites it). DataFusion
@@ -71,11 +73,14 @@ pub(crate) fn register(ctx: &SessionContext) {
     ctx.register_udaf(AggregateUDF::new_from_impl(CountIf {
         signature: Signature::exact(vec![DataType::Boolean], Volatility::Immutable),
     }));
-    // Snowflake's names for functions DataFusion has under its own.
+    // Snowflake's (and TimescaleDB's) names for functions DataFusion has under its own.
     for (theirs, ours) in [("approx_count_distinct", "approx_distinct")] {
         if let Ok(function) = ctx.udaf(ours) {
             ctx.register_udaf(function.as_ref().clone().with_aliases([theirs]));
         }
+    }
+    if let Ok(function) = ctx.udf("date_bin") {
+        ctx.register_udf(function.as_ref().clone().with_aliases(["time_bucket"]));
     }
     for conditional in [
         Conditional::Iff,

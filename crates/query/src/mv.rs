@@ -43,6 +43,7 @@ mod tests {
         for (text, printed) in [
             ("manual", "manual"),
             ("ON COMMIT", "on_commit"),
+            ("Continuous", "continuous"),
             ("every 5 minutes", "every 5 minutes"),
             ("every 1 hour", "every 1 hour"),
             ("every 90 seconds", "every 90 seconds"),

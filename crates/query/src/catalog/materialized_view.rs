@@ -44,6 +44,8 @@ const SOURCES: &str = "mv.sources";
 const REFRESHED_AT: &str = "mv.refreshed_at";
 const LAST_REFRESH: &str = "mv.last_refresh";
 const FINGERPRINT: &str = "mv.fingerprint";
+const WATERMARK: &str = "mv.watermark";
+const LATE_ROWS: &str = "mv.late_rows";
 
 /// When a view refreshes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,22 +56,26 @@ pub(crate) enum RefreshMode {
     OnCommit,
     /// When this long has passed since the last refresh (`strata serve` runs these).
     Every(Duration),
+    /// After every commit to a source, folding in only the new rows: a continuous aggregate
+    /// (see `watermark` in [`Definition`]).
+    Continuous,
 }
 
 impl RefreshMode {
-    /// Parses `manual`, `on_commit` / `on commit`, or `every 5 minutes` (seconds, minutes,
-    /// hours, days; singular or plural).
+    /// Parses `manual`, `on_commit` / `on commit`, `continuous`, or `every 5 minutes`
+    /// (seconds, minutes, hours, days; singular or plural).
     pub(crate) fn parse(text: &str) -> Result<Self> {
         let t = text.trim().to_ascii_lowercase();
         let bad = || {
             Error::Plan(format!(
-                "refresh = '{text}': expected 'manual', 'on_commit' or 'every <n> \
+                "refresh = '{text}': expected 'manual', 'on_commit', 'continuous' or 'every <n> \
                  seconds|minutes|hours|days'"
             ))
         };
         match t.as_str() {
             "manual" => return Ok(Self::Manual),
             "on_commit" | "on commit" => return Ok(Self::OnCommit),
+            "continuous" => return Ok(Self::Continuous),
             _ => {}
         }
         let rest = t.strip_prefix("every").ok_or_else(bad)?;
@@ -85,6 +91,7 @@ impl std::fmt::Display for RefreshMode {
         match self {
             Self::Manual => write!(f, "manual"),
             Self::OnCommit => write!(f, "on_commit"),
+            Self::Continuous => write!(f, "continuous"),
             Self::Every(d) => {
                 let s = d.as_secs();
                 let (n, unit) = if s % 86_400 == 0 {
@@ -138,6 +145,12 @@ pub(crate) struct Definition {
     /// [`refresh::fingerprint`] of the query the rows were computed with.
     pub fingerprint: Option<String>,
     pub last: Option<LastRefresh>,
+    /// A continuous view's watermark: a new row whose window starts more than this before
+    /// the newest window stored is late, and is left out of the fold (counted in
+    /// `late_rows`; a full refresh counts it in).
+    pub watermark: Option<Duration>,
+    /// Rows left out of folds as late, over the view's life.
+    pub late_rows: u64,
 }
 
 impl Definition {
@@ -163,6 +176,8 @@ impl Definition {
                 .get(LAST_REFRESH)
                 .and_then(|s| serde_json::from_str(s).ok()),
             fingerprint: p.get(FINGERPRINT).cloned(),
+            watermark: p.get(WATERMARK).and_then(|w| parse_duration(w).ok()),
+            late_rows: p.get(LATE_ROWS).and_then(|n| n.parse().ok()).unwrap_or(0),
         })
     }
 
@@ -192,6 +207,11 @@ impl Definition {
             ),
             None => properties.remove(LAST_REFRESH),
         };
+        match self.watermark {
+            Some(w) => properties.insert(WATERMARK.into(), format!("{} ms", w.as_millis())),
+            None => properties.remove(WATERMARK),
+        };
+        properties.insert(LATE_ROWS.into(), self.late_rows.to_string());
     }
 }
 
@@ -389,6 +409,8 @@ pub(crate) async fn system_table(
         Field::new("is_stale", DataType::Boolean, false),
         Field::new("invalid_reason", DataType::Utf8, true),
         Field::new("staleness_seconds", DataType::Float64, false),
+        Field::new("watermark", DataType::Utf8, true),
+        Field::new("late_rows", DataType::Int64, false),
     ]));
     struct Row {
         name: [String; 3],
@@ -455,6 +477,16 @@ pub(crate) async fn system_table(
             rows.iter()
                 .map(|r| r.staleness.unwrap_or(0.0))
                 .collect::<arrow::array::Float64Array>(),
+        ),
+        text(&|r| {
+            r.def
+                .watermark
+                .map(|w| format!("{} seconds", w.as_secs_f64()))
+        }),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.def.late_rows as i64)
+                .collect::<Int64Array>(),
         ),
     ];
     let batch = arrow::array::RecordBatch::try_new(Arc::clone(&schema), columns)?;

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use chrono::Utc;
 use datafusion::sql::sqlparser::ast::{
     CreateTableOptions, CreateView, DuplicateTreatment, Expr as SqlExpr, FunctionArguments, Ident,
@@ -12,6 +14,7 @@ use strata_storage::{Error as StorageError, TableMetadata, Transaction};
 use crate::catalog::materialized_view::{
     Definition, LastRefresh, RefreshMode, avg_count_column, avg_sum_column, fingerprint,
 };
+use crate::config::parse_duration;
 use crate::error::{Error, Result};
 use crate::mv::refresh::{self};
 use crate::parser::{self, PartitionClause};
@@ -68,7 +71,7 @@ pub(crate) async fn create(
             "column names after materialized view {qualified}; name them with AS in the query"
         )));
     }
-    let refresh = refresh_option(&view.options)?;
+    let (refresh, watermark) = refresh_options(&view.options)?;
     let storage_query = with_state_columns(&view.query);
     let (current_db, current_schema) = {
         let (d, s) = session.current_schema();
@@ -77,6 +80,13 @@ pub(crate) async fn create(
     let plan = session
         .plan_raw(SqlStatement::Query(Box::new(storage_query.clone())), None)
         .await?;
+    if refresh == RefreshMode::Continuous && !refresh::folds(&plan) {
+        return Err(Error::Plan(format!(
+            "materialized view {qualified}: a continuous view folds new rows in, so its query \
+             must be one GROUP BY of SUM, COUNT, MIN, MAX or AVG over selections and joins (or \
+             no aggregate at all)"
+        )));
+    }
     let columns = column_defs(plan.schema().as_arrow().fields());
     let mut seen = std::collections::HashSet::new();
     for c in &columns {
@@ -100,6 +110,8 @@ pub(crate) async fn create(
         refreshed_at: None,
         fingerprint: None,
         last: None,
+        watermark,
+        late_rows: 0,
     };
     let mut metadata = TableMetadata {
         columns,
@@ -156,9 +168,11 @@ pub(crate) async fn create(
 }
 
 /// `refresh = '...'` from `WITH (...)`; `manual` when absent.
-fn refresh_option(options: &CreateTableOptions) -> Result<RefreshMode> {
+/// `WITH (refresh = '...'[, watermark = '2 minutes'])`: when the view refreshes, and a
+/// continuous view's watermark.
+fn refresh_options(options: &CreateTableOptions) -> Result<(RefreshMode, Option<Duration>)> {
     let options: &[SqlOption] = match options {
-        CreateTableOptions::None => return Ok(RefreshMode::Manual),
+        CreateTableOptions::None => return Ok((RefreshMode::Manual, None)),
         CreateTableOptions::With(o) => o,
         other => {
             return Err(Error::Unsupported(format!(
@@ -167,18 +181,13 @@ fn refresh_option(options: &CreateTableOptions) -> Result<RefreshMode> {
         }
     };
     let mut mode = RefreshMode::Manual;
+    let mut watermark = None;
     for option in options {
         let SqlOption::KeyValue { key, value } = option else {
             return Err(Error::Unsupported(format!(
                 "materialized view option {option}"
             )));
         };
-        if !key.value.eq_ignore_ascii_case("refresh") {
-            return Err(Error::Unsupported(format!(
-                "materialized view option '{}' (Strata knows refresh)",
-                key.value
-            )));
-        }
         let text = match value {
             SqlExpr::Value(v) => match &v.value {
                 datafusion::sql::sqlparser::ast::Value::SingleQuotedString(s) => s.clone(),
@@ -186,9 +195,24 @@ fn refresh_option(options: &CreateTableOptions) -> Result<RefreshMode> {
             },
             other => other.to_string(),
         };
-        mode = RefreshMode::parse(&text)?;
+        match key.value.to_ascii_lowercase().as_str() {
+            "refresh" => mode = RefreshMode::parse(&text)?,
+            "watermark" => watermark = Some(parse_duration(&text)?),
+            _ => {
+                return Err(Error::Unsupported(format!(
+                    "materialized view option '{}' (Strata knows refresh and watermark)",
+                    key.value
+                )));
+            }
+        }
     }
-    Ok(mode)
+    if watermark.is_some() && mode != RefreshMode::Continuous {
+        return Err(Error::Plan(
+            "watermark = '...' is an option of continuous views: add refresh = 'continuous'"
+                .to_string(),
+        ));
+    }
+    Ok((mode, watermark))
 }
 
 /// The query a view's table stores: `query` plus, for each select item that is a plain

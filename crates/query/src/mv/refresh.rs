@@ -47,7 +47,7 @@ use datafusion::prelude::SessionContext;
 use strata_storage::{DataFile, Partition, Reads, Snapshot, TableId, TableMetadata, Transaction};
 
 use crate::catalog::materialized_view::{
-    Definition, LastRefresh, MaterializedViewTable, SourceVersion, avg_count_column,
+    Definition, LastRefresh, MaterializedViewTable, RefreshMode, SourceVersion, avg_count_column,
     avg_sum_column, fingerprint,
 };
 use crate::catalog::views::parse_query;
@@ -324,6 +324,7 @@ async fn run(
     };
     let ctx = session.context();
     let all_files: Vec<DataFile> = view.snapshot().files.values().cloned().collect();
+    let mut late_rows = 0u64;
     let (kind, detail, data, remove) = match strategy {
         Strategy::UpToDate => {
             return Ok(Outcome {
@@ -346,14 +347,33 @@ async fn run(
         Strategy::Fold {
             source,
             added,
-            detail,
+            mut detail,
         } => {
+            let watermark = match (definition.refresh, definition.watermark) {
+                (RefreshMode::Continuous, Some(w)) => {
+                    Watermark::of(ctx, &plan, view, &storage, &source, w).await?
+                }
+                _ => None,
+            };
+            let on_time = watermark.as_ref().map(|w| w.filter(false));
             let delta = replace_scan(
                 plan.clone(),
                 &source,
                 |t| t.with_files(|f| added.contains(&f.path)),
-                None,
+                on_time
+                    .as_ref()
+                    .map(|f| f as &dyn Fn(&TableReference) -> Expr),
             )?;
+            if let Some(w) = &watermark {
+                let late = w.late_rows(ctx, &plan, &source, &added).await?;
+                if late > 0 {
+                    late_rows = late;
+                    detail.push_str(&format!(
+                        "; {} behind the watermark left out",
+                        count_of(late, "late row")
+                    ));
+                }
+            }
             let delta = conform(ctx.execute_logical_plan(delta).await?, &storage)?;
             match fold_shape(&plan, &storage) {
                 Some(Shape::Rows) => (Kind::Incremental, detail, Some(delta), Vec::new()),
@@ -432,6 +452,7 @@ async fn run(
         )),
     };
     let mut definition = definition.clone();
+    definition.late_rows = definition.late_rows.saturating_add(late_rows);
     definition.sources = versions(sources);
     definition.fingerprint = Some(fingerprint);
     let now = Utc::now();
@@ -691,6 +712,154 @@ async fn choose(
         added.len(),
         removed.len()
     )))
+}
+
+/// A continuous view's watermark, as a bound on its source's rows: the view's window key (a
+/// group key computed by `date_bin`, `time_bucket` or `date_trunc` of a source column) and
+/// the lowest window still open, the newest window stored less the watermark. A new row whose
+/// window is below it is late: the fold leaves it out and counts it.
+struct Watermark {
+    /// The window, over the source's columns.
+    window: Expr,
+    /// The window's type as the view stores it.
+    data_type: DataType,
+    /// The lowest open window.
+    low: ScalarValue,
+    /// The watermark.
+    lag: ScalarValue,
+}
+
+impl Watermark {
+    /// The watermark of a fold of `source` into `view`, or `None` when the view has no window
+    /// key or no rows yet.
+    async fn of(
+        ctx: &SessionContext,
+        plan: &LogicalPlan,
+        view: &StrataTable,
+        storage: &Schema,
+        source: &TableId,
+        lag: std::time::Duration,
+    ) -> Result<Option<Self>> {
+        let top = strip_sort(plan);
+        let qualifiers = scan_qualifiers(plan, source);
+        for i in 0..top.schema().fields().len() {
+            let column = Expr::Column(Column::from(top.schema().qualified_field(i)));
+            let Some(window) = resolve(top, column).filter(|e| is_window(e, &qualifiers)) else {
+                continue;
+            };
+            let name = storage.field(i).name();
+            let newest = ctx
+                .read_table(Arc::new(view.with_files(|_| true)))?
+                .aggregate(
+                    vec![],
+                    vec![max(Expr::Column(Column::new_unqualified(name)))],
+                )?
+                .collect()
+                .await?;
+            let Some(batch) = newest.first().filter(|b| b.num_rows() == 1) else {
+                return Ok(None);
+            };
+            let low = ScalarValue::try_from_array(batch.column(0), 0)?;
+            if low.is_null() {
+                return Ok(None);
+            }
+            let nanos = i64::try_from(lag.as_nanos())
+                .map_err(|_| Error::Plan(format!("watermark {lag:?} is too long")))?;
+            return Ok(Some(Self {
+                window,
+                data_type: storage.field(i).data_type().clone(),
+                low,
+                lag: ScalarValue::new_interval_mdn(0, 0, nanos),
+            }));
+        }
+        Ok(None)
+    }
+
+    /// A filter over the source's scan (known as `qualifier`) keeping the late rows, or
+    /// (`late` false) every other row, rows without a window among them.
+    fn filter(&self, late: bool) -> impl Fn(&TableReference) -> Expr + '_ {
+        move |qualifier: &TableReference| {
+            let window = replace_column(
+                &self.window,
+                Expr::Column(Column::new(
+                    Some(qualifier.clone()),
+                    partition_column(&self.window),
+                )),
+            );
+            let low = binary_expr(
+                lit(self.low.clone()),
+                Operator::Minus,
+                lit(self.lag.clone()),
+            );
+            let before = cast(window, self.data_type.clone()).lt(cast(low, self.data_type.clone()));
+            if late {
+                before.is_true()
+            } else {
+                before.is_not_true()
+            }
+        }
+    }
+
+    /// The rows of `added` (files of `source`) the view's query would aggregate that are late.
+    async fn late_rows(
+        &self,
+        ctx: &SessionContext,
+        plan: &LogicalPlan,
+        source: &TableId,
+        added: &HashSet<String>,
+    ) -> Result<u64> {
+        let LogicalPlan::Projection(projection) = strip_sort(plan) else {
+            return Ok(0);
+        };
+        let LogicalPlan::Aggregate(aggregate) = projection.input.as_ref() else {
+            return Ok(0);
+        };
+        let late = self.filter(true);
+        let rows = replace_scan(
+            aggregate.input.as_ref().clone(),
+            source,
+            |t| t.with_files(|f| added.contains(&f.path)),
+            Some(&late),
+        )?;
+        let n = ctx.execute_logical_plan(rows).await?.count().await?;
+        Ok(n as u64)
+    }
+}
+
+/// Whether `expr` is a window of one column of the source known as one of `qualifiers`:
+/// `date_bin(interval, column[, origin])` (`time_bucket` too) or `date_trunc(unit, column)`.
+fn is_window(expr: &Expr, qualifiers: &[TableReference]) -> bool {
+    let Expr::ScalarFunction(f) = expr else {
+        return false;
+    };
+    if !matches!(f.name(), "date_bin" | "date_trunc") {
+        return false;
+    }
+    let columns: Vec<&Column> = f
+        .args
+        .iter()
+        .filter_map(|a| match a {
+            Expr::Column(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let literals = f
+        .args
+        .iter()
+        .filter(|a| matches!(a, Expr::Literal(..)))
+        .count();
+    columns.len() == 1
+        && literals + 1 == f.args.len()
+        && columns[0]
+            .relation
+            .as_ref()
+            .is_none_or(|r| qualifiers.contains(r))
+}
+
+/// Whether new rows can be folded into a view of `plan` (what `refresh = 'continuous'`
+/// needs): a select-project-join, or one `GROUP BY` of it with mergeable aggregates.
+pub(crate) fn folds(plan: &LogicalPlan) -> bool {
+    not_incremental(plan).is_none() && fold_shape(plan, plan.schema().as_arrow()).is_some()
 }
 
 /// How each stored column of a foldable aggregate view merges.

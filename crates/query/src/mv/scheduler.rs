@@ -31,7 +31,9 @@ pub(crate) async fn refresh_on_commit(warehouse: &Warehouse) {
     loop {
         let mut refreshed = false;
         for (name, def, _) in &views {
-            if def.refresh != RefreshMode::OnCommit || done.contains(name) {
+            let after_commits =
+                matches!(def.refresh, RefreshMode::OnCommit | RefreshMode::Continuous);
+            if !after_commits || done.contains(name) {
                 continue;
             }
             let Ok(Some(current)) =
