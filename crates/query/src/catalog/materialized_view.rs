@@ -46,6 +46,7 @@ const LAST_REFRESH: &str = "mv.last_refresh";
 const FINGERPRINT: &str = "mv.fingerprint";
 const WATERMARK: &str = "mv.watermark";
 const LATE_ROWS: &str = "mv.late_rows";
+const LATE_ROWS_LEFT_OUT: &str = "mv.late_rows_left_out";
 
 /// When a view refreshes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +152,9 @@ pub(crate) struct Definition {
     pub watermark: Option<Duration>,
     /// Rows left out of folds as late, over the view's life.
     pub late_rows: u64,
+    /// Late rows the stored rows still leave out (a full recomputation counts them in): while
+    /// any are, the view does not stand in for its sources in query rewrites.
+    pub late_rows_left_out: u64,
 }
 
 impl Definition {
@@ -178,6 +182,10 @@ impl Definition {
             fingerprint: p.get(FINGERPRINT).cloned(),
             watermark: p.get(WATERMARK).and_then(|w| parse_duration(w).ok()),
             late_rows: p.get(LATE_ROWS).and_then(|n| n.parse().ok()).unwrap_or(0),
+            late_rows_left_out: p
+                .get(LATE_ROWS_LEFT_OUT)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
         })
     }
 
@@ -212,6 +220,10 @@ impl Definition {
             None => properties.remove(WATERMARK),
         };
         properties.insert(LATE_ROWS.into(), self.late_rows.to_string());
+        properties.insert(
+            LATE_ROWS_LEFT_OUT.into(),
+            self.late_rows_left_out.to_string(),
+        );
     }
 }
 

@@ -80,6 +80,12 @@ pub(crate) async fn create(
     let plan = session
         .plan_raw(SqlStatement::Query(Box::new(storage_query.clone())), None)
         .await?;
+    if watermark.is_some() && !refresh::has_window(&plan) {
+        return Err(Error::Plan(format!(
+            "materialized view {qualified}: a watermark needs a window among the group keys: \
+             date_bin, time_bucket or date_trunc of a TIMESTAMP column of a table it reads"
+        )));
+    }
     if refresh == RefreshMode::Continuous && !refresh::folds(&plan) {
         return Err(Error::Plan(format!(
             "materialized view {qualified}: a continuous view folds new rows in, so its query \
@@ -112,6 +118,7 @@ pub(crate) async fn create(
         last: None,
         watermark,
         late_rows: 0,
+        late_rows_left_out: 0,
     };
     let mut metadata = TableMetadata {
         columns,

@@ -92,7 +92,8 @@ pub(crate) struct Outcome {
 }
 
 /// Refreshes view `name` (`[database, schema, table]`); `full` recomputes everything.
-/// A failure is recorded on the view and leaves its rows as they were.
+/// A failure is recorded on the view and leaves its rows as they were; a lost race with a
+/// concurrent refresh is returned, not recorded.
 pub(crate) async fn refresh(
     warehouse: &Warehouse,
     name: &[String; 3],
@@ -104,7 +105,10 @@ pub(crate) async fn refresh(
     let definition = Definition::of(&view.snapshot().metadata)
         .ok_or_else(|| Error::Plan(format!("{} is not a materialized view", name.join("."))))?;
     let result = run(warehouse, &view, &definition, full, clock, progress).await;
-    if let Err(e) = &result {
+    // A refresh that lost a race to another one did not fail the view: the winner's rows stand.
+    if let Err(e) = &result
+        && e.kind() != crate::error::ErrorKind::Conflict
+    {
         record_failure(warehouse, name, clock, e).await;
     }
     result
@@ -453,6 +457,12 @@ async fn run(
     };
     let mut definition = definition.clone();
     definition.late_rows = definition.late_rows.saturating_add(late_rows);
+    definition.late_rows_left_out = match kind {
+        // A recomputation (of everything, or of ranges) reads the late rows in its ranges;
+        // those outside are not told apart, so the count stands until a full one.
+        Kind::Full => 0,
+        _ => definition.late_rows_left_out.saturating_add(late_rows),
+    };
     definition.sources = versions(sources);
     definition.fingerprint = Some(fingerprint);
     let now = Utc::now();
@@ -747,6 +757,10 @@ impl Watermark {
             let Some(window) = resolve(top, column).filter(|e| is_window(e, &qualifiers)) else {
                 continue;
             };
+            // Times of day wrap at midnight: only timestamps order the newest window.
+            if !matches!(storage.field(i).data_type(), DataType::Timestamp(..)) {
+                continue;
+            }
             let name = storage.field(i).name();
             let newest = ctx
                 .read_table(Arc::new(view.with_files(|_| true)))?
@@ -808,15 +822,18 @@ impl Watermark {
         source: &TableId,
         added: &HashSet<String>,
     ) -> Result<u64> {
-        let LogicalPlan::Projection(projection) = strip_sort(plan) else {
-            return Ok(0);
-        };
-        let LogicalPlan::Aggregate(aggregate) = projection.input.as_ref() else {
-            return Ok(0);
+        // The rows the query aggregates, or (no aggregate) the rows it returns.
+        let top = strip_sort(plan);
+        let rows = match top {
+            LogicalPlan::Projection(p) => match p.input.as_ref() {
+                LogicalPlan::Aggregate(a) => a.input.as_ref().clone(),
+                _ => top.clone(),
+            },
+            _ => top.clone(),
         };
         let late = self.filter(true);
         let rows = replace_scan(
-            aggregate.input.as_ref().clone(),
+            rows,
             source,
             |t| t.with_files(|f| added.contains(&f.path)),
             Some(&late),
@@ -854,6 +871,27 @@ fn is_window(expr: &Expr, qualifiers: &[TableReference]) -> bool {
             .relation
             .as_ref()
             .is_none_or(|r| qualifiers.contains(r))
+}
+
+/// Whether one of `plan`'s output columns is a window (see [`is_window`]) of a TIMESTAMP
+/// column of a table it scans: what a watermark needs.
+pub(crate) fn has_window(plan: &LogicalPlan) -> bool {
+    let top = strip_sort(plan);
+    let mut qualifiers = Vec::new();
+    let _ = plan.apply(|node| {
+        match node {
+            LogicalPlan::TableScan(scan) => qualifiers.push(scan.table_name.clone()),
+            LogicalPlan::SubqueryAlias(a) => qualifiers.push(a.alias.clone()),
+            _ => {}
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    (0..top.schema().fields().len()).any(|i| {
+        let (qualifier, field) = top.schema().qualified_field(i);
+        matches!(field.data_type(), DataType::Timestamp(..))
+            && resolve(top, Expr::Column(Column::from((qualifier, field))))
+                .is_some_and(|e| is_window(&e, &qualifiers))
+    })
 }
 
 /// Whether new rows can be folded into a view of `plan` (what `refresh = 'continuous'`

@@ -128,8 +128,10 @@ async fn candidates(
         };
         // Rows computed with another definition of a view it reads, or from inputs that
         // change without a version (the clock, system tables), cannot stand in for the query.
+        // Nor can a continuous view that left late rows out.
         if definition.fingerprint.as_deref() != Some(fingerprint(&plan).as_str())
             || not_incremental(&plan).is_some()
+            || definition.late_rows_left_out > 0
         {
             continue;
         }

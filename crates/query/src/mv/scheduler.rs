@@ -49,8 +49,17 @@ pub(crate) async fn refresh_on_commit(warehouse: &Warehouse) {
             }
             done.insert(name.clone());
             refreshed = true;
-            if let Err(e) = refresh(warehouse, name, false, &Progress::default()).await {
-                tracing::warn!(view = %name.join("."), error = %e, "on-commit refresh failed");
+            // Refreshes started by concurrent commits race; the loser tries again on the
+            // winner's rows (a few times: each retry follows a refresh that landed).
+            for attempt in 1..=4 {
+                match refresh(warehouse, name, false, &Progress::default()).await {
+                    Err(e) if e.is_retryable() && attempt < 4 => continue,
+                    Err(e) => {
+                        tracing::warn!(view = %name.join("."), error = %e, "on-commit refresh failed");
+                    }
+                    Ok(_) => {}
+                }
+                break;
             }
         }
         if !refreshed {

@@ -503,6 +503,16 @@ impl Committer {
         );
         let warehouse = self.session.warehouse().clone();
         tokio::spawn(async move {
+            // A refresh that panics must not leave the flag set: no refresh would run again.
+            struct Reset(Arc<AtomicBool>);
+            impl Drop for Reset {
+                fn drop(&mut self) {
+                    if std::thread::panicking() {
+                        self.0.store(false, Ordering::SeqCst);
+                    }
+                }
+            }
+            let _reset = Reset(Arc::clone(&running));
             loop {
                 while wanted.swap(false, Ordering::SeqCst) {
                     crate::mv::scheduler::refresh_on_commit(&warehouse).await;
