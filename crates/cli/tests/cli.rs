@@ -562,6 +562,84 @@ fn serve_fires_an_alert_webhook_and_retries_it() {
     assert!(!shown.contains("s3cret"), "{shown}");
 }
 
+/// `SUBSCRIBE TO` a continuous view pushes its rows, then each window's new value as
+/// commits of another process land, without polling by the reader.
+#[test]
+fn subscribe_pushes_a_continuous_view_as_commits_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    sql(
+        &w,
+        "CREATE TABLE clicks (ts TIMESTAMP, page VARCHAR);
+         INSERT INTO clicks VALUES (TIMESTAMP '2026-01-01 10:00:05', '/a');
+         CREATE MATERIALIZED VIEW per_minute WITH (refresh = 'continuous') AS
+           SELECT date_bin(INTERVAL '1 minute', ts) AS minute, page, count(*) AS n
+           FROM clicks GROUP BY 1, 2",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "--warehouse",
+            &w,
+            "--format",
+            "ndjson",
+            "-c",
+            "SUBSCRIBE TO per_minute",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strata runs");
+    let stdout = child.stdout.take().unwrap();
+    let subscriber = KillOnDrop(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+            if tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let next = || {
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .expect("SUBSCRIBE sent a row within 30 s")
+    };
+    let first = next();
+    assert!(
+        first.contains("\"page\":\"/a\"") && first.contains("\"n\":1"),
+        "{first}"
+    );
+    assert!(first.contains("\"version\":"), "{first}");
+    sql(
+        &w,
+        "INSERT INTO clicks VALUES (TIMESTAMP '2026-01-01 10:00:30', '/a'),
+                                  (TIMESTAMP '2026-01-01 10:01:00', '/b')",
+    );
+    let mut changed = vec![next(), next()];
+    changed.sort();
+    assert!(
+        changed[0].contains("\"page\":\"/a\"") && changed[0].contains("\"n\":2"),
+        "{changed:?}"
+    );
+    assert!(
+        changed[1].contains("\"page\":\"/b\"") && changed[1].contains("\"n\":1"),
+        "{changed:?}"
+    );
+    // Only what changed is sent: nothing more arrives until the next commit.
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(500))
+            .is_err()
+    );
+    drop(subscriber);
+    // Not a materialized view: a clear error.
+    let o = strata(&w, &["-c", "SUBSCRIBE TO clicks"]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a materialized view"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
 /// Runs `ingest_producer.py` on a channel: `batches` batches of `rows` rows, each batch its
 /// own offset token. Returns the process, to wait for or kill.
 fn spawn_producer(

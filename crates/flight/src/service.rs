@@ -341,7 +341,7 @@ impl StrataFlightSql {
         // A script whose last statement is a query: the statements before it run now, and
         // the query streams at DoGet like a single one (never materialized whole).
         let pending = if let Some((statement, before)) = statements.split_last()
-            && Session::is_query(statement)
+            && Session::is_streamed(statement)
             && (before.is_empty() || params.is_empty())
         {
             if !before.is_empty() {

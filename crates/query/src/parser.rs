@@ -111,6 +111,11 @@ pub enum Statement {
         /// `IF EXISTS`: a missing secret is no error.
         if_exists: bool,
     },
+    /// `SUBSCRIBE [TO] mv`: the view's rows, then each row that changes, as commits land.
+    Subscribe {
+        /// The materialized view.
+        view: ObjectName,
+    },
     /// `REFRESH MATERIALIZED VIEW mv [FULL]`.
     Refresh {
         /// The view.
@@ -302,6 +307,9 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan], spans: &Spans) -> Result<State
     }
     if first == "REFRESH" {
         return parse_refresh(chunk);
+    }
+    if first == "SUBSCRIBE" {
+        return parse_subscribe(chunk);
     }
     if first == "RUN" && words.get(1).is_some_and(|w| w == "DATA") {
         return data_tests::parse_run_data_tests(chunk).map(|s| Statement::DataTest(Box::new(s)));
@@ -797,6 +805,18 @@ fn parse_refresh(chunk: &[TokenWithSpan]) -> Result<Statement> {
     let full = p.parse_keyword(Keyword::FULL);
     expect_end(&mut p).map_err(perr)?;
     Ok(Statement::Refresh { view, full })
+}
+
+fn parse_subscribe(chunk: &[TokenWithSpan]) -> Result<Statement> {
+    let mut p = parser_for(chunk);
+    let word = p.next_token();
+    if !matches!(&word.token, Token::Word(w) if w.value.eq_ignore_ascii_case("SUBSCRIBE")) {
+        return Err(Error::Parse(format!("expected SUBSCRIBE, found {word}")));
+    }
+    let _ = p.parse_keyword(Keyword::TO);
+    let view = p.parse_object_name(false).map_err(perr)?;
+    expect_end(&mut p).map_err(perr)?;
+    Ok(Statement::Subscribe { view })
 }
 
 /// `CREATE [OR REPLACE] [PERSISTENT] SECRET [IF NOT EXISTS] name (NAME [=] value [,] ...)`: the

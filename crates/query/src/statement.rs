@@ -60,6 +60,7 @@ pub(crate) mod scheduler;
 pub(crate) mod secrets;
 pub(crate) mod stages;
 pub(crate) mod stream;
+pub(crate) mod subscribe;
 pub(crate) mod task_runs;
 pub(crate) mod tasks;
 pub(crate) mod unload;
@@ -221,6 +222,13 @@ impl Session {
                 retain_hours,
             } => self.vacuum(table.as_ref(), *retain_hours).await?,
             Statement::ApplyChanges(apply) => apply_changes::apply_changes(self, apply).await?,
+            Statement::Subscribe { .. } => {
+                return Err(Error::Unsupported(
+                    "SUBSCRIBE streams changes until it is stopped: run it with strata -c or \
+                     over Flight"
+                        .to_string(),
+                ));
+            }
             Statement::Refresh { view, full } => {
                 crate::mv::refresh::refresh_statement(self, view, *full).await?
             }

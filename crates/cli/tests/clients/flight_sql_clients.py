@@ -176,6 +176,27 @@ except Exception as e:  # NOT_FOUND arrives as pyarrow's ArrowKeyError
 else:
     raise AssertionError("an append to a missing table was accepted")
 
+# SUBSCRIBE as a long-lived DoGet: the view's rows, then each change as commits land.
+with connect() as conn, conn.cursor() as cur:
+    cur.execute("CREATE TABLE taps (ts TIMESTAMP, page VARCHAR)")
+    cur.execute("INSERT INTO taps VALUES (TIMESTAMP '2026-01-01 10:00:05', '/a')")
+    cur.execute(
+        "CREATE MATERIALIZED VIEW taps_per_minute WITH (refresh = 'continuous') AS "
+        "SELECT date_bin(INTERVAL '1 minute', ts) AS minute, page, count(*) AS n FROM taps GROUP BY 1, 2"
+    )
+subscribe = command("CommandStatementQuery", field(1, b"SUBSCRIBE TO taps_per_minute"))
+info = client.get_flight_info(flight.FlightDescriptor.for_command(subscribe), options)
+assert info.schema.names == ["version", "committed_at", "minute", "page", "n"], info.schema
+stream = client.do_get(info.endpoints[0].ticket, options)
+first = stream.read_chunk().data.to_pydict()
+assert first["page"] == ["/a"] and first["n"] == [1], first
+with connect() as conn, conn.cursor() as cur:
+    cur.execute("INSERT INTO taps VALUES (TIMESTAMP '2026-01-01 10:00:50', '/a')")
+change = stream.read_chunk().data.to_pydict()
+assert change["page"] == ["/a"] and change["n"] == [2], change
+assert change["version"][0] > first["version"][0], (first, change)
+stream.cancel()
+
 unauthenticated = flight.FlightClient(URI)
 try:
     unauthenticated.get_flight_info(flight.FlightDescriptor.for_command(query))

@@ -308,6 +308,7 @@ fn changes_data(statement: &Statement) -> bool {
         | Statement::AddPartitions { .. }
         | Statement::Vacuum { .. }
         | Statement::Refresh { .. }
+        | Statement::Subscribe { .. }
         | Statement::CreateSecret { .. }
         | Statement::DropSecret { .. }
         | Statement::CreateFileFormat { .. }

@@ -62,12 +62,22 @@ impl Session {
         matches!(&statement.statement, Statement::Sql(s) if matches!(s.as_ref(), SqlStatement::Query(_)))
     }
 
-    /// The schema of a query's rows, from its plan, without running it.
+    /// Whether `execute_stream` streams this statement's rows as they come, its schema known
+    /// before it runs: a query, or `SUBSCRIBE` (which never ends by itself).
+    pub fn is_streamed(statement: &ParsedStatement) -> bool {
+        Self::is_query(statement) || matches!(statement.statement, Statement::Subscribe { .. })
+    }
+
+    /// The schema of a streamed statement's rows (see [`Session::is_streamed`]), from its
+    /// plan, without running it.
     pub async fn query_schema(
         &self,
         statement: &ParsedStatement,
         params: Option<&ParamValues>,
     ) -> Result<SchemaRef> {
+        if let Statement::Subscribe { view } = &statement.statement {
+            return super::subscribe::schema(self, view).await;
+        }
         self.warehouse().refresh_catalog().await?;
         let plan = self.plan(sql_statement(statement)?, params).await?;
         let schema = Arc::new(plan.schema().as_arrow().clone());
@@ -133,6 +143,9 @@ impl Session {
         statement: &ParsedStatement,
         params: Option<&ParamValues>,
     ) -> Result<SendableRecordBatchStream> {
+        if let Statement::Subscribe { view } = &statement.statement {
+            return super::subscribe::stream(self, view).await;
+        }
         if !Self::is_query(statement) {
             let result = self.execute_with(statement, params).await?;
             let batches = result.batches.into_iter().map(Ok);
