@@ -6,6 +6,10 @@ batches of --batch-rows rows for --seconds in one DoPut, every batch its own off
 durable), commits, and the table's files at the end. Then the peer: DuckDB inserting the same
 batches one by one into its native format (`INSERT INTO lineorder SELECT * FROM batch`).
 
+With --continuous-view, a continuous materialized view counts lineorder's rows per order date
+while the producers run, and a reader polls its total every 20 ms: for each acknowledgment, the
+time until the view holds its rows is the commit-to-visible latency (p50, p99 reported).
+
     strata serve --warehouse /tmp/wh &        # STRATA_PASSWORD set
     python benches/ingest_bench.py --uri grpc://127.0.0.1:32010 --password "$STRATA_PASSWORD" \
         --seconds 60 --channels 1
@@ -55,7 +59,11 @@ def lineorder_batch(rows):
     )
 
 
-def produce(args, channel, template, until, out):
+VIEW = """CREATE MATERIALIZED VIEW IF NOT EXISTS lo_per_date WITH (refresh = 'continuous') AS
+    SELECT lo_orderdate, count(*) AS n FROM lineorder GROUP BY lo_orderdate"""
+
+
+def produce(args, channel, template, until, out, acks_at=None):
     client = flight.FlightClient(args.uri)
     options = flight.FlightCallOptions(
         headers=[client.authenticate_basic_token("strata", args.password)]
@@ -69,6 +77,8 @@ def produce(args, channel, template, until, out):
             ack = json.loads(buf.to_pybytes())
             acked["rows"] += ack["rows"]
             acked["acks"] += 1
+            if acks_at is not None:
+                acks_at.append((time.monotonic(), ack["rows"]))
 
     thread = threading.Thread(target=read_acks, daemon=True)
     thread.start()
@@ -86,23 +96,66 @@ def produce(args, channel, template, until, out):
     out[channel] = acked
 
 
+def watch_view(args, until, seen):
+    """Polls the view's total until `until`: (time, total) pairs."""
+    with flightsql.connect(
+        args.uri, db_kwargs={"username": "strata", "password": args.password}
+    ) as conn, conn.cursor() as cur:
+        while time.monotonic() < until + 5:
+            cur.execute("SELECT coalesce(sum(n), 0) FROM lo_per_date")
+            seen.append((time.monotonic(), cur.fetchone()[0]))
+            time.sleep(0.02)
+
+
+def latencies(base, acks_at, seen):
+    """For each acknowledgment, seconds until the view's total reached the rows acked so far."""
+    out, total, i = [], base, 0
+    for at, rows in sorted(acks_at):
+        total += rows
+        while i < len(seen) and (seen[i][1] < total or seen[i][0] < at):
+            i += 1
+        if i == len(seen):
+            break
+        out.append(seen[i][0] - at)
+    return sorted(out)
+
+
 def strata_run(args, template):
     with flightsql.connect(
         args.uri, db_kwargs={"username": "strata", "password": args.password}
     ) as conn, conn.cursor() as cur:
         cur.execute(LINEORDER)
+        if args.continuous_view:
+            cur.execute(VIEW)
+        cur.execute("SELECT count(*) FROM lineorder")
+        base = cur.fetchone()[0]
     until = time.monotonic() + args.seconds
     out = {}
+    acks_at = [] if args.continuous_view else None
+    seen = []
     start = time.monotonic()
     threads = [
-        threading.Thread(target=produce, args=(args, f"bench-{c}", template, until, out))
+        threading.Thread(
+            target=produce, args=(args, f"bench-{c}", template, until, out, acks_at)
+        )
         for c in range(args.channels)
     ]
+    if args.continuous_view:
+        threads.append(threading.Thread(target=watch_view, args=(args, until, seen)))
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     elapsed = time.monotonic() - start
+    if args.continuous_view:
+        lat = latencies(base, acks_at, seen)
+        if lat:
+            p50 = lat[len(lat) // 2]
+            p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+            print(
+                f"commit to visible in the continuous view: p50 {p50 * 1000:.0f} ms, "
+                f"p99 {p99 * 1000:.0f} ms over {len(lat)} acknowledgments"
+            )
     rows = sum(o["rows"] for o in out.values())
     with flightsql.connect(
         args.uri, db_kwargs={"username": "strata", "password": args.password}
@@ -155,6 +208,7 @@ def main():
     parser.add_argument("--channels", type=int, default=1)
     parser.add_argument("--batch-rows", type=int, default=1000)
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--continuous-view", action="store_true")
     args = parser.parse_args()
     template = lineorder_batch(args.batch_rows)
     ours = strata_run(args, template)

@@ -640,6 +640,34 @@ fn subscribe_pushes_a_continuous_view_as_commits_land() {
     );
 }
 
+/// In the interactive shell, `SUBSCRIBE TO` shows each change as a table as it arrives, and
+/// Ctrl-C ends it.
+#[test]
+fn shell_shows_a_subscription_live_until_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    sql(
+        &w,
+        "CREATE TABLE taps (ts TIMESTAMP, page VARCHAR);
+         INSERT INTO taps VALUES (TIMESTAMP '2026-01-01 10:00:05', '/first');
+         CREATE MATERIALIZED VIEW taps_per_minute WITH (refresh = 'continuous') AS
+           SELECT date_bin(INTERVAL '1 minute', ts) AS minute, page, count(*) AS n
+           FROM taps GROUP BY 1, 2",
+    );
+    let mut s = shell(dir.path());
+    s.send_line("SUBSCRIBE TO taps_per_minute;").unwrap();
+    s.exp_string("/first").expect("the view's rows first");
+    sql(
+        &w,
+        "INSERT INTO taps VALUES (TIMESTAMP '2026-01-01 10:02:00', '/second')",
+    );
+    s.exp_string("/second").expect("the change, as it lands");
+    s.send_control('c').unwrap();
+    s.exp_string("cancelled")
+        .expect("Ctrl-C ends the subscription");
+    s.exp_string("strata> ").unwrap();
+}
+
 /// Runs `ingest_producer.py` on a channel: `batches` batches of `rows` rows, each batch its
 /// own offset token. Returns the process, to wait for or kill.
 fn spawn_producer(

@@ -299,6 +299,11 @@ impl Shell {
     ) -> anyhow::Result<Collected> {
         let (schema, mut stream) = self.backend.run(statement).await?;
         let mut sink = self.sink(&schema)?;
+        // A subscription never ends: its changes are shown as they arrive, a table each.
+        let live = matches!(
+            statement.statement,
+            strata_query::parser::Statement::Subscribe { .. }
+        );
         let mut batches = Vec::new();
         let mut kept = 0;
         let mut rows = 0;
@@ -307,6 +312,16 @@ impl Shell {
             rows += batch.num_rows();
             self.received.store(rows as u64, Ordering::Relaxed);
             match &mut sink {
+                Sink::Keep if live => {
+                    let width = terminal_size::terminal_size()
+                        .map(|(w, _)| w.0 as usize)
+                        .filter(|w| *w >= 20);
+                    let shown = batch.num_rows();
+                    let text = render::table(&schema, &[batch], shown, width);
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(text.as_bytes())?;
+                    out.flush()?;
+                }
                 Sink::Keep => {
                     if kept < MAX_ROWS {
                         let batch = batch.slice(0, batch.num_rows().min(MAX_ROWS - kept));
