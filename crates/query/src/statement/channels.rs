@@ -332,6 +332,7 @@ impl IngestChannels {
             table: table.to_string(),
             name: name.clone(),
             session: self.warehouse.session(),
+            interval: None,
             compacting: Arc::new(AtomicBool::new(false)),
             refresh_wanted: Arc::new(AtomicBool::new(false)),
             refreshing: Arc::new(AtomicBool::new(false)),
@@ -433,6 +434,8 @@ struct Committer {
     /// The table's name, quoted parts.
     name: ObjectName,
     session: Session,
+    /// The table's `ingest_commit_interval`, as of the last group's snapshot.
+    interval: Option<Duration>,
     /// A compaction of the table's small files is running.
     compacting: Arc<AtomicBool>,
     /// A commit landed since the views were last refreshed.
@@ -456,7 +459,16 @@ impl Committer {
                 }
                 None => return,
             };
-            let interval = self.commit_interval().await;
+            let interval = match self.interval {
+                Some(interval) => interval,
+                // The first group reads it; later ones take it from the snapshot they commit on.
+                None => match open(&self.session, &self.name).await {
+                    Ok((_, snapshot, _)) => {
+                        commit_interval(&snapshot).unwrap_or(DEFAULT_COMMIT_INTERVAL)
+                    }
+                    Err(_) => DEFAULT_COMMIT_INTERVAL,
+                },
+            };
             let deadline = tokio::time::Instant::now() + interval;
             let mut rows = first.rows;
             let mut group = vec![first];
@@ -526,14 +538,6 @@ impl Committer {
         });
     }
 
-    /// The table's `ingest_commit_interval`.
-    async fn commit_interval(&self) -> Duration {
-        match open(&self.session, &self.name).await {
-            Ok((_, snapshot, _)) => commit_interval(&snapshot).unwrap_or(DEFAULT_COMMIT_INTERVAL),
-            Err(_) => DEFAULT_COMMIT_INTERVAL,
-        }
-    }
-
     /// Commits `group`, answering each append; returns the rows committed. A group that
     /// fails for anything but a lost race is committed again one append at a time.
     async fn commit_group(&mut self, group: Vec<Append>) -> u64 {
@@ -584,6 +588,8 @@ impl Committer {
             Err(e) => return Err((e, group)),
         };
         let version = snapshot.version.0;
+        // The next group gathers for the interval this snapshot sets: no read of its own.
+        self.interval = Some(commit_interval(&snapshot).unwrap_or(DEFAULT_COMMIT_INTERVAL));
         // Where each channel stands as the group's appends are taken in order.
         let mut tokens: HashMap<String, Option<String>> = HashMap::new();
         let mut included: Vec<Append> = Vec::new();
