@@ -245,8 +245,8 @@ impl Location {
         }
     }
 
-    /// Every object under the location (recursively), by path. A missing local directory
-    /// holds nothing.
+    /// Every object under the location (recursively), by path; a location naming one object
+    /// holds that object. A missing local directory holds nothing.
     pub async fn list(&self) -> Result<Vec<ObjectMeta>> {
         use futures::TryStreamExt;
         let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
@@ -257,8 +257,26 @@ impl Location {
             Err(object_store::Error::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(e.into()),
         };
+        if objects.is_empty() && prefix.is_some() {
+            // S3 lists `prefix/...` only; the location may be a file itself.
+            match object_store::ObjectStoreExt::head(&self.store, &self.prefix).await {
+                Ok(meta) => objects.push(meta),
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         objects.sort_by(|a, b| a.location.cmp(&b.location));
         Ok(objects)
+    }
+
+    /// The store path of `relative`, a path under the location; the empty path is the
+    /// location itself (a location naming one file).
+    pub fn object_path(&self, relative: &str) -> String {
+        match (self.prefix.as_ref(), relative) {
+            (prefix, "") => prefix.to_string(),
+            ("", relative) => relative.to_string(),
+            (prefix, relative) => format!("{prefix}/{relative}"),
+        }
     }
 }
 

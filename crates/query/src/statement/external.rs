@@ -119,7 +119,7 @@ pub(crate) async fn create(session: &Session, def: &ExternalTable) -> Result<Sta
                     "'{url}' holds no files: declare FILE_FORMAT = (TYPE = PARQUET | CSV | JSON)"
                 ))
             })?;
-            let format = FileFormat::from_extension(&first.path);
+            let format = FileFormat::from_extension(&location.object_path(&first.path));
             options.push(("TYPE".to_string(), vec![type_name(&format).to_string()]));
             format
         }
@@ -127,7 +127,7 @@ pub(crate) async fn create(session: &Session, def: &ExternalTable) -> Result<Sta
     if spec.compression.is_none() && !matches!(format, FileFormat::Parquet) {
         let codec = files
             .first()
-            .map(|f| spec.compression_of(&f.path))
+            .map(|f| spec.compression_of(&location.object_path(&f.path)))
             .unwrap_or(load::Compression::None);
         if codec != load::Compression::None {
             options.push(("COMPRESSION".to_string(), vec![format!("{codec:?}")]));
@@ -285,6 +285,9 @@ async fn list(location: &Location) -> Result<Vec<ExternalFile>> {
             let path = o.location.as_ref();
             let relative = if prefix.is_empty() {
                 path
+            } else if path == prefix {
+                // The location is this one file.
+                ""
             } else {
                 path.strip_prefix(prefix)?.strip_prefix('/')?
             };
@@ -319,15 +322,9 @@ async fn infer_columns(
             location.shown
         ))
     })?;
-    let url = if location.prefix.as_ref().is_empty() {
-        location.url_of(&object_store::path::Path::from(first.path.as_str()))
-    } else {
-        format!(
-            "{}/{}",
-            location.url_of(&location.prefix).trim_end_matches('/'),
-            first.path
-        )
-    };
+    let url = location.url_of(&object_store::path::Path::from(
+        location.object_path(&first.path),
+    ));
     let source = load::list_sources(&url, settings)
         .await?
         .into_iter()

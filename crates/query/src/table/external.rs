@@ -288,16 +288,11 @@ impl TableProvider for ExternalTable {
                 .register_object_store(url.as_ref(), Arc::clone(&self.location.store));
             url
         };
-        let prefix = self.location.prefix.as_ref();
         let files: Vec<PartitionedFile> = self
             .pruned_files(state, filters)?
             .into_iter()
             .map(|(file, values)| {
-                let path = if prefix.is_empty() {
-                    file.path.clone()
-                } else {
-                    format!("{prefix}/{}", file.path)
-                };
+                let path = self.location.object_path(&file.path);
                 // The listed path is already in object_store's encoding: parse, not re-encode.
                 let mut scanned = PartitionedFile::new(String::new(), file.size_bytes);
                 scanned.object_meta.location =
