@@ -129,6 +129,8 @@ def strata_run(args, template):
             cur.execute(VIEW)
         cur.execute("SELECT count(*) FROM lineorder")
         base = cur.fetchone()[0]
+    # Channels of their own per run: a channel of an earlier run has committed these tokens.
+    run = time.strftime("%Y%m%d%H%M%S")
     until = time.monotonic() + args.seconds
     out = {}
     acks_at = [] if args.continuous_view else None
@@ -136,7 +138,7 @@ def strata_run(args, template):
     start = time.monotonic()
     threads = [
         threading.Thread(
-            target=produce, args=(args, f"bench-{c}", template, until, out, acks_at)
+            target=produce, args=(args, f"bench-{run}-{c}", template, until, out, acks_at)
         )
         for c in range(args.channels)
     ]

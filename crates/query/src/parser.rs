@@ -111,6 +111,13 @@ pub enum Statement {
         /// `IF EXISTS`: a missing secret is no error.
         if_exists: bool,
     },
+    /// `OPTIMIZE t [PARTITION p] TIERED`: size-tiered compaction of the table's small files.
+    OptimizeTiered {
+        /// The table.
+        table: ObjectName,
+        /// `PARTITION p`: that partition only.
+        partition: Option<datafusion::sql::sqlparser::ast::Partition>,
+    },
     /// `SUBSCRIBE [TO] mv`: the view's rows, then each row that changes, as commits land.
     Subscribe {
         /// The materialized view.
@@ -310,6 +317,11 @@ fn parse_one(text: &str, chunk: &[TokenWithSpan], spans: &Spans) -> Result<State
     }
     if first == "SUBSCRIBE" {
         return parse_subscribe(chunk);
+    }
+    if first == "OPTIMIZE"
+        && let Some(tiered) = parse_optimize_tiered(chunk)
+    {
+        return tiered;
     }
     if first == "RUN" && words.get(1).is_some_and(|w| w == "DATA") {
         return data_tests::parse_run_data_tests(chunk).map(|s| Statement::DataTest(Box::new(s)));
@@ -805,6 +817,44 @@ fn parse_refresh(chunk: &[TokenWithSpan]) -> Result<Statement> {
     let full = p.parse_keyword(Keyword::FULL);
     expect_end(&mut p).map_err(perr)?;
     Ok(Statement::Refresh { view, full })
+}
+
+/// `OPTIMIZE t [PARTITION p] TIERED`, or `None` when the statement does not end in `TIERED`
+/// (an `OPTIMIZE` DataFusion's parser takes).
+fn parse_optimize_tiered(chunk: &[TokenWithSpan]) -> Option<Result<Statement>> {
+    let sig = significant(chunk);
+    let last = *sig
+        .iter()
+        .rev()
+        .find(|&&i| !matches!(chunk[i].token, Token::SemiColon))?;
+    if !matches!(&chunk[last].token, Token::Word(w) if w.value.eq_ignore_ascii_case("TIERED")) {
+        return None;
+    }
+    let rest: Vec<TokenWithSpan> = chunk
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != last)
+        .map(|(_, t)| t.clone())
+        .collect();
+    Some(match parse_tokens(rest) {
+        Ok(SqlStatement::OptimizeTable {
+            name,
+            partition,
+            on_cluster: None,
+            include_final: false,
+            deduplicate: None,
+            predicate: None,
+            zorder: None,
+            ..
+        }) => Ok(Statement::OptimizeTiered {
+            table: name,
+            partition,
+        }),
+        Ok(_) => Err(Error::Parse(
+            "OPTIMIZE t [PARTITION p] TIERED takes no other clause".to_string(),
+        )),
+        Err(e) => Err(e),
+    })
 }
 
 fn parse_subscribe(chunk: &[TokenWithSpan]) -> Result<Statement> {

@@ -214,6 +214,16 @@ impl Session {
                 self.drop_partitions(table, names, *if_exists, "DROP PARTITION")
                     .await?
             }
+            Statement::OptimizeTiered { table, partition } => {
+                Box::pin(optimize::optimize(
+                    self,
+                    table,
+                    partition.as_ref(),
+                    None,
+                    true,
+                ))
+                .await?
+            }
             Statement::ApplyRetention { table } => {
                 Box::pin(maintenance::apply_retention(self, table)).await?
             }
@@ -315,6 +325,7 @@ impl Session {
                     name,
                     partition.as_ref(),
                     zorder.as_deref(),
+                    false,
                 ))
                 .await?
             }

@@ -38,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
+use arrow::compute::BatchCoalescer;
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::sql::sqlparser::ast::{Ident, ObjectName};
@@ -662,11 +663,11 @@ impl Committer {
             }
         }
         txn.channels = advances;
-        let batches: Vec<RecordBatch> = included
-            .iter()
-            .flat_map(|a| a.batches.iter().cloned())
-            .collect();
         let schema = snapshot.metadata.schema();
+        let batches = match coalesce(&schema, &included) {
+            Ok(batches) => batches,
+            Err(e) => return Err((e, included)),
+        };
         let stream = RecordBatchStreamAdapter::new(
             Arc::clone(&schema),
             futures::stream::iter(batches.into_iter().map(Ok)),
@@ -737,6 +738,28 @@ impl Committer {
             compacting.store(false, Ordering::SeqCst);
         });
     }
+}
+
+/// Rows per batch handed to the table writer: producers send small batches (a thousand rows
+/// is typical), and a writer fed those judges each file's encodings on a sample too small to
+/// tell unique columns from repetitive ones, and pays per-batch costs thousands of times.
+const WRITE_BATCH_ROWS: usize = 64 * 1024;
+
+/// The rows of `appends`, in order, as batches of [`WRITE_BATCH_ROWS`].
+fn coalesce(schema: &SchemaRef, appends: &[Append]) -> Result<Vec<RecordBatch>> {
+    let mut coalescer = BatchCoalescer::new(Arc::clone(schema), WRITE_BATCH_ROWS);
+    let mut batches = Vec::new();
+    for batch in appends.iter().flat_map(|a| a.batches.iter()) {
+        coalescer.push_batch(batch.clone())?;
+        while let Some(done) = coalescer.next_completed_batch() {
+            batches.push(done);
+        }
+    }
+    coalescer.finish_buffered_batch()?;
+    while let Some(done) = coalescer.next_completed_batch() {
+        batches.push(done);
+    }
+    Ok(batches)
 }
 
 /// The log, newest snapshot and qualified name of table `name`.

@@ -307,6 +307,7 @@ fn changes_data(statement: &Statement) -> bool {
         Statement::CreatePartitioned { .. }
         | Statement::AddPartitions { .. }
         | Statement::Vacuum { .. }
+        | Statement::OptimizeTiered { .. }
         | Statement::Refresh { .. }
         | Statement::Subscribe { .. }
         | Statement::CreateSecret { .. }

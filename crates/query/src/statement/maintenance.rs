@@ -6,10 +6,10 @@
 //!   the ones that expired, in one commit (`APPLY RETENTION` in `system.table_versions`), and
 //!   `system.partitions.expires_at` shows when each will.
 //! - [`run_maintenance`], started by `strata serve`, applies retention and compacts every
-//!   partition that gathered `strata.auto_compact_min_files` small files, whose deletion
-//!   vectors mark over a fifth of its rows, or that holds files a `CREATE INDEX CONCURRENTLY`
-//!   has still to rewrite (an `OPTIMIZE` of that partition, recorded as
-//!   `AUTO OPTIMIZE`), each inside the server's query slots. Several
+//!   partition that gathered `strata.auto_compact_min_files` small files of like size, whose
+//!   deletion vectors mark over a fifth of its rows, or that holds files a `CREATE INDEX
+//!   CONCURRENTLY` has still to rewrite (an `OPTIMIZE ... TIERED` of that partition, which
+//!   merges like sizes only), each inside the server's query slots. Several
 //!   servers on one warehouse may do the same at once: the commits conflict, the loser runs
 //!   again and finds nothing left to do.
 
@@ -18,14 +18,14 @@ use std::time::Duration;
 
 use chrono::Utc;
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, ObjectName, SqlOption, Value};
-use strata_storage::{Retention, Snapshot, Transaction};
+use strata_storage::{DataFile, Retention, Snapshot, Transaction};
 
 use crate::catalog::materialized_view::Definition;
 use crate::error::{Error, Result};
 use crate::parser;
 use crate::result::StatementResult;
 use crate::session::Session;
-use crate::statement::optimize::SMALL_FILE_SHARE;
+use crate::statement::optimize::{SMALL_FILE_SHARE, tiered_small_files};
 use crate::table::{COMMIT_INTERVAL_PROPERTY, FRESHNESS_SLA_PROPERTY, MAX_COMMIT_INTERVAL};
 use crate::warehouse::{TEST_ON_LOAD, Warehouse};
 
@@ -218,9 +218,10 @@ pub async fn run_maintenance(
     }
 }
 
-/// The partitions of a table that maintenance compacts: those holding `min_files` files
-/// under `small` bytes (none when `min_files` is 0), or whose deletion vectors mark a large
-/// share of their rows, or with files a background index build has still to rewrite.
+/// The partitions of a table that maintenance compacts: those where `min_files` small files
+/// (under `small` bytes) of like size gathered (none when `min_files` is 0; see
+/// [`tiered_small_files`]), or whose deletion vectors mark a large share of their rows, or with
+/// files a background index build has still to rewrite.
 pub(crate) fn partitions_to_compact(
     snapshot: &Snapshot,
     min_files: u32,
@@ -230,34 +231,31 @@ pub(crate) fn partitions_to_compact(
         return Vec::new();
     }
     let metadata = &snapshot.metadata;
-    // Per partition: small files, rows, rows deletion vectors mark, and files a background
-    // index build has still to rewrite.
     let pending = metadata.pending_files(|p| snapshot.files.contains_key(p));
-    let mut counts: BTreeMap<&str, (usize, u64, u64, usize)> = BTreeMap::new();
+    let mut by_partition: BTreeMap<&str, Vec<&DataFile>> = BTreeMap::new();
     for file in snapshot.files.values() {
-        let entry = counts.entry(&file.partition).or_default();
-        entry.0 += usize::from(file.size_bytes < small);
-        entry.1 += file.rows;
-        entry.2 += file.deleted_rows();
-        entry.3 += usize::from(pending.contains(file.path.as_str()));
+        by_partition.entry(&file.partition).or_default().push(file);
     }
-    counts
+    by_partition
         .into_iter()
-        .filter(|(_, (small_files, rows, deleted, unindexed))| {
-            *small_files >= min_files as usize
-                || *deleted as f64 > FOLD_DELETED_SHARE * *rows as f64
-                || *unindexed > 0
+        .filter(|(_, files)| {
+            let rows: u64 = files.iter().map(|f| f.rows).sum();
+            let deleted: u64 = files.iter().map(|f| f.deleted_rows()).sum();
+            tiered_small_files(files, small, min_files as usize).len() > 1
+                || deleted as f64 > FOLD_DELETED_SHARE * rows as f64
+                || files.iter().any(|f| pending.contains(f.path.as_str()))
         })
         .map(|(partition, _)| partition.to_string())
         .collect()
 }
 
-/// `OPTIMIZE` of one partition of `table` (quoted), or of the table when it is unpartitioned.
+/// The size-tiered `OPTIMIZE` of one partition of `table` (quoted), or of the table when it
+/// is unpartitioned.
 pub(crate) fn optimize_statement(table: &str, partition: &str) -> String {
     if partition.is_empty() {
-        format!("OPTIMIZE {table}")
+        format!("OPTIMIZE {table} TIERED")
     } else {
-        format!("OPTIMIZE {table} PARTITION {}", quote(partition))
+        format!("OPTIMIZE {table} PARTITION {} TIERED", quote(partition))
     }
 }
 

@@ -1,4 +1,4 @@
-//! `OPTIMIZE t [PARTITION p] [ZORDER BY (a, b)]` and `ALTER TABLE t CLUSTER BY (a, b)`:
+//! `OPTIMIZE t [PARTITION p] [ZORDER BY (a, b) | TIERED]` and `ALTER TABLE t CLUSTER BY (a, b)`:
 //! rewriting a table's files into fewer, ordered ones, without changing a row.
 //!
 //! Small inserts, streaming and deletes leave many small files; each costs an object-store
@@ -9,6 +9,11 @@
 //! the columns given instead (once, as Delta's `OPTIMIZE ... ZORDER BY`). `CLUSTER BY` makes a
 //! key the table's own (Snowflake's clustering key): rewritten now, kept by every later write
 //! (a Z-order for several columns).
+//!
+//! `TIERED` is the cheap, incremental form that automatic compaction runs (size-tiered
+//! compaction, as LSM stores do): it merges only small files of like size, once
+//! `strata.auto_compact_min_files` of one size gathered, so a stream's many small files become
+//! medium ones and medium ones full-size ones, each row rewritten about once per tier.
 //!
 //! A rewrite reads nothing it could conflict over: concurrent appends go on, and a concurrent
 //! statement that removed one of the files being rewritten, or deleted rows of it (a DELETE),
@@ -33,13 +38,74 @@ use crate::table::write::write_batches;
 /// A file under this share of the target file size is small: `OPTIMIZE` compacts it.
 pub(crate) const SMALL_FILE_SHARE: f64 = 0.75;
 
+/// Files of one size tier that `OPTIMIZE ... TIERED` merges when automatic compaction is off
+/// (`strata.auto_compact_min_files = 0`), its default.
+const DEFAULT_TIER_FILES: usize = 16;
+
+/// Size ratio between the tiers of `OPTIMIZE ... TIERED`: tier 0 holds the small files of at
+/// least 1/16 of the small-file bound, tier 1 those of at least 1/256, and so on.
+const TIER_RATIO: u64 = 16;
+
+/// `OPTIMIZE ... TIERED` rewrites every small file of a partition, whatever its tier, once
+/// this many times `min_files` have gathered across its tiers (a bound on small files).
+const TIERED_ALL_FACTOR: usize = 4;
+
+/// The size tier of a small file of `size` bytes: 0 for the largest small files, one more for
+/// each [`TIER_RATIO`] smaller.
+fn size_tier(size: u64, small: u64) -> u32 {
+    let mut tier = 0;
+    let mut bound = small / TIER_RATIO;
+    while size < bound {
+        tier += 1;
+        bound /= TIER_RATIO;
+    }
+    tier
+}
+
+/// The small files (under `small` bytes) of one partition that size-tiered compaction
+/// rewrites: those of every size tier that holds `min_files` of them, or all of them once
+/// [`TIERED_ALL_FACTOR`] times `min_files` have gathered. Merging like sizes keeps each row's
+/// rewrites to about one per tier: merging every small file each time would rewrite the
+/// partition's biggest small file again and again while a stream keeps adding small ones.
+pub(crate) fn tiered_small_files<'a>(
+    files: &[&'a DataFile],
+    small: u64,
+    min_files: usize,
+) -> Vec<&'a DataFile> {
+    let min_files = min_files.max(2);
+    let smalls: Vec<&DataFile> = files
+        .iter()
+        .copied()
+        .filter(|f| f.size_bytes < small)
+        .collect();
+    if smalls.len() >= min_files.saturating_mul(TIERED_ALL_FACTOR) {
+        return smalls;
+    }
+    let mut per_tier: BTreeMap<u32, usize> = BTreeMap::new();
+    for file in &smalls {
+        *per_tier
+            .entry(size_tier(file.size_bytes, small))
+            .or_default() += 1;
+    }
+    smalls
+        .into_iter()
+        .filter(|f| per_tier[&size_tier(f.size_bytes, small)] >= min_files)
+        .collect()
+}
+
 /// Runs `OPTIMIZE`.
 pub(crate) async fn optimize(
     session: &Session,
     name: &ObjectName,
     partition: Option<&Partition>,
     zorder: Option<&[SqlExpr]>,
+    tiered: bool,
 ) -> Result<StatementResult> {
+    if tiered && zorder.is_some() {
+        return Err(Error::Unsupported(
+            "OPTIMIZE ... ZORDER BY rewrites whole partitions; it cannot be TIERED".to_string(),
+        ));
+    }
     let (log, snapshot, qualified) = session.open_table_for_write(name).await?;
     let metadata = &snapshot.metadata;
     let only = match partition {
@@ -72,6 +138,10 @@ pub(crate) async fn optimize(
     };
     let target = session.write_options().target_file_size_bytes;
     let small = (target as f64 * SMALL_FILE_SHARE) as u64;
+    let min_files = match session.strata_options().auto_compact_min_files {
+        0 => DEFAULT_TIER_FILES,
+        n => n as usize,
+    };
     let mut by_partition: BTreeMap<&str, Vec<&DataFile>> = BTreeMap::new();
     for file in snapshot.files.values() {
         if only.as_ref().is_none_or(|p| *p == file.partition) {
@@ -87,6 +157,16 @@ pub(crate) async fn optimize(
         let must = |f: &DataFile| f.deletion_vector.is_some() || pending.contains(f.path.as_str());
         let chosen: Vec<&DataFile> = if zorder.is_some() {
             group.clone()
+        } else if tiered {
+            let mut chosen = tiered_small_files(group, small, min_files);
+            let taken: HashSet<&str> = chosen.iter().map(|f| f.path.as_str()).collect();
+            let also: Vec<&DataFile> = group
+                .iter()
+                .copied()
+                .filter(|f| must(f) && !taken.contains(f.path.as_str()))
+                .collect();
+            chosen.extend(also);
+            chosen
         } else {
             group
                 .iter()
@@ -99,6 +179,12 @@ pub(crate) async fn optimize(
             partitions += 1;
             files.extend(chosen.into_iter().cloned());
         }
+    }
+    if files.is_empty() && tiered {
+        return Ok(StatementResult::status(format!(
+            "{qualified} needs no tiered compaction: no partition has {min_files} small files \
+             of like size, and no file has deleted rows"
+        )));
     }
     if files.is_empty() {
         return Ok(StatementResult::status(format!(
@@ -292,6 +378,53 @@ mod tests {
         pretty_format_batches(&result.last().expect("a result").batches)
             .expect("format")
             .to_string()
+    }
+
+    fn file(name: &str, size_bytes: u64) -> strata_storage::DataFile {
+        strata_storage::DataFile {
+            path: name.to_string(),
+            partition: String::new(),
+            rows: 1,
+            size_bytes,
+            stats: Default::default(),
+            field_ids: Default::default(),
+            deletion_vector: None,
+        }
+    }
+
+    /// Tiered compaction merges only files of like size: a stream's small files, not the medium
+    /// file they were merged into last time, until enough medium files gather; and everything
+    /// small once the small files grow past four times the bound.
+    #[test]
+    fn tiered_compaction_merges_like_sizes() {
+        use super::{size_tier, tiered_small_files};
+        let small = 96 << 20;
+        assert_eq!(size_tier(50 << 20, small), 0);
+        assert_eq!(size_tier(6 << 20, small), 0);
+        assert_eq!(size_tier((6 << 20) - 1, small), 1);
+        assert_eq!(size_tier(2 << 20, small), 1);
+        assert_eq!(size_tier(0, small), size_tier(1, small));
+        let merged = file("merged", 32 << 20);
+        let full = file("full", 128 << 20);
+        let fresh: Vec<_> = (0..4).map(|i| file(&format!("f{i}"), 2 << 20)).collect();
+        let mut files: Vec<&strata_storage::DataFile> = vec![&merged, &full];
+        files.extend(fresh.iter().take(3));
+        let names = |chosen: Vec<&strata_storage::DataFile>| -> Vec<String> {
+            chosen.iter().map(|f| f.path.clone()).collect()
+        };
+        assert!(tiered_small_files(&files, small, 4).is_empty());
+        files.push(&fresh[3]);
+        assert_eq!(
+            names(tiered_small_files(&files, small, 4)),
+            ["f0", "f1", "f2", "f3"]
+        );
+        // Sixteen small files of mixed sizes (4 × 4): all of them.
+        let tiny: Vec<_> = (0..12)
+            .map(|i| file(&format!("t{i}"), 1000 + i * 300_000))
+            .collect();
+        files.extend(tiny.iter());
+        let chosen = tiered_small_files(&files, small, 4);
+        assert_eq!(chosen.len(), 17, "{:?}", names(chosen));
     }
 
     /// Hundreds of one-row inserts leave one file each; OPTIMIZE leaves one file per partition,
