@@ -6,6 +6,9 @@ batches of --batch-rows rows for --seconds in one DoPut, every batch its own off
 durable), commits, and the table's files at the end. Then the peer: DuckDB inserting the same
 batches one by one into its native format (`INSERT INTO lineorder SELECT * FROM batch`).
 
+With --processes P, the channels are spread over P producer processes (threads of one process
+share its GIL, which caps what one Python process can send).
+
 With --continuous-view, a continuous materialized view counts lineorder's rows per order date
 while the producers run, and a reader polls its total every 20 ms: for each acknowledgment, the
 time until the view holds its rows is the commit-to-visible latency (p50, p99 reported).
@@ -17,6 +20,7 @@ time until the view holds its rows is the commit-to-visible latency (p50, p99 re
 
 import argparse
 import json
+import multiprocessing
 import tempfile
 import threading
 import time
@@ -96,6 +100,20 @@ def produce(args, channel, template, until, out, acks_at=None):
     out[channel] = acked
 
 
+def produce_in_process(args, channels, until, results):
+    """Runs producers for `channels` as threads of this process; puts their acknowledgments."""
+    template = lineorder_batch(args.batch_rows)
+    out = {}
+    threads = [
+        threading.Thread(target=produce, args=(args, c, template, until, out)) for c in channels
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results.put(out)
+
+
 def watch_view(args, until, seen):
     """Polls the view's total until `until`: (time, total) pairs."""
     with flightsql.connect(
@@ -136,18 +154,34 @@ def strata_run(args, template):
     acks_at = [] if args.continuous_view else None
     seen = []
     start = time.monotonic()
-    threads = [
-        threading.Thread(
-            target=produce, args=(args, f"bench-{run}-{c}", template, until, out, acks_at)
-        )
-        for c in range(args.channels)
-    ]
-    if args.continuous_view:
-        threads.append(threading.Thread(target=watch_view, args=(args, until, seen)))
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    channels = [f"bench-{run}-{c}" for c in range(args.channels)]
+    if args.processes > 1:
+        # Producers in processes of their own: threads of one process share its GIL.
+        results = multiprocessing.Queue()
+        workers = [
+            multiprocessing.Process(
+                target=produce_in_process,
+                args=(args, channels[p :: args.processes], until, results),
+            )
+            for p in range(args.processes)
+        ]
+        for w in workers:
+            w.start()
+        for _ in workers:
+            out.update(results.get())
+        for w in workers:
+            w.join()
+    else:
+        threads = [
+            threading.Thread(target=produce, args=(args, c, template, until, out, acks_at))
+            for c in channels
+        ]
+        if args.continuous_view:
+            threads.append(threading.Thread(target=watch_view, args=(args, until, seen)))
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     elapsed = time.monotonic() - start
     if args.continuous_view:
         lat = latencies(base, acks_at, seen)
@@ -208,10 +242,18 @@ def main():
     parser.add_argument("--password", required=True)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="producer processes the channels are spread over (not with --continuous-view)",
+    )
     parser.add_argument("--batch-rows", type=int, default=1000)
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--continuous-view", action="store_true")
     args = parser.parse_args()
+    if args.processes > 1 and args.continuous_view:
+        parser.error("--continuous-view measures from one process: leave --processes at 1")
     template = lineorder_batch(args.batch_rows)
     ours = strata_run(args, template)
     if not args.no_peer:

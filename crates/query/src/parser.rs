@@ -116,7 +116,7 @@ pub enum Statement {
         /// The table.
         table: ObjectName,
         /// `PARTITION p`: that partition only.
-        partition: Option<datafusion::sql::sqlparser::ast::Partition>,
+        partition: Option<Box<datafusion::sql::sqlparser::ast::Partition>>,
     },
     /// `SUBSCRIBE [TO] mv`: the view's rows, then each row that changes, as commits land.
     Subscribe {
@@ -848,7 +848,7 @@ fn parse_optimize_tiered(chunk: &[TokenWithSpan]) -> Option<Result<Statement>> {
             ..
         }) => Ok(Statement::OptimizeTiered {
             table: name,
-            partition,
+            partition: partition.map(Box::new),
         }),
         Ok(_) => Err(Error::Parse(
             "OPTIMIZE t [PARTITION p] TIERED takes no other clause".to_string(),

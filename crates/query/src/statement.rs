@@ -218,7 +218,7 @@ impl Session {
                 Box::pin(optimize::optimize(
                     self,
                     table,
-                    partition.as_ref(),
+                    partition.as_deref(),
                     None,
                     true,
                 ))

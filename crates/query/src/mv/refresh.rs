@@ -44,7 +44,9 @@ use datafusion::logical_expr::{
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::SessionContext;
-use strata_storage::{DataFile, Partition, Reads, Snapshot, TableId, TableMetadata, Transaction};
+use strata_storage::{
+    Action, DataFile, Partition, Reads, Snapshot, TableId, TableMetadata, Transaction,
+};
 
 use crate::catalog::materialized_view::{
     Definition, LastRefresh, MaterializedViewTable, RefreshMode, SourceVersion, avg_count_column,
@@ -257,10 +259,10 @@ fn versions(sources: BTreeMap<String, Source>) -> BTreeMap<String, SourceVersion
 /// How a refresh goes about it.
 enum Strategy {
     UpToDate,
-    /// The changed source only gained `added`; fold them in.
+    /// The changed source only gained the rows of `added`; fold them in.
     Fold {
         source: TableId,
-        added: HashSet<String>,
+        added: Vec<DataFile>,
         detail: String,
     },
     /// Recompute the view's rows in `ranges` of output column `key`.
@@ -363,7 +365,7 @@ async fn run(
             let delta = replace_scan(
                 plan.clone(),
                 &source,
-                |t| t.with_files(|f| added.contains(&f.path)),
+                |t| t.with_only_files(&added),
                 on_time
                     .as_ref()
                     .map(|f| f as &dyn Fn(&TableReference) -> Expr),
@@ -595,6 +597,37 @@ async fn rewrites_only(
     Ok(true)
 }
 
+/// The files the commits of `source` after version `old` up to `new` appended, when each of
+/// them either only appended files or only rewrote files (a stream's group commits with the
+/// compactions between them): the view then gains exactly the rows of those files, read as
+/// they were added even where a compaction has merged them since (rewritten files stay stored
+/// until `VACUUM`, whose retention is days). `None` when any commit removed rows.
+async fn appends_through_rewrites(
+    warehouse: &Warehouse,
+    source: &Source,
+    old: strata_storage::Version,
+    new: strata_storage::Version,
+) -> Result<Option<Vec<DataFile>>> {
+    let log = warehouse.table_log(&source.id, &source.name);
+    let mut appended = Vec::new();
+    for v in old.0 + 1..=new.0 {
+        let Some(commit) = log.read_commit(strata_storage::Version(v)).await? else {
+            return Ok(None);
+        };
+        if commit.rewrite_only {
+            continue;
+        }
+        for action in commit.actions {
+            match action {
+                Action::Add(file) => appended.push(file),
+                Action::Remove { .. } => return Ok(None),
+                _ => {}
+            }
+        }
+    }
+    Ok(Some(appended))
+}
+
 /// The files `new` has and `old` has not, and the reverse. A file whose deletion vector
 /// changed is in both: its old version went, its new one (fewer rows) came.
 fn file_diff<'a>(old: &'a Snapshot, new: &'a Snapshot) -> (Vec<&'a DataFile>, Vec<&'a DataFile>) {
@@ -682,18 +715,32 @@ async fn choose(
         return Ok(Strategy::Versions);
     }
     let safe = delta_safe(plan, &source.id);
-    if removed.is_empty() && safe && fold_shape(plan, &view.table_schema()).is_some() {
-        let rows: u64 = added.iter().map(|f| f.live_rows()).sum();
-        return Ok(Strategy::Fold {
-            source: source.id.clone(),
-            added: added.iter().map(|f| f.path.clone()).collect(),
-            detail: format!(
+    if safe && fold_shape(plan, &view.table_schema()).is_some() {
+        let appended = if removed.is_empty() {
+            Some(added.iter().map(|&f| f.clone()).collect())
+        } else {
+            Box::pin(appends_through_rewrites(
+                warehouse,
+                source,
+                old.version,
+                new.version,
+            ))
+            .await?
+        };
+        if let Some(appended) = appended {
+            let rows: u64 = appended.iter().map(|f| f.live_rows()).sum();
+            let detail = format!(
                 "folded in {} ({}) of {}",
                 count_of(rows, "new row"),
-                count_of(added.len() as u64, "file"),
+                count_of(appended.len() as u64, "file"),
                 source.name
-            ),
-        });
+            );
+            return Ok(Strategy::Fold {
+                source: source.id.clone(),
+                added: appended,
+                detail,
+            });
+        }
     }
     if safe
         && let Some(s) = partition_strategy(
@@ -820,7 +867,7 @@ impl Watermark {
         ctx: &SessionContext,
         plan: &LogicalPlan,
         source: &TableId,
-        added: &HashSet<String>,
+        added: &[DataFile],
     ) -> Result<u64> {
         // The rows the query aggregates, or (no aggregate) the rows it returns.
         let top = strip_sort(plan);
@@ -832,12 +879,7 @@ impl Watermark {
             _ => top.clone(),
         };
         let late = self.filter(true);
-        let rows = replace_scan(
-            rows,
-            source,
-            |t| t.with_files(|f| added.contains(&f.path)),
-            Some(&late),
-        )?;
+        let rows = replace_scan(rows, source, |t| t.with_only_files(added), Some(&late))?;
         let n = ctx.execute_logical_plan(rows).await?.count().await?;
         Ok(n as u64)
     }

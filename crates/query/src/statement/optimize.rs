@@ -46,8 +46,8 @@ const DEFAULT_TIER_FILES: usize = 16;
 /// least 1/16 of the small-file bound, tier 1 those of at least 1/256, and so on.
 const TIER_RATIO: u64 = 16;
 
-/// `OPTIMIZE ... TIERED` rewrites every small file of a partition, whatever its tier, once
-/// this many times `min_files` have gathered across its tiers (a bound on small files).
+/// `OPTIMIZE ... TIERED` rewrites the small files of every tier but the largest together
+/// once this many times `min_files` have gathered across the tiers (a bound on small files).
 const TIERED_ALL_FACTOR: usize = 4;
 
 /// The size tier of a small file of `size` bytes: 0 for the largest small files, one more for
@@ -63,10 +63,12 @@ fn size_tier(size: u64, small: u64) -> u32 {
 }
 
 /// The small files (under `small` bytes) of one partition that size-tiered compaction
-/// rewrites: those of every size tier that holds `min_files` of them, or all of them once
-/// [`TIERED_ALL_FACTOR`] times `min_files` have gathered. Merging like sizes keeps each row's
-/// rewrites to about one per tier: merging every small file each time would rewrite the
-/// partition's biggest small file again and again while a stream keeps adding small ones.
+/// rewrites: those of every size tier that holds `min_files` of them; and once
+/// [`TIERED_ALL_FACTOR`] times `min_files` small files have gathered (spread over tiers, as
+/// when compaction lags a burst), those of every tier but the largest as well. Merging like
+/// sizes keeps each row's rewrites to about one per tier: merging every small file each time
+/// would rewrite the partition's biggest small files again and again while a stream keeps
+/// adding small ones.
 pub(crate) fn tiered_small_files<'a>(
     files: &[&'a DataFile],
     small: u64,
@@ -78,19 +80,26 @@ pub(crate) fn tiered_small_files<'a>(
         .copied()
         .filter(|f| f.size_bytes < small)
         .collect();
-    if smalls.len() >= min_files.saturating_mul(TIERED_ALL_FACTOR) {
-        return smalls;
-    }
     let mut per_tier: BTreeMap<u32, usize> = BTreeMap::new();
     for file in &smalls {
         *per_tier
             .entry(size_tier(file.size_bytes, small))
             .or_default() += 1;
     }
-    smalls
-        .into_iter()
-        .filter(|f| per_tier[&size_tier(f.size_bytes, small)] >= min_files)
-        .collect()
+    let largest = per_tier.keys().next().copied().unwrap_or_default();
+    let too_many = smalls.len() >= min_files.saturating_mul(TIERED_ALL_FACTOR);
+    let chosen: Vec<&DataFile> = smalls
+        .iter()
+        .copied()
+        .filter(|f| {
+            let tier = size_tier(f.size_bytes, small);
+            per_tier[&tier] >= min_files || (too_many && tier != largest)
+        })
+        .collect();
+    if chosen.len() < 2 && too_many {
+        return smalls;
+    }
+    chosen
 }
 
 /// Runs `OPTIMIZE`.
@@ -418,13 +427,18 @@ mod tests {
             names(tiered_small_files(&files, small, 4)),
             ["f0", "f1", "f2", "f3"]
         );
-        // Sixteen small files of mixed sizes (4 × 4): all of them.
+        // Sixteen small files or more, spread over tiers (4 × 4): all but the largest tier's.
         let tiny: Vec<_> = (0..12)
             .map(|i| file(&format!("t{i}"), 1000 + i * 300_000))
             .collect();
         files.extend(tiny.iter());
-        let chosen = tiered_small_files(&files, small, 4);
-        assert_eq!(chosen.len(), 17, "{:?}", names(chosen));
+        let chosen = names(tiered_small_files(&files, small, 4));
+        assert_eq!(chosen.len(), 16, "{chosen:?}");
+        assert!(!chosen.contains(&"merged".to_string()), "{chosen:?}");
+        // All in one tier but too many: all of them.
+        let same: Vec<_> = (0..16).map(|i| file(&format!("s{i}"), 7 << 20)).collect();
+        let same: Vec<&strata_storage::DataFile> = same.iter().collect();
+        assert_eq!(tiered_small_files(&same, small, 4).len(), 16);
     }
 
     /// Hundreds of one-row inserts leave one file each; OPTIMIZE leaves one file per partition,

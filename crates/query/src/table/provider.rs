@@ -173,6 +173,15 @@ impl StrataTable {
         }
     }
 
+    /// This table reading exactly `files`, which need not be in its snapshot any more (a
+    /// file an `OPTIMIZE` rewrote since is still stored until `VACUUM` deletes it, and holds
+    /// the same rows as when it was added).
+    pub(crate) fn with_only_files(&self, files: &[DataFile]) -> Self {
+        let mut table = self.with_files(|_| false);
+        table.snapshot.files = files.iter().map(|f| (f.path.clone(), f.clone())).collect();
+        table
+    }
+
     /// This table noting in `log` what its scans read.
     pub(crate) fn with_read_log(mut self, log: ReadLog) -> Self {
         self.read_log = Some(log);
