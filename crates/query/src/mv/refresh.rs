@@ -579,53 +579,63 @@ async fn change<'a>(
     })
 }
 
-/// Whether every commit of `source` after version `old` up to `new` only rewrote files
-/// (`OPTIMIZE`, `CREATE INDEX`, `CLUSTER BY`): the view's rows still follow from it.
-async fn rewrites_only(
-    warehouse: &Warehouse,
-    source: &Source,
-    old: strata_storage::Version,
-    new: strata_storage::Version,
-) -> Result<bool> {
-    let log = warehouse.table_log(&source.id, &source.name);
-    for v in old.0 + 1..=new.0 {
-        match log.read_commit(strata_storage::Version(v)).await? {
-            Some(commit) if commit.rewrite_only => {}
-            _ => return Ok(false),
-        }
-    }
-    Ok(true)
+/// What the commits of a source after the version a view reflects did to its files.
+struct Since {
+    /// Every commit only rewrote files (`OPTIMIZE`, `CREATE INDEX`, `CLUSTER BY`): the view's
+    /// rows still follow from the source.
+    rewrites_only: bool,
+    /// The files appended, when each commit either only appended files or only rewrote them
+    /// (a stream's group commits with the compactions between them): the view then gains
+    /// exactly the rows of those files, read as they were added even where a compaction has
+    /// merged them since (rewritten files stay stored until `VACUUM`, whose retention is
+    /// days). `None` when a commit removed rows, or when not asked for.
+    appended: Option<Vec<DataFile>>,
 }
 
-/// The files the commits of `source` after version `old` up to `new` appended, when each of
-/// them either only appended files or only rewrote files (a stream's group commits with the
-/// compactions between them): the view then gains exactly the rows of those files, read as
-/// they were added even where a compaction has merged them since (rewritten files stay stored
-/// until `VACUUM`, whose retention is days). `None` when any commit removed rows.
-async fn appends_through_rewrites(
+/// Reads the commits of `source` after version `old` up to `new`, each once, and stops as
+/// soon as the answer is known: at the first commit that is not a rewrite unless `appends`
+/// asks for the appended files too, else at the first that removes rows.
+async fn commits_since(
     warehouse: &Warehouse,
     source: &Source,
     old: strata_storage::Version,
     new: strata_storage::Version,
-) -> Result<Option<Vec<DataFile>>> {
+    appends: bool,
+) -> Result<Since> {
     let log = warehouse.table_log(&source.id, &source.name);
+    let mut rewrites_only = true;
     let mut appended = Vec::new();
     for v in old.0 + 1..=new.0 {
         let Some(commit) = log.read_commit(strata_storage::Version(v)).await? else {
-            return Ok(None);
+            return Ok(Since {
+                rewrites_only: false,
+                appended: None,
+            });
         };
         if commit.rewrite_only {
             continue;
         }
+        rewrites_only = false;
+        if !appends {
+            break;
+        }
         for action in commit.actions {
             match action {
                 Action::Add(file) => appended.push(file),
-                Action::Remove { .. } => return Ok(None),
+                Action::Remove { .. } => {
+                    return Ok(Since {
+                        rewrites_only,
+                        appended: None,
+                    });
+                }
                 _ => {}
             }
         }
     }
-    Ok(Some(appended))
+    Ok(Since {
+        rewrites_only,
+        appended: appends.then_some(appended),
+    })
 }
 
 /// The files `new` has and `old` has not, and the reverse. A file whose deletion vector
@@ -709,23 +719,28 @@ async fn choose(
         Change::One { source, old, new } => (source, old, new),
     };
     let (added, removed) = file_diff(&old, &new);
-    if (added.is_empty() && removed.is_empty())
-        || rewrites_only(warehouse, source, old.version, new.version).await?
-    {
+    if added.is_empty() && removed.is_empty() {
         return Ok(Strategy::Versions);
     }
     let safe = delta_safe(plan, &source.id);
-    if safe && fold_shape(plan, &view.table_schema()).is_some() {
+    let foldable = safe && fold_shape(plan, &view.table_schema()).is_some();
+    // Files went: the appended ones are only known from the commits, read in the same pass.
+    let since = Box::pin(commits_since(
+        warehouse,
+        source,
+        old.version,
+        new.version,
+        foldable && !removed.is_empty(),
+    ))
+    .await?;
+    if since.rewrites_only {
+        return Ok(Strategy::Versions);
+    }
+    if foldable {
         let appended = if removed.is_empty() {
             Some(added.iter().map(|&f| f.clone()).collect())
         } else {
-            Box::pin(appends_through_rewrites(
-                warehouse,
-                source,
-                old.version,
-                new.version,
-            ))
-            .await?
+            since.appended
         };
         if let Some(appended) = appended {
             let rows: u64 = appended.iter().map(|f| f.live_rows()).sum();

@@ -664,7 +664,7 @@ impl Committer {
         }
         txn.channels = advances;
         let schema = snapshot.metadata.schema();
-        let batches = match coalesce(&schema, &included) {
+        let batches = match coalesce(&qualified, &schema, &included) {
             Ok(batches) => batches,
             Err(e) => return Err((e, included)),
         };
@@ -745,12 +745,17 @@ impl Committer {
 /// tell unique columns from repetitive ones, and pays per-batch costs thousands of times.
 const WRITE_BATCH_ROWS: usize = 64 * 1024;
 
-/// The rows of `appends`, in order, as batches of [`WRITE_BATCH_ROWS`].
-fn coalesce(schema: &SchemaRef, appends: &[Append]) -> Result<Vec<RecordBatch>> {
+/// The rows of `appends`, in order, as batches of [`WRITE_BATCH_ROWS`] in `schema`, the
+/// table's as of the group's snapshot: appends were cast to the table as it was when they
+/// arrived, and an `ALTER TABLE` since may have changed a column's type.
+fn coalesce(table: &str, schema: &SchemaRef, appends: &[Append]) -> Result<Vec<RecordBatch>> {
     let mut coalescer = BatchCoalescer::new(Arc::clone(schema), WRITE_BATCH_ROWS);
     let mut batches = Vec::new();
+    let mut row = 0usize;
     for batch in appends.iter().flat_map(|a| a.batches.iter()) {
-        coalescer.push_batch(batch.clone())?;
+        let conformed = strata_storage::writer::conform(table, schema, batch, row)?;
+        row = row.saturating_add(batch.num_rows());
+        coalescer.push_batch(conformed)?;
         while let Some(done) = coalescer.next_completed_batch() {
             batches.push(done);
         }
