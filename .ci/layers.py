@@ -21,7 +21,7 @@ import tempfile
 QUERY_LAYERS = [
     ["statement"],
     ["mv"],
-    ["session"],
+    ["session", "cluster"],
     ["catalog", "rules"],
     ["table"],
     ["warehouse", "config", "parser", "types", "progress", "result", "scan_cache", "schedule", "memory", "error",

@@ -115,6 +115,11 @@ pub struct BenchArgs {
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_setting)]
     pub settings: Vec<(String, String)>,
 
+    /// The cluster to run the queries on (`strata --cluster df://host:port bench ...`); loads
+    /// stay in this process.
+    #[arg(skip)]
+    pub cluster: Option<String>,
+
     /// Folder the JSON results are written to.
     #[arg(long, default_value = "benches/results")]
     pub results: PathBuf,
@@ -227,6 +232,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .scan_cache
             .unwrap_or_else(strata_query::default_scan_cache_bytes),
         settings: args.settings.clone(),
+        cluster: args.cluster.clone(),
         ..WarehouseOptions::default()
     };
     let warehouse = Warehouse::open_with(&location, options.clone())

@@ -25,6 +25,7 @@ fn args(action: Action, suite: Suite, data: &Path, answers: PathBuf, results: &P
         flight: None,
         flight_user: "strata".to_string(),
         settings: Vec::new(),
+        cluster: None,
         answers,
         results: results.to_path_buf(),
     }

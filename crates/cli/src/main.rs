@@ -10,6 +10,8 @@
 //! strata demo [DIR]                           a sample star-schema warehouse, then the shell
 //! strata bench run --suite ssb --sf 1        benchmarks (see BENCHMARKS.md)
 //! strata serve [--listen 127.0.0.1:32010]     Arrow Flight SQL server (see strata-flight)
+//! strata cluster scheduler | executor         processes of a Ballista cluster; `--cluster
+//!                                             df://host:port` runs large queries there
 //! strata hash-password                        argon2 hash of a password read from stdin
 //! ```
 //! Results go to stdout (`--format table|csv|tsv|json|ndjson|markdown`), errors to stderr
@@ -88,6 +90,11 @@ struct Args {
     #[arg(long = "set", global = true, value_name = "NAME=VALUE", value_parser = setting)]
     settings: Vec<(String, String)>,
 
+    /// A cluster to run large queries on: `df://host:port` of a `strata cluster scheduler`.
+    /// Planning, small queries (`strata.cluster_min_files`) and all writes stay here.
+    #[arg(long, env = "STRATA_CLUSTER", global = true)]
+    cluster: Option<String>,
+
     /// Log filter, e.g. `info` or `strata_query=debug`.
     #[arg(long, env = "STRATA_LOG", default_value = "warn")]
     log_filter: String,
@@ -125,11 +132,73 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Print an argon2 hash of a password read from stdin, for `password_hash` in strata.toml.
     HashPassword,
+    /// Run a process of a Ballista cluster: the scheduler, or an executor.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Create an empty warehouse at PATH (a directory, file:// or s3:// URL).
     Init {
         /// Where the warehouse goes.
         path: String,
     },
+}
+
+/// The processes of a cluster (see `strata_query::cluster`).
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// The scheduler: splits plans into stages and hands their tasks to executors.
+    Scheduler {
+        /// Address to listen on (loopback by default: the cluster's ports carry no
+        /// authentication).
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        bind: std::net::SocketAddr,
+    },
+    /// An executor: runs tasks, reading the warehouse's files from the shared store with its
+    /// own credentials (`AWS_*` for S3).
+    Executor {
+        /// The scheduler's address.
+        #[arg(long, default_value = "127.0.0.1:50050")]
+        scheduler: std::net::SocketAddr,
+        /// Address to listen on; port 0 takes free ports.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        bind: std::net::SocketAddr,
+        /// Tasks run at once (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        concurrent_tasks: usize,
+        /// Where shuffle files go [default: a temporary directory].
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
+}
+
+/// Runs a cluster process until it is stopped; prints the address it listens on first.
+async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
+    use strata_query::cluster::processes;
+    let announce = |what: &'static str| {
+        move |address: std::net::SocketAddr| {
+            println!("{what} listening on {address}");
+            let _ = std::io::stdout().flush();
+        }
+    };
+    match command {
+        ClusterCommand::Scheduler { bind } => {
+            processes::run_scheduler(bind, announce("scheduler")).await?
+        }
+        ClusterCommand::Executor {
+            scheduler,
+            bind,
+            concurrent_tasks,
+            work_dir,
+        } => {
+            let options = processes::ExecutorOptions {
+                scheduler,
+                bind,
+                concurrent_tasks,
+                work_dir,
+            };
+            processes::run_executor(options, announce("executor")).await?
+        }
+    }
+    Ok(())
 }
 
 fn options(args: &Args) -> WarehouseOptions {
@@ -139,6 +208,7 @@ fn options(args: &Args) -> WarehouseOptions {
             .scan_cache
             .unwrap_or_else(strata_query::default_scan_cache_bytes),
         settings: args.settings.clone(),
+        cluster: args.cluster.clone(),
         ..WarehouseOptions::default()
     }
 }
@@ -208,10 +278,15 @@ fn demo(runtime: &tokio::runtime::Runtime, args: &Args, location: &str) -> anyho
 async fn run(mut args: Args) -> anyhow::Result<()> {
     let options = options(&args);
     match args.command_name.take() {
-        Some(Command::Bench(bench)) => return strata_bench::run(bench).await,
+        Some(Command::Bench(mut bench)) => {
+            bench.cluster = args.cluster.clone();
+            bench.settings.extend(args.settings.iter().cloned());
+            return strata_bench::run(bench).await;
+        }
         Some(Command::Serve(serve)) => {
             return serve::run(&args.warehouse, options, serve).await;
         }
+        Some(Command::Cluster(command)) => return cluster(command).await,
         Some(Command::HashPassword) => {
             let mut password = String::new();
             std::io::stdin().read_line(&mut password)?;

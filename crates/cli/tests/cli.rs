@@ -1874,6 +1874,8 @@ fn remote_over_tls_trusts_the_ca_given_as_tls_ca() {
     assert!(e.contains("--tls-ca"), "{e}");
 }
 
+mod cluster;
+
 #[path = "reliability/conflict_matrix.rs"]
 mod conflict_matrix;
 

@@ -46,6 +46,12 @@ datafusion::common::extensions_options! {
         /// deleted rows when more than this share of them is deleted; below it they mark the
         /// rows in the file's deletion vector. 0 always rewrites (copy-on-write), 1 never.
         pub dml_rewrite_share: f64, default = 0.5
+        /// With a cluster (`--cluster`), a query runs on it when its scans read at least this
+        /// many data files after pruning; smaller ones run here, where they start faster.
+        pub cluster_min_files: usize, default = 8
+        /// How long a query on the cluster may run, e.g. '10 minutes'; past it the job is
+        /// cancelled and the statement fails.
+        pub cluster_job_timeout: String, default = "10 minutes".to_string()
     }
 }
 
@@ -117,6 +123,9 @@ pub struct WarehouseOptions {
     /// [`crate::scan_cache`]); 0 turns the cache off. Under `memory_limit` it is part of the
     /// limit, at most three quarters of what queries may hold, and gives memory back to them.
     pub scan_cache_bytes: usize,
+    /// The Ballista scheduler queries run on (`df://host:port`), when the warehouse is read
+    /// through a cluster (see [`crate::cluster`]); `None` runs everything in this process.
+    pub cluster: Option<String>,
 }
 
 /// The default budget of the scan cache: a quarter of the machine's memory (as Postgres
@@ -149,6 +158,7 @@ impl Default for WarehouseOptions {
             target_partitions: None,
             settings: Vec::new(),
             scan_cache_bytes: default_scan_cache_bytes(),
+            cluster: None,
         }
     }
 }

@@ -9,11 +9,13 @@
 //!  mv          CREATE / REFRESH MATERIALIZED VIEW, scheduler, query rewrite onto views
 //!     │
 //!  session     the DataFusion context: catalog, rules, options; planning, name qualification
+//!  cluster     where a query runs; Ballista jobs; the scheduler and executor processes
 //!     │
 //!  catalog     schema providers, system tables, views, materialized-view and SCD readers,
 //!  rules       lineage; plans stored SQL through its `Planner` trait, which the session
 //!     │        implements | optimizer and analyzer rules, table functions
-//!  table       StrataTable: prune, scan (runtime filters, scan cache), write, constraints
+//!  table       StrataTable: prune, scan (runtime filters, scan cache, remote form), write,
+//!              constraints
 //!     │
 //!  warehouse config parser types progress result scan_cache memory     (state and leaves)
 //!  error redact commit_gate
@@ -26,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod catalog;
+pub mod cluster;
 pub mod commit_gate;
 pub mod config;
 pub mod error;

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use datafusion::common::ParamValues;
 use datafusion::common::utils::datafusion_strsim::levenshtein;
 use datafusion::error::DataFusionError;
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -43,6 +43,8 @@ pub struct Session {
     viewer: Viewer,
     /// The query log id of the last statement run to its end.
     last_query_id: Option<String>,
+    /// What the running statement did on the cluster, for its query log record.
+    cluster_job: Option<crate::cluster::JobFigures>,
 }
 
 impl std::fmt::Debug for Session {
@@ -53,6 +55,32 @@ impl std::fmt::Debug for Session {
             .field("schema", &self.schema)
             .finish()
     }
+}
+
+/// Registers Strata's functions (its own, JSON's, the checked `sum`) on `ctx`.
+fn register_functions(ctx: &SessionContext) {
+    datafusion_functions_json::register_all(&mut *ctx.state_ref().write())
+        .expect("JSON functions register");
+    crate::functions::register(ctx);
+    crate::rules::checked_sum::register(ctx);
+}
+
+/// A session state with Strata's functions and nothing of a warehouse: what the scheduler and
+/// executors of a cluster resolve the functions a plan names with.
+pub(crate) fn function_state(config: SessionConfig) -> SessionState {
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    register_functions(&ctx);
+    let planned = rules::checked_integers::planned_functions()
+        .into_iter()
+        .chain(rules::decimal_arithmetic::planned_functions());
+    for function in planned {
+        ctx.register_udf(function.as_ref().clone());
+    }
+    ctx.state()
 }
 
 impl Session {
@@ -116,8 +144,7 @@ impl Session {
         }
         let state = state.build();
         let ctx = SessionContext::new_with_state(state);
-        datafusion_functions_json::register_all(&mut *ctx.state_ref().write())
-            .expect("JSON functions register");
+        register_functions(&ctx);
         rules::register_table_functions(&ctx);
         ctx.register_udtf(
             "search",
@@ -125,8 +152,6 @@ impl Session {
                 warehouse: warehouse.clone(),
             }),
         );
-        crate::functions::register(&ctx);
-        crate::rules::checked_sum::register(&ctx);
         Self {
             warehouse,
             ctx,
@@ -136,12 +161,23 @@ impl Session {
             progress: Progress::default(),
             viewer,
             last_query_id: None,
+            cluster_job: None,
         }
     }
 
     /// The `system.query_log` id of the last statement this session ran or started streaming.
     pub fn last_query_id(&self) -> Option<&str> {
         self.last_query_id.as_deref()
+    }
+
+    /// Notes what the running statement did on the cluster (see [`crate::cluster::run`]).
+    pub(crate) fn set_cluster_job(&mut self, job: crate::cluster::JobFigures) {
+        self.cluster_job = Some(job);
+    }
+
+    /// What the statement that just ended did on the cluster, if it ran there.
+    pub(crate) fn take_cluster_job(&mut self) -> Option<crate::cluster::JobFigures> {
+        self.cluster_job.take()
     }
 
     pub(crate) fn set_last_query_id(&mut self, id: String) {

@@ -80,6 +80,7 @@ use datafusion::sql::sqlparser::ast::{
 use futures::FutureExt;
 use tracing::Instrument;
 
+use crate::cluster::Placement;
 use crate::config::parse_duration;
 use crate::error::{Error, Result};
 use crate::parser::{self, ParsedStatement, Statement};
@@ -154,6 +155,7 @@ impl Session {
         if outcome.is_ok() {
             hooks::after_success(self, &statement.statement).await;
         }
+        let job = self.take_cluster_job();
         let (figures, rows) = match &outcome {
             Ok((r, f)) => (*f, r.row_count() as u64),
             Err(_) => (ScanFigures::default(), 0),
@@ -176,6 +178,7 @@ impl Session {
                 rows,
                 figures,
                 retries,
+                job,
             },
         )
         .await;
@@ -446,6 +449,12 @@ impl Session {
         statement: SqlStatement,
         params: Option<&ParamValues>,
     ) -> Result<(StatementResult, ScanFigures)> {
+        let explained = match &statement {
+            SqlStatement::Explain {
+                statement, analyze, ..
+            } if !analyze => Some(statement.as_ref().clone()),
+            _ => None,
+        };
         let plan = self.plan(statement, params).await?;
         if let Some(result) = dml::run(self, &plan).await? {
             return Ok((result, ScanFigures::default()));
@@ -455,7 +464,29 @@ impl Session {
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let physical: Arc<dyn ExecutionPlan> = df.create_physical_plan().await?;
         self.progress().watch(&physical);
-        let batches = collect(Arc::clone(&physical), ctx.task_ctx()).await?;
+        let placement = match self.warehouse().options().cluster.clone() {
+            Some(url) => {
+                let min_files = self.strata_options().cluster_min_files;
+                Some((url, crate::cluster::place(&physical, min_files)))
+            }
+            None => None,
+        };
+        let mut batches = match placement {
+            Some((url, Placement::Cluster { plan, .. })) => {
+                let config = ctx.copied_config();
+                let timeout = parse_duration(&self.strata_options().cluster_job_timeout)?;
+                let (batches, job) =
+                    crate::cluster::run(&url, plan, &config, self.id(), timeout).await?;
+                self.set_cluster_job(job);
+                batches
+            }
+            _ => collect(Arc::clone(&physical), ctx.task_ctx()).await?,
+        };
+        if let Some(explained) = explained
+            && self.warehouse().options().cluster.is_some()
+        {
+            batches.extend(self.explain_placement(explained, params).await?);
+        }
         let figures = scan_figures(&physical);
         let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
         let (schema, batches) = match crate::result::visible_schema(&schema) {
@@ -469,6 +500,43 @@ impl Session {
             None => (schema, batches),
         };
         Ok((StatementResult { schema, batches }, figures))
+    }
+}
+
+impl Session {
+    /// The rows `EXPLAIN` adds with a cluster: where the statement would run and why, and the
+    /// stages Ballista would run it in.
+    async fn explain_placement(
+        &mut self,
+        statement: SqlStatement,
+        params: Option<&ParamValues>,
+    ) -> Result<Vec<arrow::array::RecordBatch>> {
+        use arrow::array::StringArray;
+        let plan = self.plan(statement, params).await?;
+        let ctx = self.context();
+        let physical = ctx
+            .execute_logical_plan(plan)
+            .await?
+            .create_physical_plan()
+            .await?;
+        let placement = crate::cluster::place(&physical, self.strata_options().cluster_min_files);
+        let mut rows = vec![("placement".to_string(), placement.describe())];
+        if let Placement::Cluster { plan, .. } = &placement {
+            rows.extend(crate::cluster::stages(plan, &ctx.copied_config())?);
+        }
+        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
+            arrow::datatypes::Field::new("plan_type", arrow::datatypes::DataType::Utf8, false),
+            arrow::datatypes::Field::new("plan", arrow::datatypes::DataType::Utf8, false),
+        ]));
+        let (kinds, plans): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
+        let batch = arrow::array::RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(kinds)),
+                Arc::new(StringArray::from(plans)),
+            ],
+        )?;
+        Ok(vec![batch])
     }
 }
 

@@ -175,6 +175,18 @@ pub struct QueryLogEntry {
     /// Times it ran again after losing a commit race to a concurrent writer.
     #[serde(default)]
     pub retries: u32,
+    /// The Ballista job of a query that ran on a cluster.
+    #[serde(default)]
+    pub cluster_job: Option<String>,
+    /// Stages of that job.
+    #[serde(default)]
+    pub stages: u64,
+    /// Tasks of that job, over all its stages.
+    #[serde(default)]
+    pub tasks: u64,
+    /// Bytes the job's stages passed each other through shuffles.
+    #[serde(default)]
+    pub shuffle_bytes: u64,
 }
 
 impl Record for QueryLogEntry {
@@ -365,6 +377,10 @@ mod tests {
             files_scanned: 0,
             bytes_scanned: 0,
             retries: 0,
+            cluster_job: None,
+            stages: 0,
+            tasks: 0,
+            shuffle_bytes: 0,
         }
     }
 

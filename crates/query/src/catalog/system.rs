@@ -605,6 +605,10 @@ async fn query_log(warehouse: &Warehouse, viewer: &User) -> Result<Arc<dyn Table
         Field::new("files_scanned", DataType::UInt64, false),
         Field::new("bytes_scanned", DataType::UInt64, false),
         Field::new("retries", DataType::UInt64, false),
+        Field::new("cluster_job", DataType::Utf8, true),
+        Field::new("stages", DataType::UInt64, false),
+        Field::new("tasks", DataType::UInt64, false),
+        Field::new("shuffle_bytes", DataType::UInt64, false),
     ]));
     let strings = |f: &dyn Fn(&QueryLogEntry) -> Option<String>| -> ArrayRef {
         let mut b = StringBuilder::new();
@@ -637,6 +641,10 @@ async fn query_log(warehouse: &Warehouse, viewer: &User) -> Result<Arc<dyn Table
         numbers(&|e| e.files_scanned),
         numbers(&|e| e.bytes_scanned),
         numbers(&|e| u64::from(e.retries)),
+        strings(&|e| e.cluster_job.clone()),
+        numbers(&|e| e.stages),
+        numbers(&|e| e.tasks),
+        numbers(&|e| e.shuffle_bytes),
     ];
     mem_table(schema, columns)
 }

@@ -77,6 +77,16 @@ static ADD: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| IntegerOp::Add.new_udf()
 static SUB: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| IntegerOp::Sub.new_udf());
 static MUL: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| IntegerOp::Mul.new_udf());
 
+/// The functions this rule plans, for the processes of a cluster, which resolve the functions
+/// of a plan by name (they are not registered in sessions: SQL does not name them).
+pub(crate) fn planned_functions() -> [Arc<ScalarUDF>; 3] {
+    [
+        IntegerOp::Add.udf(),
+        IntegerOp::Sub.udf(),
+        IntegerOp::Mul.udf(),
+    ]
+}
+
 impl IntegerOp {
     fn udf(self) -> Arc<ScalarUDF> {
         match self {

@@ -92,6 +92,16 @@ static ADD: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| DecimalOp::Add.new_udf()
 static SUB: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| DecimalOp::Sub.new_udf());
 static MUL: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| DecimalOp::Mul.new_udf());
 
+/// The functions this rule plans, for the processes of a cluster, which resolve the functions
+/// of a plan by name (they are not registered in sessions: SQL does not name them).
+pub(crate) fn planned_functions() -> [Arc<ScalarUDF>; 3] {
+    [
+        DecimalOp::Add.udf(),
+        DecimalOp::Sub.udf(),
+        DecimalOp::Mul.udf(),
+    ]
+}
+
 impl DecimalOp {
     fn udf(self) -> Arc<ScalarUDF> {
         match self {

@@ -26,6 +26,8 @@ pub(crate) struct Entry<'a> {
     pub(crate) figures: ScanFigures,
     /// Times the statement ran again after losing a commit race.
     pub(crate) retries: u32,
+    /// What the statement did on the cluster, when it ran there.
+    pub(crate) job: Option<crate::cluster::JobFigures>,
 }
 
 impl Entry<'_> {
@@ -64,6 +66,10 @@ impl Entry<'_> {
             files_scanned: figures.files_scanned as u64,
             bytes_scanned: figures.bytes_scanned,
             retries: self.retries,
+            stages: self.job.as_ref().map_or(0, |j| j.stages),
+            tasks: self.job.as_ref().map_or(0, |j| j.tasks),
+            shuffle_bytes: self.job.as_ref().map_or(0, |j| j.shuffle_bytes),
+            cluster_job: self.job.map(|j| j.job_id),
         }
     }
 }

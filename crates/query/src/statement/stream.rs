@@ -167,7 +167,7 @@ impl Session {
             let df = self.context().execute_logical_plan(plan).await?;
             let physical = df.create_physical_plan().await?;
             self.progress().watch(&physical);
-            let stream = execute_stream(Arc::clone(&physical), self.context().task_ctx())?;
+            let (stream, job) = self.execute_placed(&physical).await?;
             // Names kept apart while planning are shown as the query wrote them.
             let stream: SendableRecordBatchStream =
                 match crate::result::visible_schema(&stream.schema()) {
@@ -180,13 +180,18 @@ impl Session {
                     }
                     None => stream,
                 };
-            Ok::<_, Error>((physical, stream))
+            Ok::<_, Error>((physical, stream, job))
         };
         let planned =
             futures::FutureExt::catch_unwind(AssertUnwindSafe(planned.instrument(span.clone())))
                 .await
                 .unwrap_or_else(|payload| Err(super::panicked(payload.as_ref())));
+        let (planned, job) = match planned {
+            Ok((plan, stream, job)) => (Ok((plan, stream)), job),
+            Err(e) => (Err(e), None),
+        };
         let log = QueryLog {
+            job,
             warehouse: self.warehouse().clone(),
             session_id: self.id().to_string(),
             user_name: self.user_name(),
@@ -217,6 +222,36 @@ impl Session {
                 Err(e)
             }
         }
+    }
+
+    /// The rows of the query `physical`: streamed from this process, or, when the warehouse
+    /// has a cluster and the query belongs there, gathered from the cluster's job (whose
+    /// figures come back for the query log).
+    async fn execute_placed(
+        &mut self,
+        physical: &Arc<dyn ExecutionPlan>,
+    ) -> Result<(
+        SendableRecordBatchStream,
+        Option<crate::cluster::JobFigures>,
+    )> {
+        if let Some(url) = self.warehouse().options().cluster.clone() {
+            let options = self.strata_options();
+            if let crate::cluster::Placement::Cluster { plan, .. } =
+                crate::cluster::place(physical, options.cluster_min_files)
+            {
+                let config = self.context().copied_config();
+                let timeout = crate::config::parse_duration(&options.cluster_job_timeout)?;
+                let (batches, job) =
+                    crate::cluster::run(&url, plan, &config, self.id(), timeout).await?;
+                let stream = RecordBatchStreamAdapter::new(
+                    physical.schema(),
+                    futures::stream::iter(batches.into_iter().map(Ok)),
+                );
+                return Ok((Box::pin(stream), Some(job)));
+            }
+        }
+        let stream = execute_stream(Arc::clone(physical), self.context().task_ctx())?;
+        Ok((stream, None))
     }
 
     /// Runs a statement once for each row of parameters, as a client's batch of bound rows
@@ -303,6 +338,7 @@ impl Session {
             rows: count,
             figures: Default::default(),
             retries: 0,
+            job: None,
         };
         query_log::record(self.warehouse(), entry).await;
         outcome
@@ -486,6 +522,8 @@ struct QueryLog {
     span: tracing::Span,
     /// Counts the query as running until its entry is written.
     _running: crate::telemetry::QueryGuard,
+    /// What the query did on the cluster, when it ran there.
+    job: Option<crate::cluster::JobFigures>,
 }
 
 impl QueryLog {
@@ -509,6 +547,7 @@ impl QueryLog {
             rows,
             figures: plan.map(scan_figures).unwrap_or_default(),
             retries: 0,
+            job: self.job.clone(),
         }
         .record()
     }

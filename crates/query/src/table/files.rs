@@ -48,11 +48,30 @@ pub(crate) fn partitioned_file(
     file: &DataFile,
     deleted: Option<&Arc<RoaringBitmap>>,
 ) -> PartitionedFile {
-    let scanned = PartitionedFile::new(file.path.clone(), file.size_bytes);
+    scanned_file(&file.path, file.size_bytes, file.rows, deleted)
+}
+
+/// The data file at `path` (`size` bytes, `rows` rows) as DataFusion scans it, less the rows in
+/// `deleted`.
+fn scanned_file(
+    path: &str,
+    size: u64,
+    rows: u64,
+    deleted: Option<&Arc<RoaringBitmap>>,
+) -> PartitionedFile {
+    without_deleted(PartitionedFile::new(path.to_string(), size), rows, deleted)
+}
+
+/// `scanned` (a data file of `rows` rows, or a byte range of it) less the rows in `deleted`.
+pub(crate) fn without_deleted(
+    scanned: PartitionedFile,
+    rows: u64,
+    deleted: Option<&Arc<RoaringBitmap>>,
+) -> PartitionedFile {
     match deleted {
-        Some(rows) if !rows.is_empty() => scanned
-            .with_extension(ParquetRowSelection::new(live_selection(rows, file.rows)))
-            .with_extension(DeletedRows(Arc::clone(rows))),
+        Some(deleted) if !deleted.is_empty() => scanned
+            .with_extension(ParquetRowSelection::new(live_selection(deleted, rows)))
+            .with_extension(DeletedRows(Arc::clone(deleted))),
         _ => scanned,
     }
 }
@@ -155,28 +174,73 @@ pub(crate) fn parquet_scan(
     limit: Option<usize>,
     statistics: Option<Statistics>,
 ) -> DfResult<Arc<DataSourceExec>> {
-    let runtime = session.runtime_env();
-    let parquet_options = datafusion::config::TableParquetOptions {
-        global: session.config_options().execution.parquet.clone(),
-        ..Default::default()
+    let scan = ParquetScan {
+        store_url: ObjectStoreUrl::parse(WAREHOUSE_STORE_URL)?,
+        metadata,
+        schema,
+        groups,
+        projection,
+        limit,
+        statistics,
+        predicate: None,
+        own_groups: false,
     };
-    let store_url = ObjectStoreUrl::parse(WAREHOUSE_STORE_URL)?;
-    let readers = CachedParquetFileReaderFactory::new(
-        runtime.object_store(&store_url)?,
-        runtime.cache_manager.get_file_metadata_cache(),
-    );
-    let source = ParquetSource::new(schema)
-        .with_table_parquet_options(parquet_options)
-        .with_parquet_file_reader_factory(Arc::new(readers));
-    let mut config = FileScanConfigBuilder::new(store_url, Arc::new(source))
-        .with_file_groups(groups)
-        .with_projection_indices(projection.cloned())?
-        .with_expr_adapter(Some(Arc::new(FieldIdAdapterFactory::new(metadata))))
-        .with_limit(limit);
-    if let Some(stats) = statistics {
-        config = config.with_statistics(stats);
+    scan.build(session.runtime_env(), session.config_options())
+}
+
+/// What a Parquet scan of a table's files reads, for [`parquet_scan`] and for executors of a
+/// cluster, which hold a task context rather than a session.
+pub(crate) struct ParquetScan<'a> {
+    /// Where the runtime finds the files' object store.
+    pub(crate) store_url: ObjectStoreUrl,
+    pub(crate) metadata: &'a TableMetadata,
+    pub(crate) schema: TableSchema,
+    pub(crate) groups: Vec<FileGroup>,
+    pub(crate) projection: Option<&'a Vec<usize>>,
+    pub(crate) limit: Option<usize>,
+    pub(crate) statistics: Option<Statistics>,
+    /// The reader's predicate, for row-group and page pruning (a scan planned here gets it
+    /// from filter pushdown instead).
+    pub(crate) predicate: Option<Arc<dyn PhysicalExpr>>,
+    /// Each partition reads exactly its own group of files. DataFusion lets the partitions
+    /// of one scan take files from each other's groups when they run out, which is right in
+    /// one process but reads every file once per task when each partition is a separate
+    /// task with its own copy of the scan (executors of a cluster).
+    pub(crate) own_groups: bool,
+}
+
+impl ParquetScan<'_> {
+    /// The scan, on `runtime` with the session options `options`.
+    pub(crate) fn build(
+        self,
+        runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+        options: &datafusion::config::ConfigOptions,
+    ) -> DfResult<Arc<DataSourceExec>> {
+        let parquet_options = datafusion::config::TableParquetOptions {
+            global: options.execution.parquet.clone(),
+            ..Default::default()
+        };
+        let readers = CachedParquetFileReaderFactory::new(
+            runtime.object_store(&self.store_url)?,
+            runtime.cache_manager.get_file_metadata_cache(),
+        );
+        let mut source = ParquetSource::new(self.schema)
+            .with_table_parquet_options(parquet_options)
+            .with_parquet_file_reader_factory(Arc::new(readers));
+        if let Some(predicate) = self.predicate {
+            source = source.with_predicate(predicate);
+        }
+        let mut config = FileScanConfigBuilder::new(self.store_url, Arc::new(source))
+            .with_file_groups(self.groups)
+            .with_projection_indices(self.projection.cloned())?
+            .with_expr_adapter(Some(Arc::new(FieldIdAdapterFactory::new(self.metadata))))
+            .with_limit(self.limit)
+            .with_preserve_order(self.own_groups);
+        if let Some(stats) = self.statistics {
+            config = config.with_statistics(stats);
+        }
+        Ok(DataSourceExec::from_data_source(config.build()))
     }
-    Ok(DataSourceExec::from_data_source(config.build()))
 }
 
 /// The columns of a table as scans read them: all nullable. NOT NULL is enforced by the

@@ -11,7 +11,7 @@
 //!
 //! Writes (`INSERT`) go through [`StrataSink`]: route → encode → upload → one commit.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{ArrayRef, BooleanArray, UInt64Array};
@@ -22,6 +22,7 @@ use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::stats::Precision;
 use datafusion::common::{Column, ColumnStatistics, DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::FileGroup;
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::{DataFusionError, Result as DfResult};
@@ -32,6 +33,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::ExecutionPlan;
 use parquet::arrow::RowNumber;
+use roaring::RoaringBitmap;
 use strata_storage::{DataFile, IndexKind, Reads, Snapshot, TableLog, TableMetadata};
 
 use crate::error::Result;
@@ -39,7 +41,7 @@ use crate::parser::{AsOf, split_time_travel};
 use crate::table::files::{
     balanced_groups, deleted_rows_of, parquet_scan, partitioned_file, read_schema,
 };
-use crate::table::scan::{ScanFigures, StrataScanExec};
+use crate::table::scan::{ScanFigures, ScanFile, ScanSpec, StrataScanExec};
 use crate::table::scd::ScdSpec;
 use crate::table::write::StrataSink;
 use crate::types::{key_scalar, scalar};
@@ -228,6 +230,44 @@ impl StrataTable {
     /// The snapshot this provider reads.
     pub(crate) fn snapshot(&self) -> &Snapshot {
         &self.snapshot
+    }
+
+    /// What a scan of `files` in `groups` reads, as a cluster's executors read it.
+    fn scan_spec(
+        &self,
+        files: &[&DataFile],
+        deleted: &HashMap<String, Arc<RoaringBitmap>>,
+        groups: &[FileGroup],
+        projection: Option<&Vec<usize>>,
+        limit: Option<usize>,
+    ) -> ScanSpec {
+        let rows: HashMap<&str, u64> = files.iter().map(|f| (f.path.as_str(), f.rows)).collect();
+        let groups = groups
+            .iter()
+            .map(|group| {
+                group
+                    .files()
+                    .iter()
+                    .map(|f| {
+                        let path = f.object_meta.location.to_string();
+                        ScanFile {
+                            rows: rows.get(path.as_str()).copied().unwrap_or(0),
+                            deleted: deleted.get(&path).cloned(),
+                            size: f.object_meta.size,
+                            path,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        ScanSpec {
+            warehouse: self.warehouse.location().to_string(),
+            metadata: Arc::new(self.snapshot.metadata.clone()),
+            version: self.snapshot.version.0,
+            groups,
+            projection: projection.cloned(),
+            limit,
+        }
     }
 
     /// Partition and file pruning; returns the kept files, the figures, and what the scan
@@ -544,6 +584,9 @@ impl TableProvider for StrataTable {
             partitioned,
             state.config_options().execution.target_partitions,
         );
+        // Only a warehouse opened with a cluster sends scans away.
+        let remote = (!self.row_ids && self.warehouse.options().cluster.is_some())
+            .then(|| self.scan_spec(&files, &deleted, &groups, projection, limit));
         let scan = parquet_scan(
             state,
             &self.snapshot.metadata,
@@ -563,7 +606,8 @@ impl TableProvider for StrataTable {
         let index = lookup_index(&self.snapshot.metadata, filters);
         Ok(Arc::new(
             StrataScanExec::new(self.name.clone(), Arc::new(field_ids), scan, figures)
-                .with_index(index),
+                .with_index(index)
+                .with_remote(remote),
         ))
     }
 

@@ -29,7 +29,8 @@ use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder,
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
-use strata_storage::DataFile;
+use roaring::RoaringBitmap;
+use strata_storage::{DataFile, TableMetadata};
 
 use crate::config::StrataOptions;
 use crate::scan_cache::ScanCache;
@@ -76,6 +77,33 @@ impl ScanFigures {
     }
 }
 
+/// What a table scan reads, in a form that can leave the process: kept by each
+/// [`StrataScanExec`] the table provider plans (see [`crate::table::remote`]) (not by the scans of `UPDATE`, `DELETE` and
+/// `MERGE`, which stay on the coordinator).
+#[derive(Debug)]
+pub(crate) struct ScanSpec {
+    /// The warehouse's location URL.
+    pub(crate) warehouse: String,
+    pub(crate) metadata: Arc<TableMetadata>,
+    /// The snapshot version read, for `EXPLAIN` and messages.
+    pub(crate) version: u64,
+    /// The files of each output partition of the scan.
+    pub(crate) groups: Vec<Vec<ScanFile>>,
+    pub(crate) projection: Option<Vec<usize>>,
+    pub(crate) limit: Option<usize>,
+}
+
+/// One data file of a [`ScanSpec`].
+#[derive(Debug, Clone)]
+pub(crate) struct ScanFile {
+    /// Its path under the warehouse root.
+    pub(crate) path: String,
+    pub(crate) size: u64,
+    pub(crate) rows: u64,
+    /// The rows its deletion vector deletes.
+    pub(crate) deleted: Option<Arc<RoaringBitmap>>,
+}
+
 /// The scan of one table: a DataFusion Parquet scan plus what pruning left of the table.
 #[derive(Debug)]
 pub(crate) struct StrataScanExec {
@@ -102,6 +130,9 @@ pub(crate) struct StrataScanExec {
     /// What the scan executes, chosen at its first execution: the input, or the input with
     /// its Parquet scan served from the scan cache (`true`).
     reader: OnceLock<(Arc<dyn ExecutionPlan>, bool)>,
+    /// What the scan reads, in the form that travels to a cluster's executors (see
+    /// [`crate::table::remote`]); `None` for the scans of DML statements.
+    remote: Option<Arc<ScanSpec>>,
 }
 
 impl StrataScanExec {
@@ -136,7 +167,19 @@ impl StrataScanExec {
             metrics,
             index: None,
             reader: OnceLock::new(),
+            remote: None,
         }
+    }
+
+    /// This scan, able to run on a cluster's executors as `spec`.
+    pub(crate) fn with_remote(mut self, spec: Option<ScanSpec>) -> Self {
+        self.remote = spec.map(Arc::new);
+        self
+    }
+
+    /// What the scan reads, as executors of a cluster read it.
+    pub(crate) fn remote(&self) -> Option<&Arc<ScanSpec>> {
+        self.remote.as_ref()
     }
 
     /// This scan as a lookup through `index` (see [`StrataScanExec::index`]).
@@ -179,6 +222,7 @@ impl StrataScanExec {
             metrics: self.metrics.clone(),
             index: self.index.clone(),
             reader: OnceLock::new(),
+            remote: self.remote.clone(),
         })
     }
 
@@ -363,6 +407,7 @@ impl ExecutionPlan for StrataScanExec {
             metrics: self.metrics.clone(),
             index: self.index.clone(),
             reader: OnceLock::new(),
+            remote: self.remote.clone(),
         }))
     }
 
@@ -479,6 +524,7 @@ impl ExecutionPlan for StrataScanExec {
             metrics: self.metrics.clone(),
             index: self.index.clone(),
             reader: OnceLock::new(),
+            remote: self.remote.clone(),
         };
         Ok(
             FilterPushdownPropagation::with_parent_pushdown_result(pushed)

@@ -1,0 +1,338 @@
+//! A Ballista cluster of processes on loopback: `strata cluster scheduler`, two
+//! `strata cluster executor`s, and `strata --cluster` as the coordinator. Every SSB and TPC-H
+//! query at SF 0.01 answers as DuckDB recorded (the bench's answer check), the query log
+//! records the jobs, `EXPLAIN` shows the placement and the stages, a killed executor's tasks
+//! run again on the other one, and `strata serve --cluster` answers Flight SQL clients from
+//! the cluster.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use super::{manifest_dir, spawn_server, stdout};
+
+/// A process killed when the test ends, however it ends.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `strata cluster <role> <args>`; returns it and the address it announced.
+fn start(role: &str, args: &[&str]) -> (Process, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["cluster", role])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("strata cluster starts");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let line = lines
+        .next()
+        .expect("the process announces its address")
+        .unwrap();
+    let address = line.rsplit(' ').next().expect("an address").to_string();
+    std::thread::spawn(move || lines.for_each(drop));
+    (Process(child), address)
+}
+
+/// A scheduler and its executors (two task slots each).
+struct Cluster {
+    _scheduler: Process,
+    executors: Vec<Process>,
+    url: String,
+}
+
+fn cluster(executors: usize, work: &Path) -> Cluster {
+    let (scheduler, address) = start("scheduler", &["--bind", "127.0.0.1:0"]);
+    let executors = (0..executors)
+        .map(|i| {
+            let dir = work.join(format!("executor-{i}"));
+            let dir = dir.display().to_string();
+            start(
+                "executor",
+                &[
+                    "--scheduler",
+                    &address,
+                    "--concurrent-tasks",
+                    "2",
+                    "--work-dir",
+                    &dir,
+                ],
+            )
+            .0
+        })
+        .collect();
+    // Executors register with their first heartbeat.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    Cluster {
+        _scheduler: scheduler,
+        executors,
+        url: format!("df://{address}"),
+    }
+}
+
+/// `strata --warehouse w --cluster url <args>`, which must succeed; its stdout.
+fn on_cluster(warehouse: &str, url: &str, args: &[&str]) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--warehouse", warehouse, "--cluster", url])
+        .args(["--set", "strata.cluster_min_files=0"])
+        .args(["--set", "strata.cluster_job_timeout=60 seconds"])
+        .args(args)
+        .output()
+        .expect("strata runs");
+    assert!(
+        o.status.success(),
+        "strata {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        stdout(&o)
+    );
+    stdout(&o)
+}
+
+#[test]
+fn every_ssb_and_tpch_query_answers_on_a_cluster_of_two_executors() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(2, dir.path());
+    let data = dir.path().join("data").display().to_string();
+    let answers = manifest_dir().join("../../benches/answers");
+    let answers = answers.display().to_string();
+    for suite in ["ssb", "tpch"] {
+        let warehouse = dir.path().join(suite).display().to_string();
+        let results = dir.path().join("results").display().to_string();
+        let out = on_cluster(
+            &warehouse,
+            &cluster.url,
+            &[
+                "bench",
+                "run",
+                "--suite",
+                suite,
+                "--sf",
+                "0.01",
+                "--hot",
+                "0",
+                "--data",
+                &data,
+                "--warehouse",
+                &warehouse,
+                "--answers",
+                &answers,
+                "--results",
+                &results,
+            ],
+        );
+        assert!(!out.contains("wrong"), "{out}");
+        // Every query ran as a job of the cluster.
+        let jobs = on_cluster(
+            &warehouse,
+            &cluster.url,
+            &[
+                "--format",
+                "csv",
+                "-c",
+                "SELECT count(*) AS jobs, min(stages) AS min_stages, sum(tasks) > 0 AS tasks, \
+                 sum(shuffle_bytes) > 0 AS shuffled \
+                 FROM system.query_log WHERE cluster_job IS NOT NULL",
+            ],
+        );
+        let expected = match suite {
+            "ssb" => "jobs,min_stages,tasks,shuffled\n13,",
+            // Q11, Q15 and Q22 compare with an uncorrelated scalar subquery: they run here.
+            _ => "jobs,min_stages,tasks,shuffled\n19,",
+        };
+        assert!(jobs.starts_with(expected), "{suite}: {jobs}");
+        assert!(jobs.trim_end().ends_with("true,true"), "{suite}: {jobs}");
+    }
+    drop(cluster);
+}
+
+#[test]
+fn explain_says_where_a_query_runs_and_shows_its_stages() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(1, dir.path());
+    let w = dir.path().join("wh").display().to_string();
+    on_cluster(
+        &w,
+        &cluster.url,
+        &[
+            "-c",
+            "CREATE TABLE f (k INT, v BIGINT) PARTITION BY RANGE (k) (PARTITION p0 VALUES LESS THAN (5), PARTITION p1 VALUES LESS THAN (10));
+             INSERT INTO f SELECT CAST(value % 10 AS INT), value FROM generate_series(1, 1000);
+             INSERT INTO f SELECT CAST(value % 10 AS INT), value FROM generate_series(1, 1000);",
+        ],
+    );
+    let query = "EXPLAIN SELECT k, sum(v) FROM f GROUP BY k";
+    let distributed = on_cluster(&w, &cluster.url, &["--format", "csv", "-c", query]);
+    assert!(
+        distributed.contains("placement,\"cluster: 4 data files after pruning"),
+        "{distributed}"
+    );
+    assert!(distributed.contains("stage 1"), "{distributed}");
+    assert!(distributed.contains("ShuffleWriterExec"), "{distributed}");
+    // Above the threshold of files the query stays here, and says why.
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "--warehouse",
+            &w,
+            "--cluster",
+            &cluster.url,
+            "--format",
+            "csv",
+        ])
+        .args([
+            "-c",
+            "EXPLAIN SELECT k, sum(v) FROM f WHERE k = 1 GROUP BY k",
+        ])
+        .output()
+        .unwrap();
+    let local = stdout(&o);
+    assert!(
+        local.contains(
+            "placement,\"local: 2 data files after pruning, fewer than strata.cluster_min_files = 8"
+        ),
+        "{local}"
+    );
+    // A query that reads a system table runs here.
+    let system = on_cluster(
+        &w,
+        &cluster.url,
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "EXPLAIN SELECT f.k FROM f JOIN system.tables t ON t.table_name = 'f'",
+        ],
+    );
+    assert!(
+        system.contains("placement,\"local: the plan reads"),
+        "{system}"
+    );
+    // The rows are the same on the cluster and here.
+    let sql = "SELECT k, sum(v) AS s, count(*) AS n FROM f GROUP BY k ORDER BY k";
+    let here = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--warehouse", &w, "--format", "csv", "-c", sql])
+        .output()
+        .unwrap();
+    assert_eq!(
+        on_cluster(&w, &cluster.url, &["--format", "csv", "-c", sql]),
+        stdout(&here)
+    );
+    drop(cluster);
+}
+
+#[test]
+fn a_query_outlives_an_executor_killed_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = cluster(2, dir.path());
+    let w = dir.path().join("wh").display().to_string();
+    // 8 files of 50,000 rows; a self join on a key of 250 values makes 1,600 rows per key
+    // meet 1,600: 640 million joined rows, seconds of work for the two executors.
+    on_cluster(
+        &w,
+        &cluster.url,
+        &[
+            "-c",
+            "CREATE TABLE t (k INT, v BIGINT) PARTITION BY RANGE (v) (
+                 PARTITION p0 VALUES LESS THAN (50001), PARTITION p1 VALUES LESS THAN (100001),
+                 PARTITION p2 VALUES LESS THAN (150001), PARTITION p3 VALUES LESS THAN (200001));
+             INSERT INTO t SELECT CAST(value % 250 AS INT), value FROM generate_series(1, 200000);
+             INSERT INTO t SELECT CAST(value % 250 AS INT), value FROM generate_series(1, 200000);",
+        ],
+    );
+    let query = "SELECT count(*) AS n FROM t a JOIN t b ON a.k = b.k";
+    let started = std::time::Instant::now();
+    let running = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "--warehouse",
+            &w,
+            "--cluster",
+            &cluster.url,
+            "--format",
+            "csv",
+        ])
+        .args(["--set", "strata.cluster_min_files=0"])
+        .args(["--set", "strata.cluster_job_timeout=90 seconds"])
+        .args(["-c", query])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    // SIGKILL: no goodbye to the scheduler; its heartbeats stop.
+    drop(cluster.executors.remove(0));
+    let outcome = running.wait_with_output().unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(100),
+        "the query ended after {took:?}"
+    );
+    if outcome.status.success() {
+        // 250 keys, 1,600 rows each: 250 x 1,600 x 1,600 pairs.
+        assert_eq!(stdout(&outcome), "n\n640000000\n");
+    } else {
+        let error = String::from_utf8_lossy(&outcome.stderr);
+        assert!(error.contains("cluster job"), "{error}");
+    }
+    eprintln!(
+        "executor killed mid-query: {} after {took:?}",
+        if outcome.status.success() {
+            "answered"
+        } else {
+            "failed"
+        }
+    );
+}
+
+#[test]
+fn serve_answers_flight_sql_clients_from_the_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(1, dir.path());
+    let w = dir.path().join("wh").display().to_string();
+    on_cluster(
+        &w,
+        &cluster.url,
+        &[
+            "-c",
+            "CREATE TABLE f (k INT, v BIGINT);
+             INSERT INTO f SELECT CAST(value % 10 AS INT), value FROM generate_series(1, 1000);
+             INSERT INTO f SELECT CAST(value % 10 AS INT), value FROM generate_series(1001, 2000);",
+        ],
+    );
+    let (server, address, _) = spawn_server(
+        &w,
+        "pw",
+        &[
+            "--cluster",
+            &cluster.url,
+            "--set",
+            "strata.cluster_min_files=0",
+        ],
+        false,
+    );
+    let _server = Process(server);
+    // The shell's --remote backend is a Flight SQL client.
+    let remote = |sql: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["--remote", &address, "--format", "csv", "-c", sql])
+            .env("STRATA_PASSWORD", "pw")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        stdout(&o)
+    };
+    assert_eq!(
+        remote("SELECT k, sum(v) AS s FROM f WHERE k < 2 GROUP BY k ORDER BY k"),
+        "k,s\n0,201000\n1,199200\n"
+    );
+    let log = remote(
+        "SELECT stages > 1 AS staged, tasks > 1 AS tasked FROM system.query_log \
+         WHERE cluster_job IS NOT NULL AND query_text LIKE 'SELECT k, sum(v)%'",
+    );
+    assert_eq!(log, "staged,tasked\ntrue,true\n");
+}

@@ -1,0 +1,375 @@
+//! Queries on a cluster: Apache DataFusion Ballista runs the plans Strata makes.
+//!
+//! ```text
+//!  coordinator (strata -c, strata serve)        scheduler              executors
+//!  plan here: catalog, pruning, MV rewrite  ──► stages at shuffles ──► tasks read the files
+//!  placement: enough files after pruning?        (Ballista)            from the shared store
+//!  results ◄──────────────────────────────────── final stage's partitions, over Flight
+//! ```
+//!
+//! A warehouse opened with a cluster (`WarehouseOptions::cluster`) still plans every query in
+//! this process. [`place`] then decides where it runs: queries whose scans read fewer than
+//! `strata.cluster_min_files` data files after pruning, and those that write or read what only
+//! this process holds (system tables, the row-marking scans of DML), run here; the rest go to
+//! the scheduler as a physical plan whose table scans are [`RemoteScanExec`]s
+//! ([`crate::table::remote`]). Commits never leave the coordinator: a cluster only reads.
+//!
+//! [`run`] submits the plan, waits for the job, reads the final stage's partitions from the
+//! executors and asks the scheduler for the job's stages, tasks and shuffled bytes, which
+//! `system.query_log` records. [`processes`] starts the scheduler and executor processes.
+//!
+//! [`RemoteScanExec`]: crate::table::remote
+
+pub mod processes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::RecordBatch;
+use ballista_core::JobId;
+use ballista_core::client::BallistaClient;
+use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+use ballista_core::serde::protobuf::{
+    CancelJobParams, ExecuteQueryParams, GetJobMetricsParams, GetJobStatusParams, KeyValuePair,
+    PartitionLocation, execute_query_params, execute_query_result, job_status,
+};
+use ballista_core::serde::scheduler::PartitionId;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::sink::DataSinkExec;
+use datafusion::physical_plan::{ExecutionPlan, displayable};
+use datafusion::prelude::SessionConfig;
+use datafusion_proto::physical_plan::AsExecutionPlan;
+use datafusion_proto::protobuf::PhysicalPlanNode;
+use futures::TryStreamExt;
+use tonic::transport::Channel;
+
+use crate::error::{Error, Result};
+use crate::table::{StrataCodec, scan_figures};
+
+/// The largest gRPC message exchanged with the scheduler and executors (plans of tables with
+/// many files, result batches).
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
+/// Where a query runs, and why (what `EXPLAIN` says).
+#[derive(Debug)]
+pub(crate) enum Placement {
+    /// In this process.
+    Here { reason: String },
+    /// On the cluster, as this plan (its scans made remote).
+    Cluster {
+        reason: String,
+        plan: Arc<dyn ExecutionPlan>,
+    },
+}
+
+impl Placement {
+    /// One line for `EXPLAIN`.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Placement::Here { reason } => format!("local: {reason}"),
+            Placement::Cluster { reason, .. } => format!("cluster: {reason}"),
+        }
+    }
+}
+
+/// Where `plan` runs with a cluster and a threshold of `min_files` data files.
+pub(crate) fn place(plan: &Arc<dyn ExecutionPlan>, min_files: usize) -> Placement {
+    let (mut writes, mut tables, mut subqueries) = (false, false, false);
+    let _ = TreeNode::apply(plan, |node| {
+        writes |= node.downcast_ref::<DataSinkExec>().is_some();
+        tables |= node.name() == "StrataScanExec";
+        subqueries |= node.name() == "ScalarSubqueryExec";
+        Ok(TreeNodeRecursion::Continue)
+    });
+    if subqueries {
+        // DataFusion evaluates an uncorrelated scalar subquery beside the plan that uses its
+        // value; Ballista 55 cannot send the two to executors apart.
+        return Placement::Here {
+            reason: "the plan evaluates a scalar subquery, which Ballista 55 cannot run in \
+                     stages"
+                .to_string(),
+        };
+    }
+    if writes {
+        return Placement::Here {
+            reason: "the statement writes, and commits run on the coordinator".to_string(),
+        };
+    }
+    if !tables {
+        return Placement::Here {
+            reason: "the plan reads no table".to_string(),
+        };
+    }
+    let files = scan_figures(plan).files_scanned;
+    if files < min_files {
+        return Placement::Here {
+            reason: format!(
+                "{files} data files after pruning, fewer than strata.cluster_min_files = {min_files}"
+            ),
+        };
+    }
+    match crate::table::remote::for_cluster(Arc::clone(plan)) {
+        Ok(plan) => Placement::Cluster {
+            reason: format!(
+                "{files} data files after pruning, at least strata.cluster_min_files = {min_files}"
+            ),
+            plan,
+        },
+        Err(reason) => Placement::Here { reason },
+    }
+}
+
+/// The stages Ballista's planner makes of `plan` (a [`Placement::Cluster`] plan), one
+/// `(name, indented plan)` per stage, for `EXPLAIN`.
+pub(crate) fn stages(
+    plan: &Arc<dyn ExecutionPlan>,
+    config: &SessionConfig,
+) -> Result<Vec<(String, String)>> {
+    use ballista_scheduler::planner::{DefaultDistributedPlanner, DistributedPlanner};
+    let mut planner = DefaultDistributedPlanner::new();
+    let job = JobId::from("explain".to_string());
+    let stages = planner
+        .plan_query_stages(&job, Arc::clone(plan), config.options())
+        .map_err(|e| Error::Plan(format!("splitting the plan into stages: {e}")))?;
+    Ok(stages
+        .into_iter()
+        .map(|stage| {
+            let name = format!("stage {}", stage.stage_id());
+            let plan: Arc<dyn ExecutionPlan> = stage;
+            (name, displayable(plan.as_ref()).indent(false).to_string())
+        })
+        .collect())
+}
+
+/// What a query on the cluster did, for `system.query_log`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFigures {
+    /// Ballista's job id.
+    pub job_id: String,
+    /// Stages the scheduler ran.
+    pub stages: u64,
+    /// Tasks over all stages (one per partition of each stage).
+    pub tasks: u64,
+    /// Bytes read by shuffle readers: what stages passed each other.
+    pub shuffle_bytes: u64,
+}
+
+/// Runs `plan` (a [`Placement::Cluster`] plan) on the scheduler at `url` (`df://host:port`)
+/// with the settings of `config`; returns its rows and what the job did. A job that runs
+/// past `timeout` is cancelled and fails the statement; so does dropping the future.
+pub(crate) async fn run(
+    url: &str,
+    plan: Arc<dyn ExecutionPlan>,
+    config: &SessionConfig,
+    session_id: &str,
+    timeout: Duration,
+) -> Result<(Vec<RecordBatch>, JobFigures)> {
+    let mut scheduler = connect(url).await?;
+    let codec = StrataCodec::default();
+    let message = PhysicalPlanNode::try_from_physical_plan(Arc::clone(&plan), &codec)
+        .map_err(|e| Error::Plan(format!("encoding the plan for the cluster: {e}")))?;
+    let mut encoded = Vec::new();
+    prost::Message::encode(&message, &mut encoded)
+        .map_err(|e| Error::Plan(format!("encoding the plan for the cluster: {e}")))?;
+    let settings = config
+        .options()
+        .entries()
+        .into_iter()
+        .map(|entry| KeyValuePair {
+            key: entry.key,
+            value: entry.value,
+        })
+        .collect();
+    let mut request = tonic::Request::new(ExecuteQueryParams {
+        session_id: session_id.to_string(),
+        settings,
+        operation_id: uuid::Uuid::new_v4().to_string(),
+        query: Some(execute_query_params::Query::PhysicalPlan(encoded)),
+    });
+    ballista_core::version::insert_version_header(request.metadata_mut());
+    let submitted = scheduler
+        .execute_query(request)
+        .await
+        .map_err(|e| cluster_error(url, &e))?
+        .into_inner();
+    let job_id = match submitted.result {
+        Some(execute_query_result::Result::Success(ok)) => ok.job_id,
+        Some(execute_query_result::Result::Failure(failure)) => {
+            return Err(Error::Plan(format!(
+                "the cluster at {url} refused the query: {failure:?}"
+            )));
+        }
+        None => {
+            return Err(Error::Plan(format!("the cluster at {url} answered no job")));
+        }
+    };
+    // From here the job runs: cancel it if the statement ends early (an error, a timeout, a
+    // client gone).
+    let mut guard = CancelOnDrop {
+        scheduler: Some(scheduler.clone()),
+        job_id: job_id.clone(),
+    };
+    let locations = tokio::time::timeout(timeout, wait(&mut scheduler, &job_id))
+        .await
+        .map_err(|_| {
+            Error::Plan(format!(
+                "cluster job {job_id} ran past strata.cluster_job_timeout ({timeout:?}); it \
+                 was cancelled"
+            ))
+        })??;
+    let mut batches = Vec::new();
+    for location in locations {
+        batches.extend(fetch(location).await?);
+    }
+    guard.scheduler = None;
+    let figures = figures(&mut scheduler, &job_id).await;
+    Ok((batches, figures))
+}
+
+/// A client of the scheduler at `url` (`df://host:port`, or `http://`).
+async fn connect(url: &str) -> Result<SchedulerGrpcClient<Channel>> {
+    let address = match url.split_once("://") {
+        Some(("df" | "http", rest)) => format!("http://{rest}"),
+        Some((scheme, _)) => {
+            return Err(Error::Plan(format!(
+                "cluster URL {url}: the scheme is df:// (or http://), not {scheme}://"
+            )));
+        }
+        None => format!("http://{url}"),
+    };
+    let channel = Channel::from_shared(address)
+        .map_err(|e| Error::Plan(format!("cluster URL {url}: {e}")))?
+        .connect_timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| Error::Plan(format!("cannot reach the cluster scheduler at {url}: {e}")))?;
+    Ok(SchedulerGrpcClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}
+
+fn cluster_error(url: &str, status: &tonic::Status) -> Error {
+    Error::Plan(format!(
+        "the cluster scheduler at {url} failed: {}",
+        status.message()
+    ))
+}
+
+/// Waits for `job_id` to end; returns where its result partitions are.
+async fn wait(
+    scheduler: &mut SchedulerGrpcClient<Channel>,
+    job_id: &str,
+) -> Result<Vec<PartitionLocation>> {
+    let mut pause = Duration::from_millis(5);
+    loop {
+        let status = scheduler
+            .get_job_status(GetJobStatusParams {
+                job_id: job_id.to_string(),
+            })
+            .await
+            .map_err(|e| Error::Plan(format!("cluster job {job_id}: {}", e.message())))?
+            .into_inner()
+            .status
+            .and_then(|s| s.status);
+        match status {
+            Some(job_status::Status::Successful(done)) => return Ok(done.partition_location),
+            Some(job_status::Status::Failed(failed)) => {
+                return Err(Error::Plan(format!(
+                    "cluster job {job_id} failed: {}",
+                    failed.error
+                )));
+            }
+            _ => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// The rows of one result partition, read from the executor that holds it.
+async fn fetch(location: PartitionLocation) -> Result<Vec<RecordBatch>> {
+    tracing::debug!(?location, "fetching a result partition");
+    let layout = location.layout();
+    let (Some(executor), Some(partition)) = (location.executor_meta, location.partition_id) else {
+        return Err(Error::Plan(
+            "the cluster named a result partition without its executor".to_string(),
+        ));
+    };
+    let unreachable = |e: &dyn std::fmt::Display| {
+        Error::Plan(format!(
+            "reading a result partition from executor {} at {}:{}: {e}",
+            executor.id, executor.host, executor.port
+        ))
+    };
+    let port = u16::try_from(executor.port).map_err(|e| unreachable(&e))?;
+    let mut client =
+        BallistaClient::try_new(&executor.host, port, MAX_MESSAGE, false, None, 3, 100, 0, 0)
+            .await
+            .map_err(|e| unreachable(&e))?;
+    let id = PartitionId {
+        job_id: JobId::from(partition.job_id.clone()),
+        stage_id: partition.stage_id as usize,
+        partition_id: partition.partition_id as usize,
+    };
+    let stream = client
+        .fetch_partition(&executor.id, &id, location.file_id, layout, true)
+        .await
+        .map_err(|e| unreachable(&e))?;
+    stream.try_collect().await.map_err(|e| unreachable(&e))
+}
+
+/// The stages, tasks and shuffled bytes of a finished job; zeros where the scheduler no longer
+/// knows it.
+async fn figures(scheduler: &mut SchedulerGrpcClient<Channel>, job_id: &str) -> JobFigures {
+    use ballista_core::serde::protobuf::operator_metric::Metric;
+    let mut figures = JobFigures {
+        job_id: job_id.to_string(),
+        ..JobFigures::default()
+    };
+    let Ok(metrics) = scheduler
+        .get_job_metrics(GetJobMetricsParams {
+            job_id: job_id.to_string(),
+        })
+        .await
+    else {
+        return figures;
+    };
+    for stage in metrics.into_inner().stages {
+        figures.stages += 1;
+        figures.tasks += u64::from(stage.partitions);
+        for operator in stage.operators {
+            if !operator.operator_type.contains("ShuffleReader") {
+                continue;
+            }
+            for metric in operator.metrics {
+                if let Some(Metric::Count(count)) = metric.metric
+                    && count.name == "decoded_bytes"
+                {
+                    figures.shuffle_bytes = figures.shuffle_bytes.saturating_add(count.value);
+                }
+            }
+        }
+    }
+    figures
+}
+
+/// Cancels a job whose results nobody will read.
+struct CancelOnDrop {
+    scheduler: Option<SchedulerGrpcClient<Channel>>,
+    job_id: String,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        let Some(mut scheduler) = self.scheduler.take() else {
+            return;
+        };
+        let job_id = std::mem::take(&mut self.job_id);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = scheduler.cancel_job(CancelJobParams { job_id }).await;
+            });
+        }
+    }
+}
