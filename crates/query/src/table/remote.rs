@@ -3,21 +3,22 @@
 //! A query on a cluster is planned here, on the coordinator, with the catalog, partition and file
 //! pruning and the MV rewrite; Ballista's scheduler then splits the physical plan into stages
 //! at its shuffles and runs their tasks on executors. Before the plan leaves, [`for_cluster`]
-//! turns every table scan into a [`RemoteScanExec`]: a leaf that carries what an executor needs
-//! to read the same rows, and nothing it could not use:
+//! turns every table scan into a [`RemoteScanExec`] over DataFusion's own Parquet scan of the
+//! files pruning kept. The scheduler cuts that child into the file groups of each task (it
+//! knows how for DataFusion's scan); the node adds what an executor needs to read the same rows,
+//! and nothing it could not use:
 //!
 //! - the warehouse location (a URL, never credentials: executors open the store with their own
 //!   environment, e.g. `AWS_*`);
 //! - the table's metadata at the snapshot read (its columns and their field ids, so that files
 //!   written under older schemas read as they do here) and the snapshot version;
-//! - the files pruning kept, in the scan's partition groups, with the rows their deletion
-//!   vectors delete;
+//! - the rows each file's deletion vector deletes;
 //! - the projection, the limit, and the reader's predicate for row-group and page pruning.
 //!
-//! [`StrataCodec`] writes it as `strata.ScanNode` (`proto/strata.proto`; the Rust form below is
-//! written with prost's derive, so no build needs `protoc`) and hands every other node to
-//! Ballista's own codec. Runtime filters from joins stay behind: a join and the scan it would
-//! filter may run in different processes.
+//! [`StrataCodec`] writes the node as `strata.ScanNode` (`proto/strata.proto`; the Rust form
+//! below is written with prost's derive, so no build needs `protoc`) and hands every other node,
+//! the child scan included, to Ballista's and DataFusion's codecs. Runtime filters from joins
+//! stay behind: a join and the scan it would filter may run in different processes.
 
 use std::collections::HashMap;
 use std::fmt;
