@@ -223,13 +223,7 @@ impl RemoteScanExec {
                     self.table
                 ))
             })?;
-        let files: HashMap<&str, &ScanFile> = self
-            .spec
-            .groups
-            .iter()
-            .flatten()
-            .map(|f| (f.path.as_str(), f))
-            .collect();
+        let files = self.spec.files_by_path();
         let groups = config
             .file_groups
             .iter()
@@ -386,13 +380,7 @@ impl ExecutionPlan for RemoteScanExec {
         else {
             return Ok(Arc::new(unknown));
         };
-        let files: HashMap<&str, &ScanFile> = self
-            .spec
-            .groups
-            .iter()
-            .flatten()
-            .map(|f| (f.path.as_str(), f))
-            .collect();
+        let files = self.spec.files_by_path();
         let groups: Vec<&FileGroup> = match args.partition() {
             Some(p) => config.file_groups.get(p).into_iter().collect(),
             None => config.file_groups.iter().collect(),

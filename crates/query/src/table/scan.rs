@@ -93,6 +93,17 @@ pub(crate) struct ScanSpec {
     pub(crate) limit: Option<usize>,
 }
 
+impl ScanSpec {
+    /// The scan's files by path.
+    pub(crate) fn files_by_path(&self) -> HashMap<&str, &ScanFile> {
+        self.groups
+            .iter()
+            .flatten()
+            .map(|f| (f.path.as_str(), f))
+            .collect()
+    }
+}
+
 /// One data file of a [`ScanSpec`].
 #[derive(Debug, Clone)]
 pub(crate) struct ScanFile {
