@@ -18,7 +18,7 @@
 //! with exit code 1.
 
 use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -167,6 +167,14 @@ enum ClusterCommand {
         /// Where shuffle files go [default: a temporary directory].
         #[arg(long)]
         work_dir: Option<PathBuf>,
+        /// Reach the warehouse's store with this named secret (keys, endpoint, region) instead
+        /// of the `AWS_*` environment alone: `<secrets-dir>/<name>.json`, in the form
+        /// `CREATE SECRET` stores under a warehouse's `_secrets/`.
+        #[arg(long)]
+        secret: Option<String>,
+        /// Where named secrets are kept [default: ~/.strata/secrets].
+        #[arg(long, env = "STRATA_SECRETS_DIR")]
+        secrets_dir: Option<PathBuf>,
     },
 }
 
@@ -188,12 +196,21 @@ async fn cluster(command: ClusterCommand) -> anyhow::Result<()> {
             bind,
             concurrent_tasks,
             work_dir,
+            secret,
+            secrets_dir,
         } => {
+            let secrets_dir = secrets_dir
+                .or_else(|| {
+                    std::env::var_os("HOME").map(|home| Path::new(&home).join(".strata/secrets"))
+                })
+                .unwrap_or_else(|| PathBuf::from(".strata/secrets"));
             let options = processes::ExecutorOptions {
                 scheduler,
                 bind,
                 concurrent_tasks,
                 work_dir,
+                secret,
+                secrets_dir,
             };
             processes::run_executor(options, announce("executor")).await?
         }

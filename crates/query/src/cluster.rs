@@ -22,6 +22,7 @@
 
 pub mod processes;
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,18 +32,22 @@ use ballista_core::client::BallistaClient;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
 use ballista_core::serde::protobuf::{
     CancelJobParams, ExecuteQueryParams, GetJobMetricsParams, GetJobStatusParams, KeyValuePair,
-    PartitionLocation, execute_query_params, execute_query_result, job_status,
+    OperatorMetricsSet, PartitionLocation, execute_query_params, execute_query_result, job_status,
 };
 use ballista_core::serde::scheduler::PartitionId;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::sink::DataSinkExec;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::physical_plan::metrics::{MetricValue, MetricsSet};
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::physical_plan::AsExecutionPlan;
 use datafusion_proto::protobuf::PhysicalPlanNode;
-use futures::TryStreamExt;
+use futures::{Stream, StreamExt, TryStreamExt};
 use tonic::transport::Channel;
 
+use crate::config::StrataOptions;
 use crate::error::{Error, Result};
 use crate::table::{StrataCodec, scan_figures};
 
@@ -72,8 +77,10 @@ impl Placement {
     }
 }
 
-/// Where `plan` runs with a cluster and a threshold of `min_files` data files.
-pub(crate) fn place(plan: &Arc<dyn ExecutionPlan>, min_files: usize) -> Placement {
+/// Where `plan` runs with a cluster, by the settings `options` (`strata.cluster_min_files`,
+/// `strata.cluster_task_bytes`).
+pub(crate) fn place(plan: &Arc<dyn ExecutionPlan>, options: &StrataOptions) -> Placement {
+    let min_files = options.cluster_min_files;
     let (mut writes, mut tables, mut subqueries) = (false, false, false);
     let _ = TreeNode::apply(plan, |node| {
         writes |= node.downcast_ref::<DataSinkExec>().is_some();
@@ -108,7 +115,7 @@ pub(crate) fn place(plan: &Arc<dyn ExecutionPlan>, min_files: usize) -> Placemen
             ),
         };
     }
-    match crate::table::remote::for_cluster(Arc::clone(plan)) {
+    match crate::table::remote::for_cluster(Arc::clone(plan), options.cluster_task_bytes) {
         Ok(plan) => Placement::Cluster {
             reason: format!(
                 "{files} data files after pruning, at least strata.cluster_min_files = {min_files}"
@@ -150,9 +157,21 @@ pub struct JobFigures {
     pub stages: u64,
     /// Tasks over all stages (one per partition of each stage).
     pub tasks: u64,
-    /// Bytes read by shuffle readers: what stages passed each other.
+    /// Bytes the stages passed each other: what every stage but the last wrote to its
+    /// shuffle (Arrow's in-memory size of the rows).
     pub shuffle_bytes: u64,
+    /// Milliseconds the job waited for the scheduler.
+    pub queued_ms: u64,
+    /// Milliseconds it then ran on the executors.
+    pub running_ms: u64,
+    /// Each stage as `EXPLAIN ANALYZE` shows it: its name, then its tasks, compute time and
+    /// operators with their metrics summed over the tasks.
+    pub profile: Vec<(String, String)>,
 }
+
+/// The rows of a finished job, read partition by partition from the executors that hold them
+/// as the stream is polled: a large result never sits whole in the coordinator.
+pub(crate) type JobRows = Pin<Box<dyn Stream<Item = DfResult<RecordBatch>> + Send>>;
 
 /// Runs `plan` (a [`Placement::Cluster`] plan) on the scheduler at `url` (`df://host:port`)
 /// with the settings of `config`; returns its rows and what the job did. A job that runs
@@ -163,7 +182,7 @@ pub(crate) async fn run(
     config: &SessionConfig,
     session_id: &str,
     timeout: Duration,
-) -> Result<(Vec<RecordBatch>, JobFigures)> {
+) -> Result<(JobRows, JobFigures)> {
     let mut scheduler = connect(url).await?;
     let codec = StrataCodec::default();
     let message = PhysicalPlanNode::try_from_physical_plan(Arc::clone(&plan), &codec)
@@ -209,21 +228,26 @@ pub(crate) async fn run(
         scheduler: Some(scheduler.clone()),
         job_id: job_id.clone(),
     };
-    let locations = tokio::time::timeout(timeout, wait(&mut scheduler, &job_id))
-        .await
-        .map_err(|_| {
-            Error::Plan(format!(
-                "cluster job {job_id} ran past strata.cluster_job_timeout ({timeout:?}); it \
+    let (locations, queued_ms, running_ms) =
+        tokio::time::timeout(timeout, wait(&mut scheduler, &job_id))
+            .await
+            .map_err(|_| {
+                Error::Plan(format!(
+                    "cluster job {job_id} ran past strata.cluster_job_timeout ({timeout:?}); it \
                  was cancelled"
-            ))
-        })??;
-    let mut batches = Vec::new();
-    for location in locations {
-        batches.extend(fetch(location).await?);
-    }
+                ))
+            })??;
     guard.scheduler = None;
-    let figures = figures(&mut scheduler, &job_id).await;
-    Ok((batches, figures))
+    let figures = JobFigures {
+        queued_ms,
+        running_ms,
+        ..figures(&mut scheduler, &job_id).await
+    };
+    let rows = futures::stream::iter(locations)
+        .then(fetch)
+        .map_err(|e| DataFusionError::External(Box::new(e)))
+        .try_flatten();
+    Ok((Box::pin(rows), figures))
 }
 
 /// A client of the scheduler at `url` (`df://host:port`, or `http://`).
@@ -255,11 +279,12 @@ fn cluster_error(url: &str, status: &tonic::Status) -> Error {
     ))
 }
 
-/// Waits for `job_id` to end; returns where its result partitions are.
+/// Waits for `job_id` to end; returns where its result partitions are, and the milliseconds
+/// it was queued and ran.
 async fn wait(
     scheduler: &mut SchedulerGrpcClient<Channel>,
     job_id: &str,
-) -> Result<Vec<PartitionLocation>> {
+) -> Result<(Vec<PartitionLocation>, u64, u64)> {
     let mut pause = Duration::from_millis(5);
     loop {
         let status = scheduler
@@ -272,7 +297,11 @@ async fn wait(
             .status
             .and_then(|s| s.status);
         match status {
-            Some(job_status::Status::Successful(done)) => return Ok(done.partition_location),
+            Some(job_status::Status::Successful(done)) => {
+                let queued = done.started_at.saturating_sub(done.queued_at);
+                let running = done.ended_at.saturating_sub(done.started_at);
+                return Ok((done.partition_location, queued, running));
+            }
             Some(job_status::Status::Failed(failed)) => {
                 return Err(Error::Plan(format!(
                     "cluster job {job_id} failed: {}",
@@ -287,8 +316,8 @@ async fn wait(
     }
 }
 
-/// The rows of one result partition, read from the executor that holds it.
-async fn fetch(location: PartitionLocation) -> Result<Vec<RecordBatch>> {
+/// The rows of one result partition, streamed from the executor that holds it.
+async fn fetch(location: PartitionLocation) -> Result<SendableRecordBatchStream> {
     tracing::debug!(?location, "fetching a result partition");
     let layout = location.layout();
     let (Some(executor), Some(partition)) = (location.executor_meta, location.partition_id) else {
@@ -312,17 +341,15 @@ async fn fetch(location: PartitionLocation) -> Result<Vec<RecordBatch>> {
         stage_id: partition.stage_id as usize,
         partition_id: partition.partition_id as usize,
     };
-    let stream = client
+    client
         .fetch_partition(&executor.id, &id, location.file_id, layout, true)
         .await
-        .map_err(|e| unreachable(&e))?;
-    stream.try_collect().await.map_err(|e| unreachable(&e))
+        .map_err(|e| unreachable(&e))
 }
 
 /// The stages, tasks and shuffled bytes of a finished job; zeros where the scheduler no longer
 /// knows it.
 async fn figures(scheduler: &mut SchedulerGrpcClient<Channel>, job_id: &str) -> JobFigures {
-    use ballista_core::serde::protobuf::operator_metric::Metric;
     let mut figures = JobFigures {
         job_id: job_id.to_string(),
         ..JobFigures::default()
@@ -335,21 +362,61 @@ async fn figures(scheduler: &mut SchedulerGrpcClient<Channel>, job_id: &str) -> 
     else {
         return figures;
     };
-    for stage in metrics.into_inner().stages {
+    let stages = metrics.into_inner().stages;
+    let last = stages.iter().map(|s| s.stage_id).max();
+    for stage in stages {
         figures.stages += 1;
         figures.tasks += u64::from(stage.partitions);
+        let mut compute = Duration::ZERO;
+        let (mut written, mut fetched, mut stored) = (0u64, 0u64, 0u64);
+        let mut operators = String::new();
         for operator in stage.operators {
-            if !operator.operator_type.contains("ShuffleReader") {
-                continue;
+            let set = OperatorMetricsSet {
+                metrics: operator.metrics,
+            };
+            let set = match TryInto::<MetricsSet>::try_into(set) {
+                Ok(set) => set.aggregate_by_name(),
+                Err(_) => MetricsSet::new(),
+            };
+            let bytes = |name: &str| {
+                set.sum_by_name(name)
+                    .map_or(0, |v| u64::try_from(v.as_usize()).unwrap_or(u64::MAX))
+            };
+            if operator.operator_type.contains("ShuffleReader") {
+                fetched = fetched.saturating_add(bytes("decoded_bytes"));
             }
-            for metric in operator.metrics {
-                if let Some(Metric::Count(count)) = metric.metric
-                    && count.name == "decoded_bytes"
-                {
-                    figures.shuffle_bytes = figures.shuffle_bytes.saturating_add(count.value);
-                }
+            if operator.depth == 1 {
+                // What the stage's writer wrote: the output of the operator below it.
+                let output = set
+                    .sum(|m| matches!(m.value(), MetricValue::OutputBytes(_)))
+                    .map_or(0, |v| v.as_usize());
+                written = written.saturating_add(u64::try_from(output).unwrap_or(u64::MAX));
             }
+            stored = stored.saturating_add(bytes("bytes_scanned"));
+            if let Some(nanos) = set.elapsed_compute() {
+                compute += Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+            }
+            let depth = usize::try_from(operator.depth).unwrap_or(0).min(64);
+            operators.push_str(&format!(
+                "{:indent$}{}, metrics=[{}]\n",
+                "",
+                operator.operator_desc.trim_end(),
+                set.sorted_for_display().timestamps_removed(),
+                indent = depth * 2
+            ));
         }
+        if Some(stage.stage_id) != last {
+            // The last stage's output is the result, not a shuffle.
+            figures.shuffle_bytes = figures.shuffle_bytes.saturating_add(written);
+        }
+        figures.profile.push((
+            format!("stage {}", stage.stage_id),
+            format!(
+                "{} tasks, compute {compute:.3?}, shuffle write {written} bytes, shuffle fetch \
+                 {fetched} bytes, store read {stored} bytes\n{operators}",
+                stage.partitions
+            ),
+        ));
     }
     figures
 }

@@ -52,6 +52,11 @@ datafusion::common::extensions_options! {
         /// How long a query on the cluster may run, e.g. '10 minutes'; past it the job is
         /// cancelled and the statement fails.
         pub cluster_job_timeout: String, default = "10 minutes".to_string()
+        /// With a cluster, the bytes of data files one task of a scan reads (Spark's
+        /// `maxPartitionBytes`): files are packed into tasks of about this size, each file (or
+        /// range of a large one) in one task. Smaller tasks spread a scan over more executors
+        /// and cost the scheduler more.
+        pub cluster_task_bytes: usize, default = 128 * 1024 * 1024
     }
 }
 

@@ -453,6 +453,12 @@ impl Session {
             SqlStatement::Explain {
                 statement, analyze, ..
             } if !analyze => Some(statement.as_ref().clone()),
+            SqlStatement::Explain { statement, .. } => {
+                if let Some(analyzed) = self.analyze_on_cluster(statement, params).await? {
+                    return Ok(analyzed);
+                }
+                None
+            }
             _ => None,
         };
         let plan = self.plan(statement, params).await?;
@@ -464,21 +470,18 @@ impl Session {
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let physical: Arc<dyn ExecutionPlan> = df.create_physical_plan().await?;
         self.progress().watch(&physical);
-        let placement = match self.warehouse().options().cluster.clone() {
-            Some(url) => {
-                let min_files = self.strata_options().cluster_min_files;
-                Some((url, crate::cluster::place(&physical, min_files)))
-            }
-            None => None,
-        };
+        let placement = self.warehouse().options().cluster.clone().map(|url| {
+            let placement = crate::cluster::place(&physical, &self.strata_options());
+            (url, placement)
+        });
         let mut batches = match placement {
             Some((url, Placement::Cluster { plan, .. })) => {
                 let config = ctx.copied_config();
                 let timeout = parse_duration(&self.strata_options().cluster_job_timeout)?;
-                let (batches, job) =
+                let (rows, job) =
                     crate::cluster::run(&url, plan, &config, self.id(), timeout).await?;
                 self.set_cluster_job(job);
-                batches
+                futures::TryStreamExt::try_collect(rows).await?
             }
             _ => collect(Arc::clone(&physical), ctx.task_ctx()).await?,
         };
@@ -504,6 +507,62 @@ impl Session {
 }
 
 impl Session {
+    /// `EXPLAIN ANALYZE` of a statement that runs on the cluster: runs it there and answers
+    /// where it ran, the job's times and each stage's tasks and operator metrics (summed over
+    /// its tasks). `None` when there is no cluster or the statement runs here.
+    async fn analyze_on_cluster(
+        &mut self,
+        statement: &SqlStatement,
+        params: Option<&ParamValues>,
+    ) -> Result<Option<(StatementResult, ScanFigures)>> {
+        let Some(url) = self.warehouse().options().cluster.clone() else {
+            return Ok(None);
+        };
+        let plan = self.plan(statement.clone(), params).await?;
+        let ctx = self.context();
+        let physical = ctx
+            .execute_logical_plan(plan)
+            .await?
+            .create_physical_plan()
+            .await?;
+        let options = self.strata_options();
+        let placement = crate::cluster::place(&physical, &options);
+        let Placement::Cluster { plan, .. } = &placement else {
+            return Ok(None);
+        };
+        let timeout = parse_duration(&options.cluster_job_timeout)?;
+        let config = ctx.copied_config();
+        let (batches, job) =
+            crate::cluster::run(&url, Arc::clone(plan), &config, self.id(), timeout).await?;
+        let rows = futures::TryStreamExt::try_fold(batches, 0usize, |n, batch| async move {
+            Ok(n.saturating_add(batch.num_rows()))
+        })
+        .await?;
+        let mut lines = vec![
+            ("placement".to_string(), placement.describe()),
+            (
+                "job".to_string(),
+                format!(
+                    "{}: queued {} ms, ran {} ms, {} stages, {} tasks, {} bytes shuffled, {rows} rows",
+                    job.job_id,
+                    job.queued_ms,
+                    job.running_ms,
+                    job.stages,
+                    job.tasks,
+                    job.shuffle_bytes
+                ),
+            ),
+        ];
+        lines.extend(job.profile.iter().cloned());
+        self.set_cluster_job(job);
+        let batch = plan_rows(lines)?;
+        let result = StatementResult {
+            schema: batch.schema(),
+            batches: vec![batch],
+        };
+        Ok(Some((result, scan_figures(&physical))))
+    }
+
     /// The rows `EXPLAIN` adds with a cluster: where the statement would run and why, and the
     /// stages Ballista would run it in.
     async fn explain_placement(
@@ -511,7 +570,6 @@ impl Session {
         statement: SqlStatement,
         params: Option<&ParamValues>,
     ) -> Result<Vec<arrow::array::RecordBatch>> {
-        use arrow::array::StringArray;
         let plan = self.plan(statement, params).await?;
         let ctx = self.context();
         let physical = ctx
@@ -519,25 +577,31 @@ impl Session {
             .await?
             .create_physical_plan()
             .await?;
-        let placement = crate::cluster::place(&physical, self.strata_options().cluster_min_files);
+        let placement = crate::cluster::place(&physical, &self.strata_options());
         let mut rows = vec![("placement".to_string(), placement.describe())];
         if let Placement::Cluster { plan, .. } = &placement {
             rows.extend(crate::cluster::stages(plan, &ctx.copied_config())?);
         }
-        let schema = Arc::new(arrow::datatypes::Schema::new(vec![
-            arrow::datatypes::Field::new("plan_type", arrow::datatypes::DataType::Utf8, false),
-            arrow::datatypes::Field::new("plan", arrow::datatypes::DataType::Utf8, false),
-        ]));
-        let (kinds, plans): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
-        let batch = arrow::array::RecordBatch::try_new(
-            schema,
-            vec![
-                Arc::new(StringArray::from(kinds)),
-                Arc::new(StringArray::from(plans)),
-            ],
-        )?;
-        Ok(vec![batch])
+        Ok(vec![plan_rows(rows)?])
     }
+}
+
+/// `(plan_type, plan)` rows, as DataFusion's `EXPLAIN` answers.
+fn plan_rows(rows: Vec<(String, String)>) -> Result<arrow::array::RecordBatch> {
+    use arrow::array::StringArray;
+    use arrow::datatypes::{DataType, Field, Schema};
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("plan_type", DataType::Utf8, false),
+        Field::new("plan", DataType::Utf8, false),
+    ]));
+    let (kinds, plans): (Vec<String>, Vec<String>) = rows.into_iter().unzip();
+    Ok(arrow::array::RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(StringArray::from(kinds)),
+            Arc::new(StringArray::from(plans)),
+        ],
+    )?)
 }
 
 /// How long to wait before retry `n` (from 1): exponential from 10 ms up to 1 s, with

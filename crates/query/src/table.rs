@@ -43,6 +43,6 @@ pub(crate) const COMMIT_INTERVAL_PROPERTY: &str = "ingest_commit_interval";
 /// The longest `ingest_commit_interval` a table may set.
 pub(crate) const MAX_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 pub(crate) use provider::StrataTable;
-pub(crate) use remote::StrataCodec;
+pub(crate) use remote::{StoreSettings, StrataCodec};
 pub use scan::{ScanFigures, scan_figures};
 pub(crate) use write::write_batches;

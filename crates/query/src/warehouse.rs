@@ -188,24 +188,7 @@ impl Warehouse {
         let secret = strata_storage::Secrets::new(self.object_store())
             .get(name)
             .await?;
-        let settings = [
-            ("aws_access_key_id", secret.key_id),
-            ("aws_secret_access_key", secret.secret),
-            ("aws_session_token", secret.session_token),
-            ("aws_endpoint", secret.endpoint),
-            ("aws_region", secret.region),
-        ];
-        let mut settings: Vec<(String, String)> = settings
-            .into_iter()
-            .filter_map(|(k, v)| v.map(|v| (k.to_string(), v)))
-            .collect();
-        if settings
-            .iter()
-            .any(|(k, v)| k == "aws_endpoint" && v.starts_with("http://"))
-        {
-            settings.push(("aws_allow_http".to_string(), "true".to_string()));
-        }
-        Ok(settings)
+        Ok(secret.s3_settings())
     }
 
     /// The store under the warehouse root.

@@ -65,21 +65,57 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The secrets of one warehouse root.
+impl Secret {
+    /// The object_store S3 settings this secret gives (keys, endpoint, region; plain HTTP
+    /// allowed for an `http://` endpoint such as a local MinIO).
+    pub fn s3_settings(&self) -> Vec<(String, String)> {
+        let settings = [
+            ("aws_access_key_id", &self.key_id),
+            ("aws_secret_access_key", &self.secret),
+            ("aws_session_token", &self.session_token),
+            ("aws_endpoint", &self.endpoint),
+            ("aws_region", &self.region),
+        ];
+        let mut settings: Vec<(String, String)> = settings
+            .into_iter()
+            .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+            .collect();
+        if self
+            .endpoint
+            .as_deref()
+            .is_some_and(|e| e.starts_with("http://"))
+        {
+            settings.push(("aws_allow_http".to_string(), "true".to_string()));
+        }
+        settings
+    }
+}
+
+/// The secrets of one warehouse root (under `_secrets/`), or of a folder of its own (an
+/// executor's `--secrets-dir`, holding `<name>.json` files of the same form).
 #[derive(Debug, Clone)]
 pub struct Secrets {
     store: Arc<dyn ObjectStore>,
+    folder: &'static str,
 }
 
 impl Secrets {
     /// The secrets under the root of `store`.
     pub fn new(store: Arc<dyn ObjectStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            folder: SECRETS_DIR,
+        }
+    }
+
+    /// The secrets at the root of `store` itself: `<name>.json` files.
+    pub fn folder(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store, folder: "" }
     }
 
     /// Stores `secret`. An existing secret of that name is an error unless `replace`.
     pub async fn create(&self, secret: &Secret, replace: bool) -> Result<()> {
-        let path = secret_path(&secret.name)?;
+        let path = secret_path(self.folder, &secret.name)?;
         let body = serde_json::to_vec(secret)
             .map_err(|e| Error::InvalidArgument(format!("secret does not serialise: {e}")))?;
         let mode = if replace {
@@ -106,7 +142,7 @@ impl Secrets {
 
     /// The secret named `name`.
     pub async fn get(&self, name: &str) -> Result<Secret> {
-        let path = secret_path(name)?;
+        let path = secret_path(self.folder, name)?;
         let bytes = match self.store.get(&path).await {
             Ok(found) => found.bytes().await?,
             Err(object_store::Error::NotFound { .. }) => {
@@ -124,7 +160,7 @@ impl Secrets {
 
     /// Deletes the secret named `name`; false when there is none.
     pub async fn drop(&self, name: &str) -> Result<bool> {
-        let path = secret_path(name)?;
+        let path = secret_path(self.folder, name)?;
         match self.store.head(&path).await {
             Ok(_) => {}
             Err(object_store::Error::NotFound { .. }) => return Ok(false),
@@ -140,7 +176,7 @@ impl Secrets {
     pub async fn list(&self) -> Result<Vec<Secret>> {
         let metas: Vec<_> = self
             .store
-            .list(Some(&Path::from(SECRETS_DIR)))
+            .list(Some(&Path::from(self.folder)))
             .try_collect()
             .await?;
         let mut secrets = Vec::with_capacity(metas.len());
@@ -156,8 +192,8 @@ impl Secrets {
     }
 }
 
-/// `_secrets/<name>.json`, for a name of letters, digits and `_` (case-insensitive).
-fn secret_path(name: &str) -> Result<Path> {
+/// `<folder>/<name>.json`, for a name of letters, digits and `_` (case-insensitive).
+fn secret_path(folder: &str, name: &str) -> Result<Path> {
     let valid = !name.is_empty()
         && name.len() <= MAX_NAME_LEN
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -166,10 +202,12 @@ fn secret_path(name: &str) -> Result<Path> {
             "secret name '{name}': use letters, digits and _ (at most {MAX_NAME_LEN})"
         )));
     }
-    Ok(Path::from(format!(
-        "{SECRETS_DIR}/{}.json",
-        name.to_ascii_lowercase()
-    )))
+    let file = format!("{}.json", name.to_ascii_lowercase());
+    Ok(if folder.is_empty() {
+        Path::from(file)
+    } else {
+        Path::from(format!("{folder}/{file}"))
+    })
 }
 
 #[cfg(test)]
@@ -229,8 +267,8 @@ mod tests {
             !text.contains("wJalrXUtnFEMI") && !text.contains("AKIA1"),
             "{text}"
         );
-        assert!(secret_path("../x").is_err());
-        assert!(secret_path("a/b").is_err());
-        assert!(secret_path("").is_err());
+        assert!(secret_path(SECRETS_DIR, "../x").is_err());
+        assert!(secret_path(SECRETS_DIR, "a/b").is_err());
+        assert!(secret_path("", "").is_err());
     }
 }

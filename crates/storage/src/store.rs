@@ -49,7 +49,14 @@ pub struct WarehouseStore {
 
 impl WarehouseStore {
     /// Opens `location`: a local path, `file:///abs/path`, `s3://bucket[/prefix]` or `memory://`.
+    /// S3 takes its credentials from the `AWS_*` environment.
     pub fn open(location: &str) -> Result<Self> {
+        Self::open_with(location, &[])
+    }
+
+    /// Opens `location` as [`WarehouseStore::open`] does, with S3 `settings` (object_store's
+    /// names, e.g. those of a named secret) over the environment's.
+    pub fn open_with(location: &str, settings: &[(String, String)]) -> Result<Self> {
         if location == "memory://" || location.starts_with("memory://") {
             return Ok(Self {
                 store: Arc::new(InMemory::new()),
@@ -62,7 +69,7 @@ impl WarehouseStore {
                 url: location.to_string(),
                 reason,
             };
-            let (s3, _, key) = open_s3(location, &[]).map_err(|e| invalid(e.to_string()))?;
+            let (s3, _, key) = open_s3(location, settings).map_err(|e| invalid(e.to_string()))?;
             let prefix = Path::parse(key.trim_matches('/')).map_err(|e| invalid(e.to_string()))?;
             let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
                 s3

@@ -336,3 +336,230 @@ fn serve_answers_flight_sql_clients_from_the_cluster() {
     );
     assert_eq!(log, "staged,tasked\ntrue,true\n");
 }
+
+/// Over S3 (a moto server): one executor reaches the bucket with the `AWS_*` environment, the
+/// other only with a named secret, and every SSB query answers as DuckDB recorded.
+#[test]
+fn ssb_answers_on_a_cluster_over_s3_with_an_executor_on_a_named_secret() {
+    let (s3, settings) = super::local_s3();
+    let _s3 = Process(s3);
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = &settings
+        .iter()
+        .find(|(k, _)| *k == "AWS_ENDPOINT")
+        .unwrap()
+        .1;
+    // The form CREATE SECRET stores under a warehouse's _secrets/.
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(&secrets).unwrap();
+    std::fs::write(
+        secrets.join("moto.json"),
+        format!(
+            r#"{{"name":"moto","kind":"S3","key_id":"test","secret":"test","session_token":null,
+                "endpoint":"{endpoint}","region":"us-east-1","created_by":"admin",
+                "created_at":"2026-12-06T00:00:00Z"}}"#
+        ),
+    )
+    .unwrap();
+    let secrets = secrets.display().to_string();
+    let aws = |command: &mut Command, with_env: bool| {
+        for (key, value) in &settings {
+            if with_env {
+                command.env(key, value);
+            } else {
+                command.env_remove(key);
+            }
+        }
+    };
+    let executor = |scheduler: &str, name: &str, secret: bool| {
+        let work = dir.path().join(name).display().to_string();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+        command.args([
+            "cluster",
+            "executor",
+            "--scheduler",
+            scheduler,
+            "--concurrent-tasks",
+            "2",
+            "--work-dir",
+            &work,
+        ]);
+        if secret {
+            command.args(["--secret", "moto", "--secrets-dir", &secrets]);
+        }
+        aws(&mut command, !secret);
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        assert!(lines.next().is_some(), "the executor announces itself");
+        std::thread::spawn(move || lines.for_each(drop));
+        Process(child)
+    };
+    let coordinator = |url: &str, args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
+        command
+            .args(["--warehouse", "s3://warehouse/ssb", "--cluster", url])
+            .args(["--set", "strata.cluster_min_files=0"])
+            .args(["--set", "strata.cluster_job_timeout=60 seconds"])
+            .args(args);
+        aws(&mut command, true);
+        let o = command.output().unwrap();
+        assert!(
+            o.status.success(),
+            "strata {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout(&o)
+    };
+
+    let (_scheduler, address) = start("scheduler", &["--bind", "127.0.0.1:0"]);
+    let _with_env = executor(&address, "executor-env", false);
+    let _with_secret = executor(&address, "executor-secret", true);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let url = format!("df://{address}");
+    let data = dir.path().join("data").display().to_string();
+    let answers = manifest_dir().join("../../benches/answers");
+    let results = dir.path().join("results").display().to_string();
+    let out = coordinator(
+        &url,
+        &[
+            "bench",
+            "run",
+            "--suite",
+            "ssb",
+            "--sf",
+            "0.01",
+            "--hot",
+            "0",
+            "--data",
+            &data,
+            "--warehouse",
+            "s3://warehouse/ssb",
+            "--answers",
+            &answers.display().to_string(),
+            "--results",
+            &results,
+        ],
+    );
+    assert!(!out.contains("wrong"), "{out}");
+    let jobs = coordinator(
+        &url,
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "SELECT count(*) AS jobs FROM system.query_log WHERE cluster_job IS NOT NULL",
+        ],
+    );
+    assert_eq!(jobs, "jobs\n13\n");
+
+    // A cluster of the secret's executor alone reads the bucket too.
+    let (_alone, alone) = start("scheduler", &["--bind", "127.0.0.1:0"]);
+    let _only = executor(&alone, "executor-alone", true);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let sql = "SELECT d_year, sum(lo_revenue) AS revenue FROM lineorder \
+               JOIN dwdate ON lo_orderdate = d_datekey GROUP BY d_year ORDER BY d_year";
+    let on_secret = coordinator(&format!("df://{alone}"), &["--format", "csv", "-c", sql]);
+    let mut here = Command::new(env!("CARGO_BIN_EXE_strata"));
+    here.args([
+        "--warehouse",
+        "s3://warehouse/ssb",
+        "--format",
+        "csv",
+        "-c",
+        sql,
+    ]);
+    aws(&mut here, true);
+    assert_eq!(on_secret, stdout(&here.output().unwrap()));
+    assert!(on_secret.lines().count() > 5, "{on_secret}");
+
+    // A secret the executor does not have stops it at once, naming the secret.
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["cluster", "executor", "--scheduler", &alone])
+        .args(["--secret", "nope", "--secrets-dir", &secrets])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let error = String::from_utf8_lossy(&o.stderr);
+    assert!(error.contains("secret 'nope'"), "{error}");
+    assert!(!error.contains("test"), "{error}");
+}
+
+/// The scheduler holds no data: killed, it fails the query it was running with a clear error,
+/// the warehouse answers every committed row without it, and once it is back the executors
+/// join it again and the cluster answers as before.
+#[test]
+fn a_scheduler_restart_loses_no_committed_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (scheduler, address) = start("scheduler", &["--bind", "127.0.0.1:0"]);
+    let _executor = start(
+        "executor",
+        &["--scheduler", &address, "--concurrent-tasks", "2"],
+    )
+    .0;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let url = format!("df://{address}");
+    let w = dir.path().join("wh").display().to_string();
+    on_cluster(
+        &w,
+        &url,
+        &[
+            "-c",
+            "CREATE TABLE t (k INT, v BIGINT) PARTITION BY RANGE (v) (
+                 PARTITION p0 VALUES LESS THAN (50001), PARTITION p1 VALUES LESS THAN (100001),
+                 PARTITION p2 VALUES LESS THAN (150001), PARTITION p3 VALUES LESS THAN (200001));
+             INSERT INTO t SELECT CAST(value % 250 AS INT), value FROM generate_series(1, 200000);
+             INSERT INTO t SELECT CAST(value % 250 AS INT), value FROM generate_series(1, 200000);",
+        ],
+    );
+    let count = "SELECT count(*) AS n, sum(v) AS s FROM t";
+    let expected = "n,s\n400000,40000200000\n";
+    assert_eq!(
+        on_cluster(&w, &url, &["--format", "csv", "-c", count]),
+        expected
+    );
+    // Killed while a long query runs: the query fails with an error naming the job.
+    let running = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--warehouse", &w, "--cluster", &url, "--format", "csv"])
+        .args(["--set", "strata.cluster_min_files=0"])
+        .args(["-c", "SELECT count(*) AS n FROM t a JOIN t b ON a.k = b.k"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    drop(scheduler);
+    let outcome = running.wait_with_output().unwrap();
+    assert!(!outcome.status.success(), "{}", stdout(&outcome));
+    let error = String::from_utf8_lossy(&outcome.stderr);
+    assert!(error.contains("cluster job"), "{error}");
+    // Without a scheduler, the committed rows are all there (read here).
+    let here = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--warehouse", &w, "--format", "csv", "-c", count])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&here), expected);
+    // A write goes on without the cluster too: commits are the coordinator's.
+    on_cluster(&w, &url, &["-c", "INSERT INTO t VALUES (1, 200000)"]);
+    // The same address again: the executor's heartbeats find the new scheduler.
+    let _scheduler = start("scheduler", &["--bind", &address]).0;
+    let mut answer = String::new();
+    for _ in 0..30 {
+        let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["--warehouse", &w, "--cluster", &url, "--format", "csv"])
+            .args(["--set", "strata.cluster_min_files=0"])
+            .args(["--set", "strata.cluster_job_timeout=20 seconds"])
+            .args(["-c", count])
+            .output()
+            .unwrap();
+        if o.status.success() {
+            answer = stdout(&o);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert_eq!(answer, "n,s\n400001,40000400000\n");
+}

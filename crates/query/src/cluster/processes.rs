@@ -24,7 +24,7 @@ use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
 use crate::config::StrataOptions;
 use crate::error::{Error, Result};
-use crate::table::StrataCodec;
+use crate::table::{StoreSettings, StrataCodec};
 
 /// How often executors tell the scheduler they are alive.
 const HEARTBEAT: Duration = Duration::from_secs(3);
@@ -89,6 +89,32 @@ pub struct ExecutorOptions {
     pub concurrent_tasks: usize,
     /// Where shuffle files go; a temporary directory when `None`.
     pub work_dir: Option<std::path::PathBuf>,
+    /// A named secret that reaches the warehouse's store (its keys, endpoint and region over
+    /// the `AWS_*` environment): `<secrets_dir>/<name>.json`, in the form `CREATE SECRET`
+    /// stores. Plans never carry keys.
+    pub secret: Option<String>,
+    /// Where named secrets are kept.
+    pub secrets_dir: std::path::PathBuf,
+}
+
+/// The S3 settings of the executor's named secret, or none.
+async fn store_settings(options: &ExecutorOptions) -> Result<Vec<(String, String)>> {
+    let Some(name) = &options.secret else {
+        return Ok(Vec::new());
+    };
+    let dir = &options.secrets_dir;
+    let folder = object_store::local::LocalFileSystem::new_with_prefix(dir)
+        .map_err(|e| Error::Plan(format!("executor: secrets folder {}: {e}", dir.display())))?;
+    let secret = strata_storage::Secrets::folder(Arc::new(folder))
+        .get(name)
+        .await
+        .map_err(|e| {
+            Error::Plan(format!(
+                "executor: secret '{name}' in {}: {e}",
+                dir.display()
+            ))
+        })?;
+    Ok(secret.s3_settings())
 }
 
 /// Runs an executor until the process ends; `ready` hears the Flight address it serves.
@@ -116,6 +142,15 @@ pub async fn run_executor(options: ExecutorOptions, ready: impl FnOnce(SocketAdd
         .map_err(|e| Error::Plan(format!("executor: work dir {}: {e}", work_dir.display())))?;
     let functions =
         BallistaFunctionRegistry::from(&crate::session::function_state(SessionConfig::new()));
+    let store = StoreSettings::new(store_settings(&options).await?);
+    let codec = Arc::new(StrataCodec::with_store(store));
+    let config_codec = Arc::clone(&codec);
+    let config_producer = move || {
+        use ballista_core::extension::SessionConfigExt;
+        SessionConfig::new_with_ballista()
+            .with_option_extension(StrataOptions::default())
+            .with_ballista_physical_extension_codec(Arc::clone(&config_codec) as _)
+    };
     let config = ExecutorProcessConfig {
         bind_host: options.bind.ip().to_string(),
         external_host: Some(options.bind.ip().to_string()),
@@ -129,8 +164,8 @@ pub async fn run_executor(options: ExecutorOptions, ready: impl FnOnce(SocketAdd
         executor_heartbeat_interval_seconds: HEARTBEAT.as_secs(),
         print_thread_info: false,
         override_function_registry: Some(Arc::new(functions)),
-        override_config_producer: Some(Arc::new(session_config)),
-        override_physical_codec: Some(Arc::new(StrataCodec::default())),
+        override_config_producer: Some(Arc::new(config_producer)),
+        override_physical_codec: Some(codec),
         ..ExecutorProcessConfig::default()
     };
     ready(SocketAddr::new(options.bind.ip(), flight));

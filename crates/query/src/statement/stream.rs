@@ -225,8 +225,8 @@ impl Session {
     }
 
     /// The rows of the query `physical`: streamed from this process, or, when the warehouse
-    /// has a cluster and the query belongs there, gathered from the cluster's job (whose
-    /// figures come back for the query log).
+    /// has a cluster and the query belongs there, streamed from the executors that hold the
+    /// finished job's partitions (the job's figures come back for the query log).
     async fn execute_placed(
         &mut self,
         physical: &Arc<dyn ExecutionPlan>,
@@ -237,16 +237,13 @@ impl Session {
         if let Some(url) = self.warehouse().options().cluster.clone() {
             let options = self.strata_options();
             if let crate::cluster::Placement::Cluster { plan, .. } =
-                crate::cluster::place(physical, options.cluster_min_files)
+                crate::cluster::place(physical, &options)
             {
                 let config = self.context().copied_config();
                 let timeout = crate::config::parse_duration(&options.cluster_job_timeout)?;
-                let (batches, job) =
+                let (rows, job) =
                     crate::cluster::run(&url, plan, &config, self.id(), timeout).await?;
-                let stream = RecordBatchStreamAdapter::new(
-                    physical.schema(),
-                    futures::stream::iter(batches.into_iter().map(Ok)),
-                );
+                let stream = RecordBatchStreamAdapter::new(physical.schema(), rows);
                 return Ok((Box::pin(stream), Some(job)));
             }
         }

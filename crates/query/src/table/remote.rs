@@ -63,7 +63,11 @@ use crate::table::scan::{ScanFigures, ScanFile, ScanSpec, StrataScanExec};
 /// `plan` with each table scan replaced by a [`RemoteScanExec`], ready for the cluster; an
 /// error names the first node that cannot leave this process (a system table, a row-id scan of
 /// a DML statement, an in-memory table).
-pub(crate) fn for_cluster(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>, String> {
+/// Each scan's files are packed into tasks of about `task_bytes`.
+pub(crate) fn for_cluster(
+    plan: Arc<dyn ExecutionPlan>,
+    task_bytes: usize,
+) -> Result<Arc<dyn ExecutionPlan>, String> {
     let rewritten = plan.transform_down(|node| {
         let Some(scan) = node.downcast_ref::<StrataScanExec>() else {
             if node.children().is_empty() && !travels(&node) {
@@ -81,7 +85,7 @@ pub(crate) fn for_cluster(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execut
                 scan.table()
             )));
         };
-        let files = portable_files(node.children()[0])?;
+        let files = portable_files(node.children()[0], task_bytes)?;
         let remote = RemoteScanExec {
             table: scan.table().to_string(),
             spec: Arc::clone(spec),
@@ -90,6 +94,8 @@ pub(crate) fn for_cluster(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execut
             properties: projected(&files.scan, spec)?,
             input: files.scan,
             metrics: ExecutionPlanMetricsSet::new(),
+            store: StoreSettings::default(),
+            built: OnceLock::new(),
         };
         Ok(Transformed::new(
             Arc::new(remote) as Arc<dyn ExecutionPlan>,
@@ -132,9 +138,9 @@ fn travels(leaf: &Arc<dyn ExecutionPlan>) -> bool {
 /// field-id adapter, deletion vectors, the cached reader) [`RemoteScanExec`] adds back on the
 /// executor. Its predicate keeps the conjuncts fixed at planning: dynamic filters from joins
 /// and top-k are filled in by operators that may run in another process.
-fn portable_files(input: &Arc<dyn ExecutionPlan>) -> DfResult<PortableFiles> {
+fn portable_files(input: &Arc<dyn ExecutionPlan>, task_bytes: usize) -> DfResult<PortableFiles> {
     if let Some(repartition) = input.downcast_ref::<RepartitionExec>() {
-        return portable_files(repartition.input());
+        return portable_files(repartition.input(), task_bytes);
     }
     let not_parquet = || DataFusionError::Plan("the scan does not read Parquet files".to_string());
     let exec = input
@@ -160,7 +166,7 @@ fn portable_files(input: &Arc<dyn ExecutionPlan>) -> DfResult<PortableFiles> {
     // statistics; the store is the executor's own (any registered URL decodes).
     let unknown = Statistics::new_unknown(source.table_schema().table_schema());
     let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(portable))
-        .with_file_groups(config.file_groups.clone())
+        .with_file_groups(tasks(&config.file_groups, task_bytes))
         .with_limit(config.limit)
         .with_statistics(unknown)
         .build();
@@ -168,6 +174,31 @@ fn portable_files(input: &Arc<dyn ExecutionPlan>) -> DfResult<PortableFiles> {
         scan: DataSourceExec::from_data_source(config),
         predicate: (!fixed.is_empty()).then(|| conjunction(fixed)),
     })
+}
+
+/// The file groups of a scan regrouped for a cluster: each group is one task, so the groups
+/// this process planned for its own cores would cap a scan at that many executors' slots.
+/// Files (and the byte ranges DataFusion cut large files into) are packed in order into groups
+/// of about `task_bytes`; a file or range larger than that is a task of its own.
+fn tasks(groups: &[FileGroup], task_bytes: usize) -> Vec<FileGroup> {
+    let task_bytes = u64::try_from(task_bytes.max(1)).unwrap_or(u64::MAX);
+    let mut tasks = Vec::new();
+    let (mut current, mut bytes) = (Vec::new(), 0u64);
+    for file in groups.iter().flat_map(|g| g.files()) {
+        let size = file.range.as_ref().map_or(file.object_meta.size, |r| {
+            u64::try_from(r.end.saturating_sub(r.start)).unwrap_or(0)
+        });
+        if !current.is_empty() && bytes.saturating_add(size) > task_bytes {
+            tasks.push(FileGroup::new(std::mem::take(&mut current)));
+            bytes = 0;
+        }
+        current.push(file.clone());
+        bytes = bytes.saturating_add(size);
+    }
+    if !current.is_empty() {
+        tasks.push(FileGroup::new(current));
+    }
+    tasks
 }
 
 /// The properties of a scan of `files` (all the table's columns) projected as `spec` says.
@@ -207,6 +238,29 @@ pub(crate) struct RemoteScanExec {
     input: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
+    /// How this process reaches the warehouse's store (an executor's named secret).
+    store: StoreSettings,
+    /// The reader of this task's files, built on first use; its metrics are the scan's (bytes
+    /// read, row groups pruned), which the scheduler sums per stage.
+    built: OnceLock<Arc<DataSourceExec>>,
+}
+
+/// The S3 settings an executor opens warehouses with, over its `AWS_*` environment: the keys
+/// of the named secret it was started with (`--secret`), never anything a plan carried.
+/// `Debug` shows only how many there are.
+#[derive(Clone, Default)]
+pub(crate) struct StoreSettings(Arc<Vec<(String, String)>>);
+
+impl StoreSettings {
+    pub(crate) fn new(settings: Vec<(String, String)>) -> Self {
+        Self(Arc::new(settings))
+    }
+}
+
+impl fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StoreSettings({} settings)", self.0.len())
+    }
 }
 
 impl RemoteScanExec {
@@ -246,7 +300,7 @@ impl RemoteScanExec {
             })
             .collect::<DfResult<Vec<_>>>()?;
         ParquetScan {
-            store_url: register_store(context, &self.spec.warehouse)?,
+            store_url: register_store(context, &self.spec.warehouse, &self.store)?,
             metadata: &self.spec.metadata,
             schema: TableSchema::builder(read_schema(&self.spec.metadata)).build(),
             groups,
@@ -261,8 +315,12 @@ impl RemoteScanExec {
 }
 
 /// The object stores of the warehouses this executor has read, by location: each opened once,
-/// from the executor's own environment.
-fn register_store(context: &TaskContext, location: &str) -> DfResult<ObjectStoreUrl> {
+/// with the executor's own environment and `settings`.
+fn register_store(
+    context: &TaskContext,
+    location: &str,
+    settings: &StoreSettings,
+) -> DfResult<ObjectStoreUrl> {
     static STORES: OnceLock<Mutex<HashMap<String, Arc<dyn ObjectStore>>>> = OnceLock::new();
     let store = {
         let mut stores = STORES
@@ -272,7 +330,7 @@ fn register_store(context: &TaskContext, location: &str) -> DfResult<ObjectStore
         match stores.get(location) {
             Some(store) => Arc::clone(store),
             None => {
-                let store = strata_storage::WarehouseStore::open(location)
+                let store = strata_storage::WarehouseStore::open_with(location, &settings.0)
                     .map_err(|e| DataFusionError::External(Box::new(e)))?
                     .object_store();
                 stores.insert(location.to_string(), Arc::clone(&store));
@@ -340,6 +398,8 @@ impl ExecutionPlan for RemoteScanExec {
             properties: projected(&input, &self.spec)?,
             input,
             metrics: self.metrics.clone(),
+            store: self.store.clone(),
+            built: OnceLock::new(),
         }))
     }
 
@@ -358,11 +418,21 @@ impl ExecutionPlan for RemoteScanExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        self.reader(&context)?.execute(partition, context)
+        let reader = match self.built.get() {
+            Some(reader) => Arc::clone(reader),
+            None => {
+                let reader = self.reader(&context)?;
+                Arc::clone(self.built.get_or_init(|| reader))
+            }
+        };
+        reader.execute(partition, context)
     }
 
     fn metrics(&self) -> Option<MetricsSet> {
-        Some(self.metrics.clone_inner())
+        match self.built.get() {
+            Some(reader) => reader.metrics(),
+            None => Some(self.metrics.clone_inner()),
+        }
     }
 
     /// Live rows and stored bytes of the files of one partition (or all), as estimates: what
@@ -409,6 +479,18 @@ impl ExecutionPlan for RemoteScanExec {
 #[derive(Debug, Default)]
 pub(crate) struct StrataCodec {
     ballista: BallistaPhysicalExtensionCodec,
+    /// What the scans this codec decodes open their store with.
+    store: StoreSettings,
+}
+
+impl StrataCodec {
+    /// The codec of an executor that reaches warehouses with `store` settings.
+    pub(crate) fn with_store(store: StoreSettings) -> Self {
+        Self {
+            store,
+            ..Self::default()
+        }
+    }
 }
 
 /// The first byte of a node [`StrataCodec`] encodes itself.
@@ -428,12 +510,9 @@ impl PhysicalExtensionCodec for StrataCodec {
             Some((&STRATA_NODE, rest)) => {
                 let node = ScanNode::decode(rest)
                     .map_err(|e| DataFusionError::Internal(format!("strata.ScanNode: {e}")))?;
-                Ok(Arc::new(node.into_exec(
-                    inputs,
-                    ctx,
-                    self,
-                    proto_converter,
-                )?))
+                let mut scan = node.into_exec(inputs, ctx, self, proto_converter)?;
+                scan.store = self.store.clone();
+                Ok(Arc::new(scan))
             }
             Some((&BALLISTA_NODE, rest)) => {
                 self.ballista.try_decode(rest, inputs, ctx, proto_converter)
@@ -695,6 +774,8 @@ impl ScanNode {
             figures,
             input: Arc::clone(input),
             metrics: ExecutionPlanMetricsSet::new(),
+            store: StoreSettings::default(),
+            built: OnceLock::new(),
         })
     }
 }
@@ -743,7 +824,7 @@ mod tests {
         let here = collect_partitioned(Arc::clone(&plan), session.context().task_ctx())
             .await
             .unwrap();
-        let remote = super::for_cluster(plan).unwrap();
+        let remote = super::for_cluster(plan, 1).unwrap();
         let codec = StrataCodec::default();
         let node = PhysicalPlanNode::try_from_physical_plan(remote, &codec).unwrap();
         let task = session.context().task_ctx();
@@ -759,5 +840,39 @@ mod tests {
         };
         assert_eq!(rows(&there), rows(&here));
         assert_eq!(rows(&here).iter().sum::<usize>(), 2000 - 10 - 20);
+    }
+
+    /// Files are packed in order into tasks of about the task size; one larger than it, or a
+    /// byte range of one, is a task of its own; no file is lost or read twice.
+    #[test]
+    fn files_are_packed_into_tasks_of_about_the_task_size() {
+        use datafusion::datasource::listing::PartitionedFile;
+        use datafusion::datasource::physical_plan::FileGroup;
+        let file = |name: &str, size: u64| PartitionedFile::new(name.to_string(), size);
+        let groups = vec![
+            FileGroup::new(vec![file("a", 40), file("b", 40), file("c", 40)]),
+            FileGroup::new(vec![
+                file("d", 500),
+                file("e", 30).with_range(0, 15),
+                file("e", 30).with_range(15, 30),
+            ]),
+        ];
+        let tasks = super::tasks(&groups, 100);
+        let names: Vec<Vec<String>> = tasks
+            .iter()
+            .map(|g| {
+                g.files()
+                    .iter()
+                    .map(|f| f.object_meta.location.to_string())
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [vec!["a", "b"], vec!["c"], vec!["d"], vec!["e", "e"]]
+        );
+        assert_eq!(super::tasks(&groups, 1).len(), 6);
+        assert_eq!(super::tasks(&groups, usize::MAX).len(), 1);
+        assert!(super::tasks(&[], 100).is_empty());
     }
 }
