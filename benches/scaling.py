@@ -79,9 +79,7 @@ def explain_analyze(strata, warehouse, url, sql, settings):
     wall = time.perf_counter() - t0
     if out.returncode != 0:
         raise SystemExit(f"EXPLAIN ANALYZE failed: {out.stderr}")
-    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    if len(rows) == 1 and isinstance(rows[0], list):
-        rows = rows[0]
+    rows = json.loads(out.stdout)
     job, stages = None, {}
     for row in rows:
         kind, text = row["plan_type"], row["plan"]
@@ -124,9 +122,13 @@ def measure_cluster(strata, warehouse, executors, slots, runs, work):
         url = f"df://{address}"
         settings = ["strata.cluster_min_files=0", "strata.cluster_job_timeout=30 minutes"]
         results = {}
-        # The overhead of a job that reads nothing: every file pruned by its statistics.
-        empty = "SELECT count(*) FROM lineorder WHERE lo_orderkey < 0"
-        empty_runs = [explain_analyze(strata, warehouse, url, empty, settings)
+        # The overhead of jobs that read nothing (every row group pruned by its statistics):
+        # one over the one file of dwdate, one over all of lineorder's.
+        empty = "SELECT count(*) FROM {} WHERE {} < 0"
+        small_runs = [explain_analyze(strata, warehouse, url, empty.format("dwdate", "d_datekey"),
+                                      settings) for _ in range(runs)]
+        empty_runs = [explain_analyze(strata, warehouse, url,
+                                      empty.format("lineorder", "lo_orderkey"), settings)
                       for _ in range(runs)]
         for name in QUERIES:
             sql = query_text(name)
@@ -160,6 +162,7 @@ def measure_cluster(strata, warehouse, executors, slots, runs, work):
         "executors": executors,
         "slots": slots,
         "empty_job": [summary(r) for r in empty_runs],
+        "small_job": [summary(r) for r in small_runs],
         "queries": {name: [summary(r) for r in runs_] for name, runs_ in results.items()},
     }
 
@@ -178,14 +181,24 @@ def local_runs(strata, warehouse, runs):
     return out
 
 
+def startup(strata, warehouse, runs):
+    """Seconds for `strata -c "SELECT 1"`: process start and opening the warehouse, which
+    every measured wall time includes and a long-lived coordinator (`strata serve`) pays once."""
+    walls = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([strata, "--warehouse", warehouse, "-c", "SELECT 1"], check=True,
+                       capture_output=True)
+        walls.append(time.perf_counter() - t0)
+    return statistics.median(walls)
+
+
 def table_figures(strata, warehouse):
     out = subprocess.run([strata, "--warehouse", warehouse, "--format", "json", "-c",
                           "SELECT table_name, sum(file_count) AS files, sum(row_count) AS rows_, "
-                          "sum(bytes) AS bytes FROM system.partitions GROUP BY table_name"],
+                          "sum(size_bytes) AS bytes FROM system.partitions GROUP BY table_name"],
                          capture_output=True, text=True, check=True)
-    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    if len(rows) == 1 and isinstance(rows[0], list):
-        rows = rows[0]
+    rows = json.loads(out.stdout)
     return {r["table_name"]: {"files": r["files"], "rows": r["rows_"], "bytes": r["bytes"]}
             for r in rows}
 
@@ -202,6 +215,7 @@ def measure(args):
             "sf": args.sf,
             "machine": {"cores": os.cpu_count()},
             "tables": table_figures(strata, warehouse),
+            "startup_s": startup(strata, warehouse, 5),
             "local": local_runs(strata, warehouse, args.runs),
             "clusters": [measure_cluster(strata, warehouse, 1, 2, args.runs, work),
                          measure_cluster(strata, warehouse, 2, 1, args.runs, work)],
@@ -223,21 +237,29 @@ def median_run(runs):
 
 
 def project(query, sf0, sf, n, a):
-    """Seconds for one query measured at sf0, at scale `sf` on `n` executors (model below)."""
+    """Seconds for one query measured at sf0, at scale `sf` on `n` executors.
+
+    Per stage: scan stages (those that read the store) grow with the data, in work and in
+    tasks (files are packed into tasks of strata.cluster_task_bytes); the stages after a
+    shuffle work on SSB's partial aggregates, whose size the scale does not change (unless
+    --shuffle-scales). A stage takes the longest of its compute (waves of tasks over the
+    executors' slots, each task as long as measured per task), its store reads and its shuffle
+    over the executors' bandwidth, plus the scheduler's time for its tasks and a launch
+    latency. Stages run one after another; the coordinator plans and fetches the result.
+    """
     k = sf / sf0
     slots = n * a.cores
     total = a.coordinator_s + a.coordinator_per_file_s * query["files"] * k
     for stage in query["stages"].values():
-        tasks = max(1, stage["tasks"])
-        work = stage["task_seconds_sum"] * k * a.core_ratio     # CPU seconds at sf
-        if stage["tasks"] > 1:
-            tasks = max(1, round(tasks * k))                    # one task per file group
-        per_task = work / tasks
+        scan = stage["store_read_bytes"] > 0
+        grow = k if (scan or a.shuffle_scales) else 1.0
+        measured_tasks = max(1, stage["tasks"])
+        tasks = max(measured_tasks, math.ceil(measured_tasks * grow)) if scan else measured_tasks
+        work = stage["task_seconds_sum"] * grow * a.core_ratio
         waves = math.ceil(tasks / slots)
-        compute = waves * per_task
-        store = stage["store_read_bytes"] * k / (n * a.store_gbps * 1e9 / 8)
-        shuffle = stage["shuffle_write_bytes"] * (k if a.shuffle_scales else 1) / (
-            n * a.network_gbps * 1e9 / 8)
+        compute = waves * (work / tasks)
+        store = stage["store_read_bytes"] * grow / (min(n, tasks) * a.store_gbps * 1e9 / 8)
+        shuffle = stage["shuffle_write_bytes"] * grow / (n * a.network_gbps * 1e9 / 8)
         scheduling = tasks * a.task_overhead_s / a.scheduler_threads
         total += max(compute, store, shuffle) + scheduling + a.stage_latency_s
     return total
@@ -247,14 +269,22 @@ def model(args):
     report = json.load(open(args.measurements))
     sf0 = report["sf"]
     cluster = report["clusters"][0]  # 1 executor x 2 slots: every task's time without sharing
-    empty = [r["job"]["ran_ms"] / 1000 for r in cluster["empty_job"][1:] or cluster["empty_job"]]
-    empty_tasks = cluster["empty_job"][0]["job"]["tasks"]
-    measured_task_overhead = statistics.median(empty) * cluster["slots"] / max(1, empty_tasks)
+    def ran(runs):
+        return statistics.median(r["job"]["ran_ms"] / 1000 for r in runs[1:] or runs)
+    small, empty = cluster["small_job"], cluster["empty_job"]
+    # A job over one file: the latency of its stages. A job over every lineorder file: the
+    # time each task more adds on this cluster (scheduling, launch, opening the file).
+    measured_latency = ran(small) / small[0]["job"]["stages"]
+    extra_tasks = empty[0]["job"]["tasks"] - small[0]["job"]["tasks"]
+    measured_task_overhead = max(0.0, ran(empty) - ran(small)) / max(1, extra_tasks)
     coordinator = statistics.median(
-        r["coordinator_s"] for runs in cluster["queries"].values() for r in runs[1:])
+        r["coordinator_s"] for runs in cluster["queries"].values() for r in runs[1:]
+    ) - report.get("startup_s", 0.0)
     a = args
     if a.task_overhead_s is None:
         a.task_overhead_s = measured_task_overhead
+    if a.stage_latency_s is None:
+        a.stage_latency_s = measured_latency
     if a.coordinator_s is None:
         a.coordinator_s = coordinator
     files = report["tables"].get("lineorder", {}).get("files", 0)
@@ -337,8 +367,9 @@ def main():
     p.add_argument("--task-overhead-s", type=float, default=None,
                    help="scheduler time per task [default: measured]")
     p.add_argument("--scheduler-threads", type=int, default=1)
-    p.add_argument("--stage-latency-s", type=float, default=0.05,
-                   help="latency to launch a stage after the one before ends")
+    p.add_argument("--stage-latency-s", type=float, default=None,
+                   help="latency to launch a stage after the one before ends [default: "
+                        "measured]")
     p.add_argument("--coordinator-s", type=float, default=None,
                    help="planning, submission and result fetch per query [default: measured]")
     p.add_argument("--coordinator-per-file-s", type=float, default=0.0001,
