@@ -135,6 +135,7 @@ pub(crate) fn stages(
     use ballista_scheduler::planner::{DefaultDistributedPlanner, DistributedPlanner};
     let mut planner = DefaultDistributedPlanner::new();
     let job = JobId::from("explain".to_string());
+    let config = job_config(config);
     let stages = planner
         .plan_query_stages(&job, Arc::clone(plan), config.options())
         .map_err(|e| Error::Plan(format!("splitting the plan into stages: {e}")))?;
@@ -146,6 +147,15 @@ pub(crate) fn stages(
             (name, displayable(plan.as_ref()).indent(false).to_string())
         })
         .collect())
+}
+
+/// The settings a job runs with: the session's, except that the scheduler must not regroup a
+/// scan's files (its planner repartitions file scans to `target_partitions`, the
+/// coordinator's core count): each group is one task, packed by `strata.cluster_task_bytes`.
+fn job_config(config: &SessionConfig) -> SessionConfig {
+    let mut config = config.clone();
+    config.options_mut().optimizer.repartition_file_scans = false;
+    config
 }
 
 /// What a query on the cluster did, for `system.query_log`.
@@ -190,7 +200,7 @@ pub(crate) async fn run(
     let mut encoded = Vec::new();
     prost::Message::encode(&message, &mut encoded)
         .map_err(|e| Error::Plan(format!("encoding the plan for the cluster: {e}")))?;
-    let settings = config
+    let settings = job_config(config)
         .options()
         .entries()
         .into_iter()

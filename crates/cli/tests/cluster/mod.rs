@@ -95,8 +95,14 @@ fn on_cluster(warehouse: &str, url: &str, args: &[&str]) -> String {
     stdout(&o)
 }
 
+/// At SF 0.01; at SF 1 with `STRATA_LONG_TESTS=1`.
 #[test]
 fn every_ssb_and_tpch_query_answers_on_a_cluster_of_two_executors() {
+    let sf = if std::env::var_os("STRATA_LONG_TESTS").is_some() {
+        "1"
+    } else {
+        "0.01"
+    };
     let dir = tempfile::tempdir().unwrap();
     let cluster = cluster(2, dir.path());
     let data = dir.path().join("data").display().to_string();
@@ -114,7 +120,7 @@ fn every_ssb_and_tpch_query_answers_on_a_cluster_of_two_executors() {
                 "--suite",
                 suite,
                 "--sf",
-                "0.01",
+                sf,
                 "--hot",
                 "0",
                 "--data",
@@ -168,13 +174,56 @@ fn explain_says_where_a_query_runs_and_shows_its_stages() {
         ],
     );
     let query = "EXPLAIN SELECT k, sum(v) FROM f GROUP BY k";
-    let distributed = on_cluster(&w, &cluster.url, &["--format", "csv", "-c", query]);
+    let one_file_a_task = ["--set", "strata.cluster_task_bytes=1"];
+    let distributed = on_cluster(
+        &w,
+        &cluster.url,
+        &[&one_file_a_task[..], &["--format", "csv", "-c", query]].concat(),
+    );
     assert!(
         distributed.contains("placement,\"cluster: 4 data files after pruning"),
         "{distributed}"
     );
     assert!(distributed.contains("stage 1"), "{distributed}");
     assert!(distributed.contains("ShuffleWriterExec"), "{distributed}");
+    // Each file is a task: the scheduler does not regroup them to the coordinator's cores.
+    assert!(
+        distributed.contains("file_groups={4 groups"),
+        "{distributed}"
+    );
+    // A scan that pruning leaves without files still runs (as one empty task).
+    assert_eq!(
+        on_cluster(
+            &w,
+            &cluster.url,
+            &[
+                "--format",
+                "csv",
+                "--set",
+                "strata.cluster_task_bytes=1",
+                "-c",
+                "SELECT count(*) AS n FROM f WHERE k > 100"
+            ]
+        ),
+        "n\n0\n"
+    );
+    // EXPLAIN ANALYZE runs the query there and shows each stage's work.
+    let analyzed = on_cluster(
+        &w,
+        &cluster.url,
+        &[
+            "--format",
+            "csv",
+            "--set",
+            "strata.cluster_task_bytes=1",
+            "-c",
+            "EXPLAIN ANALYZE SELECT k, sum(v) FROM f GROUP BY k",
+        ],
+    );
+    assert!(analyzed.contains("job,"), "{analyzed}");
+    assert!(analyzed.contains("10 rows"), "{analyzed}");
+    assert!(analyzed.contains("4 tasks, compute"), "{analyzed}");
+    assert!(analyzed.contains("bytes_scanned="), "{analyzed}");
     // Above the threshold of files the query stays here, and says why.
     let o = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args([

@@ -195,7 +195,8 @@ fn tasks(groups: &[FileGroup], task_bytes: usize) -> Vec<FileGroup> {
         current.push(file.clone());
         bytes = bytes.saturating_add(size);
     }
-    if !current.is_empty() {
+    if !current.is_empty() || tasks.is_empty() {
+        // A scan that pruning left without files is one empty task: a plan needs a partition.
         tasks.push(FileGroup::new(current));
     }
     tasks
@@ -873,6 +874,8 @@ mod tests {
         );
         assert_eq!(super::tasks(&groups, 1).len(), 6);
         assert_eq!(super::tasks(&groups, usize::MAX).len(), 1);
-        assert!(super::tasks(&[], 100).is_empty());
+        let nothing = super::tasks(&[], 100);
+        assert_eq!(nothing.len(), 1);
+        assert!(nothing[0].files().is_empty());
     }
 }
