@@ -250,11 +250,18 @@ def project(query, sf0, sf, n, a):
     k = sf / sf0
     slots = n * a.cores
     total = a.coordinator_s + a.coordinator_per_file_s * query["files"] * k
+    fact = max(query["stages"].values(), key=lambda s: s["store_read_bytes"])
     for stage in query["stages"].values():
         scan = stage["store_read_bytes"] > 0
         grow = k if (scan or a.shuffle_scales) else 1.0
         measured_tasks = max(1, stage["tasks"])
-        tasks = max(measured_tasks, math.ceil(measured_tasks * grow)) if scan else measured_tasks
+        if stage is fact:
+            # The fact table's files packed into tasks of strata.cluster_task_bytes.
+            tasks = max(1, math.ceil(query["fact_bytes"] * k / a.task_bytes))
+        elif scan:
+            tasks = max(measured_tasks, math.ceil(measured_tasks * grow))
+        else:
+            tasks = measured_tasks
         work = stage["task_seconds_sum"] * grow * a.core_ratio
         waves = math.ceil(tasks / slots)
         compute = waves * (work / tasks)
@@ -291,15 +298,17 @@ def model(args):
     queries = {}
     for name, runs in cluster["queries"].items():
         run = median_run(runs)
-        queries[name] = {"stages": run["stages"], "files": files, "measured": run["wall_s"]}
+        queries[name] = {"stages": run["stages"], "files": files, "measured": run["wall_s"],
+                         "fact_bytes": report["tables"]["lineorder"]["bytes"]}
 
     print(f"# SSB projection from SF {sf0:g} measurements ({args.measurements})")
     print()
-    print("Assumptions: executors of {c} cores, each core as fast as this machine's; object "
+    print("Assumptions: executors of {c} cores, each core as fast as this machine's; scan "
+          "tasks of {b:.0f} MiB; object "
           "store {s} Gbit/s per executor; shuffle network {w} Gbit/s per executor; {t:.1f} ms "
           "of scheduler time per task ({h} scheduler thread(s)); {l:.0f} ms stage launch "
           "latency; {o:.0f} ms coordinator time per query (+{f:.2f} ms per fact file)."
-          .format(c=a.cores, s=a.store_gbps, w=a.network_gbps, t=a.task_overhead_s * 1e3,
+          .format(c=a.cores, b=a.task_bytes / 2**20, s=a.store_gbps, w=a.network_gbps, t=a.task_overhead_s * 1e3,
                   h=a.scheduler_threads, l=a.stage_latency_s * 1e3, o=a.coordinator_s * 1e3,
                   f=a.coordinator_per_file_s * 1e3))
     print()
@@ -364,6 +373,8 @@ def main():
     p.add_argument("--shuffle-scales", action="store_true",
                    help="shuffle bytes grow with SF (repartitioned joins); SSB's partial "
                         "aggregates do not")
+    p.add_argument("--task-bytes", type=float, default=128 * 2**20,
+                   help="strata.cluster_task_bytes: fact-table bytes per scan task")
     p.add_argument("--task-overhead-s", type=float, default=None,
                    help="scheduler time per task [default: measured]")
     p.add_argument("--scheduler-threads", type=int, default=1)

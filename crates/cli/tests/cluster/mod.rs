@@ -387,9 +387,9 @@ fn serve_answers_flight_sql_clients_from_the_cluster() {
 }
 
 /// Over S3 (a moto server): one executor reaches the bucket with the `AWS_*` environment, the
-/// other only with a named secret, and every SSB query answers as DuckDB recorded.
+/// other only with a named secret, and every SSB and TPC-H query answers as DuckDB recorded.
 #[test]
-fn ssb_answers_on_a_cluster_over_s3_with_an_executor_on_a_named_secret() {
+fn every_query_answers_on_a_cluster_over_s3_with_an_executor_on_a_named_secret() {
     let (s3, settings) = super::local_s3();
     let _s3 = Process(s3);
     let dir = tempfile::tempdir().unwrap();
@@ -447,10 +447,10 @@ fn ssb_answers_on_a_cluster_over_s3_with_an_executor_on_a_named_secret() {
         std::thread::spawn(move || lines.for_each(drop));
         Process(child)
     };
-    let coordinator = |url: &str, args: &[&str]| {
+    let coordinator = |warehouse: &str, url: &str, args: &[&str]| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
         command
-            .args(["--warehouse", "s3://warehouse/ssb", "--cluster", url])
+            .args(["--warehouse", warehouse, "--cluster", url])
             .args(["--set", "strata.cluster_min_files=0"])
             .args(["--set", "strata.cluster_job_timeout=60 seconds"])
             .args(args);
@@ -472,38 +472,44 @@ fn ssb_answers_on_a_cluster_over_s3_with_an_executor_on_a_named_secret() {
     let data = dir.path().join("data").display().to_string();
     let answers = manifest_dir().join("../../benches/answers");
     let results = dir.path().join("results").display().to_string();
-    let out = coordinator(
-        &url,
-        &[
-            "bench",
-            "run",
-            "--suite",
-            "ssb",
-            "--sf",
-            "0.01",
-            "--hot",
-            "0",
-            "--data",
-            &data,
-            "--warehouse",
-            "s3://warehouse/ssb",
-            "--answers",
-            &answers.display().to_string(),
-            "--results",
-            &results,
-        ],
-    );
-    assert!(!out.contains("wrong"), "{out}");
-    let jobs = coordinator(
-        &url,
-        &[
-            "--format",
-            "csv",
-            "-c",
-            "SELECT count(*) AS jobs FROM system.query_log WHERE cluster_job IS NOT NULL",
-        ],
-    );
-    assert_eq!(jobs, "jobs\n13\n");
+    for (suite, expected) in [("ssb", "jobs\n13\n"), ("tpch", "jobs\n19\n")] {
+        let warehouse = format!("s3://warehouse/{suite}");
+        let out = coordinator(
+            &warehouse,
+            &url,
+            &[
+                "bench",
+                "run",
+                "--suite",
+                suite,
+                "--sf",
+                "0.01",
+                "--hot",
+                "0",
+                "--data",
+                &data,
+                "--warehouse",
+                &warehouse,
+                "--answers",
+                &answers.display().to_string(),
+                "--results",
+                &results,
+            ],
+        );
+        assert!(!out.contains("wrong"), "{out}");
+        let jobs = coordinator(
+            &warehouse,
+            &url,
+            &[
+                "--format",
+                "csv",
+                "-c",
+                "SELECT count(*) AS jobs FROM system.query_log WHERE cluster_job IS NOT NULL",
+            ],
+        );
+        // TPC-H's Q11, Q15 and Q22 run here (a scalar subquery).
+        assert_eq!(jobs, expected, "{suite}");
+    }
 
     // A cluster of the secret's executor alone reads the bucket too.
     let (_alone, alone) = start("scheduler", &["--bind", "127.0.0.1:0"]);
@@ -511,7 +517,11 @@ fn ssb_answers_on_a_cluster_over_s3_with_an_executor_on_a_named_secret() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     let sql = "SELECT d_year, sum(lo_revenue) AS revenue FROM lineorder \
                JOIN dwdate ON lo_orderdate = d_datekey GROUP BY d_year ORDER BY d_year";
-    let on_secret = coordinator(&format!("df://{alone}"), &["--format", "csv", "-c", sql]);
+    let on_secret = coordinator(
+        "s3://warehouse/ssb",
+        &format!("df://{alone}"),
+        &["--format", "csv", "-c", sql],
+    );
     let mut here = Command::new(env!("CARGO_BIN_EXE_strata"));
     here.args([
         "--warehouse",
