@@ -85,11 +85,15 @@ def explain_analyze(strata, warehouse, url, sql, settings):
         kind, text = row["plan_type"], row["plan"]
         if kind == "job":
             m = JOB.match(text)
+            if m is None:
+                raise SystemExit(f"unexpected job line: {text}")
             job = {"id": m[1], "queued_ms": int(m[2]), "ran_ms": int(m[3]),
                    "stages": int(m[4]), "tasks": int(m[5]), "shuffle_bytes": int(m[6]),
                    "rows": int(m[7])}
         elif kind.startswith("stage "):
             m = STAGE.match(text.splitlines()[0])
+            if m is None:
+                raise SystemExit(f"unexpected stage line: {text.splitlines()[0]}")
             stages[int(kind.split()[1])] = {"tasks": int(m[1]),
                                             "shuffle_write_bytes": int(m[3]),
                                             "shuffle_fetch_bytes": int(m[4]),
@@ -251,6 +255,8 @@ def project(query, sf0, sf, n, a):
     slots = n * a.cores
     total = a.coordinator_s + a.coordinator_per_file_s * query["files"] * k
     fact = max(query["stages"].values(), key=lambda s: s["store_read_bytes"])
+    if fact["store_read_bytes"] == 0:
+        fact = None
     for stage in query["stages"].values():
         scan = stage["store_read_bytes"] > 0
         grow = k if (scan or a.shuffle_scales) else 1.0
@@ -285,7 +291,7 @@ def model(args):
     extra_tasks = empty[0]["job"]["tasks"] - small[0]["job"]["tasks"]
     measured_task_overhead = max(0.0, ran(empty) - ran(small)) / max(1, extra_tasks)
     coordinator = statistics.median(
-        r["coordinator_s"] for runs in cluster["queries"].values() for r in runs[1:]
+        r["coordinator_s"] for runs in cluster["queries"].values() for r in (runs[1:] or runs)
     ) - report.get("startup_s", 0.0)
     a = args
     if a.task_overhead_s is None:
@@ -299,7 +305,7 @@ def model(args):
     for name, runs in cluster["queries"].items():
         run = median_run(runs)
         queries[name] = {"stages": run["stages"], "files": files, "measured": run["wall_s"],
-                         "fact_bytes": report["tables"]["lineorder"]["bytes"]}
+                         "fact_bytes": report["tables"].get("lineorder", {}).get("bytes", 0)}
 
     print(f"# SSB projection from SF {sf0:g} measurements ({args.measurements})")
     print()

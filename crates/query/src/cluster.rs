@@ -351,10 +351,19 @@ async fn fetch(location: PartitionLocation) -> Result<SendableRecordBatchStream>
         stage_id: partition.stage_id as usize,
         partition_id: partition.partition_id as usize,
     };
-    client
+    let stream = client
         .fetch_partition(&executor.id, &id, location.file_id, layout, true)
         .await
-        .map_err(|e| unreachable(&e))
+        .map_err(|e| unreachable(&e))?;
+    let schema = stream.schema();
+    let context = format!(
+        "reading result partition {} of job {} from executor {} at {}:{}",
+        partition.partition_id, partition.job_id, executor.id, executor.host, executor.port
+    );
+    let stream = stream.map_err(move |e| e.context(context.clone()));
+    Ok(Box::pin(
+        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(schema, stream),
+    ))
 }
 
 /// The stages, tasks and shuffled bytes of a finished job; zeros where the scheduler no longer

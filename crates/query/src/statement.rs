@@ -518,7 +518,12 @@ impl Session {
         let Some(url) = self.warehouse().options().cluster.clone() else {
             return Ok(None);
         };
-        let plan = self.plan(statement.clone(), params).await?;
+        // Writes run here (and UPDATE, DELETE and MERGE have no DataFusion plan of their own):
+        // the usual EXPLAIN ANALYZE answers them.
+        let plan = match self.plan(statement.clone(), params).await {
+            Ok(plan) if !matches!(plan, datafusion::logical_expr::LogicalPlan::Dml(_)) => plan,
+            _ => return Ok(None),
+        };
         let ctx = self.context();
         let physical = ctx
             .execute_logical_plan(plan)

@@ -207,6 +207,36 @@ fn explain_says_where_a_query_runs_and_shows_its_stages() {
         ),
         "n\n0\n"
     );
+    // A coordinator that plans one partition (one core) gets one task per scan: the
+    // operators above it expect a single partition.
+    let ordered = "SELECT k, sum(v) AS s FROM f GROUP BY k ORDER BY k LIMIT 3";
+    let here = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--warehouse", &w, "--format", "csv", "-c", ordered])
+        .output()
+        .unwrap();
+    let one_partition = [
+        "--set",
+        "datafusion.execution.target_partitions=1",
+        "--set",
+        "strata.cluster_task_bytes=1",
+        "--format",
+        "csv",
+        "-c",
+        ordered,
+    ];
+    assert_eq!(on_cluster(&w, &cluster.url, &one_partition), stdout(&here));
+    // EXPLAIN ANALYZE of a write answers as without a cluster (writes run here).
+    let delete = on_cluster(
+        &w,
+        &cluster.url,
+        &[
+            "--format",
+            "csv",
+            "-c",
+            "EXPLAIN ANALYZE DELETE FROM f WHERE k = 100",
+        ],
+    );
+    assert!(!delete.contains("job,"), "{delete}");
     // EXPLAIN ANALYZE runs the query there and shows each stage's work.
     let analyzed = on_cluster(
         &w,

@@ -31,6 +31,8 @@ const HEARTBEAT: Duration = Duration::from_secs(3);
 /// How long the scheduler waits for a heartbeat before it takes an executor for dead and runs
 /// its tasks elsewhere.
 const EXECUTOR_TIMEOUT: Duration = Duration::from_secs(12);
+/// How long a finished job's results stay on the executors for the coordinator to read.
+const RESULTS_KEPT: Duration = Duration::from_secs(3600);
 
 /// The session settings of every job on the cluster: Ballista's and Strata's.
 fn session_config() -> SessionConfig {
@@ -60,6 +62,9 @@ pub async fn run_scheduler(bind: SocketAddr, ready: impl FnOnce(SocketAddr)) -> 
         executor_timeout_seconds: EXECUTOR_TIMEOUT.as_secs(),
         expire_dead_executor_interval_seconds: 2,
         no_executors_grace_period_seconds: EXECUTOR_TIMEOUT.as_secs(),
+        // A finished job's result partitions stay on the executors this long: the coordinator
+        // streams them to its client as the client reads, which may be slow.
+        finished_job_data_clean_up_interval_seconds: RESULTS_KEPT.as_secs(),
         override_config_producer: Some(Arc::new(session_config)),
         override_session_builder: Some(Arc::new(session_state)),
         override_physical_codec: Some(Arc::new(StrataCodec::default())),

@@ -4,12 +4,12 @@
 //! pruning and the MV rewrite; Ballista's scheduler then splits the physical plan into stages
 //! at its shuffles and runs their tasks on executors. Before the plan leaves, [`for_cluster`]
 //! turns every table scan into a [`RemoteScanExec`] over DataFusion's own Parquet scan of the
-//! files pruning kept. The scheduler cuts that child into the file groups of each task (it
-//! knows how for DataFusion's scan); the node adds what an executor needs to read the same rows,
-//! and nothing it could not use:
+//! files pruning kept, its files packed into one group per task (`strata.cluster_task_bytes`).
+//! The scheduler hands each task its groups of that child (it knows how for DataFusion's scan);
+//! the node adds what an executor needs to read the same rows, and nothing it could not use:
 //!
 //! - the warehouse location (a URL, never credentials: executors open the store with their own
-//!   environment, e.g. `AWS_*`);
+//!   environment, e.g. `AWS_*`, or the named secret they were started with);
 //! - the table's metadata at the snapshot read (its columns and their field ids, so that files
 //!   written under older schemas read as they do here) and the snapshot version;
 //! - the rows each file's deletion vector deletes;
@@ -42,7 +42,7 @@ use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_expr_common::physical_expr::snapshot_generation;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::joins::HashJoinExec;
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricsSet};
+use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::statistics::StatisticsArgs;
 use datafusion::physical_plan::{
@@ -93,9 +93,8 @@ pub(crate) fn for_cluster(
             figures: scan.figures(),
             properties: projected(&files.scan, spec)?,
             input: files.scan,
-            metrics: ExecutionPlanMetricsSet::new(),
             store: StoreSettings::default(),
-            built: OnceLock::new(),
+            built: BuiltReader::default(),
         };
         Ok(Transformed::new(
             Arc::new(remote) as Arc<dyn ExecutionPlan>,
@@ -133,8 +132,8 @@ fn travels(leaf: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 /// The Parquet scan below a table scan (`input`, possibly under a repartition) as it travels:
-/// DataFusion's own scan of the same file groups, which Ballista's scheduler knows how to cut
-/// into the groups of each task, and datafusion-proto how to write. What it cannot carry (the
+/// DataFusion's own scan of the same files, packed into one group per task ([`tasks`]), which
+/// Ballista's scheduler knows how to hand out by task, and datafusion-proto how to write. What it cannot carry (the
 /// field-id adapter, deletion vectors, the cached reader) [`RemoteScanExec`] adds back on the
 /// executor. Its predicate keeps the conjuncts fixed at planning: dynamic filters from joins
 /// and top-k are filled in by operators that may run in another process.
@@ -166,7 +165,10 @@ fn portable_files(input: &Arc<dyn ExecutionPlan>, task_bytes: usize) -> DfResult
     // statistics; the store is the executor's own (any registered URL decodes).
     let unknown = Statistics::new_unknown(source.table_schema().table_schema());
     let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(portable))
-        .with_file_groups(tasks(&config.file_groups, task_bytes))
+        .with_file_groups(tasks(
+            &config.file_groups,
+            task_bytes_for(&config.file_groups, task_bytes),
+        ))
         .with_limit(config.limit)
         .with_statistics(unknown)
         .build();
@@ -174,6 +176,17 @@ fn portable_files(input: &Arc<dyn ExecutionPlan>, task_bytes: usize) -> DfResult
         scan: DataSourceExec::from_data_source(config),
         predicate: (!fixed.is_empty()).then(|| conjunction(fixed)),
     })
+}
+
+/// The task size for regrouping `groups`: a scan planned as one partition stays one task, since
+/// the operators above it were planned for a single partition (a `Single` aggregate, a sort, a
+/// limit) and would run once per task.
+fn task_bytes_for(groups: &[FileGroup], task_bytes: usize) -> usize {
+    if groups.len() <= 1 {
+        usize::MAX
+    } else {
+        task_bytes
+    }
 }
 
 /// The file groups of a scan regrouped for a cluster: each group is one task, so the groups
@@ -238,12 +251,22 @@ pub(crate) struct RemoteScanExec {
     /// DataFusion's scan of the files (see [`portable_files`]).
     input: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
-    metrics: ExecutionPlanMetricsSet,
     /// How this process reaches the warehouse's store (an executor's named secret).
     store: StoreSettings,
     /// The reader of this task's files, built on first use; its metrics are the scan's (bytes
     /// read, row groups pruned), which the scheduler sums per stage.
-    built: OnceLock<Arc<DataSourceExec>>,
+    built: BuiltReader,
+}
+
+/// A scan's reader once built. `Debug` says only whether it is: the reader holds the store,
+/// whose `Debug` would show an access key id.
+#[derive(Default)]
+struct BuiltReader(OnceLock<Arc<DataSourceExec>>);
+
+impl fmt::Debug for BuiltReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BuiltReader(built: {})", self.0.get().is_some())
+    }
 }
 
 /// The S3 settings an executor opens warehouses with, over its `AWS_*` environment: the keys
@@ -385,7 +408,7 @@ impl ExecutionPlan for RemoteScanExec {
         vec![false]
     }
 
-    /// The scheduler cuts the input into the file groups of each task.
+    /// The scheduler gives each task its file groups of the input.
     fn with_new_children(
         self: Arc<Self>,
         mut children: Vec<Arc<dyn ExecutionPlan>>,
@@ -398,9 +421,8 @@ impl ExecutionPlan for RemoteScanExec {
             figures: self.figures,
             properties: projected(&input, &self.spec)?,
             input,
-            metrics: self.metrics.clone(),
             store: self.store.clone(),
-            built: OnceLock::new(),
+            built: BuiltReader::default(),
         }))
     }
 
@@ -419,20 +441,22 @@ impl ExecutionPlan for RemoteScanExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        let reader = match self.built.get() {
+        let reader = match self.built.0.get() {
             Some(reader) => Arc::clone(reader),
             None => {
                 let reader = self.reader(&context)?;
-                Arc::clone(self.built.get_or_init(|| reader))
+                Arc::clone(self.built.0.get_or_init(|| reader))
             }
         };
         reader.execute(partition, context)
     }
 
+    /// The reader's metrics once it is built; always a set, so that Ballista's lists of
+    /// operator metrics stay aligned with the plan.
     fn metrics(&self) -> Option<MetricsSet> {
-        match self.built.get() {
+        match self.built.0.get() {
             Some(reader) => reader.metrics(),
-            None => Some(self.metrics.clone_inner()),
+            None => Some(MetricsSet::new()),
         }
     }
 
@@ -774,9 +798,8 @@ impl ScanNode {
             predicate,
             figures,
             input: Arc::clone(input),
-            metrics: ExecutionPlanMetricsSet::new(),
             store: StoreSettings::default(),
-            built: OnceLock::new(),
+            built: BuiltReader::default(),
         })
     }
 }

@@ -87,7 +87,8 @@ pub(crate) struct ScanSpec {
     pub(crate) metadata: Arc<TableMetadata>,
     /// The snapshot version read, for `EXPLAIN` and messages.
     pub(crate) version: u64,
-    /// The files of each output partition of the scan.
+    /// The files the scan reads with their rows and deleted rows, by the partition this
+    /// process planned (executors look files up by path: their tasks are grouped anew).
     pub(crate) groups: Vec<Vec<ScanFile>>,
     pub(crate) projection: Option<Vec<usize>>,
     pub(crate) limit: Option<usize>,
