@@ -384,8 +384,8 @@ async fn figures(scheduler: &mut SchedulerGrpcClient<Channel>, job_id: &str) -> 
     let stages = metrics.into_inner().stages;
     let last = stages.iter().map(|s| s.stage_id).max();
     for stage in stages {
-        figures.stages += 1;
-        figures.tasks += u64::from(stage.partitions);
+        figures.stages = figures.stages.saturating_add(1);
+        figures.tasks = figures.tasks.saturating_add(u64::from(stage.partitions));
         let mut compute = Duration::ZERO;
         let (mut written, mut fetched, mut stored) = (0u64, 0u64, 0u64);
         let mut operators = String::new();
@@ -413,7 +413,8 @@ async fn figures(scheduler: &mut SchedulerGrpcClient<Channel>, job_id: &str) -> 
             }
             stored = stored.saturating_add(bytes("bytes_scanned"));
             if let Some(nanos) = set.elapsed_compute() {
-                compute += Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+                let nanos = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX));
+                compute = compute.saturating_add(nanos);
             }
             let depth = usize::try_from(operator.depth).unwrap_or(0).min(64);
             operators.push_str(&format!(

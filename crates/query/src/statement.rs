@@ -476,10 +476,7 @@ impl Session {
         });
         let mut batches = match placement {
             Some((url, Placement::Cluster { plan, .. })) => {
-                let config = ctx.copied_config();
-                let timeout = parse_duration(&self.strata_options().cluster_job_timeout)?;
-                let (rows, job) =
-                    crate::cluster::run(&url, plan, &config, self.id(), timeout).await?;
+                let (rows, job) = self.run_on_cluster(&url, plan).await?;
                 self.set_cluster_job(job);
                 futures::TryStreamExt::try_collect(rows).await?
             }
@@ -507,6 +504,18 @@ impl Session {
 }
 
 impl Session {
+    /// Runs `plan` (a [`Placement::Cluster`] plan) as a job of the cluster at `url`, with this
+    /// session's settings and id, within `strata.cluster_job_timeout`.
+    async fn run_on_cluster(
+        &self,
+        url: &str,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> Result<(crate::cluster::JobRows, crate::cluster::JobFigures)> {
+        let config = self.context().copied_config();
+        let timeout = parse_duration(&self.strata_options().cluster_job_timeout)?;
+        crate::cluster::run(url, plan, &config, self.id(), timeout).await
+    }
+
     /// `EXPLAIN ANALYZE` of a statement that runs on the cluster: runs it there and answers
     /// where it ran, the job's times and each stage's tasks and operator metrics (summed over
     /// its tasks). `None` when there is no cluster or the statement runs here.
@@ -535,10 +544,7 @@ impl Session {
         let Placement::Cluster { plan, .. } = &placement else {
             return Ok(None);
         };
-        let timeout = parse_duration(&options.cluster_job_timeout)?;
-        let config = ctx.copied_config();
-        let (batches, job) =
-            crate::cluster::run(&url, Arc::clone(plan), &config, self.id(), timeout).await?;
+        let (batches, job) = self.run_on_cluster(&url, Arc::clone(plan)).await?;
         let rows = futures::TryStreamExt::try_fold(batches, 0usize, |n, batch| async move {
             Ok(n.saturating_add(batch.num_rows()))
         })

@@ -152,9 +152,15 @@ impl Secrets {
             }
             Err(e) => return Err(e.into()),
         };
+        // serde_json's message may quote a value (a key given as a number): say only where.
         serde_json::from_slice(&bytes).map_err(|e| Error::CorruptMetadata {
             path: path.to_string(),
-            reason: e.to_string(),
+            reason: format!(
+                "not a secret ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ),
         })
     }
 

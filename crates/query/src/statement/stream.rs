@@ -239,10 +239,7 @@ impl Session {
             if let crate::cluster::Placement::Cluster { plan, .. } =
                 crate::cluster::place(physical, &options)
             {
-                let config = self.context().copied_config();
-                let timeout = crate::config::parse_duration(&options.cluster_job_timeout)?;
-                let (rows, job) =
-                    crate::cluster::run(&url, plan, &config, self.id(), timeout).await?;
+                let (rows, job) = self.run_on_cluster(&url, plan).await?;
                 let stream = RecordBatchStreamAdapter::new(physical.schema(), rows);
                 return Ok((Box::pin(stream), Some(job)));
             }
