@@ -20,8 +20,10 @@
 //!
 //! [`RemoteScanExec`]: crate::table::remote
 
+pub(crate) mod join_filters;
 pub mod processes;
 
+use std::collections::HashSet;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +40,7 @@ use ballista_core::serde::scheduler::PartitionId;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::sink::DataSinkExec;
 use datafusion::error::{DataFusionError, Result as DfResult};
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::metrics::{MetricValue, MetricsSet};
 use datafusion::physical_plan::{ExecutionPlan, displayable};
 use datafusion::prelude::SessionConfig;
@@ -64,22 +66,43 @@ pub(crate) enum Placement {
     Cluster {
         reason: String,
         plan: Arc<dyn ExecutionPlan>,
+        /// The join filters evaluated here (or to be, for `EXPLAIN`), one line each.
+        join_filters: Vec<String>,
     },
 }
 
 impl Placement {
-    /// One line for `EXPLAIN`.
-    pub(crate) fn describe(&self) -> String {
+    /// The rows `EXPLAIN` shows of it: where it runs and why, and the join filters evaluated
+    /// here.
+    pub(crate) fn describe(&self) -> Vec<(String, String)> {
         match self {
-            Placement::Here { reason } => format!("local: {reason}"),
-            Placement::Cluster { reason, .. } => format!("cluster: {reason}"),
+            Placement::Here { reason } => {
+                vec![("placement".to_string(), format!("local: {reason}"))]
+            }
+            Placement::Cluster {
+                reason,
+                join_filters,
+                ..
+            } => std::iter::once(("placement".to_string(), format!("cluster: {reason}")))
+                .chain(
+                    join_filters
+                        .iter()
+                        .map(|f| ("join filter".to_string(), f.clone())),
+                )
+                .collect(),
         }
     }
 }
 
 /// Where `plan` runs with a cluster, by the settings `options` (`strata.cluster_min_files`,
-/// `strata.cluster_task_bytes`).
-pub(crate) fn place(plan: &Arc<dyn ExecutionPlan>, options: &StrataOptions) -> Placement {
+/// `strata.cluster_task_bytes`, `strata.cluster_join_filter_rows`). With `context`, the join
+/// filters worth evaluating here are evaluated ([`join_filters`]) and prune the job's files;
+/// without it (`EXPLAIN`) they are only named.
+pub(crate) async fn place(
+    plan: &Arc<dyn ExecutionPlan>,
+    options: &StrataOptions,
+    context: Option<Arc<TaskContext>>,
+) -> Result<Placement> {
     let min_files = options.cluster_min_files;
     let (mut writes, mut tables, mut subqueries) = (false, false, false);
     let _ = TreeNode::apply(plan, |node| {
@@ -91,39 +114,71 @@ pub(crate) fn place(plan: &Arc<dyn ExecutionPlan>, options: &StrataOptions) -> P
     if subqueries {
         // DataFusion evaluates an uncorrelated scalar subquery beside the plan that uses its
         // value; Ballista 55 cannot send the two to executors apart.
-        return Placement::Here {
+        return Ok(Placement::Here {
             reason: "the plan evaluates a scalar subquery, which Ballista 55 cannot run in \
                      stages"
                 .to_string(),
-        };
+        });
     }
     if writes {
-        return Placement::Here {
+        return Ok(Placement::Here {
             reason: "the statement writes, and commits run on the coordinator".to_string(),
-        };
+        });
     }
     if !tables {
-        return Placement::Here {
+        return Ok(Placement::Here {
             reason: "the plan reads no table".to_string(),
-        };
+        });
     }
     let files = scan_figures(plan).files_scanned;
     if files < min_files {
-        return Placement::Here {
+        return Ok(Placement::Here {
             reason: format!(
                 "{files} data files after pruning, fewer than strata.cluster_min_files = {min_files}"
             ),
-        };
+        });
     }
-    match crate::table::remote::for_cluster(Arc::clone(plan), options.cluster_task_bytes) {
-        Ok(plan) => Placement::Cluster {
+    if let Err(reason) = crate::table::remote::for_cluster(
+        Arc::clone(plan),
+        options.cluster_task_bytes,
+        &HashSet::new(),
+    ) {
+        return Ok(Placement::Here { reason });
+    }
+    let joins = join_filters::find(plan, options.cluster_join_filter_rows);
+    let mut evaluated = HashSet::new();
+    let mut described = Vec::with_capacity(joins.len());
+    for join in &joins {
+        match &context {
+            Some(context) => {
+                described.push(join_filters::evaluate(join, Arc::clone(context)).await?);
+                evaluated.extend(join.id());
+            }
+            None => described.push(join.describe()),
+        }
+    }
+    let remote =
+        crate::table::remote::for_cluster(Arc::clone(plan), options.cluster_task_bytes, &evaluated)
+            .map_err(Error::Plan)?;
+    let reason = format!(
+        "{files} data files after pruning, at least strata.cluster_min_files = {min_files}"
+    );
+    let left = scan_figures(&remote).files_scanned;
+    if left < min_files {
+        // The join filters evaluated here left a job too small for the cluster. The plan
+        // here holds them too (a filter only ever keeps rows that can match).
+        return Ok(Placement::Here {
             reason: format!(
-                "{files} data files after pruning, at least strata.cluster_min_files = {min_files}"
+                "{left} data files after pruning by the join filters evaluated here, fewer \
+                 than strata.cluster_min_files = {min_files}"
             ),
-            plan,
-        },
-        Err(reason) => Placement::Here { reason },
+        });
     }
+    Ok(Placement::Cluster {
+        reason,
+        plan: remote,
+        join_filters: described,
+    })
 }
 
 /// The stages Ballista's planner makes of `plan` (a [`Placement::Cluster`] plan), one

@@ -57,6 +57,11 @@ datafusion::common::extensions_options! {
         /// range of a large one) in one task. Smaller tasks spread a scan over more executors
         /// and cost the scheduler more.
         pub cluster_task_bytes: usize, default = 128 * 1024 * 1024
+        /// With a cluster, a hash join whose keys prune a scan's partitions or files (its
+        /// table's partition or cluster column) and whose build side reads at most this many
+        /// rows is evaluated here before the job leaves: its keys' bounds drop the files no
+        /// key matches. 0 turns this off.
+        pub cluster_join_filter_rows: u64, default = 1_000_000
     }
 }
 

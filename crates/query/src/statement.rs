@@ -470,12 +470,19 @@ impl Session {
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let physical: Arc<dyn ExecutionPlan> = df.create_physical_plan().await?;
         self.progress().watch(&physical);
-        let placement = self.warehouse().options().cluster.clone().map(|url| {
-            let placement = crate::cluster::place(&physical, &self.strata_options());
-            (url, placement)
-        });
+        let placement = match self.warehouse().options().cluster.clone() {
+            Some(url) => {
+                let options = self.strata_options();
+                let placement =
+                    crate::cluster::place(&physical, &options, Some(ctx.task_ctx())).await?;
+                Some((url, placement))
+            }
+            None => None,
+        };
+        let mut figures = scan_figures(&physical);
         let mut batches = match placement {
             Some((url, Placement::Cluster { plan, .. })) => {
+                figures = scan_figures(&plan);
                 let (rows, job) = self.run_on_cluster(&url, plan).await?;
                 self.set_cluster_job(job);
                 futures::TryStreamExt::try_collect(rows).await?
@@ -487,7 +494,6 @@ impl Session {
         {
             batches.extend(self.explain_placement(explained, params).await?);
         }
-        let figures = scan_figures(&physical);
         let schema = batches.first().map(|b| b.schema()).unwrap_or(schema);
         let (schema, batches) = match crate::result::visible_schema(&schema) {
             Some(visible) => {
@@ -540,7 +546,7 @@ impl Session {
             .create_physical_plan()
             .await?;
         let options = self.strata_options();
-        let placement = crate::cluster::place(&physical, &options);
+        let placement = crate::cluster::place(&physical, &options, Some(ctx.task_ctx())).await?;
         let Placement::Cluster { plan, .. } = &placement else {
             return Ok(None);
         };
@@ -549,21 +555,14 @@ impl Session {
             Ok(n.saturating_add(batch.num_rows()))
         })
         .await?;
-        let mut lines = vec![
-            ("placement".to_string(), placement.describe()),
-            (
-                "job".to_string(),
-                format!(
-                    "{}: queued {} ms, ran {} ms, {} stages, {} tasks, {} bytes shuffled, {rows} rows",
-                    job.job_id,
-                    job.queued_ms,
-                    job.running_ms,
-                    job.stages,
-                    job.tasks,
-                    job.shuffle_bytes
-                ),
+        let mut lines = placement.describe();
+        lines.extend([(
+            "job".to_string(),
+            format!(
+                "{}: queued {} ms, ran {} ms, {} stages, {} tasks, {} bytes shuffled, {rows} rows",
+                job.job_id, job.queued_ms, job.running_ms, job.stages, job.tasks, job.shuffle_bytes
             ),
-        ];
+        )]);
         lines.extend(job.profile.iter().cloned());
         self.set_cluster_job(job);
         let batch = plan_rows(lines)?;
@@ -571,7 +570,7 @@ impl Session {
             schema: batch.schema(),
             batches: vec![batch],
         };
-        Ok(Some((result, scan_figures(&physical))))
+        Ok(Some((result, scan_figures(plan))))
     }
 
     /// The rows `EXPLAIN` adds with a cluster: where the statement would run and why, and the
@@ -588,8 +587,8 @@ impl Session {
             .await?
             .create_physical_plan()
             .await?;
-        let placement = crate::cluster::place(&physical, &self.strata_options());
-        let mut rows = vec![("placement".to_string(), placement.describe())];
+        let placement = crate::cluster::place(&physical, &self.strata_options(), None).await?;
+        let mut rows = placement.describe();
         if let Placement::Cluster { plan, .. } = &placement {
             rows.extend(crate::cluster::stages(plan, &ctx.copied_config())?);
         }

@@ -28,6 +28,11 @@ pub(crate) mod scan;
 pub(crate) mod scd;
 pub(crate) mod write;
 
+use std::sync::Arc;
+
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::physical_plan::ExecutionPlan;
+
 pub(crate) use files::WAREHOUSE_STORE_URL;
 
 /// The table property holding its comment (`COMMENT ON TABLE`, `COMMENT = '...'`).
@@ -44,5 +49,21 @@ pub(crate) const COMMIT_INTERVAL_PROPERTY: &str = "ingest_commit_interval";
 pub(crate) const MAX_COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 pub(crate) use provider::StrataTable;
 pub(crate) use remote::{StoreSettings, StrataCodec};
-pub use scan::{ScanFigures, scan_figures};
+pub use scan::ScanFigures;
+pub(crate) use scan::StrataScanExec;
 pub(crate) use write::write_batches;
+
+/// Sums the figures of every table scan in a plan: Strata's scans, and the scans a plan for a
+/// cluster carries (which join filters may have pruned further).
+pub fn scan_figures(plan: &Arc<dyn ExecutionPlan>) -> ScanFigures {
+    let mut total = ScanFigures::default();
+    let _ = plan.apply(|node| {
+        if let Some(scan) = node.downcast_ref::<StrataScanExec>() {
+            total = total.plus(&scan.figures());
+        } else if let Some(scan) = node.downcast_ref::<remote::RemoteScanExec>() {
+            total = total.plus(&scan.figures());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    total
+}

@@ -305,6 +305,117 @@ fn explain_says_where_a_query_runs_and_shows_its_stages() {
     drop(cluster);
 }
 
+/// A join's filter from a small dimension, evaluated on the coordinator, prunes the fact
+/// table's files before the job leaves (in one process the fact scan waits for the join's
+/// filter; on a cluster the join runs in another stage). The answers stay those of one process.
+#[test]
+fn a_small_dimensions_keys_prune_the_fact_files_before_the_job_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = cluster(1, dir.path());
+    let w = dir.path().join("wh").display().to_string();
+    on_cluster(
+        &w,
+        &cluster.url,
+        &[
+            "-c",
+            "CREATE TABLE f (k INT, v BIGINT) PARTITION BY RANGE (k) (PARTITION p0 VALUES LESS THAN (10), PARTITION p1 VALUES LESS THAN (20), PARTITION p2 VALUES LESS THAN (30), PARTITION p3 VALUES LESS THAN (40));
+             INSERT INTO f SELECT CAST(value % 40 AS INT), value FROM generate_series(1, 4000);
+             INSERT INTO f SELECT CAST(value % 40 AS INT), value FROM generate_series(1, 4000);
+             CREATE TABLE d (k INT PRIMARY KEY, year INT);
+             INSERT INTO d SELECT CAST(value AS INT), CAST(value / 10 AS INT) + 1990 FROM generate_series(0, 39);",
+        ],
+    );
+    let query = |year: i32| {
+        format!(
+            "SELECT d.year, sum(f.v) AS s, count(*) AS n FROM f JOIN d ON f.k = d.k \
+             WHERE d.year = {year} GROUP BY d.year"
+        )
+    };
+    let csv = ["--format", "csv"];
+    // EXPLAIN names the join filter; EXPLAIN ANALYZE evaluates it and the job reads the
+    // one partition its keys fall in.
+    let explained = on_cluster(
+        &w,
+        &cluster.url,
+        &[&csv[..], &["-c", &format!("EXPLAIN {}", query(1991))]].concat(),
+    );
+    assert!(
+        explained.contains("join filter,main.public.f.k by the join keys of main.public.d"),
+        "{explained}"
+    );
+    let analyzed = on_cluster(
+        &w,
+        &cluster.url,
+        &[
+            &csv[..],
+            &["-c", &format!("EXPLAIN ANALYZE {}", query(1991))],
+        ]
+        .concat(),
+    );
+    assert!(
+        analyzed.contains(
+            "join filter,\"main.public.f.k: 10 rows of main.public.d evaluated on the coordinator, keys [10, 19]\""
+        ),
+        "{analyzed}"
+    );
+    assert!(
+        analyzed.contains("table=main.public.f@v2, partitions=1/4, files=2/8"),
+        "{analyzed}"
+    );
+    // Turned off, the job reads every file.
+    let off = on_cluster(
+        &w,
+        &cluster.url,
+        &[
+            &csv[..],
+            &["--set", "strata.cluster_join_filter_rows=0"],
+            &["-c", &format!("EXPLAIN ANALYZE {}", query(1991))],
+        ]
+        .concat(),
+    );
+    assert!(!off.contains("join filter"), "{off}");
+    assert!(off.contains("partitions=4/4, files=8/8"), "{off}");
+    // The answers are those of one process: a year in the table, one with no rows in the
+    // dimension (the filter keeps no file), and the filter off.
+    for (year, settings) in [
+        (1991, &[][..]),
+        (1993, &[][..]),
+        (2099, &[][..]),
+        (1992, &["--set", "strata.cluster_join_filter_rows=0"][..]),
+    ] {
+        let sql = query(year);
+        let here = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["--warehouse", &w, "--format", "csv", "-c", &sql])
+            .output()
+            .unwrap();
+        let there = on_cluster(
+            &w,
+            &cluster.url,
+            &[&csv[..], settings, &["-c", &sql]].concat(),
+        );
+        assert_eq!(there, stdout(&here), "{sql}");
+    }
+    // The query log records what the job read: the pruned files.
+    let logged = on_cluster(
+        &w,
+        &cluster.url,
+        &[
+            &csv[..],
+            &[
+                "-c",
+                &format!(
+                    "{}; SELECT files_scanned FROM system.query_log WHERE cluster_job IS NOT NULL \
+                     ORDER BY started_at DESC LIMIT 1",
+                    query(1991)
+                ),
+            ],
+        ]
+        .concat(),
+    );
+    assert!(logged.ends_with("files_scanned\n3\n"), "{logged}");
+    drop(cluster);
+}
+
 #[test]
 fn a_query_outlives_an_executor_killed_while_it_runs() {
     let dir = tempfile::tempdir().unwrap();

@@ -167,7 +167,7 @@ impl Session {
             let df = self.context().execute_logical_plan(plan).await?;
             let physical = df.create_physical_plan().await?;
             self.progress().watch(&physical);
-            let (stream, job) = self.execute_placed(&physical).await?;
+            let (physical, stream, job) = self.execute_placed(physical).await?;
             // Names kept apart while planning are shown as the query wrote them.
             let stream: SendableRecordBatchStream =
                 match crate::result::visible_schema(&stream.schema()) {
@@ -226,26 +226,29 @@ impl Session {
 
     /// The rows of the query `physical`: streamed from this process, or, when the warehouse
     /// has a cluster and the query belongs there, streamed from the executors that hold the
-    /// finished job's partitions (the job's figures come back for the query log).
+    /// finished job's partitions. Returns the plan that runs (the job's, on a cluster) and the
+    /// job's figures, for the query log.
     async fn execute_placed(
         &mut self,
-        physical: &Arc<dyn ExecutionPlan>,
+        physical: Arc<dyn ExecutionPlan>,
     ) -> Result<(
+        Arc<dyn ExecutionPlan>,
         SendableRecordBatchStream,
         Option<crate::cluster::JobFigures>,
     )> {
+        let context = self.context().task_ctx();
         if let Some(url) = self.warehouse().options().cluster.clone() {
             let options = self.strata_options();
-            if let crate::cluster::Placement::Cluster { plan, .. } =
-                crate::cluster::place(physical, &options)
-            {
-                let (rows, job) = self.run_on_cluster(&url, plan).await?;
+            let placement =
+                crate::cluster::place(&physical, &options, Some(Arc::clone(&context))).await?;
+            if let crate::cluster::Placement::Cluster { plan, .. } = placement {
+                let (rows, job) = self.run_on_cluster(&url, Arc::clone(&plan)).await?;
                 let stream = RecordBatchStreamAdapter::new(physical.schema(), rows);
-                return Ok((Box::pin(stream), Some(job)));
+                return Ok((plan, Box::pin(stream), Some(job)));
             }
         }
-        let stream = execute_stream(Arc::clone(physical), self.context().task_ctx())?;
-        Ok((stream, None))
+        let stream = execute_stream(Arc::clone(&physical), context)?;
+        Ok((physical, stream, None))
     }
 
     /// Runs a statement once for each row of parameters, as a client's batch of bound rows

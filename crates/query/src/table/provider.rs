@@ -241,7 +241,7 @@ impl StrataTable {
         projection: Option<&Vec<usize>>,
         limit: Option<usize>,
     ) -> ScanSpec {
-        let rows: HashMap<&str, u64> = files.iter().map(|f| (f.path.as_str(), f.rows)).collect();
+        let known: HashMap<&str, &DataFile> = files.iter().map(|f| (f.path.as_str(), *f)).collect();
         let groups = groups
             .iter()
             .map(|group| {
@@ -250,8 +250,10 @@ impl StrataTable {
                     .iter()
                     .map(|f| {
                         let path = f.object_meta.location.to_string();
+                        let file = known.get(path.as_str());
                         ScanFile {
-                            rows: rows.get(path.as_str()).copied().unwrap_or(0),
+                            rows: file.map_or(0, |f| f.rows),
+                            partition: file.map(|f| f.partition.clone()).unwrap_or_default(),
                             deleted: deleted.get(&path).cloned(),
                             size: f.object_meta.size,
                             path,

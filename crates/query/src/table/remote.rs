@@ -18,17 +18,22 @@
 //! [`StrataCodec`] writes the node as `strata.ScanNode` (`proto/strata.proto`; the Rust form
 //! below is written with prost's derive, so no build needs `protoc`) and hands every other node,
 //! the child scan included, to Ballista's and DataFusion's codecs. Runtime filters from joins
-//! stay behind: a join and the scan it would filter may run in different processes.
+//! stay behind (a join and the scan it would filter may run in different processes), except
+//! those the coordinator filled first ([`crate::cluster::join_filters`]): they become part of
+//! the scan's predicate, and the files they rule out are dropped before the plan leaves.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use arrow::datatypes::SchemaRef;
 use ballista_core::serde::BallistaPhysicalExtensionCodec;
 use datafusion::common::Statistics;
+use datafusion::common::pruning::PrunableStatistics;
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{
     FileGroup, FileScanConfigBuilder, FileSource, ParquetSource,
 };
@@ -37,9 +42,12 @@ use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_expr::utils::{conjunction, split_conjunction};
+use datafusion::physical_expr::utils::{conjunction, conjunction_opt, split_conjunction};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_expr_common::physical_expr::snapshot_generation;
+use datafusion::physical_expr_common::physical_expr::{
+    snapshot_generation, snapshot_physical_expr,
+};
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::metrics::MetricsSet;
@@ -63,10 +71,13 @@ use crate::table::scan::{ScanFigures, ScanFile, ScanSpec, StrataScanExec};
 /// `plan` with each table scan replaced by a [`RemoteScanExec`], ready for the cluster; an
 /// error names the first node that cannot leave this process (a system table, a row-id scan of
 /// a DML statement, an in-memory table).
-/// Each scan's files are packed into tasks of about `task_bytes`.
+/// Each scan's files are packed into tasks of about `task_bytes`. The dynamic filters of the
+/// joins in `evaluated` were filled here (see [`crate::cluster::join_filters`]): they join
+/// the scans' static predicates, and the files their statistics rule out are dropped.
 pub(crate) fn for_cluster(
     plan: Arc<dyn ExecutionPlan>,
     task_bytes: usize,
+    evaluated: &HashSet<u64>,
 ) -> Result<Arc<dyn ExecutionPlan>, String> {
     let rewritten = plan.transform_down(|node| {
         let Some(scan) = node.downcast_ref::<StrataScanExec>() else {
@@ -85,13 +96,22 @@ pub(crate) fn for_cluster(
                 scan.table()
             )));
         };
-        let files = portable_files(node.children()[0], task_bytes)?;
+        let join_keys = scan
+            .reader_join_filters(evaluated)
+            .into_iter()
+            .map(snapshot_physical_expr)
+            .collect::<DfResult<Vec<_>>>()?;
+        let files = portable_files(node.children()[0], task_bytes, &join_keys)?;
+        let (spec, figures) = match &files.kept {
+            Some(kept) => kept_only(spec, scan.figures(), kept),
+            None => (Arc::clone(spec), scan.figures()),
+        };
         let remote = RemoteScanExec {
             table: scan.table().to_string(),
-            spec: Arc::clone(spec),
             predicate: files.predicate,
-            figures: scan.figures(),
-            properties: projected(&files.scan, spec)?,
+            figures,
+            properties: projected(&files.scan, &spec)?,
+            spec,
             input: files.scan,
             store: StoreSettings::default(),
             built: BuiltReader::default(),
@@ -133,22 +153,20 @@ fn travels(leaf: &Arc<dyn ExecutionPlan>) -> bool {
 
 /// The Parquet scan below a table scan (`input`, possibly under a repartition) as it travels:
 /// DataFusion's own scan of the same files, packed into one group per task ([`tasks`]), which
-/// Ballista's scheduler knows how to hand out by task, and datafusion-proto how to write. What it cannot carry (the
-/// field-id adapter, deletion vectors, the cached reader) [`RemoteScanExec`] adds back on the
-/// executor. Its predicate keeps the conjuncts fixed at planning: dynamic filters from joins
-/// and top-k are filled in by operators that may run in another process.
-fn portable_files(input: &Arc<dyn ExecutionPlan>, task_bytes: usize) -> DfResult<PortableFiles> {
-    if let Some(repartition) = input.downcast_ref::<RepartitionExec>() {
-        return portable_files(repartition.input(), task_bytes);
-    }
-    let not_parquet = || DataFusionError::Plan("the scan does not read Parquet files".to_string());
-    let exec = input
-        .downcast_ref::<DataSourceExec>()
-        .ok_or_else(not_parquet)?;
-    let (config, source) = exec
-        .downcast_to_file_source::<ParquetSource>()
-        .ok_or_else(not_parquet)?;
-    let fixed: Vec<Arc<dyn PhysicalExpr>> = source
+/// Ballista's scheduler knows how to hand out by task, and datafusion-proto how to write. What
+/// it cannot carry (the field-id adapter, deletion vectors, the cached reader)
+/// [`RemoteScanExec`] adds back on the executor. Its predicate keeps the conjuncts fixed at
+/// planning, plus `join_keys`, the join filters evaluated here; other dynamic filters from
+/// joins and top-k are filled in by operators that may run in another process. Files whose
+/// statistics `join_keys` rule out are dropped.
+fn portable_files(
+    input: &Arc<dyn ExecutionPlan>,
+    task_bytes: usize,
+    join_keys: &[Arc<dyn PhysicalExpr>],
+) -> DfResult<PortableFiles> {
+    let (config, source) = crate::table::scan::parquet_source(input)
+        .ok_or_else(|| DataFusionError::Plan("the scan does not read Parquet files".to_string()))?;
+    let mut fixed: Vec<Arc<dyn PhysicalExpr>> = source
         .filter()
         .map(|predicate| {
             split_conjunction(&predicate)
@@ -158,15 +176,24 @@ fn portable_files(input: &Arc<dyn ExecutionPlan>, task_bytes: usize) -> DfResult
                 .collect()
         })
         .unwrap_or_default();
+    fixed.extend(join_keys.iter().cloned());
+    let table_schema = Arc::clone(source.table_schema().table_schema());
+    let (groups, kept) = match conjunction_opt(join_keys.to_vec()) {
+        Some(keys) => {
+            let (groups, kept) = pruned(&config.file_groups, keys, &table_schema);
+            (groups, Some(kept))
+        }
+        None => (config.file_groups.clone(), None),
+    };
     let portable = ParquetSource::new(source.table_schema().clone())
         .with_table_parquet_options(source.table_parquet_options().clone());
     // Only the file groups travel: datafusion-proto 55 reads a projected Parquet scan back
     // with the table's columns (RemoteScanExec projects on the executor), and so its
     // statistics; the store is the executor's own (any registered URL decodes).
-    let unknown = Statistics::new_unknown(source.table_schema().table_schema());
+    let unknown = Statistics::new_unknown(&table_schema);
     let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(portable))
         .with_file_groups(tasks(
-            &config.file_groups,
+            &groups,
             task_bytes_for(&config.file_groups, task_bytes),
         ))
         .with_limit(config.limit)
@@ -175,7 +202,91 @@ fn portable_files(input: &Arc<dyn ExecutionPlan>, task_bytes: usize) -> DfResult
     Ok(PortableFiles {
         scan: DataSourceExec::from_data_source(config),
         predicate: (!fixed.is_empty()).then(|| conjunction(fixed)),
+        kept,
     })
+}
+
+/// `groups` without the files whose statistics (the table's, from its log) show that no row
+/// passes `predicate`, and the paths of the files kept. A predicate pruning cannot use keeps
+/// every file.
+fn pruned(
+    groups: &[FileGroup],
+    predicate: Arc<dyn PhysicalExpr>,
+    schema: &SchemaRef,
+) -> (Vec<FileGroup>, HashSet<String>) {
+    let files: Vec<&PartitionedFile> = groups.iter().flat_map(|g| g.files()).collect();
+    let statistics = files
+        .iter()
+        .map(|f| {
+            f.statistics
+                .clone()
+                .unwrap_or_else(|| Arc::new(Statistics::new_unknown(schema)))
+        })
+        .collect();
+    let keep = PruningPredicateBuilder::new()
+        .with_file_schema(Arc::clone(schema))
+        .try_build(predicate)
+        .and_then(|p| p.prune(&PrunableStatistics::new(statistics, Arc::clone(schema))))
+        .unwrap_or_else(|_| vec![true; files.len()]);
+    let kept: HashSet<String> = files
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(f, _)| f.object_meta.location.to_string())
+        .collect();
+    let groups = groups
+        .iter()
+        .map(|g| {
+            let files = g
+                .files()
+                .iter()
+                .filter(|f| kept.contains(f.object_meta.location.as_ref()))
+                .cloned()
+                .collect();
+            FileGroup::new(files)
+        })
+        .collect();
+    (groups, kept)
+}
+
+/// `spec` and `figures` with only the files in `kept`.
+fn kept_only(
+    spec: &ScanSpec,
+    figures: ScanFigures,
+    kept: &HashSet<String>,
+) -> (Arc<ScanSpec>, ScanFigures) {
+    let groups: Vec<Vec<ScanFile>> = spec
+        .groups
+        .iter()
+        .map(|g| {
+            g.iter()
+                .filter(|f| kept.contains(&f.path))
+                .cloned()
+                .collect()
+        })
+        .filter(|g: &Vec<ScanFile>| !g.is_empty())
+        .collect();
+    let files: Vec<&ScanFile> = groups.iter().flatten().collect();
+    let figures = ScanFigures {
+        partitions_scanned: files
+            .iter()
+            .map(|f| f.partition.as_str())
+            .collect::<HashSet<_>>()
+            .len(),
+        files_scanned: files.len(),
+        bytes_scanned: files.iter().map(|f| f.size).sum(),
+        rows_scanned: files.iter().map(|f| f.rows).sum(),
+        ..figures
+    };
+    let spec = ScanSpec {
+        warehouse: spec.warehouse.clone(),
+        metadata: Arc::clone(&spec.metadata),
+        version: spec.version,
+        groups,
+        projection: spec.projection.clone(),
+        limit: spec.limit,
+    };
+    (Arc::new(spec), figures)
 }
 
 /// The task size for regrouping `groups`: a scan planned as one partition stays one task, since
@@ -236,6 +347,8 @@ fn projected(files: &Arc<dyn ExecutionPlan>, spec: &ScanSpec) -> DfResult<Arc<Pl
 struct PortableFiles {
     scan: Arc<dyn ExecutionPlan>,
     predicate: Option<Arc<dyn PhysicalExpr>>,
+    /// The paths of the files kept, when join filters pruned them.
+    kept: Option<HashSet<String>>,
 }
 
 /// A table scan on a cluster's executor: DataFusion's scan of the files of its task (its
@@ -288,6 +401,11 @@ impl fmt::Debug for StoreSettings {
 }
 
 impl RemoteScanExec {
+    /// What pruning left of the table (here, before the job left).
+    pub(crate) fn figures(&self) -> ScanFigures {
+        self.figures
+    }
+
     /// The Parquet scan this executor runs: the input's file groups, each file with its rows
     /// and deleted rows from the spec.
     fn reader(&self, context: &TaskContext) -> DfResult<Arc<DataSourceExec>> {
@@ -615,6 +733,8 @@ struct ScanFileNode {
     /// The deleted rows as a portable roaring bitmap; empty when none are.
     #[prost(bytes = "vec", tag = "4")]
     deleted: Vec<u8>,
+    #[prost(string, tag = "5")]
+    partition: String,
 }
 
 /// `strata.ScanFigures`: what pruning left of the table, for `EXPLAIN`.
@@ -662,6 +782,7 @@ impl ScanNode {
                             size: f.size,
                             rows: f.rows,
                             deleted,
+                            partition: f.partition.clone(),
                         })
                     })
                     .collect::<DfResult<Vec<_>>>()?;
@@ -756,6 +877,7 @@ impl ScanNode {
                         };
                         Ok(ScanFile {
                             path: f.path,
+                            partition: f.partition,
                             size: f.size,
                             rows: f.rows,
                             deleted,
@@ -848,7 +970,7 @@ mod tests {
         let here = collect_partitioned(Arc::clone(&plan), session.context().task_ctx())
             .await
             .unwrap();
-        let remote = super::for_cluster(plan, 1).unwrap();
+        let remote = super::for_cluster(plan, 1, &std::collections::HashSet::new()).unwrap();
         let codec = StrataCodec::default();
         let node = PhysicalPlanNode::try_from_physical_plan(remote, &codec).unwrap();
         let task = session.context().task_ctx();

@@ -5,7 +5,6 @@
 //! ([`super::runtime_filter`]), waits for the hash-join filters it holds before it opens a
 //! file, and serves hot files from the scan cache ([`super::cached_scan`]).
 
-use std::any::Any;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -58,6 +57,22 @@ pub struct ScanFigures {
 }
 
 impl ScanFigures {
+    /// The figures of two scans together.
+    pub(crate) fn plus(&self, other: &Self) -> Self {
+        Self {
+            partitions_total: self.partitions_total.saturating_add(other.partitions_total),
+            partitions_scanned: self
+                .partitions_scanned
+                .saturating_add(other.partitions_scanned),
+            files_total: self.files_total.saturating_add(other.files_total),
+            files_scanned: self.files_scanned.saturating_add(other.files_scanned),
+            bytes_total: self.bytes_total.saturating_add(other.bytes_total),
+            bytes_scanned: self.bytes_scanned.saturating_add(other.bytes_scanned),
+            rows_total: self.rows_total.saturating_add(other.rows_total),
+            rows_scanned: self.rows_scanned.saturating_add(other.rows_scanned),
+        }
+    }
+
     pub(crate) fn of(partitions_total: usize, all: &[&DataFile], kept: &[&DataFile]) -> Self {
         let partitions_scanned = kept
             .iter()
@@ -110,6 +125,9 @@ impl ScanSpec {
 pub(crate) struct ScanFile {
     /// Its path under the warehouse root.
     pub(crate) path: String,
+    /// The name of the partition that holds it, for the figures of a scan pruned again before
+    /// it leaves (see [`crate::table::remote::for_cluster`]).
+    pub(crate) partition: String,
     pub(crate) size: u64,
     pub(crate) rows: u64,
     /// The rows its deletion vector deletes.
@@ -205,6 +223,22 @@ impl StrataScanExec {
         self.figures
     }
 
+    /// The dynamic filters of the joins whose expression id is in `ids`, as this scan's
+    /// Parquet reader holds them: over the table's columns.
+    pub(crate) fn reader_join_filters(&self, ids: &HashSet<u64>) -> Vec<Arc<dyn PhysicalExpr>> {
+        match parquet_source(&self.input).and_then(|(_, source)| source.filter()) {
+            Some(predicate) => {
+                crate::table::runtime_filter::dynamic_filters_among(&[predicate], ids)
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// The expression ids of the join filters this scan waits for before it reads.
+    pub(crate) fn awaited_ids(&self) -> impl Iterator<Item = u64> + '_ {
+        self.awaited.iter().filter_map(|f| f.expression_id())
+    }
+
     /// This scan, waiting for the dynamic filters in its runtime filters whose expression id is
     /// in `join_filters`; `None` when it holds none of them.
     ///
@@ -279,6 +313,22 @@ impl StrataScanExec {
             .cloned()
             .collect()
     }
+}
+
+/// The Parquet scan of a table scan's input (possibly below the repartition that spreads one
+/// file group over the target partitions).
+pub(crate) fn parquet_source(
+    input: &Arc<dyn ExecutionPlan>,
+) -> Option<(
+    &datafusion::datasource::physical_plan::FileScanConfig,
+    &ParquetSource,
+)> {
+    if let Some(repartition) = input.downcast_ref::<RepartitionExec>() {
+        return parquet_source(repartition.input());
+    }
+    input
+        .downcast_ref::<DataSourceExec>()?
+        .downcast_to_file_source::<ParquetSource>()
 }
 
 /// `input`, a Parquet scan (possibly below the repartition that spreads one file group over
@@ -543,27 +593,4 @@ impl ExecutionPlan for StrataScanExec {
                 .with_updated_node(Arc::new(node)),
         )
     }
-}
-
-/// Sums the scan figures of every Strata scan in a plan.
-pub fn scan_figures(plan: &Arc<dyn ExecutionPlan>) -> ScanFigures {
-    let mut total = ScanFigures::default();
-    fn walk(plan: &Arc<dyn ExecutionPlan>, total: &mut ScanFigures) {
-        if let Some(scan) = (plan.as_ref() as &dyn Any).downcast_ref::<StrataScanExec>() {
-            let f = scan.figures();
-            total.partitions_total += f.partitions_total;
-            total.partitions_scanned += f.partitions_scanned;
-            total.files_total += f.files_total;
-            total.files_scanned += f.files_scanned;
-            total.bytes_total += f.bytes_total;
-            total.bytes_scanned += f.bytes_scanned;
-            total.rows_total += f.rows_total;
-            total.rows_scanned += f.rows_scanned;
-        }
-        for child in plan.children() {
-            walk(child, total);
-        }
-    }
-    walk(plan, &mut total);
-    total
 }
