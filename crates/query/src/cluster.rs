@@ -145,35 +145,33 @@ pub(crate) async fn place(
     ) {
         return Ok(Placement::Here { reason });
     }
-    let joins = join_filters::find(plan, options.cluster_join_filter_rows);
+    let max_rows = options.cluster_join_filter_rows;
+    let joins = join_filters::find(plan, max_rows);
     let mut evaluated = HashSet::new();
     let mut described = Vec::with_capacity(joins.len());
     for join in &joins {
         match &context {
             Some(context) => {
-                described.push(join_filters::evaluate(join, Arc::clone(context)).await?);
-                evaluated.extend(join.id());
+                // A filter is only an optimisation: one whose build side fails or outgrows
+                // the limit is left out, and the job answers (or fails) on its own.
+                if let Ok(Some(keys)) =
+                    join_filters::evaluate(join, Arc::clone(context), max_rows).await
+                {
+                    described.push(keys);
+                    evaluated.extend(join.id());
+                }
             }
             None => described.push(join.describe()),
         }
     }
+    // Once a build side ran here the plan goes to the cluster whatever is left of it: this
+    // process cannot run the same plan again (its repartitions and joins hold their state).
     let remote =
         crate::table::remote::for_cluster(Arc::clone(plan), options.cluster_task_bytes, &evaluated)
             .map_err(Error::Plan)?;
     let reason = format!(
         "{files} data files after pruning, at least strata.cluster_min_files = {min_files}"
     );
-    let left = scan_figures(&remote).files_scanned;
-    if left < min_files {
-        // The join filters evaluated here left a job too small for the cluster. The plan
-        // here holds them too (a filter only ever keeps rows that can match).
-        return Ok(Placement::Here {
-            reason: format!(
-                "{left} data files after pruning by the join filters evaluated here, fewer \
-                 than strata.cluster_min_files = {min_files}"
-            ),
-        });
-    }
     Ok(Placement::Cluster {
         reason,
         plan: remote,

@@ -376,14 +376,26 @@ fn a_small_dimensions_keys_prune_the_fact_files_before_the_job_leaves() {
     assert!(!off.contains("join filter"), "{off}");
     assert!(off.contains("partitions=4/4, files=8/8"), "{off}");
     // The answers are those of one process: a year in the table, one with no rows in the
-    // dimension (the filter keeps no file), and the filter off.
-    for (year, settings) in [
-        (1991, &[][..]),
-        (1993, &[][..]),
-        (2099, &[][..]),
-        (1992, &["--set", "strata.cluster_join_filter_rows=0"][..]),
+    // dimension (the filter keeps no file), the filter off, a build side over the limit, and
+    // NOT IN, whose NULL keys the bounds must not drop.
+    let not_in = "SELECT count(*) AS n FROM d WHERE k NOT IN (SELECT k FROM f WHERE v > 3990)";
+    let not_in_null = "SELECT count(*) AS n FROM d WHERE k NOT IN \
+                       (SELECT CASE WHEN v = 3999 THEN NULL ELSE k END FROM f WHERE v > 3990)";
+    for (sql, settings) in [
+        (query(1991), &[][..]),
+        (query(1993), &[][..]),
+        (query(2099), &[][..]),
+        (
+            query(1992),
+            &["--set", "strata.cluster_join_filter_rows=0"][..],
+        ),
+        (
+            query(1992),
+            &["--set", "strata.cluster_join_filter_rows=5"][..],
+        ),
+        (not_in.to_string(), &[][..]),
+        (not_in_null.to_string(), &[][..]),
     ] {
-        let sql = query(year);
         let here = Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["--warehouse", &w, "--format", "csv", "-c", &sql])
             .output()

@@ -80,6 +80,9 @@ impl JoinFilter {
 /// build side of one picked is not picked: evaluating the outer one runs it.
 pub(crate) fn find(plan: &Arc<dyn ExecutionPlan>, max_rows: u64) -> Vec<JoinFilter> {
     let mut found = Vec::new();
+    if max_rows == 0 {
+        return found;
+    }
     walk(plan, max_rows, &mut found);
     found
 }
@@ -101,7 +104,9 @@ fn candidate(node: &Arc<dyn ExecutionPlan>, max_rows: u64) -> Option<JoinFilter>
     let join = (node.as_ref() as &dyn Any).downcast_ref::<HashJoinExec>()?;
     let filter = join_filter(join)?;
     let id = filter.expression_id()?;
-    if join.null_equality() != NullEquality::NullEqualsNothing {
+    // NULL keys must match NULL keys, or (NOT IN) a NULL probe key must reach the join:
+    // bounds would drop them.
+    if join.null_equality() != NullEquality::NullEqualsNothing || join.null_aware {
         return None;
     }
     let build_rows = scan_figures(join.left()).rows_scanned;
@@ -188,8 +193,14 @@ fn self_contained(plan: &Arc<dyn ExecutionPlan>) -> bool {
 }
 
 /// Runs the build side of `join` here and fills its dynamic filter with the bounds of its
-/// keys (and the keys themselves when few); returns what `EXPLAIN ANALYZE` says of it.
-pub(crate) async fn evaluate(join: &JoinFilter, context: Arc<TaskContext>) -> Result<String> {
+/// keys (and the keys themselves when few); returns what `EXPLAIN ANALYZE` says of it, or
+/// `None` when the build side has more than `max_rows` rows (the filter is then left empty:
+/// the estimate `find` used counts the rows read, not those joins above them make).
+pub(crate) async fn evaluate(
+    join: &JoinFilter,
+    context: Arc<TaskContext>,
+    max_rows: u64,
+) -> Result<Option<String>> {
     let exec = (join.join.as_ref() as &dyn Any)
         .downcast_ref::<HashJoinExec>()
         .ok_or_else(|| Error::Plan("a join filter without its hash join".to_string()))?;
@@ -211,6 +222,9 @@ pub(crate) async fn evaluate(join: &JoinFilter, context: Arc<TaskContext>) -> Re
     while let Some(batch) = stream.next().await {
         let batch = batch?;
         rows = rows.saturating_add(batch.num_rows() as u64);
+        if rows > max_rows {
+            return Ok(None);
+        }
         for (values, column) in seen.iter_mut().zip(batch.columns()) {
             values.add(column)?;
         }
@@ -233,24 +247,26 @@ pub(crate) async fn evaluate(join: &JoinFilter, context: Arc<TaskContext>) -> Re
         described.push(format!("[{min}, {max}]"));
         conjuncts.push(compare(probe, Operator::GtEq, min));
         conjuncts.push(compare(probe, Operator::LtEq, max));
-        if let Some(keys) = values.distinct.take() {
-            let list = keys
-                .into_iter()
-                .filter_map(|k| k.cast_to(&probe_type).ok())
-                .map(lit)
-                .collect::<Vec<_>>();
+        // A key that does not cast would be missing from the list: then only the bounds.
+        let listed = values.distinct.take().and_then(|keys| {
+            keys.into_iter()
+                .map(|k| k.cast_to(&probe_type).map(lit))
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .ok()
+        });
+        if let Some(list) = listed {
             conjuncts.push(in_list(Arc::clone(probe), list, &false, &probe_schema)?);
         }
     }
     if !conjuncts.is_empty() {
         join.filter.update(conjunction(conjuncts))?;
     }
-    Ok(format!(
+    Ok(Some(format!(
         "{}: {rows} rows of {} evaluated on the coordinator, keys {}",
         join.targets.join(", "),
         join.build_tables.join(", "),
         described.join(" and ")
-    ))
+    )))
 }
 
 fn compare(
