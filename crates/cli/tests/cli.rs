@@ -388,10 +388,22 @@ fn spawn_server(
     extra: &[&str],
     metrics: bool,
 ) -> (std::process::Child, String, Option<String>) {
+    spawn_server_with_env(warehouse, password, extra, metrics, &[])
+}
+
+/// [`spawn_server`] with `env` added to the server's environment (e.g. `AWS_*`).
+fn spawn_server_with_env(
+    warehouse: &str,
+    password: &str,
+    extra: &[&str],
+    metrics: bool,
+    env: &[(&str, String)],
+) -> (std::process::Child, String, Option<String>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_strata"));
     command
         .args(["serve", "--warehouse", warehouse, "--listen", "127.0.0.1:0"])
-        .args(extra);
+        .args(extra)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     if metrics {
         command.args(["--metrics-listen", "127.0.0.1:0"]);
     }

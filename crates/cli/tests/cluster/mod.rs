@@ -3,7 +3,7 @@
 //! query at SF 0.01 answers as DuckDB recorded (the bench's answer check), the query log
 //! records the jobs, `EXPLAIN` shows the placement and the stages, a killed executor's tasks
 //! run again on the other one, and `strata serve --cluster` answers Flight SQL clients from
-//! the cluster.
+//! the cluster; over a local directory and over S3 (moto).
 
 use std::io::BufRead;
 use std::path::Path;
@@ -433,21 +433,7 @@ fn a_query_outlives_an_executor_killed_while_it_runs() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = cluster(2, dir.path());
     let w = dir.path().join("wh").display().to_string();
-    // 8 files of 50,000 rows; a self join on a key of 250 values makes 1,600 rows per key
-    // meet 1,600: 640 million joined rows, seconds of work for the two executors.
-    on_cluster(
-        &w,
-        &cluster.url,
-        &[
-            "-c",
-            "CREATE TABLE t (k INT, v BIGINT) PARTITION BY RANGE (v) (
-                 PARTITION p0 VALUES LESS THAN (50001), PARTITION p1 VALUES LESS THAN (100001),
-                 PARTITION p2 VALUES LESS THAN (150001), PARTITION p3 VALUES LESS THAN (200001));
-             INSERT INTO t SELECT CAST(value % 250 AS INT), value FROM generate_series(1, 200000);
-             INSERT INTO t SELECT CAST(value % 250 AS INT), value FROM generate_series(1, 200000);",
-        ],
-    );
-    let query = "SELECT count(*) AS n FROM t a JOIN t b ON a.k = b.k";
+    on_cluster(&w, &cluster.url, &["-c", SELF_JOIN_TABLE]);
     let started = std::time::Instant::now();
     let running = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args([
@@ -460,7 +446,7 @@ fn a_query_outlives_an_executor_killed_while_it_runs() {
         ])
         .args(["--set", "strata.cluster_min_files=0"])
         .args(["--set", "strata.cluster_job_timeout=90 seconds"])
-        .args(["-c", query])
+        .args(["-c", SELF_JOIN])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -468,7 +454,21 @@ fn a_query_outlives_an_executor_killed_while_it_runs() {
     std::thread::sleep(std::time::Duration::from_millis(1000));
     // SIGKILL: no goodbye to the scheduler; its heartbeats stop.
     drop(cluster.executors.remove(0));
-    let outcome = running.wait_with_output().unwrap();
+    answered_or_failed_in_time(running.wait_with_output().unwrap(), started);
+}
+
+/// 8 files of 50,000 rows; [`SELF_JOIN`] on a key of 250 values makes 1,600 rows per key meet
+/// 1,600: 640 million joined rows, seconds of work for two executors.
+const SELF_JOIN_TABLE: &str = "CREATE TABLE t (k INT, v BIGINT) PARTITION BY RANGE (v) (
+    PARTITION p0 VALUES LESS THAN (50001), PARTITION p1 VALUES LESS THAN (100001),
+    PARTITION p2 VALUES LESS THAN (150001), PARTITION p3 VALUES LESS THAN (200001));
+    INSERT INTO t SELECT CAST(value % 250 AS INT), value FROM generate_series(1, 200000);
+    INSERT INTO t SELECT CAST(value % 250 AS INT), value FROM generate_series(1, 200000);";
+const SELF_JOIN: &str = "SELECT count(*) AS n FROM t a JOIN t b ON a.k = b.k";
+
+/// A query during which an executor was killed either answered right or failed with the
+/// cluster's error, within its 90 s timeout.
+fn answered_or_failed_in_time(outcome: std::process::Output, started: std::time::Instant) {
     let took = started.elapsed();
     assert!(
         took < std::time::Duration::from_secs(100),
@@ -618,7 +618,7 @@ fn every_query_answers_on_a_cluster_over_s3_with_an_executor_on_a_named_secret()
     };
 
     let (_scheduler, address) = start("scheduler", &["--bind", "127.0.0.1:0"]);
-    let _with_env = executor(&address, "executor-env", false);
+    let with_env = executor(&address, "executor-env", false);
     let _with_secret = executor(&address, "executor-secret", true);
     std::thread::sleep(std::time::Duration::from_secs(2));
     let url = format!("df://{address}");
@@ -698,6 +698,53 @@ fn every_query_answers_on_a_cluster_over_s3_with_an_executor_on_a_named_secret()
     let error = String::from_utf8_lossy(&o.stderr);
     assert!(error.contains("secret 'nope'"), "{error}");
     assert!(!error.contains("test"), "{error}");
+
+    // Flight SQL clients through `strata serve --cluster` over the bucket.
+    let (server, flight, _) = super::spawn_server_with_env(
+        "s3://warehouse/ssb",
+        "pw",
+        &["--cluster", &url, "--set", "strata.cluster_min_files=0"],
+        false,
+        &settings,
+    );
+    let _server = Process(server);
+    let remote = |sql: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["--remote", &flight, "--format", "csv", "-c", sql])
+            .env("STRATA_PASSWORD", "pw")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        stdout(&o)
+    };
+    assert_eq!(remote(sql), on_secret);
+    assert_eq!(
+        remote(
+            "SELECT count(*) AS jobs FROM system.query_log \
+             WHERE cluster_job IS NOT NULL AND query_text LIKE 'SELECT d_year%'"
+        ),
+        // The coordinator's run above, and the server's.
+        "jobs\n2\n"
+    );
+
+    // An executor killed while a query runs over the bucket: its tasks run again on the
+    // other one, or the query fails in time with a clear error.
+    coordinator("s3://warehouse/kill", &url, &["-c", SELF_JOIN_TABLE]);
+    let started = std::time::Instant::now();
+    let mut query = Command::new(env!("CARGO_BIN_EXE_strata"));
+    query
+        .args(["--warehouse", "s3://warehouse/kill", "--cluster", &url])
+        .args(["--format", "csv"])
+        .args(["--set", "strata.cluster_min_files=0"])
+        .args(["--set", "strata.cluster_job_timeout=90 seconds"])
+        .args(["-c", SELF_JOIN])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    aws(&mut query, true);
+    let running = query.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    drop(with_env);
+    answered_or_failed_in_time(running.wait_with_output().unwrap(), started);
 }
 
 /// The scheduler holds no data: killed, it fails the query it was running with a clear error,
@@ -715,18 +762,7 @@ fn a_scheduler_restart_loses_no_committed_data() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     let url = format!("df://{address}");
     let w = dir.path().join("wh").display().to_string();
-    on_cluster(
-        &w,
-        &url,
-        &[
-            "-c",
-            "CREATE TABLE t (k INT, v BIGINT) PARTITION BY RANGE (v) (
-                 PARTITION p0 VALUES LESS THAN (50001), PARTITION p1 VALUES LESS THAN (100001),
-                 PARTITION p2 VALUES LESS THAN (150001), PARTITION p3 VALUES LESS THAN (200001));
-             INSERT INTO t SELECT CAST(value % 250 AS INT), value FROM generate_series(1, 200000);
-             INSERT INTO t SELECT CAST(value % 250 AS INT), value FROM generate_series(1, 200000);",
-        ],
-    );
+    on_cluster(&w, &url, &["-c", SELF_JOIN_TABLE]);
     let count = "SELECT count(*) AS n, sum(v) AS s FROM t";
     let expected = "n,s\n400000,40000200000\n";
     assert_eq!(
@@ -737,7 +773,7 @@ fn a_scheduler_restart_loses_no_committed_data() {
     let running = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["--warehouse", &w, "--cluster", &url, "--format", "csv"])
         .args(["--set", "strata.cluster_min_files=0"])
-        .args(["-c", "SELECT count(*) AS n FROM t a JOIN t b ON a.k = b.k"])
+        .args(["-c", SELF_JOIN])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
