@@ -8,7 +8,8 @@ SCALING.md explains the model and quotes its output.
     # 1. measure: SSB at --sf on clusters of 1 and 2 executors (the warehouse must hold the
     #    suite: `strata bench load --suite ssb --sf 10`)
     benches/scaling.py measure --sf 10 --out benches/results/scaling-sf10.json
-    # 2. project: SF 100 and 1000 on 4..64 executors
+    # 2. the measurements as a table, and SF 100 and 1000 projected on 4..64 executors
+    benches/scaling.py table benches/results/scaling-sf10.json
     benches/scaling.py model benches/results/scaling-sf10.json
 
 Only the standard library is used.
@@ -240,6 +241,36 @@ def median_run(runs):
     return sorted(hot, key=lambda r: r["wall_s"])[len(hot) // 2]
 
 
+def table(args):
+    """The measurements as SCALING.md's table: per query, the hot medians and the figures of
+    the median run on each cluster."""
+    with open(args.measurements) as f:
+        m = json.load(f)
+    by_shape = {(c["executors"], c["slots"]): c for c in m["clusters"]}
+    one, two = by_shape[(1, 2)], by_shape[(2, 1)]
+    print("| query | one process s | cluster 1×2 s | cluster 2×1 s | job ran ms | coordinator ms "
+          "| stages / tasks | fact-stage task-seconds | store read MB | shuffle write KB "
+          "| fetched between executors KB (2×1) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    columns = ([], [], [])
+    for name in QUERIES:
+        local = statistics.median(m["local"][name][1:] or m["local"][name])
+        run, other = median_run(one["queries"][name]), median_run(two["queries"][name])
+        stages = run["stages"].values()
+        fact = max(stages, key=lambda s: s["store_read_bytes"])
+        fetched = sum(s["shuffle_fetch_bytes"] for s in other["stages"].values())
+        job = run["job"]
+        for column, value in zip(columns, (local, run["wall_s"], other["wall_s"])):
+            column.append(value)
+        print(f"| {name} | {local:.3f} | {run['wall_s']:.3f} | {other['wall_s']:.3f} "
+              f"| {job['ran_ms']} | {run['coordinator_s'] * 1000:.0f} "
+              f"| {job['stages']} / {job['tasks']} | {fact['task_seconds_sum']:.2f} "
+              f"| {sum(s['store_read_bytes'] for s in stages) / 1e6:.0f} "
+              f"| {job['shuffle_bytes'] / 1e3:.0f} | {fetched / 1e3:.0f} |")
+    means = " | ".join(f"**{geomean(c):.3f}**" for c in columns)
+    print(f"| **geomean** | {means} | | | | | | | |")
+
+
 def project(query, sf0, sf, n, a):
     """Seconds for one query measured at sf0, at scale `sf` on `n` executors.
 
@@ -365,6 +396,8 @@ def main():
     m.add_argument("--warehouse")
     m.add_argument("--runs", type=int, default=3, help="runs per query (the first is cold)")
     m.add_argument("--out", default=os.path.join(HERE, "results", "scaling.json"))
+    t = sub.add_parser("table", help="the measurements as SCALING.md's table")
+    t.add_argument("measurements")
     p = sub.add_parser("model", help="project measurements to larger clusters")
     p.add_argument("measurements")
     p.add_argument("--sf", type=float, nargs="+", default=[100, 1000])
@@ -395,6 +428,8 @@ def main():
     args = parser.parse_args()
     if args.command == "measure":
         measure(args)
+    elif args.command == "table":
+        table(args)
     else:
         model(args)
 
