@@ -31,6 +31,7 @@ use strata_query::{Warehouse, WarehouseOptions};
 mod allocator;
 mod backend;
 mod demo;
+mod logging;
 mod render;
 mod serve;
 mod shell;
@@ -371,21 +372,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
 fn main() -> ExitCode {
     allocator::configure();
     let args = Args::parse();
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&args.log_filter))
-        .with_writer(std::io::stderr);
-    match args.log_format {
-        // Colour codes only for a terminal: logs redirected to a file stay plain text.
-        LogFormat::Text => logs.with_ansi(std::io::stderr().is_terminal()).init(),
-        // The fields of the enclosing spans (the statement's query_id) are flattened into
-        // each line, as log pipelines (Loki, Datadog, Vector) index them.
-        LogFormat::Json => logs
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
-            .init(),
-    }
+    logging::init(&args.log_filter, matches!(args.log_format, LogFormat::Json));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

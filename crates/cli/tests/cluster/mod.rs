@@ -747,6 +747,47 @@ fn every_query_answers_on_a_cluster_over_s3_with_an_executor_on_a_named_secret()
     answered_or_failed_in_time(running.wait_with_output().unwrap(), started);
 }
 
+/// An executor whose scheduler is down says so once, not twice a second (Ballista retries and
+/// warns on every attempt; Strata lets one warning of each kind through per 30 s).
+#[test]
+fn an_executor_without_its_scheduler_warns_once() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nobody = free.local_addr().unwrap().to_string();
+    drop(free);
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args([
+            "cluster",
+            "executor",
+            "--scheduler",
+            &nobody,
+            "--work-dir",
+            &work,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+            .collect::<Vec<_>>()
+    });
+    // Ballista retries every 500 ms: six attempts or more.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines = reader.join().unwrap();
+    let warnings = lines
+        .iter()
+        .filter(|l| l.contains("Failed to connect to scheduler"))
+        .count();
+    assert_eq!(warnings, 1, "{lines:#?}");
+}
+
 /// The scheduler holds no data: killed, it fails the query it was running with a clear error,
 /// the warehouse answers every committed row without it, and once it is back the executors
 /// join it again and the cluster answers as before.
