@@ -30,7 +30,7 @@ QUERY_LAYERS = [
 
 # Crates that must not depend on a crate directly (they reach it through the one in between).
 FORBIDDEN_DEPENDENCIES = {
-    "crates/flight": ["strata-storage"],
+    "crates/server": ["strata-storage"],
     "crates/cli": ["strata-storage"],
 }
 

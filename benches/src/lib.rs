@@ -364,7 +364,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 runner::throughput(&location, &options, &queries, args.streams, flight.as_ref())
                     .await?;
             let engine = if flight.is_some() {
-                "strata-flight"
+                "strata-server"
             } else {
                 "strata"
             };

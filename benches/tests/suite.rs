@@ -148,18 +148,18 @@ async fn both_suites() {
     // The same streams through a Flight SQL server on the same warehouse.
     let location = dir.path().join("strata/ssb-sf0.01").display().to_string();
     let served = strata_query::Warehouse::open(&location).await.unwrap();
-    let users = strata_flight::ServerConfig::load(None, Some("bench-pw"))
+    let users = strata_server::ServerConfig::load(None, Some("bench-pw"))
         .unwrap()
         .users;
-    let auth = strata_flight::Authenticator::new(users, std::time::Duration::from_secs(600));
-    let listener = strata_flight::bind("127.0.0.1:0".parse().unwrap())
+    let auth = strata_server::Authenticator::new(users, std::time::Duration::from_secs(600));
+    let listener = strata_server::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let uri = format!("grpc://{}", listener.local_addr().unwrap());
-    tokio::spawn(strata_flight::serve(
+    tokio::spawn(strata_server::serve(
         served,
         listener,
-        strata_flight::ServeOptions::new(std::sync::Arc::new(auth)),
+        strata_server::ServeOptions::new(std::sync::Arc::new(auth)),
         std::future::pending(),
     ));
     let target = strata_bench::client::FlightTarget {

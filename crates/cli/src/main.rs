@@ -9,7 +9,7 @@
 //! strata init PATH                           create an empty warehouse
 //! strata demo [DIR]                           a sample star-schema warehouse, then the shell
 //! strata bench run --suite ssb --sf 1        benchmarks (see BENCHMARKS.md)
-//! strata serve [--listen 127.0.0.1:32010]     Arrow Flight SQL server (see strata-flight)
+//! strata serve [--listen 127.0.0.1:32010]     Arrow Flight SQL server (see strata-server)
 //! strata cluster scheduler | executor         processes of a Ballista cluster; `--cluster
 //!                                             df://host:port` runs large queries there
 //! strata hash-password                        argon2 hash of a password read from stdin
@@ -56,7 +56,7 @@ struct Args {
     remote: Option<String>,
 
     /// User to sign in as on the --remote server.
-    #[arg(long, env = "STRATA_USER", default_value = strata_flight::auth::DEFAULT_USER)]
+    #[arg(long, env = "STRATA_USER", default_value = strata_server::auth::DEFAULT_USER)]
     user: String,
 
     /// PEM certificate (or CA) to trust for a grpc+tls:// server.
@@ -310,7 +310,7 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
             std::io::stdin().read_line(&mut password)?;
             let password = password.trim_end_matches(['\r', '\n']);
             anyhow::ensure!(!password.is_empty(), "no password on stdin");
-            println!("{}", strata_flight::auth::hash_password(password)?);
+            println!("{}", strata_server::auth::hash_password(password)?);
             return Ok(());
         }
         Some(Command::Init { path }) => {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use strata_flight::auth::{DEFAULT_USER, random_password};
-use strata_flight::{Authenticator, Limits, Role, ServeOptions, ServerConfig};
 use strata_query::{Warehouse, WarehouseOptions};
+use strata_server::auth::{DEFAULT_USER, random_password};
+use strata_server::{Authenticator, Limits, Role, ServeOptions, ServerConfig};
 
 /// Flags of `strata serve`.
 #[derive(Debug, clap::Args)]
@@ -148,15 +148,15 @@ pub(crate) async fn run(
         load_endpoints,
         maintenance_tick: Duration::from_secs(args.maintenance_interval_secs.max(1)),
     };
-    let listener = strata_flight::bind(args.listen).await?;
+    let listener = strata_server::bind(args.listen).await?;
     // Metrics: the recorder is installed before anything runs, so no event goes uncounted.
     let _metrics = match args.metrics_listen {
         Some(address) => {
-            let handle = strata_flight::monitoring::install()?;
-            let metrics_listener = strata_flight::bind(address).await?;
+            let handle = strata_server::monitoring::install()?;
+            let metrics_listener = strata_server::bind(address).await?;
             let bound = metrics_listener.local_addr().unwrap_or(address);
             eprintln!("Prometheus metrics on http://{bound}/metrics (/healthz, /readyz)");
-            Some(AbortOnDrop(tokio::spawn(strata_flight::monitoring::serve(
+            Some(AbortOnDrop(tokio::spawn(strata_server::monitoring::serve(
                 metrics_listener,
                 warehouse.clone(),
                 handle,
@@ -178,7 +178,7 @@ pub(crate) async fn run(
     // runs them inside its query slots and timeout.
     // Ctrl-C ends the process; commits are atomic, so nothing is left half-written.
     let served =
-        strata_flight::serve(warehouse, listener, serve_options, std::future::pending()).await;
+        strata_server::serve(warehouse, listener, serve_options, std::future::pending()).await;
     served?;
     Ok(())
 }

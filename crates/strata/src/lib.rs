@@ -97,7 +97,7 @@ impl Warehouse {
         self.inner.location()
     }
 
-    /// The engine's warehouse, e.g. to serve it over Flight SQL with `strata-flight`.
+    /// The engine's warehouse, e.g. to serve it over Flight SQL with `strata-server`.
     pub fn engine(&self) -> &strata_query::Warehouse {
         &self.inner
     }

@@ -56,14 +56,14 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{Authenticator, Identity, Role};
 use crate::error::{status, stream_status};
-use crate::framing;
-use crate::ingest;
-use crate::metadata::{
+use crate::flight::framing;
+use crate::flight::ingest;
+use crate::flight::metadata::{
     self, ForeignKeys, SQL_INFO, SYSTEM_TABLE, TABLE, XDBC_TYPES, foreign_keys_schema,
     primary_keys_schema,
 };
+use crate::flight::wire::{WireTypes, wire_batch, wire_schema};
 use crate::policy::{self, LoadPolicy};
-use crate::wire::{WireTypes, wire_batch, wire_schema};
 
 /// The Flight action that cancels a query (Flight RPC, not in arrow-flight's SQL dispatch).
 const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";

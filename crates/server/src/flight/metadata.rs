@@ -21,7 +21,7 @@ use strata_query::Session;
 use strata_query::{Comments, Constraint};
 use tonic::Status;
 
-use crate::wire::{WireTypes, wire_schema};
+use crate::flight::wire::{WireTypes, wire_schema};
 
 /// Table type of warehouse tables.
 pub(crate) const TABLE: &str = "TABLE";

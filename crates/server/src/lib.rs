@@ -1,36 +1,29 @@
-//! `strata serve`: an Arrow Flight SQL server over a Strata warehouse, for BI tools and
-//! notebooks (ADBC, the Flight SQL JDBC driver, pyarrow).
+//! `strata serve`: the protocols BI tools and notebooks reach a Strata warehouse by, over one
+//! shared core of users, limits and policy.
 //!
 //! ```text
 //!  client ──gRPC/TLS──► auth (Basic → bearer token, checked on every call)
-//!                        └─► StrataFlightSql ──► per-caller strata_query::Session
+//!                        └─► flight: StrataFlightSql ──► per-caller strata_query::Session
 //!                              ├─ statements, prepared statements, ingest, cancel
 //!                              ├─ ingest channels: exactly-once appends, group commit
 //!                              └─ metadata: catalogs, schemas, tables, SQL info, types
+//!  scraper ──HTTP──────► monitoring: Prometheus metrics, health checks
 //! ```
 //!
-//! Modules: [`service`] (the Flight SQL RPCs), [`ingest`] (ingest channels), [`auth`] (users,
-//! passwords, tokens),
-//! [`metadata`] (what object browsers ask for), [`monitoring`] (Prometheus metrics and health
-//! checks over HTTP), `policy` (what remote SQL may not do), `wire` (Arrow types every client
-//! reads).
+//! Shared by every protocol: [`auth`] (users, passwords, tokens), `policy` (what remote SQL
+//! may not do) and the limits of [`Limits`]. [`flight`] is the Arrow Flight SQL service;
+//! [`monitoring`] serves Prometheus metrics and health checks over HTTP.
 
 #![warn(missing_docs)]
 
 /// Users, password hashes and bearer tokens.
 pub mod auth;
 mod error;
-mod framing;
-/// Exactly-once ingest channels: DoPut `["strata.ingest", table, channel, offset_token]`.
-pub mod ingest;
-/// Flight SQL metadata answers (catalogs, schemas, tables, keys, SQL info).
-pub mod metadata;
+/// The Arrow Flight SQL protocol: the service, ingest channels and metadata answers.
+pub mod flight;
 /// `--metrics-listen`: Prometheus `/metrics`, `/healthz` and `/readyz`.
 pub mod monitoring;
 mod policy;
-/// The Flight SQL service: auth, headers, tickets, streaming.
-pub mod service;
-mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,8 +38,8 @@ use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 
 pub use auth::{Authenticator, Role, ServerConfig, Users};
 pub use error::{Error, Result};
+pub use flight::service::{Limits, StrataFlightSql};
 pub use policy::LoadPolicy;
-pub use service::{Limits, StrataFlightSql};
 
 /// How a server runs.
 #[derive(Debug, Clone)]

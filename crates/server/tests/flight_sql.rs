@@ -14,8 +14,8 @@ use arrow_flight::sql::{
 };
 use arrow_flight::{CancelFlightInfoRequest, CancelStatus, FlightInfo, IpcMessage};
 use futures::TryStreamExt;
-use strata_flight::{Authenticator, Limits, Role, ServeOptions, ServerConfig};
 use strata_query::Warehouse;
+use strata_server::{Authenticator, Limits, Role, ServeOptions, ServerConfig};
 use tonic::transport::Channel;
 
 const PASSWORD: &str = "correct horse";
@@ -31,11 +31,11 @@ async fn start(limits: Limits) -> SocketAddr {
         Duration::from_secs(600),
     )));
     options.limits = limits;
-    let listener = strata_flight::bind("127.0.0.1:0".parse().unwrap())
+    let listener = strata_server::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let address = listener.local_addr().unwrap();
-    tokio::spawn(strata_flight::serve(
+    tokio::spawn(strata_server::serve(
         warehouse,
         listener,
         options,
@@ -938,11 +938,11 @@ async fn tls_with_certificate_and_key() {
         Duration::from_secs(600),
     )));
     options.tls = Some((cert, key));
-    let listener = strata_flight::bind("127.0.0.1:0".parse().unwrap())
+    let listener = strata_server::bind("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let port = listener.local_addr().unwrap().port();
-    tokio::spawn(strata_flight::serve(
+    tokio::spawn(strata_server::serve(
         warehouse,
         listener,
         options,
