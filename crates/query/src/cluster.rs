@@ -138,13 +138,14 @@ pub(crate) async fn place(
             ),
         });
     }
-    if let Err(reason) = crate::table::remote::for_cluster(
+    let unfiltered = match crate::table::remote::for_cluster(
         Arc::clone(plan),
         options.cluster_task_bytes,
         &HashSet::new(),
     ) {
-        return Ok(Placement::Here { reason });
-    }
+        Ok(remote) => remote,
+        Err(reason) => return Ok(Placement::Here { reason }),
+    };
     let max_rows = options.cluster_join_filter_rows;
     let joins = join_filters::find(plan, max_rows);
     let mut evaluated = HashSet::new();
@@ -166,9 +167,16 @@ pub(crate) async fn place(
     }
     // Once a build side ran here the plan goes to the cluster whatever is left of it: this
     // process cannot run the same plan again (its repartitions and joins hold their state).
-    let remote =
-        crate::table::remote::for_cluster(Arc::clone(plan), options.cluster_task_bytes, &evaluated)
-            .map_err(Error::Plan)?;
+    // The scans take the filters as they are made remote, so a filled one means a new plan.
+    let remote = match evaluated.is_empty() {
+        true => unfiltered,
+        false => crate::table::remote::for_cluster(
+            Arc::clone(plan),
+            options.cluster_task_bytes,
+            &evaluated,
+        )
+        .map_err(Error::Plan)?,
+    };
     let reason = format!(
         "{files} data files after pruning, at least strata.cluster_min_files = {min_files}"
     );

@@ -539,14 +539,10 @@ impl Session {
             Ok(plan) if !matches!(plan, datafusion::logical_expr::LogicalPlan::Dml(_)) => plan,
             _ => return Ok(None),
         };
-        let ctx = self.context();
-        let physical = ctx
-            .execute_logical_plan(plan)
-            .await?
-            .create_physical_plan()
-            .await?;
+        let physical = self.physical_plan(plan).await?;
         let options = self.strata_options();
-        let placement = crate::cluster::place(&physical, &options, Some(ctx.task_ctx())).await?;
+        let placement =
+            crate::cluster::place(&physical, &options, Some(self.context().task_ctx())).await?;
         let Placement::Cluster { plan, .. } = &placement else {
             return Ok(None);
         };
@@ -581,18 +577,25 @@ impl Session {
         params: Option<&ParamValues>,
     ) -> Result<Vec<arrow::array::RecordBatch>> {
         let plan = self.plan(statement, params).await?;
-        let ctx = self.context();
-        let physical = ctx
-            .execute_logical_plan(plan)
-            .await?
-            .create_physical_plan()
-            .await?;
+        let physical = self.physical_plan(plan).await?;
         let placement = crate::cluster::place(&physical, &self.strata_options(), None).await?;
         let mut rows = placement.describe();
         if let Placement::Cluster { plan, .. } = &placement {
-            rows.extend(crate::cluster::stages(plan, &ctx.copied_config())?);
+            rows.extend(crate::cluster::stages(
+                plan,
+                &self.context().copied_config(),
+            )?);
         }
         Ok(vec![plan_rows(rows)?])
+    }
+
+    /// The physical plan of `plan`, as this session's context makes it.
+    async fn physical_plan(
+        &self,
+        plan: datafusion::logical_expr::LogicalPlan,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let frame = self.context().execute_logical_plan(plan).await?;
+        Ok(frame.create_physical_plan().await?)
     }
 }
 

@@ -95,6 +95,15 @@ fn on_cluster(warehouse: &str, url: &str, args: &[&str]) -> String {
     stdout(&o)
 }
 
+/// `strata --warehouse w --format csv -c sql` without a cluster; its stdout.
+fn in_one_process(warehouse: &str, sql: &str) -> String {
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["--warehouse", warehouse, "--format", "csv", "-c", sql])
+        .output()
+        .expect("strata runs");
+    stdout(&o)
+}
+
 /// At SF 0.01; at SF 1 with `STRATA_LONG_TESTS=1`.
 #[test]
 fn every_ssb_and_tpch_query_answers_on_a_cluster_of_two_executors() {
@@ -210,10 +219,7 @@ fn explain_says_where_a_query_runs_and_shows_its_stages() {
     // A coordinator that plans one partition (one core) gets one task per scan: the
     // operators above it expect a single partition.
     let ordered = "SELECT k, sum(v) AS s FROM f GROUP BY k ORDER BY k LIMIT 3";
-    let here = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["--warehouse", &w, "--format", "csv", "-c", ordered])
-        .output()
-        .unwrap();
+    let here = in_one_process(&w, ordered);
     let one_partition = [
         "--set",
         "datafusion.execution.target_partitions=1",
@@ -224,7 +230,7 @@ fn explain_says_where_a_query_runs_and_shows_its_stages() {
         "-c",
         ordered,
     ];
-    assert_eq!(on_cluster(&w, &cluster.url, &one_partition), stdout(&here));
+    assert_eq!(on_cluster(&w, &cluster.url, &one_partition), here);
     // EXPLAIN ANALYZE of a write answers as without a cluster (writes run here).
     let delete = on_cluster(
         &w,
@@ -294,13 +300,10 @@ fn explain_says_where_a_query_runs_and_shows_its_stages() {
     );
     // The rows are the same on the cluster and here.
     let sql = "SELECT k, sum(v) AS s, count(*) AS n FROM f GROUP BY k ORDER BY k";
-    let here = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["--warehouse", &w, "--format", "csv", "-c", sql])
-        .output()
-        .unwrap();
+    let here = in_one_process(&w, sql);
     assert_eq!(
         on_cluster(&w, &cluster.url, &["--format", "csv", "-c", sql]),
-        stdout(&here)
+        here
     );
     drop(cluster);
 }
@@ -396,16 +399,13 @@ fn a_small_dimensions_keys_prune_the_fact_files_before_the_job_leaves() {
         (not_in.to_string(), &[][..]),
         (not_in_null.to_string(), &[][..]),
     ] {
-        let here = Command::new(env!("CARGO_BIN_EXE_strata"))
-            .args(["--warehouse", &w, "--format", "csv", "-c", &sql])
-            .output()
-            .unwrap();
+        let here = in_one_process(&w, &sql);
         let there = on_cluster(
             &w,
             &cluster.url,
             &[&csv[..], settings, &["-c", &sql]].concat(),
         );
-        assert_eq!(there, stdout(&here), "{sql}");
+        assert_eq!(there, here, "{sql}");
     }
     // The query log records what the job read: the pruned files.
     let logged = on_cluster(
@@ -826,11 +826,8 @@ fn a_scheduler_restart_loses_no_committed_data() {
     let error = String::from_utf8_lossy(&outcome.stderr);
     assert!(error.contains("cluster job"), "{error}");
     // Without a scheduler, the committed rows are all there (read here).
-    let here = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["--warehouse", &w, "--format", "csv", "-c", count])
-        .output()
-        .unwrap();
-    assert_eq!(stdout(&here), expected);
+    let here = in_one_process(&w, count);
+    assert_eq!(here, expected);
     // A write goes on without the cluster too: commits are the coordinator's.
     on_cluster(&w, &url, &["-c", "INSERT INTO t VALUES (1, 200000)"]);
     // The same address again: the executor's heartbeats find the new scheduler.
