@@ -12,7 +12,7 @@
 //! strata serve [--listen 127.0.0.1:32010]     Arrow Flight SQL server (see strata-server)
 //! strata cluster scheduler | executor         processes of a Ballista cluster; `--cluster
 //!                                             df://host:port` runs large queries there
-//! strata hash-password                        argon2 hash of a password read from stdin
+//! strata hash-password                        argon2 hash and SCRAM verifier of a password (stdin)
 //! ```
 //! Results go to stdout (`--format table|csv|tsv|json|ndjson|markdown`), errors to stderr
 //! with exit code 1.
@@ -131,7 +131,8 @@ enum Command {
     Bench(strata_bench::BenchArgs),
     /// Serve the warehouse to Arrow Flight SQL clients (ADBC, JDBC, pyarrow).
     Serve(serve::ServeArgs),
-    /// Print an argon2 hash of a password read from stdin, for `password_hash` in strata.toml.
+    /// Print the `password_hash` (argon2) and `scram_sha_256` lines of a strata.toml user for a
+    /// password read from stdin.
     HashPassword,
     /// Run a process of a Ballista cluster: the scheduler, or an executor.
     #[command(subcommand)]
@@ -310,7 +311,13 @@ async fn run(mut args: Args) -> anyhow::Result<()> {
             std::io::stdin().read_line(&mut password)?;
             let password = password.trim_end_matches(['\r', '\n']);
             anyhow::ensure!(!password.is_empty(), "no password on stdin");
-            println!("{}", strata_server::auth::hash_password(password)?);
+            // Both lines of a `[[users]]` entry: the argon2 hash (Flight, HTTP, PostgreSQL over
+            // TLS) and the SCRAM-SHA-256 verifier PostgreSQL clients sign in against.
+            println!(
+                "password_hash = \"{}\"\nscram_sha_256 = \"{}\"",
+                strata_server::auth::hash_password(password)?,
+                strata_server::auth::scram::ScramVerifier::new(password)
+            );
             return Ok(());
         }
         Some(Command::Init { path }) => {

@@ -67,6 +67,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "STRATA_METRICS_LISTEN")]
     metrics_listen: Option<SocketAddr>,
 
+    /// Also serve the PostgreSQL wire protocol on this address (e.g. 127.0.0.1:5432), for
+    /// psql, JDBC, psycopg and BI tools' PostgreSQL drivers; TLS with --tls-cert.
+    #[arg(long, env = "STRATA_PG_LISTEN")]
+    pg_listen: Option<SocketAddr>,
+
     /// Turn authentication off. Anyone who reaches the port can read and change the
     /// warehouse: for local experiments only.
     #[arg(long)]
@@ -111,7 +116,8 @@ pub(crate) async fn run(
     } else {
         if users.is_empty() {
             anyhow::ensure!(
-                args.listen.ip().is_loopback(),
+                args.listen.ip().is_loopback()
+                    && args.pg_listen.is_none_or(|a| a.ip().is_loopback()),
                 "no users are configured, so the server only listens on a loopback address: \
                  set STRATA_PASSWORD or --config strata.toml to listen on {}",
                 args.listen
@@ -125,12 +131,13 @@ pub(crate) async fn run(
         }
         Authenticator::new(users, Duration::from_secs(args.token_lifetime_mins * 60))
     };
-    if auth.enabled() && args.tls_cert.is_none() && !args.listen.ip().is_loopback() {
-        eprintln!(
-            "WARNING: listening on {} without TLS: passwords and tokens cross the network in \
-             clear text. Use --tls-cert and --tls-key.",
-            args.listen
-        );
+    for address in std::iter::once(args.listen).chain(args.pg_listen) {
+        if auth.enabled() && args.tls_cert.is_none() && !address.ip().is_loopback() {
+            eprintln!(
+                "WARNING: listening on {address} without TLS: passwords, tokens and results \
+                 cross the network in clear text. Use --tls-cert and --tls-key."
+            );
+        }
     }
     let warehouse = Warehouse::open_with(location, options)
         .await
@@ -147,7 +154,27 @@ pub(crate) async fn run(
         load_locations,
         load_endpoints,
         maintenance_tick: Duration::from_secs(args.maintenance_interval_secs.max(1)),
+        pg_listener: match args.pg_listen {
+            Some(address) => Some(strata_server::bind(address).await?),
+            None => None,
+        },
     };
+    if let Some(bound) = serve_options
+        .pg_listener
+        .as_ref()
+        .and_then(|pg| pg.local_addr().ok())
+    {
+        eprintln!(
+            "PostgreSQL wire protocol on {bound}: psql \"host={} port={} user=strata{}\"",
+            bound.ip(),
+            bound.port(),
+            if serve_options.tls.is_some() {
+                " sslmode=require"
+            } else {
+                ""
+            }
+        );
+    }
     let listener = strata_server::bind(args.listen).await?;
     // Metrics: the recorder is installed before anything runs, so no event goes uncounted.
     let _metrics = match args.metrics_listen {

@@ -290,8 +290,8 @@ fn memory_limit_spills_sorts_and_refuses_what_cannot_fit() {
     assert!(err.contains("Resources exhausted"), "{err}");
 }
 
-/// A Python with pyarrow, the ADBC Flight SQL driver, moto (a local S3), DuckDB and
-/// prometheus_client (its text-format parser): `$STRATA_TEST_VENV`,
+/// A Python with pyarrow, the ADBC Flight SQL driver, moto (a local S3), DuckDB,
+/// prometheus_client (its text-format parser), psycopg and SQLAlchemy: `$STRATA_TEST_VENV`,
 /// or a venv under `~/.cache/strata-venv` created (once) with pip.
 fn python_with_flight_clients() -> std::path::PathBuf {
     let venv = std::env::var_os("STRATA_TEST_VENV")
@@ -306,7 +306,7 @@ fn python_with_flight_clients() -> std::path::PathBuf {
             .args([
                 "-c",
                 "import pyarrow.flight, adbc_driver_flightsql.dbapi, moto.server, boto3, duckdb, \
-                 prometheus_client.parser",
+                 prometheus_client.parser, psycopg, sqlalchemy",
             ])
             .status()
             .is_ok_and(|s| s.success())
@@ -328,6 +328,8 @@ fn python_with_flight_clients() -> std::path::PathBuf {
                 "moto[server]",
                 "duckdb",
                 "prometheus-client",
+                "psycopg[binary]",
+                "sqlalchemy",
             ])
             .status()
             .expect("pip runs");
@@ -2169,3 +2171,6 @@ fn manifest_dir() -> std::path::PathBuf {
         std::path::PathBuf::from,
     )
 }
+
+#[path = "pg/mod.rs"]
+mod pg;

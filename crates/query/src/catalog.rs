@@ -22,6 +22,7 @@ pub(crate) mod tasks;
 pub(crate) mod viewer;
 pub(crate) mod views;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -42,6 +43,10 @@ use planner::Planner;
 use system::{CONSTRAINT_VIEWS, SYSTEM_TABLES, constraint_view, system_table};
 pub(crate) use viewer::{User, Viewer};
 
+/// Schemas a client protocol adds to every database of one session (the PostgreSQL server's
+/// `pg_catalog`), registered through DataFusion's `CatalogProvider::register_schema`.
+type ProtocolSchemas = Arc<std::sync::RwLock<HashMap<String, Arc<dyn SchemaProvider>>>>;
+
 /// All databases of a warehouse.
 #[derive(Debug)]
 pub(crate) struct StrataCatalogList {
@@ -49,6 +54,7 @@ pub(crate) struct StrataCatalogList {
     /// Plans views' stored queries.
     planner: Arc<dyn Planner>,
     viewer: Viewer,
+    protocol_schemas: ProtocolSchemas,
 }
 
 impl StrataCatalogList {
@@ -58,6 +64,7 @@ impl StrataCatalogList {
             warehouse,
             planner,
             viewer,
+            protocol_schemas: ProtocolSchemas::default(),
         }
     }
 }
@@ -87,6 +94,7 @@ impl CatalogProviderList for StrataCatalogList {
                     planner: Arc::clone(&self.planner),
                     viewer: self.viewer.clone(),
                     database: name.to_string(),
+                    protocol_schemas: Arc::clone(&self.protocol_schemas),
                 }) as Arc<dyn CatalogProvider>
             })
     }
@@ -99,6 +107,17 @@ struct StrataDatabase {
     planner: Arc<dyn Planner>,
     viewer: Viewer,
     database: String,
+    protocol_schemas: ProtocolSchemas,
+}
+
+impl StrataDatabase {
+    fn protocol_schemas(
+        &self,
+    ) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<dyn SchemaProvider>>> {
+        self.protocol_schemas
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl CatalogProvider for StrataDatabase {
@@ -109,10 +128,42 @@ impl CatalogProvider for StrataDatabase {
             .map(|d| d.schemas.keys().cloned().collect())
             .unwrap_or_default();
         names.push(SYSTEM_SCHEMA.to_string());
+        names.extend(self.protocol_schemas().keys().cloned());
         names
     }
 
+    /// Adds a schema a client protocol serves (`pg_catalog`) to this session's view of every
+    /// database; it lives in the session, never in the warehouse's catalog. Databases' own
+    /// schemas, `system` and `information_schema` cannot be shadowed.
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> DfResult<Option<Arc<dyn SchemaProvider>>> {
+        let taken = name == SYSTEM_SCHEMA
+            || name == INFORMATION_SCHEMA
+            || self
+                .warehouse
+                .catalog()
+                .schema(&self.database, name)
+                .is_ok();
+        if taken {
+            return Err(DataFusionError::Plan(format!(
+                "schema {name} exists in database {}",
+                self.database
+            )));
+        }
+        Ok(self
+            .protocol_schemas
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), schema))
+    }
+
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if let Some(schema) = self.protocol_schemas().get(name) {
+            return Some(Arc::clone(schema));
+        }
         if name == INFORMATION_SCHEMA {
             return Some(Arc::new(InformationSchema {
                 inner: InformationSchemaProvider::new(Arc::new(StrataCatalogList::new(

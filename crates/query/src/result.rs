@@ -90,6 +90,31 @@ impl StatementResult {
     }
 }
 
+impl StatementResult {
+    /// The rows a DML statement changed: the `count` of INSERT, UPDATE and DELETE, or MERGE's
+    /// inserted, updated and deleted rows together; `None` for any other result.
+    pub fn changed_rows(&self) -> Option<u64> {
+        let names: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        let counts = matches!(
+            names.as_slice(),
+            ["count"] | ["rows_inserted", "rows_updated", "rows_deleted"]
+        );
+        counts.then(|| {
+            self.batches
+                .iter()
+                .flat_map(|b| b.columns())
+                .filter_map(|c| c.as_any().downcast_ref::<UInt64Array>())
+                .flat_map(|a| a.iter().flatten())
+                .fold(0u64, u64::saturating_add)
+        })
+    }
+}
+
 /// `schema` with the names a query wrote: without the marks that kept repeated names apart
 /// while DataFusion planned it (see [`crate::parser`]); `None` when no name carries one.
 pub(crate) fn visible_schema(schema: &SchemaRef) -> Option<SchemaRef> {

@@ -45,6 +45,8 @@ pub struct Session {
     last_query_id: Option<String>,
     /// What the running statement did on the cluster, for its query log record.
     cluster_job: Option<crate::cluster::JobFigures>,
+    /// How this session's statements arrive, as the query log records it.
+    protocol: &'static str,
 }
 
 impl std::fmt::Debug for Session {
@@ -162,6 +164,7 @@ impl Session {
             viewer,
             last_query_id: None,
             cluster_job: None,
+            protocol: "embedded",
         }
     }
 
@@ -192,6 +195,17 @@ impl Session {
             name: name.to_string(),
             admin,
         });
+    }
+
+    /// Records this session's statements as arriving by `protocol` (`flight`, `postgres`,
+    /// `http`; `embedded` until a server says otherwise): the query log's `protocol` column.
+    pub fn set_protocol(&mut self, protocol: &'static str) {
+        self.protocol = protocol;
+    }
+
+    /// How this session's statements arrive.
+    pub fn protocol(&self) -> &'static str {
+        self.protocol
     }
 
     /// The user this session's statements run as.
@@ -356,7 +370,7 @@ impl Session {
 
     /// Makes `database.schema` the current schema (unqualified names resolve there); fails if
     /// it does not exist.
-    pub(crate) fn set_schema(&mut self, database: &str, schema: &str) -> Result<()> {
+    pub fn set_schema(&mut self, database: &str, schema: &str) -> Result<()> {
         self.warehouse.catalog().schema(database, schema)?;
         {
             let state = self.ctx.state_ref();

@@ -170,6 +170,7 @@ impl Session {
                 query_id,
                 session_id: self.id(),
                 user_name: self.user_name(),
+                protocol: self.protocol(),
                 text: &statement.text,
                 started_at,
                 elapsed: clock.elapsed(),

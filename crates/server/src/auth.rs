@@ -15,8 +15,13 @@
 //! [[users]]
 //! name = "alice"
 //! password_hash = "$argon2id$v=19$m=19456,t=2,p=1$..."   # `strata hash-password`
+//! scram_sha_256 = "SCRAM-SHA-256$4096:...$...:..."       # the same password, for PostgreSQL
 //! role = "admin"                                         # or "user" (the default)
 //! ```
+//!
+//! PostgreSQL clients sign in with SCRAM-SHA-256 against `scram_sha_256` (see [`scram`]): the
+//! password never crosses the wire. A user without one may send the password itself, checked
+//! against the argon2 hash, over TLS only.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -31,6 +36,11 @@ use tonic::Status;
 use tonic::metadata::MetadataMap;
 
 use crate::error::{Error, Result};
+
+/// SCRAM-SHA-256 verifiers and the server's half of the exchange.
+pub mod scram;
+
+use scram::ScramVerifier;
 
 /// The user `STRATA_PASSWORD` sets the password of.
 pub const DEFAULT_USER: &str = "strata";
@@ -103,6 +113,16 @@ impl ServerConfig {
                         user.name
                     ),
                 })?;
+                if let Some(verifier) = &user.scram_sha_256 {
+                    ScramVerifier::parse(verifier).map_err(|e| Error::Config {
+                        path: path.display().to_string(),
+                        reason: format!(
+                            "user '{}': scram_sha_256 is {e}; create one with \
+                             `strata hash-password`",
+                            user.name
+                        ),
+                    })?;
+                }
                 loaded.users.users.insert(user.name.clone(), user);
             }
             loaded.load_locations = parsed.load_locations;
@@ -119,6 +139,9 @@ impl ServerConfig {
 struct UserEntry {
     name: String,
     password_hash: String,
+    /// The same password's SCRAM-SHA-256 verifier, for PostgreSQL clients.
+    #[serde(default)]
+    scram_sha_256: Option<String>,
     #[serde(default)]
     role: Role,
 }
@@ -135,6 +158,7 @@ impl Users {
         let entry = UserEntry {
             name: name.to_string(),
             password_hash: hash_password(password)?,
+            scram_sha_256: Some(ScramVerifier::new(password).to_string()),
             role,
         };
         self.users.insert(name.to_string(), entry);
@@ -144,6 +168,13 @@ impl Users {
     /// Whether no user is configured.
     pub fn is_empty(&self) -> bool {
         self.users.is_empty()
+    }
+
+    /// The SCRAM-SHA-256 verifier and role of `name`, if they have one.
+    fn scram(&self, name: &str) -> Option<(ScramVerifier, Role)> {
+        let user = self.users.get(name)?;
+        let verifier = ScramVerifier::parse(user.scram_sha_256.as_deref()?).ok()?;
+        Some((verifier, user.role))
     }
 
     /// The role of `name` if `password` is theirs.
@@ -254,11 +285,7 @@ impl Authenticator {
         from: Option<std::net::IpAddr>,
     ) -> Result<Identity, Status> {
         let Some(users) = &self.users else {
-            return Ok(Identity {
-                user: "anonymous".to_string(),
-                role: Role::User,
-                session_key: "anonymous".to_string(),
-            });
+            return Ok(anonymous());
         };
         let header = metadata
             .get("authorization")
@@ -306,62 +333,136 @@ impl Authenticator {
                 return Ok(*role);
             }
         }
-        let keys = [
-            Some(format!("user:{user}")),
-            from.map(|ip| format!("addr:{ip}")),
-        ];
-        {
-            let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-            failures.retain(|_, f| now.duration_since(f.last) < FAILURE_WINDOW.max(LOCKOUT));
-            for k in keys.iter().flatten() {
-                if let Some(f) = failures.get(k)
-                    && f.count >= MAX_FAILURES
-                {
-                    let wait = LOCKOUT.saturating_sub(now.duration_since(f.last)).as_secs() + 1;
-                    let what = if k.starts_with("user:") {
-                        format!("of user '{user}'")
-                    } else {
-                        "from this address".to_string()
-                    };
-                    return Err(Status::unauthenticated(format!(
-                        "too many failed sign-ins {what}; try again in {wait} s"
-                    )));
-                }
-            }
-        }
+        self.check_lockout(user, from)?;
         let verdict = off_the_workers(|| users.verify(user, password));
+        self.note_outcome(user, from, verdict);
+        if let Some(role) = verdict {
+            self.verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, (role, now + VERIFIED_LIFETIME));
+        }
+        verdict.ok_or_else(|| Status::unauthenticated("invalid username or password"))
+    }
+
+    /// Refuses a user, or an address, locked out by recent failures, before any hashing.
+    fn check_lockout(&self, user: &str, from: Option<std::net::IpAddr>) -> Result<(), Status> {
+        let now = Instant::now();
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match verdict {
-            Some(role) => {
-                for k in keys.iter().flatten() {
-                    failures.remove(k);
-                }
-                self.verified
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key, (role, now + VERIFIED_LIFETIME));
-                Ok(role)
-            }
-            None => {
-                for k in keys.into_iter().flatten() {
-                    let f = failures.entry(k).or_insert(Failures {
-                        count: 0,
-                        first: now,
-                        last: now,
-                    });
-                    if now.duration_since(f.first) > FAILURE_WINDOW {
-                        *f = Failures {
-                            count: 0,
-                            first: now,
-                            last: now,
-                        };
-                    }
-                    f.count = f.count.saturating_add(1);
-                    f.last = now;
-                }
-                Err(Status::unauthenticated("invalid username or password"))
+        failures.retain(|_, f| now.duration_since(f.last) < FAILURE_WINDOW.max(LOCKOUT));
+        for k in failure_keys(user, from).iter().flatten() {
+            if let Some(f) = failures.get(k)
+                && f.count >= MAX_FAILURES
+            {
+                let wait = LOCKOUT.saturating_sub(now.duration_since(f.last)).as_secs() + 1;
+                let what = if k.starts_with("user:") {
+                    format!("of user '{user}'")
+                } else {
+                    "from this address".to_string()
+                };
+                return Err(Status::unauthenticated(format!(
+                    "too many failed sign-ins {what}; try again in {wait} s"
+                )));
             }
         }
+        Ok(())
+    }
+
+    /// Counts a sign-in's outcome (`Some(role)`: it succeeded) for the lockouts.
+    fn note_outcome(&self, user: &str, from: Option<std::net::IpAddr>, verdict: Option<Role>) {
+        let now = Instant::now();
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let keys = failure_keys(user, from);
+        if verdict.is_some() {
+            for k in keys.iter().flatten() {
+                failures.remove(k);
+            }
+            return;
+        }
+        for k in keys.into_iter().flatten() {
+            let f = failures.entry(k).or_insert(Failures {
+                count: 0,
+                first: now,
+                last: now,
+            });
+            if now.duration_since(f.first) > FAILURE_WINDOW {
+                *f = Failures {
+                    count: 0,
+                    first: now,
+                    last: now,
+                };
+            }
+            f.count = f.count.saturating_add(1);
+            f.last = now;
+        }
+    }
+
+    /// Signs in a client that sent its password itself (PostgreSQL's cleartext method, over
+    /// TLS): checked against the argon2 hash, with the same lockouts as Basic credentials.
+    pub fn sign_in_with_password(
+        &self,
+        user: &str,
+        password: &str,
+        from: Option<std::net::IpAddr>,
+    ) -> Result<Identity, Status> {
+        let Some(users) = &self.users else {
+            return Ok(anonymous());
+        };
+        let role = self.verify(users, user, password, from)?;
+        Ok(Identity {
+            user: user.to_string(),
+            role,
+            session_key: format!("user:{user}"),
+        })
+    }
+
+    /// How a PostgreSQL client named `user` must sign in: `Ok(Some(verifier))` for SCRAM,
+    /// `Ok(None)` when the user has no SCRAM verifier (only its password, over TLS, will do).
+    /// An unknown user gets a made-up verifier, the same on every try, so that the exchange
+    /// does not tell which users exist; it never succeeds. A locked-out user or address is
+    /// refused here.
+    pub fn scram_verifier(
+        &self,
+        user: &str,
+        from: Option<std::net::IpAddr>,
+    ) -> Result<Option<ScramVerifier>, Status> {
+        let Some(users) = &self.users else {
+            return Ok(None);
+        };
+        self.check_lockout(user, from)?;
+        if let Some((verifier, _)) = users.scram(user) {
+            return Ok(Some(verifier));
+        }
+        if users.users.contains_key(user) {
+            return Ok(None);
+        }
+        use std::hash::BuildHasher;
+        let salt = self.digest_key.hash_one(("scram-salt", user)).to_le_bytes();
+        Ok(Some(ScramVerifier::with_salt(
+            &random_password(),
+            [salt, salt].concat(),
+            scram::ITERATIONS,
+        )))
+    }
+
+    /// Records the end of a SCRAM exchange for `user`: their identity when `proved`.
+    pub fn scram_outcome(
+        &self,
+        user: &str,
+        from: Option<std::net::IpAddr>,
+        proved: bool,
+    ) -> Result<Identity, Status> {
+        let role = match &self.users {
+            None => return Ok(anonymous()),
+            Some(users) => users.scram(user).filter(|_| proved).map(|(_, role)| role),
+        };
+        self.note_outcome(user, from, role);
+        let role = role.ok_or_else(|| Status::unauthenticated("invalid username or password"))?;
+        Ok(Identity {
+            user: user.to_string(),
+            role,
+            session_key: format!("user:{user}"),
+        })
     }
 
     /// A new bearer token for an authenticated caller.
@@ -402,6 +503,23 @@ impl Authenticator {
             None => Err(Status::unauthenticated("unknown token: authenticate again")),
         }
     }
+}
+
+/// Who calls a server without authentication.
+fn anonymous() -> Identity {
+    Identity {
+        user: "anonymous".to_string(),
+        role: Role::User,
+        session_key: "anonymous".to_string(),
+    }
+}
+
+/// The lockout counters a sign-in of `user` from `from` counts in.
+fn failure_keys(user: &str, from: Option<std::net::IpAddr>) -> [Option<String>; 2] {
+    [
+        Some(format!("user:{user}")),
+        from.map(|ip| format!("addr:{ip}")),
+    ]
 }
 
 /// Runs argon2 (tens of milliseconds of CPU by design) so that it does not stall the other

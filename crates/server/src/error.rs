@@ -71,15 +71,7 @@ const MAX_MESSAGE_BYTES: usize = 4096;
 pub(crate) fn status(e: strata_query::Error) -> Status {
     use strata_query::ErrorKind;
     let kind = e.kind();
-    let mut message = e.to_string();
-    if message.len() > MAX_MESSAGE_BYTES {
-        let mut end = MAX_MESSAGE_BYTES;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push_str("...");
-    }
+    let message = truncated(e.to_string());
     // The kind only: a message may quote the statement (a parse error echoes its tokens,
     // credentials included) or the values it touched.
     match kind {
@@ -100,6 +92,19 @@ pub(crate) fn status(e: strata_query::Error) -> Status {
         ErrorKind::ResourceExhausted => Status::resource_exhausted(message),
         ErrorKind::Internal => Status::internal(message),
     }
+}
+
+/// `message` cut to [`MAX_MESSAGE_BYTES`] (on a character boundary), marked with "...".
+pub(crate) fn truncated(mut message: String) -> String {
+    if message.len() > MAX_MESSAGE_BYTES {
+        let mut end = MAX_MESSAGE_BYTES;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push_str("...");
+    }
+    message
 }
 
 /// The status of an error DataFusion reports while a query streams.

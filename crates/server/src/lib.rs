@@ -7,12 +7,14 @@
 //!                              ├─ statements, prepared statements, ingest, cancel
 //!                              ├─ ingest channels: exactly-once appends, group commit
 //!                              └─ metadata: catalogs, schemas, tables, SQL info, types
+//!  psql, JDBC ──PG v3/TLS──► pg: SCRAM-SHA-256 ──► a strata_query::Session per connection
 //!  scraper ──HTTP──────► monitoring: Prometheus metrics, health checks
 //! ```
 //!
 //! Shared by every protocol: [`auth`] (users, passwords, tokens), `policy` (what remote SQL
-//! may not do) and the limits of [`Limits`]. [`flight`] is the Arrow Flight SQL service;
-//! [`monitoring`] serves Prometheus metrics and health checks over HTTP.
+//! may not do) and the limits of [`Limits`]. [`flight`] is the Arrow Flight SQL service,
+//! `pg` the PostgreSQL wire protocol; [`monitoring`] serves Prometheus metrics and health
+//! checks over HTTP.
 
 #![warn(missing_docs)]
 
@@ -21,8 +23,11 @@ pub mod auth;
 mod error;
 /// The Arrow Flight SQL protocol: the service, ingest channels and metadata answers.
 pub mod flight;
+mod limits;
 /// `--metrics-listen`: Prometheus `/metrics`, `/healthz` and `/readyz`.
 pub mod monitoring;
+/// The PostgreSQL wire protocol: psql, JDBC, psycopg and the BI tools built on them.
+mod pg;
 mod policy;
 
 use std::future::Future;
@@ -38,11 +43,12 @@ use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 
 pub use auth::{Authenticator, Role, ServerConfig, Users};
 pub use error::{Error, Result};
-pub use flight::service::{Limits, StrataFlightSql};
+pub use flight::service::StrataFlightSql;
+pub use limits::Limits;
 pub use policy::LoadPolicy;
 
 /// How a server runs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ServeOptions {
     /// Who may connect.
     pub auth: Arc<Authenticator>,
@@ -58,6 +64,9 @@ pub struct ServeOptions {
     pub load_endpoints: Vec<String>,
     /// How often partition retention and automatic compaction look at every table.
     pub maintenance_tick: std::time::Duration,
+    /// Serve the PostgreSQL wire protocol on this listener too (`--pg-listen`), with the same
+    /// TLS certificate.
+    pub pg_listener: Option<TcpListener>,
 }
 
 impl ServeOptions {
@@ -71,6 +80,7 @@ impl ServeOptions {
             load_locations: Vec::new(),
             load_endpoints: Vec::new(),
             maintenance_tick: std::time::Duration::from_secs(60),
+            pg_listener: None,
         }
     }
 }
@@ -93,12 +103,34 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let timeout = options.limits.query_timeout;
-    let service =
-        StrataFlightSql::new(warehouse.clone(), Arc::clone(&options.auth), options.limits)
-            .with_load_policy(LoadPolicy {
-                locations: options.load_locations,
-                endpoints: options.load_endpoints,
-            });
+    let load = LoadPolicy {
+        locations: options.load_locations,
+        endpoints: options.load_endpoints,
+    };
+    let service = StrataFlightSql::new(
+        warehouse.clone(),
+        Arc::clone(&options.auth),
+        options.limits.clone(),
+    )
+    .with_load_policy(load.clone());
+    // PostgreSQL clients share the users, query slots, limits and file policy.
+    let _pg = match options.pg_listener {
+        Some(listener) => {
+            let tls = match &options.tls {
+                Some((cert, key)) => Some(pg::tls_acceptor(cert, key)?),
+                None => None,
+            };
+            let server = Arc::new(pg::PgServer::new(
+                warehouse.clone(),
+                Arc::clone(&options.auth),
+                options.limits,
+                service.query_slots(),
+                load,
+            ));
+            Some(AbortOnDrop(tokio::spawn(pg::serve(listener, server, tls))))
+        }
+        None => None,
+    };
     // Materialized views with `refresh = 'every ...'` refresh in the background, inside the
     // same query slots and timeout as clients' statements.
     let warehouse_for_maintenance = warehouse.clone();

@@ -187,6 +187,9 @@ pub struct QueryLogEntry {
     /// Bytes the job's stages passed each other through shuffles.
     #[serde(default)]
     pub shuffle_bytes: u64,
+    /// How the statement arrived: `embedded`, `flight`, `postgres` or `http`.
+    #[serde(default)]
+    pub protocol: String,
 }
 
 impl Record for QueryLogEntry {
@@ -381,6 +384,7 @@ mod tests {
             stages: 0,
             tasks: 0,
             shuffle_bytes: 0,
+            protocol: "embedded".to_string(),
         }
     }
 

@@ -609,6 +609,7 @@ async fn query_log(warehouse: &Warehouse, viewer: &User) -> Result<Arc<dyn Table
         Field::new("stages", DataType::UInt64, false),
         Field::new("tasks", DataType::UInt64, false),
         Field::new("shuffle_bytes", DataType::UInt64, false),
+        Field::new("protocol", DataType::Utf8, false),
     ]));
     let strings = |f: &dyn Fn(&QueryLogEntry) -> Option<String>| -> ArrayRef {
         let mut b = StringBuilder::new();
@@ -645,6 +646,12 @@ async fn query_log(warehouse: &Warehouse, viewer: &User) -> Result<Arc<dyn Table
         numbers(&|e| e.stages),
         numbers(&|e| e.tasks),
         numbers(&|e| e.shuffle_bytes),
+        strings(&|e| {
+            Some(match e.protocol.as_str() {
+                "" => "embedded".to_string(),
+                p => p.to_string(),
+            })
+        }),
     ];
     mem_table(schema, columns)
 }

@@ -15,6 +15,8 @@ pub(crate) struct Entry<'a> {
     pub(crate) query_id: String,
     pub(crate) session_id: &'a str,
     pub(crate) user_name: String,
+    /// How the statement arrived (see [`crate::Session::set_protocol`]).
+    pub(crate) protocol: &'a str,
     pub(crate) text: &'a str,
     pub(crate) started_at: DateTime<Utc>,
     pub(crate) elapsed: std::time::Duration,
@@ -70,6 +72,7 @@ impl Entry<'_> {
             tasks: self.job.as_ref().map_or(0, |j| j.tasks),
             shuffle_bytes: self.job.as_ref().map_or(0, |j| j.shuffle_bytes),
             cluster_job: self.job.map(|j| j.job_id),
+            protocol: self.protocol.to_string(),
         }
     }
 }

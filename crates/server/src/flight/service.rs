@@ -63,6 +63,7 @@ use crate::flight::metadata::{
     primary_keys_schema,
 };
 use crate::flight::wire::{WireTypes, wire_batch, wire_schema};
+use crate::limits::Limits;
 use crate::policy::{self, LoadPolicy};
 
 /// The Flight action that cancels a query (Flight RPC, not in arrow-flight's SQL dispatch).
@@ -71,24 +72,6 @@ const CANCEL_FLIGHT_INFO: &str = "CancelFlightInfo";
 const PREPARED_IDLE_LIFETIME: Duration = Duration::from_secs(3600);
 /// Results nobody fetched are dropped after this long.
 const UNFETCHED_RESULT_LIFETIME: Duration = Duration::from_secs(600);
-
-/// Limits of a server.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Queries streaming at once; more wait for a slot.
-    pub max_concurrent_queries: usize,
-    /// A query still streaming after this long fails with `DeadlineExceeded`.
-    pub query_timeout: Option<Duration>,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_concurrent_queries: 16,
-            query_timeout: Some(Duration::from_secs(3600)),
-        }
-    }
-}
 
 type SharedSession = Arc<AsyncMutex<Session>>;
 
@@ -209,8 +192,9 @@ impl StrataFlightSql {
             });
         }
         let session = Arc::clone(sessions.entry(who.session_key.clone()).or_insert_with(|| {
-            let session = self.warehouse.session();
+            let mut session = self.warehouse.session();
             session.set_user(&who.user, who.role == Role::Admin);
+            session.set_protocol("flight");
             Arc::new(AsyncMutex::new(session))
         }));
         metrics::gauge!(strata_query::telemetry::SESSIONS_ACTIVE).set(sessions.len() as f64);
@@ -648,31 +632,11 @@ fn schema_bytes(schema: &Schema) -> Result<Bytes, Status> {
     Ok(message.0)
 }
 
-/// The affected-row count of a DML result (`count` column), 0 for anything else.
-/// The rows a statement changed: the `count` of INSERT/UPDATE/DELETE, or the inserted,
-/// updated and deleted rows of MERGE together; 0 for anything else.
+/// The rows a statement changed, 0 for anything but DML.
 fn affected_rows(result: &StatementResult) -> i64 {
-    let names: Vec<&str> = result
-        .schema
-        .fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect();
-    let counts = matches!(
-        names.as_slice(),
-        ["count"] | ["rows_inserted", "rows_updated", "rows_deleted"]
-    );
-    if !counts {
-        return 0;
-    }
     result
-        .batches
-        .iter()
-        .flat_map(|b| b.columns())
-        .filter_map(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>())
-        .flat_map(|a| a.iter().flatten())
-        .map(|n| n as i64)
-        .sum()
+        .changed_rows()
+        .map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 type Stream2<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -806,6 +770,7 @@ impl FlightSqlService for StrataFlightSql {
         };
         let mut writer = self.warehouse.session();
         writer.set_user(&who.user, who.role == Role::Admin);
+        writer.set_protocol("flight");
         let rows = writer.ingest(&name, mode, data).await.map_err(status)?;
         Ok(rows as i64)
     }
