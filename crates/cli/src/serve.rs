@@ -72,6 +72,12 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "STRATA_PG_LISTEN")]
     pg_listen: Option<SocketAddr>,
 
+    /// Also serve SQL over HTTP on this address (e.g. 127.0.0.1:8080): `POST /v1/statements`,
+    /// results as JSON, CSV, Arrow or Parquet. Plain HTTP: keep it on loopback or behind a
+    /// TLS-terminating proxy.
+    #[arg(long, env = "STRATA_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+
     /// Turn authentication off. Anyone who reaches the port can read and change the
     /// warehouse: for local experiments only.
     #[arg(long)]
@@ -117,7 +123,8 @@ pub(crate) async fn run(
         if users.is_empty() {
             anyhow::ensure!(
                 args.listen.ip().is_loopback()
-                    && args.pg_listen.is_none_or(|a| a.ip().is_loopback()),
+                    && args.pg_listen.is_none_or(|a| a.ip().is_loopback())
+                    && args.http_listen.is_none_or(|a| a.ip().is_loopback()),
                 "no users are configured, so the server only listens on a loopback address: \
                  set STRATA_PASSWORD or --config strata.toml to listen on {}",
                 args.listen
@@ -131,6 +138,16 @@ pub(crate) async fn run(
         }
         Authenticator::new(users, Duration::from_secs(args.token_lifetime_mins * 60))
     };
+    if args.pg_listen.is_some() {
+        let missing = auth.users_without_scram();
+        if !missing.is_empty() {
+            eprintln!(
+                "WARNING: PostgreSQL clients cannot sign in as {}: their strata.toml entries \
+                 lack scram_sha_256 (`strata hash-password` prints it)",
+                missing.join(", ")
+            );
+        }
+    }
     for address in std::iter::once(args.listen).chain(args.pg_listen) {
         if auth.enabled() && args.tls_cert.is_none() && !address.ip().is_loopback() {
             eprintln!(
@@ -158,7 +175,24 @@ pub(crate) async fn run(
             Some(address) => Some(strata_server::bind(address).await?),
             None => None,
         },
+        http_listener: match args.http_listen {
+            Some(address) => Some(strata_server::bind(address).await?),
+            None => None,
+        },
     };
+    if let Some(bound) = serve_options
+        .http_listener
+        .as_ref()
+        .and_then(|l| l.local_addr().ok())
+    {
+        if !bound.ip().is_loopback() {
+            eprintln!(
+                "WARNING: the HTTP SQL API on {bound} is plain HTTP: put a TLS-terminating \
+                 proxy in front of it"
+            );
+        }
+        eprintln!("HTTP SQL API on http://{bound}/v1/statements");
+    }
     if let Some(bound) = serve_options
         .pg_listener
         .as_ref()

@@ -2174,3 +2174,6 @@ fn manifest_dir() -> std::path::PathBuf {
 
 #[path = "pg/mod.rs"]
 mod pg;
+
+#[path = "http/mod.rs"]
+mod http;

@@ -91,6 +91,14 @@ impl StatementResult {
 }
 
 impl StatementResult {
+    /// A result of no columns and no rows.
+    pub fn empty() -> Self {
+        Self {
+            schema: Arc::new(Schema::empty()),
+            batches: Vec::new(),
+        }
+    }
+
     /// The rows a DML statement changed: the `count` of INSERT, UPDATE and DELETE, or MERGE's
     /// inserted, updated and deleted rows together; `None` for any other result.
     pub fn changed_rows(&self) -> Option<u64> {

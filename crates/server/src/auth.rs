@@ -20,8 +20,8 @@
 //! ```
 //!
 //! PostgreSQL clients sign in with SCRAM-SHA-256 against `scram_sha_256` (see [`scram`]): the
-//! password never crosses the wire. A user without one may send the password itself, checked
-//! against the argon2 hash, over TLS only.
+//! password never crosses the wire. A user without one cannot sign in from PostgreSQL clients
+//! (the server warns at startup); `strata hash-password` prints both lines.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -249,6 +249,8 @@ pub struct Authenticator {
     verified: Mutex<HashMap<(String, u64), (Role, Instant)>>,
     /// The key of those digests, random per process.
     digest_key: std::collections::hash_map::RandomState,
+    /// The key made-up SCRAM verifiers are derived with, random per process.
+    scram_secret: [u8; 32],
 }
 
 impl Authenticator {
@@ -261,6 +263,15 @@ impl Authenticator {
             failures: Mutex::new(HashMap::new()),
             verified: Mutex::new(HashMap::new()),
             digest_key: Default::default(),
+            scram_secret: {
+                use ring::rand::SecureRandom;
+                let mut secret = [0u8; 32];
+                // Without randomness the made-up verifiers are still unguessable per name
+                // only through the per-process digest key; the system's source never fails
+                // on the platforms Strata runs on.
+                let _ = ring::rand::SystemRandom::new().fill(&mut secret);
+                secret
+            },
         }
     }
 
@@ -397,52 +408,36 @@ impl Authenticator {
         }
     }
 
-    /// Signs in a client that sent its password itself (PostgreSQL's cleartext method, over
-    /// TLS): checked against the argon2 hash, with the same lockouts as Basic credentials.
-    pub fn sign_in_with_password(
-        &self,
-        user: &str,
-        password: &str,
-        from: Option<std::net::IpAddr>,
-    ) -> Result<Identity, Status> {
-        let Some(users) = &self.users else {
-            return Ok(anonymous());
-        };
-        let role = self.verify(users, user, password, from)?;
-        Ok(Identity {
-            user: user.to_string(),
-            role,
-            session_key: format!("user:{user}"),
-        })
-    }
-
-    /// How a PostgreSQL client named `user` must sign in: `Ok(Some(verifier))` for SCRAM,
-    /// `Ok(None)` when the user has no SCRAM verifier (only its password, over TLS, will do).
-    /// An unknown user gets a made-up verifier, the same on every try, so that the exchange
-    /// does not tell which users exist; it never succeeds. A locked-out user or address is
-    /// refused here.
+    /// The SCRAM-SHA-256 verifier a PostgreSQL client named `user` signs in against. A user
+    /// without one, or unknown, gets a made-up verifier (the same on every try) that no
+    /// password matches, so the exchange does not tell which users exist. A locked-out user or
+    /// address is refused here, and again when the proof arrives.
     pub fn scram_verifier(
         &self,
         user: &str,
         from: Option<std::net::IpAddr>,
-    ) -> Result<Option<ScramVerifier>, Status> {
-        let Some(users) = &self.users else {
-            return Ok(None);
-        };
+    ) -> Result<ScramVerifier, Status> {
         self.check_lockout(user, from)?;
-        if let Some((verifier, _)) = users.scram(user) {
-            return Ok(Some(verifier));
-        }
-        if users.users.contains_key(user) {
-            return Ok(None);
-        }
-        use std::hash::BuildHasher;
-        let salt = self.digest_key.hash_one(("scram-salt", user)).to_le_bytes();
-        Ok(Some(ScramVerifier::with_salt(
-            &random_password(),
-            [salt, salt].concat(),
-            scram::ITERATIONS,
-        )))
+        let known = self.users.as_ref().and_then(|users| users.scram(user));
+        Ok(match known {
+            Some((verifier, _)) => verifier,
+            None => ScramVerifier::unknown(&self.scram_secret, user),
+        })
+    }
+
+    /// Users who cannot sign in from PostgreSQL clients: no `scram_sha_256` in strata.toml.
+    pub fn users_without_scram(&self) -> Vec<String> {
+        let Some(users) = &self.users else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = users
+            .users
+            .keys()
+            .filter(|name| users.scram(name).is_none())
+            .cloned()
+            .collect();
+        names.sort();
+        names
     }
 
     /// Records the end of a SCRAM exchange for `user`: their identity when `proved`.
@@ -456,6 +451,8 @@ impl Authenticator {
             None => return Ok(anonymous()),
             Some(users) => users.scram(user).filter(|_| proved).map(|(_, role)| role),
         };
+        // Many exchanges may have started before the lockout: each proof is judged under it.
+        self.check_lockout(user, from)?;
         self.note_outcome(user, from, role);
         let role = role.ok_or_else(|| Status::unauthenticated("invalid username or password"))?;
         Ok(Identity {

@@ -13,4 +13,5 @@ pub mod metadata;
 pub mod service;
 
 mod framing;
-mod wire;
+/// Arrow types every client reads (shared with the HTTP API).
+pub(crate) mod wire;

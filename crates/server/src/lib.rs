@@ -8,6 +8,7 @@
 //!                              ├─ ingest channels: exactly-once appends, group commit
 //!                              └─ metadata: catalogs, schemas, tables, SQL info, types
 //!  psql, JDBC ──PG v3/TLS──► pg: SCRAM-SHA-256 ──► a strata_query::Session per connection
+//!  curl, scripts ──HTTP──► http: Basic or bearer ──► a Session per request: JSON, CSV, Arrow
 //!  scraper ──HTTP──────► monitoring: Prometheus metrics, health checks
 //! ```
 //!
@@ -23,6 +24,8 @@ pub mod auth;
 mod error;
 /// The Arrow Flight SQL protocol: the service, ingest channels and metadata answers.
 pub mod flight;
+/// `--http-listen`: SQL over HTTP (JSON, CSV, Arrow, Parquet).
+mod http;
 mod limits;
 /// `--metrics-listen`: Prometheus `/metrics`, `/healthz` and `/readyz`.
 pub mod monitoring;
@@ -67,6 +70,8 @@ pub struct ServeOptions {
     /// Serve the PostgreSQL wire protocol on this listener too (`--pg-listen`), with the same
     /// TLS certificate.
     pub pg_listener: Option<TcpListener>,
+    /// Serve the HTTP SQL API on this listener too (`--http-listen`).
+    pub http_listener: Option<TcpListener>,
 }
 
 impl ServeOptions {
@@ -81,6 +86,7 @@ impl ServeOptions {
             load_endpoints: Vec::new(),
             maintenance_tick: std::time::Duration::from_secs(60),
             pg_listener: None,
+            http_listener: None,
         }
     }
 }
@@ -123,14 +129,24 @@ pub async fn serve(
             let server = Arc::new(pg::PgServer::new(
                 warehouse.clone(),
                 Arc::clone(&options.auth),
-                options.limits,
+                options.limits.clone(),
                 service.query_slots(),
-                load,
+                load.clone(),
             ));
             Some(AbortOnDrop(tokio::spawn(pg::serve(listener, server, tls))))
         }
         None => None,
     };
+    let _http = options.http_listener.map(|listener| {
+        let server = Arc::new(http::HttpServer::new(
+            warehouse.clone(),
+            Arc::clone(&options.auth),
+            options.limits.clone(),
+            service.query_slots(),
+            load,
+        ));
+        AbortOnDrop(tokio::spawn(http::serve(listener, server)))
+    });
     // Materialized views with `refresh = 'every ...'` refresh in the background, inside the
     // same query slots and timeout as clients' statements.
     let warehouse_for_maintenance = warehouse.clone();

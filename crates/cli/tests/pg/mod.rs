@@ -292,10 +292,12 @@ fn sqlalchemy_inspects_a_star_schema_and_jdbc_reads_its_metadata() {
     }
 }
 
-/// The TLS certificate of `--tls-cert` serves PostgreSQL too: `sslmode=require` connects, and
-/// a user whose password has only an argon2 hash may send it over TLS only.
+/// The TLS certificate of `--tls-cert` serves PostgreSQL too: `sslmode=require` connects.
+/// Users sign in with the SCRAM verifier `strata hash-password` prints; a user with only an
+/// argon2 hash is refused like a wrong password (the server warns about it at startup).
 #[test]
-fn sslmode_require_and_the_password_over_tls() {
+fn sslmode_require_and_scram_users_from_strata_toml() {
+    use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("wh").display().to_string();
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -303,12 +305,31 @@ fn sslmode_require_and_the_password_over_tls() {
     let key_path = dir.path().join("key.pem");
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
-    // alice has an argon2 hash only.
+    let mut hashing = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    hashing
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"bobs secret\n")
+        .unwrap();
+    let lines = String::from_utf8(hashing.wait_with_output().unwrap().stdout).unwrap();
+    assert!(
+        lines.contains("scram_sha_256 = \"SCRAM-SHA-256$4096:"),
+        "{lines}"
+    );
     let hash = strata_server::auth::hash_password("alices").unwrap();
     let config = dir.path().join("strata.toml");
     std::fs::write(
         &config,
-        format!("[[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n"),
+        format!(
+            "[[users]]\nname = \"alice\"\npassword_hash = \"{hash}\"\n\n\
+             [[users]]\nname = \"bob\"\n{lines}"
+        ),
     )
     .unwrap();
     let (_server, port) = serve_pg(
@@ -333,26 +354,27 @@ fn sslmode_require_and_the_password_over_tls() {
             .output()
             .unwrap()
     };
-    let out = run("strata", "pw", "require");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
-    let out = run("alice", "alices", "require");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let out = run("alice", "alices", "disable");
-    assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("sslmode=require"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for (user, password, sslmode, works) in [
+        ("strata", "pw", "require", true),
+        ("bob", "bobs secret", "require", true),
+        ("bob", "bobs secret", "disable", true),
+        ("bob", "guess", "require", false),
+        ("alice", "alices", "require", false),
+        ("nobody", "pw", "require", false),
+    ] {
+        let out = run(user, password, sslmode);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), works, "{user} {sslmode}: {err}");
+        if works {
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "2");
+        } else {
+            // The same words for a wrong password, a user without a verifier and no user.
+            assert!(
+                err.contains("password authentication failed"),
+                "{user}: {err}"
+            );
+        }
+    }
 }
 
 /// Runs a case of `clients/pg_clients.py` and returns its JSON.

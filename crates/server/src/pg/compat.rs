@@ -580,25 +580,44 @@ fn command(statement: ParsedStatement, compat: &PostgresCompatibilityParser) -> 
     Command::Strata(ParsedStatement { text, statement })
 }
 
-/// `sql` cut at its top-level semicolons (strings, quoted names and comments respected).
+/// `sql` cut at its top-level semicolons (strings, quoted names and comments respected): the
+/// original text of each statement, never its tokens printed back (which would undo escapes).
 fn split(sql: &str) -> Vec<String> {
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else {
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize_with_location() else {
         return vec![sql.to_string()];
     };
+    // Byte offsets of each line's start; a location's column counts characters from 1.
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    let offset = |line: u64, column: u64| -> usize {
+        let start = usize::try_from(line)
+            .ok()
+            .and_then(|l| l.checked_sub(1))
+            .and_then(|l| line_starts.get(l))
+            .copied()
+            .unwrap_or(sql.len());
+        let skip = usize::try_from(column.saturating_sub(1)).unwrap_or(usize::MAX);
+        sql[start..]
+            .char_indices()
+            .nth(skip)
+            .map_or(sql.len(), |(i, _)| start + i)
+    };
     let mut out = Vec::new();
-    let mut current = String::new();
-    for token in tokens {
-        if matches!(token, Token::SemiColon) {
-            if !current.trim().is_empty() {
-                out.push(current.trim().to_string());
+    let mut begin = 0;
+    for token in &tokens {
+        if matches!(token.token, Token::SemiColon) {
+            let at = offset(token.span.start.line, token.span.start.column);
+            let text = sql.get(begin..at).unwrap_or_default().trim();
+            if !text.is_empty() {
+                out.push(text.to_string());
             }
-            current.clear();
-        } else if !matches!(token, Token::EOF) {
-            current.push_str(&token.to_string());
+            begin = at.saturating_add(1).min(sql.len());
         }
     }
-    if !current.trim().is_empty() {
-        out.push(current.trim().to_string());
+    let rest = sql.get(begin..).unwrap_or_default().trim();
+    if !rest.is_empty() {
+        out.push(rest.to_string());
     }
     out
 }

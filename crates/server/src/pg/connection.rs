@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use datafusion::physical_plan::SendableRecordBatchStream;
 use pgwire::api::ClientInfo;
 use pgwire::error::PgWireResult;
 use strata_query::Session;
@@ -51,7 +50,8 @@ impl Connection {
 
 /// An open cursor: its query's stream, and rows of a batch a `FETCH` left.
 pub(crate) struct Cursor {
-    pub(crate) stream: SendableRecordBatchStream,
+    pub(crate) schema: arrow::datatypes::SchemaRef,
+    pub(crate) stream: futures::stream::BoxStream<'static, PgWireResult<arrow::array::RecordBatch>>,
     pub(crate) pending: Option<arrow::array::RecordBatch>,
 }
 

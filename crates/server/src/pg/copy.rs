@@ -32,11 +32,26 @@ impl CopySpec {
             return None;
         }
         let target = &tokens[1..from];
-        let table: String = target
-            .iter()
-            .take_while(|t| !matches!(t, Token::LParen))
-            .map(|t| t.to_string())
-            .collect();
+        // The table, rebuilt from its name's parts only, each quoted: nothing the client
+        // wrote can become more of the generated statement than a name.
+        let mut parts = Vec::new();
+        for token in target.iter().take_while(|t| !matches!(t, Token::LParen)) {
+            match token {
+                Token::Word(w) if w.quote_style.is_some() => {
+                    parts.push(format!("\"{}\"", w.value.replace('"', "\"\"")));
+                }
+                Token::Word(w) => parts.push(format!(
+                    "\"{}\"",
+                    w.value.to_ascii_lowercase().replace('"', "\"\"")
+                )),
+                Token::Period => {}
+                _ => return None,
+            }
+        }
+        if parts.is_empty() || parts.len() > 3 {
+            return None;
+        }
+        let table = parts.join(".");
         let mut spec = CopySpec {
             table,
             csv: false,
@@ -113,7 +128,8 @@ impl CopySpec {
 
     /// The `COPY INTO` that loads the spooled file at `path`.
     pub(crate) fn copy_into(&self, path: &std::path::Path) -> String {
-        let quote = |s: &str| s.replace('\'', "''");
+        // Strata reads string literals with backslash escapes: double both.
+        let quote = |s: &str| s.replace('\\', "\\\\").replace('\'', "''");
         let mut format = vec!["TYPE = CSV".to_string()];
         if self.header {
             format.push("SKIP_HEADER = 1".to_string());
@@ -157,10 +173,12 @@ impl Spool {
             "strata-pg-copy-{}.csv",
             uuid::Uuid::new_v4().simple()
         ));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        // Only the server's user may read the rows being loaded.
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path)?;
         Ok(Self {
             spec,
             path,
@@ -196,7 +214,7 @@ mod tests {
     fn psql_and_driver_forms_of_copy_from_stdin() {
         let s =
             spec("COPY public.t FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER ';')").unwrap();
-        assert_eq!(s.table, "public.t");
+        assert_eq!(s.table, "\"public\".\"t\"");
         assert!(s.csv && s.header);
         assert_eq!(s.delimiter.as_deref(), Some(";"));
         // psql's \copy t from 'f.csv' csv header
@@ -211,9 +229,18 @@ mod tests {
         assert!(!s.csv);
         assert!(
             s.copy_into(std::path::Path::new("/f"))
-                .contains("NULL_IF = ('\\N')")
+                .contains(r"NULL_IF = ('\\N')")
         );
         assert!(spec("COPY t TO STDOUT").is_none());
+        // A quoted name cannot end early: it stays one name, its quote doubled.
+        let s = spec(r#"COPY "t"" FROM '/etc/passwd' --" FROM STDIN"#).unwrap();
+        assert!(
+            s.copy_into(std::path::Path::new("/f"))
+                .starts_with(r#"COPY INTO "t"" FROM '/etc/passwd' --" FROM '/f' "#),
+            "{}",
+            s.copy_into(std::path::Path::new("/f"))
+        );
+        assert!(spec("COPY t; DROP TABLE x FROM STDIN").is_none());
         assert!(spec("COPY INTO t FROM 'f.csv'").is_none());
     }
 }

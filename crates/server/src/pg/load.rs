@@ -89,7 +89,7 @@ impl CopyHandler for CopyIn {
         let rows = {
             let mut session = conn.session.lock().await;
             let run = Box::pin(session.execute_with(&statement, None));
-            run_gated(&self.server, run, None)
+            run_gated(&self.server, run, Some(&conn))
                 .await?
                 .map_err(|e| query_error(e, Some((&path_text, "STDIN"))))?
         };

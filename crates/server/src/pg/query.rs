@@ -31,13 +31,17 @@ use pgwire::messages::data::DataRow;
 use pgwire::messages::response::NoticeResponse;
 use strata_query::parser::ParsedStatement;
 use strata_query::{CommitGate, Session};
-use tokio::sync::OwnedSemaphorePermit;
 
 use super::compat::{self, Command};
 use super::connection::{Connection, Cursor, connection};
 use super::error::{query_error, status_error, user_error};
 use super::server::PgServer;
 use crate::policy;
+
+/// Open cursors a connection may hold.
+const MAX_CURSORS: usize = 64;
+/// Rows one FETCH answers with at most (FETCH ALL included): its rows are held in memory.
+const MAX_FETCH_ROWS: usize = 1_000_000;
 
 /// A statement prepared with `Parse`: what it is, and the types `Describe` reports.
 #[derive(Debug, Clone)]
@@ -121,7 +125,7 @@ impl QueryParser for Parser {
                     .lock()
                     .await
                     .get(name)
-                    .map(|c| c.stream.schema());
+                    .map(|c| Arc::clone(&c.schema));
                 (Vec::new(), schema)
             }
             _ => (Vec::new(), None),
@@ -235,10 +239,9 @@ impl Queries {
                 Ok(rows_response(&schema, vec![batch], format)?)
             }
             Command::Begin => {
-                conn.settings
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .transaction = Some(false);
+                // A BEGIN inside a transaction keeps what the transaction wrote.
+                let mut settings = conn.settings.lock().unwrap_or_else(|e| e.into_inner());
+                settings.transaction = Some(settings.transaction.unwrap_or(false));
                 Ok(Response::TransactionStart(Tag::new("BEGIN")))
             }
             Command::Commit => {
@@ -283,6 +286,12 @@ impl Queries {
                         "DECLARE CURSOR needs a query (SELECT, WITH, VALUES)".to_string(),
                     ));
                 }
+                if conn.cursors.lock().await.len() >= MAX_CURSORS {
+                    return Err(user_error(
+                        "53400",
+                        format!("a connection may hold {MAX_CURSORS} open cursors: CLOSE one"),
+                    ));
+                }
                 let stream = {
                     let mut session = conn.session.lock().await;
                     session
@@ -290,6 +299,8 @@ impl Queries {
                         .await
                         .map_err(|e| query_error(e, None))?
                 };
+                let schema = stream.schema();
+                let stream = run_ahead(&self.server, conn, stream);
                 // As in PostgreSQL, the cursor is also a portal: drivers `Describe` it for
                 // its columns before they FETCH.
                 let fetch = Prepared {
@@ -298,7 +309,7 @@ impl Queries {
                         count: None,
                     },
                     parameters: Vec::new(),
-                    result: Some(stream.schema()),
+                    result: Some(Arc::clone(&schema)),
                 };
                 if let Some(store) = client
                     .portal_store()
@@ -311,6 +322,7 @@ impl Queries {
                 conn.cursors.lock().await.insert(
                     name.clone(),
                     Cursor {
+                        schema,
                         stream,
                         pending: None,
                     },
@@ -322,13 +334,13 @@ impl Queries {
                 let cursor = cursors.get_mut(name).ok_or_else(|| {
                     user_error("34000", format!("cursor \"{name}\" does not exist"))
                 })?;
-                let mut left = count.unwrap_or(usize::MAX);
+                let mut left = count.unwrap_or(MAX_FETCH_ROWS).min(MAX_FETCH_ROWS);
                 let mut batches = Vec::new();
                 while left > 0 {
                     let batch = match cursor.pending.take() {
                         Some(batch) => batch,
                         None => match cursor.stream.next().await {
-                            Some(batch) => batch.map_err(|e| query_error(e.into(), None))?,
+                            Some(batch) => batch?,
                             None => break,
                         },
                     };
@@ -342,7 +354,18 @@ impl Queries {
                         left = 0;
                     }
                 }
-                let schema = cursor.stream.schema();
+                if count.is_none_or(|n| n > MAX_FETCH_ROWS) && left == 0 {
+                    // More rows than one FETCH answers with: say so rather than stop short.
+                    cursor.pending = None;
+                    return Err(user_error(
+                        "54000",
+                        format!(
+                            "FETCH answers at most {MAX_FETCH_ROWS} rows: fetch in parts \
+                             (FETCH FORWARD n)"
+                        ),
+                    ));
+                }
+                let schema = Arc::clone(&cursor.schema);
                 let mut response = rows_response(&schema, batches, format)?;
                 if let Response::Query(query) = &mut response {
                     query.command_tag = "FETCH".to_string();
@@ -424,9 +447,14 @@ impl Queries {
         }
         .map_err(|e| query_error(e, None))?;
         let tag = command_tag(&statement.text);
+        if !matches!(
+            tag.as_str(),
+            "SHOW" | "DESCRIBE" | "DESC" | "EXPLAIN" | "USE" | "SET" | "LIST"
+        ) {
+            conn.note_write();
+        }
         if let Some(count) = result.changed_rows() {
             let count = usize::try_from(count).unwrap_or(usize::MAX);
-            conn.note_write();
             let tag = match tag.as_str() {
                 "INSERT" => Tag::new("INSERT").with_oid(0).with_rows(count),
                 other => Tag::new(other).with_rows(count),
@@ -440,7 +468,6 @@ impl Queries {
             .map(|f| f.name().as_str())
             .collect();
         if names == ["status"] || result.schema.fields().is_empty() {
-            conn.note_write();
             return Ok(Response::Execution(Tag::new(&tag)));
         }
         rows_response(&result.schema, result.batches, format)
@@ -454,12 +481,7 @@ pub(crate) async fn run_gated<F: std::future::Future + ?Sized>(
     run: std::pin::Pin<Box<F>>,
     conn: Option<&Arc<Connection>>,
 ) -> PgWireResult<F::Output> {
-    let _slot = Arc::clone(&server.slots)
-        .acquire_owned()
-        .await
-        .map_err(|_| user_error("57P01", "server is shutting down".to_string()))?;
-    let gate = CommitGate::new();
-    let mut run = std::pin::pin!(gate.run(run));
+    // The timeout and a cancel request count from now: waiting for a slot is part of it.
     let timeout = server.limits.query_timeout;
     let mut cancelled = conn.map(|c| c.cancels.subscribe());
     let stop = async {
@@ -484,9 +506,18 @@ pub(crate) async fn run_gated<F: std::future::Future + ?Sized>(
             _ = cancel => "cancel",
         }
     };
+    let mut stop = std::pin::pin!(stop);
+    let _slot = tokio::select! {
+        slot = Arc::clone(&server.slots).acquire_owned() => {
+            slot.map_err(|_| user_error("57P01", "server is shutting down".to_string()))?
+        }
+        why = &mut stop => return Err(stopped(why, timeout)),
+    };
+    let gate = CommitGate::new();
+    let mut run = std::pin::pin!(gate.run(run));
     tokio::select! {
         output = &mut run => Ok(output),
-        why = stop => {
+        why = &mut stop => {
             if gate.cancel() {
                 Err(stopped(why, timeout))
             } else {
@@ -514,85 +545,99 @@ fn stopped(why: &str, timeout: Option<std::time::Duration>) -> PgWireError {
     }
 }
 
-/// The rows of a streaming query: a query slot is taken at the first row asked for and held
-/// until the last; the query stops at the timeout or a cancel request.
+/// The rows of a streaming query. A task runs the query ahead of the client by at most two
+/// batches: it takes a query slot, and stops (freeing the slot) at the query timeout, a
+/// cancel request, or when the client is gone, even while the client holds a portal half
+/// read. A client that comes back to a query stopped that way gets its error after the rows
+/// it was sent, never a silently short result.
 fn rows(
     server: &Arc<PgServer>,
     conn: &Arc<Connection>,
     stream: SendableRecordBatchStream,
     fields: Arc<Vec<FieldInfo>>,
 ) -> impl futures::Stream<Item = PgWireResult<DataRow>> + Send + 'static {
-    struct State {
-        server: Arc<PgServer>,
-        stream: SendableRecordBatchStream,
-        fields: Arc<Vec<FieldInfo>>,
-        slot: Option<OwnedSemaphorePermit>,
-        deadline: Option<tokio::time::Instant>,
-        cancelled: tokio::sync::watch::Receiver<u64>,
-        rows: Option<Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send>>,
-        done: bool,
-    }
-    let state = State {
-        server: Arc::clone(server),
-        stream,
-        fields,
-        slot: None,
-        deadline: None,
-        cancelled: conn.cancels.subscribe(),
-        rows: None,
-        done: false,
-    };
-    futures::stream::unfold(state, |mut s| async move {
-        if s.done {
-            return None;
-        }
-        if s.slot.is_none() {
-            match Arc::clone(&s.server.slots).acquire_owned().await {
-                Ok(slot) => s.slot = Some(slot),
-                Err(_) => {
-                    s.done = true;
-                    let e = user_error("57P01", "server is shutting down".to_string());
-                    return Some((Err(e), s));
+    run_ahead(server, conn, stream).flat_map(move |batch| {
+        let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send> = match batch {
+            Ok(batch) => Box::new(encode_recordbatch(Arc::clone(&fields), batch)),
+            Err(e) => Box::new(std::iter::once(Err(e))),
+        };
+        futures::stream::iter(rows)
+    })
+}
+
+/// A query's batches, run ahead of the client by a task under a query slot, the timeout and
+/// the connection's cancel requests (see [`rows`]).
+pub(crate) fn run_ahead(
+    server: &Arc<PgServer>,
+    conn: &Arc<Connection>,
+    stream: SendableRecordBatchStream,
+) -> futures::stream::BoxStream<'static, PgWireResult<arrow::array::RecordBatch>> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<arrow::array::RecordBatch>(2);
+    let ended: Arc<std::sync::Mutex<Option<PgWireError>>> = Arc::default();
+    let failure = Arc::clone(&ended);
+    let server = Arc::clone(server);
+    let mut cancelled = conn.cancels.subscribe();
+    tokio::spawn(async move {
+        let timeout = server.limits.query_timeout;
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let stop = async {
+            let timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => futures::future::pending().await,
                 }
-            }
-            s.deadline = s
-                .server
-                .limits
-                .query_timeout
-                .map(|t| tokio::time::Instant::now() + t);
-        }
-        loop {
-            if let Some(row) = s.rows.as_mut().and_then(|rows| rows.next()) {
-                return Some((row, s));
-            }
-            s.rows = None;
-            let deadline = s.deadline;
-            let next = tokio::select! {
-                batch = s.stream.next() => batch.map(|b| b.map_err(|e| query_error(e.into(), None))),
-                _ = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d).await,
-                        None => futures::future::pending().await,
-                    }
-                } => Some(Err(stopped("timeout", s.server.limits.query_timeout))),
-                changed = s.cancelled.changed() => match changed {
-                    Ok(()) => Some(Err(stopped("cancel", None))),
-                    // The connection is gone.
-                    Err(_) => None,
-                },
             };
-            match next {
-                None => return None,
+            let cancel = async {
+                if cancelled.changed().await.is_err() {
+                    futures::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                _ = timer => "timeout",
+                _ = cancel => "cancel",
+            }
+        };
+        let mut stop = std::pin::pin!(stop);
+        let fail = |e: PgWireError| {
+            *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+        };
+        let _slot = tokio::select! {
+            slot = Arc::clone(&server.slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return fail(user_error("57P01", "server is shutting down".to_string())),
+            },
+            why = &mut stop => return fail(stopped(why, timeout)),
+            _ = tx.closed() => return,
+        };
+        let mut stream = stream;
+        loop {
+            let batch = tokio::select! {
+                batch = stream.next() => batch,
+                why = &mut stop => return fail(stopped(why, timeout)),
+                _ = tx.closed() => return,
+            };
+            match batch {
+                None => return,
+                Some(Err(e)) => return fail(query_error(e.into(), None)),
                 Some(Ok(batch)) => {
-                    s.rows = Some(Box::new(encode_recordbatch(Arc::clone(&s.fields), batch)));
+                    tokio::select! {
+                        sent = tx.send(batch) => if sent.is_err() { return },
+                        why = &mut stop => return fail(stopped(why, timeout)),
+                    }
                 }
-                Some(Err(e)) => {
-                    s.done = true;
-                    return Some((Err(e), s));
-                }
+            }
+        }
+    });
+    futures::stream::unfold((rx, ended), |(mut rx, ended)| async move {
+        match rx.recv().await {
+            Some(batch) => Some((Ok(batch), (rx, ended))),
+            None => {
+                let error = ended.lock().unwrap_or_else(|p| p.into_inner()).take();
+                error.map(|e| (Err(e), (rx, ended)))
             }
         }
     })
+    .boxed()
 }
 
 /// A result's rows, all in hand.

@@ -1,8 +1,7 @@
 //! Signing a PostgreSQL client in, and the connection it gets.
 //!
-//! A user with a SCRAM-SHA-256 verifier signs in with SCRAM (see [`crate::auth::scram`]); a
-//! user with only an argon2 hash sends the password itself, which the server accepts over TLS
-//! only. Both count toward the same lockouts as Flight's Basic credentials. After sign-in the
+//! Every sign-in is SCRAM-SHA-256 (see [`crate::auth::scram`]), for known and unknown users
+//! alike, and counts toward the same lockouts as Flight's Basic credentials. After sign-in the
 //! connection gets its own Strata session, in the database the client named when that
 //! database exists, with `pg_catalog` and PostgreSQL's functions set up on it.
 
@@ -33,10 +32,6 @@ use crate::auth::{Identity, Role};
 /// Where a connection's sign-in stands.
 enum State {
     Initial,
-    /// The password itself was asked for (over TLS).
-    Password {
-        user: String,
-    },
     /// SCRAM was offered; the client's first message is awaited.
     ScramOffered {
         user: String,
@@ -138,45 +133,17 @@ impl StartupHandler for Startup {
                     let identity = auth.scram_outcome(&user, from, true).map_err(auth_error)?;
                     return self.finish(client, identity).await;
                 }
-                match auth.scram_verifier(&user, from).map_err(auth_error)? {
-                    Some(verifier) => {
-                        client
-                            .send(PgWireBackendMessage::Authentication(Authentication::SASL(
-                                vec![MECHANISM.to_string()],
-                            )))
-                            .await?;
-                        self.set_state(State::ScramOffered { user, verifier });
-                    }
-                    None if client.is_secure() => {
-                        client
-                            .send(PgWireBackendMessage::Authentication(
-                                Authentication::CleartextPassword,
-                            ))
-                            .await?;
-                        self.set_state(State::Password { user });
-                    }
-                    None => {
-                        return Err(fatal(
-                            "28000",
-                            format!(
-                                "user '{user}' has no scram_sha_256 verifier in strata.toml, so \
-                                 its password can only be sent over TLS: connect with \
-                                 sslmode=require, or add the verifier `strata hash-password` \
-                                 prints"
-                            ),
-                        ));
-                    }
-                }
+                let verifier = auth.scram_verifier(&user, from).map_err(auth_error)?;
+                client
+                    .send(PgWireBackendMessage::Authentication(Authentication::SASL(
+                        vec![MECHANISM.to_string()],
+                    )))
+                    .await?;
+                self.set_state(State::ScramOffered { user, verifier });
             }
             PgWireFrontendMessage::PasswordMessageFamily(message) => match self.take_state() {
-                State::Password { user } => {
-                    let password = message.into_password()?;
-                    let identity = auth
-                        .sign_in_with_password(&user, &password.password, from)
-                        .map_err(auth_error)?;
-                    self.finish(client, identity).await?;
-                }
                 State::ScramOffered { user, verifier } => {
+                    well_formed_sasl_initial_response(&message)?;
                     let initial = message.into_sasl_initial_response()?;
                     if initial.auth_method != MECHANISM {
                         return Err(fatal(
@@ -197,9 +164,18 @@ impl StartupHandler for Startup {
                 State::Scram { user, exchange } => {
                     let response = message.into_sasl_response()?;
                     let proved = exchange.finish(&response.data);
-                    let identity = auth
-                        .scram_outcome(&user, from, proved.is_ok())
-                        .map_err(auth_error)?;
+                    let identity =
+                        auth.scram_outcome(&user, from, proved.is_ok())
+                            .map_err(|refused| match refused.code() {
+                                // Lockouts say so; anything else in PostgreSQL's words.
+                                _ if refused.message().starts_with("too many") => {
+                                    auth_error(refused)
+                                }
+                                _ => fatal(
+                                    "28P01",
+                                    format!("password authentication failed for user \"{user}\""),
+                                ),
+                            })?;
                     let server_final = proved.map_err(|e| fatal("28P01", e.to_string()))?;
                     client
                         .send(PgWireBackendMessage::Authentication(
@@ -215,5 +191,31 @@ impl StartupHandler for Startup {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// Refuses a malformed SASLInitialResponse before pgwire decodes it (its decoder trusts the
+/// lengths it reads): a mechanism name ending in NUL, then a 4-byte length that is -1 or fits
+/// what follows.
+fn well_formed_sasl_initial_response(
+    message: &pgwire::messages::startup::PasswordMessageFamily,
+) -> PgWireResult<()> {
+    use pgwire::messages::startup::PasswordMessageFamily;
+    let PasswordMessageFamily::Raw(bytes) = message else {
+        return Ok(());
+    };
+    let malformed = || fatal("08P01", "malformed SASLInitialResponse".to_string());
+    let name_end = bytes.iter().position(|b| *b == 0).ok_or_else(malformed)?;
+    let rest = bytes.get(name_end + 1..).ok_or_else(malformed)?;
+    let length: [u8; 4] = rest
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(malformed)?;
+    let length = i32::from_be_bytes(length);
+    let data = rest.len() - 4;
+    if length == -1 || usize::try_from(length).is_ok_and(|l| l <= data) {
+        Ok(())
+    } else {
+        Err(malformed())
     }
 }
