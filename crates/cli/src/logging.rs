@@ -65,6 +65,7 @@ impl RepeatLimit {
         *metadata.level() <= tracing::Level::WARN && metadata.target().starts_with("ballista")
     }
 }
+
 impl<S> Filter<S> for RepeatLimit {
     /// Every call site is enabled; events are limited as they happen ([`Filter::event_enabled`]
     /// is asked once per event, `enabled` may be asked more than once).

@@ -168,14 +168,11 @@ pub(crate) async fn place(
     // Once a build side ran here the plan goes to the cluster whatever is left of it: this
     // process cannot run the same plan again (its repartitions and joins hold their state).
     // The scans take the filters as they are made remote, so a filled one means a new plan.
-    let remote = match evaluated.is_empty() {
-        true => unfiltered,
-        false => crate::table::remote::for_cluster(
-            Arc::clone(plan),
-            options.cluster_task_bytes,
-            &evaluated,
-        )
-        .map_err(Error::Plan)?,
+    let remote = if evaluated.is_empty() {
+        unfiltered
+    } else {
+        crate::table::remote::for_cluster(Arc::clone(plan), options.cluster_task_bytes, &evaluated)
+            .map_err(Error::Plan)?
     };
     let reason = format!(
         "{files} data files after pruning, at least strata.cluster_min_files = {min_files}"

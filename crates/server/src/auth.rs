@@ -295,19 +295,29 @@ impl Authenticator {
         metadata: &MetadataMap,
         from: Option<std::net::IpAddr>,
     ) -> Result<Identity, Status> {
+        self.authenticate_header(metadata.get("authorization").map(|v| v.as_bytes()), from)
+    }
+
+    /// The caller named by an `Authorization` header's value (Basic or Bearer), for any
+    /// protocol that carries one (gRPC metadata, HTTP).
+    pub fn authenticate_header(
+        &self,
+        header: Option<&[u8]>,
+        from: Option<std::net::IpAddr>,
+    ) -> Result<Identity, Status> {
         let Some(users) = &self.users else {
             return Ok(anonymous());
         };
-        let header = metadata
-            .get("authorization")
-            .ok_or_else(|| {
-                Status::unauthenticated(
-                    "no credentials: authenticate with a username and password (HTTP Basic) \
-                     or a bearer token from the handshake",
-                )
-            })?
-            .to_str()
-            .map_err(|_| Status::unauthenticated("authorization header is not ASCII"))?;
+        let header = header.ok_or_else(|| {
+            Status::unauthenticated(
+                "no credentials: authenticate with a username and password (HTTP Basic) \
+                 or a bearer token from the handshake",
+            )
+        })?;
+        let header = std::str::from_utf8(header)
+            .ok()
+            .filter(|h| h.is_ascii())
+            .ok_or_else(|| Status::unauthenticated("authorization header is not ASCII"))?;
         if let Some(token) = strip_scheme(header, "bearer") {
             return self.check_token(token.trim());
         }

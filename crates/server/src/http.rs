@@ -28,28 +28,32 @@ use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use datafusion::error::Result as DfResult;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use serde::Deserialize;
-use strata_query::{CommitGate, ErrorKind, StatementResult, Warehouse};
+use strata_query::{CommitGate, ErrorKind, Session, StatementResult};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::OwnedSemaphorePermit;
 
-use crate::auth::{Authenticator, Identity, Role};
+use crate::auth::{Identity, Role};
 use crate::flight::wire::{WireTypes, wire_batch, wire_schema};
-use crate::limits::Limits;
-use crate::policy::{self, LoadPolicy};
+use crate::policy;
+use crate::shared::Shared;
 
 /// Results of async statements nobody fetched are dropped after this long.
 const RESULT_LIFETIME: Duration = Duration::from_secs(600);
 /// Largest request body: a statement's text.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Async statements one user may have running or holding results.
+const MAX_ASYNC_PER_USER: usize = 64;
+/// Largest result an async statement keeps in memory until it is fetched.
+const MAX_KEPT_RESULT_BYTES: usize = 256 * 1024 * 1024;
 
 /// What every HTTP request of a server shares.
 pub(crate) struct HttpServer {
-    warehouse: Warehouse,
-    auth: Arc<Authenticator>,
-    limits: Limits,
-    slots: Arc<Semaphore>,
-    load: LoadPolicy,
+    shared: Shared,
     /// Async statements by id.
     statements: Mutex<HashMap<String, Async>>,
 }
@@ -65,19 +69,9 @@ struct Async {
 }
 
 impl HttpServer {
-    pub(crate) fn new(
-        warehouse: Warehouse,
-        auth: Arc<Authenticator>,
-        limits: Limits,
-        slots: Arc<Semaphore>,
-        load: LoadPolicy,
-    ) -> Self {
+    pub(crate) fn new(shared: Shared) -> Self {
         Self {
-            warehouse,
-            auth,
-            limits,
-            slots,
-            load,
+            shared,
             statements: Mutex::new(HashMap::new()),
         }
     }
@@ -173,17 +167,11 @@ fn caller(
     headers: &HeaderMap,
     from: std::net::SocketAddr,
 ) -> Result<Identity, Failure> {
-    let mut metadata = tonic::metadata::MetadataMap::new();
-    if let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-    {
-        metadata.insert("authorization", value);
-    }
+    let header = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
     server
+        .shared
         .auth
-        .authenticate(&metadata, Some(from.ip()))
+        .authenticate_header(header, Some(from.ip()))
         .map_err(Failure::status)
 }
 
@@ -258,7 +246,7 @@ async fn login(
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
     let who = caller(&server, &headers, from)?;
-    let token = server.auth.issue_token(&who);
+    let token = server.shared.auth.issue_token(&who);
     Ok(axum::Json(serde_json::json!({"token": token, "user": who.user})).into_response())
 }
 
@@ -297,8 +285,23 @@ async fn submit(
         s.finished
             .is_none_or(|f| now.duration_since(f) < RESULT_LIFETIME)
     });
+    let held = statements.values().filter(|s| s.owner == who.user).count();
+    if held >= MAX_ASYNC_PER_USER {
+        return Err(Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_statements",
+            format!(
+                "{held} async statements of yours are running or holding results: fetch or \
+                 DELETE some (results are kept {} minutes)",
+                RESULT_LIFETIME.as_secs() / 60
+            ),
+        ));
+    }
     let task = tokio::spawn(async move {
-        let outcome = run(&running, &task_who, request, &task_gate).await;
+        let outcome = match run(&running, &task_who, request, &task_gate).await {
+            Ok(outcome) => keep(outcome, running.shared.limits.query_timeout).await,
+            Err(e) => Err(e),
+        };
         if let Some(entry) = running.statements().get_mut(&task_id) {
             entry.outcome = Some(outcome);
             entry.finished = Some(Instant::now());
@@ -345,7 +348,7 @@ async fn status(
     };
     match outcome {
         None => Ok(accepted(&id)),
-        Some(outcome) => respond(&id, outcome?, format),
+        Some(outcome) => respond(&id, Outcome::Done(outcome?), format),
     }
 }
 
@@ -386,26 +389,44 @@ fn unknown(id: &str) -> Failure {
     )
 }
 
+/// What a request's last statement gave: a result in hand, or a query's rows still coming,
+/// with the query slot they hold and the time they must end by.
+enum Outcome {
+    Done(StatementResult),
+    Rows {
+        rows: SendableRecordBatchStream,
+        slot: OwnedSemaphorePermit,
+        deadline: Option<tokio::time::Instant>,
+    },
+}
+
+/// What a statement's future gives before the rows are read.
+enum Last {
+    Done(StatementResult),
+    Rows(SendableRecordBatchStream),
+}
+
 /// Runs a request's statements in a session of its own under the server's slots, timeout and
-/// `gate`; returns the last statement's result.
+/// `gate`. A last statement that is a query is planned here and its rows streamed by the
+/// caller; anything else runs to its end.
 async fn run(
     server: &HttpServer,
     who: &Identity,
     request: Submit,
     gate: &Arc<CommitGate>,
-) -> Result<StatementResult, Failure> {
+) -> Result<Outcome, Failure> {
     let statements = strata_query::parser::parse(&request.statement).map_err(Failure::query)?;
-    if statements.is_empty() {
+    let Some((last, before)) = statements.split_last() else {
         return Err(Failure::new(
             StatusCode::BAD_REQUEST,
             "invalid_argument",
             "no SQL statement given",
         ));
-    }
+    };
     for s in &statements {
-        policy::check(s, who.role, &server.load).map_err(Failure::status)?;
+        policy::check(s, who.role, &server.shared.load).map_err(Failure::status)?;
     }
-    let mut session = server.warehouse.session();
+    let mut session = server.shared.warehouse.session();
     session.set_user(&who.user, who.role == Role::Admin);
     session.set_protocol("http");
     if request.database.is_some() || request.schema.is_some() {
@@ -414,6 +435,7 @@ async fn run(
             (d.to_string(), s.to_string())
         };
         server
+            .shared
             .warehouse
             .refresh_catalog()
             .await
@@ -425,63 +447,178 @@ async fn run(
             )
             .map_err(Failure::query)?;
     }
-    let _slot = Arc::clone(&server.slots)
-        .acquire_owned()
-        .await
-        .map_err(|_| {
-            Failure::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "shutting down",
-            )
-        })?;
-    let timeout = server.limits.query_timeout;
-    let work = async {
-        let mut last = StatementResult::empty();
-        for statement in &statements {
-            last = session.execute_with(statement, None).await?;
-        }
-        Ok::<_, strata_query::Error>(last)
-    };
-    let mut work = std::pin::pin!(gate.run(work));
+    let timeout = server.shared.limits.query_timeout;
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let limit = async {
-        match timeout {
-            Some(t) => tokio::time::sleep(t).await,
+        match deadline {
+            Some(d) => tokio::time::sleep_until(d).await,
             None => futures::future::pending().await,
         }
     };
-    tokio::select! {
-        outcome = &mut work => outcome.map_err(Failure::query),
-        _ = limit => {
-            if gate.cancel() {
-                Err(Failure::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "timeout",
-                    format!(
-                        "statement exceeded the server's query timeout of {} s and was stopped \
-                         before it committed anything",
-                        timeout.unwrap_or_default().as_secs()
-                    ),
-                ))
+    let mut limit = std::pin::pin!(limit);
+    let slot = tokio::select! {
+        slot = Arc::clone(&server.shared.slots).acquire_owned() => slot.map_err(|_| {
+            Failure::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "shutting down")
+        })?,
+        _ = &mut limit => return Err(timed_out(timeout)),
+    };
+    let work = async {
+        for statement in before {
+            if Session::is_query(statement) {
+                // Only the last result goes back: an earlier query's rows are read away.
+                let mut rows = session.execute_stream(statement, None).await?;
+                while let Some(batch) = rows.next().await {
+                    batch?;
+                }
             } else {
-                work.await.map_err(Failure::query)
+                session.execute_with(statement, None).await?;
             }
         }
+        Ok::<_, strata_query::Error>(if Session::is_streamed(last) {
+            Last::Rows(session.execute_stream(last, None).await?)
+        } else {
+            Last::Done(session.execute_with(last, None).await?)
+        })
+    };
+    let mut work = std::pin::pin!(gate.run(work));
+    let last = tokio::select! {
+        outcome = &mut work => outcome.map_err(Failure::query)?,
+        _ = &mut limit => {
+            if gate.cancel() {
+                return Err(timed_out(timeout));
+            }
+            work.await.map_err(Failure::query)?
+        }
+    };
+    Ok(match last {
+        Last::Done(result) => Outcome::Done(result),
+        Last::Rows(rows) => Outcome::Rows {
+            rows,
+            slot,
+            deadline,
+        },
+    })
+}
+
+fn timed_out(timeout: Option<Duration>) -> Failure {
+    Failure::new(
+        StatusCode::REQUEST_TIMEOUT,
+        "timeout",
+        format!(
+            "statement exceeded the server's query timeout of {} s and was stopped before it \
+             committed anything",
+            timeout.unwrap_or_default().as_secs()
+        ),
+    )
+}
+
+/// An async statement's result, kept until fetched: its rows read into memory, at most
+/// [`MAX_KEPT_RESULT_BYTES`] of them.
+async fn keep(outcome: Outcome, timeout: Option<Duration>) -> Result<StatementResult, Failure> {
+    let (mut rows, deadline, _slot) = match outcome {
+        Outcome::Done(result) => return Ok(result),
+        Outcome::Rows {
+            rows,
+            slot,
+            deadline,
+        } => (rows, deadline, slot),
+    };
+    let schema = rows.schema();
+    let mut batches = Vec::new();
+    let mut bytes = 0usize;
+    loop {
+        let next = tokio::select! {
+            next = rows.next() => next,
+            _ = sleep_until(deadline) => {
+                return Err(timed_out(timeout));
+            }
+        };
+        let Some(batch) = next else { break };
+        let batch = batch.map_err(|e| Failure::query(e.into()))?;
+        bytes = bytes.saturating_add(batch.get_array_memory_size());
+        if bytes > MAX_KEPT_RESULT_BYTES {
+            return Err(Failure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "result_too_large",
+                format!(
+                    "an async statement's result is kept in memory, at most {} MiB: run it \
+                     without \"async\" to stream its rows",
+                    MAX_KEPT_RESULT_BYTES >> 20
+                ),
+            ));
+        }
+        batches.push(batch);
+    }
+    Ok(StatementResult { schema, batches })
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => futures::future::pending().await,
     }
 }
 
-/// A result in the format asked for.
-fn respond(id: &str, result: StatementResult, format: Format) -> Result<Response, Failure> {
-    let schema = wire_schema(&result.schema, WireTypes::Classic);
-    let batches = result
-        .batches
-        .iter()
-        .map(|b| wire_batch(b, &schema))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
-    let body = encode(id, &schema, &batches, format)
+/// An outcome in the format asked for: a result in hand at once, a query's rows as they come
+/// (the slot held until the last is sent, the query stopped at its deadline). An error after
+/// the first bytes ends the response early, as an aborted transfer.
+fn respond(id: &str, outcome: Outcome, format: Format) -> Result<Response, Failure> {
+    let (schema, rows, slot, deadline): (_, BoxStream<'static, DfResult<RecordBatch>>, _, _) =
+        match outcome {
+            Outcome::Done(result) => (
+                result.schema,
+                futures::stream::iter(result.batches.into_iter().map(Ok)).boxed(),
+                None,
+                None,
+            ),
+            Outcome::Rows {
+                rows,
+                slot,
+                deadline,
+            } => (rows.schema(), rows.boxed(), Some(slot), deadline),
+        };
+    let schema = wire_schema(&schema, WireTypes::Classic);
+    let (encoder, head) = Encoder::new(id, &schema, format)
         .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
-    let mut response = Response::new(axum::body::Body::from(body));
+    struct State {
+        encoder: Option<Encoder>,
+        rows: BoxStream<'static, DfResult<RecordBatch>>,
+        schema: SchemaRef,
+        deadline: Option<tokio::time::Instant>,
+        _slot: Option<OwnedSemaphorePermit>,
+    }
+    let state = State {
+        encoder: Some(encoder),
+        rows,
+        schema,
+        deadline,
+        _slot: slot,
+    };
+    let failed = |e: String| std::io::Error::other(e);
+    let body = futures::stream::unfold(state, move |mut s| async move {
+        let mut encoder = s.encoder.take()?;
+        let next = tokio::select! {
+            next = s.rows.next() => next,
+            _ = sleep_until(s.deadline) => {
+                return Some((Err(failed("the query passed the server's timeout".to_string())), s));
+            }
+        };
+        let chunk = match next {
+            None => encoder.finish(),
+            Some(Err(e)) => Err(e.to_string()),
+            Some(Ok(batch)) => match wire_batch(&batch, &s.schema) {
+                Ok(batch) => {
+                    let chunk = encoder.batch(&batch);
+                    s.encoder = Some(encoder);
+                    chunk
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        Some((chunk.map(Bytes::from).map_err(failed), s))
+    });
+    let body = futures::stream::once(futures::future::ready(Ok(Bytes::from(head)))).chain(body);
+    let mut response = Response::new(axum::body::Body::from_stream(body));
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(format.content_type()),
@@ -494,70 +631,151 @@ fn respond(id: &str, result: StatementResult, format: Format) -> Result<Response
     Ok(response)
 }
 
-fn encode(
-    id: &str,
-    schema: &SchemaRef,
-    batches: &[RecordBatch],
-    format: Format,
-) -> Result<Vec<u8>, String> {
-    let failed = |e: &dyn std::fmt::Display| format!("encoding the result: {e}");
-    match format {
-        Format::Json => {
-            let mut rows = arrow::json::ArrayWriter::new(Vec::new());
-            for batch in batches {
-                rows.write(batch).map_err(|e| failed(&e))?;
+/// Bytes a writer leaves, taken after each batch: the writers (CSV, Arrow IPC, Parquet) keep
+/// their own state across batches while their output goes out as it is made.
+#[derive(Clone, Default)]
+struct Spill(Arc<Mutex<Vec<u8>>>);
+
+impl Spill {
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+impl std::io::Write for Spill {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes a result batch by batch in one format.
+enum Encoder {
+    /// `{"statement_id", "meta", "data": [rows as objects...], "rows"}`.
+    Json {
+        rows: usize,
+        first: bool,
+    },
+    Csv(Box<arrow::csv::Writer<Spill>>, Spill),
+    Arrow(Box<arrow::ipc::writer::StreamWriter<Spill>>, Spill),
+    Parquet(Box<parquet::arrow::ArrowWriter<Spill>>, Spill),
+}
+
+impl Encoder {
+    /// The encoder and the bytes that open the response.
+    fn new(id: &str, schema: &SchemaRef, format: Format) -> Result<(Self, Vec<u8>), String> {
+        let failed = |e: &dyn std::fmt::Display| format!("encoding the result: {e}");
+        let out = Spill::default();
+        Ok(match format {
+            Format::Json => {
+                let meta: Vec<serde_json::Value> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| {
+                        serde_json::json!({"name": f.name(), "type": f.data_type().to_string()})
+                    })
+                    .collect();
+                let head = format!(
+                    "{{\"statement_id\":{},\"meta\":{},\"data\":[",
+                    serde_json::Value::from(id),
+                    serde_json::Value::from(meta)
+                );
+                (
+                    Encoder::Json {
+                        rows: 0,
+                        first: true,
+                    },
+                    head.into_bytes(),
+                )
             }
-            rows.finish().map_err(|e| failed(&e))?;
-            let data = rows.into_inner();
-            let data: serde_json::Value = if data.is_empty() {
-                serde_json::Value::Array(Vec::new())
-            } else {
-                serde_json::from_slice(&data).map_err(|e| failed(&e))?
-            };
-            let meta: Vec<serde_json::Value> = schema
-                .fields()
-                .iter()
-                .map(|f| serde_json::json!({"name": f.name(), "type": f.data_type().to_string()}))
-                .collect();
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            serde_json::to_vec(&serde_json::json!({
-                "statement_id": id,
-                "meta": meta,
-                "data": data,
-                "rows": rows,
-            }))
-            .map_err(|e| failed(&e))
-        }
-        Format::Csv => {
-            let mut writer = arrow::csv::WriterBuilder::new()
-                .with_header(true)
-                .build(Vec::new());
-            if batches.is_empty() {
-                let empty = RecordBatch::new_empty(Arc::clone(schema));
-                writer.write(&empty).map_err(|e| failed(&e))?;
-            }
-            for batch in batches {
-                writer.write(batch).map_err(|e| failed(&e))?;
-            }
-            Ok(writer.into_inner())
-        }
-        Format::Arrow => {
-            let mut writer = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema)
-                .map_err(|e| failed(&e))?;
-            for batch in batches {
-                writer.write(batch).map_err(|e| failed(&e))?;
-            }
-            writer.finish().map_err(|e| failed(&e))?;
-            writer.into_inner().map_err(|e| failed(&e))
-        }
-        Format::Parquet => {
-            let mut writer =
-                parquet::arrow::ArrowWriter::try_new(Vec::new(), Arc::clone(schema), None)
+            Format::Csv => {
+                let mut writer = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(out.clone());
+                // The header goes out even for a result without rows.
+                writer
+                    .write(&RecordBatch::new_empty(Arc::clone(schema)))
                     .map_err(|e| failed(&e))?;
-            for batch in batches {
-                writer.write(batch).map_err(|e| failed(&e))?;
+                let head = out.take();
+                (Encoder::Csv(Box::new(writer), out), head)
             }
-            writer.into_inner().map_err(|e| failed(&e))
+            Format::Arrow => {
+                let writer = arrow::ipc::writer::StreamWriter::try_new(out.clone(), schema)
+                    .map_err(|e| failed(&e))?;
+                let head = out.take();
+                (Encoder::Arrow(Box::new(writer), out), head)
+            }
+            Format::Parquet => {
+                let writer =
+                    parquet::arrow::ArrowWriter::try_new(out.clone(), Arc::clone(schema), None)
+                        .map_err(|e| failed(&e))?;
+                let head = out.take();
+                (Encoder::Parquet(Box::new(writer), out), head)
+            }
+        })
+    }
+
+    /// The bytes of one batch (a Parquet row group goes out when it is full).
+    fn batch(&mut self, batch: &RecordBatch) -> Result<Vec<u8>, String> {
+        let failed = |e: &dyn std::fmt::Display| format!("encoding the result: {e}");
+        match self {
+            Encoder::Json { rows, first } => {
+                let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+                writer.write(batch).map_err(|e| failed(&e))?;
+                writer.finish().map_err(|e| failed(&e))?;
+                let array = writer.into_inner();
+                // `[{...},{...}]` without its brackets, joined to the rows before it.
+                let inner = array
+                    .get(1..array.len().saturating_sub(1))
+                    .unwrap_or_default();
+                *rows = rows.saturating_add(batch.num_rows());
+                if inner.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut out = Vec::with_capacity(inner.len() + 1);
+                if !*first {
+                    out.push(b',');
+                }
+                *first = false;
+                out.extend_from_slice(inner);
+                Ok(out)
+            }
+            Encoder::Csv(writer, out) => {
+                writer.write(batch).map_err(|e| failed(&e))?;
+                Ok(out.take())
+            }
+            Encoder::Arrow(writer, out) => {
+                writer.write(batch).map_err(|e| failed(&e))?;
+                Ok(out.take())
+            }
+            Encoder::Parquet(writer, out) => {
+                writer.write(batch).map_err(|e| failed(&e))?;
+                Ok(out.take())
+            }
+        }
+    }
+
+    /// The bytes that close the response.
+    fn finish(self) -> Result<Vec<u8>, String> {
+        let failed = |e: &dyn std::fmt::Display| format!("encoding the result: {e}");
+        match self {
+            Encoder::Json { rows, .. } => Ok(format!("],\"rows\":{rows}}}").into_bytes()),
+            Encoder::Csv(_, out) => Ok(out.take()),
+            Encoder::Arrow(mut writer, out) => {
+                writer.finish().map_err(|e| failed(&e))?;
+                Ok(out.take())
+            }
+            Encoder::Parquet(writer, out) => {
+                writer.close().map_err(|e| failed(&e))?;
+                Ok(out.take())
+            }
         }
     }
 }

@@ -32,6 +32,7 @@ pub mod monitoring;
 /// The PostgreSQL wire protocol: psql, JDBC, psycopg and the BI tools built on them.
 mod pg;
 mod policy;
+mod shared;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -119,32 +120,27 @@ pub async fn serve(
         options.limits.clone(),
     )
     .with_load_policy(load.clone());
-    // PostgreSQL clients share the users, query slots, limits and file policy.
+    // PostgreSQL and HTTP clients share the users, query slots, limits and file policy.
+    let shared = shared::Shared {
+        warehouse: warehouse.clone(),
+        auth: Arc::clone(&options.auth),
+        limits: options.limits,
+        slots: service.query_slots(),
+        load,
+    };
     let _pg = match options.pg_listener {
         Some(listener) => {
             let tls = match &options.tls {
                 Some((cert, key)) => Some(pg::tls_acceptor(cert, key)?),
                 None => None,
             };
-            let server = Arc::new(pg::PgServer::new(
-                warehouse.clone(),
-                Arc::clone(&options.auth),
-                options.limits.clone(),
-                service.query_slots(),
-                load.clone(),
-            ));
+            let server = Arc::new(pg::PgServer::new(shared.clone()));
             Some(AbortOnDrop(tokio::spawn(pg::serve(listener, server, tls))))
         }
         None => None,
     };
     let _http = options.http_listener.map(|listener| {
-        let server = Arc::new(http::HttpServer::new(
-            warehouse.clone(),
-            Arc::clone(&options.auth),
-            options.limits.clone(),
-            service.query_slots(),
-            load,
-        ));
+        let server = Arc::new(http::HttpServer::new(shared));
         AbortOnDrop(tokio::spawn(http::serve(listener, server)))
     });
     // Materialized views with `refresh = 'every ...'` refresh in the background, inside the

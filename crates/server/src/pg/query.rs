@@ -278,7 +278,7 @@ impl Queries {
             }
             Command::Accept(tag) => Ok(Response::Execution(Tag::new(tag))),
             Command::Declare { name, query } => {
-                policy::check(query, conn.identity.role, &self.server.load)
+                policy::check(query, conn.identity.role, &self.server.shared.load)
                     .map_err(status_error)?;
                 if !Session::is_query(query) {
                     return Err(user_error(
@@ -427,7 +427,8 @@ impl Queries {
         params: Option<ParamValues>,
         format: &Format,
     ) -> PgWireResult<Response> {
-        policy::check(statement, conn.identity.role, &self.server.load).map_err(status_error)?;
+        policy::check(statement, conn.identity.role, &self.server.shared.load)
+            .map_err(status_error)?;
         if Session::is_streamed(statement) {
             let stream = {
                 let mut session = conn.session.lock().await;
@@ -482,7 +483,7 @@ pub(crate) async fn run_gated<F: std::future::Future + ?Sized>(
     conn: Option<&Arc<Connection>>,
 ) -> PgWireResult<F::Output> {
     // The timeout and a cancel request count from now: waiting for a slot is part of it.
-    let timeout = server.limits.query_timeout;
+    let timeout = server.shared.limits.query_timeout;
     let mut cancelled = conn.map(|c| c.cancels.subscribe());
     let stop = async {
         let timer = async {
@@ -508,7 +509,7 @@ pub(crate) async fn run_gated<F: std::future::Future + ?Sized>(
     };
     let mut stop = std::pin::pin!(stop);
     let _slot = tokio::select! {
-        slot = Arc::clone(&server.slots).acquire_owned() => {
+        slot = Arc::clone(&server.shared.slots).acquire_owned() => {
             slot.map_err(|_| user_error("57P01", "server is shutting down".to_string()))?
         }
         why = &mut stop => return Err(stopped(why, timeout)),
@@ -578,7 +579,7 @@ pub(crate) fn run_ahead(
     let server = Arc::clone(server);
     let mut cancelled = conn.cancels.subscribe();
     tokio::spawn(async move {
-        let timeout = server.limits.query_timeout;
+        let timeout = server.shared.limits.query_timeout;
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let stop = async {
             let timer = async {
@@ -602,7 +603,7 @@ pub(crate) fn run_ahead(
             *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
         };
         let _slot = tokio::select! {
-            slot = Arc::clone(&server.slots).acquire_owned() => match slot {
+            slot = Arc::clone(&server.shared.slots).acquire_owned() => match slot {
                 Ok(slot) => slot,
                 Err(_) => return fail(user_error("57P01", "server is shutting down".to_string())),
             },

@@ -4,28 +4,18 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::shared::Shared;
 use async_trait::async_trait;
 use pgwire::api::RandomPidSecretKeyGenerator;
 use pgwire::api::cancel::CancelHandler;
 use pgwire::messages::cancel::CancelRequest;
-use strata_query::Warehouse;
-use tokio::sync::Semaphore;
-
-use crate::auth::Authenticator;
-use crate::limits::Limits;
-use crate::policy::LoadPolicy;
 
 /// A connection's cancel signal: bumped by a cancel request.
 pub(crate) type CancelSignal = Arc<tokio::sync::watch::Sender<u64>>;
 
 /// What every PostgreSQL connection of a server shares.
 pub(crate) struct PgServer {
-    pub(crate) warehouse: Warehouse,
-    pub(crate) auth: Arc<Authenticator>,
-    pub(crate) limits: Limits,
-    /// The server's query slots, shared with Flight.
-    pub(crate) slots: Arc<Semaphore>,
-    pub(crate) load: LoadPolicy,
+    pub(crate) shared: Shared,
     /// Each connection's cancel signal by its backend key (pid, secret).
     pub(crate) cancels: Arc<Cancels>,
     /// Backend keys for new connections.
@@ -33,19 +23,9 @@ pub(crate) struct PgServer {
 }
 
 impl PgServer {
-    pub(crate) fn new(
-        warehouse: Warehouse,
-        auth: Arc<Authenticator>,
-        limits: Limits,
-        slots: Arc<Semaphore>,
-        load: LoadPolicy,
-    ) -> Self {
+    pub(crate) fn new(shared: Shared) -> Self {
         Self {
-            warehouse,
-            auth,
-            limits,
-            slots,
-            load,
+            shared,
             cancels: Arc::new(Cancels::default()),
             pids: RandomPidSecretKeyGenerator::default(),
         }

@@ -83,7 +83,7 @@ impl Startup {
             .cancels
             .register((pid, secret.to_bytes().to_vec()));
 
-        let mut session = self.server.warehouse.session();
+        let mut session = self.server.shared.warehouse.session();
         session.set_user(&identity.user, identity.role == Role::Admin);
         session.set_protocol("postgres");
         let database = client.metadata().get(METADATA_DATABASE).cloned();
@@ -118,7 +118,7 @@ impl StartupHandler for Startup {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let from = Some(client.socket_addr().ip());
-        let auth = &self.server.auth;
+        let auth = &self.server.shared.auth;
         match message {
             PgWireFrontendMessage::Startup(ref startup) => {
                 protocol_negotiation(client, startup).await?;
