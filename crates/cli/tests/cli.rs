@@ -291,7 +291,7 @@ fn memory_limit_spills_sorts_and_refuses_what_cannot_fit() {
 }
 
 /// A Python with pyarrow, the ADBC Flight SQL driver, moto (a local S3), DuckDB,
-/// prometheus_client (its text-format parser), psycopg and SQLAlchemy: `$STRATA_TEST_VENV`,
+/// prometheus_client (its text-format parser), psycopg, SQLAlchemy and Selenium: `$STRATA_TEST_VENV`,
 /// or a venv under `~/.cache/strata-venv` created (once) with pip.
 fn python_with_flight_clients() -> std::path::PathBuf {
     let venv = std::env::var_os("STRATA_TEST_VENV")
@@ -306,7 +306,7 @@ fn python_with_flight_clients() -> std::path::PathBuf {
             .args([
                 "-c",
                 "import pyarrow.flight, adbc_driver_flightsql.dbapi, moto.server, boto3, duckdb, \
-                 prometheus_client.parser, psycopg, sqlalchemy",
+                 prometheus_client.parser, psycopg, sqlalchemy, selenium",
             ])
             .status()
             .is_ok_and(|s| s.success())
@@ -330,6 +330,7 @@ fn python_with_flight_clients() -> std::path::PathBuf {
                 "prometheus-client",
                 "psycopg[binary]",
                 "sqlalchemy",
+                "selenium",
             ])
             .status()
             .expect("pip runs");

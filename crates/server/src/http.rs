@@ -8,6 +8,7 @@
 //!  GET    /v1/statements/{id}   an async statement: 202 while it runs, then its result
 //!  DELETE /v1/statements/{id}   cancels it (a commit already started finishes)
 //!  POST   /v1/login             Basic credentials → {"token": ...} for `Authorization: Bearer`
+//!  GET    /                     the web console (`console`), a page that uses the routes above
 //! ```
 //!
 //! Results come as JSON (default), CSV, an Arrow IPC stream or Parquet, chosen by `?format=`
@@ -15,6 +16,8 @@
 //! with Basic credentials or a bearer token of the same users as Flight and PostgreSQL, and
 //! runs in a session of its own (the `database` and `schema` fields set it) under the server's
 //! query slots, timeout and file policy; the query log records `protocol = 'http'`.
+
+mod console;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -87,6 +90,9 @@ pub(crate) async fn serve(listener: TcpListener, server: Arc<HttpServer>) {
         .route("/v1/statements", post(submit))
         .route("/v1/statements/{id}", get(status).delete(cancel))
         .route("/v1/login", post(login))
+        .route("/", get(console::page))
+        .route("/console.js", get(console::script))
+        .layer(axum::middleware::from_fn(console::no_browser_dialog))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(server);
     let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();

@@ -18,6 +18,7 @@
 //! which records `protocol = 'postgres'`. Each connection is one session, as in PostgreSQL:
 //! `USE` and `SET` last until it closes.
 
+mod catalog;
 mod compat;
 mod connection;
 mod copy;

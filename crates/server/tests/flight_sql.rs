@@ -195,6 +195,19 @@ async fn prepared_statements_bind_parameters() {
         .await
         .unwrap();
     assert_eq!(insert.parameter_schema().unwrap().fields().len(), 2);
+    // `$n` is the n-th parameter even when a statement leaves some out: this one has two.
+    let gap = client
+        .prepare("SELECT id FROM t WHERE name = $2".into(), None)
+        .await
+        .unwrap();
+    let gap_schema = gap.parameter_schema().unwrap();
+    let names: Vec<&str> = gap_schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(names, ["$1", "$2"]);
+    assert_eq!(gap_schema.field(1).data_type(), &DataType::Utf8);
     let params = RecordBatch::try_new(
         Arc::new(Schema::new(vec![
             Field::new("1", DataType::Int64, true),

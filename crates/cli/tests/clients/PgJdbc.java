@@ -22,6 +22,13 @@ public class PgJdbc {
                         + rs.getString("TYPE_NAME"));
                 }
             }
+            try (ResultSet rs = meta.getImportedKeys(null, "public", "sales")) {
+                while (rs.next()) {
+                    System.out.println("imported " + rs.getString("FKCOLUMN_NAME") + " -> "
+                        + rs.getString("PKTABLE_NAME") + "." + rs.getString("PKCOLUMN_NAME")
+                        + " " + rs.getString("FK_NAME") + " " + rs.getInt("KEY_SEQ"));
+                }
+            }
             try (PreparedStatement ps = c.prepareStatement(
                     "SELECT c.name, sum(s.amount) AS total FROM sales s "
                     + "JOIN customers c ON s.customer_id = c.id WHERE s.amount > ? "

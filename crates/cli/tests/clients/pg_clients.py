@@ -112,6 +112,12 @@ def sqlalchemy_inspection():
         [c["name"], str(c["type"]), c["nullable"], c.get("comment")]
         for c in inspector.get_columns("sales", schema="public")
     ]
+    out["pk"] = inspector.get_pk_constraint("sales", schema="public")
+    out["fks"] = [
+        [fk["name"], fk["constrained_columns"], fk["referred_table"], fk["referred_columns"]]
+        for fk in inspector.get_foreign_keys("sales", schema="public")
+    ]
+    out["comment"] = inspector.get_table_comment("sales", schema="public")["text"]
     with engine.connect() as conn:
         out["joined"] = conn.execute(sqlalchemy.text(
             "SELECT c.name, sum(s.amount) FROM sales s JOIN customers c ON s.customer_id = c.id "

@@ -1,10 +1,10 @@
 //! `strata serve --http-listen` with curl and pyarrow: statements in, results as JSON, CSV,
 //! an Arrow stream and Parquet; Basic and bearer authentication; async statements polled and
-//! cancelled.
+//! cancelled; and the web console in Chromium, driven by Selenium.
 
 use std::process::{Command, Stdio};
 
-use super::{KillOnDrop, python_with_flight_clients};
+use super::{KillOnDrop, manifest_dir, python_with_flight_clients};
 
 /// A server with the HTTP SQL API on an ephemeral port; returns it and the API's base URL.
 fn serve_http(warehouse: &str, password: &str) -> (KillOnDrop, String) {
@@ -227,4 +227,158 @@ fn async_http_statements_are_polled_and_cancelled() {
     }
     let (status, _) = curl(&["-u", auth, &format!("{url}/v1/statements/no-such-id")]);
     assert_eq!(status, 404);
+}
+
+/// The web console in Debian's Chromium through Selenium: sign-in (a wrong password refused on
+/// the page), table-name completion, a query's rows and bar chart, paging with a line chart,
+/// an error, the query history, a table's columns, keys, partitions and lineage, and a
+/// materialized view's staleness. Screenshots are kept in `target/artifacts/console/`.
+#[test]
+fn web_console_runs_in_a_real_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    let (_server, url) = serve_http(&w, "pw");
+    for statement in [
+        "CREATE TABLE customers (id BIGINT PRIMARY KEY, name VARCHAR NOT NULL, city VARCHAR)",
+        "COMMENT ON TABLE customers IS 'One row per customer'",
+        "CREATE TABLE sales (id BIGINT PRIMARY KEY, customer_id BIGINT REFERENCES customers(id), \
+         amount DECIMAL(10,2), sold_on DATE) PARTITION BY RANGE (sold_on) INTERVAL (1 MONTH)",
+        "INSERT INTO customers VALUES (1, 'Ada', 'London'), (2, 'Grace', 'Arlington'), \
+         (3, 'Edsger', 'Austin'), (4, 'Barbara', 'London')",
+        "INSERT INTO sales VALUES (1, 1, 10.50, DATE '2024-01-05'), \
+         (2, 2, 5.25, DATE '2024-02-01'), (3, 3, 100.00, DATE '2024-02-03')",
+        "CREATE MATERIALIZED VIEW sales_by_city AS SELECT c.city, sum(s.amount) AS total \
+         FROM sales s JOIN customers c ON s.customer_id = c.id GROUP BY c.city",
+    ] {
+        let (status, body) = post(
+            &url,
+            "strata:pw",
+            serde_json::json!({"statement": statement}),
+            &[],
+        );
+        assert_eq!(
+            status,
+            200,
+            "{statement}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let shots = std::path::Path::new(env!("CARGO_BIN_EXE_strata"))
+        .ancestors()
+        .nth(2)
+        .unwrap()
+        .join("artifacts/console");
+    let run = Command::new(python_with_flight_clients())
+        .arg(manifest_dir().join("tests/clients/console_browser.py"))
+        .args([url.as_str(), "pw"])
+        .arg(&shots)
+        .output()
+        .expect("python runs");
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let found = json(&run.stdout);
+    println!("{found:#}");
+    assert!(
+        found["wrong_password"]
+            .as_str()
+            .unwrap()
+            .contains("password"),
+        "{found}"
+    );
+    assert!(
+        found["completions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c.as_str().unwrap().starts_with("customers")),
+        "{found}"
+    );
+    assert_eq!(
+        found["editor"],
+        "SELECT city, count(*) AS n FROM customers GROUP BY city ORDER BY city"
+    );
+    assert_eq!(found["header"], serde_json::json!(["city", "n"]));
+    assert_eq!(
+        found["rows"],
+        serde_json::json!([["Arlington", "1"], ["Austin", "1"], ["London", "2"]])
+    );
+    assert_eq!(found["chart_kind"], "bar");
+    assert_eq!(found["chart_bars"], 3);
+    assert_eq!(found["page"], "Page 1 of 3");
+    assert_eq!(found["page_after_next"], "Page 2 of 3");
+    assert_eq!(found["first_on_page_2"], "51");
+    assert_eq!(found["line_chart"], "line");
+    assert!(
+        found["error"].as_str().unwrap().contains("no_such_table"),
+        "{found}"
+    );
+    for column in [
+        "duration_ms",
+        "partitions_scanned",
+        "bytes_scanned",
+        "query_text",
+    ] {
+        assert!(
+            found["history_header"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h == column),
+            "{column}: {found}"
+        );
+    }
+    assert_eq!(found["history_has_query"], true);
+    assert_eq!(
+        found["tree"],
+        serde_json::json!(["customers", "sales", "sales_by_city (materialized view)"])
+    );
+    assert_eq!(
+        found["columns"],
+        serde_json::json!(["id", "customer_id", "amount", "sold_on"])
+    );
+    let constraints = found["constraints"].to_string();
+    assert!(
+        constraints.contains("PRIMARY KEY") && constraints.contains("FOREIGN KEY"),
+        "{found}"
+    );
+    let partitions = found["partitions"].as_array().unwrap();
+    assert_eq!(partitions.len(), 2, "{found}");
+    assert!(
+        found["summary"].as_str().unwrap().contains("3 rows"),
+        "{found}"
+    );
+    assert!(
+        found["lineage_nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "public.sales_by_city"),
+        "{found}"
+    );
+    assert!(
+        found["views"].to_string().contains("sales_by_city"),
+        "{found}"
+    );
+    assert!(
+        found["views_header"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h == "is_stale"),
+        "{found}"
+    );
+    assert!(
+        found["view_lineage_nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "public.customers"),
+        "{found}"
+    );
+    assert_eq!(found["console_errors"], serde_json::json!([]), "{found}");
+    assert!(shots.join("console-query.png").exists());
 }

@@ -229,9 +229,10 @@ fn a_cancel_request_stops_the_running_query() {
     assert_eq!(found["after"], 42);
 }
 
-/// SQLAlchemy's PostgreSQL dialect inspects the star schema (tables, columns with their types)
-/// and runs a join, and the JDBC driver lists tables and columns and runs prepared queries,
-/// switching to a named server-side statement after five executions.
+/// SQLAlchemy's PostgreSQL dialect inspects the star schema (tables, columns with their types,
+/// the primary key, the foreign key, the table's comment) and runs a join, and the JDBC driver
+/// lists tables, columns and imported keys and runs prepared queries, switching to a named
+/// server-side statement after five executions.
 #[test]
 fn sqlalchemy_inspects_a_star_schema_and_jdbc_reads_its_metadata() {
     let dir = tempfile::tempdir().unwrap();
@@ -261,6 +262,24 @@ fn sqlalchemy_inspects_a_star_schema_and_jdbc_reads_its_metadata() {
         found["joined"].as_str().unwrap().contains("Grace"),
         "{found}"
     );
+    // Keys and comments, from pg_constraint, pg_index and pg_description.
+    assert_eq!(found["pk"]["name"], "sales_pkey", "{found}");
+    assert_eq!(
+        found["pk"]["constrained_columns"],
+        serde_json::json!(["id"]),
+        "{found}"
+    );
+    assert_eq!(
+        found["fks"],
+        serde_json::json!([[
+            "sales_customer_id_fkey",
+            ["customer_id"],
+            "customers",
+            ["id"]
+        ]]),
+        "{found}"
+    );
+    assert_eq!(found["comment"], "One row per sale", "{found}");
 
     // The PostgreSQL JDBC driver, as DBeaver uses it.
     let jdbc = "/usr/share/java/postgresql.jar";
@@ -281,6 +300,7 @@ fn sqlalchemy_inspects_a_star_schema_and_jdbc_reads_its_metadata() {
         "table customers",
         "table sales",
         "column amount numeric",
+        "imported customer_id -> customers.id sales_customer_id_fkey 1",
         "row Ada 15.75",
         "row Grace 100.00",
         "counts 2 1 0 2 1 0",

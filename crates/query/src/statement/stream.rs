@@ -102,20 +102,23 @@ impl Session {
         }
         self.warehouse().refresh_catalog().await?;
         let plan = self.plan(s.as_ref().clone(), None).await?;
-        let mut fields: Vec<(String, Option<Arc<Field>>)> =
-            plan.get_parameter_fields()?.into_iter().collect();
-        // `$2` before `$10`: order by position, not by name.
-        fields.sort_by_key(|(name, _)| {
-            name.trim_start_matches('$')
-                .parse::<usize>()
-                .unwrap_or(usize::MAX)
-        });
+        // `$n` is the n-th field, whatever the statement left out: a statement that uses `$2`
+        // and not `$1` still has its second parameter second (its first is of no known type).
+        let found = plan.get_parameter_fields()?;
+        let count = found
+            .keys()
+            .filter_map(|name| name.trim_start_matches('$').parse::<usize>().ok())
+            .max()
+            .unwrap_or(0)
+            .min(u16::MAX as usize);
         Ok(Arc::new(Schema::new(
-            fields
-                .into_iter()
-                .map(|(name, field)| match field {
-                    Some(f) => Field::new(name, f.data_type().clone(), true),
-                    None => Field::new(name, arrow::datatypes::DataType::Null, true),
+            (1..=count)
+                .map(|n| {
+                    let name = format!("${n}");
+                    match found.get(&name).cloned().flatten() {
+                        Some(f) => Field::new(name, f.data_type().clone(), true),
+                        None => Field::new(name, arrow::datatypes::DataType::Null, true),
+                    }
                 })
                 .collect::<Vec<_>>(),
         )))

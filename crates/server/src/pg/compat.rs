@@ -12,7 +12,7 @@
 //! stayed (see `query`).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use arrow::datatypes::DataType;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
@@ -20,10 +20,16 @@ use datafusion::scalar::ScalarValue;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 use datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_pg_catalog::pg_catalog::{PgCatalogSchemaProvider, PgCatalogStaticTables};
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use pgwire::api::auth::DefaultServerParameterProvider;
 use strata_query::Session;
 use strata_query::parser::{ParsedStatement, Statement};
+
+use super::catalog;
+
+/// PostgreSQL's fixed catalog rows (types, functions, operators), read once per process.
+static STATIC_TABLES: OnceLock<Arc<PgCatalogStaticTables>> = OnceLock::new();
 
 /// The PostgreSQL version clients see: tools pick their SQL by it (16: `pg_catalog` as
 /// PostgreSQL 16 has it).
@@ -92,6 +98,7 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("lc_ctype", "C"),
     ("lc_messages", "C"),
     ("max_identifier_length", "63"),
+    ("max_index_keys", "32"),
     ("server_encoding", "UTF8"),
     ("standard_conforming_strings", "on"),
     ("statement_timeout", "0"),
@@ -176,6 +183,40 @@ pub(crate) async fn prepare_session(
         EmptyContextProvider,
     )
     .map_err(|e| strata_query::Error::from(*e))?;
+    // The same catalog, seeing this database alone, with Strata's keys and comments.
+    let static_tables = match STATIC_TABLES.get() {
+        Some(tables) => Arc::clone(tables),
+        None => {
+            let tables =
+                Arc::new(PgCatalogStaticTables::try_new().map_err(strata_query::Error::from)?);
+            Arc::clone(STATIC_TABLES.get_or_init(|| tables))
+        }
+    };
+    let list = Arc::clone(session.context().state().catalog_list());
+    let tables = catalog::DatabaseOnly::new(list, &current);
+    let pg_catalog =
+        PgCatalogSchemaProvider::try_new(tables.clone(), static_tables, EmptyContextProvider)
+            .map_err(strata_query::Error::from)?;
+    let oids = Arc::new(Mutex::new(catalog::ConstraintOids::default()));
+    let with_keys = catalog::StrataPgCatalog::new(
+        Arc::new(pg_catalog),
+        tables,
+        session.warehouse().clone(),
+        Arc::clone(&oids),
+        DEFAULTS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain([("server_version".to_string(), SERVER_VERSION.to_string())])
+            .collect(),
+    );
+    if let Some(catalog) = session.context().catalog(&current) {
+        catalog
+            .register_schema("pg_catalog", Arc::new(with_keys))
+            .map_err(strata_query::Error::from)?;
+    }
+    session
+        .context()
+        .register_udf(catalog::constraintdef_udf(oids));
     session.context().register_udf(version_udf());
     session.context().register_udf(to_regtype_udf());
     session
@@ -490,7 +531,9 @@ pub(crate) fn parse(
                 parsed.into_iter().map(|s| {
                     Command::Strata(ParsedStatement {
                         text: text.clone(),
-                        statement: Statement::Sql(Box::new(with_aggregated_lookups(s))),
+                        statement: Statement::Sql(Box::new(with_subscripts_unnested(
+                            with_aggregated_lookups(s),
+                        ))),
                     })
                 })
             })
@@ -548,6 +591,36 @@ fn with_aggregated_lookups(
                     None => SelectItem::UnnamedExpr(wrapped),
                 };
             }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    statement
+}
+
+/// `statement` with each `generate_subscripts(a, dim)` as `unnest(generate_series(1,
+/// array_length(a, dim)))`: SQLAlchemy numbers a key's columns with it beside
+/// `unnest(indkey)`, and DataFusion, which has no `generate_subscripts`, unnests both lists in
+/// step.
+fn with_subscripts_unnested(
+    mut statement: datafusion::sql::sqlparser::ast::Statement,
+) -> datafusion::sql::sqlparser::ast::Statement {
+    use datafusion::sql::sqlparser::ast::{Expr, FunctionArguments, visit_expressions_mut};
+    use datafusion::sql::sqlparser::parser::Parser;
+    let _ = visit_expressions_mut(&mut statement, |expr| {
+        if let Expr::Function(function) = expr
+            && function
+                .name
+                .to_string()
+                .eq_ignore_ascii_case("generate_subscripts")
+            && let FunctionArguments::List(list) = &function.args
+            && let [array, dimension] = list.args.as_slice()
+            && let Ok(unnested) = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&format!(
+                    "unnest(generate_series(1, CAST(array_length({array}, {dimension}) AS BIGINT)))"
+                ))
+                .and_then(|mut p| p.parse_expr())
+        {
+            *expr = unnested;
         }
         std::ops::ControlFlow::<()>::Continue(())
     });
