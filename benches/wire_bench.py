@@ -29,10 +29,11 @@ def setup(args):
     """A table of `rows` rows and 10 columns: integers, decimals, floats, dates, timestamps,
     booleans and text, as a BI extract would read."""
     sql = (
-        f"CREATE OR REPLACE TABLE {TABLE} AS SELECT value AS id, value % 1000 AS k, "
-        "CAST(value % 100000 AS DECIMAL(12,2)) / 100 AS amount, CAST(value AS DOUBLE) * 0.5 AS ratio, "
-        "DATE '2020-01-01' + CAST(value % 1500 AS INT) AS day, "
-        "TIMESTAMP '2020-01-01 00:00:00' + CAST(value % 100000 AS INT) * INTERVAL '1 second' AS at, "
+        f"CREATE TABLE {TABLE} AS SELECT value AS id, value % 1000 AS k, "
+        "CAST(CAST(value % 100000 AS DECIMAL(12,2)) / 100 AS DECIMAL(12,2)) AS amount, "
+        "CAST(value AS DOUBLE) * 0.5 AS ratio, "
+        "CAST(DATE '2020-01-01' + CAST(value % 1500 AS INT) AS DATE) AS day, "
+        "to_timestamp_seconds(1577836800 + value % 100000) AS at, "
         "value % 2 = 0 AS even, 'customer-' || CAST(value % 5000 AS VARCHAR) AS name, "
         "value * 3 AS qty, CAST(value % 97 AS INT) AS bucket "
         f"FROM generate_series(1, {args.rows})"
@@ -40,6 +41,7 @@ def setup(args):
     with flightsql.connect(args.flight, db_kwargs={"username": args.user,
                                                     "password": args.password}) as conn:
         cur = conn.cursor()
+        cur.execute(f"DROP TABLE IF EXISTS {TABLE}")
         cur.execute(sql)
         cur.fetchall()
 

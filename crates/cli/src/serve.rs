@@ -72,6 +72,11 @@ pub(crate) struct ServeArgs {
     #[arg(long, env = "STRATA_PG_LISTEN")]
     pg_listen: Option<SocketAddr>,
 
+    /// PostgreSQL connections open at once (PostgreSQL's max_connections); one more is refused
+    /// with "sorry, too many clients already".
+    #[arg(long, env = "STRATA_PG_MAX_CONNECTIONS", default_value_t = 100)]
+    pg_max_connections: usize,
+
     /// Also serve SQL over HTTP on this address (e.g. 127.0.0.1:8080): `POST /v1/statements`,
     /// results as JSON, CSV, Arrow or Parquet. Plain HTTP: keep it on loopback or behind a
     /// TLS-terminating proxy.
@@ -175,6 +180,7 @@ pub(crate) async fn run(
             Some(address) => Some(strata_server::bind(address).await?),
             None => None,
         },
+        pg_max_connections: args.pg_max_connections,
         http_listener: match args.http_listen {
             Some(address) => Some(strata_server::bind(address).await?),
             None => None,

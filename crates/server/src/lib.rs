@@ -71,6 +71,8 @@ pub struct ServeOptions {
     /// Serve the PostgreSQL wire protocol on this listener too (`--pg-listen`), with the same
     /// TLS certificate.
     pub pg_listener: Option<TcpListener>,
+    /// PostgreSQL connections open at once; one more is refused (`--pg-max-connections`).
+    pub pg_max_connections: usize,
     /// Serve the HTTP SQL API on this listener too (`--http-listen`).
     pub http_listener: Option<TcpListener>,
 }
@@ -87,6 +89,7 @@ impl ServeOptions {
             load_endpoints: Vec::new(),
             maintenance_tick: std::time::Duration::from_secs(60),
             pg_listener: None,
+            pg_max_connections: 100,
             http_listener: None,
         }
     }
@@ -135,7 +138,10 @@ pub async fn serve(
                 None => None,
             };
             let server = Arc::new(pg::PgServer::new(shared.clone()));
-            Some(AbortOnDrop(tokio::spawn(pg::serve(listener, server, tls))))
+            let max = options.pg_max_connections.max(1);
+            Some(AbortOnDrop(tokio::spawn(pg::serve(
+                listener, server, tls, max,
+            ))))
         }
         None => None,
     };

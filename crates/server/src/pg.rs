@@ -72,13 +72,22 @@ impl PgWireServerHandlers for Handlers {
     }
 }
 
-/// Serves PostgreSQL clients on `listener` until the task is dropped.
-pub(crate) async fn serve(listener: TcpListener, server: Arc<PgServer>, tls: Option<TlsAcceptor>) {
+/// Serves PostgreSQL clients on `listener` until the task is dropped, at most
+/// `max_connections` at a time: one more is refused with PostgreSQL's own FATAL 53300
+/// ("sorry, too many clients already"), which libpq-based clients show as it is. A connection
+/// that has not signed in after 60 seconds is closed (pgwire's startup timeout).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    server: Arc<PgServer>,
+    tls: Option<TlsAcceptor>,
+    max_connections: usize,
+) {
     let handlers = Arc::new(Handlers {
         queries: Arc::new(query::Queries::new(Arc::clone(&server))),
         copy: Arc::new(load::CopyIn::new(Arc::clone(&server))),
         server,
     });
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
         let (socket, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -90,9 +99,14 @@ pub(crate) async fn serve(listener: TcpListener, server: Arc<PgServer>, tls: Opt
             }
         };
         let _ = socket.set_nodelay(true);
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            tokio::spawn(refuse(socket, Arc::clone(&handlers.server.cancels)));
+            continue;
+        };
         let handlers = Arc::clone(&handlers);
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _open = permit;
             // A panic in one connection ends that connection, not the server: tokio catches
             // it at the task's edge.
             if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
@@ -100,6 +114,59 @@ pub(crate) async fn serve(listener: TcpListener, server: Arc<PgServer>, tls: Opt
             }
         });
     }
+}
+
+/// Answers a connection over the limit as PostgreSQL does, then closes it: an SSL or GSSAPI
+/// request is declined (`N`), the startup message read, and FATAL 53300 "sorry, too many
+/// clients already" sent. A cancel request is still carried out: it must work when every
+/// connection is taken. Reads are bounded in size and time.
+async fn refuse(mut socket: tokio::net::TcpStream, cancels: Arc<server::Cancels>) {
+    use pgwire::messages::Message;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SSL_REQUEST: u32 = 80_877_103;
+    const GSSENC_REQUEST: u32 = 80_877_104;
+    const CANCEL_REQUEST: u32 = 80_877_102;
+    /// One length-prefixed startup-phase packet, without its length.
+    async fn packet(socket: &mut tokio::net::TcpStream) -> std::io::Result<Vec<u8>> {
+        let length = socket.read_u32().await?;
+        let body = usize::try_from(length)
+            .ok()
+            .and_then(|n| n.checked_sub(4))
+            .filter(|n| *n <= 10_000)
+            .ok_or_else(|| std::io::Error::other("startup packet of a bad length"))?;
+        let mut buffer = vec![0; body];
+        socket.read_exact(&mut buffer).await?;
+        Ok(buffer)
+    }
+    let code = |p: &[u8]| {
+        p.get(..4)
+            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+    };
+    let exchange = async {
+        let mut first = packet(&mut socket).await?;
+        if matches!(code(&first), Some(SSL_REQUEST | GSSENC_REQUEST)) {
+            socket.write_all(b"N").await?;
+            first = packet(&mut socket).await?;
+        }
+        if code(&first) == Some(CANCEL_REQUEST) {
+            if let Some(pid) = first.get(4..8) {
+                let pid = i32::from_be_bytes([pid[0], pid[1], pid[2], pid[3]]);
+                cancels.cancel((pid, first.get(8..).unwrap_or_default().to_vec()));
+            }
+            return Ok(());
+        }
+        let refusal =
+            pgwire::messages::response::ErrorResponse::from(pgwire::error::ErrorInfo::new(
+                "FATAL".to_string(),
+                "53300".to_string(),
+                "sorry, too many clients already".to_string(),
+            ));
+        let mut bytes = bytes::BytesMut::new();
+        refusal.encode(&mut bytes).map_err(std::io::Error::other)?;
+        socket.write_all(&bytes).await
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), exchange).await;
+    let _ = socket.shutdown().await;
 }
 
 /// A TLS acceptor for PostgreSQL's SSLRequest from a PEM certificate chain and key.

@@ -101,6 +101,38 @@ def cancel():
     return out
 
 
+def max_connections():
+    """The server runs with --pg-max-connections 2."""
+    first = psycopg.connect(dsn, autocommit=True)
+    second = psycopg.connect(dsn, autocommit=True)
+    try:
+        psycopg.connect(dsn, autocommit=True).close()
+        out["third"] = "connected"
+    except psycopg.OperationalError as e:
+        out["third"] = str(e)
+    out["second_works"] = second.execute("SELECT 1").fetchone()[0]
+    # A cancel request still gets through with every connection taken.
+    timer = threading.Timer(1.5, first.cancel)
+    timer.start()
+    try:
+        first.execute("SELECT count(*) FROM generate_series(1, 3000000000) AS a")
+        out["cancel_at_limit"] = "finished"
+    except psycopg.errors.QueryCanceled as e:
+        out["cancel_at_limit"] = e.sqlstate
+    timer.join()
+    second.close()
+    # The closed connection's place is free again (its task ends a moment after the close).
+    for _ in range(50):
+        try:
+            with psycopg.connect(dsn, autocommit=True) as again:
+                out["after_close"] = again.execute("SELECT 2").fetchone()[0]
+            break
+        except psycopg.OperationalError:
+            time.sleep(0.1)
+    first.close()
+    return out
+
+
 def sqlalchemy_inspection():
     import sqlalchemy
     engine = sqlalchemy.create_engine(
@@ -126,5 +158,5 @@ def sqlalchemy_inspection():
     return out
 
 
-print(json.dumps({"parameters": parameters, "cancel": cancel,
+print(json.dumps({"parameters": parameters, "cancel": cancel, "max_connections": max_connections,
                   "sqlalchemy": sqlalchemy_inspection}[case](), default=str))

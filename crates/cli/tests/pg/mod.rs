@@ -78,8 +78,9 @@ INSERT INTO sales VALUES (1, 1, 10.50, DATE '2024-01-01'), (2, 1, 5.25, DATE '20
 ";
 
 /// psql scripted as people use it: statements, `\copy` of a CSV (bad rows refused with the
-/// line named, nothing loaded), `\d`, `\dt`, `\dn`, `SHOW`, `version()`, and the query log
-/// recording the protocol. A wrong password is refused.
+/// line named, nothing loaded), `\copy ... to` a file and to stdout, `\d` (with numeric
+/// precision), `\dt`, `\dn`, `SHOW`, `version()`, and the query log recording the protocol. A wrong
+/// password is refused.
 #[test]
 fn psql_runs_a_script_with_copy_and_describe_commands() {
     let dir = tempfile::tempdir().unwrap();
@@ -129,6 +130,26 @@ fn psql_runs_a_script_with_copy_and_describe_commands() {
     let (_, out, _) = psql(port, "pw", &["-A", "-t"], "SELECT count(*) FROM sales");
     assert_eq!(out.trim(), "5");
 
+    // \copy ... to: a query's rows as CSV with a header into a file, and a table's columns
+    // in PostgreSQL's text format to psql's standard output.
+    let extract = dir.path().join("extract.csv");
+    let script = format!(
+        "\\copy (SELECT s.id, c.name, s.amount, s.amount > 50 AS big FROM sales s \
+         JOIN customers c ON s.customer_id = c.id WHERE s.id <= 5 ORDER BY s.id) to '{}' csv header\n\
+         \\copy customers (id, city) to stdout\n",
+        extract.display()
+    );
+    let (ok, out, err) = psql(port, "pw", &["-A", "-t"], &script);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(
+        std::fs::read_to_string(&extract).unwrap(),
+        "id,name,amount,big\n1,Ada,10.50,f\n2,Ada,5.25,f\n3,Grace,100.00,t\n4,Grace,7.00,f\n5,Ada,,\n"
+    );
+    assert!(
+        out.starts_with("COPY 5\n1\tLondon\n2\tArlington\n"),
+        "{out}"
+    );
+
     // psql's describe commands run its pg_catalog queries.
     let (ok, out, err) = psql(port, "pw", &[], "\\dt\n\\dn\n\\d sales\n");
     assert!(ok, "{out}\n{err}");
@@ -138,7 +159,7 @@ fn psql_runs_a_script_with_copy_and_describe_commands() {
         "public",
         "customer_id",
         "amount",
-        "numeric",
+        "numeric(10,2)",
     ] {
         assert!(out.contains(expected), "{expected} missing from:\n{out}");
     }
@@ -253,7 +274,7 @@ fn sqlalchemy_inspects_a_star_schema_and_jdbc_reads_its_metadata() {
         [
             ("id", "BIGINT"),
             ("customer_id", "BIGINT"),
-            ("amount", "NUMERIC"),
+            ("amount", "NUMERIC(10, 2)"),
             ("sold_on", "DATE")
         ],
         "{found}"
@@ -412,4 +433,25 @@ fn run_client(port: u16, case: &str) -> serde_json::Value {
         String::from_utf8_lossy(&run.stderr)
     );
     serde_json::from_slice(&run.stdout).unwrap()
+}
+
+/// `--pg-max-connections 2`: a third connection is refused with PostgreSQL's own message while
+/// two are open (over plain TCP after declining SSL, as libpq asks first), a cancel request
+/// still gets through, and a connection is accepted once one of the two closes.
+#[test]
+fn connections_past_the_limit_are_refused_as_postgresql_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("wh").display().to_string();
+    let (_server, port) = serve_pg(&w, "pw", &["--pg-max-connections", "2"]);
+    let found = run_client(port, "max_connections");
+    assert!(
+        found["third"]
+            .as_str()
+            .unwrap()
+            .contains("sorry, too many clients already"),
+        "{found}"
+    );
+    assert_eq!(found["second_works"], 1, "{found}");
+    assert_eq!(found["cancel_at_limit"], "57014", "{found}");
+    assert_eq!(found["after_close"], 2, "{found}");
 }

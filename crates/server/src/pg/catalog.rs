@@ -15,6 +15,7 @@
 //! - `pg_description`: table comments (`objsubid` 0) and column comments (`objsubid` = the
 //!   column's `attnum`), beside PostgreSQL's descriptions of its functions.
 //! - `pg_settings`: the parameters `SHOW` answers (JDBC reads `max_index_keys` there).
+//! - `pg_attribute`: `atttypmod` of decimal columns, so clients see `numeric(10,2)`.
 //!
 //! A PostgreSQL connection sees one database, as in PostgreSQL: [`DatabaseOnly`] lists the
 //! schemas and tables of the connection's database alone, so `(schema, table)` names one
@@ -173,6 +174,7 @@ impl SchemaProvider for StrataPgCatalog {
             "pg_class" => Kind::Class,
             "pg_description" => Kind::Description,
             "pg_settings" => Kind::Settings,
+            "pg_attribute" => Kind::Attribute,
             _ => return self.inner.table(name).await,
         };
         let Some(inner_table) = self.inner.table(name).await? else {
@@ -181,7 +183,9 @@ impl SchemaProvider for StrataPgCatalog {
         let schema = match kind {
             // PostgreSQL's `int2[]` and `int2vector`, which the fixed rows keep as text.
             Kind::Constraint | Kind::Index => with_key_lists(&inner_table.schema()),
-            Kind::Class | Kind::Description | Kind::Settings => inner_table.schema(),
+            Kind::Class | Kind::Description | Kind::Settings | Kind::Attribute => {
+                inner_table.schema()
+            }
         };
         Ok(Some(Arc::new(KeysTable {
             kind,
@@ -208,6 +212,7 @@ enum Kind {
     Class,
     Description,
     Settings,
+    Attribute,
 }
 
 /// One of the four catalog tables Strata's metadata adds rows to, built when scanned.
@@ -230,6 +235,8 @@ struct Relation {
     namespace: i32,
     /// Column names in `attnum` order (from 1).
     columns: Vec<String>,
+    /// Their types, in the same order.
+    types: Vec<DataType>,
 }
 
 /// One row of `pg_constraint` (and of `pg_index`/`pg_class` for a key).
@@ -277,6 +284,16 @@ impl TableProvider for KeysTable {
                 let mut batches = scan_all(self.inner_table.as_ref(), state).await?;
                 batches.push(self.index_relations(&self.constraints(&relations).await?)?);
                 batches
+            }
+            Kind::Attribute => {
+                let relations = self.relations(state).await?;
+                let by_oid: HashMap<i32, &Relation> =
+                    relations.values().map(|r| (r.oid, r)).collect();
+                scan_all(self.inner_table.as_ref(), state)
+                    .await?
+                    .into_iter()
+                    .map(|batch| with_type_modifiers(batch, &by_oid))
+                    .collect::<DfResult<Vec<_>>>()?
             }
             Kind::Description => {
                 let relations = self.relations(state).await?;
@@ -336,6 +353,11 @@ impl KeysTable {
                         oid: oids.value(i),
                         namespace: spaces.value(i),
                         columns: fields.fields().iter().map(|f| f.name().clone()).collect(),
+                        types: fields
+                            .fields()
+                            .iter()
+                            .map(|f| f.data_type().clone())
+                            .collect(),
                     },
                 );
             }
@@ -645,6 +667,45 @@ impl KeysTable {
         ];
         batch_of(&self.schema, n, values)
     }
+}
+
+/// `pg_attribute` rows with `atttypmod` set where PostgreSQL sets it: a decimal's precision
+/// and scale (`numeric(10,2)` in `format_type`, JDBC's `COLUMN_SIZE`/`DECIMAL_DIGITS`).
+fn with_type_modifiers(
+    batch: RecordBatch,
+    relations: &HashMap<i32, &Relation>,
+) -> DfResult<RecordBatch> {
+    let (Some(position), Ok(relids), Some(attnums)) = (
+        batch.schema().index_of("atttypmod").ok(),
+        int32_column(&batch, "attrelid"),
+        batch
+            .column_by_name("attnum")
+            .and_then(|c| c.as_any().downcast_ref::<arrow::array::Int16Array>()),
+    ) else {
+        return Ok(batch);
+    };
+    let current = int32_column(&batch, "atttypmod")?;
+    let typmods: Int32Array = (0..batch.num_rows())
+        .map(|i| {
+            let column = usize::try_from(attnums.value(i))
+                .ok()
+                .and_then(|n| n.checked_sub(1));
+            let data_type = relations
+                .get(&relids.value(i))
+                .zip(column)
+                .and_then(|(r, c)| r.types.get(c));
+            Some(match data_type {
+                Some(DataType::Decimal128(p, s) | DataType::Decimal256(p, s)) if *s >= 0 => {
+                    // PostgreSQL's numeric typmod: ((precision << 16) | scale) + VARHDRSZ.
+                    ((i32::from(*p) << 16) | i32::from(*s)) + 4
+                }
+                _ => current.value(i),
+            })
+        })
+        .collect();
+    let mut columns = batch.columns().to_vec();
+    columns[position] = Arc::new(typmods);
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
 }
 
 /// Whether a constraint is backed by an index (a primary key or unique constraint).

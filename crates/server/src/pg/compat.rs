@@ -64,6 +64,8 @@ pub(crate) enum Command {
     Accept(&'static str),
     /// `COPY table [(columns)] FROM STDIN [options]`.
     CopyIn(super::copy::CopySpec),
+    /// `COPY (query) TO STDOUT [options]`, `COPY table [(columns)] TO STDOUT [options]`.
+    CopyOut(super::copy::CopyOutSpec),
     /// `DECLARE name CURSOR FOR query`: what psycopg's server-side cursors send.
     Declare {
         name: String,
@@ -389,7 +391,9 @@ fn session_command(text: &str) -> Option<Command> {
         "RESET" => Some(Command::Accept("RESET")),
         "SET" => set_command(&tokens[1..]),
         "SHOW" => show_command(&tokens[1..]),
-        "COPY" => super::copy::CopySpec::parse(&tokens).map(Command::CopyIn),
+        "COPY" => super::copy::CopySpec::parse(&tokens)
+            .map(Command::CopyIn)
+            .or_else(|| super::copy::CopyOutSpec::parse(text, &tokens).map(Command::CopyOut)),
         "DECLARE" => declare(text),
         "FETCH" => fetch(&tokens[1..]),
         "CLOSE" => match tokens.get(1) {

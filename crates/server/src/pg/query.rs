@@ -27,6 +27,7 @@ use pgwire::api::store::{MemPortalStore, PortalStore};
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::PgWireBackendMessage;
+use pgwire::messages::copy::CopyData;
 use pgwire::messages::data::DataRow;
 use pgwire::messages::response::NoticeResponse;
 use strata_query::parser::ParsedStatement;
@@ -396,6 +397,80 @@ impl Queries {
                     None => cursors.clear(),
                 }
                 Ok(Response::Execution(Tag::new("CLOSE CURSOR")))
+            }
+            Command::CopyIn(super::copy::CopySpec { options, .. })
+            | Command::CopyOut(super::copy::CopyOutSpec { options, .. })
+                if options.binary =>
+            {
+                Err(user_error(
+                    "0A000",
+                    "COPY in PostgreSQL's binary format is not supported: use FORMAT csv or text"
+                        .to_string(),
+                ))
+            }
+            Command::CopyOut(spec) => {
+                let statement = strata_query::parser::parse(&spec.query)
+                    .map_err(|e| query_error(e, None))?
+                    .pop()
+                    .ok_or_else(|| user_error("42601", "COPY: no query".to_string()))?;
+                policy::check(&statement, conn.identity.role, &self.server.shared.load)
+                    .map_err(status_error)?;
+                let stream = {
+                    let mut session = conn.session.lock().await;
+                    session
+                        .execute_stream(&statement, None)
+                        .await
+                        .map_err(|e| query_error(e, None))?
+                };
+                let schema = stream.schema();
+                let writer = super::copy::CopyWriter::new(&spec.options);
+                // The header travels with the first row: pgwire counts data messages for the
+                // `COPY n` tag.
+                let header = writer.header(&schema);
+                let lines = run_ahead(&self.server, conn, stream)
+                    .map(move |batch| {
+                        let lines = batch.and_then(|b| {
+                            writer
+                                .rows(&b)
+                                .map_err(|e| user_error("22P02", format!("COPY: {e}")))
+                        });
+                        futures::stream::iter(match lines {
+                            Ok(lines) => lines.into_iter().map(Ok).collect::<Vec<_>>(),
+                            Err(e) => vec![Err(e)],
+                        })
+                    })
+                    .flatten()
+                    .boxed();
+                let data = futures::stream::unfold(
+                    (lines, header, false),
+                    |(mut lines, mut header, done)| async move {
+                        if done {
+                            return None;
+                        }
+                        match lines.next().await {
+                            Some(line) => {
+                                let line = match (header.take(), line) {
+                                    (Some(mut head), Ok(line)) => {
+                                        head.extend_from_slice(&line);
+                                        Ok(head)
+                                    }
+                                    (_, line) => line,
+                                };
+                                let data = line.map(|l| CopyData::new(l.into()));
+                                Some((data, (lines, None, false)))
+                            }
+                            // No rows: the header alone.
+                            None => header
+                                .take()
+                                .map(|head| (Ok(CopyData::new(head.into())), (lines, None, true))),
+                        }
+                    },
+                );
+                Ok(Response::CopyOut(CopyResponse::new(
+                    0,
+                    schema.fields().len(),
+                    data,
+                )))
             }
             Command::CopyIn(spec) => {
                 if spec.column_list {

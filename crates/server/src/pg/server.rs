@@ -78,7 +78,13 @@ impl Drop for CancelRegistration {
 #[async_trait]
 impl CancelHandler for Cancels {
     async fn on_cancel_request(&self, request: CancelRequest) {
-        let key = (request.pid, request.secret_key.to_bytes().to_vec());
+        self.cancel((request.pid, request.secret_key.to_bytes().to_vec()));
+    }
+}
+
+impl Cancels {
+    /// Cancels the running statement of the connection with backend key `key`, if any.
+    pub(crate) fn cancel(&self, key: (i32, Vec<u8>)) {
         let signal = self
             .signals
             .lock()
