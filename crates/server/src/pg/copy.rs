@@ -407,8 +407,9 @@ impl Drop for Spool {
 mod tests {
     use super::*;
 
-    fn spec(sql: &str) -> Option<CopySpec> {
-        let tokens: Vec<Token> = datafusion::sql::sqlparser::tokenizer::Tokenizer::new(
+    /// `sql`'s tokens as `compat` hands them over: whitespace dropped.
+    fn tokens(sql: &str) -> Vec<Token> {
+        datafusion::sql::sqlparser::tokenizer::Tokenizer::new(
             &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
             sql,
         )
@@ -416,8 +417,11 @@ mod tests {
         .unwrap()
         .into_iter()
         .filter(|t| !matches!(t, Token::Whitespace(_) | Token::EOF))
-        .collect();
-        CopySpec::parse(&tokens)
+        .collect()
+    }
+
+    fn spec(sql: &str) -> Option<CopySpec> {
+        CopySpec::parse(&tokens(sql))
     }
 
     #[test]
@@ -455,16 +459,7 @@ mod tests {
     }
 
     fn out(sql: &str) -> Option<CopyOutSpec> {
-        let tokens: Vec<Token> = datafusion::sql::sqlparser::tokenizer::Tokenizer::new(
-            &datafusion::sql::sqlparser::dialect::PostgreSqlDialect {},
-            sql,
-        )
-        .tokenize()
-        .unwrap()
-        .into_iter()
-        .filter(|t| !matches!(t, Token::Whitespace(_) | Token::EOF))
-        .collect();
-        CopyOutSpec::parse(sql, &tokens)
+        CopyOutSpec::parse(sql, &tokens(sql))
     }
 
     #[test]
