@@ -13,7 +13,7 @@ const KEYWORDS = ('SELECT FROM WHERE GROUP BY ORDER HAVING LIMIT OFFSET JOIN LEF
   'COPY DESCRIBE SHOW EXPLAIN ANALYZE COUNT SUM AVG MIN MAX CAST DATE TIMESTAMP INTERVAL ' +
   'TRUE FALSE ASC DESC QUALIFY OVER ROW_NUMBER RANK REFRESH AT BEFORE').split(' ');
 
-const state = { token: null, result: null, page: 0, names: [], selected: 0, matches: [] };
+const state = { token: null, result: null, page: 0, names: [], selected: 0, matches: [], graphs: 0 };
 const $ = (id) => document.getElementById(id);
 
 // ---------------------------------------------------------------- the API
@@ -38,9 +38,9 @@ async function sql(statement) {
   return body;
 }
 
-/** A SQL string literal. */
+/** A SQL string literal (Strata's parser reads backslash escapes: both are doubled). */
 function literal(text) {
-  return "'" + String(text).replace(/'/g, "''") + "'";
+  return "'" + String(text).replace(/\\/g, '\\\\').replace(/'/g, "''") + "'";
 }
 
 // ---------------------------------------------------------------- sign-in
@@ -92,7 +92,7 @@ function show(tab) {
 
 // ---------------------------------------------------------------- the grid and the chart
 
-const NUMERIC = /^(Int|UInt|Float|Decimal)/;
+const NUMERIC = /^(U?Int\d|Float|Decimal)/;
 const TEMPORAL = /^(Date|Timestamp)/;
 
 function cell(row, name) {
@@ -179,6 +179,7 @@ function renderChart() {
   box.replaceChildren();
   if (!plan || data.length === 0) return;
   const points = data.slice(0, CHART_POINTS)
+    .filter((r) => cell(r, plan.y.name) !== null)
     .map((r) => ({ label: String(cell(r, plan.x.name)), value: Number(cell(r, plan.y.name)) }))
     .filter((p) => Number.isFinite(p.value));
   if (points.length === 0) return;
@@ -512,19 +513,20 @@ async function lineage(name) {
     at.set(node, { x: 10 + i * (boxWidth + gapX), y: 10 + j * (boxHeight + gapY) });
   }));
   const graph = svg('svg', { width, height });
-  const arrow = svg('marker', { id: 'arrow', viewBox: '0 0 10 10', refX: 10, refY: 5,
+  const marker = 'arrow-' + (++state.graphs);
+  const arrow = svg('marker', { id: marker, viewBox: '0 0 10 10', refX: 10, refY: 5,
                                 markerWidth: 6, markerHeight: 6, orient: 'auto' });
   arrow.appendChild(svg('path', { d: 'M0,0 L10,5 L0,10 z', fill: '#6b7280' }));
   const defs = svg('defs');
   defs.appendChild(arrow);
   graph.appendChild(defs);
-  // Direct edges: between neighbouring levels, and through `name` when depths skip.
+  // Direct edges (depth 1) from and to `name`; objects further away stand in their column.
   for (const e of edges) {
     const from = at.get(e.upstream), to = at.get(e.downstream);
     if (!from || !to || Number(e.depth) !== 1) continue;
     graph.appendChild(svg('line', {
       x1: from.x + boxWidth, y1: from.y + boxHeight / 2, x2: to.x, y2: to.y + boxHeight / 2,
-      stroke: '#6b7280', 'marker-end': 'url(#arrow)',
+      stroke: '#6b7280', 'marker-end': 'url(#' + marker + ')',
     }));
   }
   for (const [node, p] of at) {

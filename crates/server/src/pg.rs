@@ -144,7 +144,11 @@ async fn refuse(mut socket: tokio::net::TcpStream, cancels: Arc<server::Cancels>
     };
     let exchange = async {
         let mut first = packet(&mut socket).await?;
-        if matches!(code(&first), Some(SSL_REQUEST | GSSENC_REQUEST)) {
+        // libpq may ask for GSSAPI encryption, then SSL, before its startup message.
+        for _ in 0..2 {
+            if !matches!(code(&first), Some(SSL_REQUEST | GSSENC_REQUEST)) {
+                break;
+            }
             socket.write_all(b"N").await?;
             first = packet(&mut socket).await?;
         }

@@ -80,7 +80,9 @@ impl CopyOptions {
                 j += 1;
             }
             match options.get(j) {
-                Some(Token::SingleQuotedString(s)) => Some(s.clone()),
+                Some(Token::SingleQuotedString(s) | Token::EscapedStringLiteral(s)) => {
+                    Some(s.clone())
+                }
                 Some(Token::Word(w)) => Some(w.value.clone()),
                 Some(other) => Some(other.to_string()),
                 None => None,
@@ -101,15 +103,16 @@ impl CopyOptions {
                 }
                 "BINARY" => spec.binary = true,
                 "HEADER" => {
-                    // HEADER, HEADER true, HEADER false
-                    match options.get(i + 1) {
-                        Some(Token::Word(v)) if v.value.eq_ignore_ascii_case("false") => {
-                            i += 1;
-                        }
-                        Some(Token::Word(v))
-                            if v.value.eq_ignore_ascii_case("true")
-                                || v.value.eq_ignore_ascii_case("match") =>
-                        {
+                    // HEADER alone, or with a boolean as PostgreSQL spells them (or MATCH).
+                    let flag = match options.get(i + 1) {
+                        Some(Token::Word(v)) => Some(v.value.to_ascii_lowercase()),
+                        Some(Token::Number(n, _)) => Some(n.clone()),
+                        Some(Token::SingleQuotedString(v)) => Some(v.to_ascii_lowercase()),
+                        _ => None,
+                    };
+                    match flag.as_deref() {
+                        Some("false" | "off" | "0") => i += 1,
+                        Some("true" | "on" | "1" | "match") => {
                             spec.header = true;
                             i += 1;
                         }
@@ -225,6 +228,9 @@ impl CopyOutSpec {
                         .is_some_and(|r| r.trim_start().starts_with("STDOUT"))
                 })
                 .filter_map(|(close, _)| text.get(open + 1..close))
+                // Each candidate is parsed: a few, so that text made of `) TO STDOUT` repeated
+                // costs no more than a few parses.
+                .take(4)
                 .find(|q| {
                     strata_query::parser::parse(q)
                         .is_ok_and(|s| s.len() == 1 && strata_query::Session::is_streamed(&s[0]))
@@ -477,6 +483,26 @@ mod tests {
                 .binary
         );
         assert!(spec("COPY t FROM STDIN BINARY").unwrap().options.binary);
+        assert!(
+            !out("COPY t TO STDOUT (FORMAT csv, HEADER off)")
+                .unwrap()
+                .options
+                .header
+        );
+        assert!(
+            !spec("COPY t FROM STDIN (FORMAT csv, HEADER 0)")
+                .unwrap()
+                .options
+                .header
+        );
+        assert!(
+            spec("COPY t FROM STDIN (FORMAT csv, HEADER on)")
+                .unwrap()
+                .options
+                .header
+        );
+        let tab = spec(r"COPY t FROM STDIN (FORMAT csv, DELIMITER E'\t')").unwrap();
+        assert_eq!(tab.options.delimiter.as_deref(), Some("\t"));
         assert!(out("COPY t TO '/tmp/x'").is_none());
         assert!(out("COPY t; DROP TABLE x TO STDOUT").is_none());
         assert!(out("COPY (DROP TABLE t) TO STDOUT").is_none());
