@@ -436,6 +436,37 @@ fn spawn_server_with_env(
     (child, address, metrics_url)
 }
 
+/// `strata serve` on ephemeral ports with `extra` arguments; returns the process and what
+/// follows `announce` on the first stderr line that starts with it (a listener's address).
+fn serve_announcing(
+    warehouse: &str,
+    password: &str,
+    extra: &[&str],
+    announce: &str,
+) -> (KillOnDrop, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["serve", "--warehouse", warehouse, "--listen", "127.0.0.1:0"])
+        .args(extra)
+        .env("STRATA_PASSWORD", password)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("strata serve starts");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let rest = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("strata serve announces {announce:?}"))
+            .unwrap();
+        if let Some(rest) = line.strip_prefix(announce) {
+            break rest.to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (KillOnDrop(child), rest)
+}
+
 /// The samples of a Prometheus page, as `name{label=value,...}` → value, read by
 /// prometheus_client's parser.
 fn scrape(url: &str) -> std::collections::HashMap<String, f64> {

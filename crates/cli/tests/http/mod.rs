@@ -4,30 +4,13 @@
 
 use std::process::{Command, Stdio};
 
-use super::{KillOnDrop, manifest_dir, python_with_flight_clients};
+use super::{KillOnDrop, manifest_dir, python_with_flight_clients, serve_announcing};
 
 /// A server with the HTTP SQL API on an ephemeral port; returns it and the API's base URL.
 fn serve_http(warehouse: &str, password: &str) -> (KillOnDrop, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["serve", "--warehouse", warehouse, "--listen", "127.0.0.1:0"])
-        .args(["--http-listen", "127.0.0.1:0"])
-        .env("STRATA_PASSWORD", password)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("strata serve starts");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("strata serve announces its HTTP API")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("HTTP SQL API on ") {
-            break rest.trim_end_matches("/v1/statements").to_string();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    (KillOnDrop(child), url)
+    let extra = ["--http-listen", "127.0.0.1:0"];
+    let (server, rest) = serve_announcing(warehouse, password, &extra, "HTTP SQL API on ");
+    (server, rest.trim_end_matches("/v1/statements").to_string())
 }
 
 /// curl with `args`; returns (HTTP status, body).

@@ -4,36 +4,21 @@
 
 use std::process::{Command, Stdio};
 
-use super::{KillOnDrop, manifest_dir, python_with_flight_clients};
+use super::{KillOnDrop, manifest_dir, python_with_flight_clients, serve_announcing};
 
 /// A server with the PostgreSQL protocol on an ephemeral port; returns it and that port.
 fn serve_pg(warehouse: &str, password: &str, extra: &[&str]) -> (KillOnDrop, u16) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["serve", "--warehouse", warehouse, "--listen", "127.0.0.1:0"])
-        .args(["--pg-listen", "127.0.0.1:0"])
-        .args(extra)
-        .env("STRATA_PASSWORD", password)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("strata serve starts");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let port = loop {
-        let line = lines
-            .next()
-            .expect("strata serve announces its PostgreSQL port")
-            .unwrap();
-        if let Some(rest) = line.split("port=").nth(1) {
-            break rest
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .unwrap()
-                .parse()
-                .unwrap();
-        }
-    };
-    std::thread::spawn(move || lines.for_each(drop));
-    (KillOnDrop(child), port)
+    let mut args = vec!["--pg-listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let announce = "PostgreSQL wire protocol on ";
+    let (server, rest) = serve_announcing(warehouse, password, &args, announce);
+    // `127.0.0.1:PORT: psql "host=... port=PORT user=..."`
+    let port = rest
+        .split(':')
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("a port in {rest:?}"));
+    (server, port)
 }
 
 /// psql with `args`, a password and `script` on stdin; returns (success, stdout, stderr).

@@ -257,7 +257,7 @@ fn salted_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
     let mut out = [0u8; 32];
     pbkdf2::derive(
         pbkdf2::PBKDF2_HMAC_SHA256,
-        std::num::NonZeroU32::new(iterations.max(1)).expect("at least one"),
+        std::num::NonZeroU32::new(iterations).unwrap_or(std::num::NonZeroU32::MIN),
         salt,
         normalized.as_bytes(),
         &mut out,

@@ -233,10 +233,8 @@ struct KeysTable {
 struct Relation {
     oid: i32,
     namespace: i32,
-    /// Column names in `attnum` order (from 1).
-    columns: Vec<String>,
-    /// Their types, in the same order.
-    types: Vec<DataType>,
+    /// Its columns in `attnum` order (from 1).
+    schema: SchemaRef,
 }
 
 /// One row of `pg_constraint` (and of `pg_index`/`pg_class` for a key).
@@ -272,21 +270,20 @@ impl TableProvider for KeysTable {
         let batches = match self.kind {
             Kind::Settings => vec![self.settings_batch()?],
             Kind::Constraint => {
-                let relations = self.relations(state).await?;
+                let (_, relations) = self.relations(state).await?;
                 vec![self.constraint_batch(&self.constraints(&relations).await?)?]
             }
             Kind::Index => {
-                let relations = self.relations(state).await?;
+                let (_, relations) = self.relations(state).await?;
                 vec![self.index_batch(&self.constraints(&relations).await?)?]
             }
             Kind::Class => {
-                let relations = self.relations(state).await?;
-                let mut batches = scan_all(self.inner_table.as_ref(), state).await?;
+                let (mut batches, relations) = self.relations(state).await?;
                 batches.push(self.index_relations(&self.constraints(&relations).await?)?);
                 batches
             }
             Kind::Attribute => {
-                let relations = self.relations(state).await?;
+                let (_, relations) = self.relations(state).await?;
                 let by_oid: HashMap<i32, &Relation> =
                     relations.values().map(|r| (r.oid, r)).collect();
                 scan_all(self.inner_table.as_ref(), state)
@@ -296,7 +293,7 @@ impl TableProvider for KeysTable {
                     .collect::<DfResult<Vec<_>>>()?
             }
             Kind::Description => {
-                let relations = self.relations(state).await?;
+                let (_, relations) = self.relations(state).await?;
                 let mut batches = scan_all(self.inner_table.as_ref(), state).await?;
                 batches.push(self.comment_batch(&relations).await?);
                 batches
@@ -312,13 +309,13 @@ impl TableProvider for KeysTable {
 }
 
 impl KeysTable {
-    /// The relations of the connection's database by `(schema, table)`, with the oids
-    /// datafusion-pg-catalog's `pg_class` gives them.
+    /// datafusion-pg-catalog's `pg_class` rows, and from them the relations of the
+    /// connection's database by `(schema, table)` with their oids.
     async fn relations(
         &self,
         state: &dyn DfSession,
-    ) -> DfResult<HashMap<(String, String), Relation>> {
-        let class = self.inner_table("pg_class").await?;
+    ) -> DfResult<(Vec<RecordBatch>, HashMap<(String, String), Relation>)> {
+        let class = scan_all(self.inner_table("pg_class").await?.as_ref(), state).await?;
         let namespace = self.inner_table("pg_namespace").await?;
         let mut namespaces: HashMap<i32, String> = HashMap::new();
         for batch in scan_all(namespace.as_ref(), state).await? {
@@ -329,10 +326,10 @@ impl KeysTable {
             }
         }
         let mut out = HashMap::new();
-        for batch in scan_all(class.as_ref(), state).await? {
-            let oids = int32_column(&batch, "oid")?;
-            let names = string_column(&batch, "relname")?;
-            let spaces = int32_column(&batch, "relnamespace")?;
+        for batch in &class {
+            let oids = int32_column(batch, "oid")?;
+            let names = string_column(batch, "relname")?;
+            let spaces = int32_column(batch, "relnamespace")?;
             for i in 0..batch.num_rows() {
                 let Some(schema) = namespaces.get(&spaces.value(i)) else {
                     continue;
@@ -352,17 +349,12 @@ impl KeysTable {
                     Relation {
                         oid: oids.value(i),
                         namespace: spaces.value(i),
-                        columns: fields.fields().iter().map(|f| f.name().clone()).collect(),
-                        types: fields
-                            .fields()
-                            .iter()
-                            .map(|f| f.data_type().clone())
-                            .collect(),
+                        schema: fields,
                     },
                 );
             }
         }
-        Ok(out)
+        Ok((class, out))
     }
 
     async fn inner_table(&self, name: &str) -> DfResult<Arc<dyn TableProvider>> {
@@ -647,7 +639,7 @@ impl KeysTable {
                 text.push(comment.clone());
             }
             for (column, comment) in &c.columns {
-                if let Some(position) = relation.columns.iter().position(|c| c == column) {
+                if let Ok(position) = relation.schema.index_of(column) {
                     objoid.push(relation.oid);
                     subid.push(i32::try_from(position).unwrap_or(i32::MAX - 1) + 1);
                     text.push(comment.clone());
@@ -693,7 +685,8 @@ fn with_type_modifiers(
             let data_type = relations
                 .get(&relids.value(i))
                 .zip(column)
-                .and_then(|(r, c)| r.types.get(c));
+                .and_then(|(r, c)| r.schema.fields().get(c))
+                .map(|f| f.data_type());
             Some(match data_type {
                 Some(DataType::Decimal128(p, s) | DataType::Decimal256(p, s)) if *s >= 0 => {
                     // PostgreSQL's numeric typmod: ((precision << 16) | scale) + VARHDRSZ.
@@ -719,9 +712,9 @@ fn attnums(relation: &Relation, columns: &[String]) -> Vec<i16> {
         .iter()
         .map(|c| {
             relation
-                .columns
-                .iter()
-                .position(|n| n == c)
+                .schema
+                .index_of(c)
+                .ok()
                 .and_then(|p| i16::try_from(p + 1).ok())
                 .unwrap_or(0)
         })
