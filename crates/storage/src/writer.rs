@@ -1,8 +1,9 @@
 //! Writing rows into a table: validate → route → encode Parquet (in parallel) → upload.
 //!
 //! [`TableWriter`] receives batches, splits each by partition with [`partition::route`], and
-//! appends every slice to the open Parquet file of its partition; slices of different partitions
-//! are encoded in parallel on rayon. A file is closed when it reaches the target size. Closed
+//! appends every slice to the open Parquet file of its partition (a file opens once its first few
+//! thousand rows are there to choose its encodings from); slices of different partitions are
+//! encoded in parallel on rayon. A file is closed when it reaches the target size. Closed
 //! files are uploaded at once and described as [`DataFile`]s with per-column statistics; nothing
 //! is visible until the caller commits them in one [`Transaction`](crate::log::Transaction).
 
@@ -139,7 +140,21 @@ pub struct TableWriter {
     /// With a sort key: the rows of each partition not yet written, sorted and encoded as one
     /// file when they reach the target file size (see [`SORT_BUFFER_FACTOR`]).
     pending: HashMap<String, Pending>,
+    /// Without a sort key: the first rows of partitions whose next file is not open yet, kept
+    /// until there are enough to choose the file's encodings from (see [`file_properties`]).
+    opening: HashMap<String, Opening>,
 }
+
+/// The first rows of a partition's next file.
+#[derive(Default)]
+struct Opening {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+}
+
+/// Slices an [`Opening`] keeps before they are copied into one batch: routed slices share their
+/// whole batch's buffers, so holding many would keep many batches alive.
+const OPENING_MAX_SLICES: usize = 4;
 
 /// Rows of one partition waiting to be sorted into a file.
 #[derive(Default)]
@@ -233,6 +248,7 @@ impl TableWriter {
             sort_key,
             curve: metadata.sorts_by_curve(),
             pending: HashMap::new(),
+            opening: HashMap::new(),
             table: table.to_string(),
             schema,
             file_schema: metadata.file_schema(),
@@ -360,26 +376,79 @@ impl TableWriter {
         if !self.sort_key.is_empty() {
             return self.buffer_sorted(parts);
         }
-        for (name, slice) in &parts {
-            if !self.open.contains_key(name) {
-                let writer = ArrowWriter::try_new(
-                    Vec::new(),
-                    Arc::clone(&self.file_schema),
-                    Some(file_properties(&self.props, slice)),
-                )?;
-                let stats = (0..self.schema.fields().len())
-                    .map(|_| StatsAccumulator::default())
-                    .collect();
-                self.open.insert(
-                    name.clone(),
-                    OpenFile {
-                        writer,
-                        rows: 0,
-                        stats,
-                    },
-                );
+        let parts = self.open_files(parts)?;
+        self.write_open(parts)
+    }
+}
+
+impl TableWriter {
+    /// The slices of `parts` whose partition has a file open, opening the files of partitions
+    /// that now have [`ENCODING_SAMPLE_ROWS`] rows waiting; the other slices wait in
+    /// [`Self::opening`]. A file's encodings are chosen from its first rows, and a batch routed
+    /// to many partitions gives each only a few dozen: judged on those, every column looks
+    /// unique, and judged on none, every column is dictionary-encoded, which for keys and
+    /// prices costs most of a load's time in the dictionary's hash table and makes bigger
+    /// files.
+    fn open_files(
+        &mut self,
+        parts: Vec<(String, RecordBatch)>,
+    ) -> Result<Vec<(String, RecordBatch)>> {
+        let mut ready = Vec::with_capacity(parts.len());
+        for (name, slice) in parts {
+            if self.open.contains_key(&name) {
+                ready.push((name, slice));
+                continue;
             }
+            let waiting = self.opening.entry(name.clone()).or_default();
+            waiting.rows += slice.num_rows();
+            waiting.batches.push(slice);
+            if waiting.rows < ENCODING_SAMPLE_ROWS {
+                if waiting.batches.len() > OPENING_MAX_SLICES {
+                    let rows = arrow::compute::concat_batches(&self.schema, &waiting.batches)?;
+                    waiting.batches = vec![rows];
+                }
+                continue;
+            }
+            let rows = self.take_opening(&name)?;
+            self.open_file(&name, &rows)?;
+            ready.push((name, rows));
         }
+        Ok(ready)
+    }
+
+    /// The rows waiting for `partition`'s next file, as one batch.
+    fn take_opening(&mut self, partition: &str) -> Result<RecordBatch> {
+        let waiting = self.opening.remove(partition).unwrap_or_default();
+        Ok(arrow::compute::concat_batches(
+            &self.schema,
+            &waiting.batches,
+        )?)
+    }
+
+    /// Opens `partition`'s next file, its encodings chosen from `first`, its first rows.
+    fn open_file(&mut self, partition: &str, first: &RecordBatch) -> Result<()> {
+        let writer = ArrowWriter::try_new(
+            Vec::new(),
+            Arc::clone(&self.file_schema),
+            Some(file_properties(&self.props, first)),
+        )?;
+        let stats = (0..self.schema.fields().len())
+            .map(|_| StatsAccumulator::default())
+            .collect();
+        self.open.insert(
+            partition.to_string(),
+            OpenFile {
+                writer,
+                rows: 0,
+                stats,
+            },
+        );
+        Ok(())
+    }
+
+    /// Writes `parts` to their partitions' open files, in parallel, and closes the files that
+    /// reach the target size.
+    fn write_open(&mut self, parts: Vec<(String, RecordBatch)>) -> Result<()> {
         let mut slices: HashMap<String, RecordBatch> = parts.into_iter().collect();
         let mut work: Vec<(&String, &mut OpenFile, RecordBatch)> = self
             .open
@@ -624,6 +693,15 @@ impl TableWriter {
         }
         let pending: Vec<String> = self.pending.keys().cloned().collect();
         self.write_pending(pending)?;
+        // Partitions whose file never gathered a full sample: open it on the rows there are.
+        let waiting: Vec<String> = self.opening.keys().cloned().collect();
+        let mut last = Vec::with_capacity(waiting.len());
+        for name in waiting {
+            let rows = self.take_opening(&name)?;
+            self.open_file(&name, &rows)?;
+            last.push((name, rows));
+        }
+        self.write_open(last)?;
         let open: Vec<(String, OpenFile)> = self.open.drain().collect();
         let schema = Arc::clone(&self.file_schema);
         let closed: Vec<EncodedFile> = open
@@ -1090,5 +1168,107 @@ mod tests {
                 "not sorted: {keys:?}"
             );
         }
+    }
+
+    /// Rows routed to many partitions arrive a few dozen per partition and batch; a file's
+    /// encodings are still chosen from its first thousands of rows, whatever the slices: keys
+    /// plain, flags dictionary-encoded. Every row is written once, in order, including the
+    /// partitions that never gather a full sample.
+    #[test]
+    fn encodings_are_chosen_from_a_files_first_rows_not_its_first_slice() {
+        use crate::log::{ColumnDef, TableMetadata};
+        let mut metadata = TableMetadata::new(vec![
+            ColumnDef::new("p", DataType::Int64, false),
+            ColumnDef::new("key", DataType::Int64, false),
+            ColumnDef::new("flag", DataType::Utf8, false),
+        ]);
+        metadata.partitioning = Some(Partitioning {
+            column: "p".into(),
+            key_type: crate::partition::KeyType::Integer,
+            interval: Some(crate::partition::Interval::Width(1)),
+            partitions: Vec::new(),
+        });
+        metadata.assign_field_ids(None);
+        let snapshot = Snapshot {
+            version: crate::id::Version(0),
+            committed_at: chrono::Utc::now(),
+            metadata,
+            files: Default::default(),
+            loaded: Default::default(),
+            fences: Default::default(),
+            channels: Default::default(),
+        };
+        let mut writer = TableWriter::new("t", &snapshot, WriteOptions::default());
+        // 50 partitions, 40 rows each per batch, 200 batches: 8,000 rows a partition. Partition
+        // 50 gets one row per batch, 200 in all: too few to judge.
+        let per_batch = 50 * 40 + 1;
+        let mut key = 0i64;
+        for _ in 0..200 {
+            let p: Vec<i64> = (0..per_batch)
+                .map(|i| (i % 50 + (i / 2000) * 50) as i64)
+                .collect();
+            let keys: Vec<i64> = (0..per_batch)
+                .map(|_| {
+                    key += 1;
+                    key
+                })
+                .collect();
+            let batch = RecordBatch::try_new(
+                writer.schema(),
+                vec![
+                    Arc::new(Int64Array::from(p)),
+                    Arc::new(Int64Array::from(keys)),
+                    Arc::new(StringArray::from_iter_values(
+                        (0..per_batch).map(|i| ["A", "N", "R"][i % 3]),
+                    )),
+                ],
+            )
+            .expect("batch");
+            writer.write(batch).expect("write");
+        }
+        let (files, created) = writer.finish().expect("finish");
+        assert_eq!(created.len(), 51);
+        assert_eq!(files.len(), 51);
+        let mut all_keys = Vec::new();
+        for file in &files {
+            let reader = SerializedFileReader::new(file.bytes.clone()).expect("read back");
+            let rows = reader.metadata().file_metadata().num_rows();
+            let encodings: Vec<Vec<Encoding>> = reader
+                .metadata()
+                .row_group(0)
+                .columns()
+                .iter()
+                .map(|c| c.encodings().collect())
+                .collect();
+            let dictionary = |e: &Vec<Encoding>| e.contains(&Encoding::RLE_DICTIONARY);
+            if rows == 200 {
+                assert!(encodings.iter().all(dictionary), "{encodings:?}");
+            } else {
+                assert_eq!(rows, 8000);
+                assert!(!dictionary(&encodings[1]), "unique keys: {encodings:?}");
+                assert!(dictionary(&encodings[2]), "three flags: {encodings:?}");
+            }
+            let mut keys = Vec::new();
+            for batch in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
+                file.bytes.clone(),
+                1024,
+            )
+            .expect("reader")
+            {
+                let batch = batch.expect("batch");
+                keys.extend(
+                    batch
+                        .column(1)
+                        .as_primitive::<Int64Type>()
+                        .values()
+                        .iter()
+                        .copied(),
+                );
+            }
+            assert!(keys.windows(2).all(|w| w[0] < w[1]), "rows out of order");
+            all_keys.extend(keys);
+        }
+        all_keys.sort_unstable();
+        assert_eq!(all_keys, (1..=key).collect::<Vec<_>>());
     }
 }

@@ -4,7 +4,9 @@
 
 use std::process::{Command, Stdio};
 
-use super::{KillOnDrop, manifest_dir, python_with_flight_clients, serve_announcing};
+use super::{
+    KillOnDrop, exits_at_once, manifest_dir, python_with_flight_clients, serve_announcing,
+};
 
 /// A server with the HTTP SQL API on an ephemeral port; returns it and the API's base URL.
 fn serve_http(warehouse: &str, password: &str) -> (KillOnDrop, String) {
@@ -114,7 +116,7 @@ fn http_statements_answer_in_json_csv_arrow_and_parquet() {
              print(t.num_rows, t.schema.field('amount').type, t.column('name').to_pylist())"
         );
         let mut child = Command::new(&python)
-            .args(["-c", &script])
+            .args(["-c", &exits_at_once(&script)])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

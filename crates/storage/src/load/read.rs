@@ -625,12 +625,42 @@ fn read_parquet<R: ChunkReader + 'static>(
         .with_batch_size(READ_BATCH_ROWS)
         .build()
         .map_err(|e| fail(e.to_string()))?;
+    // Decoding runs on a thread of its own, a few batches ahead of the caller, which routes
+    // and encodes what it delivers, so that the two overlap. When delivering fails the channel
+    // closes and the decoder stops at its next batch; a panic of the decoder reaches
+    // `read_file`'s guard when the scope ends.
+    std::thread::scope(|scope| {
+        let (decoded, batches) = std::sync::mpsc::sync_channel(DECODED_AHEAD);
+        scope.spawn(move || {
+            for batch in reader {
+                if decoded.send(batch).is_err() {
+                    break;
+                }
+            }
+        });
+        deliver_parquet(batches, &row_groups, &indices, schema, deliver, fail)
+    })
+}
+
+/// Batches decoded ahead of the one being delivered.
+const DECODED_AHEAD: usize = 2;
+
+/// Delivers the decoded `batches` of a Parquet file in the table's columns; returns the rows
+/// read.
+fn deliver_parquet(
+    batches: std::sync::mpsc::Receiver<Result<RecordBatch, arrow::error::ArrowError>>,
+    row_groups: &[i64],
+    indices: &[Option<usize>],
+    schema: &SchemaRef,
+    deliver: &mut dyn FnMut(SourceBatch) -> Result<()>,
+    fail: &dyn Fn(String) -> Error,
+) -> Result<u64> {
     let mut rows = 0u64;
-    for batch in reader {
+    for batch in batches {
         let batch = batch.map_err(|e| {
             fail(format!(
                 "{e} (row group {} of {})",
-                row_group_of(&row_groups, rows),
+                row_group_of(row_groups, rows),
                 row_groups.len()
             ))
         })?;
