@@ -21,6 +21,7 @@ pub(crate) mod deletes;
 pub(crate) mod external;
 pub(crate) mod files;
 pub(crate) mod layout;
+pub(crate) mod partitioned_filter;
 pub(crate) mod provider;
 pub(crate) mod remote;
 pub(crate) mod runtime_filter;

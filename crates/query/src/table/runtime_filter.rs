@@ -13,6 +13,7 @@
 //! the filters in the order of their measured pass rate (most selective first, each evaluated
 //! only on the rows the previous ones kept) and stops evaluating a filter that keeps nearly every
 //! row, re-measuring it now and then, so a filter that does not help costs next to nothing.
+//! The filter of a join built in hash partitions is evaluated by [`super::partitioned_filter`].
 //! A filter is only an optimisation: the join above still checks every row it receives.
 //!
 //! DataFusion starts every build side of a plan at once (`CoalescePartitionsExec` spawns its
@@ -36,9 +37,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
-use arrow::array::AsArray;
-use arrow::array::{Array, BooleanArray};
-use arrow::compute::{BatchCoalescer, filter_record_batch, prep_null_mask_filter};
+use arrow::array::BooleanArray;
+use arrow::compute::{BatchCoalescer, filter_record_batch};
 use arrow::datatypes::{DataType, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::ScalarValue;
@@ -57,6 +57,8 @@ use datafusion::physical_plan::RecordBatchStream;
 use datafusion::physical_plan::metrics::{Count, Time};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Stream, StreamExt, TryStreamExt};
+
+use super::partitioned_filter::{filter_mask, filter_mask_of_selection};
 
 /// A filter that keeps at least this share of the rows it sees is not worth evaluating.
 const USELESS_PASS_RATE: f64 = 0.95;
@@ -176,8 +178,7 @@ impl RuntimeFilterStream {
                 continue;
             }
             let rows = batch.num_rows();
-            let mask = current.evaluate(&batch)?.into_array(rows)?;
-            let mask = mask.as_boolean();
+            let mask = filter_mask(&current, &batch)?;
             let kept = mask.true_count();
             filter.measured.record(rows, kept);
             if kept == 0 {
@@ -185,7 +186,7 @@ impl RuntimeFilterStream {
                 return Ok(None);
             }
             if kept < rows {
-                batch = filter_record_batch(&batch, mask)?;
+                batch = filter_record_batch(&batch, &mask)?;
             }
         }
         self.metrics.rows_pruned.add(rows_before - batch.num_rows());
@@ -324,18 +325,13 @@ impl PhysicalExpr for AdaptiveJoinFilter {
             if measured.is_useless() && !remeasure {
                 continue;
             }
+            let filter = snapshot_physical_expr(Arc::clone(&self.filters[i]))?;
             let (rows_in, result) = match &mask {
-                None => (rows, self.filters[i].evaluate(batch)?),
+                None => (rows, filter_mask(&filter, batch)?),
                 Some(mask) => (
                     mask.true_count(),
-                    self.filters[i].evaluate_selection(batch, mask)?,
+                    filter_mask_of_selection(&filter, batch, mask)?,
                 ),
-            };
-            let result = result.into_array(rows)?;
-            // Rows outside the selection come back null: they are dropped.
-            let result = match result.as_boolean() {
-                with_nulls if with_nulls.null_count() > 0 => prep_null_mask_filter(with_nulls),
-                all_valid => all_valid.clone(),
             };
             let kept = result.true_count();
             measured.record(rows_in, kept);
@@ -436,7 +432,7 @@ pub(crate) fn after_filters_complete(
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{ArrayRef, Int64Array};
+    use arrow::array::{ArrayRef, AsArray, Int64Array};
     use arrow::datatypes::{DataType, Field, Schema};
     use arrow::util::pretty::pretty_format_batches;
     use datafusion::logical_expr::Operator;
@@ -688,6 +684,81 @@ mod tests {
         let (scan, _) = scan_lines(&plan, "facts");
         assert!(!scan.contains("filters_while_decoding"), "{plan}");
         assert!(scan.contains("runtime_filter_pruned_rows=9.00 K"), "{plan}");
+    }
+
+    /// A join built in partitions publishes its filter as a CASE over the probe key's hash
+    /// partition (see `partitioned_filter`). Every way a scan applies it (filtering decoded
+    /// batches, the Parquet reader while decoding, the scan cache) drops rows the join would
+    /// and leaves the answer as it is without join filters.
+    #[tokio::test]
+    async fn a_partitioned_joins_filter_drops_rows_on_every_scan_path() {
+        let warehouse = Warehouse::open("memory://").await.expect("warehouse");
+        let mut session = warehouse.session();
+        session
+            .sql(
+                "SET datafusion.execution.target_partitions = 2;
+                 SET datafusion.optimizer.hash_join_single_partition_threshold = 0;
+                 SET datafusion.optimizer.hash_join_single_partition_threshold_rows = 0;
+                 CREATE TABLE parts (p INT, brand VARCHAR);
+                 INSERT INTO parts SELECT CAST(value AS INT), 'b' || CAST(value % 20 AS VARCHAR) FROM generate_series(1, 2000);
+                 CREATE TABLE items (p INT, q BIGINT);
+                 INSERT INTO items SELECT CAST(value % 2000 + 1 AS INT), value FROM generate_series(1, 20000);
+                 INSERT INTO items SELECT CAST(value % 2000 + 1 AS INT), value FROM generate_series(20001, 40000)",
+            )
+            .await
+            .expect("setup");
+        let sql = "SELECT count(*) AS n, sum(q) AS total FROM items JOIN parts ON items.p = parts.p \
+                   WHERE brand = 'b7'";
+        let run = async |session: &mut crate::Session| {
+            let result = session.sql(sql).await.expect("query");
+            pretty_format_batches(&result[0].batches)
+                .expect("format")
+                .to_string()
+        };
+        session
+            .sql("SET datafusion.optimizer.enable_join_dynamic_filter_pushdown = false")
+            .await
+            .expect("set");
+        let want = run(&mut session).await;
+        assert!(want.contains("| 2000 |"), "{want}");
+        session
+            .sql("SET datafusion.optimizer.enable_join_dynamic_filter_pushdown = true")
+            .await
+            .expect("set");
+        let settings = [
+            (
+                "strata.scan_cache = false",
+                "strata.late_materialization = false",
+            ),
+            (
+                "strata.scan_cache = false",
+                "strata.late_materialization = true",
+            ),
+            (
+                "strata.scan_cache = true",
+                "strata.late_materialization = true",
+            ),
+        ];
+        for (cache, late) in settings {
+            session
+                .sql(&format!("SET {cache}; SET {late}"))
+                .await
+                .expect("set");
+            // The cache keeps a file once it was read twice: the third run reads it there.
+            for _ in 0..3 {
+                assert_eq!(run(&mut session).await, want, "{cache}, {late}");
+            }
+            let plan = explain_analyze(&mut session, sql).await;
+            assert!(plan.contains("mode=Partitioned"), "{plan}");
+            let (scan, reader) = scan_lines(&plan, "items");
+            // 1,900 of the 2,000 parts are not b7: 38,000 of the 40,000 items go.
+            let pruned = "38.00 K";
+            assert!(
+                scan.contains(&format!("runtime_filter_pruned_rows={pruned}"))
+                    || reader.contains(&format!("pushdown_rows_pruned={pruned}")),
+                "{cache}, {late}: {plan}"
+            );
+        }
     }
 
     async fn explain_analyze(session: &mut crate::Session, sql: &str) -> String {
