@@ -1041,6 +1041,19 @@ mod tests {
     }
 
     /// Encodings of each column chunk of the first row group of a written file.
+    /// The first snapshot of a table with `metadata` and no files.
+    fn snapshot_of(metadata: crate::log::TableMetadata) -> Snapshot {
+        Snapshot {
+            version: crate::id::Version(0),
+            committed_at: chrono::Utc::now(),
+            metadata,
+            files: Default::default(),
+            loaded: Default::default(),
+            fences: Default::default(),
+            channels: Default::default(),
+        }
+    }
+
     fn encodings(props: WriterProperties, batch: &RecordBatch) -> Vec<Vec<Encoding>> {
         let mut writer =
             ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props)).expect("writer");
@@ -1115,15 +1128,7 @@ mod tests {
             pending: Vec::new(),
         });
         metadata.assign_field_ids(None);
-        let snapshot = Snapshot {
-            version: crate::id::Version(0),
-            committed_at: chrono::Utc::now(),
-            metadata,
-            files: Default::default(),
-            loaded: Default::default(),
-            fences: Default::default(),
-            channels: Default::default(),
-        };
+        let snapshot = snapshot_of(metadata);
         let mut writer = TableWriter::new("t", &snapshot, WriteOptions::default());
         let rows = 3000i64;
         for b in 0..10i64 {
@@ -1189,15 +1194,7 @@ mod tests {
             partitions: Vec::new(),
         });
         metadata.assign_field_ids(None);
-        let snapshot = Snapshot {
-            version: crate::id::Version(0),
-            committed_at: chrono::Utc::now(),
-            metadata,
-            files: Default::default(),
-            loaded: Default::default(),
-            fences: Default::default(),
-            channels: Default::default(),
-        };
+        let snapshot = snapshot_of(metadata);
         let mut writer = TableWriter::new("t", &snapshot, WriteOptions::default());
         // 50 partitions, 40 rows each per batch, 200 batches: 8,000 rows a partition. Partition
         // 50 gets one row per batch, 200 in all: too few to judge.
