@@ -1041,6 +1041,19 @@ mod tests {
     }
 
     /// Encodings of each column chunk of the first row group of a written file.
+    /// The values of the `Int64` column at `index` of the Parquet file `bytes`, in file order.
+    fn int64_column(bytes: &Bytes, index: usize) -> Vec<i64> {
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes.clone(), 1024)
+                .expect("reader");
+        let mut values = Vec::new();
+        for batch in reader {
+            let batch = batch.expect("batch");
+            values.extend(batch.column(index).as_primitive::<Int64Type>().values());
+        }
+        values
+    }
+
     /// The first snapshot of a table with `metadata` and no files.
     fn snapshot_of(metadata: crate::log::TableMetadata) -> Snapshot {
         Snapshot {
@@ -1150,23 +1163,7 @@ mod tests {
         assert_eq!(files.len(), 300);
         for file in &files {
             let reader = SerializedFileReader::new(file.bytes.clone()).expect("read back");
-            let mut keys = Vec::new();
-            for batch in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
-                file.bytes.clone(),
-                1024,
-            )
-            .expect("reader")
-            {
-                let batch = batch.expect("batch");
-                keys.extend(
-                    batch
-                        .column(1)
-                        .as_primitive::<Int64Type>()
-                        .values()
-                        .iter()
-                        .copied(),
-                );
-            }
+            let keys = int64_column(&file.bytes, 1);
             assert_eq!(reader.metadata().file_metadata().num_rows(), 100);
             assert!(
                 keys.windows(2).all(|w| w[0] <= w[1]),
@@ -1245,23 +1242,7 @@ mod tests {
                 assert!(!dictionary(&encodings[1]), "unique keys: {encodings:?}");
                 assert!(dictionary(&encodings[2]), "three flags: {encodings:?}");
             }
-            let mut keys = Vec::new();
-            for batch in parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(
-                file.bytes.clone(),
-                1024,
-            )
-            .expect("reader")
-            {
-                let batch = batch.expect("batch");
-                keys.extend(
-                    batch
-                        .column(1)
-                        .as_primitive::<Int64Type>()
-                        .values()
-                        .iter()
-                        .copied(),
-                );
-            }
+            let keys = int64_column(&file.bytes, 1);
             assert!(keys.windows(2).all(|w| w[0] < w[1]), "rows out of order");
             all_keys.extend(keys);
         }

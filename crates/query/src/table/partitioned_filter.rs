@@ -199,18 +199,18 @@ impl<'a> Routed<'a> {
             if at.is_empty() {
                 continue;
             }
+            let at = UInt32Array::from(at);
             let keep: Option<BooleanArray> = match literal(answer) {
                 Some(ScalarValue::Boolean(Some(true))) => None,
                 Some(ScalarValue::Boolean(_)) => continue,
                 _ if at.len() == rows => Some(filter_mask(answer, batch)?),
                 _ => {
                     let (answer, columns) = on_own_columns(answer, batch)?;
-                    let indices = UInt32Array::from(at.clone());
-                    let subset = take_record_batch(&columns, &indices)?;
+                    let subset = take_record_batch(&columns, &at)?;
                     Some(filter_mask(&answer, &subset)?)
                 }
             };
-            set_rows(&mut bits, &at, keep.as_ref());
+            set_rows(&mut bits, at.values(), keep.as_ref());
         }
         Ok(mask_of(bits, rows))
     }
