@@ -22,6 +22,7 @@ use arrow::array::{
     StringArray, StringViewArray,
 };
 use arrow::buffer::ScalarBuffer;
+use arrow::compute::FilterPredicate;
 use arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Int16Type, Int32Type, Int64Type, UInt8Type, UInt16Type,
     UInt32Type,
@@ -85,33 +86,50 @@ impl CompactColumn {
 
     /// Rows `offset..offset + len`, decoded.
     pub(crate) fn slice(&self, offset: usize, len: usize) -> Result<ArrayRef, ArrowError> {
+        match self {
+            Self::Plain(a) => Ok(a.slice(offset, len)),
+            Self::Narrow { offsets, .. } => self.decoded(offsets.slice(offset, len)),
+            Self::Dictionary { keys, .. } => self.decoded(keys.slice(offset, len)),
+        }
+    }
+
+    /// The rows of `offset..offset + len` that `keep` selects, decoded: the encoded values
+    /// are filtered first, so rows a filter drops are never decoded.
+    pub(crate) fn filter(
+        &self,
+        offset: usize,
+        len: usize,
+        keep: &FilterPredicate,
+    ) -> Result<ArrayRef, ArrowError> {
+        match self {
+            Self::Plain(a) => keep.filter(&a.slice(offset, len)),
+            Self::Narrow { offsets, .. } => self.decoded(keep.filter(&offsets.slice(offset, len))?),
+            Self::Dictionary { keys, .. } => self.decoded(keep.filter(&keys.slice(offset, len))?),
+        }
+    }
+
+    /// `encoded`, some of this column's offsets or keys, decoded.
+    fn decoded(&self, encoded: ArrayRef) -> Result<ArrayRef, ArrowError> {
         Ok(match self {
-            Self::Plain(a) => a.slice(offset, len),
+            Self::Plain(_) => encoded,
             Self::Narrow {
-                offsets,
-                base,
-                data_type,
-            } => {
-                let offsets = offsets.slice(offset, len);
-                match offsets.data_type() {
-                    DataType::UInt8 => widen::<UInt8Type>(&offsets, *base, data_type)?,
-                    DataType::UInt16 => widen::<UInt16Type>(&offsets, *base, data_type)?,
-                    _ => widen::<UInt32Type>(&offsets, *base, data_type)?,
+                base, data_type, ..
+            } => match encoded.data_type() {
+                DataType::UInt8 => widen::<UInt8Type>(&encoded, *base, data_type)?,
+                DataType::UInt16 => widen::<UInt16Type>(&encoded, *base, data_type)?,
+                _ => widen::<UInt32Type>(&encoded, *base, data_type)?,
+            },
+            Self::Dictionary { values, .. } => match (encoded.data_type(), values.data_type()) {
+                (DataType::UInt8, DataType::Utf8View) => {
+                    gather_views(encoded.as_primitive::<UInt8Type>(), values.as_string_view())
                 }
-            }
-            Self::Dictionary { keys, values } => {
-                let keys = keys.slice(offset, len);
-                match (keys.data_type(), values.data_type()) {
-                    (DataType::UInt8, DataType::Utf8View) => {
-                        gather_views(keys.as_primitive::<UInt8Type>(), values.as_string_view())
-                    }
-                    (_, DataType::Utf8View) => {
-                        gather_views(keys.as_primitive::<UInt16Type>(), values.as_string_view())
-                    }
-                    // Offsets and bytes are copied: `take` does it as well as anything.
-                    _ => arrow::compute::take(values, &keys, None)?,
-                }
-            }
+                (_, DataType::Utf8View) => gather_views(
+                    encoded.as_primitive::<UInt16Type>(),
+                    values.as_string_view(),
+                ),
+                // Offsets and bytes are copied: `take` does it as well as anything.
+                _ => arrow::compute::take(values, &encoded, None)?,
+            },
         })
     }
 }
@@ -263,18 +281,34 @@ where
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Decimal128Array, Float64Array, Int32Array, Int64Array};
+    use arrow::array::{BooleanArray, Decimal128Array, Float64Array, Int32Array, Int64Array};
+    use arrow::compute::FilterBuilder;
 
     use super::*;
 
     fn round_trip(array: ArrayRef) -> CompactColumn {
         let column = CompactColumn::encode(&array);
         for (offset, len) in [(0, array.len()), (1, array.len() - 1), (2, array.len() - 3)] {
+            let expected = array.slice(offset, len);
             assert_eq!(
                 column.slice(offset, len).expect("decoded").as_ref(),
-                array.slice(offset, len).as_ref(),
+                expected.as_ref(),
                 "{offset}+{len} of {array:?}"
             );
+            // One row in three, and none (`0`).
+            for every in [3, 0] {
+                let mask: BooleanArray = (0..len)
+                    .map(|i| Some(every > 0 && i % every == 1))
+                    .collect();
+                let keep = FilterBuilder::new(&mask).optimize().build();
+                assert_eq!(
+                    column.filter(offset, len, &keep).expect("decoded").as_ref(),
+                    arrow::compute::filter(&expected, &mask)
+                        .expect("filtered")
+                        .as_ref(),
+                    "{offset}+{len} of {array:?}, one row in {every}"
+                );
+            }
         }
         column
     }

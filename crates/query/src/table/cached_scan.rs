@@ -6,12 +6,14 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{
-    BooleanArray, BooleanBufferBuilder, RecordBatch, RecordBatchOptions, new_empty_array,
+    ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, RecordBatchOptions,
+    new_empty_array,
 };
-use arrow::compute::{concat, filter_record_batch};
+use arrow::compute::kernels::boolean::and;
+use arrow::compute::{FilterBuilder, concat};
 use arrow::datatypes::{FieldRef, Schema, SchemaRef};
-use datafusion::common::plan_err;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{ScalarValue, plan_err};
 use datafusion::config::TableParquetOptions;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::parquet::ParquetFileReaderFactory;
@@ -22,10 +24,11 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result as DfResult;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::ColumnarValue;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::projection::{ProjectionExprs, Projector};
-use datafusion::physical_expr::utils::conjunction_opt;
+use datafusion::physical_expr::utils::{collect_columns, conjunction_opt};
 use datafusion::physical_optimizer::pruning::FilePruner;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder};
@@ -39,12 +42,15 @@ use roaring::RoaringBitmap;
 
 use crate::scan_cache::{ColumnKey, CompactColumn, ScanCache};
 use crate::table::files::DeletedRows;
+use crate::table::runtime_filter::{AdaptiveJoinFilter, RuntimeFilterMetrics};
 
-/// Files served from the cache and files read, per scan, shown by `EXPLAIN ANALYZE`.
+/// Files served from the cache and files read, per scan, and what the runtime filters it
+/// applies did, shown by `EXPLAIN ANALYZE`.
 #[derive(Debug, Clone)]
 struct CacheMetrics {
     files_cached: Count,
     files_read: Count,
+    filters: RuntimeFilterMetrics,
 }
 
 impl CacheMetrics {
@@ -52,6 +58,7 @@ impl CacheMetrics {
         Self {
             files_cached: MetricBuilder::new(metrics).counter("scan_cache_files_hit", partition),
             files_read: MetricBuilder::new(metrics).counter("scan_cache_files_read", partition),
+            filters: RuntimeFilterMetrics::new(metrics, partition),
         }
     }
 }
@@ -60,6 +67,10 @@ impl CacheMetrics {
 /// the target partitions), with the Parquet scan served from `cache`; `None` when the cache
 /// cannot serve it (see [`CachedScan::of`]). `dynamic_filters` apply to its output and
 /// `metrics` get the cache's figures.
+///
+/// The second value tells whether the cached scan applies `dynamic_filters` itself, before it
+/// decodes the columns they do not read (see [`LateFilter`]); if not, they are left to the
+/// caller.
 pub(crate) fn cached_reader(
     cache: Arc<ScanCache>,
     input: &Arc<dyn ExecutionPlan>,
@@ -68,9 +79,9 @@ pub(crate) fn cached_reader(
     decodes_late: bool,
     batch_size: usize,
     metrics: &ExecutionPlanMetricsSet,
-) -> Option<Arc<dyn ExecutionPlan>> {
+) -> Option<(Arc<dyn ExecutionPlan>, bool)> {
     if let Some(repartition) = input.downcast_ref::<RepartitionExec>() {
-        let reader = cached_reader(
+        let (reader, filters) = cached_reader(
             cache,
             repartition.input(),
             field_ids,
@@ -79,7 +90,8 @@ pub(crate) fn cached_reader(
             batch_size,
             metrics,
         )?;
-        return replace_children_if_necessary(Arc::clone(input), vec![reader]).ok();
+        let plan = replace_children_if_necessary(Arc::clone(input), vec![reader]).ok()?;
+        return Some((plan, filters));
     }
     let scan = CachedScan::of(
         cache,
@@ -99,11 +111,13 @@ pub(crate) fn cached_reader(
         // Nothing to serve and no room to add to: the planned scan reads as well.
         return None;
     }
-    Some(Arc::new(CachedScanExec {
+    let filters = scan.late.is_some() || dynamic_filters.is_empty();
+    let plan = Arc::new(CachedScanExec {
         scan: Arc::new(scan),
         properties: Arc::clone(input.properties()),
         metrics: metrics.clone(),
-    }))
+    });
+    Some((plan, filters))
 }
 
 /// A Parquet scan served from the cache, in place of the `DataSourceExec` it was planned as.
@@ -178,6 +192,10 @@ struct CachedScan {
     output: SchemaRef,
     /// The scan's dynamic filters in terms of the table's columns, to prune whole files.
     prune: Option<Arc<dyn PhysicalExpr>>,
+    /// The scan's dynamic filters as it applies them to rows, when the scan decodes late
+    /// (`strata.late_materialization`); `None` when it does not, there are none, or one reads
+    /// a computed output column.
+    late: Option<LateFilter>,
     file_schema: SchemaRef,
     batch_size: usize,
     /// The planned scan's own metrics, which count the rows served from the cache too.
@@ -270,9 +288,13 @@ impl CachedScan {
 
         let mut reader_options = options.clone();
         reader_options.global.pushdown_filters = false;
+        let late = decodes_late
+            .then(|| LateFilter::of(dynamic_filters, &plain, &indices, &fields))
+            .flatten();
         Some(Self {
             cache,
             prune: in_table_columns(dynamic_filters, &plain, &file_schema),
+            late,
             planned: planned.clone(),
             reader_options,
             reader_factory: source.parquet_file_reader_factory().cloned(),
@@ -377,7 +399,7 @@ impl CachedScan {
         let deleted = file.extension::<DeletedRows>().map(|d| Arc::clone(&d.0));
         if let Some((n, columns)) = self.cache.get(&path, &self.keys) {
             metrics.files_cached.add(1);
-            return Ok(self.serve(n, columns, deleted, rows));
+            return Ok(self.serve(n, columns, deleted, rows, metrics.filters));
         }
         metrics.files_read.add(1);
         // A source of its own (a clone would share its metrics), so that the bytes it read can
@@ -425,7 +447,7 @@ impl CachedScan {
             .into_iter()
             .map(|c| Arc::new(CompactColumn::Plain(c)))
             .collect();
-        Ok(self.serve(n, columns, deleted, rows))
+        Ok(self.serve(n, columns, deleted, rows, metrics.filters))
     }
 
     /// How this scan reads the file `path`, decided once for all its partitions (each may
@@ -458,59 +480,175 @@ impl CachedScan {
         }
     }
 
-    /// `columns` (of `n` rows) as the scan's output batches, without the `deleted` rows.
+    /// `columns` (of `n` rows) as the scan's output batches, without the `deleted` rows and,
+    /// when it applies its runtime filters, the rows they drop.
     fn serve(
         self: Arc<Self>,
         n: usize,
         columns: Vec<Arc<CompactColumn>>,
         deleted: Option<Arc<RoaringBitmap>>,
         rows: Count,
+        metrics: RuntimeFilterMetrics,
     ) -> BoxStream<'static, DfResult<RecordBatch>> {
         let size = self.batch_size.max(1);
         stream::iter((0..n).step_by(size).map(move |offset| {
             let len = size.min(n - offset);
-            let sliced = columns
-                .iter()
-                .map(|c| c.slice(offset, len))
-                .collect::<Result<Vec<_>, _>>()?;
-            let options = RecordBatchOptions::new().with_row_count(Some(len));
-            let mut batch =
-                RecordBatch::try_new_with_options(Arc::clone(&self.needed), sliced, &options)?;
-            if let Some(deleted) = &deleted {
-                batch = without_deleted(batch, deleted, offset)?;
+            let batch = self.rows(&columns, offset, len, deleted.as_deref(), &metrics)?;
+            if let Some(batch) = &batch {
+                rows.add(batch.num_rows());
             }
-            let projected = self.projector.project_batch(&batch)?;
-            let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
-            rows.add(batch.num_rows());
-            Ok(RecordBatch::try_new_with_options(
-                Arc::clone(&self.output),
-                projected.columns().to_vec(),
-                &options,
-            )?)
+            Ok(batch)
         }))
+        .filter_map(|batch| futures::future::ready(batch.transpose()))
         .boxed()
+    }
+
+    /// Rows `offset..offset + len` of `columns` that are not `deleted` and pass the runtime
+    /// filters, as an output batch; `None` when no row is left. The filters are evaluated on
+    /// the columns they read, and the other columns decoded only for the rows they keep.
+    fn rows(
+        &self,
+        columns: &[Arc<CompactColumn>],
+        offset: usize,
+        len: usize,
+        deleted: Option<&RoaringBitmap>,
+        metrics: &RuntimeFilterMetrics,
+    ) -> DfResult<Option<RecordBatch>> {
+        let mut decoded: Vec<Option<ArrayRef>> = vec![None; columns.len()];
+        let mut keep = deleted.and_then(|d| not_deleted(d, offset, len));
+        if let Some(late) = &self.late {
+            let timer = metrics.time.timer();
+            for &i in &late.columns {
+                decoded[i] = Some(columns[i].slice(offset, len)?);
+            }
+            let read: Vec<ArrayRef> = late
+                .columns
+                .iter()
+                .filter_map(|&i| decoded[i].clone())
+                .collect();
+            let options = RecordBatchOptions::new().with_row_count(Some(len));
+            let read = RecordBatch::try_new_with_options(Arc::clone(&late.schema), read, &options)?;
+            let passed = match late.predicate.evaluate(&read)? {
+                ColumnarValue::Array(mask) => Some(mask.as_boolean().clone()),
+                ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))) => None,
+                ColumnarValue::Scalar(_) => Some(BooleanArray::from(vec![false; len])),
+            };
+            let before = keep.as_ref().map_or(len, |k| k.true_count());
+            keep = match (keep, passed) {
+                (Some(live), Some(passed)) => Some(and(&live, &passed)?),
+                (live, passed) => live.or(passed),
+            };
+            let after = keep.as_ref().map_or(len, |k| k.true_count());
+            metrics.rows_pruned.add(before - after);
+            timer.done();
+        }
+        let kept = keep.as_ref().map_or(len, |k| k.true_count());
+        if kept == 0 {
+            return Ok(None);
+        }
+        let arrays = match keep.filter(|_| kept < len) {
+            None => columns
+                .iter()
+                .zip(decoded)
+                .map(|(column, done)| done.map_or_else(|| column.slice(offset, len), Ok))
+                .collect::<Result<Vec<_>, _>>()?,
+            Some(mask) => {
+                let keep = FilterBuilder::new(&mask).optimize().build();
+                columns
+                    .iter()
+                    .zip(decoded)
+                    .map(|(column, done)| match done {
+                        Some(done) => keep.filter(&done),
+                        None => column.filter(offset, len, &keep),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?
+            }
+        };
+        let options = RecordBatchOptions::new().with_row_count(Some(kept));
+        let batch = RecordBatch::try_new_with_options(Arc::clone(&self.needed), arrays, &options)?;
+        let projected = self.projector.project_batch(&batch)?;
+        Ok(Some(RecordBatch::try_new_with_options(
+            Arc::clone(&self.output),
+            projected.columns().to_vec(),
+            &options,
+        )?))
     }
 }
 
-/// `batch`, the rows of a file from row `offset` on, without the rows in `deleted`.
-fn without_deleted(
-    batch: RecordBatch,
-    deleted: &RoaringBitmap,
-    offset: usize,
-) -> DfResult<RecordBatch> {
-    let start = u32::try_from(offset).unwrap_or(u32::MAX);
-    let end = u32::try_from(offset + batch.num_rows()).unwrap_or(u32::MAX);
-    let mut gone = deleted.range(start..end).peekable();
-    if gone.peek().is_none() {
-        return Ok(batch);
+/// The runtime filters a cached scan evaluates itself, before it decodes the columns they do
+/// not read (late materialization, as the Parquet reader does with
+/// `strata.late_materialization`). A join that keeps a few rows in a thousand (TPC-H Q19
+/// keeps 0.1% of lineitem) then no longer decodes every row's strings to throw them away.
+#[derive(Debug)]
+struct LateFilter {
+    /// The filters, over `schema`, as one [`AdaptiveJoinFilter`]: most selective first, and
+    /// one that keeps nearly every row skipped.
+    predicate: AdaptiveJoinFilter,
+    /// The needed columns (indices into [`CachedScan::fields`]) the filters read, in the order
+    /// of `schema`.
+    columns: Vec<usize>,
+    schema: SchemaRef,
+}
+
+impl LateFilter {
+    /// `filters`, over the scan's output columns (the table's columns `plain` where they are
+    /// such), over the needed columns (the table's columns `indices`, of `fields`) they read;
+    /// `None` when there are none or one reads a computed output column.
+    fn of(
+        filters: &[Arc<dyn PhysicalExpr>],
+        plain: &[Option<usize>],
+        indices: &[usize],
+        fields: &[FieldRef],
+    ) -> Option<Self> {
+        if filters.is_empty() {
+            return None;
+        }
+        // The needed column behind each output column a filter reads.
+        let needed = |output: usize| {
+            let table = plain.get(output).copied().flatten()?;
+            indices.iter().position(|&i| i == table)
+        };
+        let mut columns = Vec::new();
+        for filter in filters {
+            for column in collect_columns(filter) {
+                let at = needed(column.index())?;
+                if !columns.contains(&at) {
+                    columns.push(at);
+                }
+            }
+        }
+        columns.sort_unstable();
+        let schema = Arc::new(Schema::new(
+            columns
+                .iter()
+                .map(|&i| Arc::clone(&fields[i]))
+                .collect::<Vec<_>>(),
+        ));
+        let remapped = remap_columns(filters, |c| {
+            let at = columns.iter().position(|&i| Some(i) == needed(c.index()))?;
+            Some(Column::new(c.name(), at))
+        })?;
+        Some(Self {
+            predicate: AdaptiveJoinFilter::new(remapped),
+            columns,
+            schema,
+        })
     }
-    let mut keep = BooleanBufferBuilder::new(batch.num_rows());
-    keep.append_n(batch.num_rows(), true);
+}
+
+/// The rows of `offset..offset + len` of a file that `deleted` does not hold, as a mask;
+/// `None` when it holds none of them.
+fn not_deleted(deleted: &RoaringBitmap, offset: usize, len: usize) -> Option<BooleanArray> {
+    let start = u32::try_from(offset).unwrap_or(u32::MAX);
+    let end = u32::try_from(offset + len).unwrap_or(u32::MAX);
+    let mut gone = deleted.range(start..end).peekable();
+    gone.peek()?;
+    let mut keep = BooleanBufferBuilder::new(len);
+    keep.append_n(len, true);
     for row in gone {
         keep.set_bit((row - start) as usize, false);
     }
-    let keep = BooleanArray::new(keep.finish(), None);
-    Ok(filter_record_batch(&batch, &keep)?)
+    Some(BooleanArray::new(keep.finish(), None))
 }
 
 /// The conjunction of `filters` (on the scan's output columns, which are the table's columns
@@ -521,27 +659,34 @@ fn in_table_columns(
     plain: &[Option<usize>],
     table: &SchemaRef,
 ) -> Option<Arc<dyn PhysicalExpr>> {
-    let remapped = filters
+    let remapped = remap_columns(filters, |c| {
+        let at = plain.get(c.index()).copied().flatten()?;
+        Some(Column::new(table.field(at).name(), at))
+    })?;
+    conjunction_opt(remapped)
+}
+
+/// `filters` with each column `c` they read replaced by `column(c)`; `None` when that is
+/// `None` for one of them.
+fn remap_columns(
+    filters: &[Arc<dyn PhysicalExpr>],
+    column: impl Fn(&Column) -> Option<Column>,
+) -> Option<Vec<Arc<dyn PhysicalExpr>>> {
+    filters
         .iter()
         .map(|f| {
             Arc::clone(f)
                 .transform(|e| match e.downcast_ref::<Column>() {
-                    Some(c) => {
-                        let Some(at) = plain.get(c.index()).copied().flatten() else {
-                            return plan_err!("computed column {}", c.name());
-                        };
-                        let name = table.field(at).name();
-                        Ok(Transformed::yes(
-                            Arc::new(Column::new(name, at)) as Arc<dyn PhysicalExpr>
-                        ))
-                    }
+                    Some(c) => match column(c) {
+                        Some(new) => Ok(Transformed::yes(Arc::new(new) as Arc<dyn PhysicalExpr>)),
+                        None => plan_err!("computed column {}", c.name()),
+                    },
                     None => Ok(Transformed::no(e)),
                 })
                 .map(|t| t.data)
                 .ok()
         })
-        .collect::<Option<Vec<_>>>()?;
-    conjunction_opt(remapped)
+        .collect()
 }
 
 #[cfg(test)]
@@ -773,6 +918,62 @@ mod tests {
         assert!(answer.contains("| 13000 |"), "{answer}");
         // The first file (k up to 5000) is pruned: neither served nor read.
         assert_eq!(cache_figures(&mut session, sql, "facts").await, (1, 0));
+    }
+
+    /// A cached scan below a selective join applies the join's filter itself, on the key
+    /// column, and decodes the other columns (narrow integers, dictionary strings) only for
+    /// the rows it keeps, deleted rows left out: the answer is the Parquet reader's.
+    #[tokio::test]
+    async fn a_cached_scan_filters_rows_before_it_decodes_the_rest() {
+        let warehouse = Warehouse::open("memory://").await.expect("warehouse");
+        let mut session = warehouse.session();
+        session
+            .sql(
+                "CREATE TABLE facts (k INT, v BIGINT, s VARCHAR);
+                 INSERT INTO facts SELECT CAST(value % 1000 AS INT), value, 'mode ' || CAST(value % 7 AS VARCHAR) FROM generate_series(1, 30000);
+                 INSERT INTO facts SELECT CAST(value % 1000 AS INT), value, NULL FROM generate_series(30001, 40000);
+                 DELETE FROM facts WHERE v % 5 = 0;
+                 CREATE TABLE dims (k INT, name VARCHAR);
+                 INSERT INTO dims VALUES (3, 'three'), (500, 'five hundred'), (999, 'last'), (1, 'one')",
+            )
+            .await
+            .expect("setup");
+        let sql = "SELECT s, count(*) AS n, sum(v) AS total, min(name) AS name \
+                   FROM facts JOIN dims ON facts.k = dims.k WHERE name <> 'one' \
+                   GROUP BY s ORDER BY s";
+        session
+            .sql("SET strata.scan_cache = false")
+            .await
+            .expect("set");
+        let want = run(&mut session, sql).await;
+        // Keys 3 and 999 keep their 40 rows each; key 500's rows are all deleted.
+        assert!(want.contains("|        | 20 | 700020 | last |"), "{want}");
+        session
+            .sql("SET strata.scan_cache = true")
+            .await
+            .expect("set");
+        // Late, then filtering served batches.
+        for late in [true, false] {
+            session
+                .sql(&format!("SET strata.late_materialization = {late}"))
+                .await
+                .expect("set");
+            for _ in 0..3 {
+                assert_eq!(run(&mut session, sql).await, want, "late {late}");
+            }
+            assert_eq!(cache_figures(&mut session, sql, "facts").await, (2, 0));
+            let plan = run(&mut session, &format!("EXPLAIN ANALYZE {sql}")).await;
+            let scan = plan
+                .lines()
+                .find(|l| l.contains("StrataScanExec: table=main.public.facts,"))
+                .expect("the facts scan");
+            assert_eq!(scan.contains("filters_while_decoding"), late, "{scan}");
+            // 32,000 live rows, of which 80 pass.
+            assert!(
+                scan.contains("runtime_filter_pruned_rows=31.92 K"),
+                "late {late}: {scan}"
+            );
+        }
     }
 
     /// Pruning by an aggregate's running MIN/MAX (DataFusion's aggregate dynamic filter) never

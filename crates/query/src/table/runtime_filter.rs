@@ -54,7 +54,7 @@ use datafusion::physical_expr_common::physical_expr::{
     snapshot_generation, snapshot_physical_expr,
 };
 use datafusion::physical_plan::RecordBatchStream;
-use datafusion::physical_plan::metrics::{Count, Time};
+use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricBuilder, Time};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Stream, StreamExt, TryStreamExt};
 
@@ -74,6 +74,17 @@ pub(crate) struct RuntimeFilterMetrics {
     pub rows_pruned: Count,
     /// Time spent evaluating the filters and copying the rows they keep.
     pub time: Time,
+}
+
+impl RuntimeFilterMetrics {
+    /// The figures of partition `partition` of a scan whose metrics are `metrics`.
+    pub(crate) fn new(metrics: &ExecutionPlanMetricsSet, partition: usize) -> Self {
+        Self {
+            rows_pruned: MetricBuilder::new(metrics)
+                .counter("runtime_filter_pruned_rows", partition),
+            time: MetricBuilder::new(metrics).subset_time("runtime_filter_time", partition),
+        }
+    }
 }
 
 /// How many rows a filter has seen and kept: the measure by which filters are ordered and
@@ -326,6 +337,10 @@ impl PhysicalExpr for AdaptiveJoinFilter {
                 continue;
             }
             let filter = snapshot_physical_expr(Arc::clone(&self.filters[i]))?;
+            if is_true(&filter) {
+                // A join that has not finished its build side yet: nothing to filter by.
+                continue;
+            }
             let (rows_in, result) = match &mask {
                 None => (rows, filter_mask(&filter, batch)?),
                 Some(mask) => (

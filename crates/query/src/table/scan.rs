@@ -158,8 +158,8 @@ pub(crate) struct StrataScanExec {
     /// the scan cache with whole columns.
     index: Option<String>,
     /// What the scan executes, chosen at its first execution: the input, or the input with
-    /// its Parquet scan served from the scan cache (`true`).
-    reader: OnceLock<(Arc<dyn ExecutionPlan>, bool)>,
+    /// its Parquet scan served from the scan cache.
+    reader: OnceLock<(Arc<dyn ExecutionPlan>, Reader)>,
     /// What the scan reads, in the form that travels to a cluster's executors (see
     /// [`crate::table::remote`]); `None` for the scans of DML statements.
     remote: Option<Arc<ScanSpec>>,
@@ -274,7 +274,7 @@ impl StrataScanExec {
 
     /// The input with its Parquet scan served from the warehouse's scan cache, when the session
     /// uses the cache and the cache can serve the scan.
-    fn cached_reader(&self, context: &TaskContext) -> Option<Arc<dyn ExecutionPlan>> {
+    fn cached_reader(&self, context: &TaskContext) -> Option<(Arc<dyn ExecutionPlan>, Reader)> {
         let config = context.session_config();
         let enabled = config
             .options()
@@ -285,7 +285,7 @@ impl StrataScanExec {
         if !enabled || cache.budget() == 0 || self.index.is_some() {
             return None;
         }
-        crate::table::cached_scan::cached_reader(
+        let (reader, filters) = crate::table::cached_scan::cached_reader(
             cache,
             &self.input,
             &self.field_ids,
@@ -293,7 +293,14 @@ impl StrataScanExec {
             self.decodes_late,
             config.batch_size(),
             &self.metrics,
-        )
+        )?;
+        Some((
+            reader,
+            match filters {
+                true => Reader::CachedFiltering,
+                false => Reader::Cached,
+            },
+        ))
     }
 
     /// The runtime filters the scan applies to decoded batches: all of them, less the awaited
@@ -313,6 +320,18 @@ impl StrataScanExec {
             .cloned()
             .collect()
     }
+}
+
+/// How a table scan reads, and so which of its runtime filters are left to apply to the
+/// batches it reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// The planned Parquet scan: the filters it did not apply while decoding.
+    Planned,
+    /// The scan cache, whole files: all of them.
+    Cached,
+    /// The scan cache, applying all of them itself as it serves rows.
+    CachedFiltering,
 }
 
 /// The Parquet scan of a table scan's input (possibly below the repartition that spreads one
@@ -479,17 +498,17 @@ impl ExecutionPlan for StrataScanExec {
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
         let batch_size = context.session_config().batch_size();
-        let (input, cached) = self
+        let (input, reader) = self
             .reader
-            .get_or_init(|| match self.cached_reader(&context) {
-                Some(reader) => (reader, true),
-                None => (Arc::clone(&self.input), false),
+            .get_or_init(|| {
+                self.cached_reader(&context)
+                    .unwrap_or_else(|| (Arc::clone(&self.input), Reader::Planned))
             })
             .clone();
-        // A cached scan reads whole files: the scan applies all its runtime filters.
-        let filters = match cached {
-            true => self.runtime_filters.clone(),
-            false => self.filters_after_decoding(),
+        let filters = match reader {
+            Reader::Planned => self.filters_after_decoding(),
+            Reader::Cached => self.runtime_filters.clone(),
+            Reader::CachedFiltering => Vec::new(),
         };
         let open = move || input.execute(partition, context);
         let stream = if self.awaited.is_empty() {
@@ -503,14 +522,13 @@ impl ExecutionPlan for StrataScanExec {
                 wait,
             )
         };
-        if filters.is_empty() {
+        // The stream coalesces what a filtering cached scan leaves, too.
+        if filters.is_empty()
+            && (reader != Reader::CachedFiltering || self.runtime_filters.is_empty())
+        {
             return Ok(stream);
         }
-        let metrics = RuntimeFilterMetrics {
-            rows_pruned: MetricBuilder::new(&self.metrics)
-                .counter("runtime_filter_pruned_rows", partition),
-            time: MetricBuilder::new(&self.metrics).subset_time("runtime_filter_time", partition),
-        };
+        let metrics = RuntimeFilterMetrics::new(&self.metrics, partition);
         Ok(Box::pin(RuntimeFilterStream::new(
             stream, &filters, batch_size, metrics,
         )))
