@@ -25,6 +25,13 @@ datafusion::common::extensions_options! {
         /// Scans below a hash join decode the join key first and the other columns only for
         /// the rows the join's filter keeps.
         pub late_materialization: bool, default = true
+        /// With late materialization, a hash join also collects its build keys into a bloom
+        /// filter, which the scans below test before they look a row up in the join's hash
+        /// table. Off by default: so far it has measured slower (TPC-H SF 10 Q4, BENCHMARKS.md).
+        pub join_bloom_filters: bool, default = false
+        /// A join whose build side has fewer keys than this gets no bloom filter: its hash
+        /// table is small enough to stay in the CPU cache.
+        pub join_bloom_min_keys: usize, default = 32 * 1024
         /// Scans serve hot data files from the warehouse's cache of decoded columns
         /// (`WarehouseOptions::scan_cache_bytes`) and add the files they read to it.
         pub scan_cache: bool, default = true

@@ -4,6 +4,7 @@
 //!  provider   StrataTable: a snapshot as a TableProvider; prunes partitions and files
 //!     │ scan        StrataScanExec over the Parquet scan (files): figures, dynamic filters
 //!     │   ├ runtime_filter   join and top-k filters applied to decoded rows
+//!     │   │ └ join_keys      bloom filters of hash joins' build keys
 //!     │   └ cached_scan      hot files served from the warehouse's scan cache
 //!     │ write       StrataSink / write_batches: check → route → encode → upload → commit
 //!     │   └ constraints      keys, foreign keys and checks, enforced on every write
@@ -20,6 +21,7 @@ pub(crate) mod constraints;
 pub(crate) mod deletes;
 pub(crate) mod external;
 pub(crate) mod files;
+pub(crate) mod join_keys;
 pub(crate) mod layout;
 pub(crate) mod partitioned_filter;
 pub(crate) mod provider;

@@ -42,6 +42,7 @@ use roaring::RoaringBitmap;
 
 use crate::scan_cache::{ColumnKey, CompactColumn, ScanCache};
 use crate::table::files::DeletedRows;
+use crate::table::join_keys::JoinKeySets;
 use crate::table::runtime_filter::{AdaptiveJoinFilter, RuntimeFilterMetrics};
 
 /// Files served from the cache and files read, per scan, and what the runtime filters it
@@ -68,15 +69,16 @@ impl CacheMetrics {
 /// cannot serve it (see [`CachedScan::of`]). `dynamic_filters` apply to its output and
 /// `metrics` get the cache's figures.
 ///
-/// The second value tells whether the cached scan applies `dynamic_filters` itself, before it
-/// decodes the columns they do not read (see [`LateFilter`]); if not, they are left to the
+/// With `decodes_late` (the bloom filters of the joins' build keys), the cached scan applies
+/// `dynamic_filters` itself, before it decodes the columns they do not read (see
+/// [`LateFilter`]). The second value tells whether it does; if not, they are left to the
 /// caller.
 pub(crate) fn cached_reader(
     cache: Arc<ScanCache>,
     input: &Arc<dyn ExecutionPlan>,
     field_ids: &HashMap<String, u32>,
     dynamic_filters: &[Arc<dyn PhysicalExpr>],
-    decodes_late: bool,
+    decodes_late: Option<&JoinKeySets>,
     batch_size: usize,
     metrics: &ExecutionPlanMetricsSet,
 ) -> Option<(Arc<dyn ExecutionPlan>, bool)> {
@@ -224,13 +226,13 @@ impl CachedScan {
         input: &Arc<dyn ExecutionPlan>,
         field_ids: &HashMap<String, u32>,
         dynamic_filters: &[Arc<dyn PhysicalExpr>],
-        decodes_late: bool,
+        decodes_late: Option<&JoinKeySets>,
         batch_size: usize,
     ) -> Option<Self> {
         let exec = input.downcast_ref::<DataSourceExec>()?;
         let (planned, source) = exec.downcast_to_file_source::<ParquetSource>()?;
         let options = source.table_parquet_options();
-        if options.global.pushdown_filters && !decodes_late {
+        if options.global.pushdown_filters && decodes_late.is_none() {
             return None;
         }
         let table = source.table_schema();
@@ -288,9 +290,9 @@ impl CachedScan {
 
         let mut reader_options = options.clone();
         reader_options.global.pushdown_filters = false;
-        let late = decodes_late
-            .then(|| LateFilter::of(dynamic_filters, &plain, &indices, &fields))
-            .flatten();
+        let late = decodes_late.and_then(|key_sets| {
+            LateFilter::of(dynamic_filters, key_sets, &plain, &indices, &fields)
+        });
         Some(Self {
             cache,
             prune: in_table_columns(dynamic_filters, &plain, &file_schema),
@@ -592,10 +594,12 @@ struct LateFilter {
 
 impl LateFilter {
     /// `filters`, over the scan's output columns (the table's columns `plain` where they are
-    /// such), over the needed columns (the table's columns `indices`, of `fields`) they read;
-    /// `None` when there are none or one reads a computed output column.
+    /// such), over the needed columns (the table's columns `indices`, of `fields`) they read,
+    /// each join filter after its join's bloom filter in `key_sets`; `None` when there are
+    /// none or one reads a computed output column.
     fn of(
         filters: &[Arc<dyn PhysicalExpr>],
+        key_sets: &JoinKeySets,
         plain: &[Option<usize>],
         indices: &[usize],
         fields: &[FieldRef],
@@ -629,7 +633,7 @@ impl LateFilter {
             Some(Column::new(c.name(), at))
         })?;
         Some(Self {
-            predicate: AdaptiveJoinFilter::new(remapped),
+            predicate: AdaptiveJoinFilter::new(remapped).with_key_sets(key_sets),
             columns,
             schema,
         })

@@ -66,6 +66,7 @@ use roaring::RoaringBitmap;
 use strata_storage::TableMetadata;
 
 use crate::table::files::{ParquetScan, read_schema, without_deleted};
+use crate::table::join_keys::CollectJoinKeysExec;
 use crate::table::scan::{ScanFigures, ScanFile, ScanSpec, StrataScanExec};
 
 /// `plan` with each table scan replaced by a [`RemoteScanExec`], ready for the cluster; an
@@ -130,6 +131,10 @@ pub(crate) fn for_cluster(
                 // Executors run one partition per task: spreading batches round-robin
                 // only adds a shuffle (Ballista plans none of its own).
                 return Ok(Transformed::yes(Arc::clone(repartition.input())));
+            }
+            if let Some(collect) = node.downcast_ref::<CollectJoinKeysExec>() {
+                // Its bloom filter serves scans of this process only.
+                return Ok(Transformed::yes(Arc::clone(collect.input())));
             }
             if node.downcast_ref::<HashJoinExec>().is_some() {
                 // A join's dynamic filter feeds scans of its own process only; without it

@@ -58,10 +58,14 @@ use datafusion::physical_plan::metrics::{Count, ExecutionPlanMetricsSet, MetricB
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Stream, StreamExt, TryStreamExt};
 
+use super::join_keys::{JoinKeySet, JoinKeySets};
 use super::partitioned_filter::{filter_mask, filter_mask_of_selection};
 
 /// A filter that keeps at least this share of the rows it sees is not worth evaluating.
 const USELESS_PASS_RATE: f64 = 0.95;
+/// A join key bloom filter that passes at least this share of the rows it sees is not worth
+/// testing before its filter.
+const WEAK_BLOOM_PASS_RATE: f64 = 0.5;
 /// Rows a filter must have seen before its pass rate is trusted.
 const MIN_ROWS_MEASURED: u64 = 65_536;
 /// A filter judged useless is still evaluated on one batch in this many, to notice a change.
@@ -109,6 +113,13 @@ impl PassRate {
     fn is_useless(&self) -> bool {
         self.rows_in.load(Ordering::Relaxed) >= MIN_ROWS_MEASURED
             && self.rate() >= USELESS_PASS_RATE
+    }
+
+    /// Whether a bloom filter passing this share of rows is not worth testing: the exact
+    /// filter would then look most rows up anyway, after hashing them once more.
+    fn is_weak(&self) -> bool {
+        self.rows_in.load(Ordering::Relaxed) >= MIN_ROWS_MEASURED
+            && self.rate() >= WEAK_BLOOM_PASS_RATE
     }
 
     fn record(&self, rows_in: usize, rows_out: usize) {
@@ -268,17 +279,82 @@ pub(crate) struct AdaptiveJoinFilter {
     /// One per filter, shared by every copy of the expression: all files and partitions of
     /// the scan.
     measured: Arc<[PassRate]>,
+    /// One per filter: the bloom filter of its join's build keys, tested before the filter
+    /// (see [`super::join_keys`]).
+    blooms: Arc<[Option<MeasuredBloom>]>,
     batches: Arc<AtomicU64>,
+}
+
+/// A join's bloom filter and the share of rows it has passed.
+#[derive(Debug)]
+struct MeasuredBloom {
+    set: Arc<JoinKeySet>,
+    measured: PassRate,
 }
 
 impl AdaptiveJoinFilter {
     pub(crate) fn new(filters: Vec<Arc<dyn PhysicalExpr>>) -> Self {
         Self {
             measured: filters.iter().map(|_| PassRate::default()).collect(),
+            blooms: filters.iter().map(|_| None).collect(),
             filters,
             batches: Arc::default(),
         }
     }
+
+    /// The filter testing, before each join filter, the bloom filter of that join's build
+    /// keys when `key_sets` has one.
+    pub(crate) fn with_key_sets(mut self, key_sets: &JoinKeySets) -> Self {
+        self.blooms = self
+            .filters
+            .iter()
+            .map(|filter| {
+                let set = key_sets.get(&join_filter_id(filter)?)?;
+                Some(MeasuredBloom {
+                    set: Arc::clone(set),
+                    measured: PassRate::default(),
+                })
+            })
+            .collect();
+        self
+    }
+
+    /// The rows of `batch` (within `selection`) that the bloom filter of filter `i`'s join
+    /// passes; `None` when it has none (yet), or when it passes so many rows that testing it
+    /// costs more than it saves (measured as the filters are, re-measured now and then).
+    fn bloom_mask(
+        &self,
+        i: usize,
+        batch: &RecordBatch,
+        selection: Option<&BooleanArray>,
+        remeasure: bool,
+    ) -> DfResult<Option<BooleanArray>> {
+        let Some(MeasuredBloom { set, measured }) = &self.blooms[i] else {
+            return Ok(None);
+        };
+        if set.bloom().is_none() || (measured.is_weak() && !remeasure) {
+            return Ok(None);
+        }
+        // `join_filter_id` found filter `i` a dynamic filter: its children are its keys.
+        let keys = self.filters[i]
+            .children()
+            .iter()
+            .map(|k| k.evaluate(batch)?.into_array(batch.num_rows()))
+            .collect::<DfResult<Vec<_>>>()?;
+        let passes = set.mask(&keys, selection)?;
+        if let Some(passes) = &passes {
+            let rows_in = selection.map_or(batch.num_rows(), |s| s.true_count());
+            measured.record(rows_in, passes.true_count());
+        }
+        Ok(passes)
+    }
+}
+
+/// The expression id of `filter` when it is a join's dynamic filter as such (not inside
+/// another expression, which could negate it).
+fn join_filter_id(filter: &Arc<dyn PhysicalExpr>) -> Option<u64> {
+    filter.downcast_ref::<DynamicFilterPhysicalExpr>()?;
+    filter.expression_id()
 }
 
 impl PartialEq for AdaptiveJoinFilter {
@@ -341,12 +417,11 @@ impl PhysicalExpr for AdaptiveJoinFilter {
                 // A join that has not finished its build side yet: nothing to filter by.
                 continue;
             }
-            let (rows_in, result) = match &mask {
-                None => (rows, filter_mask(&filter, batch)?),
-                Some(mask) => (
-                    mask.true_count(),
-                    filter_mask_of_selection(&filter, batch, mask)?,
-                ),
+            let rows_in = mask.as_ref().map_or(rows, |m| m.true_count());
+            let result = match (self.bloom_mask(i, batch, mask.as_ref(), remeasure)?, &mask) {
+                (Some(passes), _) => filter_mask_of_selection(&filter, batch, &passes)?,
+                (None, None) => filter_mask(&filter, batch)?,
+                (None, Some(mask)) => filter_mask_of_selection(&filter, batch, mask)?,
             };
             let kept = result.true_count();
             measured.record(rows_in, kept);
@@ -372,6 +447,7 @@ impl PhysicalExpr for AdaptiveJoinFilter {
         Ok(Arc::new(Self {
             filters: children,
             measured: Arc::clone(&self.measured),
+            blooms: Arc::clone(&self.blooms),
             batches: Arc::clone(&self.batches),
         }))
     }

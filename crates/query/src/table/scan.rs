@@ -33,6 +33,7 @@ use strata_storage::{DataFile, TableMetadata};
 
 use crate::config::StrataOptions;
 use crate::scan_cache::ScanCache;
+use crate::table::join_keys::JoinKeySets;
 use crate::table::runtime_filter::{AdaptiveJoinFilter, RuntimeFilterMetrics, RuntimeFilterStream};
 
 /// How much a scan read compared with the whole table.
@@ -151,6 +152,8 @@ pub(crate) struct StrataScanExec {
     /// Whether the Parquet reader evaluates the awaited filters while decoding (see
     /// [`StrataScanExec::awaiting`]).
     decodes_late: bool,
+    /// The bloom filters of the awaited joins' build keys, tested before their filters.
+    key_sets: Arc<JoinKeySets>,
     metrics: ExecutionPlanMetricsSet,
     /// The index a lookup of this scan uses (an equality on a bloom-filtered column, or a
     /// condition on the leading sort-key column): the scan then reads through the Parquet
@@ -194,6 +197,7 @@ impl StrataScanExec {
             runtime_filters: Vec::new(),
             awaited: Vec::new(),
             decodes_late: false,
+            key_sets: Arc::default(),
             metrics,
             index: None,
             reader: OnceLock::new(),
@@ -234,6 +238,14 @@ impl StrataScanExec {
         }
     }
 
+    /// The expression ids of the dynamic filters among its runtime filters that are in `ids`.
+    pub(crate) fn held_join_filters(&self, ids: &HashSet<u64>) -> Vec<u64> {
+        crate::table::runtime_filter::dynamic_filters_among(&self.runtime_filters, ids)
+            .iter()
+            .filter_map(|f| f.expression_id())
+            .collect()
+    }
+
     /// The expression ids of the join filters this scan waits for before it reads.
     pub(crate) fn awaited_ids(&self) -> impl Iterator<Item = u64> + '_ {
         self.awaited.iter().filter_map(|f| f.expression_id())
@@ -246,7 +258,15 @@ impl StrataScanExec {
     /// decoding (see [`filtering_while_decoding`]): it decodes their key columns first and the
     /// other columns only for the rows that pass, which is most of the work saved when a join
     /// keeps a few rows in a thousand (TPC-H Q17, Q19).
-    pub(crate) fn awaiting(&self, join_filters: &HashSet<u64>, decode_late: bool) -> Option<Self> {
+    ///
+    /// Each join filter is evaluated after the bloom filter of its join's build keys, when
+    /// `key_sets` holds one (see [`crate::table::join_keys`]).
+    pub(crate) fn awaiting(
+        &self,
+        join_filters: &HashSet<u64>,
+        key_sets: &Arc<JoinKeySets>,
+        decode_late: bool,
+    ) -> Option<Self> {
         let awaited = crate::table::runtime_filter::dynamic_filters_among(
             &self.runtime_filters,
             join_filters,
@@ -255,12 +275,13 @@ impl StrataScanExec {
             return None;
         }
         let late = decode_late
-            .then(|| filtering_while_decoding(&self.input, join_filters))
+            .then(|| filtering_while_decoding(&self.input, join_filters, key_sets))
             .flatten();
         Some(Self {
             table: self.table.clone(),
             field_ids: Arc::clone(&self.field_ids),
             decodes_late: late.is_some(),
+            key_sets: Arc::clone(key_sets),
             input: late.unwrap_or_else(|| Arc::clone(&self.input)),
             figures: self.figures,
             runtime_filters: self.runtime_filters.clone(),
@@ -290,7 +311,7 @@ impl StrataScanExec {
             &self.input,
             &self.field_ids,
             &self.runtime_filters,
-            self.decodes_late,
+            self.decodes_late.then_some(self.key_sets.as_ref()),
             config.batch_size(),
             &self.metrics,
         )?;
@@ -356,8 +377,9 @@ pub(crate) fn parquet_source(
 /// its predicate holds none of them, or it already filters while decoding
 /// (`datafusion.execution.parquet.pushdown_filters`).
 ///
-/// The reader's predicate becomes those join filters as one [`AdaptiveJoinFilter`]: one
-/// decoding pass over all their key columns, one mask. The scan's static conjuncts stay with
+/// The reader's predicate becomes those join filters as one [`AdaptiveJoinFilter`], each after
+/// its join's bloom filter in `key_sets`: one decoding pass over all their key columns, one
+/// mask. The scan's static conjuncts stay with
 /// the `FilterExec` above: in the `RowFilter` they would be evaluated twice, and one that keeps
 /// most rows (`o_comment NOT LIKE ...` in TPC-H Q13) only fragments the selection. The price is
 /// that the reader no longer prunes row groups and pages with them; the scan has already
@@ -365,9 +387,10 @@ pub(crate) fn parquet_source(
 fn filtering_while_decoding(
     input: &Arc<dyn ExecutionPlan>,
     join_filters: &HashSet<u64>,
+    key_sets: &JoinKeySets,
 ) -> Option<Arc<dyn ExecutionPlan>> {
     if let Some(repartition) = input.downcast_ref::<RepartitionExec>() {
-        let reader = filtering_while_decoding(repartition.input(), join_filters)?;
+        let reader = filtering_while_decoding(repartition.input(), join_filters, key_sets)?;
         return replace_children_if_necessary(Arc::clone(input), vec![reader]).ok();
     }
     let exec = input.downcast_ref::<DataSourceExec>()?;
@@ -393,7 +416,7 @@ fn filtering_while_decoding(
     if awaited.is_empty() {
         return None;
     }
-    let predicate = Arc::new(AdaptiveJoinFilter::new(awaited));
+    let predicate = Arc::new(AdaptiveJoinFilter::new(awaited).with_key_sets(key_sets));
     let source = source.with_predicate(predicate).with_pushdown_filters(true);
     let config = FileScanConfigBuilder::from(config.clone())
         .with_source(Arc::new(source))
@@ -485,6 +508,7 @@ impl ExecutionPlan for StrataScanExec {
             runtime_filters: self.runtime_filters.clone(),
             awaited: self.awaited.clone(),
             decodes_late: self.decodes_late,
+            key_sets: Arc::clone(&self.key_sets),
             metrics: self.metrics.clone(),
             index: self.index.clone(),
             reader: OnceLock::new(),
@@ -601,6 +625,7 @@ impl ExecutionPlan for StrataScanExec {
             runtime_filters: runtime,
             awaited: Vec::new(),
             decodes_late: false,
+            key_sets: Arc::default(),
             metrics: self.metrics.clone(),
             index: self.index.clone(),
             reader: OnceLock::new(),
