@@ -33,6 +33,7 @@ use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::hash_utils::{RandomState, create_hashes};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::Result as DfResult;
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryPool, MemoryReservation};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::{
@@ -41,9 +42,11 @@ use datafusion::physical_plan::{
 };
 use futures::{Stream, StreamExt};
 
+use crate::table::partitioned_filter::scatter;
+
 /// Build sides with more keys than this get no bloom filter: it would outgrow the caches
 /// (about 5 MB at this size) and gain little over the hash table, while collecting the
-/// hashes costs 8 bytes a key until the build completes.
+/// hashes costs 8 bytes a key, charged to the query's memory pool, until the build completes.
 pub(crate) const MAX_KEYS: usize = 4 << 20;
 /// Filter bits per build key: a false-positive rate of about 1% for a split-block filter.
 const BITS_PER_KEY: usize = 10;
@@ -147,12 +150,24 @@ pub(crate) struct JoinKeySet {
 
 struct Collecting {
     hashes: Vec<u64>,
+    /// The hashes' memory, charged to the query's memory pool from the first partition's
+    /// opening; freed when the filter is built or abandoned.
+    reservation: Option<MemoryReservation>,
     /// Which build partitions have been opened, and how many of them read to their end.
     opened: Vec<bool>,
     finished: usize,
     /// Set when the keys cannot make a complete filter: too many, a partition read twice or
     /// failed, the plan reset.
     abandoned: bool,
+}
+
+impl Collecting {
+    /// Gives up on the filter and frees the keys collected so far.
+    fn abandon(&mut self) {
+        self.abandoned = true;
+        self.hashes = Vec::new();
+        self.reservation = None;
+    }
 }
 
 impl fmt::Debug for JoinKeySet {
@@ -175,6 +190,7 @@ impl JoinKeySet {
             min_keys,
             collecting: Mutex::new(Collecting {
                 hashes: Vec::new(),
+                reservation: None,
                 opened: vec![false; partitions],
                 finished: 0,
                 abandoned: partitions == 0,
@@ -200,19 +216,19 @@ impl JoinKeySet {
     }
 
     fn abandon(&self) {
-        self.with_collecting(|c| {
-            c.abandoned = true;
-            c.hashes = Vec::new();
-        });
+        self.with_collecting(Collecting::abandon);
     }
 
-    fn open(&self, partition: usize) {
+    /// Notes that build partition `partition` starts, its keys charged to `pool`.
+    fn open(&self, partition: usize, pool: &Arc<dyn MemoryPool>) {
         self.with_collecting(|c| match c.opened.get_mut(partition) {
-            Some(opened) if !*opened => *opened = true,
-            _ => {
-                c.abandoned = true;
-                c.hashes = Vec::new();
+            Some(opened) if !*opened => {
+                *opened = true;
+                if c.reservation.is_none() && !c.abandoned {
+                    c.reservation = Some(MemoryConsumer::new("CollectJoinKeys").register(pool));
+                }
             }
+            _ => c.abandon(),
         });
     }
 
@@ -221,9 +237,13 @@ impl JoinKeySet {
             if c.abandoned {
                 return;
             }
-            if c.hashes.len() + hashes.len() > MAX_KEYS {
-                c.abandoned = true;
-                c.hashes = Vec::new();
+            let charged = c
+                .reservation
+                .as_mut()
+                .is_some_and(|r| r.try_grow(std::mem::size_of_val(hashes)).is_ok());
+            if !charged || c.hashes.len() + hashes.len() > MAX_KEYS {
+                // Too many keys, or no memory left for them: the join runs without a filter.
+                c.abandon();
                 return;
             }
             c.hashes.extend_from_slice(hashes);
@@ -233,10 +253,14 @@ impl JoinKeySet {
     fn finish(&self) {
         self.with_collecting(|c| {
             c.finished += 1;
-            if !c.abandoned && c.finished == c.opened.len() && c.hashes.len() >= self.min_keys {
-                let _ = self.bloom.set(KeyBloom::with_hashes(&c.hashes));
-                c.hashes = Vec::new();
+            if c.finished < c.opened.len() {
+                return;
             }
+            if !c.abandoned && c.hashes.len() >= self.min_keys {
+                let _ = self.bloom.set(KeyBloom::with_hashes(&c.hashes));
+            }
+            c.hashes = Vec::new();
+            c.reservation = None;
         });
     }
 
@@ -246,12 +270,12 @@ impl JoinKeySet {
     }
 
     /// The rows of `keys` (a probe side's key columns) that may match a build key: a mask
-    /// over all rows, limited to `selection` when given. `None` when the filter is not
-    /// complete or the keys' types differ from the build keys'.
+    /// over all rows, limited to `selection` when given, with the number of rows it selects.
+    /// `None` when the filter is not complete or the keys' types differ from the build keys'.
     pub(crate) fn mask(
         &self,
         keys: &[ArrayRef],
-        selection: Option<&BooleanArray>,
+        selection: Option<(&BooleanArray, usize)>,
     ) -> DfResult<Option<BooleanArray>> {
         let Some(bloom) = self.bloom() else {
             return Ok(None);
@@ -266,8 +290,9 @@ impl JoinKeySet {
         }
         let rows = keys.first().map_or(0, |k| k.len());
         let mut hashes = Vec::new();
-        let chosen = selection.filter(|s| s.true_count() < rows / 2);
-        let Some(selection) = chosen else {
+        let chosen = selection.filter(|(_, selected)| *selected < rows / 2);
+        let Some((selection, _)) = chosen else {
+            let selection = selection.map(|(s, _)| s);
             hash_keys(keys, &mut hashes)?;
             let nulls = any_null(keys);
             let passes = BooleanBuffer::collect_bool(rows, |i| {
@@ -287,14 +312,13 @@ impl JoinKeySet {
             .collect::<Result<Vec<_>, _>>()?;
         hash_keys(&taken, &mut hashes)?;
         let nulls = any_null(&taken);
-        let mut passes = arrow::array::BooleanBufferBuilder::new(rows);
-        passes.append_n(rows, false);
-        for (j, &row) in at.values().iter().enumerate() {
-            if nulls.as_ref().is_some_and(|n| n.is_null(j)) || bloom.contains(hashes[j]) {
-                passes.set_bit(row as usize, true);
-            }
-        }
-        Ok(Some(BooleanArray::new(passes.finish(), None)))
+        let passes = BooleanArray::new(
+            BooleanBuffer::collect_bool(at.len(), |j| {
+                nulls.as_ref().is_some_and(|n| n.is_null(j)) || bloom.contains(hashes[j])
+            }),
+            None,
+        );
+        Ok(Some(scatter(rows, at.values(), &passes)))
     }
 }
 
@@ -417,7 +441,7 @@ impl ExecutionPlan for CollectJoinKeysExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        self.set.open(partition);
+        self.set.open(partition, context.memory_pool());
         let input = match self.input.execute(partition, context) {
             Ok(input) => input,
             Err(e) => {
@@ -594,9 +618,13 @@ mod tests {
         assert!(plan.contains("bloom_bytes="), "{plan}");
     }
 
+    fn pool() -> Arc<dyn MemoryPool> {
+        Arc::new(datafusion::execution::memory_pool::UnboundedMemoryPool::default())
+    }
+
     fn set_of(keys: &[ArrayRef]) -> JoinKeySet {
         let set = JoinKeySet::new(keys.iter().map(|k| k.data_type().clone()).collect(), 1, 1);
-        set.open(0);
+        set.open(0, &pool());
         let mut hashes = Vec::new();
         hash_keys(keys, &mut hashes).unwrap();
         set.add(&hashes);
@@ -643,7 +671,10 @@ mod tests {
         ] {
             let selection = BooleanArray::from(selection);
             let mask = set
-                .mask(&[Arc::clone(&probe)], Some(&selection))
+                .mask(
+                    &[Arc::clone(&probe)],
+                    Some((&selection, selection.true_count())),
+                )
                 .unwrap()
                 .unwrap();
             for i in 0..5 {
@@ -659,29 +690,48 @@ mod tests {
     fn a_set_completes_only_after_each_partition_is_read_once() {
         let types = vec![DataType::Int64];
         let set = JoinKeySet::new(types.clone(), 2, 1);
-        set.open(0);
+        set.open(0, &pool());
         set.add(&[1, 2]);
         set.finish();
         assert!(set.bloom().is_none(), "one of two partitions read");
-        set.open(1);
+        set.open(1, &pool());
         set.finish();
         assert!(set.bloom().is_some());
 
         let twice = JoinKeySet::new(types.clone(), 2, 1);
-        twice.open(0);
+        twice.open(0, &pool());
         twice.finish();
-        twice.open(0);
+        twice.open(0, &pool());
         twice.finish();
         assert!(twice.bloom().is_none(), "a partition read twice");
 
         let too_many = JoinKeySet::new(types.clone(), 1, 1);
-        too_many.open(0);
+        too_many.open(0, &pool());
         too_many.add(&vec![7; MAX_KEYS + 1]);
         too_many.finish();
         assert!(too_many.bloom().is_none(), "over MAX_KEYS keys");
 
+        // The hashes are charged to the query's pool: a pool without room abandons the set,
+        // and a built or abandoned set gives the memory back.
+        let small: Arc<dyn MemoryPool> = Arc::new(
+            datafusion::execution::memory_pool::GreedyMemoryPool::new(64),
+        );
+        let no_room = JoinKeySet::new(types.clone(), 1, 1);
+        no_room.open(0, &small);
+        no_room.add(&[1; 9]);
+        no_room.finish();
+        assert!(no_room.bloom().is_none(), "no room in the pool");
+        assert_eq!(small.reserved(), 0);
+        let room = JoinKeySet::new(types.clone(), 1, 1);
+        room.open(0, &small);
+        room.add(&[1; 8]);
+        assert_eq!(small.reserved(), 64);
+        room.finish();
+        assert!(room.bloom().is_some());
+        assert_eq!(small.reserved(), 0);
+
         let too_few = JoinKeySet::new(types, 1, 3);
-        too_few.open(0);
+        too_few.open(0, &pool());
         too_few.add(&[1, 2]);
         too_few.finish();
         assert!(too_few.bloom().is_none(), "under the minimum");

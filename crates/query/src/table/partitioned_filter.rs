@@ -91,7 +91,7 @@ fn is_routed(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> bool {
 }
 
 /// A mask over `rows` rows that holds `answer[j]` at row `at[j]` and false elsewhere.
-fn scatter(rows: usize, at: &[u32], answer: &BooleanArray) -> BooleanArray {
+pub(crate) fn scatter(rows: usize, at: &[u32], answer: &BooleanArray) -> BooleanArray {
     let mut bits = vec![0u8; rows.div_ceil(8)];
     set_rows(&mut bits, at, Some(answer));
     mask_of(bits, rows)

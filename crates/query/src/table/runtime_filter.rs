@@ -341,9 +341,9 @@ impl AdaptiveJoinFilter {
             .iter()
             .map(|k| k.evaluate(batch)?.into_array(batch.num_rows()))
             .collect::<DfResult<Vec<_>>>()?;
-        let passes = set.mask(&keys, selection)?;
+        let rows_in = selection.map_or(batch.num_rows(), |s| s.true_count());
+        let passes = set.mask(&keys, selection.map(|s| (s, rows_in)))?;
         if let Some(passes) = &passes {
-            let rows_in = selection.map_or(batch.num_rows(), |s| s.true_count());
             measured.record(rows_in, passes.true_count());
         }
         Ok(passes)
