@@ -32,6 +32,10 @@ datafusion::common::extensions_options! {
         /// A join whose build side has fewer keys than this gets no bloom filter: its hash
         /// table is small enough to stay in the CPU cache.
         pub join_bloom_min_keys: usize, default = 32 * 1024
+        /// A scan whose filters DataFusion cannot estimate from column statistics (LIKE,
+        /// functions, lists of ORs) measures them on a sample of one data file, so that joins
+        /// build their hash tables on the side that really is smaller.
+        pub sample_filter_selectivity: bool, default = true
         /// Scans serve hot data files from the warehouse's cache of decoded columns
         /// (`WarehouseOptions::scan_cache_bytes`) and add the files they read to it.
         pub scan_cache: bool, default = true

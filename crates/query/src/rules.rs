@@ -11,6 +11,8 @@
 //! - [`date_comparison`]: compares DATE with TIMESTAMP as dates, as warehouses do;
 //! - [`checked_integers`]: integer `+ - *` fail on overflow instead of wrapping;
 //! - [`checked_sum`]: `SUM` over integers fails on overflow (a function, registered as `sum`);
+//! - [`sampled_selectivity`]: filters DataFusion cannot estimate use the selectivity their
+//!   scan sampled, so joins build on the smaller side;
 //! - [`await_join_filters`]: makes scans below a hash join wait for its dynamic filter;
 //! - [`yield_after_joins`]: joins yield to the runtime, so a cancelled query stops;
 //! - [`date_dimension`]: the `date_dimension(start, end)` table function.
@@ -23,6 +25,7 @@ pub(crate) mod date_comparison;
 pub(crate) mod date_dimension;
 pub(crate) mod decimal_arithmetic;
 pub(crate) mod fk_join;
+pub(crate) mod sampled_selectivity;
 pub(crate) mod star_join;
 pub(crate) mod yield_after_joins;
 
@@ -102,12 +105,24 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     rules
 }
 
-/// Strata's physical optimizer rules, run after DataFusion's.
+/// DataFusion's physical optimizer rules with Strata's among them: the sampled selectivities
+/// before `join_selection` uses the filters' estimates, the others after all of DataFusion's.
 pub(crate) fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
-    vec![
-        Arc::new(await_join_filters::AwaitJoinFilters),
+    let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+    let join_selection = rules
+        .iter()
+        .position(|r| r.name() == "join_selection")
+        .unwrap_or(0);
+    rules.insert(
+        join_selection,
+        Arc::new(sampled_selectivity::SampledSelectivity),
+    );
+    rules.extend([
+        Arc::new(await_join_filters::AwaitJoinFilters)
+            as Arc<dyn PhysicalOptimizerRule + Send + Sync>,
         Arc::new(yield_after_joins::YieldAfterJoins),
-    ]
+    ]);
+    rules
 }
 
 /// Registers Strata's table functions on a context.

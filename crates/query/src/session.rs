@@ -141,9 +141,8 @@ impl Session {
             .with_object_store(&url, warehouse.object_store());
         // DataFusion's optimizer rules with Strata's among them (see `rules::logical_rules`).
         state = state.with_optimizer_rules(rules::logical_rules());
-        for rule in rules::physical_rules() {
-            state = state.with_physical_optimizer_rule(rule);
-        }
+        // DataFusion's physical rules with Strata's among them (see `rules::physical_rules`).
+        state = state.with_physical_optimizer_rules(rules::physical_rules());
         let state = state.build();
         let ctx = SessionContext::new_with_state(state);
         register_functions(&ctx);

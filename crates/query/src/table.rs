@@ -5,7 +5,8 @@
 //!     │ scan        StrataScanExec over the Parquet scan (files): figures, dynamic filters
 //!     │   ├ runtime_filter   join and top-k filters applied to decoded rows
 //!     │   │ └ join_keys      bloom filters of hash joins' build keys
-//!     │   └ cached_scan      hot files served from the warehouse's scan cache
+//!     │   ├ cached_scan      hot files served from the warehouse's scan cache
+//!     │   └ selectivity      filters DataFusion cannot estimate, measured on a sample
 //!     │ write       StrataSink / write_batches: check → route → encode → upload → commit
 //!     │   └ constraints      keys, foreign keys and checks, enforced on every write
 //!  scd        SCD Type 2 declarations and layout       layout   PARTITION BY RANGE → layout
@@ -29,6 +30,7 @@ pub(crate) mod remote;
 pub(crate) mod runtime_filter;
 pub(crate) mod scan;
 pub(crate) mod scd;
+pub(crate) mod selectivity;
 pub(crate) mod write;
 
 use std::sync::Arc;

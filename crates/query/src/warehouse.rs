@@ -33,6 +33,9 @@ pub struct Warehouse {
     overlay: Option<Arc<(TableId, Snapshot)>>,
 }
 
+/// How many sampled filter selectivities a warehouse remembers (a few hundred KB of keys).
+const SAMPLED_SELECTIVITIES: usize = 4096;
+
 /// The table option that makes every write to a table run its data tests first.
 pub(crate) const TEST_ON_LOAD: &str = "test_on_load";
 
@@ -67,6 +70,8 @@ struct Inner {
     runtime: Arc<RuntimeEnv>,
     scan_cache: Arc<ScanCache>,
     deletion_vectors: DeletionVectorCache,
+    /// Sampled selectivities of scan filters, by data files and filter (files never change).
+    sampled_selectivities: Mutex<HashMap<String, f64>>,
     write_check: std::sync::OnceLock<Arc<dyn WriteCheck>>,
 }
 
@@ -113,6 +118,7 @@ impl Warehouse {
                 creating: Mutex::new(Default::default()),
                 scan_cache,
                 deletion_vectors: DeletionVectorCache::new(budget.deletion_vectors),
+                sampled_selectivities: Mutex::default(),
                 options,
                 runtime,
                 write_check: std::sync::OnceLock::new(),
@@ -199,6 +205,26 @@ impl Warehouse {
     /// The cache of decoded columns the warehouse's scans share.
     pub fn scan_cache(&self) -> Arc<ScanCache> {
         Arc::clone(&self.inner.scan_cache)
+    }
+
+    /// The selectivity sampled for `key` (data files and a filter), if remembered.
+    pub(crate) fn sampled_selectivity(&self, key: &str) -> Option<f64> {
+        let memo = self.inner.sampled_selectivities.lock();
+        memo.unwrap_or_else(|e| e.into_inner()).get(key).copied()
+    }
+
+    /// Remembers the selectivity sampled for `key`, forgetting all others once
+    /// [`SAMPLED_SELECTIVITIES`] are held.
+    pub(crate) fn remember_sampled_selectivity(&self, key: String, selectivity: f64) {
+        let mut memo = self
+            .inner
+            .sampled_selectivities
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if memo.len() >= SAMPLED_SELECTIVITIES {
+            memo.clear();
+        }
+        memo.insert(key, selectivity);
     }
 
     /// The rows of `file` its deletion vector marks deleted, `None` when it has none.

@@ -43,6 +43,7 @@ use crate::table::files::{
 };
 use crate::table::scan::{ScanFigures, ScanFile, ScanSpec, StrataScanExec};
 use crate::table::scd::ScdSpec;
+use crate::table::selectivity::SampledScan;
 use crate::table::write::StrataSink;
 use crate::types::{key_scalar, scalar};
 use crate::warehouse::Warehouse;
@@ -606,10 +607,24 @@ impl TableProvider for StrataTable {
             .map(|c| (c.name.clone(), c.field_id))
             .collect();
         let index = lookup_index(&self.snapshot.metadata, filters);
+        let sampled = match self.row_ids || filters.is_empty() {
+            true => None,
+            false => {
+                let sample = SampledScan {
+                    warehouse: &self.warehouse,
+                    metadata: &self.snapshot.metadata,
+                    schema: &self.schema,
+                    files: &files,
+                    table_rows: self.snapshot.files.values().map(|f| f.live_rows()).sum(),
+                };
+                sample.selectivity(state, filters).await
+            }
+        };
         Ok(Arc::new(
             StrataScanExec::new(self.name.clone(), Arc::new(field_ids), scan, figures)
                 .with_index(index)
-                .with_remote(remote),
+                .with_remote(remote)
+                .with_sampled_selectivity(sampled),
         ))
     }
 

@@ -166,6 +166,9 @@ pub(crate) struct StrataScanExec {
     /// What the scan reads, in the form that travels to a cluster's executors (see
     /// [`crate::table::remote`]); `None` for the scans of DML statements.
     remote: Option<Arc<ScanSpec>>,
+    /// The fraction of rows the scan's static filters kept in a sample of its data, when
+    /// DataFusion cannot estimate it from statistics (see [`crate::table::selectivity`]).
+    sampled_selectivity: Option<f64>,
 }
 
 impl StrataScanExec {
@@ -202,6 +205,7 @@ impl StrataScanExec {
             index: None,
             reader: OnceLock::new(),
             remote: None,
+            sampled_selectivity: None,
         }
     }
 
@@ -209,6 +213,18 @@ impl StrataScanExec {
     pub(crate) fn with_remote(mut self, spec: Option<ScanSpec>) -> Self {
         self.remote = spec.map(Arc::new);
         self
+    }
+
+    /// This scan, whose static filters kept `selectivity` of a sample's rows.
+    pub(crate) fn with_sampled_selectivity(mut self, selectivity: Option<f64>) -> Self {
+        self.sampled_selectivity = selectivity;
+        self
+    }
+
+    /// The fraction of rows the filters above this scan kept in a sample of its data; `None`
+    /// when not sampled (DataFusion estimates them, or the table is small).
+    pub(crate) fn sampled_selectivity(&self) -> Option<f64> {
+        self.sampled_selectivity
     }
 
     /// What the scan reads, as executors of a cluster read it.
@@ -290,6 +306,7 @@ impl StrataScanExec {
             index: self.index.clone(),
             reader: OnceLock::new(),
             remote: self.remote.clone(),
+            sampled_selectivity: self.sampled_selectivity,
         })
     }
 
@@ -452,6 +469,9 @@ impl DisplayAs for StrataScanExec {
                 if let Some(index) = &self.index {
                     write!(f, ", index={index}")?;
                 }
+                if let Some(selectivity) = self.sampled_selectivity {
+                    write!(f, ", sampled_selectivity={selectivity:.3}")?;
+                }
                 Ok(())
             }
             DisplayFormatType::TreeRender => write!(
@@ -513,6 +533,7 @@ impl ExecutionPlan for StrataScanExec {
             index: self.index.clone(),
             reader: OnceLock::new(),
             remote: self.remote.clone(),
+            sampled_selectivity: self.sampled_selectivity,
         }))
     }
 
@@ -630,6 +651,7 @@ impl ExecutionPlan for StrataScanExec {
             index: self.index.clone(),
             reader: OnceLock::new(),
             remote: self.remote.clone(),
+            sampled_selectivity: self.sampled_selectivity,
         };
         Ok(
             FilterPushdownPropagation::with_parent_pushdown_result(pushed)
