@@ -33,7 +33,7 @@ pub struct Warehouse {
     overlay: Option<Arc<(TableId, Snapshot)>>,
 }
 
-/// How many sampled filter selectivities a warehouse remembers (a few hundred KB of keys).
+/// How many sampled filter selectivities a warehouse remembers (64 KB).
 const SAMPLED_SELECTIVITIES: usize = 4096;
 
 /// The table option that makes every write to a table run its data tests first.
@@ -71,7 +71,7 @@ struct Inner {
     scan_cache: Arc<ScanCache>,
     deletion_vectors: DeletionVectorCache,
     /// Sampled selectivities of scan filters, by data files and filter (files never change).
-    sampled_selectivities: Mutex<HashMap<String, f64>>,
+    sampled_selectivities: Mutex<HashMap<u64, f64>>,
     write_check: std::sync::OnceLock<Arc<dyn WriteCheck>>,
 }
 
@@ -207,15 +207,15 @@ impl Warehouse {
         Arc::clone(&self.inner.scan_cache)
     }
 
-    /// The selectivity sampled for `key` (data files and a filter), if remembered.
-    pub(crate) fn sampled_selectivity(&self, key: &str) -> Option<f64> {
+    /// The selectivity sampled for `key` (a hash of data files and a filter), if remembered.
+    pub(crate) fn sampled_selectivity(&self, key: u64) -> Option<f64> {
         let memo = self.inner.sampled_selectivities.lock();
-        memo.unwrap_or_else(|e| e.into_inner()).get(key).copied()
+        memo.unwrap_or_else(|e| e.into_inner()).get(&key).copied()
     }
 
     /// Remembers the selectivity sampled for `key`, forgetting all others once
     /// [`SAMPLED_SELECTIVITIES`] are held.
-    pub(crate) fn remember_sampled_selectivity(&self, key: String, selectivity: f64) {
+    pub(crate) fn remember_sampled_selectivity(&self, key: u64, selectivity: f64) {
         let mut memo = self
             .inner
             .sampled_selectivities

@@ -77,15 +77,20 @@ mod tests {
     const QUERY: &str = "SELECT count(*), sum(v) FROM mid JOIN big ON mid.k = big.k \
         WHERE big.name LIKE '%green%'";
 
-    /// The table on the build (left) side of the plan's only hash join, and the plan.
-    async fn build_side(session: &mut crate::Session) -> (String, String) {
+    /// The text of `EXPLAIN sql`.
+    async fn explain(session: &mut crate::Session, sql: &str) -> String {
         let explained = session
-            .sql(&format!("EXPLAIN {QUERY}"))
+            .sql(&format!("EXPLAIN {sql}"))
             .await
             .expect("explain");
-        let plan = pretty_format_batches(&explained[0].batches)
+        pretty_format_batches(&explained[0].batches)
             .expect("format")
-            .to_string();
+            .to_string()
+    }
+
+    /// The table on the build (left) side of the plan's only hash join, and the plan.
+    async fn build_side(session: &mut crate::Session) -> (String, String) {
+        let plan = explain(session, QUERY).await;
         let join = plan
             .lines()
             .position(|l| l.contains("HashJoinExec"))
@@ -158,13 +163,7 @@ mod tests {
                 true,
             ),
         ] {
-            let explained = session
-                .sql(&format!("EXPLAIN {sql}"))
-                .await
-                .expect("explain");
-            let plan = pretty_format_batches(&explained[0].batches)
-                .expect("format")
-                .to_string();
+            let plan = explain(&mut session, sql).await;
             assert_eq!(
                 plan.contains("sampled_selectivity="),
                 sampled,
@@ -192,13 +191,7 @@ mod tests {
             "SELECT count(*) FROM st WHERE upper(s) = 'F'",
             "SELECT count(*) FROM st WHERE s LIKE 'F%'",
         ] {
-            let explained = session
-                .sql(&format!("EXPLAIN {sql}"))
-                .await
-                .expect("explain");
-            let plan = pretty_format_batches(&explained[0].batches)
-                .expect("format")
-                .to_string();
+            let plan = explain(&mut session, sql).await;
             assert!(plan.contains("sampled_selectivity=0.500"), "{sql}: {plan}");
         }
     }

@@ -607,9 +607,9 @@ impl TableProvider for StrataTable {
             .map(|c| (c.name.clone(), c.field_id))
             .collect();
         let index = lookup_index(&self.snapshot.metadata, filters);
-        let sampled = match self.row_ids || filters.is_empty() {
-            true => None,
-            false => {
+        let sampled = match (&predicate, self.row_ids) {
+            (None, _) | (_, true) => None,
+            (Some(predicate), false) => {
                 let sample = SampledScan {
                     warehouse: &self.warehouse,
                     metadata: &self.snapshot.metadata,
@@ -617,7 +617,7 @@ impl TableProvider for StrataTable {
                     files: &files,
                     table_rows: self.snapshot.files.values().map(|f| f.live_rows()).sum(),
                 };
-                sample.selectivity(state, filters).await
+                sample.selectivity(state, filters, predicate).await
             }
         };
         Ok(Arc::new(

@@ -319,14 +319,15 @@ impl AdaptiveJoinFilter {
         self
     }
 
-    /// The rows of `batch` (within `selection`) that the bloom filter of filter `i`'s join
-    /// passes; `None` when it has none (yet), or when it passes so many rows that testing it
+    /// The rows of `batch` (within `selection`, which selects `rows_in` rows) that the bloom
+    /// filter of filter `i`'s join passes; `None` when it has none (yet), or when it passes so many rows that testing it
     /// costs more than it saves (measured as the filters are, re-measured now and then).
     fn bloom_mask(
         &self,
         i: usize,
         batch: &RecordBatch,
         selection: Option<&BooleanArray>,
+        rows_in: usize,
         remeasure: bool,
     ) -> DfResult<Option<BooleanArray>> {
         let Some(MeasuredBloom { set, measured }) = &self.blooms[i] else {
@@ -341,7 +342,6 @@ impl AdaptiveJoinFilter {
             .iter()
             .map(|k| k.evaluate(batch)?.into_array(batch.num_rows()))
             .collect::<DfResult<Vec<_>>>()?;
-        let rows_in = selection.map_or(batch.num_rows(), |s| s.true_count());
         let passes = set.mask(&keys, selection.map(|s| (s, rows_in)))?;
         if let Some(passes) = &passes {
             measured.record(rows_in, passes.true_count());
@@ -418,7 +418,8 @@ impl PhysicalExpr for AdaptiveJoinFilter {
                 continue;
             }
             let rows_in = mask.as_ref().map_or(rows, |m| m.true_count());
-            let result = match (self.bloom_mask(i, batch, mask.as_ref(), remeasure)?, &mask) {
+            let bloom = self.bloom_mask(i, batch, mask.as_ref(), rows_in, remeasure)?;
+            let result = match (bloom, &mask) {
                 (Some(passes), _) => filter_mask_of_selection(&filter, batch, &passes)?,
                 (None, None) => filter_mask(&filter, batch)?,
                 (None, Some(mask)) => filter_mask_of_selection(&filter, batch, mask)?,

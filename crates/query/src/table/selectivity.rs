@@ -33,6 +33,7 @@ use datafusion::datasource::physical_plan::FileGroup;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::utils::conjunction;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::intervals::utils::check_support;
 use datafusion::physical_plan::ExecutionPlan;
 use strata_storage::{DataFile, TableMetadata};
@@ -66,8 +67,13 @@ impl SampledScan<'_> {
     /// statistics are the whole table's, and pruning already applied the filters to the
     /// files: orders with status 'F' are all in the files of 1992 to mid-1995). `None` when
     /// DataFusion estimates the filters itself, the table is small, sampling is off, or the
-    /// sample could not be read.
-    pub(crate) async fn selectivity(&self, session: &dyn Session, filters: &[Expr]) -> Option<f64> {
+    /// sample could not be read. `physical` is the filters' conjunction as the scan planned it.
+    pub(crate) async fn selectivity(
+        &self,
+        session: &dyn Session,
+        filters: &[Expr],
+        physical: &Arc<dyn PhysicalExpr>,
+    ) -> Option<f64> {
         let enabled = session
             .config_options()
             .extensions
@@ -77,17 +83,13 @@ impl SampledScan<'_> {
         if !enabled || rows < SAMPLE_MIN_ROWS {
             return None;
         }
-        let predicate = conjunction(filters.to_vec())?;
-        let df_schema = DFSchema::try_from(Arc::clone(self.schema)).ok()?;
-        let physical = session
-            .create_physical_expr(predicate.clone(), &df_schema)
-            .ok()?;
-        if check_support(&physical, self.schema) {
+        if check_support(physical, self.schema) {
             return None;
         }
+        let predicate = conjunction(filters.to_vec())?;
         let files = sample_files(self.files);
         let key = memo_key(&files, &predicate);
-        let kept = match self.warehouse.sampled_selectivity(&key) {
+        let kept = match self.warehouse.sampled_selectivity(key) {
             Some(known) => known,
             None => {
                 let sampled = self.sample(session, &files, &predicate).await?;
@@ -171,11 +173,11 @@ fn sample_files<'a>(files: &[&'a DataFile]) -> Vec<&'a DataFile> {
 
 /// The memo key of `predicate` sampled on `files`: a hash of their paths and of the
 /// predicate, so that many files or a filter with a long IN list do not make a long key.
-fn memo_key(files: &[&DataFile], predicate: &Expr) -> String {
+fn memo_key(files: &[&DataFile], predicate: &Expr) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     for file in files {
         file.path.hash(&mut hasher);
     }
     predicate.hash(&mut hasher);
-    format!("{:016x}", hasher.finish())
+    hasher.finish()
 }
