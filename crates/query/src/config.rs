@@ -133,7 +133,8 @@ pub struct WarehouseOptions {
     /// Memory the warehouse may use, in bytes: running queries, the scan cache and the
     /// metadata caches together (see [`crate::memory`]); `None` for no limit. Operators that
     /// can spill (sort, hash aggregate, sort-merge join) spill to the OS temp directory when
-    /// their fair share is used up, after the scan cache has given its memory back.
+    /// the pool is full and they hold their fair share, after the scan cache has given its
+    /// memory back.
     pub memory_limit: Option<usize>,
     /// How many partitions (and so threads) a query runs on; `None` for one per CPU core.
     pub target_partitions: Option<usize>,
