@@ -13,6 +13,8 @@
 //! - [`checked_sum`]: `SUM` over integers fails on overflow (a function, registered as `sum`);
 //! - [`sampled_selectivity`]: filters DataFusion cannot estimate use the selectivity their
 //!   scan sampled, so joins build on the smaller side;
+//! - [`group_key_join`]: joins to a grouped subquery on its group keys alone, so the join's
+//!   dynamic filter reaches below the `GROUP BY`;
 //! - [`await_join_filters`]: makes scans below a hash join wait for its dynamic filter;
 //! - [`yield_after_joins`]: joins yield to the runtime, so a cancelled query stops;
 //! - [`date_dimension`]: the `date_dimension(start, end)` table function.
@@ -25,6 +27,7 @@ pub(crate) mod date_comparison;
 pub(crate) mod date_dimension;
 pub(crate) mod decimal_arithmetic;
 pub(crate) mod fk_join;
+pub(crate) mod group_key_join;
 pub(crate) mod sampled_selectivity;
 pub(crate) mod star_join;
 pub(crate) mod yield_after_joins;
@@ -106,13 +109,19 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
 }
 
 /// DataFusion's physical optimizer rules with Strata's among them: the sampled selectivities
-/// before `join_selection` uses the filters' estimates, the others after all of DataFusion's.
+/// before `join_selection` uses the filters' estimates, the group-key joins right after it
+/// (before the distribution of the joins' inputs is planned from their keys), the others
+/// after all of DataFusion's.
 pub(crate) fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     let join_selection = rules
         .iter()
         .position(|r| r.name() == "join_selection")
         .unwrap_or(0);
+    rules.insert(
+        join_selection + 1,
+        Arc::new(group_key_join::JoinOnGroupKeys),
+    );
     rules.insert(
         join_selection,
         Arc::new(sampled_selectivity::SampledSelectivity),
