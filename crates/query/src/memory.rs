@@ -254,11 +254,7 @@ impl SpillSharePool {
     /// consumer's share.
     fn try_grow_into_free(&self, reservation: &MemoryReservation, additional: usize) -> bool {
         let mut state = self.state();
-        let fits = state
-            .unspillable
-            .saturating_add(state.spillable)
-            .checked_add(additional)
-            .is_some_and(|total| total <= self.size);
+        let fits = state.fits(self.size, additional, 0);
         if fits {
             state.add(reservation.consumer(), additional);
         }
@@ -292,17 +288,24 @@ impl ShareState {
         }
     }
 
+    /// Whether `additional` more bytes keep the pool within `size` and `overdraw` bytes more.
+    fn fits(&self, size: usize, additional: usize, overdraw: usize) -> bool {
+        self.unspillable
+            .saturating_add(self.spillable)
+            .checked_add(additional)
+            .is_some_and(|total| total <= size.saturating_add(overdraw))
+    }
+
     /// Whether spiller `id` may hold `wanted` bytes in a pool of `size` (the rules of
     /// [`SpillSharePool`]); `additional` of them are new.
     fn spiller_may_hold(&self, size: usize, id: usize, wanted: usize, additional: usize) -> bool {
-        let available = size.saturating_sub(self.unspillable);
-        let total = self.spillable.saturating_add(additional);
-        if total <= available {
+        if self.fits(size, additional, 0) {
             return true;
         }
-        if total > available.saturating_add(size / OVERDRAW_DIVISOR) {
+        if !self.fits(size, additional, size / OVERDRAW_DIVISOR) {
             return false;
         }
+        let available = size.saturating_sub(self.unspillable);
         if wanted <= available / self.spillers.max(1) {
             return true;
         }
@@ -320,11 +323,11 @@ impl ShareState {
     /// and past the pool's size as far as spillers hold memory they will give back, up to the
     /// overdraw.
     fn unspillable_may_take(&self, size: usize, additional: usize) -> bool {
-        let overdraw = self.spillable.min(size / OVERDRAW_DIVISOR);
-        self.unspillable
-            .saturating_add(self.spillable)
-            .checked_add(additional)
-            .is_some_and(|total| total <= size.saturating_add(overdraw))
+        self.fits(
+            size,
+            additional,
+            self.spillable.min(size / OVERDRAW_DIVISOR),
+        )
     }
 }
 
