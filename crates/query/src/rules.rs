@@ -13,6 +13,8 @@
 //! - [`checked_sum`]: `SUM` over integers fails on overflow (a function, registered as `sum`);
 //! - [`sampled_selectivity`]: filters DataFusion cannot estimate use the selectivity their
 //!   scan sampled, so joins build on the smaller side;
+//! - [`join_statistics`]: joins on several keys are estimated by their composite key, and a
+//!   join's output is compared by rows when `join_selection` picks build sides;
 //! - [`group_key_join`]: joins to a grouped subquery on its group keys alone, so the join's
 //!   dynamic filter reaches below the `GROUP BY`;
 //! - [`await_join_filters`]: makes scans below a hash join wait for its dynamic filter;
@@ -28,6 +30,7 @@ pub(crate) mod date_dimension;
 pub(crate) mod decimal_arithmetic;
 pub(crate) mod fk_join;
 pub(crate) mod group_key_join;
+pub(crate) mod join_statistics;
 pub(crate) mod sampled_selectivity;
 pub(crate) mod star_join;
 pub(crate) mod yield_after_joins;

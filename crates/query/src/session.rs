@@ -103,6 +103,8 @@ impl Session {
         // rows pruned: wrong answers (apache/datafusion#24816, fixed after 55). Exact MIN/MAX
         // come from file statistics anyway.
         optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+        // Build sides are picked from Strata's statistics registry (`rules::join_statistics`).
+        optimizer.use_statistics_registry = true;
         // A partial aggregation that keeps more than half of its input rows as groups (grouping
         // by order or customer keys) costs more in hash-table misses than it saves the final
         // one: pass its rows straight on. DataFusion's default gives up only above 80%.
@@ -138,7 +140,8 @@ impl Session {
                 Arc::new(SessionPlanner),
                 viewer.clone(),
             )))
-            .with_object_store(&url, warehouse.object_store());
+            .with_object_store(&url, warehouse.object_store())
+            .with_statistics_registry(rules::join_statistics::registry());
         // DataFusion's optimizer rules with Strata's among them (see `rules::logical_rules`).
         state = state.with_optimizer_rules(rules::logical_rules());
         // DataFusion's physical rules with Strata's among them (see `rules::physical_rules`).
