@@ -13,6 +13,8 @@
 //! - [`checked_sum`]: `SUM` over integers fails on overflow (a function, registered as `sum`);
 //! - [`sampled_selectivity`]: filters DataFusion cannot estimate use the selectivity their
 //!   scan sampled, so joins build on the smaller side;
+//! - [`not_in_without_nulls`]: `NOT IN` over keys the scans count no NULL in is a plain anti
+//!   join, which `join_selection` may swap;
 //! - [`join_statistics`]: joins on several keys are estimated by their composite key, and a
 //!   join's output is compared by rows when `join_selection` picks build sides;
 //! - [`group_key_join`]: joins to a grouped subquery on its group keys alone, so the join's
@@ -31,6 +33,7 @@ pub(crate) mod decimal_arithmetic;
 pub(crate) mod fk_join;
 pub(crate) mod group_key_join;
 pub(crate) mod join_statistics;
+pub(crate) mod not_in_without_nulls;
 pub(crate) mod sampled_selectivity;
 pub(crate) mod star_join;
 pub(crate) mod yield_after_joins;
@@ -111,8 +114,8 @@ pub(crate) fn logical_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
     rules
 }
 
-/// DataFusion's physical optimizer rules with Strata's among them: the sampled selectivities
-/// before `join_selection` uses the filters' estimates, the group-key joins right after it
+/// DataFusion's physical optimizer rules with Strata's among them: the plain `NOT IN` joins and
+/// the sampled selectivities before `join_selection` picks build sides, the group-key joins right after it
 /// (before the distribution of the joins' inputs is planned from their keys), the others
 /// after all of DataFusion's.
 pub(crate) fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Sync>> {
@@ -128,6 +131,10 @@ pub(crate) fn physical_rules() -> Vec<Arc<dyn PhysicalOptimizerRule + Send + Syn
     rules.insert(
         join_selection,
         Arc::new(sampled_selectivity::SampledSelectivity),
+    );
+    rules.insert(
+        join_selection,
+        Arc::new(not_in_without_nulls::NotInWithoutNulls),
     );
     rules.extend([
         Arc::new(await_join_filters::AwaitJoinFilters)
