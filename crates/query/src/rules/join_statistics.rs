@@ -17,8 +17,13 @@
 //! join's output is compared with a table by rows, as a hash table costs per row (its
 //! entries, hashes and chains are a few dozen bytes a row besides the data).
 //!
-//! Every other operator derives its statistics from its inputs' enhanced statistics, so an
-//! estimate made low in the plan reaches the joins above it.
+//! Projections, filters, joins and the operators that pass rows through derive their
+//! statistics from their inputs' enhanced statistics, so an estimate made low in the plan
+//! reaches the joins above it (DataFusion's aggregate, limit and union providers take only the
+//! row count from them).
+//!
+//! Known consequence: a join's output, its bytes unknown, is collected into one hash table by
+//! its estimated rows (Strata's 4M-row threshold) rather than by DataFusion's 64 MB.
 
 use std::sync::Arc;
 
@@ -38,9 +43,9 @@ use datafusion::physical_plan::operator_statistics::{
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{ChildStats, StatisticsArgs};
 
-/// The registry a Strata session plans with: Strata's providers, then DataFusion's, except
-/// its join provider (which, without distinct counts, estimates a join as the Cartesian
-/// product).
+/// The registry a Strata session plans with: Strata's join and projection providers,
+/// DataFusion's others except its join provider (which, without distinct counts, estimates a
+/// join as the Cartesian product), then Strata's fallback from enhanced inputs.
 pub(crate) fn registry() -> StatisticsRegistry {
     StatisticsRegistry::with_providers(vec![
         Arc::new(CompositeKeyJoins),
@@ -83,8 +88,12 @@ impl StatisticsProvider for CompositeKeyJoins {
                 (right.base(), &right_keys),
             );
             if let Some(rows) = estimate {
-                let rows = join.fetch().map_or(rows, |fetch| rows.min(fetch));
-                stats.num_rows = Precision::Inexact(rows);
+                // DataFusion's estimate is never below the composite one, except when it knows
+                // better (no overlap of the keys' ranges, an empty input): keep the smaller.
+                let rows = stats.num_rows.get_value().map_or(rows, |&df| rows.min(df));
+                if !stats.num_rows.is_exact().unwrap_or(false) {
+                    stats.num_rows = Precision::Inexact(rows);
+                }
                 stats.total_byte_size = Precision::Absent;
             }
         }
@@ -262,20 +271,46 @@ mod tests {
         (plan, top)
     }
 
+    /// What Strata's registry estimates for the topmost hash join of `sql`.
+    async fn top_join_statistics(
+        session: &crate::Session,
+        sql: &str,
+    ) -> datafusion::physical_plan::operator_statistics::ExtendedStatistics {
+        let (_, join) = plan(session, sql).await;
+        super::registry()
+            .compute(join.as_ref())
+            .expect("statistics")
+    }
+
     #[tokio::test]
     async fn a_join_on_a_composite_key_keeps_the_rows_of_its_foreign_side() {
         let session = session().await;
-        let (_, join) = plan(
+        let stats = top_join_statistics(
             &session,
             "SELECT f.o, x.cost FROM facts f JOIN offers x ON f.k1 = x.k1 AND f.k2 = x.k2",
         )
         .await;
-        let stats = super::registry()
-            .compute(join.as_ref())
-            .expect("statistics");
         // DataFusion's own estimate, by k1 alone: 20,000 × 50,000 / 1,000 = 1M.
         assert_eq!(stats.base().num_rows, Precision::Inexact(20_000));
         assert_eq!(stats.base().total_byte_size, Precision::Absent);
+    }
+
+    #[tokio::test]
+    async fn keys_whose_ranges_do_not_overlap_keep_no_rows() {
+        let mut session = session().await;
+        session
+            .sql(
+                "CREATE TABLE far (k1 BIGINT, k2 BIGINT);
+                INSERT INTO far SELECT value + 5000, value % 50 FROM generate_series(1, 1000)",
+            )
+            .await
+            .expect("setup");
+        let stats = top_join_statistics(
+            &session,
+            "SELECT f.o FROM facts f JOIN far x ON f.k1 = x.k1 AND f.k2 = x.k2",
+        )
+        .await;
+        assert_eq!(stats.base().num_rows.get_value(), Some(&0));
     }
 
     #[tokio::test]

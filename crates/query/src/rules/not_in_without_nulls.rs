@@ -7,10 +7,13 @@
 //! Q16: 1.19M part-supplier rows) to probe them with the subquery's (56 suppliers), and emits
 //! the unmatched outer rows at the end, in one batch.
 //!
-//! A scan of a Strata table knows its files' exact null counts, and the plan reads exactly those
-//! files. When the key reaches both sides as a column from such a scan, through operators that
-//! never make a NULL (projections, filters, inner joins, repartitions), and the scans count no
-//! NULL in it, `NOT IN` means `NOT EXISTS`. This rule runs before `join_selection`.
+//! A scan of a Strata table knows the exact null counts of its snapshot's files, and reads some
+//! of those files. When the key reaches both sides as a column from such a scan, through
+//! operators that never make a NULL (projections, filters, inner, semi and anti joins), and the
+//! scans count no NULL in it, `NOT IN` means `NOT EXISTS`. This rule runs before
+//! `join_selection`, and leaves it the choice the planner makes for `NOT EXISTS`: a partitioned
+//! or a collected hash table, on either side. A count that is only an estimate (after a
+//! `DELETE`) keeps the null-aware join.
 
 use std::sync::Arc;
 
@@ -23,7 +26,7 @@ use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
-use datafusion::physical_plan::joins::HashJoinExec;
+use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
@@ -39,8 +42,11 @@ impl PhysicalOptimizerRule for NotInWithoutNulls {
     fn optimize(
         &self,
         plan: Arc<dyn ExecutionPlan>,
-        _config: &ConfigOptions,
+        config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        // The mode DataFusion's planner gives a hash join that need not collect its build side.
+        let free_mode =
+            config.optimizer.repartition_joins && config.execution.target_partitions > 1;
         plan.transform_up(|node| {
             let Some(join) = node.downcast_ref::<HashJoinExec>() else {
                 return Ok(Transformed::no(node));
@@ -48,7 +54,12 @@ impl PhysicalOptimizerRule for NotInWithoutNulls {
             if !join.null_aware || !keys_never_null(join)? {
                 return Ok(Transformed::no(node));
             }
-            let plain = join.builder().with_null_aware(false).build()?;
+            // A null-aware join is planned to collect its left side; a plain one may partition.
+            let mut plain = join.builder().with_null_aware(false);
+            if free_mode {
+                plain = plain.with_partition_mode(PartitionMode::Auto);
+            }
+            let plain = plain.build()?;
             Ok(Transformed::yes(Arc::new(plain) as Arc<dyn ExecutionPlan>))
         })
         .data()
