@@ -47,6 +47,11 @@ use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{ColumnarValue, Expr, LogicalPlan};
 use datafusion::optimizer::{AnalyzerRule, OptimizerRule};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::prelude::SessionContext;
 
 /// Rewrites the expressions of one plan node bottom-up with `rewrite`, which sees the schema of
@@ -73,6 +78,22 @@ pub(crate) fn rewrite_node_expressions(
         node.map_data(|p| p.recompute_schema())
     } else {
         Ok(node)
+    }
+}
+
+/// The input of `plan` when it passes its input's rows on as they are, in the same columns
+/// (repartitions, coalescing, cooperative yields, sorts): what holds for those rows holds for
+/// its output.
+pub(crate) fn rows_passed_through(
+    plan: &Arc<dyn ExecutionPlan>,
+) -> Option<&Arc<dyn ExecutionPlan>> {
+    let passes = plan.is::<RepartitionExec>()
+        || plan.is::<CoalescePartitionsExec>()
+        || plan.is::<CooperativeExec>()
+        || plan.is::<SortExec>();
+    match plan.children()[..] {
+        [input] if passes => Some(input),
+        _ => None,
     }
 }
 

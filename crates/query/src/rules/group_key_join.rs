@@ -27,14 +27,12 @@ use datafusion::physical_expr::expressions::{BinaryExpr, Column};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::HashJoinExec;
 use datafusion::physical_plan::joins::utils::{ColumnIndex, JoinFilter};
 use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::sorts::sort::SortExec;
+
+use super::rows_passed_through;
 
 /// The physical rule (see the module documentation).
 #[derive(Debug)]
@@ -193,14 +191,7 @@ fn unique_key(plan: &Arc<dyn ExecutionPlan>) -> Option<HashSet<usize>> {
             }
         };
     }
-    let passes_rows_through = plan.is::<RepartitionExec>()
-        || plan.is::<CoalescePartitionsExec>()
-        || plan.is::<CooperativeExec>()
-        || plan.is::<SortExec>();
-    if passes_rows_through && let [input] = plan.children()[..] {
-        return unique_key(input);
-    }
-    None
+    rows_passed_through(plan).and_then(unique_key)
 }
 
 /// The output positions of the `below` key columns among `exprs`, when each is projected as a

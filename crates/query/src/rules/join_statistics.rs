@@ -61,7 +61,8 @@ pub(crate) fn registry() -> StatisticsRegistry {
 }
 
 /// Hash joins on several keys, estimated by their composite keys (see the module
-/// documentation); other hash joins as DataFusion estimates them, from enhanced inputs.
+/// documentation); joins on one key are DataFusion's estimate from enhanced inputs
+/// ([`FromInputs`]).
 #[derive(Debug)]
 struct CompositeKeyJoins;
 
@@ -71,7 +72,10 @@ impl StatisticsProvider for CompositeKeyJoins {
         plan: &dyn ExecutionPlan,
         child_stats: &[ExtendedStatistics],
     ) -> Result<StatisticsResult> {
-        let Some(join) = plan.downcast_ref::<HashJoinExec>() else {
+        let Some(join) = plan
+            .downcast_ref::<HashJoinExec>()
+            .filter(|join| join.on().len() > 1)
+        else {
             return Ok(StatisticsResult::Delegate);
         };
         let [left, right] = child_stats else {
@@ -80,22 +84,20 @@ impl StatisticsProvider for CompositeKeyJoins {
         let inputs = [Arc::clone(left.base_arc()), Arc::clone(right.base_arc())];
         let mut stats =
             Arc::unwrap_or_clone(join.statistics_from_inputs(&inputs, &StatisticsArgs::new())?);
-        if join.on().len() > 1 {
-            let (left_keys, right_keys): (Vec<_>, Vec<_>) = join.on().iter().cloned().unzip();
-            let estimate = composite_key_join_rows(
-                join.join_type(),
-                (left.base(), &left_keys),
-                (right.base(), &right_keys),
-            );
-            if let Some(rows) = estimate {
-                // DataFusion's estimate is never below the composite one, except when it knows
-                // better (no overlap of the keys' ranges, an empty input): keep the smaller.
-                let rows = stats.num_rows.get_value().map_or(rows, |&df| rows.min(df));
-                if !stats.num_rows.is_exact().unwrap_or(false) {
-                    stats.num_rows = Precision::Inexact(rows);
-                }
-                stats.total_byte_size = Precision::Absent;
+        let (left_keys, right_keys): (Vec<_>, Vec<_>) = join.on().iter().cloned().unzip();
+        let estimate = composite_key_join_rows(
+            join.join_type(),
+            (left.base(), &left_keys),
+            (right.base(), &right_keys),
+        );
+        if let Some(rows) = estimate {
+            // DataFusion's estimate is never below the composite one, except when it knows
+            // better (no overlap of the keys' ranges, an empty input): keep the smaller.
+            let rows = stats.num_rows.get_value().map_or(rows, |&df| rows.min(df));
+            if !stats.num_rows.is_exact().unwrap_or(false) {
+                stats.num_rows = Precision::Inexact(rows);
             }
+            stats.total_byte_size = Precision::Absent;
         }
         Ok(StatisticsResult::Computed(ExtendedStatistics::new(stats)))
     }

@@ -22,16 +22,14 @@ use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode};
 use datafusion::common::{JoinType, Result};
 use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::projection::ProjectionRef;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
-use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
-use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::joins::{HashJoinExec, PartitionMode};
 use datafusion::physical_plan::projection::ProjectionExec;
-use datafusion::physical_plan::repartition::RepartitionExec;
-use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{ExecutionPlan, StatisticsArgs, StatisticsContext};
 
+use super::rows_passed_through;
 use crate::table::scan::StrataScanExec;
 
 /// The physical rule (see the module documentation).
@@ -116,22 +114,14 @@ fn never_null(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Result<bool> {
         };
     }
     if let Some(filter) = plan.downcast_ref::<FilterExec>() {
-        let below = match filter.projection() {
-            Some(projection) => match projection.get(index) {
-                Some(&below) => below,
-                None => return Ok(false),
-            },
-            None => index,
+        return match before_projection(filter.projection().as_ref(), index) {
+            Some(below) => never_null(filter.input(), below),
+            None => Ok(false),
         };
-        return never_null(filter.input(), below);
     }
     if let Some(join) = plan.downcast_ref::<HashJoinExec>() {
-        let joined = match &join.projection {
-            Some(projection) => match projection.get(index) {
-                Some(&joined) => joined,
-                None => return Ok(false),
-            },
-            None => index,
+        let Some(joined) = before_projection(join.projection.as_ref(), index) else {
+            return Ok(false);
         };
         let left_width = join.left().schema().fields().len();
         // Only joins that add no NULL rows: inner joins, and semi or anti joins (one side's
@@ -144,14 +134,15 @@ fn never_null(plan: &Arc<dyn ExecutionPlan>, index: usize) -> Result<bool> {
             _ => Ok(false),
         };
     }
-    let passes_rows_through = plan.is::<RepartitionExec>()
-        || plan.is::<CoalescePartitionsExec>()
-        || plan.is::<CooperativeExec>()
-        || plan.is::<SortExec>();
-    match plan.children()[..] {
-        [input] if passes_rows_through => never_null(input, index),
-        _ => Ok(false),
+    match rows_passed_through(plan) {
+        Some(input) => never_null(input, index),
+        None => Ok(false),
     }
+}
+
+/// The column an operator's output column `index` is, before its `projection` of its columns.
+fn before_projection(projection: Option<&ProjectionRef>, index: usize) -> Option<usize> {
+    projection.map_or(Some(index), |projection| projection.get(index).copied())
 }
 
 #[cfg(test)]
